@@ -1,0 +1,131 @@
+//! The contract every storage driver fulfils.
+//!
+//! # Lifecycle
+//!
+//! A driver manages *layers* named by string IDs (for images, chain IDs such as
+//! `sha256:…`). Each layer has at most one parent and is one of:
+//!
+//! * **committed** — made by [`Driver::apply_diff`] (an OCI layer tar applied on top of
+//!   the parent) or by [`Driver::create`] with `writable = false`. Its content never
+//!   changes again.
+//! * **writable** — a container layer, made by [`Driver::create`] with `writable = true`.
+//!   Writes go through its mounted view.
+//!
+//! ```text
+//!   apply_diff(base, None, tar) ──► apply_diff(app, Some(base), tar) ──► create(ctr, Some(app), writable)
+//!                                                                          │
+//!                          mount(ctr) ─► write files ─► diff(ctr) / changes(ctr) ─► unmount(ctr)
+//!                                                                          │
+//!                                                      remove(ctr) ─► remove(app) ─► remove(base)
+//! ```
+//!
+//! * [`Driver::mount`] returns the merged view of the layer and everything below it.
+//!   Mounts are reference counted *across processes*: two users share one mount and
+//!   only the last [`Driver::unmount`] releases it.
+//! * [`Driver::remove`] refuses while the layer is mounted or has a child.
+//! * Every call that makes a layer is atomic: if it fails, or the process is killed,
+//!   no layer of that ID is listed afterwards, and the next start removes any
+//!   half-made work (see [`crate::store`]).
+//!
+//! The naive diff, the tar engine and the metadata store are shared; a driver differs
+//! only where its filesystem does: how a layer's directory is made, how a whiteout is
+//! stored, how a mount is made, how a diff is found.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// What a layer is, as listed by the metadata store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerInfo {
+    pub id: String,
+    pub parent: Option<String>,
+    /// `true` for a container layer that can still change.
+    pub writable: bool,
+    /// `sha256:` digest of the uncompressed tar that made the layer, when it was applied.
+    pub diff_id: Option<String>,
+    /// Bytes of file content the layer's tar carried (0 for a created layer).
+    pub size: u64,
+    /// Number of current users of the layer's mount.
+    pub mounts: u32,
+    /// Unix time (seconds) the layer was committed.
+    pub created: u64,
+}
+
+/// How a path differs between a layer and its parent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// One entry of [`Driver::changes`]. A deleted tree is reported once, at its top.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Change {
+    /// Path relative to the layer root, without a leading `/`.
+    pub path: PathBuf,
+    pub kind: ChangeKind,
+}
+
+/// What one layer alone holds on disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+/// What a driver runs on and with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub driver: String,
+    /// Filesystem type under the driver's folder (`ext4`, `xfs`, `btrfs`, `tmpfs`, …).
+    pub backing_fs: String,
+    /// Features in use, as `name=value` pairs (for example `reflink=true`, `metacopy=on`).
+    pub features: Vec<(String, String)>,
+    pub layers: usize,
+}
+
+/// A storage driver. See the module documentation for the lifecycle.
+pub trait Driver: Send + Sync {
+    /// The driver's short name: `vfs`, `overlay` or `btrfs`.
+    fn name(&self) -> &'static str;
+
+    /// Makes an empty layer `id` over `parent`: a container layer when `writable`.
+    fn create(&self, id: &str, parent: Option<&str>, writable: bool) -> Result<()>;
+
+    /// Makes the committed layer `id` over `parent` holding the changes in an OCI layer
+    /// tar (plain, gzip or zstd). Returns the bytes of file content applied. Atomic.
+    fn apply_diff(&self, id: &str, parent: Option<&str>, tar: &mut dyn Read) -> Result<u64>;
+
+    /// Mounts (or shares the existing mount of) the merged view of `id`; returns its path.
+    fn mount(&self, id: &str) -> Result<PathBuf>;
+
+    /// Drops one user of the mount of `id`; the last user's call releases it.
+    fn unmount(&self, id: &str) -> Result<()>;
+
+    /// Writes the uncompressed OCI layer tar of `id` against its parent; returns its size.
+    fn diff(&self, id: &str, out: &mut dyn Write) -> Result<u64>;
+
+    /// Lists what changed in `id` against its parent, sorted by path.
+    fn changes(&self, id: &str) -> Result<Vec<Change>>;
+
+    /// Removes `id`; refuses while it is mounted or has a child.
+    fn remove(&self, id: &str) -> Result<()>;
+
+    /// Bytes and inodes that `id` alone holds on disk.
+    fn usage(&self, id: &str) -> Result<Usage>;
+
+    /// Backing filesystem, features in use, layer count.
+    fn status(&self) -> Result<Status>;
+
+    /// The metadata of one layer.
+    fn get(&self, id: &str) -> Result<LayerInfo>;
+
+    /// Every layer, sorted by ID.
+    fn list(&self) -> Result<Vec<LayerInfo>>;
+}

@@ -1,0 +1,156 @@
+//! One error type for every driver. Each error carries the layer it concerns, the path
+//! inside that layer (when there is one) and the cause, so that the `strata` binary can
+//! print a single line such as
+//! `error: layer base: usr/bin/x: hardlink target etc/passwd is not in this layer`.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// What went wrong, without the layer and path context.
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("no such layer")]
+    NotFound,
+    #[error("layer already exists")]
+    Exists,
+    #[error("parent layer {0} does not exist")]
+    ParentNotFound(String),
+    #[error("layer is mounted ({0} users); unmount it first")]
+    Mounted(u32),
+    #[error("layer is not mounted")]
+    NotMounted,
+    #[error("layer has child layers ({0}); remove them first")]
+    HasChildren(String),
+    #[error("layer is read-only (committed); only a writable layer can change")]
+    ReadOnly,
+    #[error("invalid layer id {0:?}: use 1-128 characters of [A-Za-z0-9_.:-], starting with a letter or digit")]
+    InvalidId(String),
+    #[error("invalid layer tar: {0}")]
+    BadTar(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("not supported here: {0}")]
+    Unsupported(String),
+    #[error("metadata store is corrupt: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// An error that names the layer, the path and the cause.
+#[derive(Debug)]
+pub struct Error {
+    pub layer: Option<String>,
+    pub path: Option<PathBuf>,
+    pub cause: Cause,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(cause: impl Into<Cause>) -> Self {
+        Error { layer: None, path: None, cause: cause.into() }
+    }
+    pub fn layer(layer: &str, cause: impl Into<Cause>) -> Self {
+        Error { layer: Some(layer.to_string()), path: None, cause: cause.into() }
+    }
+    pub fn at(layer: &str, path: impl AsRef<Path>, cause: impl Into<Cause>) -> Self {
+        Error {
+            layer: Some(layer.to_string()),
+            path: Some(path.as_ref().to_path_buf()),
+            cause: cause.into(),
+        }
+    }
+    /// Fills in the layer if the error does not name one yet.
+    pub fn in_layer(mut self, layer: &str) -> Self {
+        if self.layer.is_none() {
+            self.layer = Some(layer.to_string());
+        }
+        self
+    }
+    /// Fills in the path if the error does not name one yet.
+    pub fn with_path(mut self, path: impl AsRef<Path>) -> Self {
+        if self.path.is_none() {
+            self.path = Some(path.as_ref().to_path_buf());
+        }
+        self
+    }
+    /// The raw OS error, if the cause is one (ENOSPC, EACCES, ...).
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match &self.cause {
+            Cause::Io(e) => e.raw_os_error(),
+            _ => None,
+        }
+    }
+    pub fn is_not_found(&self) -> bool {
+        matches!(self.cause, Cause::NotFound)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(layer) = &self.layer {
+            write!(f, "layer {layer}: ")?;
+        }
+        if let Some(path) = &self.path {
+            let shown = path.to_string_lossy();
+            if shown.is_empty() {
+                write!(f, "/: ")?;
+            } else {
+                write!(f, "{shown}: ")?;
+            }
+        }
+        match &self.cause {
+            // ENOSPC is the error users most need to recognise at a glance.
+            Cause::Io(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                write!(f, "no space left on device")
+            }
+            cause => write!(f, "{cause}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.cause {
+            Cause::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::new(Cause::Io(e))
+    }
+}
+
+impl From<nix::Error> for Cause {
+    fn from(e: nix::Error) -> Self {
+        Cause::Io(io::Error::from_raw_os_error(e as i32))
+    }
+}
+
+impl From<nix::Error> for Error {
+    fn from(e: nix::Error) -> Self {
+        Error::new(Cause::from(e))
+    }
+}
+
+/// Adds a path (and optionally a layer) to io/nix results.
+pub trait Context<T> {
+    fn at_path(self, path: impl AsRef<Path>) -> Result<T>;
+    fn in_layer(self, layer: &str) -> Result<T>;
+}
+
+impl<T, E: Into<Error>> Context<T> for std::result::Result<T, E> {
+    fn at_path(self, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| e.into().with_path(path))
+    }
+    fn in_layer(self, layer: &str) -> Result<T> {
+        self.map_err(|e| e.into().in_layer(layer))
+    }
+}
