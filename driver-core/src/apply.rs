@@ -1,7 +1,53 @@
 //! The tar engine's apply side: extract an OCI layer tar into a layer root, confined.
-//! (Implementation in progress.)
+//!
+//! # Confinement
+//! Every entry's parent directory is opened with `openat2(root, parent,
+//! RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS)`, and the entry itself is made with an `*at`
+//! call on that descriptor and never followed. So `..`, absolute names, and symlinks or
+//! hardlinks placed by earlier entries (or by lower layers) cannot make a write, chmod,
+//! link or delete land outside the root. Rules on top of that, the same for every
+//! driver so that their merged views agree:
+//! * a name with a `..` component is refused; a leading `/` is dropped (as GNU tar and
+//!   containerd do);
+//! * an entry may not be written *through* a symbolic link (`ELOOP` from the resolver):
+//!   diff tools walk real trees, so only a crafted tar does this;
+//! * a hardlink's target must be an entry this same tar made, as on overlay, where
+//!   lower layers are not in the layer's directory;
+//! * a 0/0 character device is refused: overlayfs would read it as a whiteout while
+//!   vfs and btrfs kept a device, and the drivers would disagree about what exists;
+//! * a layer may not set `trusted.overlay.*` or `user.overlay.*` xattrs.
+//!
+//! # Whiteouts
+//! `.wh.NAME` hides NAME of the *lower* layers and `.wh..wh..opq` all lower content of
+//! its directory; what this tar extracts itself stays, in whatever order the tar lists
+//! the whiteout (umoci tracks this the same way). How a whiteout is stored is the
+//! driver's [`WhiteoutMode`]. On overlay, a directory that replaces a non-directory
+//! (a whiteout device included) is made opaque, or the lower directory's content
+//! would show through it (BuildKit shipped that bug: moby/buildkit#2614, #2710).
+//!
+//! # Metadata
+//! Files get owner, then mode (chown clears setuid bits and `security.capability`),
+//! then xattrs, then times. Directories get mode and times after the whole tar, so a
+//! mode-0000 directory can still receive its children and its mtime is the tar's, not
+//! the time its last child was written. A directory that existed before and that the
+//! engine changed without the tar describing it (a whiteout deleted something in it)
+//! gets its times back.
 
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsStr;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{Mode, SFlag};
+use nix::sys::time::TimeSpec;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Cause, Error, Result};
+use crate::sys::{self, errno, XattrTarget};
 
 /// How a driver stores an OCI whiteout (`.wh.NAME`, `.wh..wh..opq`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,4 +83,752 @@ pub struct ApplyReport {
     /// describe it. A driver whose layer directory does not hold the lower layers
     /// (overlay) copies their metadata from the lower layers at commit time.
     pub implicit_dirs: Vec<PathBuf>,
+}
+
+/// The OCI whiteout prefix and the opaque-directory marker.
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
+
+/// Longest path the engine accepts (PATH_MAX less the terminating NUL).
+const MAX_PATH: usize = 4095;
+const MAX_NAME: usize = 255;
+
+/// Applies the layer tar read from `input` (plain, gzip or zstd) onto the tree at `root`.
+pub fn apply_layer(root: &Path, input: impl Read, opts: &ApplyOptions) -> Result<ApplyReport> {
+    let layer = opts.layer.as_str();
+    let (_, reader) = crate::compress::decompress(input)
+        .map_err(|e| Error::layer(layer, Cause::BadTar(format!("cannot read the stream: {e}"))))?;
+    let mut hashing = HashingReader { inner: reader, hasher: Sha256::new(), bytes: 0 };
+    let root_fd = sys::open_dir(root).map_err(|e| Error::at(layer, root, e))?;
+    let mut applier = Applier::new(opts, root_fd);
+    {
+        let mut archive = tar::Archive::new(&mut hashing);
+        let entries = archive.entries().map_err(|e| bad_stream(layer, e))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| bad_stream(layer, e))?;
+            applier.entry(&mut entry)?;
+        }
+    }
+    // Read to the end so that the digest covers the whole stream (the tar's trailing
+    // blocks) and a gzip/zstd trailer is checked.
+    io::copy(&mut hashing, &mut io::sink()).map_err(|e| bad_stream(layer, e))?;
+    applier.finish()?;
+    let mut report = applier.report;
+    report.tar_bytes = hashing.bytes;
+    report.diff_id = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
+    Ok(report)
+}
+
+fn bad_stream(layer: &str, e: io::Error) -> Error {
+    let what = match e.kind() {
+        io::ErrorKind::UnexpectedEof => "the stream ends early (truncated)".to_string(),
+        _ => e.to_string(),
+    };
+    Error::layer(layer, Cause::BadTar(what))
+}
+
+/// Counts and hashes what passes through it.
+pub struct HashingReader<R> {
+    pub inner: R,
+    pub hasher: Sha256,
+    pub bytes: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// A normalised path inside the layer: components joined by `/`, `""` for the root.
+type RelPath = Vec<u8>;
+
+fn show(p: &[u8]) -> PathBuf {
+    PathBuf::from(OsStr::from_bytes(p))
+}
+
+/// Normalises an entry name: drops a leading `/`, `.` and empty components; refuses
+/// `..`, names over 255 bytes and paths over 4095 bytes.
+fn normalize(raw: &[u8]) -> std::result::Result<RelPath, Cause> {
+    let mut out: RelPath = Vec::with_capacity(raw.len());
+    for comp in raw.split(|&b| b == b'/') {
+        match comp {
+            b"" | b"." => continue,
+            b".." => {
+                return Err(Cause::Refused(
+                    "the name has a '..' component: an entry may not climb out of its directory".into(),
+                ))
+            }
+            c if c.len() > MAX_NAME => {
+                return Err(Cause::BadTar(format!("a name component is {} bytes long (the limit is {MAX_NAME})", c.len())))
+            }
+            c => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(c);
+            }
+        }
+    }
+    if out.len() > MAX_PATH {
+        return Err(Cause::BadTar(format!("the path is {} bytes long (the limit is {MAX_PATH})", out.len())));
+    }
+    Ok(out)
+}
+
+fn split(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&[], path),
+    }
+}
+
+fn join(parent: &[u8], name: &[u8]) -> RelPath {
+    let mut p = Vec::with_capacity(parent.len() + name.len() + 1);
+    p.extend_from_slice(parent);
+    if !parent.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+/// Owner, mode, times and xattrs of an entry.
+#[derive(Clone, Debug)]
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    atime: TimeSpec,
+    mtime: TimeSpec,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+/// Parses a PAX time (`1700000000.123456789`, possibly negative).
+fn parse_pax_time(v: &[u8]) -> Option<TimeSpec> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (secs, frac) = match s.split_once('.') {
+        Some((a, b)) => (a, b),
+        None => (s, ""),
+    };
+    let secs: i64 = secs.parse().ok()?;
+    let mut nanos: i64 = 0;
+    for (i, c) in frac.chars().take(9).enumerate() {
+        nanos += c.to_digit(10)? as i64 * 10i64.pow(8 - i as u32);
+    }
+    let total = if neg { -(secs * 1_000_000_000 + nanos) } else { secs * 1_000_000_000 + nanos };
+    Some(TimeSpec::new(total.div_euclid(1_000_000_000), total.rem_euclid(1_000_000_000)))
+}
+
+/// Reads owner, mode, times and xattrs from the header and its PAX records.
+fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> std::result::Result<Meta, Cause> {
+    let header = entry.header();
+    let bad = |what: &str, e: io::Error| Cause::BadTar(format!("bad {what} in header: {e}"));
+    let mode = header.mode().map_err(|e| bad("mode", e))? & 0o7777;
+    let uid = header.uid().map_err(|e| bad("uid", e))?;
+    let gid = header.gid().map_err(|e| bad("gid", e))?;
+    let mtime = header.mtime().map_err(|e| bad("mtime", e))?;
+    let mut meta = Meta {
+        mode,
+        uid: u32::try_from(uid).map_err(|_| Cause::BadTar(format!("uid {uid} does not fit in 32 bits")))?,
+        gid: u32::try_from(gid).map_err(|_| Cause::BadTar(format!("gid {gid} does not fit in 32 bits")))?,
+        atime: TimeSpec::new(0, 0),
+        mtime: TimeSpec::new(i64::try_from(mtime).unwrap_or(i64::MAX), 0),
+        xattrs: Vec::new(),
+    };
+    let mut atime = None;
+    if let Some(pax) = entry.pax_extensions().map_err(|e| bad("PAX records", e))? {
+        for ext in pax {
+            let ext = ext.map_err(|e| bad("PAX record", e))?;
+            let key = ext.key_bytes();
+            let value = ext.value_bytes();
+            let num = |v: &[u8]| -> std::result::Result<u32, Cause> {
+                std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<u32>().ok())
+                    .ok_or_else(|| Cause::BadTar(format!("PAX {} is not a 32-bit number", String::from_utf8_lossy(key))))
+            };
+            match key {
+                b"uid" => meta.uid = num(value)?,
+                b"gid" => meta.gid = num(value)?,
+                b"mtime" => {
+                    meta.mtime = parse_pax_time(value).ok_or_else(|| Cause::BadTar("PAX mtime is not a time".into()))?
+                }
+                b"atime" => atime = parse_pax_time(value),
+                k if k.starts_with(b"SCHILY.xattr.") => {
+                    let name = String::from_utf8_lossy(&k[b"SCHILY.xattr.".len()..]).into_owned();
+                    meta.xattrs.push((name, value.to_vec()));
+                }
+                k if k.starts_with(b"GNU.sparse.") => {
+                    return Err(Cause::Unsupported(
+                        "PAX-format sparse files (GNU.sparse.* records); the old GNU sparse format is supported".into(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+    meta.atime = atime.unwrap_or(meta.mtime);
+    for (name, _) in &meta.xattrs {
+        if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
+            return Err(Cause::Refused(format!(
+                "the layer sets the overlayfs xattr {name}; only the storage driver may set those"
+            )));
+        }
+    }
+    meta.xattrs.sort();
+    meta.xattrs.dedup_by(|a, b| a.0 == b.0);
+    Ok(meta)
+}
+
+/// Directory metadata applied once the whole tar is in.
+#[derive(Clone, Debug)]
+struct DirMeta {
+    mode: u32,
+    atime: TimeSpec,
+    mtime: TimeSpec,
+}
+
+struct Applier<'a> {
+    opts: &'a ApplyOptions,
+    root: OwnedFd,
+    /// Paths this tar has made itself.
+    extracted: HashSet<RelPath>,
+    /// Paths that have something this tar made below them.
+    ancestors: HashSet<RelPath>,
+    /// Directories made during this apply (by an entry or implicitly).
+    created_dirs: HashSet<RelPath>,
+    /// Mode and times to give directories at the end, by path.
+    dir_meta: BTreeMap<RelPath, DirMeta>,
+    /// Directories that existed before and that the engine changed: their times.
+    touched: HashMap<RelPath, (TimeSpec, TimeSpec)>,
+    root_described: bool,
+    buf: Vec<u8>,
+    report: ApplyReport,
+}
+
+impl<'a> Applier<'a> {
+    fn new(opts: &'a ApplyOptions, root: OwnedFd) -> Self {
+        Applier {
+            opts,
+            root,
+            extracted: HashSet::new(),
+            ancestors: HashSet::new(),
+            created_dirs: HashSet::new(),
+            dir_meta: BTreeMap::new(),
+            touched: HashMap::new(),
+            root_described: false,
+            buf: vec![0u8; 1 << 20],
+            report: ApplyReport::default(),
+        }
+    }
+
+    fn root(&self) -> BorrowedFd<'_> {
+        self.root.as_fd()
+    }
+
+    fn err(&self, path: &[u8], cause: impl Into<Cause>) -> Error {
+        Error::at(&self.opts.layer, show(path), cause)
+    }
+
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+        self.report.entries += 1;
+        let raw = entry.path_bytes().into_owned();
+        let kind = entry.header().entry_type();
+        if matches!(kind, tar::EntryType::XGlobalHeader | tar::EntryType::XHeader) {
+            return Ok(());
+        }
+        let path = normalize(&raw).map_err(|c| self.err(&raw, c))?;
+        let meta = read_meta(entry).map_err(|c| self.err(&path, c))?;
+        self.entry_at(&path, kind, meta, entry).map_err(|e| e.in_layer(&self.opts.layer).with_path(show(&path)))
+    }
+
+    fn entry_at<R: Read>(
+        &mut self,
+        path: &[u8],
+        kind: tar::EntryType,
+        meta: Meta,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<()> {
+        if path.is_empty() {
+            return self.root_entry(kind, meta);
+        }
+        let (parent, name) = split(path);
+        if let Some(target) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            if name == OPAQUE_MARKER.as_bytes() {
+                return self.opaque(parent, meta.mtime);
+            }
+            if target.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+                // Other `.wh..wh.` names are aufs bookkeeping (`.wh..wh.plnk`, ...);
+                // moby and containerd skip them too.
+                return Ok(());
+            }
+            if target.is_empty() || target == b"." || target == b".." {
+                return Err(Cause::BadTar("a whiteout with no name to hide".into()).into());
+            }
+            return self.whiteout(parent, target, meta.mtime);
+        }
+        let name = OsStr::from_bytes(name);
+        match kind {
+            tar::EntryType::Directory => self.directory(path, parent, name, meta),
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                self.regular(path, parent, name, meta, entry, kind == tar::EntryType::GNUSparse)
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| Error::new(Cause::BadTar("a symlink without a target".into())))?
+                    .into_owned();
+                self.symlink(path, parent, name, meta, &target)
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| Error::new(Cause::BadTar("a hardlink without a target".into())))?
+                    .into_owned();
+                self.hardlink(path, parent, name, &target)
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                let header = entry.header();
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                if kind == tar::EntryType::Char && major == 0 && minor == 0 {
+                    return Err(Cause::Refused(
+                        "a 0/0 character device is an overlayfs whiteout, not layer content; \
+                         OCI layers delete with .wh. entries"
+                            .into(),
+                    )
+                    .into());
+                }
+                let sflag = match kind {
+                    tar::EntryType::Char => SFlag::S_IFCHR,
+                    tar::EntryType::Block => SFlag::S_IFBLK,
+                    _ => SFlag::S_IFIFO,
+                };
+                self.node(path, parent, name, meta, sflag, nix::sys::stat::makedev(major.into(), minor.into()))
+            }
+            other => Err(Cause::Unsupported(format!("tar entry type {other:?}")).into()),
+        }
+    }
+
+    fn mark_extracted(&mut self, path: &[u8]) {
+        self.extracted.insert(path.to_vec());
+        let mut p = path;
+        while !p.is_empty() {
+            p = split(p).0;
+            if !self.ancestors.insert(p.to_vec()) {
+                break;
+            }
+        }
+    }
+
+    /// Remembers the times of a directory that existed before this apply, before the
+    /// engine first changes something in it.
+    fn touch(&mut self, dir: &[u8], fd: BorrowedFd<'_>) -> Result<()> {
+        if self.created_dirs.contains(dir) || self.touched.contains_key(dir) {
+            return Ok(());
+        }
+        let st = sys::fstat(fd)?;
+        self.touched.insert(
+            dir.to_vec(),
+            (TimeSpec::new(st.st_atime, st.st_atime_nsec), TimeSpec::new(st.st_mtime, st.st_mtime_nsec)),
+        );
+        Ok(())
+    }
+
+    /// Opens directory `dir`, creating missing components as implicit directories
+    /// (0755, root, with the mtime of the entry that needed them).
+    fn dir(&mut self, dir: &[u8], mtime: TimeSpec) -> Result<OwnedFd> {
+        match sys::open_dir_in(self.root(), &show(dir)) {
+            Ok(fd) => return Ok(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(self.resolve_error(dir, e)),
+        }
+        let mut cur = sys::open_dir_in(self.root(), Path::new(""))?;
+        let mut prefix: RelPath = Vec::new();
+        for comp in dir.split(|&b| b == b'/') {
+            let parent = prefix.clone();
+            prefix = join(&parent, comp);
+            let name = OsStr::from_bytes(comp);
+            match sys::open_at(cur.as_fd(), name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0) {
+                Ok(fd) => cur = fd,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    self.touch(&parent, cur.as_fd())?;
+                    nix::sys::stat::mkdirat(Some(cur.as_raw_fd()), name, Mode::from_bits_truncate(0o755))
+                        .map_err(|e| self.err(&prefix, e))?;
+                    let fd = sys::open_at(cur.as_fd(), name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
+                    self.created_dirs.insert(prefix.clone());
+                    self.dir_meta.insert(prefix.clone(), DirMeta { mode: 0o755, atime: mtime, mtime });
+                    self.report.implicit_dirs.push(show(&prefix));
+                    cur = fd;
+                }
+                Err(e) => return Err(self.resolve_error(&prefix, e)),
+            }
+        }
+        Ok(cur)
+    }
+
+    fn resolve_error(&self, dir: &[u8], e: io::Error) -> Error {
+        match e.raw_os_error() {
+            Some(libc::ELOOP) => self.err(
+                dir,
+                Cause::Refused("the path goes through a symbolic link; a layer may not write through a link".into()),
+            ),
+            Some(libc::ENOTDIR) => self.err(dir, Cause::BadTar("a parent of the entry is not a directory".into())),
+            Some(libc::EXDEV) => self.err(dir, Cause::Refused("the path leaves the layer root".into())),
+            _ => self.err(dir, e),
+        }
+    }
+
+    /// Clears the slot `name` in `parent` for a new non-directory entry.
+    fn clear_slot(&mut self, parent: &[u8], pfd: BorrowedFd<'_>, name: &OsStr) -> Result<()> {
+        self.touch(parent, pfd)?;
+        sys::remove_all_at(pfd, name)?;
+        Ok(())
+    }
+
+    fn set_xattrs(&self, target: XattrTarget<'_>, xattrs: &[(String, Vec<u8>)]) -> Result<()> {
+        for (name, value) in xattrs {
+            sys::set_xattr(target, name, value).map_err(|e| {
+                Error::new(Cause::Other(format!("cannot set xattr {name}: {e}")))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn root_entry(&mut self, kind: tar::EntryType, meta: Meta) -> Result<()> {
+        if kind != tar::EntryType::Directory {
+            return Err(Cause::BadTar("the entry for the layer root is not a directory".into()).into());
+        }
+        let fd = sys::open_dir_in(self.root(), Path::new(""))?;
+        nix::unistd::fchown(fd.as_raw_fd(), Some(meta.uid.into()), Some(meta.gid.into()))?;
+        self.set_xattrs(XattrTarget::Fd(fd.as_raw_fd()), &meta.xattrs)?;
+        self.dir_meta.insert(Vec::new(), DirMeta { mode: meta.mode, atime: meta.atime, mtime: meta.mtime });
+        self.root_described = true;
+        Ok(())
+    }
+
+    fn directory(&mut self, path: &[u8], parent: &[u8], name: &OsStr, meta: Meta) -> Result<()> {
+        let pfd = self.dir(parent, meta.mtime)?;
+        let mut opaque = false;
+        match sys::lstat_at(pfd.as_fd(), name)? {
+            Some(st) if sys::is_dir(&st) => {}
+            existing => {
+                self.touch(parent, pfd.as_fd())?;
+                if existing.is_some() {
+                    sys::remove_all_at(pfd.as_fd(), name)?;
+                    // A directory over a non-directory in the same overlay layer would
+                    // otherwise merge with the lower directory below it.
+                    opaque = matches!(self.opts.whiteouts, WhiteoutMode::OverlayDevice { .. });
+                }
+                nix::sys::stat::mkdirat(Some(pfd.as_raw_fd()), name, Mode::from_bits_truncate(0o700))?;
+                self.created_dirs.insert(path.to_vec());
+            }
+        }
+        let fd = sys::open_at(pfd.as_fd(), name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
+        nix::unistd::fchown(fd.as_raw_fd(), Some(meta.uid.into()), Some(meta.gid.into()))?;
+        let target = XattrTarget::Fd(fd.as_raw_fd());
+        // The entry describes the directory whole: xattrs it does not list go (except
+        // the driver's own overlay markers), so every driver shows the same set.
+        for old in sys::list_xattrs(target)? {
+            let keep = meta.xattrs.iter().any(|(n, _)| *n == old)
+                || matches!(self.opts.whiteouts, WhiteoutMode::OverlayDevice { xattr_prefix } if old.starts_with(xattr_prefix));
+            if !keep {
+                sys::remove_xattr(target, &old)?;
+            }
+        }
+        self.set_xattrs(target, &meta.xattrs)?;
+        if opaque {
+            self.set_opaque(fd.as_fd())?;
+        }
+        self.dir_meta.insert(path.to_vec(), DirMeta { mode: meta.mode, atime: meta.atime, mtime: meta.mtime });
+        self.mark_extracted(path);
+        Ok(())
+    }
+
+    fn set_opaque(&self, fd: BorrowedFd<'_>) -> Result<()> {
+        if let WhiteoutMode::OverlayDevice { xattr_prefix } = self.opts.whiteouts {
+            let name = format!("{xattr_prefix}opaque");
+            sys::set_xattr(XattrTarget::Fd(fd.as_raw_fd()), &name, b"y")
+                .map_err(|e| Error::new(Cause::Other(format!("cannot set {name}: {e}"))))?;
+        }
+        Ok(())
+    }
+
+    /// Owner, mode, xattrs and times of a non-directory reached as `name` in `pfd`.
+    fn finish_node(&self, pfd: BorrowedFd<'_>, name: &OsStr, meta: &Meta, is_symlink: bool) -> Result<()> {
+        nix::unistd::fchownat(
+            Some(pfd.as_raw_fd()),
+            name,
+            Some(meta.uid.into()),
+            Some(meta.gid.into()),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?;
+        if !is_symlink {
+            // The node was just made by mknodat in a directory only this process
+            // writes, so the name cannot have become a link in between.
+            nix::sys::stat::fchmodat(
+                Some(pfd.as_raw_fd()),
+                name,
+                Mode::from_bits_truncate(meta.mode),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )?;
+        }
+        if !meta.xattrs.is_empty() {
+            let p = sys::proc_path(pfd, name);
+            self.set_xattrs(XattrTarget::NoFollow(&p), &meta.xattrs)?;
+        }
+        nix::sys::stat::utimensat(
+            Some(pfd.as_raw_fd()),
+            name,
+            &meta.atime,
+            &meta.mtime,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )?;
+        Ok(())
+    }
+
+    fn regular<R: Read>(
+        &mut self,
+        path: &[u8],
+        parent: &[u8],
+        name: &OsStr,
+        meta: Meta,
+        entry: &mut tar::Entry<'_, R>,
+        sparse: bool,
+    ) -> Result<()> {
+        let pfd = self.dir(parent, meta.mtime)?;
+        self.clear_slot(parent, pfd.as_fd(), name)?;
+        let fd = sys::open_at(pfd.as_fd(), name, OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY, 0o600)?;
+        let file = std::fs::File::from(fd);
+        let size = entry.size();
+        self.write_data(&file, entry, size, sparse)?;
+        let raw = file.as_raw_fd();
+        nix::unistd::fchown(raw, Some(meta.uid.into()), Some(meta.gid.into()))?;
+        nix::sys::stat::fchmod(raw, Mode::from_bits_truncate(meta.mode))?;
+        self.set_xattrs(XattrTarget::Fd(raw), &meta.xattrs)?;
+        nix::sys::stat::futimens(raw, &meta.atime, &meta.mtime)?;
+        self.report.size += size;
+        self.mark_extracted(path);
+        Ok(())
+    }
+
+    /// Copies the entry's data. A sparse entry's holes (and any all-zero block of it)
+    /// are skipped rather than written, so the file keeps its holes on disk.
+    fn write_data<R: Read>(&mut self, file: &std::fs::File, entry: &mut tar::Entry<'_, R>, size: u64, sparse: bool) -> Result<()> {
+        let mut off = 0u64;
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = (|| -> Result<()> {
+            loop {
+                let n = match entry.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(bad_stream(&self.opts.layer, e)),
+                };
+                if sparse {
+                    for (i, block) in buf[..n].chunks(4096).enumerate() {
+                        if block.iter().any(|&b| b != 0) {
+                            file.write_all_at(block, off + (i * 4096) as u64)?;
+                        }
+                    }
+                } else {
+                    file.write_all_at(&buf[..n], off)?;
+                }
+                off += n as u64;
+            }
+            if off != size {
+                return Err(bad_stream(&self.opts.layer, io::ErrorKind::UnexpectedEof.into()));
+            }
+            if sparse {
+                file.set_len(size)?;
+            }
+            Ok(())
+        })();
+        self.buf = buf;
+        result
+    }
+
+    fn symlink(&mut self, path: &[u8], parent: &[u8], name: &OsStr, meta: Meta, target: &[u8]) -> Result<()> {
+        if target.is_empty() || target.len() > MAX_PATH {
+            return Err(Cause::BadTar(format!("symlink target of {} bytes", target.len())).into());
+        }
+        let pfd = self.dir(parent, meta.mtime)?;
+        self.clear_slot(parent, pfd.as_fd(), name)?;
+        nix::unistd::symlinkat(OsStr::from_bytes(target), Some(pfd.as_raw_fd()), name)?;
+        self.finish_node(pfd.as_fd(), name, &meta, true)?;
+        self.mark_extracted(path);
+        Ok(())
+    }
+
+    fn hardlink(&mut self, path: &[u8], parent: &[u8], name: &OsStr, raw_target: &[u8]) -> Result<()> {
+        let target = normalize(raw_target)?;
+        if !self.extracted.contains(&target) {
+            return Err(Cause::Refused(format!(
+                "hardlink target {} is not an entry of this layer",
+                show(&target).display()
+            ))
+            .into());
+        }
+        if target == path {
+            return Ok(());
+        }
+        let (tparent, tname) = split(&target);
+        let tfd = sys::open_dir_in(self.root(), &show(tparent)).map_err(|e| self.resolve_error(tparent, e))?;
+        let pfd = self.dir(parent, TimeSpec::new(0, 0))?;
+        self.clear_slot(parent, pfd.as_fd(), name)?;
+        nix::unistd::linkat(
+            Some(tfd.as_raw_fd()),
+            OsStr::from_bytes(tname),
+            Some(pfd.as_raw_fd()),
+            name,
+            AtFlags::empty(),
+        )
+        .map_err(|e| {
+            Error::new(Cause::Other(format!("cannot link to {}: {}", show(&target).display(), errno(e))))
+        })?;
+        self.mark_extracted(path);
+        Ok(())
+    }
+
+    fn node(&mut self, path: &[u8], parent: &[u8], name: &OsStr, meta: Meta, kind: SFlag, dev: libc::dev_t) -> Result<()> {
+        let pfd = self.dir(parent, meta.mtime)?;
+        self.clear_slot(parent, pfd.as_fd(), name)?;
+        nix::sys::stat::mknodat(Some(pfd.as_raw_fd()), name, kind, Mode::from_bits_truncate(0o600), dev)?;
+        self.finish_node(pfd.as_fd(), name, &meta, false)?;
+        self.mark_extracted(path);
+        Ok(())
+    }
+
+    /// `.wh.NAME` in `parent`: hide NAME of the lower layers.
+    fn whiteout(&mut self, parent: &[u8], name: &[u8], mtime: TimeSpec) -> Result<()> {
+        let target = join(parent, name);
+        if self.extracted.contains(&target) || self.ancestors.contains(&target) {
+            // This tar made the path (or things inside it): only what lies below it in
+            // the lower layers is hidden, which for a directory means it is opaque.
+            if let Ok(fd) = sys::open_dir_in(self.root(), &show(&target)) {
+                return self.make_opaque(&target, fd);
+            }
+            return Ok(());
+        }
+        let name = OsStr::from_bytes(name);
+        match self.opts.whiteouts {
+            WhiteoutMode::Delete => {
+                let pfd = match sys::open_dir_in(self.root(), &show(parent)) {
+                    Ok(fd) => fd,
+                    // Nothing below to hide.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => return Ok(()),
+                    Err(e) => return Err(self.resolve_error(parent, e)),
+                };
+                if sys::lstat_at(pfd.as_fd(), name)?.is_some() {
+                    self.touch(parent, pfd.as_fd())?;
+                    sys::remove_all_at(pfd.as_fd(), name)?;
+                }
+            }
+            WhiteoutMode::OverlayDevice { .. } => {
+                let pfd = self.dir(parent, mtime)?;
+                if sys::lstat_at(pfd.as_fd(), name)?.is_none() {
+                    self.touch(parent, pfd.as_fd())?;
+                    nix::sys::stat::mknodat(
+                        Some(pfd.as_raw_fd()),
+                        name,
+                        SFlag::S_IFCHR,
+                        Mode::empty(),
+                        nix::sys::stat::makedev(0, 0),
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `.wh..wh..opq` in `dir`: hide all lower content of `dir`.
+    fn opaque(&mut self, dir: &[u8], mtime: TimeSpec) -> Result<()> {
+        let fd = self.dir(dir, mtime)?;
+        self.make_opaque(dir, fd)
+    }
+
+    fn make_opaque(&mut self, dir: &[u8], fd: OwnedFd) -> Result<()> {
+        match self.opts.whiteouts {
+            WhiteoutMode::Delete => self.prune(dir, fd),
+            WhiteoutMode::OverlayDevice { .. } => self.set_opaque(fd.as_fd()),
+        }
+    }
+
+    /// Deletes everything under `dir` that this tar did not make.
+    fn prune(&mut self, dir: &[u8], fd: OwnedFd) -> Result<()> {
+        let mut names = sys::read_dir_names(fd.as_fd())?;
+        names.sort();
+        for name in names {
+            let child = join(dir, name.as_bytes());
+            if self.extracted.contains(&child) || self.ancestors.contains(&child) {
+                if let Ok(sub) = sys::open_at(fd.as_fd(), &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0) {
+                    self.prune(&child, sub)?;
+                }
+            } else {
+                self.touch(dir, fd.as_fd())?;
+                sys::remove_all_at(fd.as_fd(), &name)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if !self.root_described {
+            self.report.implicit_dirs.insert(0, PathBuf::new());
+        }
+        let layer = self.opts.layer.clone();
+        // Deepest first, though utimensat on a child leaves its parent's times alone.
+        for (path, meta) in self.dir_meta.iter().rev() {
+            let fd = match sys::open_dir_in(self.root(), &show(path)) {
+                Ok(fd) => fd,
+                // Replaced by a later entry.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)) => {
+                    continue
+                }
+                Err(e) => return Err(Error::at(&layer, show(path), e)),
+            };
+            nix::sys::stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(meta.mode))
+                .map_err(|e| Error::at(&layer, show(path), e))?;
+            nix::sys::stat::futimens(fd.as_raw_fd(), &meta.atime, &meta.mtime)
+                .map_err(|e| Error::at(&layer, show(path), e))?;
+        }
+        for (path, (atime, mtime)) in &self.touched {
+            if self.dir_meta.contains_key(path) {
+                continue;
+            }
+            if let Ok(fd) = sys::open_dir_in(self.root(), &show(path)) {
+                nix::sys::stat::futimens(fd.as_raw_fd(), atime, mtime).map_err(|e| Error::at(&layer, show(path), e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_names() {
+        assert_eq!(normalize(b"/a//b/./c/").unwrap(), b"a/b/c".to_vec());
+        assert_eq!(normalize(b"./").unwrap(), b"".to_vec());
+        assert!(normalize(b"a/../../etc").is_err());
+        assert!(normalize(&[b'x'; 256]).is_err());
+    }
+
+    #[test]
+    fn parses_pax_times() {
+        assert_eq!(parse_pax_time(b"1700000000.5"), Some(TimeSpec::new(1700000000, 500_000_000)));
+        assert_eq!(parse_pax_time(b"12"), Some(TimeSpec::new(12, 0)));
+        assert_eq!(parse_pax_time(b"-1.5"), Some(TimeSpec::new(-2, 500_000_000)));
+        assert_eq!(parse_pax_time(b"x"), None);
+    }
 }

@@ -51,6 +51,7 @@ pub struct Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    #[allow(clippy::new_ret_no_self)]
     pub fn new(cause: impl Into<Cause>) -> Self {
         Error { layer: None, path: None, cause: cause.into() }
     }
@@ -119,6 +120,12 @@ impl std::error::Error for Error {
             Cause::Io(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+impl From<Cause> for Error {
+    fn from(cause: Cause) -> Self {
+        Error::new(cause)
     }
 }
 

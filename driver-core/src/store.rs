@@ -1,1 +1,500 @@
-//! (in progress)
+//! The layer metadata store every driver shares.
+//!
+//! ```text
+//! <driver dir>/lock              flock: held (briefly) for every change to the metadata
+//! <driver dir>/meta/<id>.json    one file per listed layer; a layer exists iff this does
+//! <driver dir>/layers/<id>/      the layer's content, laid out by the driver
+//! <driver dir>/staging/<n>/      work in progress (an apply, a removal)
+//! <driver dir>/staging/<n>.lock  flock held by the process doing that work
+//! ```
+//!
+//! # Atomicity
+//! A layer is made in `staging/`, without the store lock, so a long apply blocks no
+//! one. To commit, under the lock: the content is synced (`syncfs`), renamed into
+//! `layers/<id>`, and only then is `meta/<id>.json` written (temp file, fsync, rename,
+//! fsync of the directory). A process killed at any moment therefore leaves either
+//! nothing listed, or a complete layer. Removal unlists first (deletes the meta file)
+//! and deletes the content after.
+//!
+//! # Recovery
+//! [`Store::open`] (every command's start) takes the lock and discards what dead
+//! processes left: staging entries whose `.lock` no one holds, content in `layers/`
+//! without a meta file, meta files whose content is gone, and temp files.
+//!
+//! # Locking
+//! One exclusive `flock` per driver folder, held only for metadata transactions
+//! (check-and-commit, remove, mount count changes), never during extraction, so
+//! readers and other writers wait milliseconds, not for a whole unpack. Two processes
+//! applying the same ID both stage; the first commits and the second finds the layer
+//! present and drops its work ([`Cause::Exists`]), so a layer is never applied twice.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::driver::LayerInfo;
+use crate::error::{Cause, Context, Error, Result};
+
+/// Everything the store records about a layer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LayerMeta {
+    pub id: String,
+    pub parent: Option<String>,
+    pub writable: bool,
+    pub diff_id: Option<String>,
+    pub size: u64,
+    pub mounts: u32,
+    pub created: u64,
+    /// Driver-specific facts (overlay: short link name, mount options used).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl LayerMeta {
+    pub fn info(&self) -> LayerInfo {
+        LayerInfo {
+            id: self.id.clone(),
+            parent: self.parent.clone(),
+            writable: self.writable,
+            diff_id: self.diff_id.clone(),
+            size: self.size,
+            mounts: self.mounts,
+            created: self.created,
+        }
+    }
+}
+
+/// How a driver throws away a directory it made (a btrfs layer is a subvolume and
+/// needs an ioctl; the others are plain trees).
+pub type Discard = Arc<dyn Fn(&Path) -> io::Result<()> + Send + Sync>;
+
+/// Discards a plain directory tree.
+pub fn discard_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// The metadata store of one driver folder.
+pub struct Store {
+    dir: PathBuf,
+    discard: Discard,
+}
+
+/// The exclusive store lock; released on drop.
+pub struct StoreLock {
+    _lock: Flock<File>,
+}
+
+/// Work in progress on one layer, in `staging/`. Discarded on drop unless committed.
+pub struct Staging {
+    /// Where the driver makes the layer's content. Does not exist yet.
+    pub path: PathBuf,
+    pub id: String,
+    pub parent: Option<String>,
+    lock_path: PathBuf,
+    _lock: Option<Flock<File>>,
+    discard: Discard,
+    done: bool,
+}
+
+impl std::fmt::Debug for Staging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Staging").field("id", &self.id).field("path", &self.path).finish()
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = (self.discard)(&self.path);
+        }
+        let _ = fs::remove_file(&self.lock_path);
+    }
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn unique_name(prefix: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{prefix}{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Layer IDs become file names: keep them to a safe alphabet.
+pub fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id.as_bytes()[0].is_ascii_alphanumeric()
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::new(Cause::InvalidId(id.to_string())))
+    }
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir` and recovers from any process
+    /// that died mid-change.
+    pub fn open(dir: &Path, discard: Discard) -> Result<Store> {
+        for sub in ["meta", "layers", "staging"] {
+            fs::create_dir_all(dir.join(sub)).at_path(dir.join(sub))?;
+        }
+        let store = Store { dir: dir.to_path_buf(), discard };
+        let lock = store.lock()?;
+        store.recover(&lock)?;
+        Ok(store)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn discarder(&self) -> Discard {
+        self.discard.clone()
+    }
+
+    /// Takes the exclusive store lock (blocking).
+    pub fn lock(&self) -> Result<StoreLock> {
+        let path = self.dir.join("lock");
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).at_path(&path)?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| Error::from(e).with_path(&path))?;
+        Ok(StoreLock { _lock: lock })
+    }
+
+    fn meta_path(&self, id: &str) -> PathBuf {
+        self.dir.join("meta").join(format!("{id}.json"))
+    }
+
+    /// Where a committed layer's content lives.
+    pub fn layer_dir(&self, id: &str) -> PathBuf {
+        self.dir.join("layers").join(id)
+    }
+
+    pub fn exists(&self, id: &str) -> bool {
+        self.meta_path(id).exists()
+    }
+
+    pub fn get(&self, id: &str) -> Result<LayerMeta> {
+        validate_id(id).map_err(|e| e.in_layer(id))?;
+        let path = self.meta_path(id);
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::layer(id, Cause::NotFound)),
+            Err(e) => return Err(Error::at(id, &path, e)),
+        };
+        serde_json::from_slice(&data).map_err(|e| Error::at(id, &path, Cause::Corrupt(e.to_string())))
+    }
+
+    pub fn list(&self) -> Result<Vec<LayerMeta>> {
+        let dir = self.dir.join("meta");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).at_path(&dir)? {
+            let name = entry.at_path(&dir)?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(id) = name.strip_suffix(".json") {
+                if !name.starts_with('.') {
+                    match self.get(id) {
+                        Ok(m) => out.push(m),
+                        // Removed by another process since the listing.
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Writes a layer's metadata atomically. Needs the lock.
+    pub fn put(&self, _lock: &StoreLock, meta: &LayerMeta) -> Result<()> {
+        let dir = self.dir.join("meta");
+        let tmp = dir.join(unique_name(".tmp-"));
+        let write = || -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec_pretty(meta).map_err(io::Error::other)?)?;
+            f.sync_all()?;
+            fs::rename(&tmp, self.meta_path(&meta.id))?;
+            fsync_dir(&dir)
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::at(&meta.id, self.meta_path(&meta.id), e)
+        })
+    }
+
+    /// Changes a listed layer's metadata under the lock.
+    pub fn update<T>(&self, id: &str, f: impl FnOnce(&mut LayerMeta) -> Result<T>) -> Result<T> {
+        let lock = self.lock()?;
+        let mut meta = self.get(id)?;
+        let out = f(&mut meta)?;
+        self.put(&lock, &meta)?;
+        Ok(out)
+    }
+
+    /// IDs of the layers whose parent is `id`, listed or being made.
+    pub fn children(&self, id: &str) -> Result<Vec<String>> {
+        let mut out: Vec<String> = self
+            .list()?
+            .into_iter()
+            .filter(|m| m.parent.as_deref() == Some(id))
+            .map(|m| m.id)
+            .collect();
+        for (_, parent) in self.live_staging()? {
+            if parent.as_deref() == Some(id) {
+                out.push("(a layer being applied)".into());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Staging entries whose owner is alive, with the parent each records.
+    fn live_staging(&self) -> Result<Vec<(PathBuf, Option<String>)>> {
+        let dir = self.dir.join("staging");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).at_path(&dir)? {
+            let path = entry.at_path(&dir)?.path();
+            if path.extension().is_some_and(|e| e == "lock") {
+                let file = match File::open(&path) {
+                    Ok(f) => f,
+                    Err(_) => continue,
+                };
+                if let Err((file, _)) = Flock::lock(file, FlockArg::LockSharedNonblock) {
+                    let parent = fs::read_to_string(&path).ok().filter(|s| !s.is_empty());
+                    drop(file);
+                    out.push((path.with_extension(""), parent));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Starts making layer `id` over `parent`: checks both, reserves a staging path.
+    pub fn begin(&self, id: &str, parent: Option<&str>) -> Result<Staging> {
+        validate_id(id).map_err(|e| e.in_layer(id))?;
+        if let Some(p) = parent {
+            validate_id(p).map_err(|e| e.in_layer(id))?;
+        }
+        let _lock = self.lock()?;
+        if self.exists(id) {
+            return Err(Error::layer(id, Cause::Exists));
+        }
+        if let Some(p) = parent {
+            if !self.exists(p) {
+                return Err(Error::layer(id, Cause::ParentNotFound(p.to_string())));
+            }
+        }
+        let name = unique_name("");
+        let staging = self.dir.join("staging");
+        let lock_path = staging.join(format!("{name}.lock"));
+        let mut file = File::create(&lock_path).at_path(&lock_path)?;
+        file.write_all(parent.unwrap_or("").as_bytes()).at_path(&lock_path)?;
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| Error::at(id, &lock_path, e))?;
+        Ok(Staging {
+            path: staging.join(name),
+            id: id.to_string(),
+            parent: parent.map(str::to_string),
+            lock_path,
+            _lock: Some(lock),
+            discard: self.discard.clone(),
+            done: false,
+        })
+    }
+
+    /// Commits staged content as layer `meta.id`. If another process committed the
+    /// same ID meanwhile, the staged work is dropped and [`Cause::Exists`] returned.
+    pub fn commit(&self, mut staging: Staging, mut meta: LayerMeta) -> Result<()> {
+        let id = staging.id.clone();
+        meta.id = id.clone();
+        meta.parent = staging.parent.clone();
+        if meta.created == 0 {
+            meta.created = now_secs();
+        }
+        // Data first: the layer is listed only once its content is on disk.
+        if let Ok(f) = File::open(&staging.path) {
+            nix::unistd::syncfs(f.as_raw_fd()).map_err(|e| Error::at(&id, &staging.path, e))?;
+        }
+        let lock = self.lock()?;
+        if self.exists(&id) {
+            return Err(Error::layer(&id, Cause::Exists));
+        }
+        if let Some(p) = &meta.parent {
+            if !self.exists(p) {
+                return Err(Error::layer(&id, Cause::ParentNotFound(p.clone())));
+            }
+        }
+        let dest = self.layer_dir(&id);
+        if dest.exists() {
+            // Left by a process killed during a removal.
+            (self.discard)(&dest).map_err(|e| Error::at(&id, &dest, e))?;
+        }
+        fs::rename(&staging.path, &dest).map_err(|e| Error::at(&id, &dest, e))?;
+        staging.done = true;
+        let layers = self.dir.join("layers");
+        fsync_dir(&layers).map_err(|e| Error::at(&id, &layers, e))?;
+        if let Err(e) = self.put(&lock, &meta) {
+            let _ = (self.discard)(&dest);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Unlists layer `id` and discards its content. `check` runs under the lock
+    /// before anything changes (the driver refuses there, e.g. while mounted).
+    pub fn remove(&self, id: &str, check: impl FnOnce(&LayerMeta) -> Result<()>) -> Result<LayerMeta> {
+        let lock = self.lock()?;
+        let meta = self.get(id)?;
+        if meta.mounts > 0 {
+            return Err(Error::layer(id, Cause::Mounted(meta.mounts)));
+        }
+        let children = self.children(id)?;
+        if !children.is_empty() {
+            return Err(Error::layer(id, Cause::HasChildren(children.join(", "))));
+        }
+        check(&meta)?;
+        // Unlist first: a kill after this leaves only unlisted content, which the next
+        // start discards.
+        let meta_path = self.meta_path(id);
+        fs::remove_file(&meta_path).map_err(|e| Error::at(id, &meta_path, e))?;
+        fsync_dir(&self.dir.join("meta")).map_err(|e| Error::at(id, &meta_path, e))?;
+        let content = self.layer_dir(id);
+        let trash = self.dir.join("staging").join(unique_name("rm-"));
+        drop(lock);
+        match fs::rename(&content, &trash) {
+            Ok(()) => (self.discard)(&trash).map_err(|e| Error::at(id, &trash, e))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::at(id, &content, e)),
+        }
+        Ok(meta)
+    }
+
+    /// Discards what dead processes left behind. Needs the lock.
+    fn recover(&self, _lock: &StoreLock) -> Result<()> {
+        let staging = self.dir.join("staging");
+        let live: Vec<PathBuf> = self.live_staging()?.into_iter().map(|(p, _)| p).collect();
+        for entry in fs::read_dir(&staging).at_path(&staging)? {
+            let path = entry.at_path(&staging)?.path();
+            let base = if path.extension().is_some_and(|e| e == "lock") { path.with_extension("") } else { path.clone() };
+            if live.contains(&base) {
+                continue;
+            }
+            if path.extension().is_some_and(|e| e == "lock") {
+                let _ = fs::remove_file(&path);
+            } else {
+                (self.discard)(&path).at_path(&path)?;
+            }
+        }
+        let meta_dir = self.dir.join("meta");
+        for entry in fs::read_dir(&meta_dir).at_path(&meta_dir)? {
+            let entry = entry.at_path(&meta_dir)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") {
+                let _ = fs::remove_file(entry.path());
+            } else if let Some(id) = name.strip_suffix(".json") {
+                if !self.layer_dir(id).exists() {
+                    // Content gone (removed by hand, or never there): unlist.
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        let layers = self.dir.join("layers");
+        for entry in fs::read_dir(&layers).at_path(&layers)? {
+            let entry = entry.at_path(&layers)?;
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if !self.meta_path(&id).exists() {
+                (self.discard)(&entry.path()).at_path(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &Path) -> Store {
+        Store::open(dir, Arc::new(discard_tree)).unwrap()
+    }
+
+    #[test]
+    fn commit_lists_and_remove_unlists() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = store(tmp.path());
+        let st = s.begin("a", None).unwrap();
+        fs::create_dir(&st.path).unwrap();
+        fs::write(st.path.join("f"), b"x").unwrap();
+        s.commit(st, LayerMeta { size: 1, ..Default::default() }).unwrap();
+        assert_eq!(s.list().unwrap().len(), 1);
+        assert!(s.layer_dir("a").join("f").exists());
+        assert!(matches!(s.begin("a", None).unwrap_err().cause, Cause::Exists));
+        assert!(matches!(s.begin("b", Some("zz")).unwrap_err().cause, Cause::ParentNotFound(_)));
+        let st = s.begin("b", Some("a")).unwrap();
+        fs::create_dir(&st.path).unwrap();
+        s.commit(st, LayerMeta::default()).unwrap();
+        assert!(matches!(s.remove("a", |_| Ok(())).unwrap_err().cause, Cause::HasChildren(_)));
+        s.remove("b", |_| Ok(())).unwrap();
+        s.remove("a", |_| Ok(())).unwrap();
+        assert!(s.list().unwrap().is_empty());
+        assert_eq!(fs::read_dir(tmp.path().join("staging")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn dropped_staging_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = store(tmp.path());
+        let st = s.begin("a", None).unwrap();
+        fs::create_dir(&st.path).unwrap();
+        drop(st);
+        assert_eq!(fs::read_dir(tmp.path().join("staging")).unwrap().count(), 0);
+        assert!(s.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn recovery_discards_dead_work_and_orphans() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = store(tmp.path());
+        // What a killed process leaves: a staging dir and lock nobody holds, content
+        // without metadata, metadata without content, a temp file.
+        fs::create_dir_all(tmp.path().join("staging/123-0-0/x")).unwrap();
+        fs::write(tmp.path().join("staging/123-0-0.lock"), b"").unwrap();
+        fs::create_dir_all(tmp.path().join("layers/orphan/x")).unwrap();
+        fs::write(tmp.path().join("meta/ghost.json"), br#"{"id":"ghost","parent":null,"writable":false,"diff_id":null,"size":0,"mounts":0,"created":0}"#).unwrap();
+        fs::write(tmp.path().join("meta/.tmp-1"), b"{").unwrap();
+        // A live staging entry (its lock held) must survive.
+        let live = s.begin("live", None).unwrap();
+        fs::create_dir(&live.path).unwrap();
+        let s2 = store(tmp.path());
+        assert!(s2.list().unwrap().is_empty());
+        assert!(!tmp.path().join("layers/orphan").exists());
+        assert!(!tmp.path().join("staging/123-0-0").exists());
+        assert!(!tmp.path().join("meta/.tmp-1").exists());
+        assert!(live.path.exists());
+        drop(live);
+    }
+
+    #[test]
+    fn rejects_unsafe_ids() {
+        for bad in ["", "../x", "a/b", ".hidden", "a b", &"x".repeat(129)] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+        validate_id("sha256:0123abc").unwrap();
+    }
+}

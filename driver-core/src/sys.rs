@@ -1,1 +1,269 @@
-//! (in progress)
+//! Thin wrappers over the syscalls the tar engine and the diff use, so that the logic
+//! above them reads as what it does. Everything here works relative to a directory
+//! file descriptor: paths are resolved inside a layer root by the kernel
+//! (`openat2` with `RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS`), never by string checks.
+//!
+//! nix 0.29 has no xattr API, so the four xattr calls go through libc here, in one place.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
+use nix::unistd::UnlinkatFlags;
+
+pub(crate) fn errno(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+/// How paths inside a layer root are resolved: the root acts as `/`, `..` cannot climb
+/// out of it, and no symbolic link is followed anywhere on the way (a layer tar may not
+/// write through a link, whoever made the link). `ELOOP` means a link was in the way.
+pub fn confined() -> ResolveFlag {
+    ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS
+}
+
+/// Opens `rel` (relative to `root`; empty means `root` itself) with the confined
+/// resolution and `flags` (`O_CLOEXEC | O_NOFOLLOW` are added).
+pub fn open_in(root: BorrowedFd<'_>, rel: &Path, flags: OFlag) -> io::Result<OwnedFd> {
+    let rel: &Path = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(confined());
+    let fd = openat2(root.as_raw_fd(), rel, how).map_err(errno)?;
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens the directory `rel` inside `root`, confined.
+pub fn open_dir_in(root: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
+    open_in(root, rel, OFlag::O_DIRECTORY | OFlag::O_RDONLY)
+}
+
+/// Opens a directory by absolute path (the layer root itself).
+pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno)?;
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens `name` in `dir` without following a final symlink.
+pub fn open_at(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlag, mode: u32) -> io::Result<OwnedFd> {
+    let fd = nix::fcntl::openat(
+        Some(dir.as_raw_fd()),
+        name,
+        flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::from_bits_truncate(mode),
+    )
+    .map_err(errno)?;
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `lstat` of `name` in `dir`; `Ok(None)` when it does not exist.
+pub fn lstat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<FileStat>> {
+    match fstatat(Some(dir.as_raw_fd()), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(errno(e)),
+    }
+}
+
+pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<FileStat> {
+    nix::sys::stat::fstat(fd.as_raw_fd()).map_err(errno)
+}
+
+pub fn is_dir(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+}
+
+pub fn file_type(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT
+}
+
+/// Removes `name` from `dir` whatever it is; a directory goes with everything in it.
+/// Never follows a symlink: a link is removed, not what it points to.
+pub fn remove_all_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    match nix::unistd::unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) => return Ok(()),
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(Errno::EISDIR) => {}
+        Err(e) => return Err(errno(e)),
+    }
+    let sub = open_at(dir, name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
+    clear_dir(sub.as_fd_borrowed())?;
+    drop(sub);
+    match nix::unistd::unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::RemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(errno(e)),
+    }
+}
+
+/// Removes everything inside the directory `dir`.
+pub fn clear_dir(dir: BorrowedFd<'_>) -> io::Result<()> {
+    for name in read_dir_names(dir)? {
+        remove_all_at(dir, &name)?;
+    }
+    Ok(())
+}
+
+/// The names in a directory (without `.` and `..`), unsorted.
+pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<std::ffi::OsString>> {
+    // Dir::openat on "." gives an independent descriptor and position.
+    let mut d = nix::dir::Dir::openat(
+        Some(dir.as_raw_fd()),
+        ".",
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno)?;
+    let mut names = Vec::new();
+    for entry in d.iter() {
+        let entry = entry.map_err(errno)?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(OsStr::from_bytes(name).to_os_string());
+        }
+    }
+    Ok(names)
+}
+
+/// Helper so an `OwnedFd` can be passed where a `BorrowedFd` is wanted.
+pub trait AsFdBorrowed {
+    fn as_fd_borrowed(&self) -> BorrowedFd<'_>;
+}
+
+impl AsFdBorrowed for OwnedFd {
+    fn as_fd_borrowed(&self) -> BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(self)
+    }
+}
+
+fn cstr(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// The path `/proc/self/fd/<dir>/<name>`: reaches `name` through an open directory
+/// descriptor, for the few calls (xattrs on symlinks and devices) that have no `*at` form.
+pub fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> CString {
+    let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    p.extend_from_slice(name.as_bytes());
+    CString::new(p).expect("path has no NUL")
+}
+
+/// Where an xattr call acts: an open file, or a path that is not followed at the end.
+#[derive(Clone, Copy)]
+pub enum XattrTarget<'a> {
+    Fd(RawFd),
+    NoFollow(&'a CStr),
+}
+
+pub fn set_xattr(target: XattrTarget<'_>, name: &str, value: &[u8]) -> io::Result<()> {
+    let name = cstr(OsStr::new(name))?;
+    // SAFETY: valid C strings and a valid buffer for the duration of the call.
+    let rc = unsafe {
+        match target {
+            XattrTarget::Fd(fd) => libc::fsetxattr(fd, name.as_ptr(), value.as_ptr().cast(), value.len(), 0),
+            XattrTarget::NoFollow(p) => {
+                libc::lsetxattr(p.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+            }
+        }
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub fn remove_xattr(target: XattrTarget<'_>, name: &str) -> io::Result<()> {
+    let name = cstr(OsStr::new(name))?;
+    // SAFETY: valid C strings.
+    let rc = unsafe {
+        match target {
+            XattrTarget::Fd(fd) => libc::fremovexattr(fd, name.as_ptr()),
+            XattrTarget::NoFollow(p) => libc::lremovexattr(p.as_ptr(), name.as_ptr()),
+        }
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The value of one xattr; `Ok(None)` when it is not set (or xattrs are unsupported).
+pub fn get_xattr(target: XattrTarget<'_>, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let name = cstr(OsStr::new(name))?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: buf is valid for buf.len() bytes.
+        let rc = unsafe {
+            match target {
+                XattrTarget::Fd(fd) => libc::fgetxattr(fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()),
+                XattrTarget::NoFollow(p) => {
+                    libc::lgetxattr(p.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+                }
+            }
+        };
+        if rc >= 0 {
+            buf.truncate(rc as usize);
+            return Ok(Some(buf));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) => return Ok(None),
+            Some(libc::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// The names of all xattrs, sorted.
+pub fn list_xattrs(target: XattrTarget<'_>) -> io::Result<Vec<String>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: buf is valid for buf.len() bytes.
+        let rc = unsafe {
+            match target {
+                XattrTarget::Fd(fd) => libc::flistxattr(fd, buf.as_mut_ptr().cast(), buf.len()),
+                XattrTarget::NoFollow(p) => libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()),
+            }
+        };
+        if rc >= 0 {
+            buf.truncate(rc as usize);
+            break;
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            Some(libc::ERANGE) if buf.len() < 1 << 22 => buf.resize(buf.len() * 4, 0),
+            _ => return Err(err),
+        }
+    }
+    let mut names: Vec<String> = buf
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// All xattrs of a target as (name, value), sorted by name.
+pub fn read_xattrs(target: XattrTarget<'_>) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for name in list_xattrs(target)? {
+        if let Some(v) = get_xattr(target, &name)? {
+            out.push((name, v));
+        }
+    }
+    Ok(out)
+}
