@@ -1,1 +1,316 @@
-fn main() {}
+//! `strata`: container-image storage drivers side by side.
+//!
+//! `strata [--root DIR] [--driver overlay|vfs|btrfs|auto] <command>`; see
+//! `strata --help` and the README. Every failure prints one `error: ...` line on
+//! stderr and exits non-zero, leaving the store as it was.
+
+mod drivers;
+mod registry;
+
+use std::fs::File;
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use driver_core::images::ImageStore;
+use driver_core::{Driver, Error};
+
+#[derive(Parser)]
+#[command(name = "strata", version, about = "Container-image storage drivers (overlay, vfs, btrfs), side by side")]
+struct Cli {
+    /// Where the drivers keep their data; each driver uses its own subfolder.
+    #[arg(long, global = true, default_value = "/var/lib/strata")]
+    root: PathBuf,
+    /// Which driver: overlay, vfs, btrfs, or auto (overlay, else btrfs on btrfs, else vfs).
+    #[arg(long, global = true, default_value = "auto")]
+    driver: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make, mount, diff and remove single layers.
+    #[command(subcommand)]
+    Layer(LayerCmd),
+    /// Unpack, list and remove images.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Make container layers over images.
+    #[command(subcommand)]
+    Container(ContainerCmd),
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// Unpack an OCI image layout (DIR or DIR:TAG), an oci-archive or a docker-archive;
+    /// prints the top layer's ID.
+    Unpack {
+        src: String,
+        /// Name to record the image under (default: its tag in the source).
+        #[arg(long)]
+        name: Option<String>,
+        /// Platform to pick from a multi-platform image (default: this host's).
+        #[arg(long)]
+        platform: Option<String>,
+    },
+    /// Pull an image from a registry (OCI distribution protocol) and unpack it.
+    Pull {
+        reference: String,
+        /// Plain http, for a local registry.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// List images.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an image and the layers no other image or container uses.
+    Rm { name: String },
+}
+
+#[derive(Subcommand)]
+enum ContainerCmd {
+    /// Make the writable layer NAME over IMAGE's top layer.
+    Create {
+        name: String,
+        #[arg(long)]
+        image: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum LayerCmd {
+    /// Make an empty writable layer (a container layer) over PARENT.
+    Create {
+        id: String,
+        #[arg(long)]
+        parent: Option<String>,
+    },
+    /// Apply an OCI layer tar (plain, gzip or zstd; `-` for stdin); prints the bytes applied.
+    Apply {
+        id: String,
+        #[arg(long)]
+        parent: Option<String>,
+        file: String,
+    },
+    /// Mount the merged view of a layer; prints its path.
+    Mount { id: String },
+    /// Release one user of a layer's mount.
+    Unmount { id: String },
+    /// Write the uncompressed OCI layer tar of a layer against its parent.
+    Diff {
+        id: String,
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+    },
+    /// List what changed in a layer against its parent.
+    Changes { id: String },
+    /// Remove a layer (refused while mounted or while it has children).
+    Rm { id: String },
+    /// List layers.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Layer(cmd) => {
+            let driver = drivers::open(&cli.driver, &cli.root)?;
+            layer(driver.as_ref(), cmd)
+        }
+        Command::Image(cmd) => {
+            let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
+            image(driver.as_ref(), &dir, cmd)
+        }
+        Command::Container(ContainerCmd::Create { name, image }) => {
+            let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
+            let images = ImageStore::open(&dir)?;
+            let rec = images.get(&image)?;
+            driver.create(&name, rec.top(), true)?;
+            println!("{name}");
+            Ok(())
+        }
+    }
+}
+
+fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
+    let images = ImageStore::open(dir)?;
+    match cmd {
+        ImageCmd::Pull { reference, insecure } => {
+            let cache = dir.parent().unwrap_or(dir).join("blobs");
+            let (source, img, name) = registry::pull(&reference, insecure, &cache, driver)?;
+            unpack_and_report(driver, &images, &source, &img, &name)
+        }
+        ImageCmd::Unpack { src, name, platform } => {
+            let (source, img) = driver_core::image::open_source(&src, platform.as_deref())?;
+            let name = name.unwrap_or_else(|| img.name.clone());
+            unpack_and_report(driver, &images, source.as_ref(), &img, &name)
+        }
+        ImageCmd::Ls { json } => {
+            let list = images.list()?;
+            if json {
+                let arr: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(|r| serde_json::json!({"name": r.name, "top": r.top(), "layers": r.layers.len(), "config": r.config_digest}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&arr).expect("json"));
+            } else {
+                println!("{:<40} {:>6}  TOP", "NAME", "LAYERS");
+                for r in list {
+                    println!("{:<40} {:>6}  {}", r.name, r.layers.len(), r.top().unwrap_or("-"));
+                }
+            }
+            Ok(())
+        }
+        ImageCmd::Rm { name } => {
+            let removed = images.remove(driver, &name)?;
+            eprintln!("removed image {name} and {} layer(s) no one else uses", removed.len());
+            Ok(())
+        }
+    }
+}
+
+fn unpack_and_report(
+    driver: &dyn Driver,
+    images: &ImageStore,
+    source: &dyn driver_core::image::BlobSource,
+    img: &driver_core::image::Image,
+    name: &str,
+) -> Result<(), Error> {
+    let top = driver_core::images::unpack(driver, images, source, img, name, &|ev| {
+        let short = &ev.chain_id[..ev.chain_id.len().min(19)];
+        match ev.applied {
+            Some(n) => eprintln!(
+                "layer {}/{} {short}: applied {} ({:.2}s)",
+                ev.index + 1,
+                ev.count,
+                human_bytes(n),
+                ev.elapsed.as_secs_f64()
+            ),
+            None => eprintln!("layer {}/{} {short}: already exists", ev.index + 1, ev.count),
+        }
+    })?;
+    println!("{}", top.unwrap_or_default());
+    Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn layer(driver: &dyn Driver, cmd: LayerCmd) -> Result<(), Error> {
+    match cmd {
+        LayerCmd::Create { id, parent } => driver.create(&id, parent.as_deref(), true),
+        LayerCmd::Apply { id, parent, file } => {
+            let size = if file == "-" {
+                driver.apply_diff(&id, parent.as_deref(), &mut io::stdin().lock())?
+            } else {
+                let mut f = File::open(&file).map_err(|e| Error::new(e).with_path(&file).in_layer(&id))?;
+                driver.apply_diff(&id, parent.as_deref(), &mut f as &mut dyn Read)?
+            };
+            println!("{size}");
+            Ok(())
+        }
+        LayerCmd::Mount { id } => {
+            println!("{}", driver.mount(&id)?.display());
+            Ok(())
+        }
+        LayerCmd::Unmount { id } => driver.unmount(&id),
+        LayerCmd::Diff { id, output } => match output {
+            Some(path) => write_atomically(&path, |out| driver.diff(&id, out).map(|_| ())),
+            None => {
+                let stdout = io::stdout();
+                if stdout.is_terminal() {
+                    return Err(Error::new(driver_core::Cause::Other(
+                        "refusing to write a tar to a terminal; use -o FILE or redirect stdout".into(),
+                    )));
+                }
+                let mut lock = io::BufWriter::with_capacity(1 << 20, stdout.lock());
+                driver.diff(&id, &mut lock)?;
+                lock.flush().map_err(Error::new)?;
+                Ok(())
+            }
+        },
+        LayerCmd::Changes { id } => {
+            for c in driver.changes(&id)? {
+                let k = match c.kind {
+                    driver_core::ChangeKind::Added => 'A',
+                    driver_core::ChangeKind::Modified => 'C',
+                    driver_core::ChangeKind::Deleted => 'D',
+                };
+                println!("{k} /{}", c.path.display());
+            }
+            Ok(())
+        }
+        LayerCmd::Rm { id } => driver.remove(&id),
+        LayerCmd::Ls { json } => {
+            let layers = driver.list()?;
+            if json {
+                let arr: Vec<serde_json::Value> = layers
+                    .iter()
+                    .map(|l| {
+                        serde_json::json!({"id": l.id, "parent": l.parent, "size": l.size, "mounted": l.mounts > 0})
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&arr).expect("json"));
+            } else {
+                println!("{:<24} {:<24} {:>12} {:<8}", "ID", "PARENT", "SIZE", "MOUNTED");
+                for l in layers {
+                    println!(
+                        "{:<24} {:<24} {:>12} {:<8}",
+                        l.id,
+                        l.parent.as_deref().unwrap_or("-"),
+                        l.size,
+                        if l.mounts > 0 { format!("yes ({})", l.mounts) } else { "no".into() }
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Writes to `path` through a temp file renamed at the end, so a failure leaves no
+/// half-written file.
+fn write_atomically(path: &Path, f: impl FnOnce(&mut dyn Write) -> Result<(), Error>) -> Result<(), Error> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let result = (|| {
+        let file = File::create(&tmp).map_err(|e| Error::new(e).with_path(&tmp))?;
+        let mut w = io::BufWriter::with_capacity(1 << 20, file);
+        f(&mut w)?;
+        let file = w.into_inner().map_err(|e| Error::new(e.into_error()).with_path(&tmp))?;
+        file.sync_all().map_err(|e| Error::new(e).with_path(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::new(e).with_path(path))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

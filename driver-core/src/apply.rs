@@ -163,7 +163,10 @@ fn normalize(raw: &[u8]) -> std::result::Result<RelPath, Cause> {
                 ))
             }
             c if c.len() > MAX_NAME => {
-                return Err(Cause::BadTar(format!("a name component is {} bytes long (the limit is {MAX_NAME})", c.len())))
+                return Err(Cause::BadTar(format!(
+                    "a name component is {} bytes long (the limit is {MAX_NAME})",
+                    c.len()
+                )))
             }
             c => {
                 if !out.is_empty() {
@@ -250,10 +253,9 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> std::result::Result<Meta
             let key = ext.key_bytes();
             let value = ext.value_bytes();
             let num = |v: &[u8]| -> std::result::Result<u32, Cause> {
-                std::str::from_utf8(v)
-                    .ok()
-                    .and_then(|s| s.parse::<u32>().ok())
-                    .ok_or_else(|| Cause::BadTar(format!("PAX {} is not a 32-bit number", String::from_utf8_lossy(key))))
+                std::str::from_utf8(v).ok().and_then(|s| s.parse::<u32>().ok()).ok_or_else(|| {
+                    Cause::BadTar(format!("PAX {} is not a 32-bit number", String::from_utf8_lossy(key)))
+                })
             };
             match key {
                 b"uid" => meta.uid = num(value)?,
@@ -309,7 +311,8 @@ struct Applier<'a> {
     dir_meta: BTreeMap<RelPath, DirMeta>,
     /// Directories that existed before and that the engine changed: their times.
     touched: HashMap<RelPath, (TimeSpec, TimeSpec)>,
-    root_described: bool,
+    /// Directories an entry of the tar described (the root as `""`).
+    described: HashSet<RelPath>,
     buf: Vec<u8>,
     report: ApplyReport,
 }
@@ -324,7 +327,7 @@ impl<'a> Applier<'a> {
             created_dirs: HashSet::new(),
             dir_meta: BTreeMap::new(),
             touched: HashMap::new(),
-            root_described: false,
+            described: HashSet::new(),
             buf: vec![0u8; 1 << 20],
             report: ApplyReport::default(),
         }
@@ -477,14 +480,42 @@ impl<'a> Applier<'a> {
 
     fn resolve_error(&self, dir: &[u8], e: io::Error) -> Error {
         match e.raw_os_error() {
-            Some(libc::ELOOP) => self.err(
-                dir,
-                Cause::Refused("the path goes through a symbolic link; a layer may not write through a link".into()),
-            ),
-            Some(libc::ENOTDIR) => self.err(dir, Cause::BadTar("a parent of the entry is not a directory".into())),
+            Some(libc::ELOOP) => self.through_link(dir),
+            // A final symlink opened with O_DIRECTORY | O_NOFOLLOW gives ENOTDIR, not
+            // ELOOP: find out which it was.
+            Some(libc::ENOTDIR) => match self.first_non_dir(dir) {
+                Some((prefix, true)) => self.through_link(&prefix),
+                Some((prefix, false)) => {
+                    self.err(&prefix, Cause::BadTar("a parent of the entry is not a directory".into()))
+                }
+                None => self.err(dir, e),
+            },
             Some(libc::EXDEV) => self.err(dir, Cause::Refused("the path leaves the layer root".into())),
             _ => self.err(dir, e),
         }
+    }
+
+    fn through_link(&self, dir: &[u8]) -> Error {
+        self.err(
+            dir,
+            Cause::Refused("the path goes through a symbolic link; a layer may not write through a link".into()),
+        )
+    }
+
+    /// The first component of `dir` that is not a directory, and whether it is a link.
+    fn first_non_dir(&self, dir: &[u8]) -> Option<(RelPath, bool)> {
+        let mut prefix: RelPath = Vec::new();
+        for comp in dir.split(|&b| b == b'/') {
+            prefix = join(&prefix, comp);
+            let fd = sys::open_in(self.root(), &show(&prefix), OFlag::O_PATH).ok()?;
+            let st = sys::fstat(fd.as_fd()).ok()?;
+            match sys::file_type(&st) {
+                SFlag::S_IFDIR => continue,
+                SFlag::S_IFLNK => return Some((prefix, true)),
+                _ => return Some((prefix, false)),
+            }
+        }
+        None
     }
 
     /// Clears the slot `name` in `parent` for a new non-directory entry.
@@ -496,9 +527,8 @@ impl<'a> Applier<'a> {
 
     fn set_xattrs(&self, target: XattrTarget<'_>, xattrs: &[(String, Vec<u8>)]) -> Result<()> {
         for (name, value) in xattrs {
-            sys::set_xattr(target, name, value).map_err(|e| {
-                Error::new(Cause::Other(format!("cannot set xattr {name}: {e}")))
-            })?;
+            sys::set_xattr(target, name, value)
+                .map_err(|e| Error::new(Cause::Other(format!("cannot set xattr {name}: {e}"))))?;
         }
         Ok(())
     }
@@ -511,7 +541,7 @@ impl<'a> Applier<'a> {
         nix::unistd::fchown(fd.as_raw_fd(), Some(meta.uid.into()), Some(meta.gid.into()))?;
         self.set_xattrs(XattrTarget::Fd(fd.as_raw_fd()), &meta.xattrs)?;
         self.dir_meta.insert(Vec::new(), DirMeta { mode: meta.mode, atime: meta.atime, mtime: meta.mtime });
-        self.root_described = true;
+        self.described.insert(Vec::new());
         Ok(())
     }
 
@@ -549,6 +579,7 @@ impl<'a> Applier<'a> {
             self.set_opaque(fd.as_fd())?;
         }
         self.dir_meta.insert(path.to_vec(), DirMeta { mode: meta.mode, atime: meta.atime, mtime: meta.mtime });
+        self.described.insert(path.to_vec());
         self.mark_extracted(path);
         Ok(())
     }
@@ -622,7 +653,13 @@ impl<'a> Applier<'a> {
 
     /// Copies the entry's data. A sparse entry's holes (and any all-zero block of it)
     /// are skipped rather than written, so the file keeps its holes on disk.
-    fn write_data<R: Read>(&mut self, file: &std::fs::File, entry: &mut tar::Entry<'_, R>, size: u64, sparse: bool) -> Result<()> {
+    fn write_data<R: Read>(
+        &mut self,
+        file: &std::fs::File,
+        entry: &mut tar::Entry<'_, R>,
+        size: u64,
+        sparse: bool,
+    ) -> Result<()> {
         let mut off = 0u64;
         let mut buf = std::mem::take(&mut self.buf);
         let result = (|| -> Result<()> {
@@ -691,14 +728,20 @@ impl<'a> Applier<'a> {
             name,
             AtFlags::empty(),
         )
-        .map_err(|e| {
-            Error::new(Cause::Other(format!("cannot link to {}: {}", show(&target).display(), errno(e))))
-        })?;
+        .map_err(|e| Error::new(Cause::Other(format!("cannot link to {}: {}", show(&target).display(), errno(e)))))?;
         self.mark_extracted(path);
         Ok(())
     }
 
-    fn node(&mut self, path: &[u8], parent: &[u8], name: &OsStr, meta: Meta, kind: SFlag, dev: libc::dev_t) -> Result<()> {
+    fn node(
+        &mut self,
+        path: &[u8],
+        parent: &[u8],
+        name: &OsStr,
+        meta: Meta,
+        kind: SFlag,
+        dev: libc::dev_t,
+    ) -> Result<()> {
         let pfd = self.dir(parent, meta.mtime)?;
         self.clear_slot(parent, pfd.as_fd(), name)?;
         nix::sys::stat::mknodat(Some(pfd.as_raw_fd()), name, kind, Mode::from_bits_truncate(0o600), dev)?;
@@ -724,7 +767,8 @@ impl<'a> Applier<'a> {
                 let pfd = match sys::open_dir_in(self.root(), &show(parent)) {
                     Ok(fd) => fd,
                     // Nothing below to hide.
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => return Ok(()),
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+                    // Through a link, or under a file: refused, as on overlay.
                     Err(e) => return Err(self.resolve_error(parent, e)),
                 };
                 if sys::lstat_at(pfd.as_fd(), name)?.is_some() {
@@ -781,7 +825,10 @@ impl<'a> Applier<'a> {
     }
 
     fn finish(&mut self) -> Result<()> {
-        if !self.root_described {
+        // A directory made implicitly and described by a later entry is not implicit.
+        let described = &self.described;
+        self.report.implicit_dirs.retain(|p| !described.contains(p.as_os_str().as_bytes()));
+        if !self.described.contains(&Vec::new()) {
             self.report.implicit_dirs.insert(0, PathBuf::new());
         }
         let layer = self.opts.layer.clone();

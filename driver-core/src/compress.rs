@@ -50,11 +50,7 @@ mod tests {
         gz.write_all(&data).unwrap();
         let gz = gz.finish().unwrap();
         let zst = zstd::encode_all(&data[..], 3).unwrap();
-        for (input, want) in [
-            (gz, Compression::Gzip),
-            (zst, Compression::Zstd),
-            (data.clone(), Compression::None),
-        ] {
+        for (input, want) in [(gz, Compression::Gzip), (zst, Compression::Zstd), (data.clone(), Compression::None)] {
             let (kind, mut r) = decompress(&input[..]).unwrap();
             assert_eq!(kind, want);
             let mut out = Vec::new();
@@ -71,4 +67,16 @@ mod tests {
         let mut out = Vec::new();
         assert!(r.read_to_end(&mut out).is_err());
     }
+}
+
+/// [`decompress`] for a `Send` stream, keeping the result `Send`.
+pub fn decompress_send<'a, R: Read + Send + 'a>(input: R) -> io::Result<(Compression, Box<dyn Read + Send + 'a>)> {
+    let mut buf = BufReader::with_capacity(256 * 1024, input);
+    let kind = Compression::detect(buf.fill_buf()?);
+    let reader: Box<dyn Read + Send + 'a> = match kind {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buf)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buf)?),
+        Compression::None => Box::new(buf),
+    };
+    Ok((kind, reader))
 }

@@ -1,1 +1,462 @@
-//! (in progress)
+//! The tar engine's diff side: the shared writer of OCI layer tars, and the naive diff
+//! (compare a layer's tree with its parent's) that vfs uses and that the other drivers'
+//! native diffs are checked against.
+//!
+//! # One canonical change set
+//! Every driver must give the same tar for the same changes, so the choices that OCI
+//! leaves open are fixed here:
+//! * entries are sorted by path, component by component, so a directory precedes
+//!   what is in it; metadata comes from the layer, content too (or, for an overlay
+//!   metacopy file, from the lower file that holds the data);
+//! * a changed inode with several names is written once, the other names as hardlinks
+//!   to it, and all its names in the layer are written when any is (or applying the
+//!   tar would split the link);
+//! * deletions inside a directory that exists in both layer and parent are written as
+//!   one `.wh.NAME` per deleted name, except when *none* of the parent's names is left
+//!   in it: then the directory was replaced, and one `.wh..wh..opq` marker says so
+//!   ([`deletions`] is that rule; the overlay native diff calls it too);
+//! * a deleted tree is one whiteout, at its top;
+//! * times keep nanoseconds (in a PAX `mtime` record when not whole seconds), xattrs go
+//!   in `SCHILY.xattr.*` records, never the driver's own `*.overlay.*` ones.
+//!
+//! The naive diff compares owner, mode, size, mtime, xattrs, link target and device
+//! numbers; when a file's size and mtime are equal but both mtimes are whole seconds
+//! (as after a tar extraction) they cannot tell a rewrite in the same second, so the
+//! content is compared, as containerd does.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+
+use crate::apply::{OPAQUE_MARKER, WHITEOUT_PREFIX};
+use crate::driver::{Change, ChangeKind};
+use crate::error::{Cause, Context, Error, Result};
+use crate::sys::{self, XattrTarget};
+
+/// One entry of a layer diff.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiffEntry {
+    /// A file, directory, link or device at `path` (relative). Metadata is read from
+    /// `source`; a regular file's content from `data` when set (overlay metacopy).
+    Node { path: PathBuf, source: PathBuf, data: Option<PathBuf> },
+    /// `path` (relative) was deleted.
+    Whiteout { path: PathBuf },
+    /// Everything the parent held in directory `dir` (relative) is hidden.
+    Opaque { dir: PathBuf },
+}
+
+impl DiffEntry {
+    /// The name the entry has in the tar.
+    pub fn tar_path(&self) -> PathBuf {
+        match self {
+            DiffEntry::Node { path, .. } => path.clone(),
+            DiffEntry::Whiteout { path } => {
+                let name = path.file_name().unwrap_or_default();
+                let mut wh = OsString::from(WHITEOUT_PREFIX);
+                wh.push(name);
+                path.parent().unwrap_or(Path::new("")).join(wh)
+            }
+            DiffEntry::Opaque { dir } => dir.join(OPAQUE_MARKER),
+        }
+    }
+}
+
+/// The deletions inside a directory `dir` present in both layer and parent, by the
+/// canonical rule: one whiteout per parent name gone from the layer, or one opaque
+/// marker when the parent had names and none of them is left.
+pub fn deletions(dir: &Path, parent_names: &BTreeSet<OsString>, layer_names: &BTreeSet<OsString>) -> Vec<DiffEntry> {
+    if !parent_names.is_empty() && parent_names.iter().all(|n| !layer_names.contains(n)) {
+        return vec![DiffEntry::Opaque { dir: dir.to_path_buf() }];
+    }
+    parent_names
+        .iter()
+        .filter(|n| !layer_names.contains(*n))
+        .map(|n| DiffEntry::Whiteout { path: dir.join(n) })
+        .collect()
+}
+
+/// Counts bytes written through it.
+struct Counting<'a> {
+    inner: &'a mut dyn Write,
+    bytes: u64,
+}
+
+impl Write for Counting<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn is_overlay_xattr(name: &str) -> bool {
+    name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
+}
+
+/// Reads the xattrs of `path` (not following a final symlink), without overlay's own.
+pub fn xattrs_of(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let c =
+        std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut all = sys::read_xattrs(XattrTarget::NoFollow(&c))?;
+    all.retain(|(n, _)| !is_overlay_xattr(n));
+    Ok(all)
+}
+
+/// Writes `entries` as an uncompressed OCI layer tar (sorted, hardlinks kept); returns
+/// the bytes written. `layer` names the layer in errors.
+pub fn write_tar(layer: &str, mut entries: Vec<DiffEntry>, out: &mut dyn Write) -> Result<u64> {
+    entries.sort_by_key(|e| e.tar_path());
+    entries.dedup_by_key(|e| e.tar_path());
+    let mut counting = Counting { inner: out, bytes: 0 };
+    {
+        let mut builder = tar::Builder::new(&mut counting);
+        let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+        for entry in &entries {
+            let tar_path = entry.tar_path();
+            write_entry(&mut builder, entry, &tar_path, &mut links)
+                .map_err(|e| e.in_layer(layer).with_path(&tar_path))?;
+        }
+        builder.finish().map_err(|e| Error::layer(layer, e))?;
+    }
+    counting.flush().map_err(|e| Error::layer(layer, e))?;
+    Ok(counting.bytes)
+}
+
+fn write_entry<W: Write>(
+    builder: &mut tar::Builder<W>,
+    entry: &DiffEntry,
+    tar_path: &Path,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<()> {
+    let (source, data) = match entry {
+        DiffEntry::Whiteout { .. } | DiffEntry::Opaque { .. } => {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(0);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            builder.append_data(&mut h, tar_path, io::empty())?;
+            return Ok(());
+        }
+        DiffEntry::Node { source, data, .. } => (source, data),
+    };
+    let md = std::fs::symlink_metadata(source).at_path(source)?;
+    let ft = md.file_type();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(md.mode() & 0o7777);
+    h.set_uid(md.uid().into());
+    h.set_gid(md.gid().into());
+    h.set_mtime(md.mtime().max(0) as u64);
+    h.set_size(0);
+    let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+    if md.mtime_nsec() != 0 || md.mtime() < 0 {
+        let t = md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128;
+        let (s, ns) = (t.div_euclid(1_000_000_000), t.rem_euclid(1_000_000_000));
+        pax.push(("mtime".into(), format!("{s}.{ns:09}").into_bytes()));
+    }
+    for (name, value) in xattrs_of(source).at_path(source)? {
+        pax.push((format!("SCHILY.xattr.{name}"), value));
+    }
+    let write_pax = |builder: &mut tar::Builder<W>| -> io::Result<()> {
+        if !pax.is_empty() {
+            builder.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+        }
+        Ok(())
+    };
+    if !ft.is_dir() && md.nlink() > 1 {
+        if let Some(first) = links.get(&(md.dev(), md.ino())) {
+            h.set_entry_type(tar::EntryType::Link);
+            builder.append_link(&mut h, tar_path, first)?;
+            return Ok(());
+        }
+        links.insert((md.dev(), md.ino()), tar_path.to_path_buf());
+    }
+    if ft.is_dir() {
+        h.set_entry_type(tar::EntryType::Directory);
+        write_pax(builder)?;
+        builder.append_data(&mut h, tar_path, io::empty())?;
+    } else if ft.is_file() {
+        h.set_entry_type(tar::EntryType::Regular);
+        let from = data.as_deref().unwrap_or(source);
+        let file = sys::open_at(
+            sys::open_dir(from.parent().unwrap_or(Path::new("/"))).at_path(from)?.as_fd(),
+            from.file_name().unwrap_or_default(),
+            OFlag::O_RDONLY,
+            0,
+        )
+        .at_path(from)?;
+        let file = File::from(file);
+        let size = file.metadata().at_path(from)?.len();
+        h.set_size(size);
+        write_pax(builder)?;
+        // A file that changes size while the tar is written would corrupt the stream.
+        builder.append_data(&mut h, tar_path, ExactReader { inner: file.take(size), left: size })?;
+    } else if ft.is_symlink() {
+        h.set_entry_type(tar::EntryType::Symlink);
+        let target = std::fs::read_link(source).at_path(source)?;
+        write_pax(builder)?;
+        builder.append_link(&mut h, tar_path, target)?;
+    } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+        h.set_entry_type(if ft.is_char_device() {
+            tar::EntryType::Char
+        } else if ft.is_block_device() {
+            tar::EntryType::Block
+        } else {
+            tar::EntryType::Fifo
+        });
+        if !ft.is_fifo() {
+            h.set_device_major(nix::sys::stat::major(md.rdev()) as u32)?;
+            h.set_device_minor(nix::sys::stat::minor(md.rdev()) as u32)?;
+        }
+        write_pax(builder)?;
+        builder.append_data(&mut h, tar_path, io::empty())?;
+    }
+    // Sockets cannot be carried in a tar; like Go's archive/tar, leave them out.
+    Ok(())
+}
+
+/// Fails instead of writing a short entry if the file shrank meanwhile.
+struct ExactReader<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for ExactReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && self.left > 0 && !buf.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being written to the tar"));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// A naive diff: every entry and change of `layer` against `parent` (None = empty).
+#[derive(Debug, Default)]
+pub struct NaiveDiff {
+    pub entries: Vec<DiffEntry>,
+    pub changes: Vec<Change>,
+}
+
+/// Walks `layer` and `parent` side by side. Both are plain directory trees that hold
+/// the whole view (vfs layers, btrfs snapshots, or mounted views).
+pub fn naive_diff(layer_id: &str, layer: &Path, parent: Option<&Path>) -> Result<NaiveDiff> {
+    let mut walk = Walk { layer_root: layer.to_path_buf(), out: NaiveDiff::default(), inodes: BTreeMap::new() };
+    let lfd = sys::open_dir(layer).map_err(|e| Error::at(layer_id, layer, e))?;
+    let pfd = match parent {
+        Some(p) => Some(sys::open_dir(p).map_err(|e| Error::at(layer_id, p, e))?),
+        None => None,
+    };
+    walk.dir(Path::new(""), lfd.as_fd(), pfd.as_ref().map(|f| f.as_fd()), true).map_err(|e| e.in_layer(layer_id))?;
+    walk.add_hardlink_siblings();
+    let mut out = walk.out;
+    out.changes.sort();
+    Ok(out)
+}
+
+struct Walk {
+    layer_root: PathBuf,
+    out: NaiveDiff,
+    /// (dev, ino) → (paths, emitted?) for non-directories with several names.
+    inodes: BTreeMap<(u64, u64), (Vec<PathBuf>, bool)>,
+}
+
+fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> Result<nix::sys::stat::FileStat> {
+    sys::lstat_at(dir, name)?.ok_or_else(|| Error::new(io::Error::from_raw_os_error(libc::ENOENT)))
+}
+
+impl Walk {
+    fn node(&mut self, rel: &Path, kind: ChangeKind) {
+        self.out.entries.push(DiffEntry::Node {
+            path: rel.to_path_buf(),
+            source: self.layer_root.join(rel),
+            data: None,
+        });
+        self.out.changes.push(Change { path: rel.to_path_buf(), kind });
+    }
+
+    fn note_inode(&mut self, rel: &Path, st: &nix::sys::stat::FileStat, emitted: bool) {
+        if st.st_nlink > 1 && !sys::is_dir(st) {
+            let e = self.inodes.entry((st.st_dev, st.st_ino)).or_default();
+            e.0.push(rel.to_path_buf());
+            e.1 |= emitted;
+        }
+    }
+
+    /// Every name of an inode that is written goes in the tar, or the link would split.
+    fn add_hardlink_siblings(&mut self) {
+        let emitted: BTreeSet<PathBuf> = self
+            .out
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                DiffEntry::Node { path, .. } => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
+        let extra: Vec<PathBuf> = self
+            .inodes
+            .values()
+            .filter(|(paths, any)| *any && paths.len() > 1)
+            .flat_map(|(paths, _)| paths.iter().filter(|p| !emitted.contains(*p)).cloned())
+            .collect();
+        for p in extra {
+            self.node(&p, ChangeKind::Modified);
+        }
+    }
+
+    fn dir(&mut self, rel: &Path, lfd: BorrowedFd<'_>, pfd: Option<BorrowedFd<'_>>, is_root: bool) -> Result<()> {
+        let layer_names: BTreeSet<OsString> = sys::read_dir_names(lfd).at_path(rel)?.into_iter().collect();
+        let parent_names: BTreeSet<OsString> = match pfd {
+            Some(p) => sys::read_dir_names(p).at_path(rel)?.into_iter().collect(),
+            None => BTreeSet::new(),
+        };
+        let _ = is_root;
+        if pfd.is_some() {
+            for d in deletions(rel, &parent_names, &layer_names) {
+                match &d {
+                    DiffEntry::Whiteout { path } => {
+                        self.out.changes.push(Change { path: path.clone(), kind: ChangeKind::Deleted })
+                    }
+                    DiffEntry::Opaque { dir } => {
+                        for n in &parent_names {
+                            self.out.changes.push(Change { path: dir.join(n), kind: ChangeKind::Deleted });
+                        }
+                    }
+                    DiffEntry::Node { .. } => {}
+                }
+                self.out.entries.push(d);
+            }
+        }
+        for name in &layer_names {
+            let child = rel.join(name);
+            let lst = stat_at(lfd, name).at_path(&child)?;
+            let pst = match pfd {
+                Some(p) if parent_names.contains(name) => sys::lstat_at(p, name).at_path(&child)?,
+                _ => None,
+            };
+            let ldir = sys::is_dir(&lst);
+            let changed = match &pst {
+                None => Some(ChangeKind::Added),
+                Some(pst) => {
+                    let p = pfd.expect("parent present");
+                    if self.differs(lfd, p, name, &lst, pst).at_path(&child)? {
+                        Some(ChangeKind::Modified)
+                    } else {
+                        None
+                    }
+                }
+            };
+            if let Some(kind) = changed {
+                self.node(&child, kind);
+            }
+            self.note_inode(&child, &lst, changed.is_some());
+            if ldir {
+                let sub = sys::open_at(lfd, name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0).at_path(&child)?;
+                let psub: Option<OwnedFd> = match (&pst, pfd) {
+                    (Some(pst), Some(p)) if sys::is_dir(pst) => {
+                        Some(sys::open_at(p, name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0).at_path(&child)?)
+                    }
+                    _ => None,
+                };
+                self.dir(&child, sub.as_fd(), psub.as_ref().map(|f| f.as_fd()), false)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn differs(
+        &self,
+        lfd: BorrowedFd<'_>,
+        pfd: BorrowedFd<'_>,
+        name: &OsStr,
+        l: &nix::sys::stat::FileStat,
+        p: &nix::sys::stat::FileStat,
+    ) -> io::Result<bool> {
+        if sys::file_type(l) != sys::file_type(p)
+            || l.st_mode != p.st_mode
+            || l.st_uid != p.st_uid
+            || l.st_gid != p.st_gid
+            || l.st_mtime != p.st_mtime
+            || l.st_mtime_nsec != p.st_mtime_nsec
+        {
+            return Ok(true);
+        }
+        let kind = sys::file_type(l);
+        if kind != nix::sys::stat::SFlag::S_IFDIR && l.st_size != p.st_size {
+            return Ok(true);
+        }
+        if matches!(kind, nix::sys::stat::SFlag::S_IFCHR | nix::sys::stat::SFlag::S_IFBLK) && l.st_rdev != p.st_rdev {
+            return Ok(true);
+        }
+        let lx = sys::read_xattrs(XattrTarget::NoFollow(&sys::proc_path(lfd, name)))?;
+        let px = sys::read_xattrs(XattrTarget::NoFollow(&sys::proc_path(pfd, name)))?;
+        let strip = |v: Vec<(String, Vec<u8>)>| v.into_iter().filter(|(n, _)| !is_overlay_xattr(n)).collect::<Vec<_>>();
+        if strip(lx) != strip(px) {
+            return Ok(true);
+        }
+        // Same inode (a btrfs snapshot shares them, a hardlinked copy too): unchanged.
+        if l.st_dev == p.st_dev && l.st_ino == p.st_ino {
+            return Ok(false);
+        }
+        match kind {
+            nix::sys::stat::SFlag::S_IFLNK => {
+                let lt = nix::fcntl::readlinkat(Some(lfd.as_raw_fd()), name).map_err(sys::errno)?;
+                let pt = nix::fcntl::readlinkat(Some(pfd.as_raw_fd()), name).map_err(sys::errno)?;
+                Ok(lt != pt)
+            }
+            nix::sys::stat::SFlag::S_IFREG if l.st_mtime_nsec == 0 && p.st_mtime_nsec == 0 => {
+                contents_differ(lfd, pfd, name)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+fn contents_differ(lfd: BorrowedFd<'_>, pfd: BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {
+    let mut a = File::from(sys::open_at(lfd, name, OFlag::O_RDONLY, 0)?);
+    let mut b = File::from(sys::open_at(pfd, name, OFlag::O_RDONLY, 0)?);
+    let mut ba = vec![0u8; 256 * 1024];
+    let mut bb = vec![0u8; 256 * 1024];
+    loop {
+        let n = read_full(&mut a, &mut ba)?;
+        let m = read_full(&mut b, &mut bb)?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(true);
+        }
+        if n == 0 {
+            return Ok(false);
+        }
+    }
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// For errors that have no better cause.
+pub fn other(msg: impl Into<String>) -> Error {
+    Error::new(Cause::Other(msg.into()))
+}

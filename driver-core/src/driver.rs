@@ -90,6 +90,17 @@ pub struct Status {
     pub layers: usize,
 }
 
+/// One layer of a chain given to [`Driver::apply_chain`].
+pub struct LayerTar<'a> {
+    pub id: String,
+    pub parent: Option<String>,
+    /// The layer tar (plain, gzip or zstd).
+    pub tar: Box<dyn Read + Send + 'a>,
+}
+
+/// Called as each layer of a chain is committed: its index and the bytes applied.
+pub type ChainProgress<'a> = &'a (dyn Fn(usize, u64) + Sync);
+
 /// A storage driver. See the module documentation for the lifecycle.
 pub trait Driver: Send + Sync {
     /// The driver's short name: `vfs`, `overlay` or `btrfs`.
@@ -101,6 +112,21 @@ pub trait Driver: Send + Sync {
     /// Makes the committed layer `id` over `parent` holding the changes in an OCI layer
     /// tar (plain, gzip or zstd). Returns the bytes of file content applied. Atomic.
     fn apply_diff(&self, id: &str, parent: Option<&str>, tar: &mut dyn Read) -> Result<u64>;
+
+    /// Applies a chain of layers, each over the one before (the first over its own
+    /// `parent`), committing them bottom to top; stops at the first error, leaving the
+    /// layers below it committed. A driver whose layers do not start from their
+    /// parent's tree (overlay) extracts them in parallel; the default applies them one
+    /// after the other.
+    fn apply_chain(&self, layers: Vec<LayerTar<'_>>, progress: ChainProgress<'_>) -> Result<Vec<u64>> {
+        let mut sizes = Vec::with_capacity(layers.len());
+        for (i, mut layer) in layers.into_iter().enumerate() {
+            let n = self.apply_diff(&layer.id, layer.parent.as_deref(), &mut layer.tar)?;
+            progress(i, n);
+            sizes.push(n);
+        }
+        Ok(sizes)
+    }
 
     /// Mounts (or shares the existing mount of) the merged view of `id`; returns its path.
     fn mount(&self, id: &str) -> Result<PathBuf>;

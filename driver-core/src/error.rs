@@ -59,11 +59,7 @@ impl Error {
         Error { layer: Some(layer.to_string()), path: None, cause: cause.into() }
     }
     pub fn at(layer: &str, path: impl AsRef<Path>, cause: impl Into<Cause>) -> Self {
-        Error {
-            layer: Some(layer.to_string()),
-            path: Some(path.as_ref().to_path_buf()),
-            cause: cause.into(),
-        }
+        Error { layer: Some(layer.to_string()), path: Some(path.as_ref().to_path_buf()), cause: cause.into() }
     }
     /// Fills in the layer if the error does not name one yet.
     pub fn in_layer(mut self, layer: &str) -> Self {

@@ -11,11 +11,15 @@ pub mod conformance;
 pub mod diff;
 pub mod driver;
 pub mod error;
+pub mod image;
+pub mod images;
 pub mod scratch;
 pub mod store;
 pub mod sys;
+pub mod tarbuild;
 pub mod tree;
+pub mod workload;
 
-pub use apply::{ ApplyOptions, ApplyReport, WhiteoutMode};
+pub use apply::{ApplyOptions, ApplyReport, WhiteoutMode};
 pub use driver::{Change, ChangeKind, Driver, LayerInfo, Status, Usage};
 pub use error::{Cause, Context, Error, Result};

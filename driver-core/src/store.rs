@@ -251,12 +251,8 @@ impl Store {
 
     /// IDs of the layers whose parent is `id`, listed or being made.
     pub fn children(&self, id: &str) -> Result<Vec<String>> {
-        let mut out: Vec<String> = self
-            .list()?
-            .into_iter()
-            .filter(|m| m.parent.as_deref() == Some(id))
-            .map(|m| m.id)
-            .collect();
+        let mut out: Vec<String> =
+            self.list()?.into_iter().filter(|m| m.parent.as_deref() == Some(id)).map(|m| m.id).collect();
         for (_, parent) in self.live_staging()? {
             if parent.as_deref() == Some(id) {
                 out.push("(a layer being applied)".into());
@@ -288,6 +284,16 @@ impl Store {
 
     /// Starts making layer `id` over `parent`: checks both, reserves a staging path.
     pub fn begin(&self, id: &str, parent: Option<&str>) -> Result<Staging> {
+        self.begin_with(id, parent, true)
+    }
+
+    /// [`Store::begin`] for a layer whose parent may still be being made (a chain
+    /// staged in parallel); the parent is checked at commit.
+    pub fn begin_before_parent(&self, id: &str, parent: Option<&str>) -> Result<Staging> {
+        self.begin_with(id, parent, false)
+    }
+
+    fn begin_with(&self, id: &str, parent: Option<&str>, check_parent: bool) -> Result<Staging> {
         validate_id(id).map_err(|e| e.in_layer(id))?;
         if let Some(p) = parent {
             validate_id(p).map_err(|e| e.in_layer(id))?;
@@ -296,7 +302,7 @@ impl Store {
         if self.exists(id) {
             return Err(Error::layer(id, Cause::Exists));
         }
-        if let Some(p) = parent {
+        if let Some(p) = parent.filter(|_| check_parent) {
             if !self.exists(p) {
                 return Err(Error::layer(id, Cause::ParentNotFound(p.to_string())));
             }
@@ -391,7 +397,8 @@ impl Store {
         let live: Vec<PathBuf> = self.live_staging()?.into_iter().map(|(p, _)| p).collect();
         for entry in fs::read_dir(&staging).at_path(&staging)? {
             let path = entry.at_path(&staging)?.path();
-            let base = if path.extension().is_some_and(|e| e == "lock") { path.with_extension("") } else { path.clone() };
+            let base =
+                if path.extension().is_some_and(|e| e == "lock") { path.with_extension("") } else { path.clone() };
             if live.contains(&base) {
                 continue;
             }
@@ -476,7 +483,11 @@ mod tests {
         fs::create_dir_all(tmp.path().join("staging/123-0-0/x")).unwrap();
         fs::write(tmp.path().join("staging/123-0-0.lock"), b"").unwrap();
         fs::create_dir_all(tmp.path().join("layers/orphan/x")).unwrap();
-        fs::write(tmp.path().join("meta/ghost.json"), br#"{"id":"ghost","parent":null,"writable":false,"diff_id":null,"size":0,"mounts":0,"created":0}"#).unwrap();
+        fs::write(
+            tmp.path().join("meta/ghost.json"),
+            br#"{"id":"ghost","parent":null,"writable":false,"diff_id":null,"size":0,"mounts":0,"created":0}"#,
+        )
+        .unwrap();
         fs::write(tmp.path().join("meta/.tmp-1"), b"{").unwrap();
         // A live staging entry (its lock held) must survive.
         let live = s.begin("live", None).unwrap();

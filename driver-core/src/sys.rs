@@ -16,7 +16,7 @@ use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
 use nix::unistd::UnlinkatFlags;
 
-pub(crate) fn errno(e: Errno) -> io::Error {
+pub fn errno(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }
 
@@ -31,9 +31,7 @@ pub fn confined() -> ResolveFlag {
 /// resolution and `flags` (`O_CLOEXEC | O_NOFOLLOW` are added).
 pub fn open_in(root: BorrowedFd<'_>, rel: &Path, flags: OFlag) -> io::Result<OwnedFd> {
     let rel: &Path = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
-    let how = OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-        .resolve(confined());
+    let how = OpenHow::new().flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW).resolve(confined());
     let fd = openat2(root.as_raw_fd(), rel, how).map_err(errno)?;
     // SAFETY: openat2 returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -46,12 +44,8 @@ pub fn open_dir_in(root: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
 
 /// Opens a directory by absolute path (the layer root itself).
 pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    let fd = nix::fcntl::open(
-        path,
-        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(errno)?;
+    let fd = nix::fcntl::open(path, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(errno)?;
     // SAFETY: open returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -248,11 +242,8 @@ pub fn list_xattrs(target: XattrTarget<'_>) -> io::Result<Vec<String>> {
             _ => return Err(err),
         }
     }
-    let mut names: Vec<String> = buf
-        .split(|&b| b == 0)
-        .filter(|n| !n.is_empty())
-        .map(|n| String::from_utf8_lossy(n).into_owned())
-        .collect();
+    let mut names: Vec<String> =
+        buf.split(|&b| b == 0).filter(|n| !n.is_empty()).map(|n| String::from_utf8_lossy(n).into_owned()).collect();
     names.sort();
     Ok(names)
 }
@@ -266,4 +257,46 @@ pub fn read_xattrs(target: XattrTarget<'_>) -> io::Result<Vec<(String, Vec<u8>)>
         }
     }
     Ok(out)
+}
+
+/// The type of the filesystem under `path`, from `statfs`'s magic number.
+pub fn fs_type(path: &Path) -> io::Result<String> {
+    let st = nix::sys::statfs::statfs(path).map_err(errno)?;
+    let magic = st.filesystem_type().0 as u64;
+    Ok(match magic {
+        0x9123683e => "btrfs",
+        0xef53 => "ext4",
+        0x58465342 => "xfs",
+        0x01021994 => "tmpfs",
+        0x794c7630 => "overlay",
+        0x6969 => "nfs",
+        0x65735546 => "fuse",
+        0x2fc12fc1 => "zfs",
+        0xf2f52010 => "f2fs",
+        _ => return Ok(format!("unknown (0x{magic:x})")),
+    }
+    .to_string())
+}
+
+/// Bytes (allocated blocks) and inodes held by the tree at `root`; a file with several
+/// names counts once. Extents shared with other trees (reflinks) count in full.
+pub fn disk_usage(root: &Path) -> io::Result<crate::driver::Usage> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut usage = crate::driver::Usage::default();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let md = std::fs::symlink_metadata(&p)?;
+        if md.nlink() > 1 && !md.is_dir() && !seen.insert((md.dev(), md.ino())) {
+            continue;
+        }
+        usage.bytes += md.blocks() * 512;
+        usage.inodes += 1;
+        if md.is_dir() {
+            for e in std::fs::read_dir(&p)? {
+                stack.push(e?.path());
+            }
+        }
+    }
+    Ok(usage)
 }

@@ -1,0 +1,535 @@
+//! Reading OCI images: an image layout directory (`DIR` or `DIR:TAG`), an oci-archive
+//! (the same layout in a tar) or a docker-archive (`docker save`: `manifest.json`).
+//!
+//! Every blob is checked against its digest as it streams, and every layer's
+//! uncompressed stream against the config's `rootfs.diff_ids`; a mismatch fails the
+//! read at its end, so the layer being applied is never committed. Layers are named by
+//! chain ID (`ChainID(L0) = DiffID(L0)`, `ChainID(Ln) = sha256(ChainID(Ln-1) + " " +
+//! DiffID(Ln))`), so two images on one base share its layers.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Cause, Error, Result};
+
+/// The annotation that tags a manifest in an image layout's index.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// One layer of an image, as the manifest and config describe it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerBlob {
+    /// Where the blob is found in its source (a digest, or a path in a docker-archive).
+    pub locator: String,
+    /// `sha256:…` of the blob, when the source names one (docker-archive layers
+    /// stored by path have none: their diff_id is their digest).
+    pub digest: Option<String>,
+    pub media_type: String,
+    pub size: Option<u64>,
+    pub diff_id: String,
+}
+
+/// A resolved image: its layers bottom to top and their chain IDs.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub name: String,
+    pub config_digest: String,
+    pub layers: Vec<LayerBlob>,
+    pub chain_ids: Vec<String>,
+}
+
+/// Where blobs come from.
+pub trait BlobSource: Send + Sync {
+    /// Opens a blob by locator.
+    fn open(&self, locator: &str) -> io::Result<Box<dyn Read + Send>>;
+}
+
+/// The blobs of an image layout directory (or of any `blobs/sha256/` store).
+pub struct LayoutDir {
+    pub dir: PathBuf,
+}
+
+impl BlobSource for LayoutDir {
+    fn open(&self, locator: &str) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(File::open(self.dir.join(blob_path(locator)?))?))
+    }
+}
+
+/// A tar archive (oci-archive, docker-archive) read in place: one pass indexes where
+/// each member's data is, and blobs are then read by seeking.
+struct TarArchive {
+    path: PathBuf,
+    members: HashMap<String, (u64, u64)>,
+}
+
+impl TarArchive {
+    fn index(path: &Path) -> io::Result<TarArchive> {
+        let mut members = HashMap::new();
+        let mut archive = tar::Archive::new(File::open(path)?);
+        for entry in archive.entries_with_seek()? {
+            let entry = entry?;
+            let name = String::from_utf8_lossy(&entry.path_bytes()).trim_start_matches("./").to_string();
+            if entry.header().entry_type().is_file() {
+                members.insert(name, (entry.raw_file_position(), entry.size()));
+            }
+        }
+        Ok(TarArchive { path: path.to_path_buf(), members })
+    }
+
+    fn read_member(&self, name: &str) -> io::Result<Box<dyn Read + Send>> {
+        let (off, size) = *self
+            .members
+            .get(name)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{name} is not in the archive")))?;
+        let mut f = File::open(&self.path)?;
+        f.seek(SeekFrom::Start(off))?;
+        Ok(Box::new(f.take(size)))
+    }
+}
+
+impl BlobSource for TarArchive {
+    fn open(&self, locator: &str) -> io::Result<Box<dyn Read + Send>> {
+        if locator.contains(':') {
+            self.read_member(&blob_path(locator)?.to_string_lossy())
+        } else {
+            self.read_member(locator)
+        }
+    }
+}
+
+/// `sha256:abc` → `blobs/sha256/abc`, refusing anything but a plain hex digest.
+pub fn blob_path(digest: &str) -> io::Result<PathBuf> {
+    let (alg, hex) = digest
+        .split_once(':')
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad digest {digest:?}")))?;
+    let ok =
+        alg == "sha256" && hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    if !ok {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("unsupported or malformed digest {digest:?}")));
+    }
+    Ok(PathBuf::from(format!("blobs/{alg}/{hex}")))
+}
+
+/// Checks a stream against an expected sha256 (and size) when it ends.
+pub struct VerifyingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    read: u64,
+    expected: String,
+    size: Option<u64>,
+    what: String,
+}
+
+impl<R: Read> VerifyingReader<R> {
+    /// `what` names the stream in the error, e.g. `blob sha256:…`.
+    pub fn new(inner: R, expected: &str, size: Option<u64>, what: String) -> Self {
+        VerifyingReader { inner, hasher: Sha256::new(), read: 0, expected: expected.to_string(), size, what }
+    }
+}
+
+impl<R: Read> Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        if let Some(size) = self.size {
+            if self.read > size {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is longer than its {size} bytes", self.what),
+                ));
+            }
+        }
+        if n == 0 && !buf.is_empty() {
+            if let Some(size) = self.size {
+                if self.read != size {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{} has {} bytes, not the {size} its descriptor says (truncated?)",
+                            self.what, self.read
+                        ),
+                    ));
+                }
+            }
+            let got = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
+            if got != self.expected {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} has digest {got}, not {} (tampered or corrupt)", self.what, self.expected),
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Chain IDs of a list of diff_ids.
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let id = match out.last() {
+            None => d.clone(),
+            Some(prev) => format!("sha256:{}", hex::encode(Sha256::digest(format!("{prev} {d}").as_bytes()))),
+        };
+        out.push(id);
+    }
+    out
+}
+
+fn bad(src: &str, msg: impl Into<String>) -> Error {
+    Error::new(Cause::Other(format!("image {src}: {}", msg.into())))
+}
+
+/// Reads a whole small blob (index, manifest, config), checking its digest.
+fn read_small(source: &dyn BlobSource, src: &str, digest: &str, size: Option<u64>) -> Result<Vec<u8>> {
+    if size.is_some_and(|s| s > 64 << 20) {
+        return Err(bad(src, format!("{digest} claims {} bytes; manifests and configs are small", size.unwrap_or(0))));
+    }
+    let blob = source.open(digest).map_err(|e| bad(src, format!("blob {digest}: {e}")))?;
+    let mut r = VerifyingReader::new(blob.take(64 << 20), digest, size, format!("blob {digest}"));
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).map_err(|e| bad(src, e.to_string()))?;
+    Ok(out)
+}
+
+/// The architecture name OCI uses for this host.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+fn is_index(media_type: &str) -> bool {
+    media_type == "application/vnd.oci.image.index.v1+json"
+        || media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
+}
+
+/// Opens an image source as `image unpack` takes it: `DIR`, `DIR:TAG`, or an archive.
+pub fn open_source(spec: &str, platform: Option<&str>) -> Result<(Box<dyn BlobSource>, Image)> {
+    let (path, tag) = if Path::new(spec).exists() {
+        (PathBuf::from(spec), None)
+    } else {
+        match spec.rsplit_once(':') {
+            Some((p, t)) if Path::new(p).exists() => (PathBuf::from(p), Some(t.to_string())),
+            _ => return Err(bad(spec, "no such file or directory")),
+        }
+    };
+    let arch = platform.map(|p| p.trim_start_matches("linux/").to_string()).unwrap_or_else(|| host_arch().to_string());
+    if path.is_dir() {
+        if !path.join("oci-layout").exists() {
+            return Err(bad(spec, "a directory without an oci-layout file is not an OCI image layout"));
+        }
+        let source = LayoutDir { dir: path.clone() };
+        let index = std::fs::read(path.join("index.json")).map_err(|e| bad(spec, format!("index.json: {e}")))?;
+        let image = resolve_oci(&source, spec, &index, tag.as_deref(), &arch)?;
+        return Ok((Box::new(source), image));
+    }
+    let archive = TarArchive::index(&path).map_err(|e| bad(spec, format!("not a readable tar archive: {e}")))?;
+    if archive.members.contains_key("index.json") {
+        let mut index = Vec::new();
+        archive
+            .read_member("index.json")
+            .and_then(|mut r| r.read_to_end(&mut index))
+            .map_err(|e| bad(spec, e.to_string()))?;
+        let image = resolve_oci(&archive, spec, &index, tag.as_deref(), &arch)?;
+        return Ok((Box::new(archive), image));
+    }
+    if archive.members.contains_key("manifest.json") {
+        let image = resolve_docker(&archive, spec, tag.as_deref())?;
+        return Ok((Box::new(archive), image));
+    }
+    Err(bad(spec, "neither an OCI image layout (index.json) nor a docker-archive (manifest.json)"))
+}
+
+fn resolve_oci(source: &dyn BlobSource, src: &str, index: &[u8], tag: Option<&str>, arch: &str) -> Result<Image> {
+    let index = ImageIndex::from_reader(index).map_err(|e| bad(src, format!("index.json: {e}")))?;
+    let candidates: Vec<_> = index
+        .manifests()
+        .iter()
+        .filter(|d| match tag {
+            None => true,
+            Some(t) => d.annotations().as_ref().and_then(|a| a.get(REF_NAME)).is_some_and(|n| n == t),
+        })
+        .collect();
+    let desc = match candidates.as_slice() {
+        [one] => *one,
+        [] => return Err(bad(src, format!("no manifest tagged {:?} in index.json", tag.unwrap_or("")))),
+        many => {
+            let tags: Vec<String> =
+                many.iter().filter_map(|d| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)).cloned()).collect();
+            return Err(bad(
+                src,
+                format!("it holds {} images; pick one with {src}:TAG (tags: {})", many.len(), tags.join(", ")),
+            ));
+        }
+    };
+    let name = desc
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(REF_NAME).cloned())
+        .or_else(|| tag.map(str::to_string))
+        .unwrap_or_else(|| "latest".into());
+    let mut digest = desc.digest().to_string();
+    let mut media_type = desc.media_type().to_string();
+    let mut size = Some(desc.size());
+    // Nested indexes and manifest lists: pick this host's platform.
+    for _ in 0..8 {
+        if !is_index(&media_type) {
+            break;
+        }
+        let data = read_small(source, src, &digest, size)?;
+        let nested = ImageIndex::from_reader(&data[..]).map_err(|e| bad(src, format!("{digest}: {e}")))?;
+        let pick = nested
+            .manifests()
+            .iter()
+            .find(|d| {
+                d.platform()
+                    .as_ref()
+                    .is_none_or(|p| p.os().to_string() == "linux" && p.architecture().to_string() == arch)
+            })
+            .ok_or_else(|| bad(src, format!("no manifest for linux/{arch} in {digest}")))?;
+        digest = pick.digest().to_string();
+        media_type = pick.media_type().to_string();
+        size = Some(pick.size());
+    }
+    let data = read_small(source, src, &digest, size)?;
+    image_from_manifest(source, src, name, &data)
+}
+
+/// An OCI or Docker schema 2 manifest (the same shape) to an [`Image`].
+pub fn image_from_manifest(source: &dyn BlobSource, src: &str, name: String, manifest: &[u8]) -> Result<Image> {
+    let manifest = ImageManifest::from_reader(manifest).map_err(|e| bad(src, format!("manifest: {e}")))?;
+    let cfg_digest = manifest.config().digest().to_string();
+    let cfg = read_small(source, src, &cfg_digest, Some(manifest.config().size()))?;
+    let config =
+        ImageConfiguration::from_reader(&cfg[..]).map_err(|e| bad(src, format!("config {cfg_digest}: {e}")))?;
+    let diff_ids = config.rootfs().diff_ids().clone();
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(bad(
+            src,
+            format!("the manifest lists {} layers but the config {} diff_ids", manifest.layers().len(), diff_ids.len()),
+        ));
+    }
+    let mut layers = Vec::new();
+    for (d, diff_id) in manifest.layers().iter().zip(&diff_ids) {
+        let media_type = d.media_type().to_string();
+        if !is_layer_type(&media_type) {
+            return Err(bad(src, format!("layer {} has media type {media_type}, which is not a layer", d.digest())));
+        }
+        blob_path(diff_id).map_err(|e| bad(src, e.to_string()))?;
+        layers.push(LayerBlob {
+            locator: d.digest().to_string(),
+            digest: Some(d.digest().to_string()),
+            media_type,
+            size: Some(d.size()),
+            diff_id: diff_id.clone(),
+        });
+    }
+    Ok(Image { name, config_digest: cfg_digest, chain_ids: chain_ids(&diff_ids), layers })
+}
+
+fn is_layer_type(t: &str) -> bool {
+    t.starts_with("application/vnd.oci.image.layer.")
+        || t.starts_with("application/vnd.docker.image.rootfs.")
+        || t == "application/x-tar"
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifestEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+fn resolve_docker(archive: &TarArchive, src: &str, tag: Option<&str>) -> Result<Image> {
+    let mut data = Vec::new();
+    archive
+        .read_member("manifest.json")
+        .and_then(|mut r| r.read_to_end(&mut data))
+        .map_err(|e| bad(src, e.to_string()))?;
+    let entries: Vec<DockerManifestEntry> =
+        serde_json::from_slice(&data).map_err(|e| bad(src, format!("manifest.json: {e}")))?;
+    let tags = |e: &DockerManifestEntry| e.repo_tags.clone().unwrap_or_default();
+    let picked: Vec<&DockerManifestEntry> = entries
+        .iter()
+        .filter(|e| match tag {
+            None => true,
+            Some(t) => tags(e).iter().any(|rt| rt == t || rt.rsplit_once(':').is_some_and(|(_, x)| x == t)),
+        })
+        .collect();
+    let entry = match picked.as_slice() {
+        [one] => *one,
+        [] => return Err(bad(src, format!("no image tagged {:?} in manifest.json", tag.unwrap_or("")))),
+        _ => return Err(bad(src, "it holds several images; pick one with ARCHIVE:TAG")),
+    };
+    // `docker save` names the config after its digest, as `<hex>.json` or
+    // `blobs/sha256/<hex>`; check it against that name.
+    let hex = entry.config.trim_end_matches(".json").rsplit('/').next().unwrap_or("").to_string();
+    let cfg_digest = format!("sha256:{hex}");
+    let mut cfg = Vec::new();
+    let reader = archive.read_member(&entry.config).map_err(|e| bad(src, e.to_string()))?;
+    VerifyingReader::new(reader, &cfg_digest, None, format!("config {}", entry.config))
+        .read_to_end(&mut cfg)
+        .map_err(|e| bad(src, e.to_string()))?;
+    let config = ImageConfiguration::from_reader(&cfg[..]).map_err(|e| bad(src, format!("config: {e}")))?;
+    let diff_ids = config.rootfs().diff_ids().clone();
+    if diff_ids.len() != entry.layers.len() {
+        return Err(bad(
+            src,
+            format!("manifest.json lists {} layers but the config {} diff_ids", entry.layers.len(), diff_ids.len()),
+        ));
+    }
+    let layers = entry
+        .layers
+        .iter()
+        .zip(&diff_ids)
+        .map(|(path, diff_id)| {
+            let digest = path.strip_prefix("blobs/sha256/").map(|h| format!("sha256:{h}"));
+            LayerBlob {
+                locator: path.clone(),
+                digest,
+                media_type: "application/vnd.docker.image.rootfs.diff.tar".into(),
+                size: archive.members.get(path).map(|m| m.1),
+                diff_id: diff_id.clone(),
+            }
+        })
+        .collect();
+    let name = tags(entry).first().cloned().unwrap_or_else(|| hex[..12.min(hex.len())].to_string());
+    Ok(Image { name, config_digest: cfg_digest, chain_ids: chain_ids(&diff_ids), layers })
+}
+
+/// Opens layer `i` of `image` as its verified, uncompressed tar stream: the blob is
+/// checked against its digest and the tar against its diff_id, each when it ends.
+pub fn open_layer(source: &dyn BlobSource, image: &Image, i: usize) -> Result<Box<dyn Read + Send>> {
+    let layer = &image.layers[i];
+    let what = format!("layer {} (blob {})", i + 1, layer.locator);
+    let blob = source.open(&layer.locator).map_err(|e| Error::new(Cause::Other(format!("{what}: {e}"))))?;
+    let blob: Box<dyn Read + Send> = match &layer.digest {
+        Some(d) => Box::new(VerifyingReader::new(blob, d, layer.size, format!("blob {d}"))),
+        None => blob,
+    };
+    let (_, plain) =
+        crate::compress::decompress_send(blob).map_err(|e| Error::new(Cause::Other(format!("{what}: {e}"))))?;
+    Ok(Box::new(VerifyingReader::new(plain, &layer.diff_id, None, format!("the uncompressed {what} (diff_id)"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_spec() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let ids = chain_ids(&[d('a'), d('b')]);
+        assert_eq!(ids[0], d('a'));
+        let want = format!("sha256:{}", hex::encode(Sha256::digest(format!("{} {}", d('a'), d('b')).as_bytes())));
+        assert_eq!(ids[1], want);
+    }
+
+    #[test]
+    fn verifying_reader_catches_tampering_and_truncation() {
+        let data = b"layer bytes".to_vec();
+        let good = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+        let mut out = Vec::new();
+        VerifyingReader::new(&data[..], &good, Some(data.len() as u64), "blob".into()).read_to_end(&mut out).unwrap();
+        let mut tampered = data.clone();
+        tampered[0] ^= 1;
+        let e = VerifyingReader::new(&tampered[..], &good, None, "blob x".into()).read_to_end(&mut out).unwrap_err();
+        assert!(e.to_string().contains("blob x has digest"), "{e}");
+        let e = VerifyingReader::new(&data[..5], &good, Some(data.len() as u64), "blob".into())
+            .read_to_end(&mut out)
+            .unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn blob_paths_refuse_traversal() {
+        assert!(blob_path("sha256:../../etc/passwd").is_err());
+        assert!(blob_path("md5:abc").is_err());
+        assert!(blob_path(&format!("sha256:{}", "a".repeat(64))).is_ok());
+    }
+}
+
+/// Writes an OCI image layout holding one image of the given layer blobs (each plain,
+/// gzip or zstd; the media type follows the magic bytes), tagged `tag`. Used to make
+/// test images and to hand the generated workload to containerd and podman.
+pub fn write_layout(dir: &Path, tag: &str, layer_blobs: &[Vec<u8>]) -> Result<()> {
+    use std::io::Write as _;
+    let io_err = |e: io::Error| Error::new(e).with_path(dir);
+    std::fs::create_dir_all(dir.join("blobs/sha256")).map_err(io_err)?;
+    let put = |data: &[u8]| -> Result<String> {
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(data)));
+        let path = dir.join(blob_path(&digest).map_err(io_err)?);
+        if !path.exists() {
+            std::fs::File::create(&path).and_then(|mut f| f.write_all(data)).map_err(io_err)?;
+        }
+        Ok(digest)
+    };
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    for blob in layer_blobs {
+        let (kind, mut plain) = crate::compress::decompress(&blob[..]).map_err(io_err)?;
+        let mut h = Sha256::new();
+        io::copy(&mut plain, &mut HashWriter(&mut h)).map_err(io_err)?;
+        diff_ids.push(format!("sha256:{}", hex::encode(h.finalize())));
+        let media = match kind {
+            crate::compress::Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            crate::compress::Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            crate::compress::Compression::None => "application/vnd.oci.image.layer.v1.tar",
+        };
+        layers.push(serde_json::json!({"mediaType": media, "digest": put(blob)?, "size": blob.len()}));
+    }
+    let config = serde_json::json!({
+        "architecture": host_arch(), "os": "linux",
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": diff_ids.iter().map(|_| serde_json::json!({"created_by": "strata"})).collect::<Vec<_>>(),
+    });
+    let config = serde_json::to_vec(&config).expect("json");
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(&config)?, "size": config.len()},
+        "layers": layers,
+    }))
+    .expect("json");
+    let mdigest = put(&manifest)?;
+    let index_path = dir.join("index.json");
+    let mut index: serde_json::Value = match std::fs::read(&index_path) {
+        Ok(data) => serde_json::from_slice(&data)
+            .map_err(|e| Error::new(Cause::Corrupt(e.to_string())).with_path(&index_path))?,
+        Err(_) => serde_json::json!({"schemaVersion": 2, "manifests": []}),
+    };
+    let manifests = index["manifests"].as_array_mut().expect("manifests array");
+    manifests.retain(|m| m["annotations"][REF_NAME] != tag);
+    manifests.push(serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": mdigest, "size": manifest.len(),
+        "annotations": {REF_NAME: tag},
+    }));
+    std::fs::write(&index_path, serde_json::to_vec(&index).expect("json")).map_err(io_err)?;
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io_err)?;
+    Ok(())
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,230 @@
+//! A full-fidelity copy of a layer tree: what `vfs` pays for every layer.
+//!
+//! Data is cloned with `FICLONE` where the filesystem shares extents (btrfs, xfs with
+//! reflink), else copied with `copy_file_range` one data segment at a time
+//! (`SEEK_DATA`/`SEEK_HOLE`), so a sparse file stays sparse. Hardlinks stay links,
+//! and owners, modes (setuid included), xattrs (`security.capability` after the chown
+//! that would clear it), devices, fifos, symlinks and times are kept; a directory's
+//! times are set after its children are written.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use driver_core::sys::{self, XattrTarget};
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag};
+use nix::sys::time::TimeSpec;
+
+// FICLONE = _IOW(0x94, 9, int): make the destination share the source's extents.
+nix::ioctl_write_int!(ficlone, 0x94, 9);
+
+/// Copies trees; remembers whether reflinks work so it stops trying when they do not.
+pub struct Copier {
+    reflink: AtomicBool,
+}
+
+impl Default for Copier {
+    fn default() -> Self {
+        Copier { reflink: AtomicBool::new(true) }
+    }
+}
+
+struct Times {
+    atime: TimeSpec,
+    mtime: TimeSpec,
+}
+
+fn times(st: &FileStat) -> Times {
+    Times { atime: TimeSpec::new(st.st_atime, st.st_atime_nsec), mtime: TimeSpec::new(st.st_mtime, st.st_mtime_nsec) }
+}
+
+impl Copier {
+    /// Whether the last copies could share extents.
+    pub fn reflinks(&self) -> bool {
+        self.reflink.load(Ordering::Relaxed)
+    }
+
+    /// Copies the directory tree `src` to `dst` (which must not exist).
+    pub fn copy_tree(&self, src: &Path, dst: &Path) -> io::Result<()> {
+        let sfd = sys::open_dir(src)?;
+        let st = sys::fstat(sfd.as_fd())?;
+        nix::unistd::mkdir(dst, Mode::from_bits_truncate(0o700)).map_err(sys::errno)?;
+        let dfd = sys::open_dir(dst)?;
+        let mut links = HashMap::new();
+        self.copy_dir(sfd.as_fd(), dfd.as_fd(), &mut links)?;
+        finish_meta(dfd.as_fd(), &st, sfd.as_fd(), None)?;
+        Ok(())
+    }
+
+    fn copy_dir(
+        &self,
+        src: BorrowedFd<'_>,
+        dst: BorrowedFd<'_>,
+        links: &mut HashMap<(u64, u64), (OwnedFd, std::ffi::OsString)>,
+    ) -> io::Result<()> {
+        let mut names = sys::read_dir_names(src)?;
+        names.sort();
+        for name in names {
+            let st = match sys::lstat_at(src, &name)? {
+                Some(st) => st,
+                None => continue,
+            };
+            let kind = sys::file_type(&st);
+            if kind != SFlag::S_IFDIR && st.st_nlink > 1 {
+                if let Some((ldir, lname)) = links.get(&(st.st_dev, st.st_ino)) {
+                    nix::unistd::linkat(
+                        Some(ldir.as_raw_fd()),
+                        lname.as_os_str(),
+                        Some(dst.as_raw_fd()),
+                        name.as_os_str(),
+                        AtFlags::empty(),
+                    )
+                    .map_err(sys::errno)?;
+                    continue;
+                }
+            }
+            match kind {
+                SFlag::S_IFDIR => {
+                    nix::sys::stat::mkdirat(Some(dst.as_raw_fd()), name.as_os_str(), Mode::from_bits_truncate(0o700))
+                        .map_err(sys::errno)?;
+                    let s = sys::open_at(src, &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
+                    let d = sys::open_at(dst, &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
+                    self.copy_dir(s.as_fd(), d.as_fd(), links)?;
+                    finish_meta(d.as_fd(), &st, s.as_fd(), None)?;
+                }
+                SFlag::S_IFREG => {
+                    let s = File::from(sys::open_at(src, &name, OFlag::O_RDONLY, 0)?);
+                    let d =
+                        File::from(sys::open_at(dst, &name, OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY, 0o600)?);
+                    self.copy_data(&s, &d, st.st_size as u64)?;
+                    finish_meta(d.as_fd(), &st, s.as_fd(), None)?;
+                }
+                SFlag::S_IFLNK => {
+                    let target = nix::fcntl::readlinkat(Some(src.as_raw_fd()), name.as_os_str()).map_err(sys::errno)?;
+                    nix::unistd::symlinkat(target.as_os_str(), Some(dst.as_raw_fd()), name.as_os_str())
+                        .map_err(sys::errno)?;
+                    finish_node(src, dst, &name, &st, true)?;
+                }
+                SFlag::S_IFCHR | SFlag::S_IFBLK | SFlag::S_IFIFO | SFlag::S_IFSOCK => {
+                    nix::sys::stat::mknodat(
+                        Some(dst.as_raw_fd()),
+                        name.as_os_str(),
+                        kind,
+                        Mode::from_bits_truncate(0o600),
+                        st.st_rdev,
+                    )
+                    .map_err(sys::errno)?;
+                    finish_node(src, dst, &name, &st, false)?;
+                }
+                _ => {}
+            }
+            if kind != SFlag::S_IFDIR && st.st_nlink > 1 {
+                let keep = sys::open_at(dst, OsStr::new("."), OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
+                links.insert((st.st_dev, st.st_ino), (keep, name.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    fn copy_data(&self, src: &File, dst: &File, size: u64) -> io::Result<()> {
+        if size == 0 {
+            return Ok(());
+        }
+        if self.reflink.load(Ordering::Relaxed) {
+            // SAFETY: FICLONE takes the source descriptor as its argument.
+            match unsafe { ficlone(dst.as_raw_fd(), src.as_raw_fd() as u64) } {
+                Ok(_) => return Ok(()),
+                Err(
+                    nix::errno::Errno::EOPNOTSUPP
+                    | nix::errno::Errno::EXDEV
+                    | nix::errno::Errno::EINVAL
+                    | nix::errno::Errno::ENOTTY,
+                ) => {
+                    self.reflink.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(sys::errno(e)),
+            }
+        }
+        // Copy data segments only, so holes stay holes.
+        let mut off: i64 = 0;
+        let end = size as i64;
+        while off < end {
+            let data = match nix::unistd::lseek(src.as_raw_fd(), off, nix::unistd::Whence::SeekData) {
+                Ok(d) => d,
+                Err(nix::errno::Errno::ENXIO) => break, // only a hole remains
+                Err(e) => return Err(sys::errno(e)),
+            };
+            let hole = nix::unistd::lseek(src.as_raw_fd(), data, nix::unistd::Whence::SeekHole).map_err(sys::errno)?;
+            let mut pos = data;
+            while pos < hole {
+                let mut in_off = pos;
+                let mut out_off = pos;
+                let n = nix::fcntl::copy_file_range(
+                    src.as_fd(),
+                    Some(&mut in_off),
+                    dst.as_fd(),
+                    Some(&mut out_off),
+                    (hole - pos) as usize,
+                )
+                .map_err(sys::errno)?;
+                if n == 0 {
+                    break;
+                }
+                pos += n as i64;
+            }
+            off = hole;
+        }
+        dst.set_len(size)
+    }
+}
+
+/// Owner, mode, xattrs, times of an open file or directory, from its source.
+fn finish_meta(dst: BorrowedFd<'_>, st: &FileStat, src: BorrowedFd<'_>, _unused: Option<()>) -> io::Result<()> {
+    nix::unistd::fchown(dst.as_raw_fd(), Some(st.st_uid.into()), Some(st.st_gid.into())).map_err(sys::errno)?;
+    nix::sys::stat::fchmod(dst.as_raw_fd(), Mode::from_bits_truncate(st.st_mode & 0o7777)).map_err(sys::errno)?;
+    for (name, value) in sys::read_xattrs(XattrTarget::Fd(src.as_raw_fd()))? {
+        sys::set_xattr(XattrTarget::Fd(dst.as_raw_fd()), &name, &value)?;
+    }
+    let t = times(st);
+    nix::sys::stat::futimens(dst.as_raw_fd(), &t.atime, &t.mtime).map_err(sys::errno)
+}
+
+/// The same for a symlink or device, reached by name in its directory.
+fn finish_node(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, name: &OsStr, st: &FileStat, symlink: bool) -> io::Result<()> {
+    nix::unistd::fchownat(
+        Some(dst.as_raw_fd()),
+        name,
+        Some(st.st_uid.into()),
+        Some(st.st_gid.into()),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(sys::errno)?;
+    if !symlink {
+        nix::sys::stat::fchmodat(
+            Some(dst.as_raw_fd()),
+            name,
+            Mode::from_bits_truncate(st.st_mode & 0o7777),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(sys::errno)?;
+    }
+    let sp = sys::proc_path(src, name);
+    let dp = sys::proc_path(dst, name);
+    for (xname, value) in sys::read_xattrs(XattrTarget::NoFollow(&sp))? {
+        sys::set_xattr(XattrTarget::NoFollow(&dp), &xname, &value)?;
+    }
+    let t = times(st);
+    nix::sys::stat::utimensat(
+        Some(dst.as_raw_fd()),
+        name,
+        &t.atime,
+        &t.mtime,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(sys::errno)
+}
