@@ -24,16 +24,34 @@ impl Compression {
     }
 }
 
+/// A decompressing reader of any of the three kinds (`Send` when its input is).
+/// One per layer stream, so the size of the gzip state does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Decoder<R: BufRead> {
+    Plain(R),
+    Gzip(flate2::bufread::MultiGzDecoder<R>),
+    Zstd(zstd::stream::read::Decoder<'static, R>),
+}
+
+impl<R: BufRead> Read for Decoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Decoder::Plain(r) => r.read(buf),
+            Decoder::Gzip(r) => r.read(buf),
+            Decoder::Zstd(r) => r.read(buf),
+        }
+    }
+}
+
 /// Wraps `input` in the right decompressor, found by peeking at its first bytes.
-pub fn decompress<'a, R: Read + 'a>(input: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+pub fn decompress<R: Read>(input: R) -> io::Result<(Compression, Decoder<BufReader<R>>)> {
     let mut buf = BufReader::with_capacity(256 * 1024, input);
-    let head = buf.fill_buf()?;
-    let kind = Compression::detect(head);
-    let reader: Box<dyn Read + 'a> = match kind {
+    let kind = Compression::detect(buf.fill_buf()?);
+    let reader = match kind {
         // MultiGzDecoder: pigz and some registries write several gzip members.
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buf)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buf)?),
-        Compression::None => Box::new(buf),
+        Compression::Gzip => Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(buf)),
+        Compression::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(buf)?),
+        Compression::None => Decoder::Plain(buf),
     };
     Ok((kind, reader))
 }
@@ -67,16 +85,4 @@ mod tests {
         let mut out = Vec::new();
         assert!(r.read_to_end(&mut out).is_err());
     }
-}
-
-/// [`decompress`] for a `Send` stream, keeping the result `Send`.
-pub fn decompress_send<'a, R: Read + Send + 'a>(input: R) -> io::Result<(Compression, Box<dyn Read + Send + 'a>)> {
-    let mut buf = BufReader::with_capacity(256 * 1024, input);
-    let kind = Compression::detect(buf.fill_buf()?);
-    let reader: Box<dyn Read + Send + 'a> = match kind {
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buf)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buf)?),
-        Compression::None => Box::new(buf),
-    };
-    Ok((kind, reader))
 }

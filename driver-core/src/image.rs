@@ -419,46 +419,8 @@ pub fn open_layer(source: &dyn BlobSource, image: &Image, i: usize) -> Result<Bo
         Some(d) => Box::new(VerifyingReader::new(blob, d, layer.size, format!("blob {d}"))),
         None => blob,
     };
-    let (_, plain) =
-        crate::compress::decompress_send(blob).map_err(|e| Error::new(Cause::Other(format!("{what}: {e}"))))?;
+    let (_, plain) = crate::compress::decompress(blob).map_err(|e| Error::new(Cause::Other(format!("{what}: {e}"))))?;
     Ok(Box::new(VerifyingReader::new(plain, &layer.diff_id, None, format!("the uncompressed {what} (diff_id)"))))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chain_ids_follow_the_spec() {
-        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
-        let ids = chain_ids(&[d('a'), d('b')]);
-        assert_eq!(ids[0], d('a'));
-        let want = format!("sha256:{}", hex::encode(Sha256::digest(format!("{} {}", d('a'), d('b')).as_bytes())));
-        assert_eq!(ids[1], want);
-    }
-
-    #[test]
-    fn verifying_reader_catches_tampering_and_truncation() {
-        let data = b"layer bytes".to_vec();
-        let good = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
-        let mut out = Vec::new();
-        VerifyingReader::new(&data[..], &good, Some(data.len() as u64), "blob".into()).read_to_end(&mut out).unwrap();
-        let mut tampered = data.clone();
-        tampered[0] ^= 1;
-        let e = VerifyingReader::new(&tampered[..], &good, None, "blob x".into()).read_to_end(&mut out).unwrap_err();
-        assert!(e.to_string().contains("blob x has digest"), "{e}");
-        let e = VerifyingReader::new(&data[..5], &good, Some(data.len() as u64), "blob".into())
-            .read_to_end(&mut out)
-            .unwrap_err();
-        assert!(e.to_string().contains("truncated"), "{e}");
-    }
-
-    #[test]
-    fn blob_paths_refuse_traversal() {
-        assert!(blob_path("sha256:../../etc/passwd").is_err());
-        assert!(blob_path("md5:abc").is_err());
-        assert!(blob_path(&format!("sha256:{}", "a".repeat(64))).is_ok());
-    }
 }
 
 /// Writes an OCI image layout holding one image of the given layer blobs (each plain,
@@ -531,5 +493,42 @@ impl io::Write for HashWriter<'_> {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_spec() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let ids = chain_ids(&[d('a'), d('b')]);
+        assert_eq!(ids[0], d('a'));
+        let want = format!("sha256:{}", hex::encode(Sha256::digest(format!("{} {}", d('a'), d('b')).as_bytes())));
+        assert_eq!(ids[1], want);
+    }
+
+    #[test]
+    fn verifying_reader_catches_tampering_and_truncation() {
+        let data = b"layer bytes".to_vec();
+        let good = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+        let mut out = Vec::new();
+        VerifyingReader::new(&data[..], &good, Some(data.len() as u64), "blob".into()).read_to_end(&mut out).unwrap();
+        let mut tampered = data.clone();
+        tampered[0] ^= 1;
+        let e = VerifyingReader::new(&tampered[..], &good, None, "blob x".into()).read_to_end(&mut out).unwrap_err();
+        assert!(e.to_string().contains("blob x has digest"), "{e}");
+        let e = VerifyingReader::new(&data[..5], &good, Some(data.len() as u64), "blob".into())
+            .read_to_end(&mut out)
+            .unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn blob_paths_refuse_traversal() {
+        assert!(blob_path("sha256:../../etc/passwd").is_err());
+        assert!(blob_path("md5:abc").is_err());
+        assert!(blob_path(&format!("sha256:{}", "a".repeat(64))).is_ok());
     }
 }

@@ -23,7 +23,7 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -31,7 +31,7 @@ impl Rng {
         z ^ (z >> 31)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
     /// Bytes that compress about 2:1 (random halves and repeated text halves).
     pub fn content(&mut self, len: usize) -> Vec<u8> {
@@ -41,7 +41,7 @@ impl Rng {
             let chunk = (len - out.len()).min(512);
             if self.below(2) == 0 {
                 for _ in 0..chunk.div_ceil(8) {
-                    out.extend_from_slice(&self.next().to_le_bytes());
+                    out.extend_from_slice(&self.next_u64().to_le_bytes());
                 }
             } else {
                 let start = self.below(TEXT.len() as u64) as usize;
