@@ -11,6 +11,7 @@ pub mod conformance;
 pub mod diff;
 pub mod driver;
 pub mod error;
+pub mod hostile;
 pub mod image;
 pub mod images;
 pub mod scratch;
