@@ -150,6 +150,22 @@ impl ImageStore {
     }
 }
 
+/// When a layer fails, a tampered blob is the likeliest cause and the clearest thing to
+/// say, but a decompressor may stop on a bad checksum before the blob's digest is
+/// checked at its end. So re-read the failed layer's blob and report a digest mismatch
+/// if there is one.
+fn root_cause(driver: &dyn Driver, source: &dyn BlobSource, image: &Image, e: Error) -> Error {
+    let Some(i) = image.chain_ids.iter().position(|id| driver.get(id).is_err()) else { return e };
+    let layer = &image.layers[i];
+    let Some(digest) = &layer.digest else { return e };
+    let Ok(blob) = source.open(&layer.locator) else { return e };
+    let mut r = crate::image::VerifyingReader::new(blob, digest, layer.size, format!("blob {digest}"));
+    match std::io::copy(&mut r, &mut std::io::sink()) {
+        Err(v) => Error::layer(&image.chain_ids[i], Cause::Other(format!("layer {} of the image: {v}", i + 1))),
+        Ok(_) => e,
+    }
+}
+
 /// What happened to one layer during an unpack.
 #[derive(Clone, Debug)]
 pub struct LayerEvent {
@@ -223,7 +239,7 @@ pub fn unpack(
                     Err(e)
                 }
             }
-            Err(e) => Err(e),
+            Err(e) => Err(root_cause(driver, source, image, e)),
         }
     })();
     match result {

@@ -1,0 +1,332 @@
+//! Images end to end through the `strata` binary: verification of every blob and
+//! diff_id, the three source formats, layer sharing and removal, and a real pull
+//! from Debian's docker-registry on 127.0.0.1.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use driver_core::workload::{generate, gzip, WorkloadSize};
+use sha2::Digest;
+
+fn strata_bin() -> PathBuf {
+    // target/<profile>/deps/images-… → target/<profile>/strata
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(Path::parent).unwrap().join("strata");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p bench-harness` (same profile) first", bin.display());
+    bin
+}
+
+fn privileged(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(std::env::var("STRATA_REQUIRE_PRIVILEGED").as_deref() != Ok("1"), "{what} needs root");
+    eprintln!("skipped: {what} needs root");
+    false
+}
+
+struct Strata {
+    root: tempfile::TempDir,
+    driver: &'static str,
+}
+
+impl Strata {
+    fn new(driver: &'static str) -> Strata {
+        Strata { root: tempfile::tempdir().unwrap(), driver }
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(strata_bin())
+            .arg("--root")
+            .arg(self.root.path())
+            .arg("--driver")
+            .arg(self.driver)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(o.status.success(), "strata {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    }
+    /// Runs a command that must fail with exactly one `error:` line.
+    fn fails(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(!o.status.success(), "strata {args:?} should have failed");
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(errors.len(), 1, "one error line expected, got: {stderr}");
+        errors[0].to_string()
+    }
+    /// What the store lists: layers and images.
+    fn state(&self) -> (String, String) {
+        (self.ok(&["layer", "ls", "--json"]), self.ok(&["image", "ls", "--json"]))
+    }
+}
+
+/// An image layout of generated layers (gzip), tagged `tag`; returns the layout dir.
+fn make_layout(dir: &Path, tag: &str, seed: u64, layers: usize) -> PathBuf {
+    let blobs: Vec<Vec<u8>> =
+        generate(seed, WorkloadSize::small()).into_iter().take(layers).map(|l| gzip(&l.tar)).collect();
+    driver_core::image::write_layout(dir, tag, &blobs).unwrap();
+    dir.to_path_buf()
+}
+
+fn digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex_encode(&sha2::Sha256::digest(data)))
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn blob(layout: &Path, d: &str) -> PathBuf {
+    layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(p).unwrap()).unwrap()
+}
+
+/// The manifest of the only image in a layout.
+fn manifest(layout: &Path) -> serde_json::Value {
+    let index = read_json(&layout.join("index.json"));
+    read_json(&blob(layout, index["manifests"][0]["digest"].as_str().unwrap()))
+}
+
+/// Rewrites the config of the only image in a layout (and the manifest and index
+/// that point at it), so the result is self-consistent but says what `f` made it say.
+fn rewrite_config(layout: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let index_path = layout.join("index.json");
+    let mut index = read_json(&index_path);
+    let mut m = manifest(layout);
+    let mut cfg = read_json(&blob(layout, m["config"]["digest"].as_str().unwrap()));
+    f(&mut cfg);
+    let cfg = serde_json::to_vec(&cfg).unwrap();
+    fs::write(blob(layout, &digest(&cfg)), &cfg).unwrap();
+    m["config"]["digest"] = digest(&cfg).into();
+    m["config"]["size"] = cfg.len().into();
+    let m = serde_json::to_vec(&m).unwrap();
+    fs::write(blob(layout, &digest(&m)), &m).unwrap();
+    index["manifests"][0]["digest"] = digest(&m).into();
+    index["manifests"][0]["size"] = m.len().into();
+    fs::write(index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let st = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn bad_images_fail_clearly_and_leave_the_store_as_it_was() {
+    if !privileged("image verification tests") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let good = make_layout(&work.path().join("good"), "v1", 1, 2);
+    let s = Strata::new("vfs");
+    // The base layer is in the store already (from a one-layer image of it), so a
+    // failing second layer must leave exactly that behind.
+    let base = make_layout(&work.path().join("base"), "base", 1, 1);
+    s.ok(&["image", "unpack", base.to_str().unwrap()]);
+    let before = s.state();
+
+    let layer2 = manifest(&good)["layers"][1]["digest"].as_str().unwrap().to_string();
+
+    let tampered = work.path().join("tampered");
+    copy_dir(&good, &tampered);
+    let p = blob(&tampered, &layer2);
+    let mut data = fs::read(&p).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x55;
+    fs::write(&p, &data).unwrap();
+    let e = s.fails(&["image", "unpack", tampered.to_str().unwrap()]);
+    assert!(e.contains(&layer2) && e.contains("tampered or corrupt"), "{e}");
+    assert_eq!(s.state(), before, "a tampered blob leaves the store as it was");
+
+    let truncated = work.path().join("truncated");
+    copy_dir(&good, &truncated);
+    let p = blob(&truncated, &layer2);
+    let data = fs::read(&p).unwrap();
+    fs::write(&p, &data[..data.len() / 3]).unwrap();
+    let e = s.fails(&["image", "unpack", truncated.to_str().unwrap()]);
+    assert!(e.contains("layer 2") && (e.contains("truncated") || e.contains("ends early")), "{e}");
+    assert_eq!(s.state(), before, "a truncated layer leaves the store as it was");
+
+    let wrong = work.path().join("wrong-diff-id");
+    copy_dir(&good, &wrong);
+    rewrite_config(&wrong, |c| c["rootfs"]["diff_ids"][1] = format!("sha256:{}", "0".repeat(64)).into());
+    let e = s.fails(&["image", "unpack", wrong.to_str().unwrap()]);
+    assert!(e.contains("diff_id") && e.contains(&format!("not sha256:{}", "0".repeat(64))), "{e}");
+    assert_eq!(s.state(), before, "a wrong diff_id leaves the store as it was");
+
+    let missing = work.path().join("missing");
+    copy_dir(&good, &missing);
+    fs::remove_file(blob(&missing, &layer2)).unwrap();
+    let e = s.fails(&["image", "unpack", missing.to_str().unwrap()]);
+    assert!(e.contains(&layer2), "{e}");
+    assert_eq!(s.state(), before);
+
+    // And the good one unpacks, reusing the base.
+    let o = s.run(&["image", "unpack", good.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("layer 1/2") && stderr.contains("already exists"), "{stderr}");
+}
+
+#[test]
+fn the_three_source_formats_give_the_same_layers() {
+    if !privileged("image format tests") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let layout = make_layout(&work.path().join("layout"), "v1", 2, 3);
+    let oci_archive = work.path().join("oci.tar");
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&oci_archive)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    let docker_archive = work.path().join("docker.tar");
+    let st = Command::new("skopeo")
+        .args(["copy", "--quiet", &format!("oci:{}:v1", layout.display())])
+        .arg(format!("docker-archive:{}:strata/test:v1", docker_archive.display()))
+        .status()
+        .unwrap();
+    assert!(st.success(), "skopeo copy to docker-archive");
+    let mut tops = Vec::new();
+    for src in
+        [format!("{}:v1", layout.display()), oci_archive.display().to_string(), docker_archive.display().to_string()]
+    {
+        let s = Strata::new("vfs");
+        let top = s.ok(&["image", "unpack", &src]).trim().to_string();
+        assert!(top.starts_with("sha256:"), "{top}");
+        let layers: serde_json::Value = serde_json::from_str(&s.ok(&["layer", "ls", "--json"])).unwrap();
+        assert_eq!(layers.as_array().unwrap().len(), 3, "{src}");
+        tops.push(top);
+    }
+    assert!(tops.windows(2).all(|w| w[0] == w[1]), "chain IDs differ across formats: {tops:?}");
+}
+
+#[test]
+fn images_share_layers_and_rm_keeps_what_others_use() {
+    if !privileged("image sharing tests") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let one = make_layout(&work.path().join("one"), "one", 3, 1);
+    let two = make_layout(&work.path().join("two"), "two", 3, 2);
+    let s = Strata::new("vfs");
+    s.ok(&["image", "unpack", one.to_str().unwrap()]);
+    let o = s.run(&["image", "unpack", two.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    let count = |s: &Strata| {
+        serde_json::from_str::<serde_json::Value>(&s.ok(&["layer", "ls", "--json"])).unwrap().as_array().unwrap().len()
+    };
+    assert_eq!(count(&s), 2, "the base layer is shared");
+    s.ok(&["container", "create", "c1", "--image", "one"]);
+    s.ok(&["image", "rm", "two"]);
+    assert_eq!(count(&s), 2, "two's own layer is gone; the base and the container stay");
+    s.ok(&["image", "rm", "one"]);
+    assert_eq!(count(&s), 2, "the container still stands on the base layer");
+    s.ok(&["layer", "rm", "c1"]);
+    let e = s.fails(&["image", "rm", "one"]);
+    assert!(e.contains("no such image"), "{e}");
+}
+
+/// docker-registry on 127.0.0.1 with filesystem storage in a temp dir; killed on drop.
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_registry() -> Registry {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = dir.path().join("config.yml");
+    fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("docker-registry (Debian package docker-registry) must be installed");
+    let reg = Registry { child, port, _dir: dir };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return reg;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("docker-registry did not start on 127.0.0.1:{port}");
+}
+
+fn push(layout: &Path, tag: &str, port: u16, name: &str) {
+    let st = Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false", &format!("oci:{}:{tag}", layout.display())])
+        .arg(format!("docker://127.0.0.1:{port}/{name}"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "skopeo push to the local registry");
+}
+
+#[test]
+fn pull_from_a_local_registry() {
+    if !privileged("registry pull tests") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let app = make_layout(&work.path().join("app"), "v1", 4, 3);
+    let base = make_layout(&work.path().join("base"), "v1", 4, 2);
+    let reg = start_registry();
+    push(&app, "v1", reg.port, "strata/app:v1");
+    push(&base, "v1", reg.port, "strata/base:v1");
+
+    // What a pull must give: the same tree as unpacking the layout directly.
+    let local = Strata::new("vfs");
+    let want_top = local.ok(&["image", "unpack", &format!("{}:v1", app.display())]).trim().to_string();
+    let want = driver_core::tree::Tree::capture(Path::new(local.ok(&["layer", "mount", &want_top]).trim())).unwrap();
+
+    let s = Strata::new("vfs");
+    let o = s.run(&["image", "pull", "--insecure", &format!("127.0.0.1:{}/strata/base:v1", reg.port)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = s.run(&["image", "pull", "--insecure", &format!("127.0.0.1:{}/strata/app:v1", reg.port)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("layer 1/3") && stderr.matches("already exists").count() == 2,
+        "the shared base is reused: {stderr}"
+    );
+    let top = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    assert_eq!(top, want_top, "the same chain ID as the local unpack");
+    let images = s.ok(&["image", "ls"]);
+    assert!(images.contains(&format!("127.0.0.1:{}/strata/app:v1", reg.port)), "{images}");
+    let got = driver_core::tree::Tree::capture(Path::new(s.ok(&["layer", "mount", &top]).trim())).unwrap();
+    let d = got.differences(&want, &driver_core::tree::CompareOptions::default());
+    assert!(d.is_empty(), "{}", d.join("\n"));
+    // A reference that is not there is one clear error.
+    let e = s.fails(&["image", "pull", "--insecure", &format!("127.0.0.1:{}/strata/nope:v1", reg.port)]);
+    assert!(e.contains("404") || e.contains("MANIFEST_UNKNOWN") || e.contains("NAME_UNKNOWN"), "{e}");
+}
