@@ -91,11 +91,11 @@ pub struct Status {
 }
 
 /// One layer of a chain given to [`Driver::apply_chain`].
-pub struct LayerTar<'a> {
+pub struct LayerTar {
     pub id: String,
     pub parent: Option<String>,
     /// The layer tar (plain, gzip or zstd).
-    pub tar: Box<dyn Read + Send + 'a>,
+    pub tar: Box<dyn Read + Send + 'static>,
 }
 
 /// Called as each layer of a chain is committed: its index and the bytes applied.
@@ -117,12 +117,19 @@ pub trait Driver: Send + Sync {
     /// `parent`), committing them bottom to top; stops at the first error, leaving the
     /// layers below it committed. A driver whose layers do not start from their
     /// parent's tree (overlay) extracts them in parallel; the default applies them one
-    /// after the other.
-    fn apply_chain(&self, layers: Vec<LayerTar<'_>>, progress: ChainProgress<'_>) -> Result<Vec<u64>> {
+    /// after the other, reading the next layer's stream ahead on another thread.
+    fn apply_chain(&self, layers: Vec<LayerTar>, progress: ChainProgress<'_>) -> Result<Vec<u64>> {
+        use crate::readahead::ReadAhead;
         let mut sizes = Vec::with_capacity(layers.len());
-        for (i, mut layer) in layers.into_iter().enumerate() {
-            let n = self.apply_diff(&layer.id, layer.parent.as_deref(), &mut layer.tar)?;
-            progress(i, n);
+        let mut layers = layers.into_iter().map(|l| (l.id, l.parent, l.tar));
+        let start =
+            |(id, parent, tar): (String, Option<String>, Box<dyn Read + Send>)| (id, parent, ReadAhead::spawn(tar, 64));
+        let mut next = layers.next().map(start);
+        while let Some((id, parent, mut stream)) = next.take() {
+            // Start on the next layer while this one is applied.
+            next = layers.next().map(start);
+            let n = self.apply_diff(&id, parent.as_deref(), &mut stream)?;
+            progress(sizes.len(), n);
             sizes.push(n);
         }
         Ok(sizes)

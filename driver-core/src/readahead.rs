@@ -1,0 +1,106 @@
+//! A reader that runs its source on another thread, a bounded number of chunks ahead.
+//! Unpacking a chain on vfs or btrfs applies one layer at a time (each starts from its
+//! parent's tree), so the next layer's decompression and digest checks run here, on
+//! the other core, while the current layer is being written.
+
+use std::io::{self, Read};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::thread::JoinHandle;
+
+const CHUNK: usize = 1 << 20;
+
+pub struct ReadAhead {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+    done: bool,
+    _thread: JoinHandle<()>,
+}
+
+impl ReadAhead {
+    /// Starts reading `source` now, keeping at most `depth` MiB ahead of the consumer.
+    pub fn spawn(mut source: Box<dyn Read + Send + 'static>, depth: usize) -> ReadAhead {
+        let (tx, rx) = sync_channel(depth.max(1));
+        let thread = std::thread::spawn(move || loop {
+            let mut buf = vec![0u8; CHUNK];
+            let mut filled = 0;
+            let result = loop {
+                match source.read(&mut buf[filled..]) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        filled += n;
+                        if filled == CHUNK {
+                            break Ok(());
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            buf.truncate(filled);
+            let end = filled == 0;
+            let msg = match result {
+                Ok(()) => Ok(buf),
+                Err(e) => Err(e),
+            };
+            let failed = msg.is_err();
+            // The consumer hung up (its apply failed): stop.
+            if tx.send(msg).is_err() || failed || end {
+                return;
+            }
+        });
+        ReadAhead { rx, current: Vec::new(), pos: 0, done: false, _thread: thread }
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    if chunk.is_empty() {
+                        self.done = true;
+                    }
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_data_and_errors_through() {
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut out = Vec::new();
+        ReadAhead::spawn(Box::new(io::Cursor::new(data.clone())), 4).read_to_end(&mut out).unwrap();
+        assert_eq!(out, data);
+        struct Failing;
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::new(io::ErrorKind::InvalidData, "boom"))
+            }
+        }
+        let e = ReadAhead::spawn(Box::new(Failing), 2).read_to_end(&mut out).unwrap_err();
+        assert_eq!(e.to_string(), "boom");
+    }
+}
