@@ -17,14 +17,7 @@ fn strata_bin() -> PathBuf {
     bin
 }
 
-fn privileged(what: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(std::env::var("STRATA_REQUIRE_PRIVILEGED").as_deref() != Ok("1"), "{what} needs root");
-    eprintln!("skipped: {what} needs root");
-    false
-}
+use driver_core::scratch::privileged;
 
 struct Strata {
     root: tempfile::TempDir,
