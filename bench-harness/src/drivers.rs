@@ -8,6 +8,7 @@ use driver_core::{Cause, Driver, Error};
 pub fn open(name: &str, root: &Path) -> Result<Box<dyn Driver>, Error> {
     match name {
         "vfs" => Ok(Box::new(driver_vfs::VfsDriver::new(&root.join("vfs"))?)),
+        "overlay" => Ok(Box::new(driver_overlay::OverlayDriver::new(&root.join("overlay"))?)),
         "auto" => {
             let (chosen, why) = choose(root);
             eprintln!("strata: --driver auto chose {chosen}: {why}");
@@ -25,6 +26,13 @@ pub fn open_with_dir(name: &str, root: &Path) -> Result<(Box<dyn Driver>, std::p
 }
 
 /// `auto`: overlay when it works here, else btrfs when the root is on btrfs, else vfs.
-pub fn choose(_root: &Path) -> (&'static str, String) {
-    ("vfs", "overlay and btrfs drivers are not available in this build".into())
+pub fn choose(root: &Path) -> (&'static str, String) {
+    let _ = std::fs::create_dir_all(root);
+    let f = driver_overlay::features::probe(root);
+    let fs = driver_core::sys::fs_type(root).unwrap_or_else(|_| "unknown".into());
+    if f.mounts && f.d_type {
+        return ("overlay", format!("overlayfs mounts on this {fs} filesystem, which has d_type"));
+    }
+    let why_not = f.error.clone().unwrap_or_else(|| format!("{fs} has no d_type"));
+    ("vfs", format!("overlay cannot run here ({why_not})"))
 }

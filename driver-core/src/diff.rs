@@ -244,23 +244,45 @@ impl<R: Read> Read for ExactReader<R> {
     }
 }
 
-/// A naive diff: every entry and change of `layer` against `parent` (None = empty).
+/// The entries and changes of a layer against its parent.
 #[derive(Debug, Default)]
 pub struct NaiveDiff {
     pub entries: Vec<DiffEntry>,
     pub changes: Vec<Change>,
 }
 
-/// Walks `layer` and `parent` side by side. Both are plain directory trees that hold
-/// the whole view (vfs layers, btrfs snapshots, or mounted views).
+/// What the layer directory given to [`walk_diff`] holds.
+#[derive(Clone, Debug)]
+pub enum LayerKind {
+    /// The whole view (vfs layers, btrfs snapshots, mounted views): the naive diff.
+    Full,
+    /// Only what the layer changed, overlayfs style: 0/0 character devices are
+    /// whiteouts and `<prefix>opaque=y` marks an opaque directory. Only this directory
+    /// is walked, so the cost follows the number of changes, not the image's size.
+    OverlayUpper { xattr_prefix: String },
+}
+
+/// The naive diff: walks `layer` and `parent` (None = empty) side by side.
 pub fn naive_diff(layer_id: &str, layer: &Path, parent: Option<&Path>) -> Result<NaiveDiff> {
-    let mut walk = Walk { layer_root: layer.to_path_buf(), out: NaiveDiff::default(), inodes: BTreeMap::new() };
+    walk_diff(layer_id, layer, parent, &LayerKind::Full)
+}
+
+/// Finds the entries and changes of `layer` against the full view `parent`; with
+/// [`LayerKind::OverlayUpper`], `layer` is the layer's own directory and the parent
+/// is only looked at where the layer changed something.
+pub fn walk_diff(layer_id: &str, layer: &Path, parent: Option<&Path>, kind: &LayerKind) -> Result<NaiveDiff> {
+    let mut walk = Walk {
+        layer_root: layer.to_path_buf(),
+        out: NaiveDiff::default(),
+        inodes: BTreeMap::new(),
+        kind: kind.clone(),
+    };
     let lfd = sys::open_dir(layer).map_err(|e| Error::at(layer_id, layer, e))?;
     let pfd = match parent {
         Some(p) => Some(sys::open_dir(p).map_err(|e| Error::at(layer_id, p, e))?),
         None => None,
     };
-    walk.dir(Path::new(""), lfd.as_fd(), pfd.as_ref().map(|f| f.as_fd()), true).map_err(|e| e.in_layer(layer_id))?;
+    walk.dir(Path::new(""), lfd.as_fd(), pfd.as_ref().map(|f| f.as_fd())).map_err(|e| e.in_layer(layer_id))?;
     walk.add_hardlink_siblings();
     let mut out = walk.out;
     out.changes.sort();
@@ -272,6 +294,12 @@ struct Walk {
     out: NaiveDiff,
     /// (dev, ino) → (paths, emitted?) for non-directories with several names.
     inodes: BTreeMap<(u64, u64), (Vec<PathBuf>, bool)>,
+    kind: LayerKind,
+}
+
+/// Whether `st` is an overlayfs whiteout (a 0/0 character device).
+pub fn is_whiteout(st: &nix::sys::stat::FileStat) -> bool {
+    sys::file_type(st) == nix::sys::stat::SFlag::S_IFCHR && st.st_rdev == 0
 }
 
 fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> Result<nix::sys::stat::FileStat> {
@@ -318,21 +346,54 @@ impl Walk {
         }
     }
 
-    fn dir(&mut self, rel: &Path, lfd: BorrowedFd<'_>, pfd: Option<BorrowedFd<'_>>, is_root: bool) -> Result<()> {
-        let layer_names: BTreeSet<OsString> = sys::read_dir_names(lfd).at_path(rel)?.into_iter().collect();
-        let parent_names: BTreeSet<OsString> = match pfd {
-            Some(p) => sys::read_dir_names(p).at_path(rel)?.into_iter().collect(),
-            None => BTreeSet::new(),
+    fn dir(&mut self, rel: &Path, lfd: BorrowedFd<'_>, pfd: Option<BorrowedFd<'_>>) -> Result<()> {
+        let mut layer_names: BTreeSet<OsString> = sys::read_dir_names(lfd).at_path(rel)?.into_iter().collect();
+        let parent_names = || -> Result<BTreeSet<OsString>> {
+            match pfd {
+                Some(p) => Ok(sys::read_dir_names(p).at_path(rel)?.into_iter().collect()),
+                None => Ok(BTreeSet::new()),
+            }
         };
-        let _ = is_root;
-        if pfd.is_some() {
-            for d in deletions(rel, &parent_names, &layer_names) {
+        // Which names the layer's view of this directory holds, and which were in the
+        // parent's: every name on a full tree; on an overlay upper, only where the
+        // layer deleted something (whiteouts, an opaque directory) is the parent read.
+        let (view_names, parent_list) = match &self.kind {
+            LayerKind::Full => {
+                let p = parent_names()?;
+                (Some(layer_names.clone()), p)
+            }
+            LayerKind::OverlayUpper { xattr_prefix } => {
+                let mut whiteouts = BTreeSet::new();
+                for n in &layer_names {
+                    if sys::lstat_at(lfd, n).at_path(rel.join(n))?.is_some_and(|st| is_whiteout(&st)) {
+                        whiteouts.insert(n.clone());
+                    }
+                }
+                layer_names.retain(|n| !whiteouts.contains(n));
+                let opaque = sys::get_xattr(XattrTarget::Fd(lfd.as_raw_fd()), &format!("{xattr_prefix}opaque"))
+                    .at_path(rel)?
+                    .is_some_and(|v| v == b"y");
+                if pfd.is_some() && (opaque || !whiteouts.is_empty()) {
+                    let p = parent_names()?;
+                    let view: BTreeSet<OsString> = if opaque {
+                        layer_names.clone()
+                    } else {
+                        p.iter().filter(|n| !whiteouts.contains(*n)).chain(layer_names.iter()).cloned().collect()
+                    };
+                    (Some(view), p)
+                } else {
+                    (None, BTreeSet::new())
+                }
+            }
+        };
+        if let (Some(view), Some(_)) = (&view_names, pfd) {
+            for d in deletions(rel, &parent_list, view) {
                 match &d {
                     DiffEntry::Whiteout { path } => {
                         self.out.changes.push(Change { path: path.clone(), kind: ChangeKind::Deleted })
                     }
                     DiffEntry::Opaque { dir } => {
-                        for n in &parent_names {
+                        for n in &parent_list {
                             self.out.changes.push(Change { path: dir.join(n), kind: ChangeKind::Deleted });
                         }
                     }
@@ -345,8 +406,8 @@ impl Walk {
             let child = rel.join(name);
             let lst = stat_at(lfd, name).at_path(&child)?;
             let pst = match pfd {
-                Some(p) if parent_names.contains(name) => sys::lstat_at(p, name).at_path(&child)?,
-                _ => None,
+                Some(p) => sys::lstat_at(p, name).at_path(&child)?,
+                None => None,
             };
             let ldir = sys::is_dir(&lst);
             let changed = match &pst {
@@ -372,7 +433,7 @@ impl Walk {
                     }
                     _ => None,
                 };
-                self.dir(&child, sub.as_fd(), psub.as_ref().map(|f| f.as_fd()), false)?;
+                self.dir(&child, sub.as_fd(), psub.as_ref().map(|f| f.as_fd()))?;
             }
         }
         Ok(())

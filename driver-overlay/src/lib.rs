@@ -1,1 +1,488 @@
-//! driver-overlay
+//! The `overlay` driver: layers as overlayfs layers.
+//!
+//! ```text
+//! <dir>/layers/<id>/diff     what this layer changed (a whiteout is a 0/0 char device,
+//!                            an opaque directory carries trusted.overlay.opaque=y)
+//! <dir>/layers/<id>/work     overlayfs's work directory (writable layers)
+//! <dir>/layers/<id>/merged   where the layer's view is mounted
+//! <dir>/l/<link>             short symlink to a layer's diff (classic mounts only)
+//! <dir>/empty                an empty lower, for views with no other lower
+//! <dir>/tmp/                 private read-only mounts of a parent's view (diff, apply)
+//! ```
+//!
+//! * **apply** extracts straight into the layer's own `diff` (never a copy of the
+//!   parent), so the layers of an image are independent and are extracted in parallel,
+//!   then committed in order. Directories the tar did not describe take their
+//!   metadata from the lower layers at commit.
+//! * **mount** stacks the diffs: lowers (own diff first for a committed layer's
+//!   read-only view), plus upper and work for a writable one. See [`mount`] for how
+//!   hundreds of layers fit.
+//! * **diff** walks only the layer's own `diff`, looking at the parent's view (a
+//!   private read-only mount) only where something changed: its cost follows the
+//!   number of changes, not the image's size.
+//! * Mounts are made with `index=off`, `redirect_dir=off` and `metacopy=off` (when the
+//!   kernel knows those options): with redirect_dir or metacopy the layer directory no
+//!   longer says what changed (a renamed directory becomes a redirect xattr, a chmod'd
+//!   file an empty metacopy stub), and moby falls back to its naive diff for exactly
+//!   that reason. The options used are recorded in each layer's metadata.
+
+pub mod features;
+pub mod mount;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use driver_core::apply::{apply_layer, ApplyOptions, ApplyReport, WhiteoutMode};
+use driver_core::diff::{is_whiteout, walk_diff, write_tar, LayerKind, NaiveDiff};
+use driver_core::driver::{ChainProgress, LayerTar};
+use driver_core::error::{Cause, Error, Result};
+use driver_core::store::{discard_tree, LayerMeta, Staging, Store};
+use driver_core::sys::{self, XattrTarget};
+use driver_core::{Change, Driver, LayerInfo, Status, Usage};
+use rayon::prelude::*;
+use sha2::Digest;
+
+use crate::features::Features;
+use crate::mount::OverlayMount;
+
+pub struct OverlayDriver {
+    store: Store,
+    dir: PathBuf,
+    features: Features,
+}
+
+/// A short, stable link name for a layer (10 characters of base32 of its ID's digest).
+fn short_link(id: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let d = sha2::Sha256::digest(id.as_bytes());
+    let mut bits: u64 = u64::from_be_bytes(d[..8].try_into().expect("8 bytes"));
+    (0..10)
+        .map(|_| {
+            let c = ALPHABET[(bits & 31) as usize] as char;
+            bits >>= 5;
+            c
+        })
+        .collect()
+}
+
+/// A private read-only mount of a layer's view, released on drop.
+struct TempView {
+    path: PathBuf,
+}
+
+impl Drop for TempView {
+    fn drop(&mut self) {
+        let _ = mount::unmount(&self.path);
+        let _ = fs::remove_dir(&self.path);
+    }
+}
+
+impl OverlayDriver {
+    /// Opens (creating) the driver folder `root`; refuses where overlay cannot work.
+    pub fn new(root: &Path) -> Result<OverlayDriver> {
+        fs::create_dir_all(root).map_err(|e| Error::new(e).with_path(root))?;
+        let features = features::probe(root);
+        if !features.mounts {
+            return Err(Error::new(Cause::Unsupported(format!(
+                "overlayfs does not mount in {}: {}",
+                root.display(),
+                features.error.clone().unwrap_or_default()
+            ))));
+        }
+        if !features.d_type {
+            let fs = sys::fs_type(root).unwrap_or_default();
+            return Err(Error::new(Cause::Unsupported(format!(
+                "the {fs} filesystem under {} does not report file types (d_type); overlayfs needs them \
+                 (xfs must be made with ftype=1)",
+                root.display()
+            ))));
+        }
+        for sub in ["l", "empty", "tmp"] {
+            fs::create_dir_all(root.join(sub)).map_err(|e| Error::new(e).with_path(root.join(sub)))?;
+        }
+        let store = Store::open(root, Arc::new(discard_tree))?;
+        let driver = OverlayDriver { store, dir: root.to_path_buf(), features };
+        driver.recover()?;
+        Ok(driver)
+    }
+
+    /// Puts mounts in line with the metadata after a crash or a reboot.
+    fn recover(&self) -> Result<()> {
+        let tmp = self.dir.join("tmp");
+        for m in driver_core::conformance::mounts_under(&tmp) {
+            let _ = mount::unmount(&m);
+        }
+        if let Ok(rd) = fs::read_dir(&tmp) {
+            for e in rd.flatten() {
+                let _ = fs::remove_dir(e.path());
+            }
+        }
+        for meta in self.store.list()? {
+            let merged = self.merged(&meta.id);
+            let mounted = mount::is_mounted(&merged);
+            if meta.mounts > 0 && !mounted {
+                self.store.update(&meta.id, |m| {
+                    m.mounts = 0;
+                    Ok(())
+                })?;
+            } else if meta.mounts == 0 && mounted {
+                mount::unmount(&merged).map_err(|e| Error::at(&meta.id, &merged, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn diff_dir(&self, id: &str) -> PathBuf {
+        self.store.layer_dir(id).join("diff")
+    }
+    fn merged(&self, id: &str) -> PathBuf {
+        self.store.layer_dir(id).join("merged")
+    }
+    fn prefix(&self) -> &'static str {
+        self.features.xattr_prefix()
+    }
+
+    /// IDs from `id` down to the bottom layer.
+    fn chain(&self, id: &str) -> Result<Vec<String>> {
+        let mut out = vec![id.to_string()];
+        let mut cur = self.store.get(id)?;
+        while let Some(p) = cur.parent.clone() {
+            cur = self.store.get(&p).map_err(|e| e.in_layer(id))?;
+            out.push(p);
+        }
+        Ok(out)
+    }
+
+    fn options(&self) -> Vec<(String, String)> {
+        let f = &self.features;
+        let mut o = Vec::new();
+        if f.index {
+            o.push(("index".into(), "off".into()));
+        }
+        if f.redirect_dir {
+            o.push(("redirect_dir".into(), "off".into()));
+        }
+        if f.metacopy {
+            o.push(("metacopy".into(), "off".into()));
+        }
+        o
+    }
+
+    /// The overlay for `ids` (top first): read-only over all of them, or writable with
+    /// the first as upper.
+    fn overlay_for(&self, ids: &[String], writable: bool) -> OverlayMount {
+        let (upper, lower_ids) = if writable { (Some(&ids[0]), &ids[1..]) } else { (None, ids) };
+        let mut lowers: Vec<PathBuf> = lower_ids.iter().map(|i| self.diff_dir(i)).collect();
+        // overlayfs wants two lowers for a lower-only mount and one lower under an
+        // upper; an empty directory stands in.
+        let min = if writable { 1 } else { 2 };
+        while lowers.len() < min {
+            lowers.push(self.dir.join("empty"));
+        }
+        OverlayMount {
+            lowers,
+            upper: upper.map(|u| (self.diff_dir(u), self.store.layer_dir(u).join("work"))),
+            options: self.options(),
+            readonly: !writable,
+        }
+    }
+
+    /// Mounts `m` at `target`: `lowerdir+` where the kernel has it, else classic mount
+    /// data with the short links, from the driver's folder.
+    fn mount_at(&self, ids: &[String], m: &OverlayMount, target: &Path) -> std::io::Result<()> {
+        if self.features.lowerdir_plus {
+            return mount::mount_fsconfig(m, target);
+        }
+        let mut rel = m.clone();
+        for (i, l) in rel.lowers.iter_mut().enumerate() {
+            if let Some(id) = ids.get(i + usize::from(m.upper.is_some())) {
+                self.ensure_link(id)?;
+                *l = PathBuf::from("l").join(short_link(id));
+            } else {
+                *l = PathBuf::from("empty");
+            }
+        }
+        if let Some((u, w)) = &mut rel.upper {
+            *u = u.strip_prefix(&self.dir).map(Path::to_path_buf).unwrap_or(u.clone());
+            *w = w.strip_prefix(&self.dir).map(Path::to_path_buf).unwrap_or(w.clone());
+        }
+        mount::mount_classic_from(&self.dir, &rel, target)
+    }
+
+    fn ensure_link(&self, id: &str) -> std::io::Result<()> {
+        let link = self.dir.join("l").join(short_link(id));
+        if fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(Path::new("../layers").join(id).join("diff"), &link)?;
+        }
+        Ok(())
+    }
+
+    /// A private read-only view of layer `id` (and below), for lookups.
+    fn temp_view(&self, id: &str) -> Result<TempView> {
+        let ids = self.chain(id)?;
+        let path = tempfile::Builder::new()
+            .prefix("view-")
+            .tempdir_in(self.dir.join("tmp"))
+            .map_err(|e| Error::at(id, self.dir.join("tmp"), e))?
+            .keep();
+        let view = TempView { path };
+        let m = self.overlay_for(&ids, false);
+        self.mount_at(&ids, &m, &view.path).map_err(|e| Error::at(id, &view.path, e))?;
+        Ok(view)
+    }
+
+    fn stage(&self, staging: &Staging, writable: bool) -> Result<()> {
+        let id = &staging.id;
+        let diff = staging.path.join("diff");
+        fs::create_dir_all(&diff).map_err(|e| Error::at(id, &diff, e))?;
+        fs::set_permissions(&diff, fs::Permissions::from_mode(0o755)).map_err(|e| Error::at(id, &diff, e))?;
+        if writable {
+            fs::create_dir(staging.path.join("work")).map_err(|e| Error::at(id, &staging.path, e))?;
+        }
+        fs::create_dir(staging.path.join("merged")).map_err(|e| Error::at(id, &staging.path, e))?;
+        Ok(())
+    }
+
+    fn apply_opts(&self, id: &str) -> ApplyOptions {
+        ApplyOptions { layer: id.to_string(), whiteouts: WhiteoutMode::OverlayDevice { xattr_prefix: self.prefix() } }
+    }
+
+    /// Gives the directories the tar did not describe the metadata they have in the
+    /// lower layers (the root always: every layer's diff root shows through as the
+    /// view's root), refuses a path that is a non-directory below, and drops implicit
+    /// directories that hold only whiteouts of things no lower layer has.
+    fn fix_implicit_dirs(&self, staging: &Staging, report: &ApplyReport) -> Result<()> {
+        let id = &staging.id;
+        let diff = staging.path.join("diff");
+        let root_implicit = report.implicit_dirs.iter().any(|p| p.as_os_str().is_empty());
+        if let (Some(parent), true) = (&staging.parent, root_implicit) {
+            copy_dir_meta(&self.diff_dir(parent), &diff).map_err(|e| Error::at(id, "", e))?;
+        }
+        let others: Vec<&PathBuf> = report.implicit_dirs.iter().filter(|p| !p.as_os_str().is_empty()).collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        let view = match &staging.parent {
+            Some(p) => Some(self.temp_view(p)?),
+            None => None,
+        };
+        // Deepest first, so that a parent emptied of whiteout-only children goes too.
+        let mut others = others;
+        others.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for rel in others {
+            let upper = diff.join(rel);
+            let lower = view.as_ref().map(|v| v.path.join(rel));
+            match lower.as_ref().map(fs::symlink_metadata) {
+                Some(Ok(md)) if md.is_dir() => {
+                    copy_dir_meta(lower.as_ref().expect("lower"), &upper).map_err(|e| Error::at(id, rel, e))?
+                }
+                Some(Ok(md)) if md.file_type().is_symlink() => {
+                    return Err(Error::at(
+                        id,
+                        rel,
+                        Cause::Refused(
+                            "the path goes through a symbolic link; a layer may not write through a link".into(),
+                        ),
+                    ))
+                }
+                Some(Ok(_)) => {
+                    return Err(Error::at(id, rel, Cause::BadTar("a parent of the entry is not a directory".into())))
+                }
+                _ => {
+                    if only_whiteouts(&upper).map_err(|e| Error::at(id, rel, e))? {
+                        fs::remove_dir_all(&upper).map_err(|e| Error::at(id, rel, e))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn commit_applied(&self, staging: Staging, report: ApplyReport) -> Result<u64> {
+        self.fix_implicit_dirs(&staging, &report)?;
+        let size = report.size;
+        let mut extra = serde_json::Map::new();
+        extra.insert("link".into(), short_link(&staging.id).into());
+        let id = staging.id.clone();
+        self.store.commit(staging, LayerMeta { diff_id: Some(report.diff_id), size, extra, ..Default::default() })?;
+        let _ = self.ensure_link(&id);
+        Ok(size)
+    }
+
+    fn walk(&self, id: &str) -> Result<NaiveDiff> {
+        let meta = self.store.get(id)?;
+        let view = match &meta.parent {
+            Some(p) => Some(self.temp_view(p)?),
+            None => None,
+        };
+        let kind = LayerKind::OverlayUpper { xattr_prefix: self.prefix().to_string() };
+        walk_diff(id, &self.diff_dir(id), view.as_ref().map(|v| v.path.as_path()), &kind)
+    }
+}
+
+/// Copies owner, mode, xattrs (not overlay's own) and times of directory `from` to `to`.
+fn copy_dir_meta(from: &Path, to: &Path) -> std::io::Result<()> {
+    let md = fs::symlink_metadata(from)?;
+    std::os::unix::fs::lchown(to, Some(md.uid()), Some(md.gid()))?;
+    fs::set_permissions(to, fs::Permissions::from_mode(md.mode() & 0o7777))?;
+    for (name, value) in driver_core::diff::xattrs_of(from)? {
+        let c = std::ffi::CString::new(to.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+        sys::set_xattr(XattrTarget::NoFollow(&c), &name, &value)?;
+    }
+    let t = |s: i64, ns: i64| nix::sys::time::TimeSpec::new(s, ns);
+    nix::sys::stat::utimensat(
+        None,
+        to,
+        &t(md.atime(), md.atime_nsec()),
+        &t(md.mtime(), md.mtime_nsec()),
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(std::io::Error::from)
+}
+
+/// Whether a directory holds nothing but whiteout devices (and such directories).
+fn only_whiteouts(dir: &Path) -> std::io::Result<bool> {
+    for e in fs::read_dir(dir)? {
+        let p = e?.path();
+        let md = fs::symlink_metadata(&p)?;
+        if md.is_dir() {
+            if !only_whiteouts(&p)? {
+                return Ok(false);
+            }
+        } else {
+            let st = nix::sys::stat::lstat(&p).map_err(std::io::Error::from)?;
+            if !is_whiteout(&st) {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+impl Driver for OverlayDriver {
+    fn name(&self) -> &'static str {
+        "overlay"
+    }
+
+    fn create(&self, id: &str, parent: Option<&str>, writable: bool) -> Result<()> {
+        let staging = self.store.begin(id, parent)?;
+        self.stage(&staging, writable)?;
+        if let Some(p) = parent {
+            copy_dir_meta(&self.diff_dir(p), &staging.path.join("diff")).map_err(|e| Error::at(id, "", e))?;
+        }
+        let mut extra = serde_json::Map::new();
+        extra.insert("link".into(), short_link(id).into());
+        self.store.commit(staging, LayerMeta { writable, extra, ..Default::default() })?;
+        let _ = self.ensure_link(id);
+        Ok(())
+    }
+
+    fn apply_diff(&self, id: &str, parent: Option<&str>, tar: &mut dyn Read) -> Result<u64> {
+        let staging = self.store.begin(id, parent)?;
+        self.stage(&staging, false)?;
+        let report = apply_layer(&staging.path.join("diff"), tar, &self.apply_opts(id))?;
+        self.commit_applied(staging, report)
+    }
+
+    /// The layers of an image are independent directories here: extract them all at
+    /// once (one per core), then commit them bottom to top.
+    fn apply_chain(&self, layers: Vec<LayerTar>, progress: ChainProgress<'_>) -> Result<Vec<u64>> {
+        let staged: Vec<Result<(Staging, ApplyReport)>> = layers
+            .into_par_iter()
+            .map(|mut l| {
+                let staging = self.store.begin_before_parent(&l.id, l.parent.as_deref())?;
+                self.stage(&staging, false)?;
+                let report = apply_layer(&staging.path.join("diff"), &mut l.tar, &self.apply_opts(&l.id))?;
+                Ok((staging, report))
+            })
+            .collect();
+        let mut sizes = Vec::new();
+        for (i, s) in staged.into_iter().enumerate() {
+            // On the first error the rest are dropped, which discards their staging.
+            let (staging, report) = s?;
+            let n = self.commit_applied(staging, report)?;
+            progress(i, n);
+            sizes.push(n);
+        }
+        Ok(sizes)
+    }
+
+    fn mount(&self, id: &str) -> Result<PathBuf> {
+        let target = self.merged(id);
+        self.store.update(id, |m| {
+            if m.mounts == 0 || !mount::is_mounted(&target) {
+                let ids = self.chain(id)?;
+                let om = self.overlay_for(&ids, m.writable);
+                self.mount_at(&ids, &om, &target).map_err(|e| Error::at(id, &target, e))?;
+                m.extra.insert(
+                    "mount_options".into(),
+                    mount::mount_data(&om).split(',').skip(1).collect::<Vec<_>>().join(",").into(),
+                );
+                m.extra.insert(
+                    "mount_api".into(),
+                    if self.features.lowerdir_plus { "lowerdir+" } else { "mount(2)" }.into(),
+                );
+            }
+            m.mounts += 1;
+            Ok(())
+        })?;
+        Ok(target)
+    }
+
+    fn unmount(&self, id: &str) -> Result<()> {
+        let target = self.merged(id);
+        self.store.update(id, |m| {
+            if m.mounts == 0 {
+                return Err(Error::layer(id, Cause::NotMounted));
+            }
+            if m.mounts == 1 {
+                mount::unmount(&target).map_err(|e| Error::at(id, &target, e))?;
+            }
+            m.mounts -= 1;
+            Ok(())
+        })
+    }
+
+    fn diff(&self, id: &str, out: &mut dyn Write) -> Result<u64> {
+        let d = self.walk(id)?;
+        write_tar(id, d.entries, out)
+    }
+
+    fn changes(&self, id: &str) -> Result<Vec<Change>> {
+        Ok(self.walk(id)?.changes)
+    }
+
+    fn remove(&self, id: &str) -> Result<()> {
+        self.store.remove(id, |_| Ok(()))?;
+        let _ = fs::remove_file(self.dir.join("l").join(short_link(id)));
+        Ok(())
+    }
+
+    fn usage(&self, id: &str) -> Result<Usage> {
+        self.store.get(id)?;
+        let d = self.diff_dir(id);
+        sys::disk_usage(&d).map_err(|e| Error::at(id, &d, e))
+    }
+
+    fn status(&self) -> Result<Status> {
+        let mut features = self.features.pairs();
+        features.push(("mount_api".into(), if self.features.lowerdir_plus { "lowerdir+" } else { "mount(2)" }.into()));
+        Ok(Status {
+            driver: "overlay".into(),
+            backing_fs: sys::fs_type(&self.dir).unwrap_or_else(|_| "unknown".into()),
+            features,
+            layers: self.store.list()?.len(),
+        })
+    }
+
+    fn get(&self, id: &str) -> Result<LayerInfo> {
+        Ok(self.store.get(id)?.info())
+    }
+
+    fn list(&self) -> Result<Vec<LayerInfo>> {
+        Ok(self.store.list()?.iter().map(LayerMeta::info).collect())
+    }
+}

@@ -1,0 +1,148 @@
+//! What the kernel's overlayfs offers here, probed once per process by trying small
+//! mounts in the driver's folder (Documentation/filesystems/overlayfs.rst lists the
+//! options; which ones a kernel accepts is only known by trying).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use crate::mount::{mount_classic, mount_fsconfig, unmount, OverlayMount};
+
+/// The xattr namespaces overlayfs uses: `trusted.` (needs CAP_SYS_ADMIN) or, with the
+/// `userxattr` option for rootless mounts, `user.`. Kept in one place so rootless
+/// support can switch it.
+pub const TRUSTED_PREFIX: &str = "trusted.overlay.";
+pub const USER_PREFIX: &str = "user.overlay.";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Features {
+    /// An overlay mounts at all.
+    pub mounts: bool,
+    /// The backing filesystem reports file types in readdir (xfs with ftype=0 does
+    /// not, and overlayfs misbehaves on it: moby refuses such a filesystem too).
+    pub d_type: bool,
+    /// `lowerdir+` through the new mount API (Linux 6.8+): no page limit on layers.
+    pub lowerdir_plus: bool,
+    pub metacopy: bool,
+    pub redirect_dir: bool,
+    pub index: bool,
+    pub volatile: bool,
+    pub userxattr: bool,
+    /// Why overlay does not mount, when it does not.
+    pub error: Option<String>,
+}
+
+impl Features {
+    pub fn xattr_prefix(&self) -> &'static str {
+        TRUSTED_PREFIX
+    }
+
+    /// As `name=value` pairs for `Status.features` and `strata probe`.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        let b = |v: bool| v.to_string();
+        vec![
+            ("d_type".into(), b(self.d_type)),
+            ("lowerdir+".into(), b(self.lowerdir_plus)),
+            ("metacopy".into(), b(self.metacopy)),
+            ("redirect_dir".into(), b(self.redirect_dir)),
+            ("index".into(), b(self.index)),
+            ("volatile".into(), b(self.volatile)),
+            ("userxattr".into(), b(self.userxattr)),
+        ]
+    }
+}
+
+/// Probes (once per directory per process).
+pub fn probe(dir: &Path) -> Features {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Features>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(f) = cache.lock().expect("probe cache").get(dir) {
+        return f.clone();
+    }
+    let f = probe_now(dir);
+    cache.lock().expect("probe cache").insert(dir.to_path_buf(), f.clone());
+    f
+}
+
+fn has_d_type(dir: &Path) -> bool {
+    let f = dir.join("d_type-check");
+    if std::fs::write(&f, b"").is_err() {
+        return false;
+    }
+    let found = std::fs::read_dir(dir)
+        .ok()
+        .and_then(|mut rd| {
+            rd.find_map(|e| {
+                let e = e.ok()?;
+                (e.file_name() == "d_type-check").then(|| {
+                    // std falls back to lstat when d_type is DT_UNKNOWN; ask readdir itself.
+                    let d = nix::dir::Dir::open(dir, nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty()).ok();
+                    d.map(|mut d| {
+                        d.iter()
+                            .flatten()
+                            .any(|e| e.file_name().to_bytes() == b"d_type-check" && e.file_type().is_some())
+                    })
+                    .unwrap_or(false)
+                })
+            })
+        })
+        .unwrap_or(false);
+    let _ = std::fs::remove_file(&f);
+    found
+}
+
+fn probe_now(dir: &Path) -> Features {
+    let mut f = Features::default();
+    let tmp = match tempfile::Builder::new().prefix("probe-").tempdir_in(dir) {
+        Ok(t) => t,
+        Err(e) => {
+            f.error = Some(format!("cannot make a probe directory in {}: {e}", dir.display()));
+            return f;
+        }
+    };
+    let t = tmp.path();
+    f.d_type = has_d_type(t);
+    for d in ["lower1", "lower2", "upper", "work", "merged"] {
+        let _ = std::fs::create_dir(t.join(d));
+    }
+    let base = OverlayMount {
+        lowers: vec![t.join("lower1"), t.join("lower2")],
+        upper: Some((t.join("upper"), t.join("work"))),
+        options: Vec::new(),
+        readonly: false,
+    };
+    let merged = t.join("merged");
+    let attempt = |m: &OverlayMount, new_api: bool| -> Result<(), String> {
+        let r = if new_api { mount_fsconfig(m, &merged) } else { mount_classic(m, &merged) };
+        match r {
+            Ok(()) => {
+                let _ = unmount(&merged);
+                // Each mount leaves the work dir with its own `work/` inside; a
+                // fresh one keeps the next attempt independent.
+                let _ = std::fs::remove_dir_all(t.join("work"));
+                let _ = std::fs::create_dir(t.join("work"));
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    match attempt(&base, false) {
+        Ok(()) => f.mounts = true,
+        Err(e) => {
+            f.error = Some(e);
+            return f;
+        }
+    }
+    f.lowerdir_plus = attempt(&base, true).is_ok();
+    let with = |k: &str, v: &str| {
+        let mut m = base.clone();
+        m.options.push((k.to_string(), v.to_string()));
+        m
+    };
+    f.metacopy = attempt(&with("metacopy", "on"), false).is_ok();
+    f.redirect_dir = attempt(&with("redirect_dir", "on"), false).is_ok();
+    f.index = attempt(&with("index", "on"), false).is_ok();
+    f.volatile = attempt(&with("volatile", ""), false).is_ok();
+    f.userxattr = attempt(&with("userxattr", ""), false).is_ok();
+    f
+}
