@@ -84,7 +84,12 @@ impl OverlayDriver {
     /// Opens (creating) the driver folder `root`; refuses where overlay cannot work.
     pub fn new(root: &Path) -> Result<OverlayDriver> {
         fs::create_dir_all(root).map_err(|e| Error::new(e).with_path(root))?;
-        let features = features::probe(root);
+        let mut features = features::probe(root);
+        // STRATA_OVERLAY_MOUNT_API=classic forces mount(2) with short links, to test
+        // (and measure) the path older kernels take.
+        if std::env::var("STRATA_OVERLAY_MOUNT_API").as_deref() == Ok("classic") {
+            features.lowerdir_plus = false;
+        }
         if !features.mounts {
             return Err(Error::new(Cause::Unsupported(format!(
                 "overlayfs does not mount in {}: {}",
