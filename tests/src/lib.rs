@@ -1,1 +1,85 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests of the `strata` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub use driver_core::scratch::privileged;
+
+/// The `strata` binary of the same build profile as the running test.
+pub fn strata_bin() -> PathBuf {
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/strata
+    let exe = std::env::current_exe().expect("current_exe");
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("strata");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p bench-harness` (same profile) first", bin.display());
+    bin
+}
+
+/// `strata --root ROOT --driver DRIVER ...` with its own temporary root.
+pub struct Strata {
+    pub root: PathBuf,
+    pub driver: String,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Strata {
+    pub fn new(driver: &str) -> Strata {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        Strata { root: tmp.path().to_path_buf(), driver: driver.to_string(), _tmp: Some(tmp) }
+    }
+
+    /// A strata on a given root (a scratch filesystem, say).
+    pub fn at(root: &Path, driver: &str) -> Strata {
+        Strata { root: root.to_path_buf(), driver: driver.to_string(), _tmp: None }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(strata_bin())
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--driver")
+            .arg(&self.driver)
+            .args(args)
+            .output()
+            .expect("run strata")
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(o.status.success(), "strata {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).expect("utf-8 stdout")
+    }
+
+    /// Runs a command that must fail with exactly one `error:` line; returns it.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(!o.status.success(), "strata {args:?} should have failed");
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(errors.len(), 1, "one error line expected, got: {stderr}");
+        errors[0].to_string()
+    }
+
+    /// What the store lists: layers and images (JSON), to check nothing changed.
+    pub fn state(&self) -> (String, String) {
+        (self.ok(&["layer", "ls", "--json"]), self.ok(&["image", "ls", "--json"]))
+    }
+}
+
+impl Drop for Strata {
+    fn drop(&mut self) {
+        // Whatever a failed test left mounted under this root goes.
+        for m in driver_core::conformance::mounts_under(&self.root) {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// Builds (or finds in the cache) the Debian image of tests/fixtures/debian-image.sh.
+pub fn debian_fixture() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/debian-image.sh");
+    let out = Command::new("bash").arg(&script).output().expect("run debian-image.sh");
+    assert!(out.status.success(), "debian-image.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let dir = String::from_utf8(out.stdout).expect("utf-8").lines().last().expect("output dir").to_string();
+    PathBuf::from(dir)
+}

@@ -4,59 +4,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use driver_core::workload::{generate, gzip, WorkloadSize};
 use sha2::Digest;
-
-fn strata_bin() -> PathBuf {
-    // target/<profile>/deps/images-… → target/<profile>/strata
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join("strata");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p bench-harness` (same profile) first", bin.display());
-    bin
-}
-
-use driver_core::scratch::privileged;
-
-struct Strata {
-    root: tempfile::TempDir,
-    driver: &'static str,
-}
-
-impl Strata {
-    fn new(driver: &'static str) -> Strata {
-        Strata { root: tempfile::tempdir().unwrap(), driver }
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(strata_bin())
-            .arg("--root")
-            .arg(self.root.path())
-            .arg("--driver")
-            .arg(self.driver)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(o.status.success(), "strata {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout).unwrap()
-    }
-    /// Runs a command that must fail with exactly one `error:` line.
-    fn fails(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(!o.status.success(), "strata {args:?} should have failed");
-        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
-        assert_eq!(errors.len(), 1, "one error line expected, got: {stderr}");
-        errors[0].to_string()
-    }
-    /// What the store lists: layers and images.
-    fn state(&self) -> (String, String) {
-        (self.ok(&["layer", "ls", "--json"]), self.ok(&["image", "ls", "--json"]))
-    }
-}
 
 /// An image layout of generated layers (gzip), tagged `tag`; returns the layout dir.
 fn make_layout(dir: &Path, tag: &str, seed: u64, layers: usize) -> PathBuf {
