@@ -8,6 +8,7 @@ use std::process::Command;
 
 use driver_core::workload::{generate, gzip, WorkloadSize};
 use sha2::Digest;
+use strata_tests::{privileged, Strata};
 
 /// An image layout of generated layers (gzip), tagged `tag`; returns the layout dir.
 fn make_layout(dir: &Path, tag: &str, seed: u64, layers: usize) -> PathBuf {
