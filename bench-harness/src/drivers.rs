@@ -9,6 +9,7 @@ pub fn open(name: &str, root: &Path) -> Result<Box<dyn Driver>, Error> {
     match name {
         "vfs" => Ok(Box::new(driver_vfs::VfsDriver::new(&root.join("vfs"))?)),
         "overlay" => Ok(Box::new(driver_overlay::OverlayDriver::new(&root.join("overlay"))?)),
+        "btrfs" => Ok(Box::new(driver_btrfs::BtrfsDriver::new(&root.join("btrfs"))?)),
         "auto" => {
             let (chosen, why) = choose(root);
             eprintln!("strata: --driver auto chose {chosen}: {why}");
@@ -34,5 +35,8 @@ pub fn choose(root: &Path) -> (&'static str, String) {
         return ("overlay", format!("overlayfs mounts on this {fs} filesystem, which has d_type"));
     }
     let why_not = f.error.clone().unwrap_or_else(|| format!("{fs} has no d_type"));
-    ("vfs", format!("overlay cannot run here ({why_not})"))
+    if fs == "btrfs" {
+        return ("btrfs", format!("overlay cannot run here ({why_not}) and the root is on btrfs"));
+    }
+    ("vfs", format!("overlay cannot run here ({why_not}) and the root is not on btrfs"))
 }

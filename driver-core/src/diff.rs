@@ -260,6 +260,10 @@ pub enum LayerKind {
     /// whiteouts and `<prefix>opaque=y` marks an opaque directory. Only this directory
     /// is walked, so the cost follows the number of changes, not the image's size.
     OverlayUpper { xattr_prefix: String },
+    /// The whole view, but only `paths` (changed paths and their ancestors) can have
+    /// changed, and only the directories in `dirs` can have lost entries: what a
+    /// filesystem that tracks changes (btrfs generations) says. The walk visits those.
+    Filtered { paths: BTreeSet<PathBuf>, dirs: BTreeSet<PathBuf> },
 }
 
 /// The naive diff: walks `layer` and `parent` (None = empty) side by side.
@@ -361,6 +365,11 @@ impl Walk {
             LayerKind::Full => {
                 let p = parent_names()?;
                 (Some(layer_names.clone()), p)
+            }
+            LayerKind::Filtered { paths, dirs } => {
+                let lists = if dirs.contains(rel) { Some((Some(layer_names.clone()), parent_names()?)) } else { None };
+                layer_names.retain(|n| paths.contains(&rel.join(n)));
+                lists.unwrap_or((None, BTreeSet::new()))
             }
             LayerKind::OverlayUpper { xattr_prefix } => {
                 let mut whiteouts = BTreeSet::new();

@@ -1,0 +1,83 @@
+//! btrfs runs the shared conformance suite unchanged, plus what is btrfs's own: the
+//! folder check, no leaked subvolumes, and the diff that follows btrfs's change
+//! tracking giving exactly the naive diff's tar. One loop-mounted btrfs serves the
+//! whole binary (loop devices are few); it is released even when a check fails.
+
+use std::fs;
+use std::path::Path;
+
+use driver_btrfs::{is_subvolume, BtrfsDriver};
+use driver_core::conformance;
+use driver_core::diff::write_tar;
+use driver_core::scratch::{privileged, FsKind, ScratchFs};
+use driver_core::Driver;
+
+fn subvolumes_under(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                if is_subvolume(&e.path()) {
+                    out.push(e.path());
+                }
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn btrfs_driver() {
+    if !privileged("the btrfs driver tests") {
+        return;
+    }
+    let scratch = ScratchFs::new(FsKind::Btrfs, 2 << 30).expect("a loop-mounted btrfs");
+    let base = scratch.path();
+
+    // The suite, unchanged.
+    conformance::run("btrfs", &base.join("suite"), &|root| Ok(Box::new(BtrfsDriver::new(root)?)));
+
+    // Not on btrfs: a clear refusal naming what it found.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let e = BtrfsDriver::new(&elsewhere.path().join("btrfs")).err().expect("refused off btrfs");
+    assert!(e.to_string().contains("needs its folder on btrfs") && e.to_string().contains("ext4"), "{e}");
+
+    // The folder is a subvolume; removing every layer leaves no subvolume behind,
+    // not even one a container made inside its layer.
+    let root = base.join("leaks/btrfs");
+    let d = BtrfsDriver::new(&root).unwrap();
+    assert!(is_subvolume(&root), "the driver folder is a subvolume");
+    d.apply_diff("base", None, &mut &conformance::scripted_base_tar()[..]).unwrap();
+    d.create("ctr", Some("base"), true).unwrap();
+    let view = d.mount("ctr").unwrap();
+    let status = std::process::Command::new("btrfs")
+        .args(["subvolume", "create"])
+        .arg(view.join("opt/nested"))
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    d.unmount("ctr").unwrap();
+    assert_eq!(subvolumes_under(&root).len(), 3, "base, ctr and the nested one");
+    d.remove("ctr").unwrap();
+    d.remove("base").unwrap();
+    let left = subvolumes_under(&root);
+    assert!(left.is_empty(), "subvolumes left: {left:?}");
+
+    // The diff that follows the changes gives exactly the naive diff's tar.
+    let root = base.join("diffs/btrfs");
+    let d = BtrfsDriver::new(&root).unwrap();
+    let (tar, _) = conformance::scripted_diff(&d);
+    let mut naive = Vec::new();
+    write_tar("ctr", d.naive("ctr").unwrap().entries, &mut naive).unwrap();
+    assert_eq!(conformance::tar_listing(&tar), conformance::tar_listing(&naive));
+    assert!(tar == naive, "the two diffs differ in bytes");
+    assert_eq!(d.changes("ctr").unwrap(), d.naive("ctr").unwrap().changes);
+    // A snapshot that changed nothing holds (almost) nothing of its own.
+    d.create("idle", Some("base"), true).unwrap();
+    let u = d.usage("idle").unwrap();
+    assert!(u.bytes < 64 << 10, "an unchanged snapshot holds {} bytes", u.bytes);
+    assert!(d.usage("base").unwrap().bytes > 0);
+}
