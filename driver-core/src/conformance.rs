@@ -527,10 +527,19 @@ pub fn scripted_changes(v: &Path) {
     let c = std::ffi::CString::new(v.join("etc/tagged").into_os_string().into_encoded_bytes()).unwrap();
     crate::sys::set_xattr(crate::sys::XattrTarget::NoFollow(&c), "user.strata", b"tagged").unwrap();
     // Pin times: files first, then the directories that changed.
-    for (i, p) in
-        ["new.txt", "etc/appended", "etc/truncated", "var/cache", "etc/linked", "etc/tagged", "bin/tool", "etc/owned"]
-            .iter()
-            .enumerate()
+    for (i, p) in [
+        "new.txt",
+        "etc/appended",
+        "etc/truncated",
+        "var/cache",
+        "etc/linked",
+        "etc/tagged",
+        "bin/tool",
+        "etc/owned",
+        "lib/newlink",
+    ]
+    .iter()
+    .enumerate()
     {
         set_mtime(&v.join(p), 1_700_000_000 + i as i64, 123_456_789);
     }

@@ -1,0 +1,72 @@
+//! Every error a user can reach through `strata layer` prints one `error:` line naming
+//! what failed, exits non-zero, and leaves the store as it was.
+
+use std::process::Command;
+
+use driver_core::tarbuild::TarBuilder;
+use strata_tests::{privileged, strata_bin, Strata};
+
+fn check_each_error(driver: &str) {
+    let s = Strata::new(driver);
+    let work = tempfile::tempdir().unwrap();
+    let good = work.path().join("good.tar");
+    std::fs::write(&good, TarBuilder::new().dir("etc").file("etc/a", b"a").build()).unwrap();
+    s.ok(&["layer", "apply", "base", good.to_str().unwrap()]);
+    s.ok(&["layer", "create", "ctr", "--parent", "base"]);
+    let before = s.state();
+    let bad = work.path().join("bad.tar");
+    let full = TarBuilder::new().file("big", &vec![7u8; 50_000]).build();
+    std::fs::write(&bad, &full[..full.len() / 2]).unwrap();
+    let hostile = work.path().join("hostile.tar");
+    std::fs::write(&hostile, TarBuilder::new().raw_file(b"../../escape", b"x", Default::default()).build()).unwrap();
+    let g = good.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["layer", "apply", "x", "--parent", "missing", g], "parent layer missing does not exist"),
+        (vec!["layer", "apply", "base", g], "layer base: layer already exists"),
+        (
+            vec!["layer", "apply", "x", bad.to_str().unwrap()],
+            "layer x: big: invalid layer tar: the stream ends early (truncated)",
+        ),
+        (vec!["layer", "apply", "x", hostile.to_str().unwrap()], "'..'"),
+        (vec!["layer", "apply", "x", "/no/such/file.tar"], "/no/such/file.tar"),
+        (vec!["layer", "apply", "bad/id", g], "invalid layer id"),
+        (vec!["layer", "mount", "nope"], "layer nope: no such layer"),
+        (vec!["layer", "unmount", "ctr"], "layer ctr: layer is not mounted"),
+        (vec!["layer", "diff", "nope", "-o", "/dev/null"], "layer nope: no such layer"),
+        (vec!["layer", "rm", "nope"], "layer nope: no such layer"),
+        (vec!["layer", "rm", "base"], "layer base: layer has child layers (ctr)"),
+        (vec!["layer", "create", "c2", "--parent", "nope"], "parent layer nope does not exist"),
+    ];
+    for (args, want) in cases {
+        let e = s.fails(&args);
+        assert!(e.contains(want), "{driver} {args:?}: {e:?} should say {want:?}");
+        assert_eq!(s.state(), before, "{driver} {args:?} changed the store");
+    }
+    // No permission: another user against root's store.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(strata_bin())
+        .arg("--root")
+        .arg(&s.root)
+        .args(["--driver", driver, "layer", "apply", "x", g])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("Permission denied") || errors[0].contains("Operation not permitted"), "{stderr}");
+    assert_eq!(s.state(), before, "a refused user changed the store");
+    s.ok(&["layer", "rm", "ctr"]);
+    s.ok(&["layer", "rm", "base"]);
+}
+
+#[test]
+fn every_reachable_error_is_one_clear_line_and_changes_nothing() {
+    if !privileged("the CLI error tests") {
+        return;
+    }
+    for driver in ["vfs", "overlay"] {
+        check_each_error(driver);
+    }
+}

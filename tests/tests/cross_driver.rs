@@ -1,0 +1,84 @@
+//! The drivers agree: the same scripted changes give identical merged views and
+//! byte-identical diff tars on vfs, overlay and btrfs; and every hostile tar a driver
+//! accepts gives the same merged view on all of them.
+
+use std::path::Path;
+
+use driver_btrfs::BtrfsDriver;
+use driver_core::conformance::{scripted_diff, tar_listing};
+use driver_core::hostile::{corpus, Expect};
+use driver_core::scratch::{privileged, FsKind, ScratchFs};
+use driver_core::tree::{CompareOptions, Tree};
+use driver_core::Driver;
+use driver_overlay::OverlayDriver;
+use driver_vfs::VfsDriver;
+
+fn drivers(ext4: &Path, btrfs: &Path) -> Vec<Box<dyn Driver>> {
+    vec![
+        Box::new(VfsDriver::new(&ext4.join("vfs")).unwrap()),
+        Box::new(OverlayDriver::new(&ext4.join("overlay")).unwrap()),
+        Box::new(BtrfsDriver::new(&btrfs.join("btrfs")).unwrap()),
+    ]
+}
+
+#[test]
+fn drivers_agree() {
+    if !privileged("the cross-driver tests") {
+        return;
+    }
+    let ext4 = tempfile::tempdir().unwrap();
+    let btrfs = ScratchFs::new(FsKind::Btrfs, 1 << 30).unwrap();
+
+    // Scripted changes: same view, same tar, byte for byte.
+    let results: Vec<(String, Vec<u8>, Tree)> = drivers(&ext4.path().join("a"), &btrfs.path().join("a"))
+        .iter()
+        .map(|d| {
+            let (tar, tree) = scripted_diff(d.as_ref());
+            (d.name().to_string(), tar, tree)
+        })
+        .collect();
+    let (first, first_tar, first_tree) = &results[0];
+    for (name, tar, tree) in &results[1..] {
+        let d = tree.differences(first_tree, &CompareOptions::default());
+        assert!(d.is_empty(), "{name} and {first} views differ:\n{}", d.join("\n"));
+        assert_eq!(tar_listing(tar), tar_listing(first_tar), "{name} vs {first}");
+        assert!(tar == first_tar, "{name} and {first} diff tars differ in bytes");
+    }
+
+    // Hostile tars: accepted ones give one view everywhere.
+    let outside = ext4.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), b"secret").unwrap();
+    let ds = drivers(&ext4.path().join("b"), &btrfs.path().join("b"));
+    let base = driver_core::tarbuild::TarBuilder::new()
+        .dir("etc")
+        .file("etc/hostname", b"h")
+        .dir("a")
+        .file("a/x", b"x")
+        .build();
+    for d in &ds {
+        d.apply_diff("base", None, &mut &base[..]).unwrap();
+    }
+    for case in corpus(&outside) {
+        let id = format!("h-{}", case.name);
+        let mut views = Vec::new();
+        for d in &ds {
+            let r = d.apply_diff(&id, Some("base"), &mut &case.tar[..]);
+            assert_eq!(r.is_ok(), case.expect == Expect::Applied, "{} on {}: {r:?}", case.name, d.name());
+            if r.is_ok() {
+                let v = d.mount(&id).unwrap();
+                // A 10 GiB sparse file is compared by size and holes, not hashed.
+                let tree = if case.name == "sparse-10-gib" { None } else { Some(Tree::capture(&v).unwrap()) };
+                d.unmount(&id).unwrap();
+                views.push((d.name(), tree));
+            }
+        }
+        if let Some((first, Some(t0))) = views.first() {
+            for (name, t) in &views[1..] {
+                let d = t.as_ref().unwrap().differences(t0, &CompareOptions::default());
+                assert!(d.is_empty(), "{}: {name} and {first} disagree:\n{}", case.name, d.join("\n"));
+            }
+        }
+        assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"secret");
+    }
+}
