@@ -4,6 +4,7 @@
 //! `strata --help` and the README. Every failure prints one `error: ...` line on
 //! stderr and exits non-zero, leaving the store as it was.
 
+mod bench;
 mod drivers;
 mod registry;
 
@@ -40,6 +41,33 @@ enum Command {
     /// Make container layers over images.
     #[command(subcommand)]
     Container(ContainerCmd),
+    /// Run the drivers side by side on the same work and recommend one for this host.
+    Bench {
+        /// Drivers to compare.
+        #[arg(long, value_delimiter = ',', default_value = "overlay,vfs,btrfs")]
+        drivers: Vec<String>,
+        /// Backing filesystems for overlay and vfs (btrfs always runs on btrfs).
+        #[arg(long, value_delimiter = ',', default_value = "ext4,xfs")]
+        fs: Vec<String>,
+        /// A real image instead of the embedded default workload (not yet supported).
+        #[arg(long)]
+        image: Vec<String>,
+        /// Containers per driver.
+        #[arg(long, default_value_t = 5)]
+        containers: usize,
+        /// Write the results (versioned schema) here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Compare with an earlier --json run; exit non-zero naming each regression.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// How much worse (in percent) a figure may be than the baseline's.
+        #[arg(long, default_value_t = 25.0)]
+        max_regress: f64,
+        /// A small workload (a smaller image, 16 MiB largest file), for tests.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -137,6 +165,9 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Image(cmd) => {
             let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
             image(driver.as_ref(), &dir, cmd)
+        }
+        Command::Bench { drivers, fs, image, containers, json, baseline, max_regress, quick } => {
+            bench::run(&bench::BenchArgs { drivers, fs, images: image, containers, json, baseline, max_regress, quick })
         }
         Command::Container(ContainerCmd::Create { name, image }) => {
             let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
