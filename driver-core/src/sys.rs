@@ -27,6 +27,21 @@ pub fn confined() -> ResolveFlag {
     ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS
 }
 
+/// `O_NOATIME` where this process may use it (the file's owner, or CAP_FOWNER): reading
+/// a layer to diff it must not change it, and an atime update rewrites the inode
+/// (on btrfs, every read file would then look changed since the snapshot).
+fn noatime(flags: OFlag) -> OFlag {
+    flags | OFlag::O_NOATIME
+}
+
+/// Retries an open without O_NOATIME when the kernel refuses it (EPERM: not ours).
+fn with_noatime<T>(flags: OFlag, open: impl Fn(OFlag) -> nix::Result<T>) -> nix::Result<T> {
+    match open(noatime(flags)) {
+        Err(Errno::EPERM) => open(flags),
+        other => other,
+    }
+}
+
 /// Opens `rel` (relative to `root`; empty means `root` itself) with the confined
 /// resolution and `flags` (`O_CLOEXEC | O_NOFOLLOW` are added).
 pub fn open_in(root: BorrowedFd<'_>, rel: &Path, flags: OFlag) -> io::Result<OwnedFd> {
@@ -52,13 +67,10 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
 
 /// Opens `name` in `dir` without following a final symlink.
 pub fn open_at(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlag, mode: u32) -> io::Result<OwnedFd> {
-    let fd = nix::fcntl::openat(
-        Some(dir.as_raw_fd()),
-        name,
-        flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-        Mode::from_bits_truncate(mode),
-    )
-    .map_err(errno)?;
+    let flags = flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+    let open = |f| nix::fcntl::openat(Some(dir.as_raw_fd()), name, f, Mode::from_bits_truncate(mode));
+    // O_NOATIME is for reading what exists; a file being created is ours anyway.
+    let fd = if flags.contains(OFlag::O_CREAT) { open(flags) } else { with_noatime(flags, open) }.map_err(errno)?;
     // SAFETY: openat returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -113,12 +125,9 @@ pub fn clear_dir(dir: BorrowedFd<'_>) -> io::Result<()> {
 /// The names in a directory (without `.` and `..`), unsorted.
 pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<std::ffi::OsString>> {
     // Dir::openat on "." gives an independent descriptor and position.
-    let mut d = nix::dir::Dir::openat(
-        Some(dir.as_raw_fd()),
-        ".",
-        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
+    let mut d = with_noatime(OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, |f| {
+        nix::dir::Dir::openat(Some(dir.as_raw_fd()), ".", f, Mode::empty())
+    })
     .map_err(errno)?;
     let mut names = Vec::new();
     for entry in d.iter() {
