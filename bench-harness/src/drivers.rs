@@ -12,7 +12,10 @@ pub fn open(name: &str, root: &Path) -> Result<Box<dyn Driver>, Error> {
         "btrfs" => Ok(Box::new(driver_btrfs::BtrfsDriver::new(&root.join("btrfs"))?)),
         "auto" => {
             let (chosen, why) = choose(root);
-            eprintln!("strata: --driver auto chose {chosen}: {why}");
+            // Say which and why when the choice is first made (its folder is new).
+            if !root.join(chosen).exists() {
+                eprintln!("strata: --driver auto chose {chosen}: {why}");
+            }
             open(chosen, root)
         }
         other => Err(Error::new(Cause::Unsupported(format!("driver {other:?} (choose overlay, vfs, btrfs or auto)")))),

@@ -228,7 +228,7 @@ fn unpack_and_report(
         let short = &ev.chain_id[..ev.chain_id.len().min(19)];
         match ev.applied {
             Some(n) => eprintln!(
-                "layer {}/{} {short}: applied {} ({:.2}s)",
+                "layer {}/{} {short}: applied {} (done at {:.2}s)",
                 ev.index + 1,
                 ev.count,
                 human_bytes(n),

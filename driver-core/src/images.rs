@@ -130,6 +130,23 @@ impl ImageStore {
     /// container uses. Returns the layers removed.
     pub fn remove(&self, driver: &dyn Driver, name: &str) -> Result<Vec<String>> {
         let rec = self.get(name)?;
+        // A container on the image keeps it (as docker refuses with "image is being
+        // used"): removing only the record would strand its layers.
+        if let Some(top) = rec.top() {
+            let users: Vec<String> = driver
+                .list()?
+                .into_iter()
+                .filter(|l| l.writable && l.parent.as_deref() == Some(top))
+                .map(|l| l.id)
+                .collect();
+            let shared = self.list()?.iter().any(|r| r.name != rec.name && r.top() == Some(top));
+            if !users.is_empty() && !shared {
+                return Err(Error::new(Cause::Other(format!(
+                    "image {name} is used by container(s) {}; remove them first",
+                    users.join(", ")
+                ))));
+            }
+        }
         self.delete(name)?;
         let in_use: std::collections::HashSet<String> =
             self.list()?.into_iter().flat_map(|r| r.layers.into_iter()).collect();

@@ -178,9 +178,12 @@ fn images_share_layers_and_rm_keeps_what_others_use() {
     s.ok(&["container", "create", "c1", "--image", "one"]);
     s.ok(&["image", "rm", "two"]);
     assert_eq!(count(&s), 2, "two's own layer is gone; the base and the container stay");
-    s.ok(&["image", "rm", "one"]);
-    assert_eq!(count(&s), 2, "the container still stands on the base layer");
+    let e = s.fails(&["image", "rm", "one"]);
+    assert!(e.contains("used by container(s) c1"), "{e}");
+    assert_eq!(count(&s), 2, "nothing removed while the container stands on it");
     s.ok(&["layer", "rm", "c1"]);
+    s.ok(&["image", "rm", "one"]);
+    assert_eq!(count(&s), 0, "the last image took its layers with it");
     let e = s.fails(&["image", "rm", "one"]);
     assert!(e.contains("no such image"), "{e}");
 }
