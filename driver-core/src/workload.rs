@@ -156,20 +156,36 @@ pub fn generate(seed: u64, size: WorkloadSize) -> Vec<GeneratedLayer> {
     }
     layers.push(GeneratedLayer { name: "app", tar: t.build(), files: size.app_files + 20 });
 
-    // cleanup: deletions, an opaque replacement, rewrites
+    // cleanup: deletions, an opaque replacement, rewrites. Each path is touched once,
+    // and nothing under a deleted or opaque directory, as real layer tars do (a
+    // whiteout beside an entry it would hide is refused by containerd's overlayfs).
     let mut t = TarBuilder::new();
-    for _ in 0..(size.base_files / 20) {
-        let f = files[rng.below(files.len() as u64) as usize].clone();
+    t.whiteout("usr/share/doc");
+    let opq = loop {
+        let d = &dirs[rng.below(dirs.len() as u64) as usize];
+        if !d.starts_with("usr/share/doc/") {
+            break d.clone();
+        }
+    };
+    t.dir(&opq).opaque(&opq).file(&format!("{opq}/replaced"), b"replaced\n");
+    let opq_prefix = format!("{opq}/");
+    let mut touched = std::collections::BTreeSet::new();
+    let mut pick = |rng: &mut Rng| loop {
+        let f = &files[rng.below(files.len() as u64) as usize];
+        if !f.starts_with("usr/share/doc/") && !f.starts_with(&opq_prefix) && touched.insert(f.clone()) {
+            break f.clone();
+        }
+    };
+    let deletions = (size.base_files / 20).min(files.len() / 4);
+    for _ in 0..deletions {
+        let f = pick(&mut rng);
         t.whiteout(&f);
     }
-    t.whiteout("usr/share/doc");
-    let opq = dirs[rng.below(dirs.len() as u64) as usize].clone();
-    t.dir(&opq).opaque(&opq).file(&format!("{opq}/replaced"), b"replaced\n");
-    for _ in 0..10 {
-        let f = files[rng.below(files.len() as u64) as usize].clone();
+    for _ in 0..10.min(files.len() / 4) {
+        let f = pick(&mut rng);
         t.file(&f, &rng.content(1000));
     }
-    layers.push(GeneratedLayer { name: "cleanup", tar: t.build(), files: size.base_files / 20 + 11 });
+    layers.push(GeneratedLayer { name: "cleanup", tar: t.build(), files: deletions + 11 });
     layers
 }
 
@@ -193,5 +209,42 @@ mod tests {
             assert_eq!(x.tar, y.tar, "{}", x.name);
         }
         assert_ne!(generate(8, WorkloadSize::small())[0].tar, a[0].tar);
+    }
+
+    /// Every path of the cleanup layer appears once, and none lies under a directory
+    /// the same layer deletes or makes opaque (the layer is one containerd accepts).
+    #[test]
+    fn the_cleanup_layer_touches_each_path_once() {
+        for seed in 1..20 {
+            let layers = generate(seed, WorkloadSize::small());
+            let mut names = Vec::new();
+            for e in tar::Archive::new(&layers[2].tar[..]).entries().unwrap() {
+                names.push(e.unwrap().path().unwrap().to_string_lossy().trim_end_matches('/').to_string());
+            }
+            let target = |n: &str| n.replace(".wh.", "");
+            let mut seen = std::collections::BTreeSet::new();
+            for n in names.iter().filter(|n| !n.ends_with(".wh..wh..opq")) {
+                assert!(seen.insert(target(n)), "seed {seed}: {n} touched twice");
+            }
+            let hidden: Vec<String> = names
+                .iter()
+                .filter_map(|n| {
+                    if let Some(dir) = n.strip_suffix("/.wh..wh..opq") {
+                        Some(dir.to_string())
+                    } else if n.contains(".wh.") {
+                        Some(target(n))
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            for n in &names {
+                for h in &hidden {
+                    let inside = n.starts_with(&format!("{h}/"));
+                    let opaque_own = n.starts_with(&format!("{h}/")) && names.contains(&format!("{h}/.wh..wh..opq"));
+                    assert!(!inside || opaque_own, "seed {seed}: {n} lies under {h}, which the layer deletes");
+                }
+            }
+        }
     }
 }
