@@ -16,10 +16,10 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use driver_core::image::{open_source, write_layout};
 use driver_core::images::{unpack, ImageStore};
@@ -27,10 +27,15 @@ use driver_core::scratch::{FsKind, ScratchFs};
 use driver_core::tarbuild::{EntryMeta, TarBuilder};
 use driver_core::workload::{generate, gzip, Rng, WorkloadSize};
 use driver_core::{Cause, Driver, Error};
+
+use crate::peers::{PeerImage, PeerResult};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 pub const SCHEMA: u32 = 1;
+
+/// The image label of the embedded default workload.
+pub const DEFAULT_IMAGE: &str = "embedded default";
 
 #[derive(Clone, Debug)]
 pub struct BenchArgs {
@@ -42,6 +47,10 @@ pub struct BenchArgs {
     pub baseline: Option<PathBuf>,
     pub max_regress: f64,
     pub quick: bool,
+    pub peers: Vec<String>,
+    pub report: Option<PathBuf>,
+    /// Re-read an earlier --json run instead of measuring.
+    pub from: Option<PathBuf>,
 }
 
 /// A distribution of samples, in seconds.
@@ -53,7 +62,7 @@ pub struct Dist {
 }
 
 impl Dist {
-    fn of(mut samples: Vec<f64>) -> Dist {
+    pub(crate) fn of(mut samples: Vec<f64>) -> Dist {
         let mut sorted = samples.clone();
         sorted.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
         let pick = |q: f64| {
@@ -78,6 +87,9 @@ pub struct DiskUse {
 /// Everything measured for one driver on one filesystem.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct TargetResult {
+    /// Which image: `embedded default` or the SRC given to --image.
+    #[serde(default)]
+    pub image: String,
     pub driver: String,
     pub fs: String,
     pub features: Vec<(String, String)>,
@@ -88,16 +100,20 @@ pub struct TargetResult {
     pub create: Dist,
     pub copyup: BTreeMap<String, Dist>,
     pub disk: BTreeMap<String, DiskUse>,
+    /// Disk use (bytes over the empty filesystem) after the image is unpacked and after
+    /// each container is created: entry i is with i containers.
+    #[serde(default)]
+    pub disk_by_containers: Vec<u64>,
     pub diff_seconds: f64,
     pub diff_bytes: u64,
     pub error: Option<String>,
 }
 
-fn err(msg: impl Into<String>) -> Error {
+pub(crate) fn err(msg: impl Into<String>) -> Error {
     Error::new(Cause::Other(msg.into()))
 }
 
-fn used(path: &Path) -> DiskUse {
+pub(crate) fn used(path: &Path) -> DiskUse {
     match nix::sys::statvfs::statvfs(path) {
         Ok(s) => {
             DiskUse { bytes: (s.blocks() - s.blocks_free()) * s.fragment_size(), inodes: s.files() - s.files_free() }
@@ -149,13 +165,37 @@ fn copyup_layer(quick: bool) -> (Vec<u8>, Vec<(String, u64)>) {
     (t.build(), sizes)
 }
 
-/// Writes the embedded default image (plus the copy-up layer) as an OCI layout.
-pub fn default_image(dir: &Path, quick: bool) -> Result<Vec<(String, u64)>, Error> {
+/// The layer blobs (compressed as they come) of the embedded default workload.
+fn default_blobs(quick: bool) -> Vec<Vec<u8>> {
     let size = if quick { WorkloadSize::small() } else { WorkloadSize::default_image() };
-    let mut blobs: Vec<Vec<u8>> = generate(1, size).iter().map(|l| gzip(&l.tar)).collect();
+    generate(1, size).iter().map(|l| gzip(&l.tar)).collect()
+}
+
+/// The layer blobs of a real image, read from any source `image unpack` takes. They
+/// are verified when each tool unpacks them.
+fn image_blobs(spec: &str) -> Result<Vec<Vec<u8>>, Error> {
+    let (source, image) = open_source(spec, None)?;
+    image
+        .layers
+        .iter()
+        .map(|l| {
+            let mut data = Vec::new();
+            source
+                .open(&l.locator)
+                .and_then(|mut r| r.read_to_end(&mut data))
+                .map_err(|e| err(format!("{spec}: layer blob {}: {e}", l.locator)))?;
+            Ok(data)
+        })
+        .collect()
+}
+
+/// Writes the bench's image as an OCI layout tagged `default`: the image's layers plus
+/// the copy-up layer on top. Returns the copy-up file sizes.
+fn bench_layout(dir: &Path, blobs: &[Vec<u8>], quick: bool) -> Result<Vec<(String, u64)>, Error> {
     let (copyup, sizes) = copyup_layer(quick);
-    blobs.push(gzip(&copyup));
-    write_layout(dir, "default", &blobs)?;
+    let mut all = blobs.to_vec();
+    all.push(gzip(&copyup));
+    write_layout(dir, "default", &all)?;
     Ok(sizes)
 }
 
@@ -232,10 +272,14 @@ fn run_target(
 
     progress("container create");
     let mut create = Vec::new();
+    nix::unistd::sync();
+    r.disk_by_containers.push(used(scratch.path()).bytes - base.bytes);
     for i in 0..containers {
         let (res, s) = time(|| driver.create(&format!("c{i}"), Some(&top), true));
         res?;
         create.push(s);
+        nix::unistd::sync();
+        r.disk_by_containers.push(used(scratch.path()).bytes - base.bytes);
     }
     r.create = Dist::of(create);
     nix::unistd::sync();
@@ -338,20 +382,27 @@ fn mb(b: u64) -> String {
     format!("{:.0} MB", b as f64 / 1e6)
 }
 
-/// The copy-up key of the largest file written (`write 512MiB`).
-fn largest_write(r: &TargetResult) -> String {
-    let bytes = |k: &str| -> u64 {
-        let s = k.trim_start_matches("write ");
-        let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-        n.parse::<u64>().unwrap_or(0)
-            * match unit {
-                "KiB" => 1 << 10,
-                "MiB" => 1 << 20,
-                "GiB" => 1 << 30,
-                _ => 1,
-            }
+/// `4KiB`, `16MiB`, `1GiB` → bytes.
+pub(crate) fn parse_size(s: &str) -> Option<u64> {
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let scale = match unit {
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
     };
-    r.copyup.keys().filter(|k| k.starts_with("write ")).max_by_key(|k| bytes(k)).cloned().unwrap_or_default()
+    Some(n.parse::<u64>().ok()? * scale)
+}
+
+/// The copy-up key of the largest file written (`write 512MiB`).
+pub(crate) fn largest_write(r: &TargetResult) -> String {
+    r.copyup
+        .keys()
+        .filter_map(|k| Some((k, parse_size(k.strip_prefix("write ")?)?)))
+        .max_by_key(|(_, bytes)| *bytes)
+        .map(|(k, _)| k.clone())
+        .unwrap_or_default()
 }
 
 /// The recommendation for this host, citing the figures it rests on.
@@ -405,10 +456,20 @@ fn recommend(results: &[TargetResult]) -> Vec<String> {
     out
 }
 
-fn print_table(results: &[TargetResult]) {
-    let big = results.iter().find(|r| r.error.is_none()).map(largest_write).unwrap_or_default();
+fn print_table(all: &[TargetResult]) {
+    let mut images: Vec<&str> = all.iter().map(|r| r.image.as_str()).collect();
+    images.dedup();
+    for image in images {
+        let results: Vec<&TargetResult> = all.iter().filter(|r| r.image == image).collect();
+        print_image_table(image, &results);
+    }
+}
+
+fn print_image_table(image: &str, results: &[&TargetResult]) {
+    let big = results.iter().find(|r| r.error.is_none()).map(|r| largest_write(r)).unwrap_or_default();
+    println!("\nimage: {}", if image.is_empty() { DEFAULT_IMAGE } else { image });
     println!(
-        "\n{:<16} {:>10} {:>9} {:>12} {:>14} {:>12} {:>12} {:>10}",
+        "{:<16} {:>10} {:>9} {:>12} {:>14} {:>12} {:>12} {:>10}",
         "driver/fs",
         "unpack",
         "MB/s",
@@ -440,7 +501,10 @@ fn print_table(results: &[TargetResult]) {
 
 /// The figures a baseline comparison checks, by name; all "lower is better".
 fn figures(r: &TargetResult) -> Vec<(String, f64)> {
-    let p = format!("{}/{}", r.driver, r.fs);
+    let p = match r.image.as_str() {
+        "" | DEFAULT_IMAGE => format!("{}/{}", r.driver, r.fs),
+        image => format!("{image} {}/{}", r.driver, r.fs),
+    };
     let mut v = vec![
         (format!("{p} unpack seconds"), r.unpack_seconds),
         (format!("{p} create median"), r.create.median),
@@ -477,60 +541,73 @@ pub fn regressions(current: &serde_json::Value, baseline: &serde_json::Value, pc
     out
 }
 
-pub fn run(args: &BenchArgs) -> Result<(), Error> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err(err("strata bench makes loop-mounted scratch filesystems and needs root"));
-    }
-    let work = tempfile::Builder::new().prefix("strata-bench-").tempdir().map_err(Error::new)?;
-    let (image, sizes) = if let Some(src) = args.images.first() {
-        (PathBuf::from(src), Vec::new())
-    } else {
-        let dir = work.path().join("default-image");
-        eprintln!("strata bench: generating the embedded default workload...");
-        let sizes = default_image(&dir, args.quick)?;
-        (dir, sizes)
-    };
-    if !args.images.is_empty() {
-        return Err(err("--image is not supported yet: strata bench runs the embedded default workload"));
-    }
-    let mut results = Vec::new();
+/// Runs every target on one image; adds peers when asked.
+fn bench_image(
+    args: &BenchArgs,
+    label: &str,
+    blobs: &[Vec<u8>],
+    work: &Path,
+    results: &mut Vec<TargetResult>,
+    peers: &mut Vec<PeerResult>,
+) -> Result<(), Error> {
+    let layout = work.join("bench-image");
+    let sizes = bench_layout(&layout, blobs, args.quick)?;
     let all = targets(args);
     for (i, (d, kind)) in all.iter().enumerate() {
-        let tag = format!("[{}/{}] {d} on {}", i + 1, all.len(), kind.name());
+        let tag = format!("[{label}] [{}/{}] {d} on {}", i + 1, all.len(), kind.name());
         eprintln!("{tag}: starting");
         let started = Instant::now();
         let progress = |phase: &str| eprintln!("{tag}: {phase} ({:.0} s)", started.elapsed().as_secs_f64());
-        match run_target(d, *kind, &image, &sizes, args.containers, &progress) {
-            Ok(r) => results.push(r),
-            Err(e) => {
-                eprintln!("{tag}: could not run: {e}");
-                results.push(TargetResult {
-                    driver: d.clone(),
-                    fs: kind.name().into(),
-                    error: Some(e.to_string()),
-                    ..Default::default()
-                });
-            }
+        let mut r = run_target(d, *kind, &layout, &sizes, args.containers, &progress).unwrap_or_else(|e| {
+            eprintln!("{tag}: could not run: {e}");
+            TargetResult { driver: d.clone(), fs: kind.name().into(), error: Some(e.to_string()), ..Default::default() }
+        });
+        r.image = label.to_string();
+        results.push(r);
+    }
+    if args.peers.is_empty() {
+        return Ok(());
+    }
+    // The peers unpack the image itself, without the copy-up layer.
+    let peer_layout = work.join("peer-image");
+    write_layout(&peer_layout, "bench", blobs)?;
+    let image = PeerImage::from_layout(&peer_layout, &work.join("peer-image.tar"))?;
+    let runs = if args.quick { 1 } else { 3 };
+    for (d, kind) in &all {
+        let tag = format!("[{label}] peers beside {d} on {}", kind.name());
+        let progress = |what: &str| eprintln!("{tag}: {what}");
+        for mut p in crate::peers::compare(&args.peers, d, *kind, &image, runs, &progress) {
+            p.image = label.to_string();
+            peers.push(p);
         }
     }
+    Ok(())
+}
+
+pub fn run(args: &BenchArgs) -> Result<(), Error> {
+    let report = match &args.from {
+        Some(path) => {
+            let data = fs::read(path).map_err(|e| Error::new(e).with_path(path))?;
+            serde_json::from_slice(&data).map_err(|e| err(format!("{}: {e}", path.display())))?
+        }
+        None => measure(args)?,
+    };
+    let results: Vec<TargetResult> = serde_json::from_value(report["results"].clone())
+        .map_err(|e| err(format!("the report's results do not parse: {e}")))?;
+    let peers: Vec<PeerResult> = serde_json::from_value(report["peers"].clone()).unwrap_or_default();
     print_table(&results);
-    let rec = recommend(&results);
+    print_peers(&peers, &results);
     println!();
-    for line in &rec {
-        println!("{line}");
+    for line in report["recommendation"].as_array().into_iter().flatten() {
+        println!("{}", line.as_str().unwrap_or_default());
     }
-    let report = json!({
-        "schema": SCHEMA,
-        "host": host(),
-        "workload": {"image": if args.images.is_empty() { "embedded default".to_string() } else { args.images.join(",") },
-                     "containers": args.containers, "quick": args.quick,
-                     "copyup_timing": "open + 1-byte append + close, no fsync"},
-        "results": results,
-        "recommendation": rec,
-    });
     if let Some(path) = &args.json {
         fs::write(path, serde_json::to_vec_pretty(&report).expect("json"))
             .map_err(|e| Error::new(e).with_path(path))?;
+        eprintln!("strata bench: wrote {}", path.display());
+    }
+    if let Some(path) = &args.report {
+        fs::write(path, crate::report::html(&report)).map_err(|e| Error::new(e).with_path(path))?;
         eprintln!("strata bench: wrote {}", path.display());
     }
     if let Some(base) = &args.baseline {
@@ -548,6 +625,75 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         }
         eprintln!("strata bench: no figure regressed past {}% against {}", args.max_regress, base.display());
     }
-    let _ = Duration::ZERO;
     Ok(())
+}
+
+/// Runs the bench: every image on every target, then the peers.
+fn measure(args: &BenchArgs) -> Result<serde_json::Value, Error> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(err("strata bench makes loop-mounted scratch filesystems and needs root"));
+    }
+    for p in &args.peers {
+        if let Some(why) = crate::peers::unavailable(p) {
+            eprintln!("strata bench: peer {p} will not run: {why}");
+        }
+    }
+    let mut results = Vec::new();
+    let mut peers = Vec::new();
+    let images: Vec<String> =
+        if args.images.is_empty() { vec![DEFAULT_IMAGE.to_string()] } else { args.images.clone() };
+    for label in &images {
+        let work = tempfile::Builder::new().prefix("strata-bench-").tempdir().map_err(Error::new)?;
+        let blobs = if args.images.is_empty() {
+            eprintln!("strata bench: generating the embedded default workload...");
+            default_blobs(args.quick)
+        } else {
+            eprintln!("strata bench: reading {label}...");
+            image_blobs(label)?
+        };
+        bench_image(args, label, &blobs, work.path(), &mut results, &mut peers)?;
+    }
+    let mut rec = Vec::new();
+    for label in &images {
+        let mine: Vec<TargetResult> = results.iter().filter(|r| &r.image == label).cloned().collect();
+        for line in recommend(&mine) {
+            rec.push(if images.len() > 1 { format!("[{label}] {line}") } else { line });
+        }
+    }
+    Ok(json!({
+        "schema": SCHEMA,
+        "host": host(),
+        "workload": {"images": images,
+                     "containers": args.containers, "quick": args.quick,
+                     "copyup_timing": "open + 1-byte append + close, no fsync"},
+        "results": results,
+        "peers": peers,
+        "recommendation": rec,
+    }))
+}
+
+/// The peers table: each tool's unpack beside strata's, as a ratio to strata's.
+fn print_peers(peers: &[PeerResult], _results: &[TargetResult]) {
+    if peers.is_empty() {
+        return;
+    }
+    println!("\nunpack of the image alone (median of {} run(s); end to end from the oci-archive, synced)", {
+        peers.iter().map(|p| p.unpack.samples.len()).max().unwrap_or(0)
+    });
+    println!("{:<28} {:<12} {:>10} {:>10} {:>14}", "tool (storage)", "beside", "unpack", "disk", "vs strata");
+    for p in peers {
+        let name = format!("{} ({})", p.tool, p.driver);
+        let beside = format!("{}/{}", p.strata_driver, p.fs);
+        if let Some(e) = &p.error {
+            println!("{name:<28} {beside:<12} not run: {e}");
+            continue;
+        }
+        let strata = peers
+            .iter()
+            .find(|s| s.tool == "strata" && s.image == p.image && s.strata_driver == p.strata_driver && s.fs == p.fs)
+            .map(|s| s.unpack.median)
+            .unwrap_or(0.0);
+        let ratio = if strata > 0.0 { format!("{:.2}x", p.unpack.median / strata) } else { "-".into() };
+        println!("{name:<28} {beside:<12} {:>10} {:>10} {:>14}", ms(p.unpack.median), mb(p.disk_bytes), ratio);
+    }
 }

@@ -6,7 +6,10 @@
 
 mod bench;
 mod drivers;
+mod peers;
+mod probe;
 mod registry;
+mod report;
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
@@ -41,6 +44,12 @@ enum Command {
     /// Make container layers over images.
     #[command(subcommand)]
     Container(ContainerCmd),
+    /// What this host offers the drivers (kernel, filesystem, overlay and btrfs
+    /// features) and which drivers can run here, or why not.
+    Probe {
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the drivers side by side on the same work and recommend one for this host.
     Bench {
         /// Drivers to compare.
@@ -49,7 +58,8 @@ enum Command {
         /// Backing filesystems for overlay and vfs (btrfs always runs on btrfs).
         #[arg(long, value_delimiter = ',', default_value = "ext4,xfs")]
         fs: Vec<String>,
-        /// A real image instead of the embedded default workload (not yet supported).
+        /// A real image instead of the embedded default workload, in any form `image
+        /// unpack` reads (repeatable; each is benched in turn).
         #[arg(long)]
         image: Vec<String>,
         /// Containers per driver.
@@ -67,6 +77,17 @@ enum Command {
         /// A small workload (a smaller image, 16 MiB largest file), for tests.
         #[arg(long)]
         quick: bool,
+        /// Also unpack the same image with these tools (containerd, podman), beside
+        /// strata and the `unpigz | tar` floor.
+        #[arg(long, value_delimiter = ',')]
+        peers: Vec<String>,
+        /// Write a self-contained HTML report with charts here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Do not measure: re-read an earlier --json run (to render its report or
+        /// compare it with a baseline).
+        #[arg(long)]
+        from: Option<PathBuf>,
     },
 }
 
@@ -166,8 +187,29 @@ fn run(cli: Cli) -> Result<(), Error> {
             let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
             image(driver.as_ref(), &dir, cmd)
         }
-        Command::Bench { drivers, fs, image, containers, json, baseline, max_regress, quick } => {
-            bench::run(&bench::BenchArgs { drivers, fs, images: image, containers, json, baseline, max_regress, quick })
+        Command::Probe { json } => {
+            let p = probe::probe(&cli.root);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p).expect("json"));
+            } else {
+                probe::print(&p);
+            }
+            Ok(())
+        }
+        Command::Bench { drivers, fs, image, containers, json, baseline, max_regress, quick, peers, report, from } => {
+            bench::run(&bench::BenchArgs {
+                drivers,
+                fs,
+                images: image,
+                containers,
+                json,
+                baseline,
+                max_regress,
+                quick,
+                peers,
+                report,
+                from,
+            })
         }
         Command::Container(ContainerCmd::Create { name, image }) => {
             let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;

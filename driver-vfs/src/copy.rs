@@ -23,6 +23,22 @@ use nix::sys::time::TimeSpec;
 // FICLONE = _IOW(0x94, 9, int): make the destination share the source's extents.
 nix::ioctl_write_int!(ficlone, 0x94, 9);
 
+/// Whether files in `dir` can share extents (FICLONE works between two of them).
+pub fn reflink_works(dir: &Path) -> bool {
+    let Ok(tmp) = tempfile::Builder::new().prefix(".reflink-probe-").tempdir_in(dir) else {
+        return false;
+    };
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let Ok(()) = std::fs::write(&a, [0u8; 4096]) else {
+        return false;
+    };
+    let (Ok(src), Ok(dst)) = (std::fs::File::open(&a), std::fs::File::create(&b)) else {
+        return false;
+    };
+    // SAFETY: FICLONE takes the source descriptor as its integer argument.
+    unsafe { ficlone(dst.as_raw_fd(), src.as_raw_fd() as _) }.is_ok()
+}
+
 /// Copies trees; remembers whether reflinks work so it stops trying when they do not.
 pub struct Copier {
     reflink: AtomicBool,

@@ -1,0 +1,338 @@
+//! `strata bench --peers`: the same image unpacked by strata and by the tools users run
+//! today, each on its own fresh scratch filesystem of the same size, in the same run.
+//!
+//! - **strata**: `strata image unpack ARCHIVE` (this very binary) with the driver;
+//! - **containerd**: a private daemon (`containerd --config`, its root on the scratch
+//!   filesystem) and `ctr image import` with the matching snapshotter (overlay →
+//!   overlayfs, vfs → native, btrfs → btrfs); import copies the blobs into its content
+//!   store and unpacks them, one layer after the other in containerd 1.6;
+//! - **podman**: `podman load` with the matching storage driver and its own root;
+//! - **the floor**: every layer decompressed and extracted at once, each into its own
+//!   directory, with the system's `unpigz | tar -x` (`zstd -dc` for zstd layers).
+//!
+//! Every time is wall clock from the command's start to a syncfs of the scratch
+//! filesystem after it, so what a tool leaves in the page cache is paid for; the
+//! archive itself is in the page cache for all of them. Disk use is the statfs delta.
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use driver_core::image::blob_path;
+use driver_core::scratch::{FsKind, ScratchFs};
+use driver_core::Error;
+use serde::{Deserialize, Serialize};
+
+use crate::bench::{err, used, Dist};
+
+/// One tool's unpack of the image on one filesystem.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PeerResult {
+    pub image: String,
+    /// `strata`, `containerd`, `podman` or `floor`.
+    pub tool: String,
+    /// The tool's own name for its storage: driver, snapshotter or `unpigz|tar`.
+    pub driver: String,
+    pub fs: String,
+    /// The strata driver this row stands beside.
+    pub strata_driver: String,
+    pub unpack: Dist,
+    pub disk_bytes: u64,
+    pub error: Option<String>,
+}
+
+/// The image as the peers take it: an oci-archive, and its layer blobs on disk.
+pub struct PeerImage {
+    pub archive: PathBuf,
+    pub layers: Vec<PathBuf>,
+}
+
+impl PeerImage {
+    /// Makes the oci-archive of `layout` (written by `write_layout`, so every blob is
+    /// under `blobs/sha256/`), and finds its layer blobs through its manifest.
+    pub fn from_layout(layout: &Path, archive: &Path) -> Result<PeerImage, Error> {
+        let io = |e: std::io::Error| Error::new(e).with_path(archive);
+        let mut b = tar::Builder::new(File::create(archive).map_err(io)?);
+        b.follow_symlinks(false);
+        b.append_dir_all(".", layout).map_err(io)?;
+        b.into_inner().map_err(io)?;
+        let index = read_json(&layout.join("index.json"))?;
+        let manifest_digest = index["manifests"][0]["digest"].as_str().ok_or_else(|| err("index without manifest"))?;
+        let manifest = read_json(&layout.join(blob_path(manifest_digest).map_err(io)?))?;
+        let layers = manifest["layers"]
+            .as_array()
+            .ok_or_else(|| err("manifest without layers"))?
+            .iter()
+            .map(|l| Ok(layout.join(blob_path(l["digest"].as_str().unwrap_or_default()).map_err(io)?)))
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(PeerImage { archive: archive.to_path_buf(), layers })
+    }
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value, Error> {
+    let data = fs::read(path).map_err(|e| Error::new(e).with_path(path))?;
+    serde_json::from_slice(&data).map_err(|e| err(format!("{}: {e}", path.display())))
+}
+
+/// The peer's storage matching a strata driver: (containerd snapshotter, podman driver).
+fn matching(driver: &str) -> (&'static str, &'static str) {
+    match driver {
+        "overlay" => ("overlayfs", "overlay"),
+        "btrfs" => ("btrfs", "btrfs"),
+        _ => ("native", "vfs"),
+    }
+}
+
+fn installed(program: &str) -> bool {
+    Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+}
+
+/// Says plainly why a peer cannot run here, or None when it can.
+pub fn unavailable(peer: &str) -> Option<String> {
+    match peer {
+        "containerd" if !(installed("containerd") && installed("ctr")) => {
+            Some("containerd is not installed (Debian: apt-get install containerd)".into())
+        }
+        "podman" if !installed("podman") => Some("podman is not installed (Debian: apt-get install podman)".into()),
+        "containerd" | "podman" => None,
+        other => Some(format!("unknown peer {other:?}: the peers are containerd and podman")),
+    }
+}
+
+fn run_checked(cmd: &mut Command, what: &str) -> Result<(), Error> {
+    let out = cmd.stdin(Stdio::null()).output().map_err(|e| err(format!("{what}: {e}")))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // podman tries each archive format in turn and says why each failed: keep all.
+        let said: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let mut said = said.join(" | ");
+        if said.len() > 600 {
+            said = format!("...{}", &said[said.len() - 600..]);
+        }
+        return Err(err(format!("{what} failed ({}): {said}", out.status)));
+    }
+    Ok(())
+}
+
+fn syncfs(path: &Path) -> Result<(), Error> {
+    let dir = File::open(path).map_err(|e| Error::new(e).with_path(path))?;
+    nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)).map_err(|e| Error::new(e).with_path(path))
+}
+
+/// A private containerd daemon; stopped (and waited for) on drop.
+struct Containerd {
+    child: Child,
+    socket: PathBuf,
+    _state: tempfile::TempDir,
+}
+
+impl Containerd {
+    fn start(root: &Path) -> Result<Containerd, Error> {
+        let state = tempfile::Builder::new().prefix("strata-containerd-").tempdir().map_err(Error::new)?;
+        let socket = state.path().join("containerd.sock");
+        let config = state.path().join("config.toml");
+        // Only what import needs: no CRI plugin, sockets in the private state dir.
+        fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = {:?}\nstate = {:?}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = {:?}\n[ttrpc]\n  address = {:?}\n",
+                root.display().to_string(),
+                state.path().join("state").display().to_string(),
+                socket.display().to_string(),
+                state.path().join("containerd.sock.ttrpc").display().to_string(),
+            ),
+        )
+        .map_err(|e| Error::new(e).with_path(&config))?;
+        let log = File::create(state.path().join("containerd.log")).map_err(Error::new)?;
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| err(format!("starting containerd: {e}")))?;
+        let mut d = Containerd { child, socket, _state: state };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ok = Command::new("ctr")
+                .arg("-a")
+                .arg(&d.socket)
+                .arg("version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                return Ok(d);
+            }
+            if let Ok(Some(status)) = d.child.try_wait() {
+                return Err(err(format!("containerd exited at start ({status})")));
+            }
+            if Instant::now() > deadline {
+                return Err(err("containerd did not answer on its socket within 20 s"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Decompresses and extracts every layer at once, each into its own directory.
+fn floor(layers: &[PathBuf], into: &Path) -> Result<(), Error> {
+    let mut running = Vec::new();
+    for (i, blob) in layers.iter().enumerate() {
+        let dir = into.join(format!("layer{i}"));
+        fs::create_dir_all(&dir).map_err(|e| Error::new(e).with_path(&dir))?;
+        let mut magic = [0u8; 4];
+        File::open(blob).and_then(|mut f| f.read_exact(&mut magic)).map_err(|e| Error::new(e).with_path(blob))?;
+        let mut decompress = match magic {
+            [0x1f, 0x8b, ..] => Command::new("unpigz"),
+            [0x28, 0xb5, 0x2f, 0xfd] => Command::new("zstd"),
+            _ => Command::new("cat"),
+        };
+        if magic[..2] == [0x1f, 0x8b] || magic == [0x28, 0xb5, 0x2f, 0xfd] {
+            decompress.args(["-d", "-c"]);
+        }
+        let mut source = decompress
+            .arg(blob)
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| err(format!("floor: {:?} (is pigz installed?): {e}", decompress.get_program())))?;
+        let stdout = source.stdout.take().expect("piped");
+        let sink = Command::new("tar")
+            .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "-x", "-f", "-", "-C"])
+            .arg(&dir)
+            .stdin(stdout)
+            .spawn()
+            .map_err(|e| err(format!("floor: tar: {e}")))?;
+        running.push((source, sink));
+    }
+    for (mut source, mut sink) in running {
+        let a = source.wait().map_err(|e| err(format!("floor: {e}")))?;
+        let b = sink.wait().map_err(|e| err(format!("floor: {e}")))?;
+        if !a.success() || !b.success() {
+            return Err(err(format!("floor: decompress {a}, tar {b}")));
+        }
+    }
+    Ok(())
+}
+
+/// One unpack by `tool` on a fresh filesystem of `kind`: (seconds, disk bytes).
+fn once(tool: &str, strata_driver: &str, kind: FsKind, image: &PeerImage) -> Result<(f64, u64), Error> {
+    let scratch = ScratchFs::new(kind, 12 << 30).map_err(|e| err(format!("scratch {}: {e}", kind.name())))?;
+    let base = used(scratch.path());
+    let root = scratch.path().join(tool);
+    fs::create_dir_all(&root).map_err(|e| Error::new(e).with_path(&root))?;
+    let (snapshotter, podman_driver) = matching(strata_driver);
+    let daemon = if tool == "containerd" { Some(Containerd::start(&root)?) } else { None };
+    let runroot = tempfile::Builder::new().prefix("strata-podman-run-").tempdir().map_err(Error::new)?;
+    let start = Instant::now();
+    match tool {
+        "strata" => run_checked(
+            Command::new(std::env::current_exe().map_err(Error::new)?)
+                .arg("--root")
+                .arg(&root)
+                .args(["--driver", strata_driver, "image", "unpack", "--name", "bench"])
+                .arg(&image.archive),
+            "strata image unpack",
+        )?,
+        "containerd" => run_checked(
+            Command::new("ctr")
+                .arg("-a")
+                .arg(&daemon.as_ref().expect("started").socket)
+                .args(["-n", "strata", "image", "import", "--snapshotter", snapshotter])
+                .arg(&image.archive),
+            "ctr image import",
+        )?,
+        "podman" => run_checked(
+            Command::new("podman")
+                .arg("--root")
+                .arg(&root)
+                .arg("--runroot")
+                .arg(runroot.path())
+                .args(["--storage-driver", podman_driver, "load", "-q", "-i"])
+                .arg(&image.archive),
+            "podman load",
+        )?,
+        "floor" => floor(&image.layers, &root)?,
+        other => return Err(err(format!("unknown tool {other}"))),
+    }
+    syncfs(scratch.path())?;
+    let secs = start.elapsed().as_secs_f64();
+    drop(daemon);
+    let bytes = used(scratch.path()).bytes.saturating_sub(base.bytes);
+    Ok((secs, bytes))
+}
+
+/// Runs strata (`driver` on `kind`), the floor and each peer, `runs` times each.
+pub fn compare(
+    peers: &[String],
+    driver: &str,
+    kind: FsKind,
+    image: &PeerImage,
+    runs: usize,
+    progress: &dyn Fn(&str),
+) -> Vec<PeerResult> {
+    let (snapshotter, podman_driver) = matching(driver);
+    let mut rows: Vec<(&str, String)> = vec![("strata", driver.to_string()), ("floor", "unpigz|tar".to_string())];
+    for p in peers {
+        rows.push(match p.as_str() {
+            "containerd" => ("containerd", snapshotter.to_string()),
+            "podman" => ("podman", podman_driver.to_string()),
+            other => (other, String::new()),
+        });
+    }
+    let mut out = Vec::new();
+    for (tool, storage) in rows {
+        let mut r = PeerResult {
+            tool: tool.to_string(),
+            driver: storage,
+            fs: kind.name().to_string(),
+            strata_driver: driver.to_string(),
+            ..Default::default()
+        };
+        if let Some(why) = if matches!(tool, "strata" | "floor") { None } else { unavailable(tool) } {
+            progress(&format!("{tool}: not run: {why}"));
+            r.error = Some(why);
+            out.push(r);
+            continue;
+        }
+        let mut samples = Vec::new();
+        for i in 0..runs {
+            progress(&format!("{tool} ({}) unpack {}/{runs}", r.driver, i + 1));
+            match once(tool, driver, kind, image) {
+                Ok((secs, bytes)) => {
+                    samples.push(secs);
+                    r.disk_bytes = bytes;
+                }
+                Err(e) => {
+                    r.error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        r.unpack = Dist::of(samples);
+        out.push(r);
+    }
+    out
+}
