@@ -8,6 +8,7 @@ mod bench;
 mod drivers;
 mod peers;
 mod probe;
+mod progress;
 mod registry;
 mod report;
 
@@ -266,19 +267,30 @@ fn unpack_and_report(
     img: &driver_core::image::Image,
     name: &str,
 ) -> Result<(), Error> {
-    let top = driver_core::images::unpack(driver, images, source, img, name, &|ev| {
+    let line = |ev: &driver_core::images::LayerEvent| {
         let short = &ev.chain_id[..ev.chain_id.len().min(19)];
         match ev.applied {
-            Some(n) => eprintln!(
+            Some(n) => format!(
                 "layer {}/{} {short}: applied {} (done at {:.2}s)",
                 ev.index + 1,
                 ev.count,
                 human_bytes(n),
                 ev.elapsed.as_secs_f64()
             ),
-            None => eprintln!("layer {}/{} {short}: already exists", ev.index + 1, ev.count),
+            None => format!("layer {}/{} {short}: already exists", ev.index + 1, ev.count),
         }
-    })?;
+    };
+    let top = if io::stdout().is_terminal() {
+        // A bar per layer, moved by the bytes read from its blob.
+        let bars = indicatif::MultiProgress::new();
+        let style = indicatif::ProgressStyle::with_template("{msg:40} [{bar:30}] {bytes:>10}/{total_bytes:<10}")
+            .expect("template")
+            .progress_chars("=> ");
+        let progress = progress::ProgressSource::new(source, img, &bars, style);
+        driver_core::images::unpack(driver, images, &progress, img, name, &|ev| progress.finish(ev.index, line(ev)))?
+    } else {
+        driver_core::images::unpack(driver, images, source, img, name, &|ev| eprintln!("{}", line(ev)))?
+    };
     println!("{}", top.unwrap_or_default());
     Ok(())
 }

@@ -83,3 +83,18 @@ pub fn debian_fixture() -> PathBuf {
     let dir = String::from_utf8(out.stdout).expect("utf-8").lines().last().expect("output dir").to_string();
     PathBuf::from(dir)
 }
+
+/// Whether every one of `programs` is installed; when one is not, the test skips with
+/// the reason — except under STRATA_REQUIRE_PRIVILEGED=1 (CI), where it fails.
+pub fn installed(programs: &[&str], reason: &str) -> bool {
+    let missing: Vec<&str> =
+        programs.iter().copied().filter(|p| Command::new(p).arg("--version").output().is_err()).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("STRATA_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("{reason} needs {} installed, and STRATA_REQUIRE_PRIVILEGED=1 forbids skipping it", missing.join(", "));
+    }
+    eprintln!("skipped: {reason}: {} not installed", missing.join(", "));
+    false
+}

@@ -278,3 +278,42 @@ fn pull_from_a_local_registry() {
     let e = s.fails(&["image", "pull", "--insecure", &format!("127.0.0.1:{}/strata/nope:v1", reg.port)]);
     assert!(e.contains("404") || e.contains("MANIFEST_UNKNOWN") || e.contains("NAME_UNKNOWN"), "{e}");
 }
+
+/// Whether some occurrence of `start` is followed by `then` on the same line.
+fn line_has(text: &str, start: &str, then: &str) -> bool {
+    text.match_indices(start).any(|(i, _)| text[i..].lines().next().unwrap_or("").contains(then))
+}
+
+/// On a terminal, unpack draws a bar per layer that ends with the layer's line; when
+/// stdout is not a terminal, it prints plain lines and no escape sequences.
+#[test]
+fn unpack_shows_progress_bars_only_on_a_terminal() {
+    if !privileged("the progress test") || !strata_tests::installed(&["script"], "the progress test") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let layout = make_layout(&work.path().join("img"), "img", 5, 3);
+    let s = Strata::new("vfs");
+    let cmd = format!(
+        "{} --root {} --driver vfs image unpack {}",
+        strata_tests::strata_bin().display(),
+        s.root.display(),
+        layout.display()
+    );
+    // `script` gives the command a pseudo-terminal and copies what it drew to stdout.
+    let o = Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let drawn = String::from_utf8_lossy(&o.stdout);
+    assert!(drawn.contains("\x1b["), "the bars are redrawn in place: {drawn:?}");
+    assert!(drawn.contains("] ") && drawn.contains(" KiB/"), "a bar with bytes read of the blob's size: {drawn:?}");
+    for i in 1..=3 {
+        let line = line_has(&drawn, &format!("layer {i}/3 sha256:"), ": applied ");
+        assert!(line, "layer {i}'s bar ends with its line: {drawn:?}");
+    }
+
+    let s = Strata::new("vfs");
+    let o = s.run(&["image", "unpack", layout.to_str().unwrap()]);
+    let plain = String::from_utf8_lossy(&o.stderr);
+    assert!(!plain.contains('\x1b'), "no escape sequences off a terminal: {plain:?}");
+    assert_eq!(plain.lines().filter(|l| l.starts_with("layer ") && l.contains("applied")).count(), 3, "{plain}");
+}
