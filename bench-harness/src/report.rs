@@ -4,6 +4,7 @@
 //! against the number of containers, and when each layer of the unpack was ready.
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::bench::{parse_size, TargetResult, DEFAULT_IMAGE};
 use crate::peers::PeerResult;
@@ -35,6 +36,15 @@ fn mb(b: u64) -> String {
     format!("{:.1} MB", b as f64 / 1e6)
 }
 
+/// A size for small and large alike: `812 B`, `10.0 kB`, `332.5 MB`.
+fn size(b: u64) -> String {
+    match b {
+        0..1_000 => format!("{b} B"),
+        1_000..1_000_000 => format!("{:.1} kB", b as f64 / 1e3),
+        _ => mb(b),
+    }
+}
+
 fn label(r: &TargetResult) -> String {
     format!("{}/{}", r.driver, r.fs)
 }
@@ -63,34 +73,69 @@ fn number_label(v: f64) -> String {
 /// One line per series: (name, points). Empty series are left out; no series → None.
 type Series = Vec<(String, Vec<(f64, f64)>)>;
 
-fn line_chart(title: &str, x_label: &str, y_label: &str, series: &Series, log_x: bool, log_y: bool) -> Option<String> {
+/// What the x coordinate of a chart is.
+#[derive(Clone, Copy, PartialEq)]
+enum XAxis {
+    /// log2 of a size in bytes: a tick at each power of two, labelled in KiB/MiB/GiB (only at the
+    /// measured sizes when those are all powers of two).
+    Log2Bytes,
+    /// A count (containers, layers): ticks at whole numbers only.
+    Count,
+}
+
+const CHART_SIZE: (u32, u32) = (1000, 440);
+/// plotters writes an SVG font-size of the requested size / 1.24: these come out at about 13-19 px.
+const FONT: &str = "sans-serif";
+
+fn line_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &Series,
+    x_axis: XAxis,
+    log_y: bool,
+) -> Option<String> {
     let series: Vec<_> = series.iter().filter(|(_, p)| !p.is_empty()).collect();
     if series.is_empty() {
         return None;
     }
     let all: Vec<(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter().copied()).collect();
-    let (mut x0, mut x1) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-    let (mut y0, mut y1) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
-    if log_x {
-        x0 = (x0 / 2.0).max(1e-9);
-        x1 *= 2.0;
+    let (xmin, xmax) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (ymin, ymax) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    // Whole-number ticks: as many labels as whole numbers in range (plotters then steps by 1),
+    // at most 24 (it then steps by 2, 5, 10 ...); half a step of room at either end.
+    let (first, last) = (xmin.floor(), xmax.ceil());
+    let x_ticks = ((last - first) as usize + 1).min(24);
+    let pad = if x_axis == XAxis::Log2Bytes { 0.5 } else { 0.25 };
+    let (x0, x1) = (first.min(xmin) - pad, last.max(xmax) + pad);
+    let (y0, y1) = if log_y {
+        let lo = ymin.max(1e-6) / 2.0;
+        (lo, (ymax * 2.0).max(lo * 10.0))
     } else {
-        x1 = x1.max(x0 + 1.0);
-    }
-    if log_y {
-        y0 = (y0 / 2.0).max(1e-6);
-        y1 = (y1 * 2.0).max(y0 * 10.0);
-    } else {
-        y0 = 0.0;
-        y1 = (y1 * 1.1).max(1e-9);
-    }
+        (0.0, (ymax * 1.08).max(1e-9))
+    };
+    let measured: Vec<f64> = all.iter().map(|p| p.0).collect();
+    let only_measured = x_axis == XAxis::Log2Bytes && measured.iter().all(|x| x.fract() == 0.0);
+    let x_format = move |x: &f64| -> String {
+        if (x - x.round()).abs() > 1e-9 || (only_measured && !measured.contains(&x.round())) {
+            return String::new();
+        }
+        match x_axis {
+            XAxis::Log2Bytes => bytes_label(2f64.powf(x.round())),
+            XAxis::Count => number_label(x.round()),
+        }
+    };
+    let longest = series.iter().map(|(n, _)| n.chars().count()).max().unwrap_or(0) as u32;
+    let legend_width = (60 + 9 * longest).min(CHART_SIZE.0 / 3);
+
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (760, 420)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, CHART_SIZE).into_drawing_area();
         root.fill(&WHITE).ok()?;
-        let mut builder = ChartBuilder::on(&root);
-        builder.caption(title, ("sans-serif", 20)).margin(12).x_label_area_size(45).y_label_area_size(70);
-        // plotters types the axes by their coordinate kind, so each combination is spelled out.
+        let (plot, legend) = root.split_horizontally(CHART_SIZE.0 - legend_width);
+        let mut builder = ChartBuilder::on(&plot);
+        builder.caption(title, (FONT, 24)).margin(12).x_label_area_size(56).y_label_area_size(80);
+        // plotters types the axes by their coordinate kind, so each kind is spelled out.
         macro_rules! draw {
             ($chart:expr) => {{
                 let mut chart = $chart;
@@ -98,36 +143,37 @@ fn line_chart(title: &str, x_label: &str, y_label: &str, series: &Series, log_x:
                     .configure_mesh()
                     .x_desc(x_label)
                     .y_desc(y_label)
-                    .x_label_formatter(&|x| if log_x { bytes_label(*x) } else { number_label(*x) })
+                    .x_labels(x_ticks)
+                    .x_max_light_lines(1)
+                    .y_max_light_lines(if log_y { 9 } else { 1 })
+                    .bold_line_style(RGBColor(215, 215, 215))
+                    .light_line_style(RGBColor(240, 240, 240))
+                    .x_label_formatter(&x_format)
                     .y_label_formatter(&|y| number_label(*y))
-                    .label_style(("sans-serif", 13))
-                    .axis_desc_style(("sans-serif", 14))
+                    .label_style((FONT, 16))
+                    .axis_desc_style((FONT, 17))
                     .draw()
                     .ok()?;
-                for (i, (name, points)) in series.iter().enumerate() {
+                for (i, (_, points)) in series.iter().enumerate() {
                     let color = PALETTE[i % PALETTE.len()];
-                    chart
-                        .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
-                        .ok()?
-                        .label(name.as_str())
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-                    chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled()))).ok()?;
+                    chart.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2))).ok()?;
+                    chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled()))).ok()?;
                 }
-                chart
-                    .configure_series_labels()
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK)
-                    .label_font(("sans-serif", 13))
-                    .position(SeriesLabelPosition::UpperLeft)
-                    .draw()
-                    .ok()?;
             }};
         }
-        match (log_x, log_y) {
-            (true, true) => draw!(builder.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale()).ok()?),
-            (true, false) => draw!(builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1).ok()?),
-            (false, true) => draw!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale()).ok()?),
-            (false, false) => draw!(builder.build_cartesian_2d(x0..x1, y0..y1).ok()?),
+        if log_y {
+            draw!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale()).ok()?);
+        } else {
+            draw!(builder.build_cartesian_2d(x0..x1, y0..y1).ok()?);
+        }
+        // The legend sits beside the plot, where it cannot hide a line.
+        let text = TextStyle::from((FONT, 17).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+        for (i, (name, _)) in series.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let y = 60 + 28 * i as i32;
+            legend.draw(&PathElement::new(vec![(6, y), (36, y)], color.stroke_width(3))).ok()?;
+            legend.draw(&Circle::new((21, y), 4, color.filled())).ok()?;
+            legend.draw(&Text::new(name.as_str(), (44, y), text.clone())).ok()?;
         }
         root.present().ok()?;
     }
@@ -142,23 +188,26 @@ fn copyup_chart(results: &[&TargetResult]) -> Option<String> {
             let mut points: Vec<(f64, f64)> = r
                 .copyup
                 .iter()
-                .filter_map(|(k, d)| Some((parse_size(k.strip_prefix("write ")?)? as f64, d.median * 1000.0)))
+                .filter_map(|(k, d)| {
+                    let size = parse_size(k.strip_prefix("write ")?)?;
+                    (size > 0).then(|| ((size as f64).log2(), d.median * 1000.0))
+                })
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             (label(r), points)
         })
         .collect();
-    let wide = series
+    let (lo, hi) = series
         .iter()
         .flat_map(|(_, p)| p.iter().map(|p| p.1))
         .fold((f64::MAX, 0.0f64), |(a, b), y| (a.min(y.max(1e-6)), b.max(y)));
-    let log_y = wide.1 / wide.0 > 50.0;
+    let log_y = hi / lo > 50.0;
     line_chart(
         "First write to a lower file (median)",
-        "lower file size (bytes, log scale)",
+        "size of the lower file (log scale)",
         if log_y { "latency (ms, log scale)" } else { "latency (ms)" },
         &series,
-        true,
+        XAxis::Log2Bytes,
         log_y,
     )
 }
@@ -172,19 +221,53 @@ fn disk_chart(results: &[&TargetResult]) -> Option<String> {
             (label(r), points)
         })
         .collect();
-    line_chart("Disk use as containers are created", "containers", "disk used (MB)", &series, false, false)
+    line_chart("Disk use as containers are created", "containers", "disk used (MB)", &series, XAxis::Count, false)
 }
 
-/// When each layer of the unpack was ready (seconds from the start), by layer.
+/// When each layer of the unpack was ready (time from the start), by layer.
 fn unpack_chart(results: &[&TargetResult]) -> Option<String> {
+    let slowest = results.iter().flat_map(|r| r.unpack_layers.iter().map(|l| l.1)).fold(0.0f64, f64::max);
+    let (scale, unit) = if slowest < 2.0 { (1000.0, "ms") } else { (1.0, "s") };
     let series: Series = results
         .iter()
         .map(|r| {
-            let points = r.unpack_layers.iter().enumerate().map(|(i, l)| ((i + 1) as f64, l.1)).collect();
+            let points = r.unpack_layers.iter().enumerate().map(|(i, l)| ((i + 1) as f64, l.1 * scale)).collect();
             (label(r), points)
         })
         .collect();
-    line_chart("Unpack: when each layer was ready", "layer (bottom = 1)", "seconds from start", &series, false, false)
+    line_chart(
+        "Unpack: when each layer was ready",
+        "layer (1 = bottom)",
+        &format!("time from start ({unit})"),
+        &series,
+        XAxis::Count,
+        false,
+    )
+}
+
+/// What each container added, under the disk chart: lines that start at the same image size overlap there.
+fn per_container(results: &[&TargetResult]) -> String {
+    let added: Vec<String> = results
+        .iter()
+        .filter(|r| r.disk_by_containers.len() > 1)
+        .map(|r| {
+            let d = &r.disk_by_containers;
+            let each = d[d.len() - 1].saturating_sub(d[0]) / (d.len() as u64 - 1);
+            format!("{} {}", escape(&label(r)), size(each))
+        })
+        .collect();
+    if added.is_empty() {
+        return String::new();
+    }
+    format!("<p class=\"note\">Added per container, on average: {}.</p>\n", added.join(", "))
+}
+
+/// The layers' sizes under the unpack chart, so a steep step can be read against its layer.
+fn layer_sizes(results: &[&TargetResult]) -> String {
+    let Some(r) = results.iter().find(|r| !r.unpack_layers.is_empty()) else { return String::new() };
+    let sizes: Vec<String> =
+        r.unpack_layers.iter().enumerate().map(|(i, l)| format!("{}: {}", i + 1, size(l.2))).collect();
+    format!("<p class=\"note\">Bytes applied per layer ({}): {}.</p>\n", escape(&label(r)), sizes.join(", "))
 }
 
 fn summary_table(results: &[&TargetResult]) -> String {
@@ -282,45 +365,93 @@ fn peers_table(peers: &[&PeerResult]) -> String {
 
 const STYLE: &str = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}\
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}\
-td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}\
+td:first-child,th:first-child,td[colspan]{text-align:left}th{background:#f3f3f3}\
 .rec{background:#eef6ee;border-left:4px solid #2c2;padding:.5em 1em}.chart{margin:1em 0}\
-.host{color:#555}";
+.host{color:#555}.note{color:#555;font-size:90%}";
+
+/// `YYYY-MM-DD HH:MM UTC` for seconds since the epoch (the proleptic Gregorian calendar).
+fn utc(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
+}
+
+/// A chart, or a line saying why it is missing.
+fn chart_or_note(chart: Option<String>, missing: &str) -> String {
+    match chart {
+        Some(svg) => format!("<div class=\"chart\">{svg}</div>\n"),
+        None => format!("<p class=\"note\">{missing}</p>\n"),
+    }
+}
 
 /// The page for a bench report (the JSON `strata bench --json` writes).
 pub fn html(report: &serde_json::Value) -> String {
     let results: Vec<TargetResult> = serde_json::from_value(report["results"].clone()).unwrap_or_default();
-    let peers: Vec<PeerResult> = serde_json::from_value(report["peers"].clone()).unwrap_or_default();
+    // One peer row that does not parse costs that row, not the table.
+    let peers: Vec<PeerResult> = report["peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| serde_json::from_value(p.clone()).ok())
+        .collect();
     let host = &report["host"];
+    let workload = &report["workload"];
     let text = |v: &serde_json::Value| match v {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Null => "?".into(),
         other => other.to_string(),
     };
+    let when = host["time"].as_i64().map(|t| format!(", run {}", utc(t))).unwrap_or_default();
+    let quick =
+        if workload["quick"].as_bool() == Some(true) { " (quick mode: smaller files, fewer samples)" } else { "" };
     let mut h = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>strata bench</title><style>{STYLE}</style>\
-         </head><body>\n<h1>strata bench</h1>\n<p class=\"host\">kernel {}, {} cpus, strata {}; {} containers per \
-         driver; copy-up timed as {}</p>\n",
+         </head><body>\n<h1>strata bench</h1>\n<p class=\"host\">kernel {} on {}, {} cpus, strata {}{}.<br>\
+         {} containers per driver{}; copy-up timed as {}.</p>\n",
         escape(&text(&host["kernel"])),
+        escape(&text(&host["machine"])),
         escape(&text(&host["cpus"])),
         escape(&text(&host["strata"])),
-        escape(&text(&report["workload"]["containers"])),
-        escape(&text(&report["workload"]["copyup_timing"])),
+        escape(&when),
+        escape(&text(&workload["containers"])),
+        quick,
+        escape(&text(&workload["copyup_timing"])),
     );
     h += "<div class=\"rec\"><h2>Recommendation for this host</h2><ul>\n";
     for line in report["recommendation"].as_array().into_iter().flatten() {
         h += &format!("<li>{}</li>\n", escape(line.as_str().unwrap_or_default()));
     }
     h += "</ul></div>\n";
-    let mut images: Vec<&str> = results.iter().map(|r| r.image.as_str()).collect();
-    images.dedup();
+    let mut images: Vec<&str> = Vec::new();
+    for r in &results {
+        if !images.contains(&r.image.as_str()) {
+            images.push(&r.image);
+        }
+    }
+    // Reports from before --image name no image on their results.
+    let default_image = workload["image"].as_str().unwrap_or(DEFAULT_IMAGE);
     for image in images {
         let mine: Vec<&TargetResult> = results.iter().filter(|r| r.image == image).collect();
         let ok: Vec<&TargetResult> = mine.iter().copied().filter(|r| r.error.is_none()).collect();
-        h += &format!("<h2>Image: {}</h2>\n", escape(if image.is_empty() { DEFAULT_IMAGE } else { image }));
+        h += &format!("<h2>Image: {}</h2>\n", escape(if image.is_empty() { default_image } else { image }));
         h += &summary_table(&mine);
-        for chart in [copyup_chart(&ok), disk_chart(&ok), unpack_chart(&ok)].into_iter().flatten() {
-            h += &format!("<div class=\"chart\">{chart}</div>\n");
-        }
+        h += &chart_or_note(copyup_chart(&ok), "No first-write figures to chart.");
+        h += &chart_or_note(
+            disk_chart(&ok),
+            "No disk-use-per-container figures in this report (runs before they were recorded lack them).",
+        );
+        h += &per_container(&ok);
+        h += &chart_or_note(unpack_chart(&ok), "No per-layer unpack figures to chart.");
+        h += &layer_sizes(&ok);
         h += "<h3>Copy-up and other first writes to lower files</h3>\n";
         h += &copyup_table(&mine);
         let mine_peers: Vec<&PeerResult> = peers.iter().filter(|p| p.image == image).collect();
@@ -353,7 +484,7 @@ mod tests {
     fn the_page_has_the_charts_the_figures_and_escapes_what_it_quotes() {
         let report = json!({
             "schema": 1,
-            "host": {"kernel": "6.1.0", "cpus": 2, "strata": "0.1.0"},
+            "host": {"kernel": "6.1.0", "machine": "x86_64", "cpus": 2, "strata": "0.1.0", "time": 1_795_399_952},
             "workload": {"containers": 2, "copyup_timing": "open + append + close"},
             "results": [target("overlay", 1.0, None), target("vfs", 3.0, None),
                         target("btrfs", 1.0, Some("no <script>alert(1)</script> here"))],
@@ -376,6 +507,43 @@ mod tests {
         assert!(page.contains("&lt;script&gt;"));
         assert!(page.contains("2.50x"), "containerd's unpack is shown against strata's");
         assert!(page.contains("could not run"));
+        // The copy-up chart's x axis names the measured sizes; the layer chart counts whole layers.
+        for tick in [">\n4 KiB\n<", ">\n1 MiB\n<", ">\n16 MiB\n<", "layer (1 = bottom)", "time from start (s)"] {
+            assert!(page.contains(tick), "{tick:?} is on a chart");
+        }
+        // x tick labels are centred under their tick (y labels are right-aligned): none is fractional.
+        let x_ticks: Vec<&str> = page
+            .split("<text ")
+            .filter(|t| t.contains("text-anchor=\"middle\"") && !t.contains("rotate"))
+            .filter_map(|t| t.split_once(">\n")?.1.split_once('\n').map(|(text, _)| text))
+            .collect();
+        assert!(["0", "1", "2"].iter().all(|t| x_ticks.contains(t)), "{x_ticks:?}");
+        assert!(x_ticks.iter().all(|t| t.parse::<f64>().map_or(true, |v| v.fract() == 0.0)), "{x_ticks:?}");
+        assert!(page.contains("Added per container, on average: overlay/ext4 150.0 kB, vfs/ext4 "));
+        assert!(page.contains("run 2026-11-23 02:12 UTC"));
+    }
+
+    #[test]
+    fn an_older_report_without_disk_by_containers_says_so_and_names_in_charts_are_escaped() {
+        let mut odd = target("a<b>&c", 1.0, None);
+        odd.as_object_mut().unwrap().remove("disk_by_containers");
+        odd.as_object_mut().unwrap().remove("image");
+        let report = json!({"schema": 1, "host": {}, "workload": {"image": "embedded default"}, "results": [odd],
+                            "recommendation": []});
+        let page = html(&report);
+        assert_eq!(page.matches("<svg").count(), 2, "copy-up and unpack only");
+        assert!(page.contains("No disk-use-per-container figures"));
+        assert!(page.contains("Image: embedded default"));
+        assert!(!page.contains("a<b>"), "the legend inside the SVG is escaped too");
+        assert!(page.matches("a&lt;b&gt;&amp;c/ext4").count() >= 3, "table and both chart legends");
+    }
+
+    #[test]
+    fn dates_are_utc_on_the_gregorian_calendar() {
+        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(utc(1_795_399_952), "2026-11-23 02:12 UTC");
+        assert_eq!(utc(-1), "1969-12-31 23:59 UTC");
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub struct ImageRecord {
     /// The pid of the process unpacking it, while incomplete.
     #[serde(default)]
     pub pid: u32,
+    /// `image rm` has begun: the image is no longer listed, and its layers are being
+    /// removed. A removal killed half-way is finished by the next `image rm`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removing: bool,
 }
 
 impl ImageRecord {
@@ -88,10 +92,19 @@ impl ImageStore {
 
     /// Complete images, and incomplete ones whose writer is alive (their layers are in use).
     pub fn list(&self) -> Result<Vec<ImageRecord>> {
-        Ok(self.all()?.into_iter().filter(|r| r.complete || pid_alive(r.pid)).collect())
+        Ok(self.all()?.into_iter().filter(|r| !r.removing && (r.complete || pid_alive(r.pid))).collect())
     }
 
+    /// A complete image that is not being removed.
     pub fn get(&self, name: &str) -> Result<ImageRecord> {
+        let rec = self.get_any(name)?;
+        if rec.removing {
+            return Err(Error::new(Cause::Other(format!("image {name}: no such image (being removed)"))));
+        }
+        Ok(rec)
+    }
+
+    fn get_any(&self, name: &str) -> Result<ImageRecord> {
         let p = self.dir.join(file_name(name));
         let data = fs::read(&p).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => Error::new(Cause::Other(format!("image {name}: no such image"))),
@@ -129,7 +142,7 @@ impl ImageStore {
     /// Removes image `name` and every layer of it that no other image and no
     /// container uses. Returns the layers removed.
     pub fn remove(&self, driver: &dyn Driver, name: &str) -> Result<Vec<String>> {
-        let rec = self.get(name)?;
+        let mut rec = self.get_any(name)?;
         // A container on the image keeps it (as docker refuses with "image is being
         // used"): removing only the record would strand its layers.
         if let Some(top) = rec.top() {
@@ -147,7 +160,12 @@ impl ImageStore {
                 ))));
             }
         }
-        self.delete(name)?;
+        // Mark first, delete the record last: a removal killed in between is found
+        // and finished by the next `image rm`, so no layer is stranded.
+        if !rec.removing {
+            rec.removing = true;
+            self.put(&rec)?;
+        }
         let in_use: std::collections::HashSet<String> =
             self.list()?.into_iter().flat_map(|r| r.layers.into_iter()).collect();
         let mut removed = Vec::new();
@@ -163,6 +181,7 @@ impl ImageStore {
                 Err(e) => return Err(e),
             }
         }
+        self.delete(name)?;
         Ok(removed)
     }
 }
@@ -210,6 +229,7 @@ pub fn unpack(
         config_digest: image.config_digest.clone(),
         complete: false,
         pid: std::process::id(),
+        removing: false,
     };
     images.put(&rec)?;
     let result = (|| -> Result<()> {

@@ -91,9 +91,28 @@ fn has_d_type(dir: &Path) -> bool {
     found
 }
 
+/// Probe directories are named `probe-<pid>-…`. One whose process died (killed during
+/// its probe) may still have the probe's overlay mounted: unmount it and remove it.
+fn clear_stale_probes(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("probe-")) else { continue };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_none_or(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+            continue;
+        }
+        let merged = e.path().join("merged");
+        let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir_all(e.path());
+    }
+}
+
 fn probe_now(dir: &Path) -> Features {
     let mut f = Features::default();
-    let tmp = match tempfile::Builder::new().prefix("probe-").tempdir_in(dir) {
+    clear_stale_probes(dir);
+    let prefix = format!("probe-{}-", std::process::id());
+    let tmp = match tempfile::Builder::new().prefix(&prefix).tempdir_in(dir) {
         Ok(t) => t,
         Err(e) => {
             f.error = Some(format!("cannot make a probe directory in {}: {e}", dir.display()));

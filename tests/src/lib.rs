@@ -32,15 +32,15 @@ impl Strata {
         Strata { root: root.to_path_buf(), driver: driver.to_string(), _tmp: None }
     }
 
+    /// The command line `strata --root ROOT --driver DRIVER ARGS`, to spawn.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(strata_bin());
+        c.arg("--root").arg(&self.root).arg("--driver").arg(&self.driver).args(args);
+        c
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(strata_bin())
-            .arg("--root")
-            .arg(&self.root)
-            .arg("--driver")
-            .arg(&self.driver)
-            .args(args)
-            .output()
-            .expect("run strata")
+        self.command(args).output().expect("run strata")
     }
 
     /// Runs a command that must succeed; returns its stdout.

@@ -1,0 +1,185 @@
+//! Crash safety, on every driver: `image unpack`, `layer apply`, `layer rm` and `image
+//! rm` killed with SIGKILL at moments spread over their run leave a consistent store.
+//! After the next `strata` command (which recovers, with no manual step): every listed
+//! layer is complete and equal to the same layer from an uninterrupted run, nothing
+//! half-made is listed or left in staging, nothing is mounted, and re-running the
+//! killed command completes.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use driver_core::conformance::mounts_under;
+use driver_core::scratch::{FsKind, ScratchFs};
+use driver_core::tree::{CompareOptions, Tree};
+use driver_core::workload::{generate, gzip, WorkloadSize};
+use serde_json::Value;
+use strata_tests::{privileged, Strata};
+
+/// Kill moments per killed command kind.
+const UNPACK_KILLS: usize = 10;
+const OTHER_KILLS: usize = 5;
+
+fn image_layout(dir: &Path) -> PathBuf {
+    let size = WorkloadSize { base_dirs: 40, base_files: 500, app_files: 300 };
+    let blobs: Vec<Vec<u8>> = generate(11, size).iter().map(|l| gzip(&l.tar)).collect();
+    driver_core::image::write_layout(dir, "img", &blobs).unwrap();
+    dir.to_path_buf()
+}
+
+fn listed(s: &Strata) -> Vec<String> {
+    let v: Value = serde_json::from_str(&s.ok(&["layer", "ls", "--json"])).unwrap();
+    v.as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap().to_string()).collect()
+}
+
+fn images(s: &Strata) -> Vec<Value> {
+    let v: Value = serde_json::from_str(&s.ok(&["image", "ls", "--json"])).unwrap();
+    v.as_array().unwrap().clone()
+}
+
+fn capture(s: &Strata, id: &str) -> Tree {
+    let view = s.ok(&["layer", "mount", id]).trim().to_string();
+    let t = Tree::capture(Path::new(&view)).unwrap();
+    s.ok(&["layer", "unmount", id]);
+    t
+}
+
+/// Runs `args` and kills it with SIGKILL after `after` (if it is still running).
+fn kill_after(s: &Strata, args: &[&str], after: Duration) {
+    let mut child =
+        s.command(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    std::thread::sleep(after);
+    let _ = child.kill();
+    child.wait().unwrap();
+}
+
+fn timed(s: &Strata, args: &[&str]) -> Duration {
+    let start = Instant::now();
+    s.ok(args);
+    start.elapsed()
+}
+
+/// What the next command must find: only complete, correct layers; no staging
+/// leftovers; nothing mounted; every listed image whole.
+fn assert_consistent(s: &Strata, reference: &BTreeMap<String, Tree>, what: &str) {
+    let layers = listed(s); // the next command: it recovers
+    for id in &layers {
+        let want = reference.get(id).unwrap_or_else(|| panic!("{what}: {id} is listed but was never made"));
+        let d = capture(s, id).differences(want, &CompareOptions::default());
+        assert!(d.is_empty(), "{what}: layer {id} differs from the uninterrupted run:\n{}", d.join("\n"));
+    }
+    for image in images(s) {
+        let top = image["top"].as_str().unwrap_or_default();
+        assert!(layers.iter().any(|l| l == top), "{what}: image {image} is listed without its top layer");
+    }
+    let staging = s.root.join(&s.driver).join("staging");
+    let left: Vec<_> = fs::read_dir(&staging).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "{what}: staging still holds {left:?}");
+    assert!(mounts_under(&s.root).is_empty(), "{what}: left mounted: {:?}", mounts_under(&s.root));
+}
+
+fn crash_safety(driver: &str, base: &Path) {
+    let work = tempfile::tempdir().unwrap();
+    let layout = image_layout(&work.path().join("img"));
+    let src = layout.to_str().unwrap();
+
+    // The uninterrupted run: every layer's tree, and how long each command takes.
+    let clean = Strata::at(&base.join("reference"), driver);
+    let unpack_time = timed(&clean, &["image", "unpack", src]);
+    let mut reference = BTreeMap::new();
+    for id in listed(&clean) {
+        let tree = capture(&clean, &id);
+        reference.insert(id, tree);
+    }
+    assert_eq!(reference.len(), 3);
+    let big = generate(12, WorkloadSize { base_dirs: 30, base_files: 400, app_files: 1 }).remove(0).tar;
+    let big_path = work.path().join("big.tar");
+    fs::write(&big_path, &big).unwrap();
+    let apply = ["layer", "apply", "extra", big_path.to_str().unwrap()];
+    let apply_time = timed(&clean, &apply);
+    reference.insert("extra".into(), capture(&clean, "extra"));
+    let rm_time = timed(&clean, &["layer", "rm", "extra"]);
+    let image_rm_time = timed(&clean, &["image", "rm", "img"]);
+
+    for k in 0..UNPACK_KILLS {
+        let s = Strata::at(&base.join(format!("unpack{k}")), driver);
+        let at = unpack_time.mul_f64((k as f64 + 0.5) / UNPACK_KILLS as f64);
+        kill_after(&s, &["image", "unpack", src], at);
+        let what = format!("{driver}: unpack killed at {at:?} of {unpack_time:?}");
+        assert_consistent(&s, &reference, &what);
+        s.ok(&["image", "unpack", src]);
+        assert_eq!(listed(&s).len(), 3, "{what}: the re-run completes");
+        assert_consistent(&s, &reference, &format!("{what}, re-run"));
+
+        // image rm killed, on the same store, a few times over.
+        if k < OTHER_KILLS {
+            let at = image_rm_time.mul_f64((k as f64 + 0.5) / OTHER_KILLS as f64);
+            kill_after(&s, &["image", "rm", "img"], at);
+            let what = format!("{driver}: image rm killed at {at:?} of {image_rm_time:?}");
+            assert_consistent(&s, &reference, &what);
+            let o = s.run(&["image", "rm", "img"]);
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success() || stderr.contains("no such image"), "{what}: re-run: {stderr}");
+            assert!(listed(&s).is_empty(), "{what}: the image's layers are gone after the re-run");
+        } else {
+            s.ok(&["image", "rm", "img"]);
+        }
+        fs::remove_dir_all(&s.root).unwrap_or_else(|e| panic!("{}: {e}", s.root.display()));
+    }
+
+    for k in 0..OTHER_KILLS {
+        let s = Strata::at(&base.join(format!("apply{k}")), driver);
+        let at = apply_time.mul_f64((k as f64 + 0.5) / OTHER_KILLS as f64);
+        kill_after(&s, &apply, at);
+        let what = format!("{driver}: layer apply killed at {at:?} of {apply_time:?}");
+        assert_consistent(&s, &reference, &what);
+        let o = s.run(&apply);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success() || stderr.contains("already exists"), "{what}: re-run: {stderr}");
+        assert_eq!(listed(&s), ["extra"], "{what}");
+        assert_consistent(&s, &reference, &format!("{what}, re-run"));
+
+        let at = rm_time.mul_f64((k as f64 + 0.5) / OTHER_KILLS as f64);
+        kill_after(&s, &["layer", "rm", "extra"], at);
+        let what = format!("{driver}: layer rm killed at {at:?} of {rm_time:?}");
+        assert_consistent(&s, &reference, &what);
+        let o = s.run(&["layer", "rm", "extra"]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success() || stderr.contains("no such layer"), "{what}: re-run: {stderr}");
+        assert!(listed(&s).is_empty(), "{what}");
+        let layers_dir = s.root.join(driver).join("layers");
+        let left: Vec<_> =
+            fs::read_dir(&layers_dir).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+        assert!(left.is_empty(), "{what}: content left behind: {left:?}");
+        fs::remove_dir_all(&s.root).unwrap();
+    }
+}
+
+#[test]
+fn vfs_survives_sigkill() {
+    if !privileged("the crash tests") {
+        return;
+    }
+    // Its own filesystem, so the commits' syncfs waits for this test's writes only.
+    let scratch = ScratchFs::new(FsKind::Ext4, 2 << 30).unwrap();
+    crash_safety("vfs", scratch.path());
+}
+
+#[test]
+fn overlay_survives_sigkill() {
+    if !privileged("the crash tests") {
+        return;
+    }
+    let scratch = ScratchFs::new(FsKind::Ext4, 2 << 30).unwrap();
+    crash_safety("overlay", scratch.path());
+}
+
+#[test]
+fn btrfs_survives_sigkill() {
+    if !privileged("the crash tests") {
+        return;
+    }
+    let scratch = ScratchFs::new(FsKind::Btrfs, 2 << 30).unwrap();
+    crash_safety("btrfs", scratch.path());
+}
