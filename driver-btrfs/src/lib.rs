@@ -122,8 +122,11 @@ impl BtrfsDriver {
             fs::create_dir_all(parent).map_err(|e| Error::new(e).with_path(parent))?;
             check_btrfs(parent)?;
             let pfd = open_dir(parent).map_err(|e| Error::new(e).with_path(parent))?;
-            ioctl::create_subvolume(pfd.as_fd(), root.file_name().unwrap_or_default())
-                .map_err(|e| Error::new(e).with_path(root))?;
+            // Another process may make it at the same moment: that is as good.
+            match ioctl::create_subvolume(pfd.as_fd(), root.file_name().unwrap_or_default()) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                r => r.map_err(|e| Error::new(e).with_path(root))?,
+            }
         }
         check_btrfs(root)?;
         let store = Store::open(root, Arc::new(destroy_tree))?;

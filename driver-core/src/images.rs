@@ -9,6 +9,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -78,7 +79,9 @@ impl ImageStore {
         let mut out = Vec::new();
         for e in fs::read_dir(&self.dir).at_path(&self.dir)? {
             let p = e.at_path(&self.dir)?.path();
-            if p.extension().is_some_and(|x| x == "json") {
+            // Skip another writer's temp file (`.tmp-…`), which may be half-written.
+            let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+            if !hidden && p.extension().is_some_and(|x| x == "json") {
                 if let Ok(data) = fs::read(&p) {
                     let rec: ImageRecord = serde_json::from_slice(&data)
                         .map_err(|e| Error::new(Cause::Corrupt(format!("{}: {e}", p.display()))))?;
@@ -234,49 +237,53 @@ pub fn unpack(
     images.put(&rec)?;
     let result = (|| -> Result<()> {
         let count = image.chain_ids.len();
-        // A chain ID names a layer and everything below it, so the layers present
-        // are a prefix of the chain and the missing ones the rest.
-        let present = image.chain_ids.iter().take_while(|id| driver.get(id).is_ok()).count();
-        for (i, chain_id) in image.chain_ids.iter().enumerate().take(present) {
-            on_layer(&LayerEvent {
-                index: i,
-                count,
-                chain_id: chain_id.clone(),
-                applied: None,
-                elapsed: Duration::ZERO,
-            });
-        }
-        let mut chain = Vec::new();
-        for i in present..count {
-            chain.push(LayerTar {
-                id: image.chain_ids[i].clone(),
-                parent: i.checked_sub(1).map(|p| image.chain_ids[p].clone()),
-                tar: open_layer(source, image, i)?,
-            });
-        }
         let start = Instant::now();
-        let done = |i: usize, n: u64| {
-            let index = present + i;
-            on_layer(&LayerEvent {
-                index,
-                count,
-                chain_id: image.chain_ids[index].clone(),
-                applied: Some(n),
-                elapsed: start.elapsed(),
-            });
-        };
-        let result = driver.apply_chain(chain, &done);
-        match result {
-            Ok(_) => Ok(()),
-            // Another process applied a layer meanwhile: take what is there now.
-            Err(e) if matches!(e.cause, Cause::Exists) => {
-                if image.chain_ids.iter().all(|id| driver.get(id).is_ok()) {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
+        // Layers reported so far (applied here, or found present).
+        let reported = AtomicUsize::new(0);
+        loop {
+            // A chain ID names a layer and everything below it, so the layers present
+            // are a prefix of the chain and the missing ones the rest.
+            let present = image.chain_ids.iter().take_while(|id| driver.get(id).is_ok()).count();
+            for (i, chain_id) in image.chain_ids.iter().enumerate().take(present).skip(reported.load(Ordering::SeqCst))
+            {
+                on_layer(&LayerEvent {
+                    index: i,
+                    count,
+                    chain_id: chain_id.clone(),
+                    applied: None,
+                    elapsed: Duration::ZERO,
+                });
             }
-            Err(e) => Err(root_cause(driver, source, image, e)),
+            reported.fetch_max(present, Ordering::SeqCst);
+            if present == count {
+                return Ok(());
+            }
+            let mut chain = Vec::new();
+            for i in present..count {
+                chain.push(LayerTar {
+                    id: image.chain_ids[i].clone(),
+                    parent: i.checked_sub(1).map(|p| image.chain_ids[p].clone()),
+                    tar: open_layer(source, image, i)?,
+                });
+            }
+            let done = |i: usize, n: u64| {
+                let index = present + i;
+                reported.fetch_max(index + 1, Ordering::SeqCst);
+                on_layer(&LayerEvent {
+                    index,
+                    count,
+                    chain_id: image.chain_ids[index].clone(),
+                    applied: Some(n),
+                    elapsed: start.elapsed(),
+                });
+            };
+            match driver.apply_chain(chain, &done) {
+                Ok(_) => return Ok(()),
+                // Another process committed one of these layers first (it exists now,
+                // so each round gets further): go on from what is there.
+                Err(e) if matches!(e.cause, Cause::Exists) => continue,
+                Err(e) => return Err(root_cause(driver, source, image, e)),
+            }
         }
     })();
     match result {

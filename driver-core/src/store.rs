@@ -307,7 +307,13 @@ impl Store {
                 return Err(Error::layer(id, Cause::ParentNotFound(p.to_string())));
             }
         }
-        let name = unique_name("");
+        self.staging_entry("", id, parent, &_lock)
+    }
+
+    /// A new staging entry, its `.lock` held by this process (so no other process's
+    /// recovery discards it). Made under the store lock, for the same reason.
+    fn staging_entry(&self, prefix: &str, id: &str, parent: Option<&str>, _lock: &StoreLock) -> Result<Staging> {
+        let name = unique_name(prefix);
         let staging = self.dir.join("staging");
         let lock_path = staging.join(format!("{name}.lock"));
         let mut file = File::create(&lock_path).at_path(&lock_path)?;
@@ -380,14 +386,20 @@ impl Store {
         let meta_path = self.meta_path(id);
         fs::remove_file(&meta_path).map_err(|e| Error::at(id, &meta_path, e))?;
         fsync_dir(&self.dir.join("meta")).map_err(|e| Error::at(id, &meta_path, e))?;
+        // The content moves, still under the lock, into a staging entry this process
+        // holds: another process's recovery neither races the move nor discards it.
         let content = self.layer_dir(id);
-        let trash = self.dir.join("staging").join(unique_name("rm-"));
-        drop(lock);
-        match fs::rename(&content, &trash) {
-            Ok(()) => (self.discard)(&trash).map_err(|e| Error::at(id, &trash, e))?,
+        let mut trash = self.staging_entry("rm-", id, None, &lock)?;
+        match fs::rename(&content, &trash.path) {
+            Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::at(id, &content, e)),
         }
+        drop(lock);
+        if trash.path.exists() {
+            (self.discard)(&trash.path).map_err(|e| Error::at(id, &trash.path, e))?;
+        }
+        trash.done = true;
         Ok(meta)
     }
 
