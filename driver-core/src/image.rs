@@ -140,7 +140,7 @@ impl<R: Read> Read for VerifyingReader<R> {
             if self.read > size {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("{} is longer than its {size} bytes", self.what),
+                    format!("{} has more than the {size} bytes its descriptor says", self.what),
                 ));
             }
         }

@@ -59,66 +59,150 @@ fn rewrite_config(layout: &Path, f: impl FnOnce(&mut serde_json::Value)) {
     fs::write(index_path, serde_json::to_vec(&index).unwrap()).unwrap();
 }
 
+/// Rewrites the manifest of the only image in a layout (and the index entry for it).
+fn rewrite_manifest(layout: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let index_path = layout.join("index.json");
+    let mut index = read_json(&index_path);
+    let mut m = manifest(layout);
+    f(&mut m);
+    let m = serde_json::to_vec(&m).unwrap();
+    fs::write(blob(layout, &digest(&m)), &m).unwrap();
+    index["manifests"][0]["digest"] = digest(&m).into();
+    index["manifests"][0]["size"] = m.len().into();
+    fs::write(index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// Replaces layer `i`'s blob with `data` under its own (correct) digest, so only what
+/// is inside the blob is wrong.
+fn replace_layer_blob(layout: &Path, i: usize, data: &[u8], media_type: &str) {
+    fs::write(blob(layout, &digest(data)), data).unwrap();
+    rewrite_manifest(layout, |m| {
+        m["layers"][i]["digest"] = digest(data).into();
+        m["layers"][i]["size"] = data.len().into();
+        m["layers"][i]["mediaType"] = media_type.into();
+    });
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     let st = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
     assert!(st.success());
 }
 
-#[test]
-fn bad_images_fail_clearly_and_leave_the_store_as_it_was() {
-    if !privileged("image verification tests") {
-        return;
-    }
+fn bad_images_fail_clearly_and_leave_the_store_as_it_was(s: &Strata) {
     let work = tempfile::tempdir().unwrap();
     let good = make_layout(&work.path().join("good"), "v1", 1, 2);
-    let s = Strata::new("vfs");
     // The base layer is in the store already (from a one-layer image of it), so a
     // failing second layer must leave exactly that behind.
     let base = make_layout(&work.path().join("base"), "base", 1, 1);
     s.ok(&["image", "unpack", base.to_str().unwrap()]);
     let before = s.state();
+    let driver = &s.driver;
+    let bad = |name: &str, make: &dyn Fn(&Path)| -> String {
+        let dir = work.path().join(name);
+        copy_dir(&good, &dir);
+        make(&dir);
+        let e = s.fails(&["image", "unpack", dir.to_str().unwrap()]);
+        assert_eq!(s.state(), before, "{driver}: {name} left the store changed ({e})");
+        e
+    };
 
     let layer2 = manifest(&good)["layers"][1]["digest"].as_str().unwrap().to_string();
+    let plain2 = {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(&fs::read(blob(&good, &layer2)).unwrap()[..]),
+            &mut out,
+        )
+        .unwrap();
+        out
+    };
 
-    let tampered = work.path().join("tampered");
-    copy_dir(&good, &tampered);
-    let p = blob(&tampered, &layer2);
-    let mut data = fs::read(&p).unwrap();
-    let mid = data.len() / 2;
-    data[mid] ^= 0x55;
-    fs::write(&p, &data).unwrap();
-    let e = s.fails(&["image", "unpack", tampered.to_str().unwrap()]);
-    assert!(e.contains(&layer2) && e.contains("tampered or corrupt"), "{e}");
-    assert_eq!(s.state(), before, "a tampered blob leaves the store as it was");
+    let e = bad("tampered", &|d| {
+        let p = blob(d, &layer2);
+        let mut data = fs::read(&p).unwrap();
+        let mid = data.len() / 2;
+        data[mid] ^= 0x55;
+        fs::write(&p, &data).unwrap();
+    });
+    assert!(e.contains(&layer2) && e.contains("tampered or corrupt"), "{driver}: {e}");
 
-    let truncated = work.path().join("truncated");
-    copy_dir(&good, &truncated);
-    let p = blob(&truncated, &layer2);
-    let data = fs::read(&p).unwrap();
-    fs::write(&p, &data[..data.len() / 3]).unwrap();
-    let e = s.fails(&["image", "unpack", truncated.to_str().unwrap()]);
-    assert!(e.contains("layer 2") && (e.contains("truncated") || e.contains("ends early")), "{e}");
-    assert_eq!(s.state(), before, "a truncated layer leaves the store as it was");
+    let e = bad("truncated", &|d| {
+        let p = blob(d, &layer2);
+        let data = fs::read(&p).unwrap();
+        fs::write(&p, &data[..data.len() / 3]).unwrap();
+    });
+    assert!(e.contains("layer 2") && (e.contains("truncated") || e.contains("ends early")), "{driver}: {e}");
 
-    let wrong = work.path().join("wrong-diff-id");
-    copy_dir(&good, &wrong);
-    rewrite_config(&wrong, |c| c["rootfs"]["diff_ids"][1] = format!("sha256:{}", "0".repeat(64)).into());
-    let e = s.fails(&["image", "unpack", wrong.to_str().unwrap()]);
-    assert!(e.contains("diff_id") && e.contains(&format!("not sha256:{}", "0".repeat(64))), "{e}");
-    assert_eq!(s.state(), before, "a wrong diff_id leaves the store as it was");
+    let e = bad("wrong-diff-id", &|d| {
+        rewrite_config(d, |c| c["rootfs"]["diff_ids"][1] = format!("sha256:{}", "0".repeat(64)).into())
+    });
+    assert!(e.contains("diff_id") && e.contains(&format!("not sha256:{}", "0".repeat(64))), "{driver}: {e}");
 
-    let missing = work.path().join("missing");
-    copy_dir(&good, &missing);
-    fs::remove_file(blob(&missing, &layer2)).unwrap();
-    let e = s.fails(&["image", "unpack", missing.to_str().unwrap()]);
-    assert!(e.contains(&layer2), "{e}");
-    assert_eq!(s.state(), before);
+    let e = bad("missing-layer-blob", &|d| fs::remove_file(blob(d, &layer2)).unwrap());
+    assert!(e.contains(&layer2), "{driver}: {e}");
+
+    let e = bad("missing-config-blob", &|d| {
+        fs::remove_file(blob(d, manifest(d)["config"]["digest"].as_str().unwrap())).unwrap()
+    });
+    assert!(e.contains("config") && e.contains("sha256:"), "{driver}: {e}");
+
+    // A gzip stream whose blob digest is right but whose deflate data is corrupt.
+    let e = bad("corrupt-gzip", &|d| {
+        let mut gz = gzip(&plain2);
+        let n = gz.len();
+        for b in &mut gz[n / 3..n / 3 + 64] {
+            *b = !*b;
+        }
+        replace_layer_blob(d, 1, &gz, "application/vnd.oci.image.layer.v1.tar+gzip");
+    });
+    assert!(e.contains("layer sha256:") && e.contains("corrupt gzip stream"), "{driver}: {e}");
+
+    // The same for zstd.
+    let e = bad("corrupt-zstd", &|d| {
+        let mut z = zstd::encode_all(&plain2[..], 3).unwrap();
+        let n = z.len();
+        for b in &mut z[n / 2..n / 2 + 64] {
+            *b = !*b;
+        }
+        replace_layer_blob(d, 1, &z, "application/vnd.oci.image.layer.v1.tar+zstd");
+    });
+    // (zstd frames carry no checksum by default: the diff_id check is what catches it)
+    assert!(e.contains("layer sha256:") && (e.contains("zstd") || e.contains("(diff_id)")), "{driver}: {e}");
+
+    // Absurd sizes: a manifest claiming an exabyte-sized layer, and one claiming fewer
+    // bytes than the blob has. Neither is believed.
+    let e = bad("absurd-manifest-size", &|d| rewrite_manifest(d, |m| m["layers"][1]["size"] = (1u64 << 60).into()));
+    assert!(e.contains(&layer2) && e.contains("its descriptor says"), "{driver}: {e}");
+    let e = bad("short-manifest-size", &|d| rewrite_manifest(d, |m| m["layers"][1]["size"] = 100.into()));
+    assert!(e.contains(&layer2) && e.contains("its descriptor says"), "{driver}: {e}");
 
     // And the good one unpacks, reusing the base.
     let o = s.run(&["image", "unpack", good.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{driver}: {}", String::from_utf8_lossy(&o.stderr));
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("layer 1/2") && stderr.contains("already exists"), "{stderr}");
+    assert!(stderr.contains("layer 1/2") && stderr.contains("already exists"), "{driver}: {stderr}");
+}
+
+#[test]
+fn bad_images_on_vfs() {
+    if privileged("image verification tests") {
+        bad_images_fail_clearly_and_leave_the_store_as_it_was(&Strata::new("vfs"));
+    }
+}
+
+#[test]
+fn bad_images_on_overlay() {
+    if privileged("image verification tests") {
+        bad_images_fail_clearly_and_leave_the_store_as_it_was(&Strata::new("overlay"));
+    }
+}
+
+#[test]
+fn bad_images_on_btrfs() {
+    if privileged("image verification tests") {
+        let scratch = driver_core::scratch::ScratchFs::new(driver_core::scratch::FsKind::Btrfs, 1 << 30).unwrap();
+        bad_images_fail_clearly_and_leave_the_store_as_it_was(&Strata::at(&scratch.path().join("strata"), "btrfs"));
+    }
 }
 
 #[test]
