@@ -144,6 +144,8 @@ pub fn corpus(outside: &Path) -> Vec<HostileTar> {
             t().sparse("var/log/lastlog", SPARSE_SIZE, &[(0, &head), (SPARSE_SIZE, &[])]).build(),
             Applied,
         ),
+        // A header claiming an exabyte of holes: refused at once, not read as zeros.
+        ("sparse-exabyte", t().sparse("var/log/faillog", 1 << 60, &[(0, &head), (1 << 60, &[])]).build(), Refused),
         ("duplicate-file", t().file("dup", b"first").file("dup", b"second").build(), Applied),
         ("duplicate-dir-file-dir", t().dir("x").file("x/a", b"a").file("x", b"f").dir("x").build(), Applied),
         (
