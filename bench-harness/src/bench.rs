@@ -392,7 +392,7 @@ fn host() -> serde_json::Value {
     })
 }
 
-fn ms(s: f64) -> String {
+pub(crate) fn ms(s: f64) -> String {
     if s >= 1.0 {
         format!("{s:.2} s")
     } else {
@@ -400,7 +400,7 @@ fn ms(s: f64) -> String {
     }
 }
 
-fn mb(b: u64) -> String {
+pub(crate) fn mb(b: u64) -> String {
     format!("{:.0} MB", b as f64 / 1e6)
 }
 
@@ -618,7 +618,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         .map_err(|e| err(format!("the report's results do not parse: {e}")))?;
     let peers: Vec<PeerResult> = serde_json::from_value(report["peers"].clone()).unwrap_or_default();
     print_table(&results);
-    print_peers(&peers, &results);
+    print_peers(&peers);
     println!();
     for line in report["recommendation"].as_array().into_iter().flatten() {
         println!("{}", line.as_str().unwrap_or_default());
@@ -695,7 +695,7 @@ fn measure(args: &BenchArgs) -> Result<serde_json::Value, Error> {
 }
 
 /// The peers table: each tool's unpack beside strata's, as a ratio to strata's.
-fn print_peers(peers: &[PeerResult], _results: &[TargetResult]) {
+fn print_peers(peers: &[PeerResult]) {
     if peers.is_empty() {
         return;
     }

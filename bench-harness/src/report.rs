@@ -6,7 +6,7 @@
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::bench::{parse_size, TargetResult, DEFAULT_IMAGE};
+use crate::bench::{mb, ms, parse_size, TargetResult, DEFAULT_IMAGE};
 use crate::peers::PeerResult;
 
 const PALETTE: [RGBColor; 8] = [
@@ -22,18 +22,6 @@ const PALETTE: [RGBColor; 8] = [
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-fn ms(s: f64) -> String {
-    if s >= 1.0 {
-        format!("{s:.2} s")
-    } else {
-        format!("{:.2} ms", s * 1000.0)
-    }
-}
-
-fn mb(b: u64) -> String {
-    format!("{:.1} MB", b as f64 / 1e6)
 }
 
 /// A size for small and large alike: `812 B`, `10.0 kB`, `332.5 MB`.
