@@ -116,32 +116,15 @@ pub(crate) fn err(msg: impl Into<String>) -> Error {
 pub(crate) fn used(path: &Path) -> DiskUse {
     match nix::sys::statvfs::statvfs(path) {
         // btrfs allocates inodes on demand and reports no inode totals: count them.
-        Ok(s) if s.files() == 0 => {
-            DiskUse { bytes: (s.blocks() - s.blocks_free()) * s.fragment_size(), inodes: count_inodes(path) }
-        }
+        Ok(s) if s.files() == 0 => DiskUse {
+            bytes: (s.blocks() - s.blocks_free()) * s.fragment_size(),
+            inodes: driver_core::sys::disk_usage(path).map(|u| u.inodes).unwrap_or(0),
+        },
         Ok(s) => {
             DiskUse { bytes: (s.blocks() - s.blocks_free()) * s.fragment_size(), inodes: s.files() - s.files_free() }
         }
         Err(_) => DiskUse::default(),
     }
-}
-
-/// Distinct inodes under `root` (a btrfs subvolume has its own device number, so
-/// (device, inode) tells snapshots' inodes apart).
-fn count_inodes(root: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut seen = std::collections::HashSet::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
-        for e in entries.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if seen.insert((m.dev(), m.ino())) && m.is_dir() {
-                stack.push(e.path());
-            }
-        }
-    }
-    seen.len() as u64 + 1
 }
 
 fn cpu_seconds() -> f64 {

@@ -205,12 +205,12 @@ fn floor(layers: &[PathBuf], into: &Path) -> Result<(), Error> {
         fs::create_dir_all(&dir).map_err(|e| Error::new(e).with_path(&dir))?;
         let mut magic = [0u8; 4];
         File::open(blob).and_then(|mut f| f.read_exact(&mut magic)).map_err(|e| Error::new(e).with_path(blob))?;
-        let mut decompress = match magic {
-            [0x1f, 0x8b, ..] => Command::new("unpigz"),
-            [0x28, 0xb5, 0x2f, 0xfd] => Command::new("zstd"),
-            _ => Command::new("cat"),
-        };
-        if magic[..2] == [0x1f, 0x8b] || magic == [0x28, 0xb5, 0x2f, 0xfd] {
+        let mut decompress = Command::new(match magic {
+            [0x1f, 0x8b, ..] => "unpigz",
+            [0x28, 0xb5, 0x2f, 0xfd] => "zstd",
+            _ => "cat",
+        });
+        if decompress.get_program() != "cat" {
             decompress.args(["-d", "-c"]);
         }
         let mut source = decompress

@@ -319,21 +319,12 @@ impl Driver for BtrfsDriver {
 
     fn mount(&self, id: &str) -> Result<PathBuf> {
         // A subvolume is its own view: nothing to mount, only users to count.
-        self.store.update(id, |m| {
-            m.mounts += 1;
-            Ok(())
-        })?;
+        self.store.acquire_mount(id, |_, _| Ok(()))?;
         Ok(self.layer(id))
     }
 
     fn unmount(&self, id: &str) -> Result<()> {
-        self.store.update(id, |m| {
-            if m.mounts == 0 {
-                return Err(Error::layer(id, Cause::NotMounted));
-            }
-            m.mounts -= 1;
-            Ok(())
-        })
+        self.store.release_mount(id, || Ok(()))
     }
 
     fn diff(&self, id: &str, out: &mut dyn Write) -> Result<u64> {

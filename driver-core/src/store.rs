@@ -249,6 +249,31 @@ impl Store {
         Ok(out)
     }
 
+    /// Counts one more user of layer `id`'s view. `make_view` runs under the lock with
+    /// `first` set when there was no user yet, so a driver makes the view only then.
+    pub fn acquire_mount(&self, id: &str, make_view: impl FnOnce(&mut LayerMeta, bool) -> Result<()>) -> Result<()> {
+        self.update(id, |m| {
+            make_view(m, m.mounts == 0)?;
+            m.mounts += 1;
+            Ok(())
+        })
+    }
+
+    /// Releases one user of layer `id`'s view; `drop_view` runs (under the lock) when it
+    /// was the last one. A layer with no user is [`Cause::NotMounted`].
+    pub fn release_mount(&self, id: &str, drop_view: impl FnOnce() -> Result<()>) -> Result<()> {
+        self.update(id, |m| {
+            if m.mounts == 0 {
+                return Err(Error::layer(id, Cause::NotMounted));
+            }
+            if m.mounts == 1 {
+                drop_view()?;
+            }
+            m.mounts -= 1;
+            Ok(())
+        })
+    }
+
     /// IDs of the layers whose parent is `id`, listed or being made.
     pub fn children(&self, id: &str) -> Result<Vec<String>> {
         let mut out: Vec<String> =

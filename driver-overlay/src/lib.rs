@@ -417,8 +417,9 @@ impl Driver for OverlayDriver {
 
     fn mount(&self, id: &str) -> Result<PathBuf> {
         let target = self.merged(id);
-        self.store.update(id, |m| {
-            if m.mounts == 0 || !mount::is_mounted(&target) {
+        self.store.acquire_mount(id, |m, first| {
+            // A count left by a process killed mid-mount is no proof of a mount.
+            if first || !mount::is_mounted(&target) {
                 let ids = self.chain(id)?;
                 let om = self.overlay_for(&ids, m.writable);
                 self.mount_at(&ids, &om, &target).map_err(|e| Error::at(id, &target, e))?;
@@ -431,7 +432,6 @@ impl Driver for OverlayDriver {
                     if self.features.lowerdir_plus { "lowerdir+" } else { "mount(2)" }.into(),
                 );
             }
-            m.mounts += 1;
             Ok(())
         })?;
         Ok(target)
@@ -439,16 +439,7 @@ impl Driver for OverlayDriver {
 
     fn unmount(&self, id: &str) -> Result<()> {
         let target = self.merged(id);
-        self.store.update(id, |m| {
-            if m.mounts == 0 {
-                return Err(Error::layer(id, Cause::NotMounted));
-            }
-            if m.mounts == 1 {
-                mount::unmount(&target).map_err(|e| Error::at(id, &target, e))?;
-            }
-            m.mounts -= 1;
-            Ok(())
-        })
+        self.store.release_mount(id, || mount::unmount(&target).map_err(|e| Error::at(id, &target, e)))
     }
 
     fn diff(&self, id: &str, out: &mut dyn Write) -> Result<u64> {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use driver_core::apply::{apply_layer, ApplyOptions, WhiteoutMode};
 use driver_core::diff::{naive_diff, write_tar};
-use driver_core::error::{Cause, Error, Result};
+use driver_core::error::{Error, Result};
 use driver_core::store::{discard_tree, LayerMeta, Store};
 use driver_core::{Change, Driver, LayerInfo, Status, Usage};
 
@@ -71,21 +71,12 @@ impl Driver for VfsDriver {
     }
 
     fn mount(&self, id: &str) -> Result<PathBuf> {
-        self.store.update(id, |m| {
-            m.mounts += 1;
-            Ok(())
-        })?;
+        self.store.acquire_mount(id, |_, _| Ok(()))?;
         Ok(self.store.layer_dir(id))
     }
 
     fn unmount(&self, id: &str) -> Result<()> {
-        self.store.update(id, |m| {
-            if m.mounts == 0 {
-                return Err(Error::layer(id, Cause::NotMounted));
-            }
-            m.mounts -= 1;
-            Ok(())
-        })
+        self.store.release_mount(id, || Ok(()))
     }
 
     fn diff(&self, id: &str, out: &mut dyn Write) -> Result<u64> {
