@@ -5,13 +5,32 @@ use std::process::{Command, Output};
 
 pub use driver_core::scratch::privileged;
 
-/// The `strata` binary of the same build profile as the running test.
+/// The `strata` binary of the same build profile as the running test, built on first
+/// use: the binary lives in another package, so `cargo test --workspace` on a fresh
+/// clone would otherwise run these tests before anything built it. `cargo build` is
+/// cheap when the binary is up to date, and it also rebuilds a stale one.
 pub fn strata_bin() -> PathBuf {
-    // target/<profile>/deps/<test>-<hash> → target/<profile>/strata
-    let exe = std::env::current_exe().expect("current_exe");
-    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("strata");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p bench-harness` (same profile) first", bin.display());
-    bin
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // target/<profile>/deps/<test>-<hash> → target/<profile>/strata
+            let exe = std::env::current_exe().expect("current_exe");
+            let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+            let target_dir = profile_dir.parent().expect("target dir");
+            let profile = profile_dir.file_name().and_then(|n| n.to_str()).expect("profile name");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+            let mut build = Command::new(cargo);
+            build.args(["build", "--quiet", "-p", "bench-harness", "--bin", "strata"]);
+            build.arg("--manifest-path").arg(&manifest).arg("--target-dir").arg(target_dir);
+            build.args(["--profile", if profile == "debug" { "dev" } else { profile }]);
+            let status = build.status().expect("run cargo build for the strata binary");
+            assert!(status.success(), "building the strata binary ({profile}) failed");
+            let bin = profile_dir.join("strata");
+            assert!(bin.exists(), "{} is missing after cargo build", bin.display());
+            bin
+        })
+        .clone()
 }
 
 /// `strata --root ROOT --driver DRIVER ...` with its own temporary root.
