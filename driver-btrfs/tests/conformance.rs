@@ -1,15 +1,16 @@
-//! btrfs runs the shared conformance suite unchanged, plus what is btrfs's own: the
-//! folder check, no leaked subvolumes, and the diff that follows btrfs's change
-//! tracking giving exactly the naive diff's tar. One loop-mounted btrfs serves the
-//! whole binary (loop devices are few); it is released even when a check fails.
+//! btrfs runs the shared conformance suite unchanged (one test per case), plus what is
+//! btrfs's own: the folder check, no leaked subvolumes, and the diff that follows
+//! btrfs's change tracking giving exactly the naive diff's tar. One loop-mounted btrfs
+//! serves the whole binary (loop devices are few); it is released at exit, also when a
+//! check fails.
 
 use std::fs;
 use std::path::Path;
 
 use driver_btrfs::{is_subvolume, BtrfsDriver};
-use driver_core::conformance;
+use driver_core::conformance::{self, Backing};
 use driver_core::diff::write_tar;
-use driver_core::scratch::{privileged, FsKind, ScratchFs};
+use driver_core::scratch::FsKind;
 use driver_core::Driver;
 
 fn subvolumes_under(root: &Path) -> Vec<std::path::PathBuf> {
@@ -29,16 +30,13 @@ fn subvolumes_under(root: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+const BACKING: Backing = Backing::Scratch(FsKind::Btrfs, 2 << 30);
+
+driver_core::conformance_tests!("btrfs", BACKING, |root| Ok(Box::new(BtrfsDriver::new(root)?)));
+
 #[test]
 fn btrfs_driver() {
-    if !privileged("the btrfs driver tests") {
-        return;
-    }
-    let scratch = ScratchFs::new(FsKind::Btrfs, 2 << 30).expect("a loop-mounted btrfs");
-    let base = scratch.path();
-
-    // The suite, unchanged.
-    conformance::run("btrfs", &base.join("suite"), &|root| Ok(Box::new(BtrfsDriver::new(root)?)));
+    let Some(base) = conformance::shared_base(BACKING) else { return };
 
     // Not on btrfs: a clear refusal naming what it found.
     let elsewhere = tempfile::tempdir().unwrap();

@@ -2,13 +2,21 @@
 //! unchanged by each driver crate's tests (as containerd's `snapshots/testsuite` and
 //! moby's `graphtest` are). A behaviour this suite does not pin is not yet a behaviour.
 //!
+//! A driver's test file hands its factory to [`conformance_tests!`](crate::conformance_tests),
+//! which makes one `#[test]` per case, so a case runs alone by name:
+//!
 //! ```ignore
-//! driver_core::conformance::run("vfs", &base_dir, &|root| Ok(Box::new(VfsDriver::new(root)?)));
+//! driver_core::conformance_tests!("vfs", Backing::TempDir, |root| Ok(Box::new(VfsDriver::new(root)?)));
+//! // cargo test -p driver-vfs --test conformance whiteouts
 //! ```
 //!
-//! Each case gets a fresh driver folder under `base`; a case that fails is reported by
-//! name and the others still run; whatever a case left mounted under its folder is
-//! unmounted before the next one.
+//! Each case gets a fresh driver folder under one base folder that the whole test
+//! binary shares (a loop-mounted filesystem is made once); whatever a case left mounted
+//! under its folder is unmounted when it ends, also when it panics, and the shared
+//! filesystem goes when the binary exits.
+//!
+//! To add a case: write `pub fn my_case(ctx: &Ctx)` below and add its name to the list
+//! in [`conformance_tests!`](crate::conformance_tests); every driver runs it.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -16,16 +24,16 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use crate::driver::{Change, ChangeKind, Driver};
 use crate::error::{Cause, Result};
+use crate::scratch::{FsKind, ScratchFs};
 pub use crate::tarbuild::{EntryMeta, TarBuilder};
 use crate::tree::{CompareOptions, Tree};
 
 /// Makes a driver whose folder is the given (empty) directory.
-pub type Factory<'a> = &'a dyn Fn(&Path) -> Result<Box<dyn Driver>>;
-
-type Case = fn(&Ctx) -> ();
+pub type Factory = fn(&Path) -> Result<Box<dyn Driver>>;
 
 /// What a case gets: its driver and a scratch folder beside the driver's.
 pub struct Ctx {
@@ -35,68 +43,118 @@ pub struct Ctx {
     pub outside: PathBuf,
 }
 
-/// Every case, by name.
-pub fn cases() -> Vec<(&'static str, Case)> {
-    vec![
-        ("apply_and_read_back", apply_and_read_back as Case),
-        ("whiteouts_hide_lower_entries", whiteouts_hide_lower_entries),
-        ("opaque_directories_hide_lower_content", opaque_directories_hide_lower_content),
-        ("whiteout_keeps_what_the_same_tar_made", whiteout_keeps_what_the_same_tar_made),
-        ("file_and_directory_replace_each_other", file_and_directory_replace_each_other),
-        ("directory_deleted_then_recreated_in_a_later_layer", directory_deleted_then_recreated_in_a_later_layer),
-        ("special_files_and_metadata", special_files_and_metadata),
-        ("sparse_files_keep_their_holes", sparse_files_keep_their_holes),
-        ("directory_mtimes_are_the_tars", directory_mtimes_are_the_tars),
-        ("remove_refuses_while_mounted_or_parent", remove_refuses_while_mounted_or_parent),
-        ("mounts_are_shared_and_counted", mounts_are_shared_and_counted),
-        ("diff_of_scripted_changes", diff_of_scripted_changes),
-        ("diff_of_applied_layer_replays", diff_of_applied_layer_replays),
-        ("bad_input_leaves_nothing", bad_input_leaves_nothing),
-        ("hostile_tars_stay_inside", hostile_tars_stay_inside),
-        ("writes_through_lower_symlinks_are_refused", writes_through_lower_symlinks_are_refused),
-        ("zero_zero_char_device_is_refused", zero_zero_char_device_is_refused),
-        ("usage_and_status", usage_and_status),
-    ]
+/// Makes one `#[test]` per conformance case for a driver:
+/// `conformance_tests!("name", Backing::..., factory)`, where the factory is a
+/// non-capturing closure `|root: &Path| -> Result<Box<dyn Driver>>`. Cases skip (with a
+/// printed reason) without root, unless `STRATA_REQUIRE_PRIVILEGED=1`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($driver:literal, $backing:expr, $factory:expr) => {
+        $crate::conformance_tests!(@cases ($driver, $backing, $factory)
+            apply_and_read_back
+            whiteouts_hide_lower_entries
+            opaque_directories_hide_lower_content
+            whiteout_keeps_what_the_same_tar_made
+            file_and_directory_replace_each_other
+            directory_deleted_then_recreated_in_a_later_layer
+            special_files_and_metadata
+            sparse_files_keep_their_holes
+            directory_mtimes_are_the_tars
+            remove_refuses_while_mounted_or_parent
+            mounts_are_shared_and_counted
+            diff_of_scripted_changes
+            diff_of_applied_layer_replays
+            bad_input_leaves_nothing
+            hostile_tars_stay_inside
+            writes_through_lower_symlinks_are_refused
+            zero_zero_char_device_is_refused
+            usage_and_status
+        );
+    };
+    (@cases ($driver:literal, $backing:expr, $factory:expr) $($case:ident)*) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::conformance::run_case($driver, $backing, $factory, stringify!($case), $crate::conformance::$case);
+            }
+        )*
+    };
 }
 
-/// Runs every case (or those whose name contains `STRATA_SUITE_FILTER`) and panics
-/// naming each that failed.
-pub fn run(driver_name: &str, base: &Path, factory: Factory<'_>) {
-    let filter = std::env::var("STRATA_SUITE_FILTER").unwrap_or_default();
-    let mut failed = Vec::new();
-    for (name, case) in cases() {
-        if !name.contains(&filter) {
-            continue;
-        }
-        let dir = base.join(name);
-        let root = dir.join("driver");
-        let outside = dir.join("outside");
-        fs::create_dir_all(&outside).unwrap();
-        fs::write(outside.join("secret"), b"secret").unwrap();
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            let driver = factory(&root).unwrap_or_else(|e| panic!("cannot make the driver: {e}"));
-            let ctx = Ctx { driver, root: root.clone(), outside: outside.clone() };
-            case(&ctx);
-            // Nothing a hostile tar did may have reached outside the root.
-            assert_eq!(fs::read(outside.join("secret")).unwrap(), b"secret", "outside/secret was changed");
-            let names: Vec<_> = fs::read_dir(&outside).unwrap().map(|e| e.unwrap().file_name()).collect();
-            assert_eq!(names, vec![std::ffi::OsString::from("secret")], "something was written outside the root");
-        }));
-        unmount_all_under(&dir);
-        match result {
-            Ok(()) => eprintln!("conformance {driver_name}: {name} ... ok"),
-            Err(e) => {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                eprintln!("conformance {driver_name}: {name} ... FAILED: {msg}");
-                failed.push(format!("{name}: {msg}"));
-            }
-        }
+/// Where a test binary's cases put their driver folders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// A temporary directory on the system temp dir's filesystem.
+    TempDir,
+    /// A fresh loop-mounted filesystem of this kind and size, shared by the binary.
+    Scratch(FsKind, u64),
+}
+
+/// What the shared base folder lives on (a temp dir or a scratch filesystem), kept
+/// until the process exits and then dropped, which removes it.
+static SHARED: Mutex<Option<Box<dyn Send>>> = Mutex::new(None);
+static BASE: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn release_shared() {
+    // Runs at exit(3), which the test harness reaches also when tests failed: the
+    // scratch filesystem is unmounted and its loop device detached.
+    if let Ok(mut held) = SHARED.lock() {
+        drop(held.take());
     }
-    assert!(failed.is_empty(), "{} conformance case(s) failed for {driver_name}:\n{}", failed.len(), failed.join("\n"));
+}
+
+/// The folder the whole test binary shares (made on first use, released at exit),
+/// or `None` when the tests are skipped for want of root.
+pub fn shared_base(backing: Backing) -> Option<&'static Path> {
+    if !crate::scratch::privileged("the conformance suite (mounts, devices, owners)") {
+        return None;
+    }
+    Some(BASE.get_or_init(|| {
+        let (held, path): (Box<dyn Send>, PathBuf) = match backing {
+            Backing::TempDir => {
+                let d = tempfile::Builder::new().prefix("strata-suite-").tempdir().expect("a temp dir");
+                let p = d.path().to_path_buf();
+                (Box::new(d), p)
+            }
+            Backing::Scratch(kind, size) => {
+                let s = ScratchFs::new(kind, size)
+                    .unwrap_or_else(|e| panic!("a loop-mounted {} for the suite: {e}", kind.name()));
+                let p = s.path().to_path_buf();
+                (Box::new(s), p)
+            }
+        };
+        *SHARED.lock().unwrap() = Some(held);
+        // SAFETY: registers a plain extern "C" function with no arguments.
+        unsafe { libc::atexit(release_shared) };
+        path
+    }))
+}
+
+/// Runs one case in a fresh driver folder under the binary's shared base; unmounts what
+/// it left mounted and then panics with its failure, naming the driver and the case.
+pub fn run_case(driver_name: &str, backing: Backing, factory: Factory, name: &str, case: fn(&Ctx)) {
+    let Some(base) = shared_base(backing) else { return };
+    let dir = base.join(name);
+    let root = dir.join("driver");
+    let outside = dir.join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("secret"), b"secret").unwrap();
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let driver = factory(&root).unwrap_or_else(|e| panic!("cannot make the driver: {e}"));
+        let ctx = Ctx { driver, root: root.clone(), outside: outside.clone() };
+        case(&ctx);
+        // Nothing a hostile tar did may have reached outside the root.
+        assert_eq!(fs::read(outside.join("secret")).unwrap(), b"secret", "outside/secret was changed");
+        let names: Vec<_> = fs::read_dir(&outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("secret")], "something was written outside the root");
+    }));
+    unmount_all_under(&dir);
+    if let Err(e) = result {
+        eprintln!("conformance {driver_name}: {name} failed");
+        std::panic::resume_unwind(e);
+    }
+    // A passed case's folder goes now, so a long binary does not fill the disk.
+    let _ = fs::remove_dir_all(&dir);
 }
 
 /// Mount points at or below `dir`, deepest first.
@@ -188,7 +246,7 @@ fn base_tar() -> Vec<u8> {
 // ---------------------------------------------------------------------------------
 // The cases.
 
-fn apply_and_read_back(ctx: &Ctx) {
+pub fn apply_and_read_back(ctx: &Ctx) {
     let size = apply(ctx, "base", None, &base_tar()).unwrap();
     assert_eq!(size, 7 + 8 + 20 + 3, "applied size is the content bytes");
     let child = TarBuilder::new().dir("etc").file("etc/hostname", b"child\n").file("etc/new", b"new").build();
@@ -214,7 +272,7 @@ fn apply_and_read_back(ctx: &Ctx) {
     assert_no_leftovers(ctx);
 }
 
-fn whiteouts_hide_lower_entries(ctx: &Ctx) {
+pub fn whiteouts_hide_lower_entries(ctx: &Ctx) {
     must_apply(ctx, "base", None, &base_tar());
     must_apply(
         ctx,
@@ -230,7 +288,7 @@ fn whiteouts_hide_lower_entries(ctx: &Ctx) {
     with_view(ctx, "base", |v| assert!(v.join("b/z").exists(), "a whiteout must not touch the parent layer"));
 }
 
-fn opaque_directories_hide_lower_content(ctx: &Ctx) {
+pub fn opaque_directories_hide_lower_content(ctx: &Ctx) {
     must_apply(ctx, "base", None, &base_tar());
     // The marker before and after the directory's new entries.
     must_apply(ctx, "before", Some("base"), &TarBuilder::new().dir("a").opaque("a").file("a/new", b"n").build());
@@ -247,7 +305,7 @@ fn opaque_directories_hide_lower_content(ctx: &Ctx) {
     });
 }
 
-fn whiteout_keeps_what_the_same_tar_made(ctx: &Ctx) {
+pub fn whiteout_keeps_what_the_same_tar_made(ctx: &Ctx) {
     must_apply(ctx, "base", None, &base_tar());
     let t = TarBuilder::new()
         .file("a/x", b"mine")
@@ -266,7 +324,7 @@ fn whiteout_keeps_what_the_same_tar_made(ctx: &Ctx) {
     });
 }
 
-fn file_and_directory_replace_each_other(ctx: &Ctx) {
+pub fn file_and_directory_replace_each_other(ctx: &Ctx) {
     must_apply(ctx, "base", None, &base_tar());
     // a (directory) becomes a file, etc/hostname (file) a directory.
     let t = TarBuilder::new().file("a", b"now a file").dir("etc/hostname").file("etc/hostname/inner", b"i").build();
@@ -288,7 +346,7 @@ fn file_and_directory_replace_each_other(ctx: &Ctx) {
     });
 }
 
-fn directory_deleted_then_recreated_in_a_later_layer(ctx: &Ctx) {
+pub fn directory_deleted_then_recreated_in_a_later_layer(ctx: &Ctx) {
     // BuildKit #2614: L1 has d/a, L2 deletes d, L3 makes d again with d/x.
     must_apply(
         ctx,
@@ -308,7 +366,7 @@ fn directory_deleted_then_recreated_in_a_later_layer(ctx: &Ctx) {
     with_view(ctx, "m3", |v| assert_eq!(names(&v.join("d")), set(&[])));
 }
 
-fn special_files_and_metadata(ctx: &Ctx) {
+pub fn special_files_and_metadata(ctx: &Ctx) {
     let caps = vec![1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]; // cap_net_bind_service, v2
     let t = TarBuilder::new()
         .dir("d")
@@ -355,7 +413,7 @@ fn special_files_and_metadata(ctx: &Ctx) {
     });
 }
 
-fn sparse_files_keep_their_holes(ctx: &Ctx) {
+pub fn sparse_files_keep_their_holes(ctx: &Ctx) {
     let size = 256 << 20;
     let mut head = b"head".to_vec();
     head.resize(4096, b'.');
@@ -379,7 +437,7 @@ fn sparse_files_keep_their_holes(ctx: &Ctx) {
     });
 }
 
-fn directory_mtimes_are_the_tars(ctx: &Ctx) {
+pub fn directory_mtimes_are_the_tars(ctx: &Ctx) {
     let t = TarBuilder::new()
         .dir_with("d", EntryMeta { mode: 0o755, mtime: 1_000_000_000, ..Default::default() })
         .dir_with("locked", EntryMeta { mode: 0o000, mtime: 1_100_000_000, ..Default::default() })
@@ -402,7 +460,7 @@ fn directory_mtimes_are_the_tars(ctx: &Ctx) {
     with_view(ctx, "l", |v| assert_eq!(fs::symlink_metadata(v.join("d/f")).unwrap().mtime(), 1_200_000_000));
 }
 
-fn remove_refuses_while_mounted_or_parent(ctx: &Ctx) {
+pub fn remove_refuses_while_mounted_or_parent(ctx: &Ctx) {
     must_apply(ctx, "base", None, &base_tar());
     ctx.driver.create("ctr", Some("base"), true).unwrap();
     assert!(matches!(ctx.driver.remove("base").unwrap_err().cause, Cause::HasChildren(_)));
@@ -419,7 +477,7 @@ fn remove_refuses_while_mounted_or_parent(ctx: &Ctx) {
     assert_no_leftovers(ctx);
 }
 
-fn mounts_are_shared_and_counted(ctx: &Ctx) {
+pub fn mounts_are_shared_and_counted(ctx: &Ctx) {
     must_apply(ctx, "base", None, &base_tar());
     ctx.driver.create("ctr", Some("base"), true).unwrap();
     let p1 = ctx.driver.mount("ctr").unwrap();
@@ -646,7 +704,7 @@ pub fn scripted_diff(driver: &dyn Driver) -> (Vec<u8>, Tree) {
     (tar, tree)
 }
 
-fn diff_of_scripted_changes(ctx: &Ctx) {
+pub fn diff_of_scripted_changes(ctx: &Ctx) {
     let (tar, tree) = scripted_diff(ctx.driver.as_ref());
     let got = ctx.driver.changes("ctr").unwrap();
     assert_eq!(got, scripted_expected_changes(), "changes()");
@@ -662,7 +720,7 @@ fn diff_of_scripted_changes(ctx: &Ctx) {
     assert_eq!(tar_listing(&again), tar_listing(&tar));
 }
 
-fn diff_of_applied_layer_replays(ctx: &Ctx) {
+pub fn diff_of_applied_layer_replays(ctx: &Ctx) {
     must_apply(ctx, "base", None, &base_tar());
     let top = TarBuilder::new()
         .dir("a")
@@ -690,7 +748,7 @@ fn diff_of_applied_layer_replays(ctx: &Ctx) {
     assert!(names.contains(&"usr/bin/tool".to_string()) && names.contains(&"bin".to_string()), "{names:?}");
 }
 
-fn bad_input_leaves_nothing(ctx: &Ctx) {
+pub fn bad_input_leaves_nothing(ctx: &Ctx) {
     must_apply(ctx, "base", None, &base_tar());
     let good = TarBuilder::new().file("big", &vec![1u8; 100_000]).file("after", b"a").build();
     let truncated = &good[..good.len() / 2];
@@ -725,7 +783,7 @@ fn bad_input_leaves_nothing(ctx: &Ctx) {
     );
 }
 
-fn hostile_tars_stay_inside(ctx: &Ctx) {
+pub fn hostile_tars_stay_inside(ctx: &Ctx) {
     must_apply(ctx, "base", None, &base_tar());
     let corpus = crate::hostile::corpus(&ctx.outside);
     assert!(corpus.len() >= 30, "the corpus has {} tars", corpus.len());
@@ -766,7 +824,7 @@ fn hostile_tars_stay_inside(ctx: &Ctx) {
     with_view(ctx, "h-whiteout-then-recreate", |v| assert_eq!(names(&v.join("a")), set(&["new"])));
 }
 
-fn writes_through_lower_symlinks_are_refused(ctx: &Ctx) {
+pub fn writes_through_lower_symlinks_are_refused(ctx: &Ctx) {
     let out = ctx.outside.to_string_lossy().into_owned();
     must_apply(
         ctx,
@@ -786,7 +844,7 @@ fn writes_through_lower_symlinks_are_refused(ctx: &Ctx) {
     assert_no_leftovers(ctx);
 }
 
-fn zero_zero_char_device_is_refused(ctx: &Ctx) {
+pub fn zero_zero_char_device_is_refused(ctx: &Ctx) {
     must_apply(ctx, "base", None, &base_tar());
     let t = TarBuilder::new().device("a/x", tar::EntryType::Char, 0, 0, EntryMeta::default()).build();
     let e = apply(ctx, "dev", Some("base"), &t).unwrap_err();
@@ -795,7 +853,7 @@ fn zero_zero_char_device_is_refused(ctx: &Ctx) {
     with_view(ctx, "base", |v| assert!(v.join("a/x").is_file()));
 }
 
-fn usage_and_status(ctx: &Ctx) {
+pub fn usage_and_status(ctx: &Ctx) {
     must_apply(ctx, "base", None, &TarBuilder::new().file("big", &vec![3u8; 1 << 20]).file("small", b"s").build());
     let u = ctx.driver.usage("base").unwrap();
     assert!(u.bytes >= 1 << 20, "usage {u:?} must count the 1 MiB file");

@@ -1,13 +1,6 @@
-//! overlay runs the shared conformance suite unchanged.
+//! overlay runs the shared conformance suite unchanged, one test per case.
 
-use driver_core::conformance;
+use driver_core::conformance::Backing;
 use driver_overlay::OverlayDriver;
 
-#[test]
-fn overlay_passes_the_conformance_suite() {
-    if !driver_core::scratch::privileged("the overlay conformance suite") {
-        return;
-    }
-    let base = tempfile::tempdir().unwrap();
-    conformance::run("overlay", base.path(), &|root| Ok(Box::new(OverlayDriver::new(root)?)));
-}
+driver_core::conformance_tests!("overlay", Backing::TempDir, |root| Ok(Box::new(OverlayDriver::new(root)?)));
