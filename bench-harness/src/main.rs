@@ -172,10 +172,17 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", printable(&e.to_string()));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error line with control characters escaped: a message can quote bytes from a
+/// hostile file or server (a name, a registry's answer), and those must not reach the
+/// terminal as escape sequences or break the one-line contract.
+fn printable(msg: &str) -> String {
+    msg.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 fn run(cli: Cli) -> Result<(), Error> {

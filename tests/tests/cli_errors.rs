@@ -70,3 +70,51 @@ fn every_reachable_error_is_one_clear_line_and_changes_nothing() {
         check_each_error(driver);
     }
 }
+
+/// Files people hand over as layers by mistake, made by the real tools (Python's zipfile,
+/// lzma and bz2 write the same formats as zip, xz and bzip2): each is refused with one
+/// line that says what the file looks like and which formats strata reads, with no
+/// binary bytes in it, and the store is unchanged.
+#[test]
+fn files_that_are_not_layers_say_what_they_look_like() {
+    if !privileged("the CLI error tests") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("layer.tar");
+    std::fs::write(&tar, TarBuilder::new().dir("etc").file("etc/a", b"a").build()).unwrap();
+    let script = r#"
+import bz2, lzma, os, sys, zipfile
+d, tar = sys.argv[1], sys.argv[2]
+data = open(tar, "rb").read()
+with zipfile.ZipFile(os.path.join(d, "layer.zip"), "w", zipfile.ZIP_DEFLATED) as z:
+    z.writestr("layer.tar", data)
+open(os.path.join(d, "layer.tar.xz"), "wb").write(lzma.compress(data))
+open(os.path.join(d, "layer.tar.bz2"), "wb").write(bz2.compress(data))
+open(os.path.join(d, "empty.tar"), "wb").close()
+open(os.path.join(d, "noise.bin"), "wb").write(bytes([0x1b, 0x5b, 0x32, 0x4a, 0x07, 0x0d]) + os.urandom(8000))
+"#;
+    let made = Command::new("python3").args(["-c", script]).arg(work.path()).arg(&tar).status().unwrap();
+    assert!(made.success(), "python3 could not write the test files");
+    let cases = [
+        ("layer.zip", "it looks like a zip archive"),
+        ("layer.tar.xz", "it looks like an xz stream"),
+        ("layer.tar.bz2", "it looks like a bzip2 stream"),
+        ("empty.tar", "empty file (0 bytes)"),
+        ("noise.bin", "it starts with bytes 1b 5b 32 4a 07 0d"),
+    ];
+    for driver in ["vfs", "overlay"] {
+        let s = Strata::new(driver);
+        s.ok(&["layer", "apply", "base", tar.to_str().unwrap()]);
+        let before = s.state();
+        for (file, want) in cases {
+            let path = work.path().join(file);
+            let e = s.fails(&["layer", "apply", "x", "--parent", "base", path.to_str().unwrap()]);
+            assert!(e.contains(want), "{driver} {file}: {e:?} should say {want:?}");
+            assert!(e.contains("strata reads layers as tar, tar+gzip or tar+zstd"), "{driver} {file}: {e}");
+            assert!(e.starts_with("error: layer x: "), "{driver} {file}: {e}");
+            assert!(!e.chars().any(|c| c.is_control()), "{driver} {file}: control characters in {e:?}");
+            assert_eq!(s.state(), before, "{driver} {file} changed the store");
+        }
+    }
+}
