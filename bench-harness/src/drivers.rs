@@ -4,21 +4,89 @@ use std::path::Path;
 
 use driver_core::{Cause, Driver, Error};
 
-/// Opens driver `name` in its own subfolder of `root`.
+/// The drivers strata has, by name.
+const DRIVERS: [&str; 3] = ["overlay", "vfs", "btrfs"];
+
+/// The file in a root that names the driver the root was made with. Docker and podman
+/// keep the driver a root was made with; without this, `auto` decided again on every
+/// command, so a store made as non-root (auto chose vfs) was invisible to root on the
+/// same `--root` (auto chose overlay).
+const RECORD: &str = "driver";
+
+/// Opens driver `name` in its own subfolder of `root`. The first command on a root
+/// records the driver it used; later `auto` uses that one, and an explicit driver that
+/// differs from it is an error naming both.
 pub fn open(name: &str, root: &Path) -> Result<Box<dyn Driver>, Error> {
+    if name != "auto" && !DRIVERS.contains(&name) {
+        return Err(Error::new(Cause::Unsupported(format!("driver {name:?} (choose overlay, vfs, btrfs or auto)"))));
+    }
+    let chosen = match (recorded(root)?, name) {
+        (Some(held), "auto") => held,
+        (Some(held), asked) if held != asked => return Err(Error::new(Cause::Refused(format!(
+            "{} holds a {held} store; --driver {asked} cannot use it (use --driver {held} or auto, or another --root)",
+            root.display()
+        )))),
+        (Some(held), _) => held,
+        (None, "auto") => {
+            let (chosen, why) = choose(root);
+            eprintln!("strata: --driver auto chose {chosen}: {why}");
+            record(root, chosen)?
+        }
+        (None, asked) => record(root, asked)?,
+    };
+    open_named(&chosen, root)
+}
+
+fn open_named(name: &str, root: &Path) -> Result<Box<dyn Driver>, Error> {
     match name {
         "vfs" => Ok(Box::new(driver_vfs::VfsDriver::new(&root.join("vfs"))?)),
         "overlay" => Ok(Box::new(driver_overlay::OverlayDriver::new(&root.join("overlay"))?)),
         "btrfs" => Ok(Box::new(driver_btrfs::BtrfsDriver::new(&root.join("btrfs"))?)),
-        "auto" => {
-            let (chosen, why) = choose(root);
-            // Say which and why when the choice is first made (its folder is new).
-            if !root.join(chosen).exists() {
-                eprintln!("strata: --driver auto chose {chosen}: {why}");
+        other => Err(Error::new(Cause::Corrupt(format!("{}: unknown driver {other:?}", root.join(RECORD).display())))),
+    }
+}
+
+/// The driver `root` holds: its record, or for a root made before records were kept,
+/// its one driver folder (a root with several driver folders records nothing, and
+/// every driver in it stays usable by name).
+fn recorded(root: &Path) -> Result<Option<String>, Error> {
+    let path = root.join(RECORD);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let name = s.trim();
+            if !DRIVERS.contains(&name) {
+                return Err(Error::new(Cause::Corrupt(format!("{}: unknown driver {name:?}", path.display()))));
             }
-            open(chosen, root)
+            Ok(Some(name.to_string()))
         }
-        other => Err(Error::new(Cause::Unsupported(format!("driver {other:?} (choose overlay, vfs, btrfs or auto)")))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let present: Vec<&str> = DRIVERS.iter().copied().filter(|d| root.join(d).is_dir()).collect();
+            match present.as_slice() {
+                [only] => Ok(Some(record(root, only)?)),
+                _ => Ok(None),
+            }
+        }
+        Err(e) => Err(Error::new(e).with_path(&path)),
+    }
+}
+
+/// Records `name` as the root's driver unless another process recorded one first (the
+/// record is published with link(2), which never replaces); returns the recorded one.
+fn record(root: &Path, name: &str) -> Result<String, Error> {
+    let io_err = |e: std::io::Error| Error::new(e).with_path(root);
+    std::fs::create_dir_all(root).map_err(io_err)?;
+    let tmp = tempfile::NamedTempFile::new_in(root).map_err(io_err)?;
+    std::fs::write(tmp.path(), format!("{name}\n")).map_err(io_err)?;
+    tmp.as_file().sync_all().map_err(io_err)?;
+    match std::fs::hard_link(tmp.path(), root.join(RECORD)) {
+        Ok(()) => {
+            std::fs::File::open(root).and_then(|d| d.sync_all()).map_err(io_err)?;
+            Ok(name.to_string())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            recorded(root)?.ok_or_else(|| Error::new(Cause::Corrupt(format!("{}: empty", root.join(RECORD).display()))))
+        }
+        Err(e) => Err(io_err(e)),
     }
 }
 

@@ -118,3 +118,62 @@ open(os.path.join(d, "noise.bin"), "wb").write(bytes([0x1b, 0x5b, 0x32, 0x4a, 0x
         }
     }
 }
+
+/// The first command on a root records its driver; later `auto` uses that driver, and
+/// an explicit `--driver` that differs is refused naming both. The case from the field:
+/// a store made by a user who cannot mount overlay (auto chose vfs) stays visible to
+/// root on the same `--root`, where auto alone would choose overlay.
+#[test]
+fn a_root_keeps_the_driver_it_was_made_with() {
+    if !privileged("the driver-record tests") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    std::fs::create_dir(&root).unwrap();
+    for p in [work.path(), &root] {
+        std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
+    }
+    let strata = |as_nobody: bool, args: &[&str]| {
+        let mut c = if as_nobody {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(strata_bin());
+            c
+        } else {
+            Command::new(strata_bin())
+        };
+        c.arg("--root").arg(&root).args(args).output().unwrap()
+    };
+    // (A user without CAP_CHOWN cannot apply root-owned tars; an empty layer will do.)
+    let made = strata(true, &["--driver", "auto", "layer", "create", "base"]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        String::from_utf8_lossy(&made.stderr).contains("--driver auto chose vfs"),
+        "a user without mounts gets vfs"
+    );
+    assert_eq!(std::fs::read_to_string(root.join("driver")).unwrap(), "vfs\n");
+
+    // root, auto: the same store, and no new choice is announced.
+    let listed = strata(false, &["--driver", "auto", "layer", "ls", "--json"]);
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("\"base\""), "root's auto must see the vfs store");
+    assert!(!String::from_utf8_lossy(&listed.stderr).contains("chose"), "no second choice");
+    assert!(!root.join("overlay").exists(), "auto must not start an overlay store beside it");
+
+    // An explicit driver that differs: one error line naming both, nothing made.
+    let refused = strata(false, &["--driver", "overlay", "layer", "ls"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("holds a vfs store") && errors[0].contains("--driver overlay"), "{stderr}");
+    assert!(!root.join("overlay").exists(), "a refused driver must not make its folder");
+    // The named driver that matches works.
+    assert!(strata(false, &["--driver", "vfs", "layer", "ls"]).status.success());
+
+    // A root made before records were kept (one driver folder, no record) is adopted.
+    std::fs::remove_file(root.join("driver")).unwrap();
+    let adopted = strata(false, &["--driver", "auto", "layer", "ls", "--json"]);
+    assert!(String::from_utf8_lossy(&adopted.stdout).contains("\"base\""));
+    assert_eq!(std::fs::read_to_string(root.join("driver")).unwrap(), "vfs\n");
+}
