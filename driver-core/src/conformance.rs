@@ -32,6 +32,9 @@ use crate::scratch::{FsKind, ScratchFs};
 pub use crate::tarbuild::{EntryMeta, TarBuilder};
 use crate::tree::{CompareOptions, Tree};
 
+mod exact;
+pub use exact::*;
+
 /// Makes a driver whose folder is the given (empty) directory.
 pub type Factory = fn(&Path) -> Result<Box<dyn Driver>>;
 
@@ -69,6 +72,12 @@ macro_rules! conformance_tests {
             writes_through_lower_symlinks_are_refused
             zero_zero_char_device_is_refused
             usage_and_status
+            recreated_directory_hides_all_lower_descendants
+            whiteout_names_are_refused
+            overlay_reserved_things_are_refused
+            hardlink_split_and_join_are_carried
+            whiteout_deeper_than_path_max_applies
+            write_to_lower_hardlink
         );
     };
     (@cases ($driver:literal, $backing:expr, $factory:expr) $($case:ident)*) => {

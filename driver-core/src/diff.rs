@@ -277,17 +277,20 @@ pub fn naive_diff(layer_id: &str, layer: &Path, parent: Option<&Path>) -> Result
 pub fn walk_diff(layer_id: &str, layer: &Path, parent: Option<&Path>, kind: &LayerKind) -> Result<NaiveDiff> {
     let mut walk = Walk {
         layer_root: layer.to_path_buf(),
+        parent_root: parent.map(Path::to_path_buf),
         out: NaiveDiff::default(),
         inodes: BTreeMap::new(),
         kind: kind.clone(),
+        linked: Vec::new(),
     };
     let lfd = sys::open_dir(layer).map_err(|e| Error::at(layer_id, layer, e))?;
     let pfd = match parent {
         Some(p) => Some(sys::open_dir(p).map_err(|e| Error::at(layer_id, p, e))?),
         None => None,
     };
-    walk.dir(Path::new(""), lfd.as_fd(), pfd.as_ref().map(|f| f.as_fd())).map_err(|e| e.in_layer(layer_id))?;
-    walk.add_hardlink_siblings();
+    walk.dir(Path::new(""), lfd.as_fd(), pfd.as_ref().map(|f| f.as_fd()), false).map_err(|e| e.in_layer(layer_id))?;
+    walk.link_groups(lfd.as_fd(), pfd.as_ref().map(|f| f.as_fd())).map_err(|e| e.in_layer(layer_id))?;
+    walk.add_hardlink_siblings().map_err(|e| e.in_layer(layer_id))?;
     let mut out = walk.out;
     out.changes.sort();
     Ok(out)
@@ -295,10 +298,57 @@ pub fn walk_diff(layer_id: &str, layer: &Path, parent: Option<&Path>, kind: &Lay
 
 struct Walk {
     layer_root: PathBuf,
+    parent_root: Option<PathBuf>,
     out: NaiveDiff,
     /// (dev, ino) → (paths, emitted?) for non-directories with several names.
     inodes: BTreeMap<(u64, u64), (Vec<PathBuf>, bool)>,
     kind: LayerKind,
+    /// Non-directories in both layer and parent where either side has several names.
+    linked: Vec<Linked>,
+}
+
+/// Which inode a name has in the layer's view: one of the layer's own, or (on an
+/// overlay upper, for a name the layer did not touch) the parent's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Ident {
+    Layer(u64, u64),
+    Parent(u64, u64),
+}
+
+/// A name present in both trees, with its inode on each side.
+#[derive(Clone, Debug)]
+struct Linked {
+    path: PathBuf,
+    layer: Ident,
+    layer_nlink: u64,
+    parent: (u64, u64),
+    parent_nlink: u64,
+}
+
+/// Whether an xattr is the driver's own bookkeeping on an overlay upper (opaque,
+/// origin, impure, ...), not content. `<prefix>overlay.*` is a user's `<prefix>*` that
+/// overlayfs escaped (Linux 6.7+), so it is content.
+fn is_internal_xattr(kind: &LayerKind, name: &str) -> bool {
+    match kind {
+        LayerKind::OverlayUpper { xattr_prefix } => {
+            name.starts_with(xattr_prefix.as_str()) && !name[xattr_prefix.len()..].starts_with("overlay.")
+        }
+        _ => false,
+    }
+}
+
+/// The name a user gave an overlay xattr that overlayfs stored escaped.
+fn user_xattr_name(kind: &LayerKind, name: &str) -> String {
+    match kind {
+        LayerKind::OverlayUpper { xattr_prefix } if name.starts_with(&format!("{xattr_prefix}overlay.")) => {
+            format!("{xattr_prefix}{}", &name[xattr_prefix.len() + "overlay.".len()..])
+        }
+        _ => name.to_string(),
+    }
+}
+
+fn refused(msg: impl Into<String>) -> Error {
+    Error::new(Cause::Refused(msg.into()))
 }
 
 /// Whether `st` is an overlayfs whiteout (a 0/0 character device).
@@ -311,13 +361,42 @@ fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> Result<nix::sys::stat::FileStat
 }
 
 impl Walk {
-    fn node(&mut self, rel: &Path, kind: ChangeKind) {
-        self.out.entries.push(DiffEntry::Node {
-            path: rel.to_path_buf(),
-            source: self.layer_root.join(rel),
-            data: None,
-        });
+    fn node(&mut self, rel: &Path, kind: ChangeKind) -> Result<()> {
+        let source = self.layer_root.join(rel);
+        self.node_from(rel, source, kind)
+    }
+
+    fn node_from(&mut self, rel: &Path, source: PathBuf, kind: ChangeKind) -> Result<()> {
+        if rel.file_name().is_some_and(|n| n.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes())) {
+            return Err(refused(
+                "the name begins with .wh., which an OCI layer reads as a whiteout (applied, it would delete \
+                 data); rename it",
+            )
+            .with_path(rel));
+        }
+        self.out.entries.push(DiffEntry::Node { path: rel.to_path_buf(), source, data: None });
         self.out.changes.push(Change { path: rel.to_path_buf(), kind });
+        Ok(())
+    }
+
+    /// Refuses what a layer tar cannot carry: the overlayfs xattr namespaces (apply
+    /// refuses them; overlay would read them as its own) and a 0/0 character device
+    /// (overlayfs's whiteout; on an overlay upper those are deletions, not entries).
+    fn check_carriable(&self, dir: BorrowedFd<'_>, name: &OsStr, st: &nix::sys::stat::FileStat) -> Result<()> {
+        if is_whiteout(st) {
+            return Err(refused(
+                "a 0/0 character device is an overlayfs whiteout, which an OCI layer cannot carry as a file",
+            ));
+        }
+        for x in sys::list_xattrs(XattrTarget::NoFollow(&sys::proc_path(dir, name)))? {
+            if is_overlay_xattr(&x) && !is_internal_xattr(&self.kind, &x) {
+                return Err(refused(format!(
+                    "the xattr {} is in overlayfs's reserved namespace, which an OCI layer cannot carry",
+                    user_xattr_name(&self.kind, &x)
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn note_inode(&mut self, rel: &Path, st: &nix::sys::stat::FileStat, emitted: bool) {
@@ -328,17 +407,121 @@ impl Walk {
         }
     }
 
-    /// Every name of an inode that is written goes in the tar, or the link would split.
-    fn add_hardlink_siblings(&mut self) {
-        let emitted: BTreeSet<PathBuf> = self
-            .out
+    fn emitted(&self) -> BTreeSet<PathBuf> {
+        self.out
             .entries
             .iter()
             .filter_map(|e| match e {
                 DiffEntry::Node { path, .. } => Some(path.clone()),
                 _ => None,
             })
-            .collect();
+            .collect()
+    }
+
+    /// Link structure is content: a hardlinked pair split by deleting one name and
+    /// making it again (same content, same mtime), or two files joined by a link, is a
+    /// change even when every name's own metadata is equal. A parent inode whose
+    /// surviving names no longer share one inode, and a layer inode whose names were
+    /// different inodes in the parent, have all those names written. On an overlay
+    /// upper or a filtered walk the parent's other names of an inode are found by one
+    /// walk of the parent, made only when a visited name's parent inode has several.
+    fn link_groups(&mut self, lfd: BorrowedFd<'_>, pfd: Option<BorrowedFd<'_>>) -> Result<()> {
+        let mut by_parent: BTreeMap<(u64, u64), BTreeMap<PathBuf, Ident>> = BTreeMap::new();
+        for l in self.linked.iter().filter(|l| l.parent_nlink > 1) {
+            by_parent.entry(l.parent).or_default().insert(l.path.clone(), l.layer);
+        }
+        if let (Some(pfd), false) = (pfd, matches!(self.kind, LayerKind::Full) || by_parent.is_empty()) {
+            let want: BTreeSet<(u64, u64)> = by_parent.keys().copied().collect();
+            let mut found = BTreeMap::new();
+            scan_inodes(pfd, Path::new(""), &want, &mut found)?;
+            for (key, paths) in found {
+                for p in paths {
+                    if by_parent.get(&key).is_some_and(|m| m.contains_key(&p)) {
+                        continue;
+                    }
+                    if let Some(ident) = self.unvisited_ident(lfd, &p, key)? {
+                        by_parent.entry(key).or_default().insert(p, ident);
+                    }
+                }
+            }
+        }
+        let mut split: Vec<(PathBuf, Ident)> = Vec::new();
+        for names in by_parent.values() {
+            let first = names.values().next().copied();
+            if names.values().any(|i| Some(*i) != first) {
+                split.extend(names.iter().map(|(p, i)| (p.clone(), *i)));
+            }
+        }
+        let mut by_layer: BTreeMap<Ident, BTreeSet<(u64, u64)>> = BTreeMap::new();
+        for l in self.linked.iter().filter(|l| l.layer_nlink > 1) {
+            by_layer.entry(l.layer).or_default().insert(l.parent);
+        }
+        for l in &self.linked {
+            if by_layer.get(&l.layer).is_some_and(|ps| ps.len() > 1) {
+                split.push((l.path.clone(), l.layer));
+            }
+        }
+        let emitted = self.emitted();
+        let mut done = BTreeSet::new();
+        for (path, ident) in split {
+            if emitted.contains(&path) || !done.insert(path.clone()) {
+                continue;
+            }
+            match (ident, &self.parent_root) {
+                // A name the overlay layer did not touch shows the parent's inode.
+                (Ident::Parent(..), Some(parent)) => {
+                    let source = parent.join(&path);
+                    self.node_from(&path, source, ChangeKind::Modified)?
+                }
+                _ => self.node(&path, ChangeKind::Modified)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The inode that a parent name not visited by the walk has in the layer's view, or
+    /// None if the layer deleted it.
+    fn unvisited_ident(&self, lfd: BorrowedFd<'_>, rel: &Path, parent: (u64, u64)) -> Result<Option<Ident>> {
+        let (dir, name) = (rel.parent().unwrap_or(Path::new("")), rel.file_name().unwrap_or_default());
+        match &self.kind {
+            LayerKind::OverlayUpper { xattr_prefix } => {
+                let opaque = format!("{xattr_prefix}opaque");
+                let mut cur = sys::open_dir_in(lfd, Path::new("")).at_path(rel)?;
+                let comps: Vec<&OsStr> = rel.iter().collect();
+                for (i, c) in comps.iter().enumerate() {
+                    let hides = sys::get_xattr(XattrTarget::Fd(cur.as_raw_fd()), &opaque).at_path(rel)?;
+                    if hides.is_some_and(|v| v == b"y") {
+                        return Ok(None);
+                    }
+                    match sys::lstat_at(cur.as_fd(), c).at_path(rel)? {
+                        None => return Ok(Some(Ident::Parent(parent.0, parent.1))),
+                        Some(st) if is_whiteout(&st) => return Ok(None),
+                        Some(st) if sys::is_dir(&st) && i + 1 < comps.len() => {
+                            cur = sys::open_at(cur.as_fd(), c, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0).at_path(rel)?;
+                        }
+                        // A file over a lower directory hides what was below it.
+                        Some(_) if i + 1 < comps.len() => return Ok(None),
+                        Some(st) => return Ok(Some(Ident::Layer(st.st_dev, st.st_ino))),
+                    }
+                }
+                Ok(None)
+            }
+            _ => {
+                let d = match sys::open_dir_in(lfd, dir) {
+                    Ok(d) => d,
+                    Err(_) => return Ok(None),
+                };
+                Ok(sys::lstat_at(d.as_fd(), name)
+                    .at_path(rel)?
+                    .filter(|st| !sys::is_dir(st))
+                    .map(|st| Ident::Layer(st.st_dev, st.st_ino)))
+            }
+        }
+    }
+
+    /// Every name of an inode that is written goes in the tar, or the link would split.
+    fn add_hardlink_siblings(&mut self) -> Result<()> {
+        let emitted = self.emitted();
         let extra: Vec<PathBuf> = self
             .inodes
             .values()
@@ -346,11 +529,15 @@ impl Walk {
             .flat_map(|(paths, _)| paths.iter().filter(|p| !emitted.contains(*p)).cloned())
             .collect();
         for p in extra {
-            self.node(&p, ChangeKind::Modified);
+            self.node(&p, ChangeKind::Modified)?;
         }
+        Ok(())
     }
 
-    fn dir(&mut self, rel: &Path, lfd: BorrowedFd<'_>, pfd: Option<BorrowedFd<'_>>) -> Result<()> {
+    /// Walks directory `rel`. `hidden`: an ancestor hides the parent's content (an
+    /// overlay upper's opaque directory hides everything below it, not just its own
+    /// names: a directory made inside it has no lower either).
+    fn dir(&mut self, rel: &Path, lfd: BorrowedFd<'_>, pfd: Option<BorrowedFd<'_>>, hidden: bool) -> Result<()> {
         let mut layer_names: BTreeSet<OsString> = sys::read_dir_names(lfd).at_path(rel)?.into_iter().collect();
         let parent_names = || -> Result<BTreeSet<OsString>> {
             match pfd {
@@ -361,6 +548,7 @@ impl Walk {
         // Which names the layer's view of this directory holds, and which were in the
         // parent's: every name on a full tree; on an overlay upper, only where the
         // layer deleted something (whiteouts, an opaque directory) is the parent read.
+        let mut hides_lower = false;
         let (view_names, parent_list) = match &self.kind {
             LayerKind::Full => {
                 let p = parent_names()?;
@@ -379,9 +567,11 @@ impl Walk {
                     }
                 }
                 layer_names.retain(|n| !whiteouts.contains(n));
-                let opaque = sys::get_xattr(XattrTarget::Fd(lfd.as_raw_fd()), &format!("{xattr_prefix}opaque"))
-                    .at_path(rel)?
-                    .is_some_and(|v| v == b"y");
+                let opaque = hidden
+                    || sys::get_xattr(XattrTarget::Fd(lfd.as_raw_fd()), &format!("{xattr_prefix}opaque"))
+                        .at_path(rel)?
+                        .is_some_and(|v| v == b"y");
+                hides_lower = opaque;
                 if pfd.is_some() && (opaque || !whiteouts.is_empty()) {
                     let p = parent_names()?;
                     let view: BTreeSet<OsString> = if opaque {
@@ -431,9 +621,21 @@ impl Walk {
                 }
             };
             if let Some(kind) = changed {
-                self.node(&child, kind);
+                self.check_carriable(lfd, name, &lst).map_err(|e| e.with_path(&child))?;
+                self.node(&child, kind)?;
             }
             self.note_inode(&child, &lst, changed.is_some());
+            if let Some(pst) = &pst {
+                if !ldir && !sys::is_dir(pst) && (lst.st_nlink > 1 || pst.st_nlink > 1) {
+                    self.linked.push(Linked {
+                        path: child.clone(),
+                        layer: Ident::Layer(lst.st_dev, lst.st_ino),
+                        layer_nlink: lst.st_nlink,
+                        parent: (pst.st_dev, pst.st_ino),
+                        parent_nlink: pst.st_nlink,
+                    });
+                }
+            }
             if ldir {
                 let sub = sys::open_at(lfd, name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0).at_path(&child)?;
                 let psub: Option<OwnedFd> = match (&pst, pfd) {
@@ -442,7 +644,7 @@ impl Walk {
                     }
                     _ => None,
                 };
-                self.dir(&child, sub.as_fd(), psub.as_ref().map(|f| f.as_fd()))?;
+                self.dir(&child, sub.as_fd(), psub.as_ref().map(|f| f.as_fd()), hides_lower)?;
             }
         }
         Ok(())
@@ -474,7 +676,11 @@ impl Walk {
         }
         let lx = sys::read_xattrs(XattrTarget::NoFollow(&sys::proc_path(lfd, name)))?;
         let px = sys::read_xattrs(XattrTarget::NoFollow(&sys::proc_path(pfd, name)))?;
-        let strip = |v: Vec<(String, Vec<u8>)>| v.into_iter().filter(|(n, _)| !is_overlay_xattr(n)).collect::<Vec<_>>();
+        // Only the driver's own bookkeeping is left out: an overlay xattr a user set
+        // is a change (which the diff then refuses).
+        let strip = |v: Vec<(String, Vec<u8>)>| {
+            v.into_iter().filter(|(n, _)| !is_internal_xattr(&self.kind, n)).collect::<Vec<_>>()
+        };
         if strip(lx) != strip(px) {
             return Ok(true);
         }
@@ -494,6 +700,27 @@ impl Walk {
             _ => Ok(false),
         }
     }
+}
+
+/// Paths (relative to `dir`, which is `rel`) of the non-directories whose inode is in
+/// `want`, by inode.
+fn scan_inodes(
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    want: &BTreeSet<(u64, u64)>,
+    out: &mut BTreeMap<(u64, u64), Vec<PathBuf>>,
+) -> Result<()> {
+    for name in sys::read_dir_names(dir).at_path(rel)? {
+        let child = rel.join(&name);
+        let Some(st) = sys::lstat_at(dir, &name).at_path(&child)? else { continue };
+        if sys::is_dir(&st) {
+            let sub = sys::open_at(dir, &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0).at_path(&child)?;
+            scan_inodes(sub.as_fd(), &child, want, out)?;
+        } else if st.st_nlink > 1 && want.contains(&(st.st_dev, st.st_ino)) {
+            out.entry((st.st_dev, st.st_ino)).or_default().push(child);
+        }
+    }
+    Ok(())
 }
 
 fn contents_differ(lfd: BorrowedFd<'_>, pfd: BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {

@@ -31,7 +31,8 @@ pub mod mount;
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -258,13 +259,17 @@ impl OverlayDriver {
     /// Gives the directories the tar did not describe the metadata they have in the
     /// lower layers (the root always: every layer's diff root shows through as the
     /// view's root), refuses a path that is a non-directory below, and drops implicit
-    /// directories that hold only whiteouts of things no lower layer has.
+    /// directories that hold only whiteouts of things no lower layer has. Everything
+    /// goes by descriptor from the two roots: the absolute path of a legal entry can be
+    /// longer than PATH_MAX (ENAMETOOLONG by path).
     fn fix_implicit_dirs(&self, staging: &Staging, report: &ApplyReport) -> Result<()> {
         let id = &staging.id;
         let diff = staging.path.join("diff");
+        let diff_fd = sys::open_dir(&diff).map_err(|e| Error::at(id, &diff, e))?;
         let root_implicit = report.implicit_dirs.iter().any(|p| p.as_os_str().is_empty());
         if let (Some(parent), true) = (&staging.parent, root_implicit) {
-            copy_dir_meta(&self.diff_dir(parent), &diff).map_err(|e| Error::at(id, "", e))?;
+            let from = sys::open_dir(&self.diff_dir(parent)).map_err(|e| Error::at(id, "", e))?;
+            copy_dir_meta(from.as_fd(), diff_fd.as_fd()).map_err(|e| Error::at(id, "", e))?;
         }
         let others: Vec<&PathBuf> = report.implicit_dirs.iter().filter(|p| !p.as_os_str().is_empty()).collect();
         if others.is_empty() {
@@ -274,36 +279,74 @@ impl OverlayDriver {
             Some(p) => Some(self.temp_view(p)?),
             None => None,
         };
+        let view_fd = match &view {
+            Some(v) => Some(sys::open_dir(&v.path).map_err(|e| Error::at(id, &v.path, e))?),
+            None => None,
+        };
         // Deepest first, so that a parent emptied of whiteout-only children goes too.
         let mut others = others;
         others.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
         for rel in others {
-            let upper = diff.join(rel);
-            let lower = view.as_ref().map(|v| v.path.join(rel));
-            match lower.as_ref().map(fs::symlink_metadata) {
-                Some(Ok(md)) if md.is_dir() => {
-                    copy_dir_meta(lower.as_ref().expect("lower"), &upper).map_err(|e| Error::at(id, rel, e))?
+            let upper = sys::open_dir_in(diff_fd.as_fd(), rel).map_err(|e| Error::at(id, rel, e))?;
+            let lower = match &view_fd {
+                Some(v) => match sys::open_in(v.as_fd(), rel, nix::fcntl::OFlag::O_PATH) {
+                    Ok(fd) => Some(fd),
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+                    // A symlink (or a file) on the way: found below by its type.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
+                        return Err(self.not_a_dir_below(id, v.as_fd(), rel))
+                    }
+                    Err(e) => return Err(Error::at(id, rel, e)),
+                },
+                None => None,
+            };
+            let lower_st = match &lower {
+                Some(fd) => Some(sys::fstat(fd.as_fd()).map_err(|e| Error::at(id, rel, e))?),
+                None => None,
+            };
+            match lower_st {
+                Some(st) if sys::is_dir(&st) => {
+                    let v = view_fd.as_ref().expect("a lower");
+                    let from = sys::open_dir_in(v.as_fd(), rel).map_err(|e| Error::at(id, rel, e))?;
+                    copy_dir_meta(from.as_fd(), upper.as_fd()).map_err(|e| Error::at(id, rel, e))?
                 }
-                Some(Ok(md)) if md.file_type().is_symlink() => {
-                    return Err(Error::at(
-                        id,
-                        rel,
-                        Cause::Refused(
-                            "the path goes through a symbolic link; a layer may not write through a link".into(),
-                        ),
-                    ))
-                }
-                Some(Ok(_)) => {
-                    return Err(Error::at(id, rel, Cause::BadTar("a parent of the entry is not a directory".into())))
-                }
-                _ => {
-                    if only_whiteouts(&upper).map_err(|e| Error::at(id, rel, e))? {
-                        fs::remove_dir_all(&upper).map_err(|e| Error::at(id, rel, e))?;
+                Some(_) => return Err(self.not_a_dir_below(id, view_fd.as_ref().expect("a lower").as_fd(), rel)),
+                None => {
+                    if only_whiteouts(upper.as_fd()).map_err(|e| Error::at(id, rel, e))? {
+                        drop(upper);
+                        let parent = rel.parent().unwrap_or(Path::new(""));
+                        let pfd = sys::open_dir_in(diff_fd.as_fd(), parent).map_err(|e| Error::at(id, rel, e))?;
+                        sys::remove_all_at(pfd.as_fd(), rel.file_name().unwrap_or_default())
+                            .map_err(|e| Error::at(id, rel, e))?;
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// The error for an implicit directory `rel` whose lower is not a directory (or
+    /// that a symlink leads to), naming the first component that is not one.
+    fn not_a_dir_below(&self, id: &str, view: std::os::fd::BorrowedFd<'_>, rel: &Path) -> Error {
+        let mut prefix = PathBuf::new();
+        for c in rel.iter() {
+            prefix.push(c);
+            let st = sys::open_in(view, &prefix, nix::fcntl::OFlag::O_PATH).and_then(|fd| sys::fstat(fd.as_fd()));
+            match st {
+                Ok(st) if sys::is_dir(&st) => continue,
+                Ok(st) if sys::file_type(&st) == nix::sys::stat::SFlag::S_IFLNK => {
+                    return Error::at(
+                        id,
+                        &prefix,
+                        Cause::Refused(
+                            "the path goes through a symbolic link; a layer may not write through a link".into(),
+                        ),
+                    )
+                }
+                _ => break,
+            }
+        }
+        Error::at(id, &prefix, Cause::BadTar("a parent of the entry is not a directory".into()))
     }
 
     fn commit_applied(&self, staging: Staging, report: ApplyReport) -> Result<u64> {
@@ -317,51 +360,48 @@ impl OverlayDriver {
         Ok(size)
     }
 
-    fn walk(&self, id: &str) -> Result<NaiveDiff> {
+    /// The layer's diff, and the parent's view it was taken against: kept mounted
+    /// until the tar is written, since an entry can be read from it (a name of a split
+    /// hardlink that the layer did not touch).
+    fn walk(&self, id: &str) -> Result<(NaiveDiff, Option<TempView>)> {
         let meta = self.store.get(id)?;
         let view = match &meta.parent {
             Some(p) => Some(self.temp_view(p)?),
             None => None,
         };
         let kind = LayerKind::OverlayUpper { xattr_prefix: self.prefix().to_string() };
-        walk_diff(id, &self.diff_dir(id), view.as_ref().map(|v| v.path.as_path()), &kind)
+        let d = walk_diff(id, &self.diff_dir(id), view.as_ref().map(|v| v.path.as_path()), &kind)?;
+        Ok((d, view))
     }
 }
 
 /// Copies owner, mode, xattrs (not overlay's own) and times of directory `from` to `to`.
-fn copy_dir_meta(from: &Path, to: &Path) -> std::io::Result<()> {
-    let md = fs::symlink_metadata(from)?;
-    std::os::unix::fs::lchown(to, Some(md.uid()), Some(md.gid()))?;
-    fs::set_permissions(to, fs::Permissions::from_mode(md.mode() & 0o7777))?;
-    for (name, value) in driver_core::diff::xattrs_of(from)? {
-        let c = std::ffi::CString::new(to.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
-        sys::set_xattr(XattrTarget::NoFollow(&c), &name, &value)?;
+fn copy_dir_meta(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> std::io::Result<()> {
+    let st = sys::fstat(from)?;
+    nix::unistd::fchown(to.as_raw_fd(), Some(st.st_uid.into()), Some(st.st_gid.into())).map_err(sys::errno)?;
+    nix::sys::stat::fchmod(to.as_raw_fd(), nix::sys::stat::Mode::from_bits_truncate(st.st_mode & 0o7777))
+        .map_err(sys::errno)?;
+    for (name, value) in sys::read_xattrs(XattrTarget::Fd(from.as_raw_fd()))? {
+        if !(name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")) {
+            sys::set_xattr(XattrTarget::Fd(to.as_raw_fd()), &name, &value)?;
+        }
     }
     let t = |s: i64, ns: i64| nix::sys::time::TimeSpec::new(s, ns);
-    nix::sys::stat::utimensat(
-        None,
-        to,
-        &t(md.atime(), md.atime_nsec()),
-        &t(md.mtime(), md.mtime_nsec()),
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(std::io::Error::from)
+    nix::sys::stat::futimens(to.as_raw_fd(), &t(st.st_atime, st.st_atime_nsec), &t(st.st_mtime, st.st_mtime_nsec))
+        .map_err(sys::errno)
 }
 
 /// Whether a directory holds nothing but whiteout devices (and such directories).
-fn only_whiteouts(dir: &Path) -> std::io::Result<bool> {
-    for e in fs::read_dir(dir)? {
-        let p = e?.path();
-        let md = fs::symlink_metadata(&p)?;
-        if md.is_dir() {
-            if !only_whiteouts(&p)? {
+fn only_whiteouts(dir: BorrowedFd<'_>) -> std::io::Result<bool> {
+    for name in sys::read_dir_names(dir)? {
+        let Some(st) = sys::lstat_at(dir, &name)? else { continue };
+        if sys::is_dir(&st) {
+            let sub = sys::open_at(dir, &name, nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY, 0)?;
+            if !only_whiteouts(sub.as_fd())? {
                 return Ok(false);
             }
-        } else {
-            let st = nix::sys::stat::lstat(&p).map_err(std::io::Error::from)?;
-            if !is_whiteout(&st) {
-                return Ok(false);
-            }
+        } else if !is_whiteout(&st) {
+            return Ok(false);
         }
     }
     Ok(true)
@@ -376,7 +416,9 @@ impl Driver for OverlayDriver {
         let staging = self.store.begin(id, parent)?;
         self.stage(&staging, writable)?;
         if let Some(p) = parent {
-            copy_dir_meta(&self.diff_dir(p), &staging.path.join("diff")).map_err(|e| Error::at(id, "", e))?;
+            let from = sys::open_dir(&self.diff_dir(p)).map_err(|e| Error::at(id, "", e))?;
+            let to = sys::open_dir(&staging.path.join("diff")).map_err(|e| Error::at(id, "", e))?;
+            copy_dir_meta(from.as_fd(), to.as_fd()).map_err(|e| Error::at(id, "", e))?;
         }
         let mut extra = serde_json::Map::new();
         extra.insert("link".into(), short_link(id).into());
@@ -443,12 +485,12 @@ impl Driver for OverlayDriver {
     }
 
     fn diff(&self, id: &str, out: &mut dyn Write) -> Result<u64> {
-        let d = self.walk(id)?;
+        let (d, _view) = self.walk(id)?;
         write_tar(id, d.entries, out)
     }
 
     fn changes(&self, id: &str) -> Result<Vec<Change>> {
-        Ok(self.walk(id)?.changes)
+        Ok(self.walk(id)?.0.changes)
     }
 
     fn remove(&self, id: &str) -> Result<()> {
