@@ -2,11 +2,10 @@
 //! linux/btrfs.h), each behind a small safe function.
 
 use std::collections::BTreeSet;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 
 const MAGIC: u8 = 0x94;
 /// The inode number of every subvolume's root directory.
@@ -50,20 +49,17 @@ pub struct SearchKey {
     unused4: u64,
 }
 
-const SEARCH_BUF: usize = 4096 - std::mem::size_of::<SearchKey>();
+/// Bytes of items one search returns: more than a leaf holds (64 KiB at most), so any
+/// single item fits (BTRFS_IOC_TREE_SEARCH's 4 KiB buffer cannot hold a full
+/// INODE_REF item of a file with many names).
+const SEARCH_BUF: usize = 128 << 10;
 
+/// `btrfs_ioctl_search_args_v2`: the key, the buffer's size, then the buffer.
 #[repr(C)]
-pub struct SearchArgs {
+pub struct SearchArgsV2 {
     key: SearchKey,
+    buf_size: u64,
     buf: [u8; SEARCH_BUF],
-}
-
-#[repr(C)]
-pub struct InoPathArgs {
-    inum: u64,
-    size: u64,
-    reserved: [u64; 4],
-    fspath: u64,
 }
 
 #[repr(C)]
@@ -96,11 +92,18 @@ pub struct SubvolInfo {
 
 nix::ioctl_write_ptr!(subvol_create, MAGIC, 14, VolArgs);
 nix::ioctl_write_ptr!(snap_destroy, MAGIC, 15, VolArgs);
-nix::ioctl_readwrite!(tree_search, MAGIC, 17, SearchArgs);
+// The v2 argument ends in a flexible array: the ioctl number encodes only the header
+// (key + buf_size = 112 bytes).
+nix::ioctl_readwrite_bad!(
+    tree_search_v2,
+    nix::request_code_readwrite!(MAGIC, 17, std::mem::size_of::<SearchKey>() + 8),
+    SearchArgsV2
+);
+nix::ioctl_read!(start_sync, MAGIC, 24, u64);
+nix::ioctl_write_ptr!(wait_sync, MAGIC, 22, u64);
 nix::ioctl_write_ptr!(snap_create_v2, MAGIC, 23, VolArgsV2);
 nix::ioctl_read!(subvol_getflags, MAGIC, 25, u64);
 nix::ioctl_write_ptr!(subvol_setflags, MAGIC, 26, u64);
-nix::ioctl_readwrite!(ino_paths, MAGIC, 35, InoPathArgs);
 nix::ioctl_read!(get_subvol_info, MAGIC, 60, SubvolInfo);
 
 fn os(e: nix::Error, what: &str) -> io::Error {
@@ -175,8 +178,113 @@ pub fn subvolume_info(fd: BorrowedFd<'_>) -> io::Result<SubvolInfo> {
     Ok(info)
 }
 
+/// Commits the running transaction and waits for it (`BTRFS_IOC_START_SYNC` +
+/// `BTRFS_IOC_WAIT_SYNC`), without writing back file data as `syncfs` would.
+///
+/// Why: btrfs keeps inode updates (in-place writes, appends, mmap writes, chmod,
+/// chown, utime, truncate-extend) as delayed inode items and delalloc in memory until
+/// the transaction commits (every 30 s by default), so a tree search by generation does
+/// not see them; on Linux 6.18 a chmod right after a snapshot was invisible to
+/// [`changed_inodes`] until the next commit, and the diff silently lacked it. A commit
+/// writes every delayed inode item into the tree.
+pub fn commit_transaction(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut transid = 0u64;
+    // SAFETY: a valid fd and a u64 to write to.
+    unsafe { start_sync(fd.as_raw_fd(), &mut transid) }.map_err(|e| os(e, "BTRFS_IOC_START_SYNC"))?;
+    // SAFETY: a valid fd and an initialised u64.
+    unsafe { wait_sync(fd.as_raw_fd(), &transid) }.map_err(|e| os(e, "BTRFS_IOC_WAIT_SYNC"))?;
+    Ok(())
+}
+
+/// One item a tree search returned: its key and data.
+pub struct Item<'a> {
+    pub objectid: u64,
+    pub kind: u32,
+    pub offset: u64,
+    pub data: &'a [u8],
+}
+
+/// Which items a search returns: keys from `min` to `max` (objectid, type, offset),
+/// in tree `tree` (0: the subvolume of the fd), in blocks written at or after
+/// transaction `min_transid`.
+#[derive(Clone, Copy)]
+pub struct Range {
+    pub tree: u64,
+    pub min: (u64, u32, u64),
+    pub max: (u64, u32, u64),
+    pub min_transid: u64,
+}
+
+/// Calls `each` on every item in `range`, in key order (`BTRFS_IOC_TREE_SEARCH_V2`).
+pub fn search(fd: BorrowedFd<'_>, range: Range, mut each: impl FnMut(&Item<'_>)) -> io::Result<()> {
+    // SAFETY: SearchArgsV2 is plain data; zero is a valid value.
+    let mut args: Box<SearchArgsV2> = unsafe { Box::new_zeroed().assume_init() };
+    let mut from = range.min;
+    loop {
+        args.key = SearchKey {
+            tree_id: range.tree,
+            min_objectid: from.0,
+            max_objectid: range.max.0,
+            min_type: from.1,
+            max_type: range.max.1,
+            min_offset: from.2,
+            max_offset: range.max.2,
+            min_transid: range.min_transid,
+            max_transid: u64::MAX,
+            nr_items: u32::MAX,
+            ..Default::default()
+        };
+        args.buf_size = SEARCH_BUF as u64;
+        // SAFETY: a valid fd and an initialised search argument whose buffer holds
+        // `buf_size` bytes.
+        unsafe { tree_search_v2(fd.as_raw_fd(), &mut *args) }.map_err(|e| os(e, "BTRFS_IOC_TREE_SEARCH_V2"))?;
+        let n = args.key.nr_items;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut pos = 0usize;
+        let mut last = from;
+        for _ in 0..n {
+            let h = &args.buf[pos..pos + 32];
+            let rd64 = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().expect("8 bytes"));
+            let rd32 = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().expect("4 bytes"));
+            let len = rd32(28) as usize;
+            let item =
+                Item { objectid: rd64(8), kind: rd32(24), offset: rd64(16), data: &args.buf[pos + 32..pos + 32 + len] };
+            each(&item);
+            last = (item.objectid, item.kind, item.offset);
+            pos += 32 + len;
+        }
+        // Go on after the last key returned.
+        from = match last.2.checked_add(1) {
+            Some(o) => (last.0, last.1, o),
+            None => match last.1.checked_add(1).filter(|&t| t <= 255) {
+                Some(t) => (last.0, t, 0),
+                None => match last.0.checked_add(1) {
+                    Some(obj) => (obj, 0, 0),
+                    None => return Ok(()),
+                },
+            },
+        };
+        if from > range.max {
+            return Ok(());
+        }
+    }
+}
+
+const INODE_ITEM: u32 = 1;
+const INODE_REF: u32 = 12;
+const INODE_EXTREF: u32 = 13;
+const XATTR_ITEM: u32 = 24;
+const DIR_ITEM: u32 = 84;
+const DIR_INDEX: u32 = 96;
+const EXTENT_DATA: u32 = 108;
+const ROOT_REF: u32 = 156;
+const ROOT_TREE: u64 = 1;
+
 /// Inode numbers with items in tree blocks written at or after transaction
 /// `min_transid`, in the subvolume `fd` is in — what `btrfs subvolume find-new` asks.
+/// Commit the transaction first ([`commit_transaction`]), or recent changes are missed.
 ///
 /// A snapshot shares its parent's tree blocks; the first change to anything in a
 /// block copies it with the current transaction's generation. So searching with
@@ -186,82 +294,127 @@ pub fn subvolume_info(fd: BorrowedFd<'_>) -> io::Result<SubvolInfo> {
 /// which the diff then compares and drops. Deleted inodes leave no items; their
 /// directories' items changed, so the diff finds the deletion by listing those.
 pub fn changed_inodes(fd: BorrowedFd<'_>, min_transid: u64) -> io::Result<BTreeSet<u64>> {
-    // SAFETY: SearchArgs is plain data; zero is a valid value.
-    let mut args: Box<SearchArgs> = Box::new(unsafe { std::mem::zeroed() });
     let mut out = BTreeSet::new();
-    let (mut objectid, mut typ, mut offset) = (SUBVOL_ROOT_INO, 0u32, 0u64);
-    loop {
-        args.key = SearchKey {
-            tree_id: 0, // the subvolume of fd
-            min_objectid: objectid,
-            max_objectid: u64::MAX,
-            min_type: typ,
-            max_type: u32::MAX,
-            min_offset: offset,
-            max_offset: u64::MAX,
-            min_transid,
-            max_transid: u64::MAX,
-            nr_items: 4096,
-            ..Default::default()
-        };
-        // SAFETY: a valid fd and an initialised search buffer.
-        unsafe { tree_search(fd.as_raw_fd(), &mut *args) }.map_err(|e| os(e, "BTRFS_IOC_TREE_SEARCH"))?;
-        let n = args.key.nr_items;
-        if n == 0 {
-            break;
+    let range = Range { tree: 0, min: (SUBVOL_ROOT_INO, 0, 0), max: (u64::MAX, u32::MAX, u64::MAX), min_transid };
+    search(fd, range, |item| {
+        // Inode, ref, xattr, dir and extent items are keyed by the inode number.
+        let inode_keyed = matches!(
+            item.kind,
+            INODE_ITEM | INODE_REF | INODE_EXTREF | XATTR_ITEM | DIR_ITEM | DIR_INDEX | EXTENT_DATA
+        );
+        if item.objectid > SUBVOL_ROOT_INO && inode_keyed {
+            out.insert(item.objectid);
         }
-        let mut pos = 0usize;
-        let (mut last_obj, mut last_type, mut last_off) = (0u64, 0u32, 0u64);
-        for _ in 0..n {
-            let h = &args.buf[pos..pos + 32];
-            let rd64 = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().expect("8 bytes"));
-            let rd32 = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().expect("4 bytes"));
-            let (obj, off, t, len) = (rd64(8), rd64(16), rd32(24), rd32(28) as usize);
-            // Inode, ref, xattr, dir and extent items are keyed by the inode number.
-            if obj > SUBVOL_ROOT_INO && matches!(t, 1 | 12 | 13 | 24 | 84 | 96 | 108) {
-                out.insert(obj);
-            }
-            (last_obj, last_type, last_off) = (obj, t, off);
-            pos += 32 + len;
-        }
-        // Continue after the last key returned.
-        (objectid, typ, offset) = match last_off.checked_add(1) {
-            Some(o) => (last_obj, last_type, o),
-            None => match last_type.checked_add(1) {
-                Some(t) => (last_obj, t, 0),
-                None => match last_obj.checked_add(1) {
-                    Some(obj) => (obj, 0, 0),
-                    None => break,
-                },
-            },
-        };
-    }
+    })?;
     Ok(out)
 }
 
-/// Every path (relative to the subvolume root) of inode `ino` in the subvolume `fd` is in.
-pub fn inode_paths(fd: BorrowedFd<'_>, ino: u64) -> io::Result<Vec<PathBuf>> {
-    let mut buf = vec![0u64; 8192];
-    let size = (buf.len() * 8) as u64;
-    let mut args = InoPathArgs { inum: ino, size, reserved: [0; 4], fspath: buf.as_mut_ptr() as u64 };
-    // SAFETY: fspath points at `size` writable bytes for the call's duration.
-    match unsafe { ino_paths(fd.as_raw_fd(), &mut args) } {
-        Ok(_) => {}
-        // Gone: deleted, or a name only a later transaction will show.
-        Err(nix::errno::Errno::ENOENT) => return Ok(Vec::new()),
-        Err(e) => return Err(os(e, "BTRFS_IOC_INO_PATHS")),
+/// What an inode is and where it is named.
+#[derive(Debug, Default)]
+pub struct Inode {
+    /// `st_mode`.
+    pub mode: u32,
+    /// Every (directory inode, name) that links to it.
+    pub names: Vec<(u64, OsString)>,
+}
+
+impl Inode {
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
     }
-    // btrfs_data_container: u32 bytes_left, bytes_missing, elem_cnt, elem_missed; u64 val[]
-    let head = buf[1];
-    let elem_cnt = (head & 0xffff_ffff) as usize;
-    let bytes: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, buf.len() * 8) };
-    let vals = &bytes[16..];
+}
+
+fn le64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn le16(b: &[u8], at: usize) -> Option<usize> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?) as usize)
+}
+
+/// The inode `ino` of the subvolume `fd` is in (`tree` 0), or of subvolume `tree`,
+/// with all its names, read from its INODE_ITEM, INODE_REF and INODE_EXTREF items
+/// (layouts from linux/btrfs_tree.h). `None` when it does not exist (deleted).
+///
+/// `BTRFS_IOC_INO_PATHS` would give whole paths, but at most 4 KiB of them in all (40
+/// names of 134 bytes came back as 28) and none longer than its buffer: the driver
+/// builds paths itself from these names, one directory at a time.
+pub fn inode(fd: BorrowedFd<'_>, tree: u64, ino: u64) -> io::Result<Option<Inode>> {
+    let mut found = false;
+    let mut out = Inode::default();
+    let range = Range { tree, min: (ino, INODE_ITEM, 0), max: (ino, INODE_EXTREF, u64::MAX), min_transid: 0 };
+    let mut bad = false;
+    search(fd, range, |item| {
+        let d = item.data;
+        match item.kind {
+            INODE_ITEM => {
+                // btrfs_inode_item: 5 u64, nlink, uid, gid, then mode (u32) at 52.
+                found = true;
+                out.mode = d.get(52..56).map(|m| u32::from_le_bytes(m.try_into().expect("4 bytes"))).unwrap_or(0);
+            }
+            INODE_REF => {
+                // The key's offset is the directory; entries: index u64, name_len u16, name.
+                let mut at = 0;
+                while at < d.len() {
+                    let Some(len) = le16(d, at + 8) else {
+                        bad = true;
+                        break;
+                    };
+                    let Some(name) = d.get(at + 10..at + 10 + len) else {
+                        bad = true;
+                        break;
+                    };
+                    out.names.push((item.offset, OsStr::from_bytes(name).to_os_string()));
+                    at += 10 + len;
+                }
+            }
+            INODE_EXTREF => {
+                // Entries: parent u64, index u64, name_len u16, name.
+                let mut at = 0;
+                while at < d.len() {
+                    let (Some(parent), Some(len)) = (le64(d, at), le16(d, at + 16)) else {
+                        bad = true;
+                        break;
+                    };
+                    let Some(name) = d.get(at + 18..at + 18 + len) else {
+                        bad = true;
+                        break;
+                    };
+                    out.names.push((parent, OsStr::from_bytes(name).to_os_string()));
+                    at += 18 + len;
+                }
+            }
+            _ => {}
+        }
+    })?;
+    if bad {
+        return Err(io::Error::other(format!("inode {ino}: a malformed name item")));
+    }
+    Ok(found.then_some(out))
+}
+
+/// A subvolume whose root is named inside another.
+#[derive(Debug)]
+pub struct ChildSubvolume {
+    pub id: u64,
+    /// The directory (inode number in the containing subvolume) that holds its root.
+    pub dir: u64,
+    pub name: OsString,
+}
+
+/// The subvolumes directly inside subvolume `tree`, from the root tree's ROOT_REF
+/// items (key: containing tree, ROOT_REF, child tree; data: btrfs_root_ref, the name).
+pub fn child_subvolumes(fd: BorrowedFd<'_>, tree: u64) -> io::Result<Vec<ChildSubvolume>> {
     let mut out = Vec::new();
-    for i in 0..elem_cnt {
-        let off = u64::from_le_bytes(vals[i * 8..i * 8 + 8].try_into().expect("8 bytes")) as usize;
-        let s = &vals[off..];
-        let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
-        out.push(PathBuf::from(OsStr::from_bytes(&s[..end])));
-    }
+    let range = Range { tree: ROOT_TREE, min: (tree, ROOT_REF, 0), max: (tree, ROOT_REF, u64::MAX), min_transid: 0 };
+    search(fd, range, |item| {
+        // btrfs_root_ref: dirid u64, sequence u64, name_len u16, then the name.
+        let d = item.data;
+        if let (Some(dir), Some(len)) = (le64(d, 0), le16(d, 16)) {
+            if let Some(name) = d.get(18..18 + len) {
+                out.push(ChildSubvolume { id: item.offset, dir, name: OsStr::from_bytes(name).to_os_string() });
+            }
+        }
+    })?;
     Ok(out)
 }

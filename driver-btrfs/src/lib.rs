@@ -13,7 +13,12 @@
 //!   that wrote it, so the inodes changed since the snapshot are found by a tree
 //!   search from the snapshot's creation transaction (as `btrfs subvolume find-new`
 //!   does), and only those paths, and the directories whose entries changed, are
-//!   compared with the parent. The naive diff stays as the reference.
+//!   compared with the parent. The running transaction is committed first (recent
+//!   inode changes are not in the tree before); a directory that moved is compared
+//!   whole (its children's items did not change, their paths did), and so are
+//!   subvolumes made inside the layer (their own trees). Paths are built from the
+//!   inodes' names one directory at a time, without a length limit. The naive diff
+//!   stays as the reference.
 //! * `usage` counts a layer's exclusive data: file extents that FIEMAP does not report
 //!   as shared (with the parent or anyone). A snapshot that changed nothing holds
 //!   almost nothing. Tree blocks (metadata) are not attributed per layer; the bench's
@@ -23,13 +28,17 @@
 
 pub mod ioctl;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use nix::fcntl::OFlag;
+use nix::unistd::UnlinkatFlags;
 
 use driver_core::apply::{apply_layer, ApplyOptions, WhiteoutMode};
 use driver_core::diff::{naive_diff, walk_diff, write_tar, LayerKind, NaiveDiff};
@@ -60,58 +69,161 @@ pub fn is_subvolume(path: &Path) -> bool {
 
 /// Deletes the subvolume (or plain tree) at `path`, with every subvolume inside it.
 pub fn destroy_tree(path: &Path) -> std::io::Result<()> {
-    if fs::symlink_metadata(path).is_err() {
-        return Ok(());
-    }
-    if !is_subvolume(path) {
-        // A plain directory (a staging dir never made into a subvolume) may still hold
-        // subvolumes.
-        for e in fs::read_dir(path)? {
-            let p = e?.path();
-            if is_subvolume(&p) {
-                destroy_tree(&p)?;
-            }
-        }
-        return match fs::remove_dir_all(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            other => other,
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    let dir = match open_dir(parent) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        other => other?,
+    };
+    destroy_at(dir.as_fd(), name)
+}
+
+/// Deletes `name` in directory `dir`, whatever it is. Everything goes by file
+/// descriptor, one directory at a time, so no path length limit applies (a layer
+/// holding a 4,000-byte path could not be removed by path, and its leftover made every
+/// later command fail). A subvolume is deleted whole (`BTRFS_IOC_SNAP_DESTROY`), after
+/// the subvolumes inside it, which it refuses to take along; those are found in the
+/// root tree (ROOT_REF items), not by walking the tree.
+fn destroy_at(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<()> {
+    let Some(st) = sys::lstat_at(dir, name)? else { return Ok(()) };
+    if !sys::is_dir(&st) {
+        return match nix::unistd::unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+            Err(e) => Err(sys::errno(e)),
         };
     }
-    let fd = open_dir(path)?;
+    let fd = sys::open_at(dir, name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
+    if st.st_ino != ioctl::SUBVOL_ROOT_INO {
+        // A plain directory (a staging dir never made into a subvolume) may still hold
+        // subvolumes.
+        for n in sys::read_dir_names(fd.as_fd())? {
+            destroy_at(fd.as_fd(), &n)?;
+        }
+        drop(fd);
+        return match nix::unistd::unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::RemoveDir) {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+            Err(e) => Err(sys::errno(e)),
+        };
+    }
     // A read-only subvolume cannot lose the entries of nested ones.
     if ioctl::is_readonly(fd.as_fd())? {
         ioctl::set_readonly(fd.as_fd(), false)?;
     }
-    for nested in nested_subvolumes(path)? {
-        destroy_tree(&nested)?;
+    let tree = ioctl::subvolume_info(fd.as_fd())?.treeid;
+    let mut names = DirPaths::new(fd.as_fd(), 0);
+    for child in ioctl::child_subvolumes(fd.as_fd(), tree)? {
+        let Some(at) = names.dir(child.dir)? else { continue };
+        let holder = open_rel(fd.as_fd(), &at)?;
+        destroy_at(holder.as_fd(), &child.name)?;
     }
     drop(fd);
-    let parent = open_dir(path.parent().unwrap_or(Path::new("/")))?;
-    ioctl::destroy_subvolume(parent.as_fd(), path.file_name().unwrap_or_default())
+    ioctl::destroy_subvolume(dir, name)
 }
 
-/// Subvolumes directly or deeply inside `root` (not crossing into them), by walking
-/// for subvolume roots: a container may have made them anywhere.
-fn nested_subvolumes(root: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let dev = fs::symlink_metadata(root)?.dev();
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d)? {
-            let e = e?;
-            if !e.file_type()?.is_dir() {
-                continue;
+/// Opens the directory `rel` below `root` one component at a time, following no
+/// symlink: `rel` may be longer than PATH_MAX.
+fn open_rel(root: BorrowedFd<'_>, rel: &Path) -> std::io::Result<OwnedFd> {
+    let mut fd = sys::open_at(root, OsStr::new("."), OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
+    for c in rel.components() {
+        fd = sys::open_at(fd.as_fd(), c.as_os_str(), OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
+    }
+    Ok(fd)
+}
+
+/// The paths (relative to the subvolume root) of directories of one subvolume, built
+/// from each directory's one name and parent (its INODE_REF item) and remembered, so
+/// a path costs one lookup per directory not seen before, and has no length limit.
+struct DirPaths<'a> {
+    fd: BorrowedFd<'a>,
+    tree: u64,
+    known: HashMap<u64, Option<PathBuf>>,
+}
+
+impl<'a> DirPaths<'a> {
+    fn new(fd: BorrowedFd<'a>, tree: u64) -> Self {
+        DirPaths { fd, tree, known: HashMap::new() }
+    }
+
+    /// The path of directory inode `ino`; `None` when it is not linked (deleted).
+    fn dir(&mut self, ino: u64) -> std::io::Result<Option<PathBuf>> {
+        let mut chain: Vec<(u64, OsString)> = Vec::new();
+        let mut cur = ino;
+        let mut path = loop {
+            if cur == ioctl::SUBVOL_ROOT_INO {
+                break Some(PathBuf::new());
             }
-            let p = e.path();
-            let md = fs::symlink_metadata(&p)?;
-            if md.ino() == ioctl::SUBVOL_ROOT_INO && md.dev() != dev {
-                out.push(p);
-            } else {
-                stack.push(p);
+            if let Some(known) = self.known.get(&cur) {
+                break known.clone();
             }
+            match ioctl::inode(self.fd, self.tree, cur)? {
+                Some(inode) if inode.is_dir() && !inode.names.is_empty() => {
+                    let (parent, name) = inode.names.into_iter().next().expect("one name");
+                    chain.push((cur, name));
+                    if chain.len() > 1 << 20 {
+                        return Err(std::io::Error::other(format!("directory {ino}: a loop in its parents")));
+                    }
+                    cur = parent;
+                }
+                _ => break None,
+            }
+        };
+        for (dir, name) in chain.into_iter().rev() {
+            path = path.map(|p| p.join(name));
+            self.known.insert(dir, path.clone());
+        }
+        Ok(path)
+    }
+}
+
+/// What a filtered diff walk must visit: changed paths with their ancestors, and the
+/// directories whose listing must be compared with the parent's.
+#[derive(Default)]
+struct Visit {
+    paths: BTreeSet<PathBuf>,
+    dirs: BTreeSet<PathBuf>,
+}
+
+impl Visit {
+    fn path(&mut self, p: &Path) {
+        let mut a = p;
+        if !self.paths.insert(a.to_path_buf()) {
+            return;
+        }
+        while let Some(up) = a.parent() {
+            if !self.paths.insert(up.to_path_buf()) {
+                break;
+            }
+            a = up;
         }
     }
-    Ok(out)
+
+    /// Everything below `rel` in the layer (and the listings of its directories):
+    /// for a tree whose items the search does not return although its paths changed.
+    fn subtree(&mut self, layer: BorrowedFd<'_>, rel: &Path) -> std::io::Result<()> {
+        self.path(rel);
+        self.dirs.insert(rel.to_path_buf());
+        let fd = match open_rel(layer, rel) {
+            Ok(fd) => fd,
+            // Not a directory in the layer (any more): the path alone is compared.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.below(fd.as_fd(), rel)
+    }
+
+    fn below(&mut self, dir: BorrowedFd<'_>, rel: &Path) -> std::io::Result<()> {
+        for name in sys::read_dir_names(dir)? {
+            let child = rel.join(&name);
+            self.paths.insert(child.clone());
+            if sys::lstat_at(dir, &name)?.is_some_and(|st| sys::is_dir(&st)) {
+                self.dirs.insert(child.clone());
+                let sub = sys::open_at(dir, &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
+                self.below(sub.as_fd(), &child)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl BtrfsDriver {
@@ -193,30 +305,73 @@ impl BtrfsDriver {
             return naive_diff(id, &self.layer(id), None);
         };
         let layer = self.layer(id);
-        let fd = open_dir(&layer).map_err(io_at(id, &layer))?;
-        let info = ioctl::subvolume_info(fd.as_fd()).map_err(io_at(id, &layer))?;
-        let inodes = ioctl::changed_inodes(fd.as_fd(), info.otransid).map_err(io_at(id, &layer))?;
-        let mut paths = BTreeSet::new();
-        let mut dirs = BTreeSet::new();
+        let parent_dir = self.layer(parent);
+        let visit = self.changed(&layer, &parent_dir, self.store.get(parent)?.writable).map_err(io_at(id, &layer))?;
+        let Some(Visit { paths, dirs }) = visit else {
+            return naive_diff(id, &layer, Some(&parent_dir));
+        };
+        walk_diff(id, &layer, Some(&parent_dir), &LayerKind::Filtered { paths, dirs })
+    }
+
+    /// What can differ between a layer and the parent it is a snapshot of; `None` when
+    /// the parent itself changed after the snapshot (a container used as a parent), so
+    /// that only the naive walk can tell.
+    fn changed(&self, layer: &Path, parent: &Path, parent_writable: bool) -> std::io::Result<Option<Visit>> {
+        let fd = open_dir(layer)?;
+        let pfd = open_dir(parent)?;
+        ioctl::commit_transaction(fd.as_fd())?;
+        let info = ioctl::subvolume_info(fd.as_fd())?;
+        if parent_writable && !ioctl::changed_inodes(pfd.as_fd(), info.otransid + 1)?.is_empty() {
+            return Ok(None);
+        }
+        let mut visit = Visit::default();
         // The root directory's items are keyed 256, which the search skips; its
         // entries are always compared (one listing).
-        dirs.insert(PathBuf::new());
-        for ino in inodes {
-            for p in ioctl::inode_paths(fd.as_fd(), ino).map_err(io_at(id, &layer))? {
-                if fs::symlink_metadata(layer.join(&p)).map(|m| m.is_dir()).unwrap_or(false) {
-                    dirs.insert(p.clone());
-                }
-                let mut a = p.as_path();
-                paths.insert(a.to_path_buf());
-                while let Some(up) = a.parent() {
-                    if !paths.insert(up.to_path_buf()) {
-                        break;
+        visit.dirs.insert(PathBuf::new());
+        visit.paths.insert(PathBuf::new());
+        let mut names = DirPaths::new(fd.as_fd(), 0);
+        // Trees whose paths changed although their items did not.
+        let mut subtrees: Vec<PathBuf> = Vec::new();
+        for ino in ioctl::changed_inodes(fd.as_fd(), info.otransid)? {
+            let Some(inode) = ioctl::inode(fd.as_fd(), 0, ino)? else { continue };
+            // A directory not where the parent had it (renamed, moved, new): its
+            // children keep their inode numbers and items, so the search does not
+            // return them, yet each of their paths changed.
+            let moved = inode.is_dir()
+                && ioctl::inode(pfd.as_fd(), 0, ino)?.is_none_or(|p| !p.is_dir() || p.names != inode.names);
+            for (dir, name) in &inode.names {
+                let Some(at) = names.dir(*dir)? else { continue };
+                let path = at.join(name);
+                if moved {
+                    subtrees.push(path);
+                } else {
+                    if inode.is_dir() {
+                        visit.dirs.insert(path.clone());
                     }
-                    a = up;
+                    visit.path(&path);
                 }
             }
         }
-        walk_diff(id, &layer, Some(&self.layer(parent)), &LayerKind::Filtered { paths, dirs })
+        // Subvolumes made inside the layer (and snapshots made into it) have their own
+        // trees, which the search of the layer's does not see: all of their content is
+        // compared. So is whatever the layer holds where the parent has a subvolume (a
+        // snapshot shows an empty directory there).
+        for child in ioctl::child_subvolumes(fd.as_fd(), info.treeid)? {
+            if let Some(at) = names.dir(child.dir)? {
+                subtrees.push(at.join(&child.name));
+            }
+        }
+        let ptree = ioctl::subvolume_info(pfd.as_fd())?.treeid;
+        let mut pnames = DirPaths::new(pfd.as_fd(), 0);
+        for child in ioctl::child_subvolumes(pfd.as_fd(), ptree)? {
+            if let Some(at) = pnames.dir(child.dir)? {
+                subtrees.push(at.join(&child.name));
+            }
+        }
+        for p in subtrees {
+            visit.subtree(fd.as_fd(), &p)?;
+        }
+        Ok(Some(visit))
     }
 }
 

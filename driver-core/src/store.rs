@@ -442,7 +442,10 @@ impl Store {
             if path.extension().is_some_and(|e| e == "lock") {
                 let _ = fs::remove_file(&path);
             } else {
-                (self.discard)(&path).at_path(&path)?;
+                // Leftovers that cannot be discarded now stay for the next start: one
+                // (a btrfs layer with a path beyond PATH_MAX did) must not make every
+                // command on the store fail, `layer ls` included.
+                let _ = (self.discard)(&path);
             }
         }
         let meta_dir = self.dir.join("meta");
@@ -463,7 +466,7 @@ impl Store {
             let entry = entry.at_path(&layers)?;
             let id = entry.file_name().to_string_lossy().into_owned();
             if !self.meta_path(&id).exists() {
-                (self.discard)(&entry.path()).at_path(entry.path())?;
+                let _ = (self.discard)(&entry.path());
             }
         }
         Ok(())
@@ -536,6 +539,23 @@ mod tests {
         assert!(!tmp.path().join("meta/.tmp-1").exists());
         assert!(live.path.exists());
         drop(live);
+    }
+
+    #[test]
+    fn leftovers_that_cannot_be_discarded_do_not_stop_the_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("staging/rm-1-0-0/x")).unwrap();
+        fs::create_dir_all(tmp.path().join("layers/orphan/x")).unwrap();
+        let failing: Discard = Arc::new(|_| Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG)));
+        let s = Store::open(tmp.path(), failing.clone()).expect("the store opens");
+        assert!(s.list().unwrap().is_empty());
+        let st = s.begin("a", None).unwrap();
+        fs::create_dir(&st.path).unwrap();
+        s.commit(st, LayerMeta::default()).unwrap();
+        assert_eq!(Store::open(tmp.path(), failing).unwrap().list().unwrap().len(), 1);
+        // Once it can be discarded, the next start does.
+        store(tmp.path());
+        assert!(!tmp.path().join("staging/rm-1-0-0").exists() && !tmp.path().join("layers/orphan").exists());
     }
 
     #[test]
