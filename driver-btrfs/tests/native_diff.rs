@@ -2,7 +2,8 @@
 //! through the view with ordinary syscalls, and diffed right after, with no sync in
 //! between. Each case checks that it gives exactly the naive walk's changes and tar,
 //! and, where paths fit in PATH_MAX, that the diff applied on the parent gives back the
-//! view. Each test has its own loop-mounted btrfs, released even when it fails.
+//! view. The binary shares one loop-mounted btrfs, released at exit even when a test
+//! fails; each test has its own driver folder on it.
 
 use std::ffi::{CString, OsStr};
 use std::fs;
@@ -13,26 +14,26 @@ use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use driver_btrfs::{ioctl, is_subvolume, BtrfsDriver};
-use driver_core::conformance::tar_listing;
+use driver_core::conformance::{self, tar_listing, Backing};
 use driver_core::diff::write_tar;
-use driver_core::scratch::{privileged, FsKind, ScratchFs};
+use driver_core::scratch::FsKind;
 use driver_core::tarbuild::TarBuilder;
 use driver_core::tree::{CompareOptions, Tree};
 use driver_core::{Change, ChangeKind, Driver};
 
-/// A driver on its own scratch btrfs (the driver goes first when dropped).
+/// A driver in its own folder `name` on the binary's one loop-mounted btrfs.
 struct Fixture {
     d: BtrfsDriver,
-    fs: ScratchFs,
+    root: PathBuf,
 }
 
-fn fixture(what: &str) -> Option<Fixture> {
-    if !privileged(what) {
-        return None;
-    }
-    let fs = ScratchFs::new(FsKind::Btrfs, 1 << 30).expect("a loop-mounted btrfs");
-    let d = BtrfsDriver::new(&fs.path().join("btrfs")).unwrap();
-    Some(Fixture { d, fs })
+const BACKING: Backing = Backing::Scratch(FsKind::Btrfs, 2 << 30);
+
+fn fixture(name: &str) -> Option<Fixture> {
+    let base = conformance::shared_base(BACKING)?;
+    let root = base.join(name).join("btrfs");
+    let d = BtrfsDriver::new(&root).unwrap();
+    Some(Fixture { d, root })
 }
 
 fn apply(d: &BtrfsDriver, id: &str, parent: Option<&str>, tar: &[u8]) {
@@ -112,8 +113,13 @@ fn padding(t: &mut TarBuilder, dir: &str, n: usize) {
 // 1. Changes btrfs has not committed to its trees yet.
 #[test]
 fn changes_not_yet_committed_are_in_the_diff() {
-    let Some(f) = fixture("btrfs diff of uncommitted changes") else { return };
-    let d = &f.d;
+    // Its own filesystem: another test's commit (any fsync of a directory that lost a
+    // name commits) would write this test's changes to the tree and hide the bug.
+    if !driver_core::scratch::privileged("btrfs diff of uncommitted changes") {
+        return;
+    }
+    let scratch = driver_core::scratch::ScratchFs::new(FsKind::Btrfs, 1 << 30).expect("a loop-mounted btrfs");
+    let d = &BtrfsDriver::new(&scratch.path().join("btrfs")).unwrap();
     let mut t = TarBuilder::new();
     // Files around the changed ones, so that the tree has more than one leaf: with a
     // single leaf the snapshot's first change rewrites the root, which is that leaf.
@@ -169,7 +175,7 @@ fn changes_not_yet_committed_are_in_the_diff() {
 // 2. A renamed directory's children keep their inode numbers and generations.
 #[test]
 fn renamed_directories_keep_their_children() {
-    let Some(f) = fixture("btrfs diff of renamed directories") else { return };
+    let Some(f) = fixture("renamed") else { return };
     let d = &f.d;
     let mut t = TarBuilder::new();
     // 310 entries: more than one btree leaf holds.
@@ -235,7 +241,7 @@ fn subvolumes_under(root: &Path) -> Vec<PathBuf> {
 // 3. Subvolumes made inside a container, and snapshots made into it mid-write.
 #[test]
 fn nested_subvolumes_are_in_the_diff() {
-    let Some(f) = fixture("btrfs diff of nested subvolumes") else { return };
+    let Some(f) = fixture("nested") else { return };
     let d = &f.d;
     let mut t = TarBuilder::new();
     t.dir("opt").dir("srv").dir("busy").file("busy/0", b"0").file("srv/keep", b"keep");
@@ -294,7 +300,7 @@ fn nested_subvolumes_are_in_the_diff() {
     // Removing the container removes the subvolumes made in it.
     d.remove("ctr").unwrap();
     d.remove("base").unwrap();
-    let left = subvolumes_under(&f.fs.path().join("btrfs"));
+    let left = subvolumes_under(&f.root);
     assert!(left.is_empty(), "subvolumes left: {left:?}");
 }
 
@@ -325,7 +331,7 @@ fn open_deep(root: &Path, rel: &Path) -> OwnedFd {
 // 4a. Inodes with more names than BTRFS_IOC_INO_PATHS returns (4 KiB of them).
 #[test]
 fn every_name_of_a_many_linked_file_is_in_the_diff() {
-    let Some(f) = fixture("btrfs diff of many hardlinks") else { return };
+    let Some(f) = fixture("links") else { return };
     let d = &f.d;
     let mut t = TarBuilder::new();
     t.dir("links");
@@ -357,7 +363,7 @@ fn every_name_of_a_many_linked_file_is_in_the_diff() {
 // 4b. Paths near and beyond PATH_MAX.
 #[test]
 fn changes_deeper_than_path_max_are_in_the_diff() {
-    let Some(f) = fixture("btrfs diff of deep paths") else { return };
+    let Some(f) = fixture("deep") else { return };
     let d = &f.d;
     // 16 directories of 250 bytes: a 4,016-byte directory path, a 4,080-byte file path.
     let comps: Vec<String> = (0..16).map(|i| long_name((b'a' + i as u8) as char, 250)).collect();
@@ -411,8 +417,8 @@ fn changes_deeper_than_path_max_are_in_the_diff() {
 // 5. Removing a layer that holds a path near PATH_MAX.
 #[test]
 fn layers_with_deep_paths_are_removed() {
-    let Some(f) = fixture("btrfs removal of deep paths") else { return };
-    let root = f.fs.path().join("btrfs");
+    let Some(f) = fixture("rm-deep") else { return };
+    let root = f.root.clone();
     let d = &f.d;
     // A 4,047-byte directory: beyond PATH_MAX once under the driver's folder.
     let comps: Vec<String> = (0..16).map(|i| long_name((b'a' + i as u8) as char, 252)).collect();
@@ -439,10 +445,10 @@ fn layers_with_deep_paths_are_removed() {
 }
 
 #[test]
-fn metadata_of_files_in_renamed_tree_survive() {
+fn a_renamed_tree_changed_in_place() {
     // A renamed directory whose children then change in place: both the rename and
     // the uncommitted writes must show.
-    let Some(f) = fixture("btrfs diff of a renamed tree changed in place") else { return };
+    let Some(f) = fixture("renamed-changed") else { return };
     let d = &f.d;
     let mut t = TarBuilder::new();
     t.dir("src").dir("src/lib");
