@@ -22,10 +22,12 @@ pub fn open(name: &str, root: &Path) -> Result<Box<dyn Driver>, Error> {
     }
     let chosen = match (recorded(root)?, name) {
         (Some(held), "auto") => held,
-        (Some(held), asked) if held != asked => return Err(Error::new(Cause::Refused(format!(
+        (Some(held), asked) if held != asked => {
+            return Err(Error::new(Cause::Refused(format!(
             "{} holds a {held} store; --driver {asked} cannot use it (use --driver {held} or auto, or another --root)",
             root.display()
-        )))),
+        ))))
+        }
         (Some(held), _) => held,
         (None, "auto") => {
             let (chosen, why) = choose(root);
