@@ -198,32 +198,66 @@ impl Visit {
         }
     }
 
-    /// Everything below `rel` in the layer (and the listings of its directories):
-    /// for a tree whose items the search does not return although its paths changed.
-    fn subtree(&mut self, layer: BorrowedFd<'_>, rel: &Path) -> std::io::Result<()> {
-        self.path(rel);
-        self.dirs.insert(rel.to_path_buf());
-        let fd = match open_rel(layer, rel) {
-            Ok(fd) => fd,
-            // Not a directory in the layer (any more): the path alone is compared.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        self.below(fd.as_fd(), rel)
-    }
-
-    fn below(&mut self, dir: BorrowedFd<'_>, rel: &Path) -> std::io::Result<()> {
-        for name in sys::read_dir_names(dir)? {
-            let child = rel.join(&name);
-            self.paths.insert(child.clone());
-            if sys::lstat_at(dir, &name)?.is_some_and(|st| sys::is_dir(&st)) {
-                self.dirs.insert(child.clone());
-                let sub = sys::open_at(dir, &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
-                self.below(sub.as_fd(), &child)?;
+    /// Every name of inode `ino` of the tree `names` resolves in (link structure is
+    /// content: when one name of an inode is compared, all are).
+    fn names_of(&mut self, names: &mut DirPaths<'_>, ino: u64) -> std::io::Result<()> {
+        if let Some(inode) = ioctl::inode(names.fd, names.tree, ino)? {
+            for (dir, name) in &inode.names {
+                if let Some(at) = names.dir(*dir)? {
+                    self.path(&at.join(name));
+                }
             }
         }
         Ok(())
     }
+
+    /// Everything below `rel` in the layer (and the listings of its directories), and
+    /// every other name of the linked files in it, in the layer and in the parent: for
+    /// a tree whose items the search does not return although its paths changed.
+    fn subtree(&mut self, layer: &mut Side<'_>, parent: &mut Side<'_>, rel: &Path) -> std::io::Result<()> {
+        self.path(rel);
+        self.dirs.insert(rel.to_path_buf());
+        self.side(layer, rel, true)?;
+        self.side(parent, rel, false)
+    }
+
+    fn side(&mut self, side: &mut Side<'_>, rel: &Path, listed: bool) -> std::io::Result<()> {
+        match open_rel(side.names.fd, rel) {
+            Ok(fd) => self.below(side, fd.as_fd(), rel, listed),
+            // Not a directory there (any more): the path alone is compared.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Walks `dir` (at `rel`) on one side: `listed`, its paths are compared; either
+    /// way, the names of its linked files are.
+    fn below(&mut self, side: &mut Side<'_>, dir: BorrowedFd<'_>, rel: &Path, listed: bool) -> std::io::Result<()> {
+        for name in sys::read_dir_names(dir)? {
+            let child = rel.join(&name);
+            let Some(st) = sys::lstat_at(dir, &name)? else { continue };
+            if listed {
+                self.paths.insert(child.clone());
+            }
+            if sys::is_dir(&st) {
+                if listed {
+                    self.dirs.insert(child.clone());
+                }
+                let sub = sys::open_at(dir, &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
+                self.below(side, sub.as_fd(), &child, listed)?;
+            } else if st.st_nlink > 1 && st.st_dev == side.dev {
+                // Inside a nested subvolume (another st_dev) every name is in the walk.
+                self.names_of(&mut side.names, st.st_ino)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One tree of a diff (the layer or its parent): its device number and its paths.
+struct Side<'a> {
+    dev: u64,
+    names: DirPaths<'a>,
 }
 
 impl BtrfsDriver {
@@ -310,7 +344,8 @@ impl BtrfsDriver {
         let Some(Visit { paths, dirs }) = visit else {
             return naive_diff(id, &layer, Some(&parent_dir));
         };
-        walk_diff(id, &layer, Some(&parent_dir), &LayerKind::Filtered { paths, dirs })
+        // Every name of a linked file the walk compares is in `paths`, on both sides.
+        walk_diff(id, &layer, Some(&parent_dir), &LayerKind::Filtered { paths, dirs, all_links: true })
     }
 
     /// What can differ between a layer and the parent it is a snapshot of; `None` when
@@ -329,18 +364,20 @@ impl BtrfsDriver {
         // entries are always compared (one listing).
         visit.dirs.insert(PathBuf::new());
         visit.paths.insert(PathBuf::new());
-        let mut names = DirPaths::new(fd.as_fd(), 0);
+        let side =
+            |fd| -> std::io::Result<Side<'_>> { Ok(Side { dev: sys::fstat(fd)?.st_dev, names: DirPaths::new(fd, 0) }) };
+        let (mut here, mut there) = (side(fd.as_fd())?, side(pfd.as_fd())?);
         // Trees whose paths changed although their items did not.
         let mut subtrees: Vec<PathBuf> = Vec::new();
         for ino in ioctl::changed_inodes(fd.as_fd(), info.otransid)? {
             let Some(inode) = ioctl::inode(fd.as_fd(), 0, ino)? else { continue };
+            let before = ioctl::inode(pfd.as_fd(), 0, ino)?;
             // A directory not where the parent had it (renamed, moved, new): its
             // children keep their inode numbers and items, so the search does not
             // return them, yet each of their paths changed.
-            let moved = inode.is_dir()
-                && ioctl::inode(pfd.as_fd(), 0, ino)?.is_none_or(|p| !p.is_dir() || p.names != inode.names);
+            let moved = inode.is_dir() && before.as_ref().is_none_or(|p| !p.is_dir() || p.names != inode.names);
             for (dir, name) in &inode.names {
-                let Some(at) = names.dir(*dir)? else { continue };
+                let Some(at) = here.names.dir(*dir)? else { continue };
                 let path = at.join(name);
                 if moved {
                     subtrees.push(path);
@@ -351,25 +388,28 @@ impl BtrfsDriver {
                     visit.path(&path);
                 }
             }
+            // The parent's other names of a linked file (a split pair) are compared too.
+            if before.is_some_and(|p| !p.is_dir() && p.names.len() > 1) {
+                visit.names_of(&mut there.names, ino)?;
+            }
         }
         // Subvolumes made inside the layer (and snapshots made into it) have their own
         // trees, which the search of the layer's does not see: all of their content is
         // compared. So is whatever the layer holds where the parent has a subvolume (a
         // snapshot shows an empty directory there).
         for child in ioctl::child_subvolumes(fd.as_fd(), info.treeid)? {
-            if let Some(at) = names.dir(child.dir)? {
+            if let Some(at) = here.names.dir(child.dir)? {
                 subtrees.push(at.join(&child.name));
             }
         }
         let ptree = ioctl::subvolume_info(pfd.as_fd())?.treeid;
-        let mut pnames = DirPaths::new(pfd.as_fd(), 0);
         for child in ioctl::child_subvolumes(pfd.as_fd(), ptree)? {
-            if let Some(at) = pnames.dir(child.dir)? {
+            if let Some(at) = there.names.dir(child.dir)? {
                 subtrees.push(at.join(&child.name));
             }
         }
         for p in subtrees {
-            visit.subtree(fd.as_fd(), &p)?;
+            visit.subtree(&mut here, &mut there, &p)?;
         }
         Ok(Some(visit))
     }

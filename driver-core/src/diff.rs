@@ -263,7 +263,10 @@ pub enum LayerKind {
     /// The whole view, but only `paths` (changed paths and their ancestors) can have
     /// changed, and only the directories in `dirs` can have lost entries: what a
     /// filesystem that tracks changes (btrfs generations) says. The walk visits those.
-    Filtered { paths: BTreeSet<PathBuf>, dirs: BTreeSet<PathBuf> },
+    /// `all_links`: `paths` holds every name, in layer and parent, of each file with
+    /// several names that it holds one name of, so the parent need not be searched
+    /// for the others (which costs a walk of the whole parent).
+    Filtered { paths: BTreeSet<PathBuf>, dirs: BTreeSet<PathBuf>, all_links: bool },
 }
 
 /// The naive diff: walks `layer` and `parent` (None = empty) side by side.
@@ -430,7 +433,8 @@ impl Walk {
         for l in self.linked.iter().filter(|l| l.parent_nlink > 1) {
             by_parent.entry(l.parent).or_default().insert(l.path.clone(), l.layer);
         }
-        if let (Some(pfd), false) = (pfd, matches!(self.kind, LayerKind::Full) || by_parent.is_empty()) {
+        let names_known = matches!(self.kind, LayerKind::Full | LayerKind::Filtered { all_links: true, .. });
+        if let (Some(pfd), false) = (pfd, names_known || by_parent.is_empty()) {
             let want: BTreeSet<(u64, u64)> = by_parent.keys().copied().collect();
             let mut found = BTreeMap::new();
             scan_inodes(pfd, Path::new(""), &want, &mut found)?;
@@ -554,7 +558,7 @@ impl Walk {
                 let p = parent_names()?;
                 (Some(layer_names.clone()), p)
             }
-            LayerKind::Filtered { paths, dirs } => {
+            LayerKind::Filtered { paths, dirs, .. } => {
                 let lists = if dirs.contains(rel) { Some((Some(layer_names.clone()), parent_names()?)) } else { None };
                 layer_names.retain(|n| paths.contains(&rel.join(n)));
                 lists.unwrap_or((None, BTreeSet::new()))
