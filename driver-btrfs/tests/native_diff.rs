@@ -508,3 +508,27 @@ fn links_into_moved_directories_are_kept() {
     assert!(lost.is_empty(), "lost: {lost:?}");
     assert_round_trip(d, "base", &tar, &view);
 }
+
+// A container used as a parent and changed after its child was made: the child's
+// tree says nothing of that, so the whole parent is compared.
+#[test]
+fn a_parent_changed_after_the_snapshot() {
+    let Some(f) = fixture("changed-parent") else { return };
+    let d = &f.d;
+    let mut t = TarBuilder::new();
+    padding(&mut t, "pad", 300);
+    t.file("kept", b"k").file("gone", b"g").file("chmod", b"c");
+    padding(&mut t, "pad2", 300);
+    apply(d, "base", None, &t.build());
+    d.create("outer", Some("base"), true).unwrap();
+    d.create("ctr", Some("outer"), true).unwrap();
+    let v = d.mount("outer").unwrap();
+    fs::remove_file(v.join("gone")).unwrap();
+    fs::write(v.join("new"), b"n").unwrap();
+    fs::set_permissions(v.join("chmod"), fs::Permissions::from_mode(0o600)).unwrap();
+    d.unmount("outer").unwrap();
+    let changes = d.changes("ctr").unwrap();
+    let lost = missing(&changes, &[("gone", ChangeKind::Added), ("new", ChangeKind::Deleted)]);
+    assert!(lost.is_empty(), "lost: {lost:?} ({changes:?})");
+    assert_same_as_naive(d, "ctr");
+}
