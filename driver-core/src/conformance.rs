@@ -34,6 +34,8 @@ use crate::tree::{CompareOptions, Tree};
 
 mod exact;
 pub use exact::*;
+mod user_changes;
+pub use user_changes::*;
 
 /// Makes a driver whose folder is the given (empty) directory.
 pub type Factory = fn(&Path) -> Result<Box<dyn Driver>>;
@@ -78,6 +80,11 @@ macro_rules! conformance_tests {
             hardlink_split_and_join_are_carried
             whiteout_deeper_than_path_max_applies
             write_to_lower_hardlink
+            uncommitted_inode_changes_are_in_the_diff
+            renamed_directory_carries_all_its_children
+            forty_long_hardlink_names_are_all_carried
+            changes_beyond_path_max_are_not_lost
+            layer_with_path_beyond_path_max_is_removed
         );
     };
     (@cases ($driver:literal, $backing:expr, $factory:expr) $($case:ident)*) => {

@@ -1,0 +1,281 @@
+//! Cases found by attacking the btrfs diff, run on every driver: changes made the way
+//! users and kernels make them (in-place and mmap writes, renames of big trees, many
+//! long hardlink names, paths beyond PATH_MAX), diffed at once with no sync, while
+//! the view is still in use and right after unmount. The view is read only after the
+//! diff: reading hundreds of files updates their atimes, and on btrfs that rewrites
+//! the tree leaves a missed change shares with them, which would hide the miss.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::Path;
+
+use super::{move_tree, must_apply, set_mtime, tar_listing, with_view, Ctx, TarBuilder};
+use crate::driver::{Change, ChangeKind};
+use crate::sys;
+use crate::tree::{CompareOptions, Tree};
+
+/// `n` small files in directory `dir`: enough items that the image's tree has more than
+/// one btree leaf, as real images do.
+fn padding(t: &mut TarBuilder, dir: &str, n: usize) {
+    t.dir(dir);
+    for i in 0..n {
+        t.file(&format!("{dir}/{i}"), b"padding");
+    }
+}
+
+/// Runs `script` in container `ctr` over `base`; diffs while the view is in use, then
+/// reads the view, unmounts and diffs again (the same tar). Returns the changes, the
+/// tar and the view.
+fn diff_at_once(ctx: &Ctx, base: &[u8], script: impl FnOnce(&Path)) -> (Vec<Change>, Vec<u8>, Tree) {
+    must_apply(ctx, "base", None, base);
+    ctx.driver.create("ctr", Some("base"), true).unwrap();
+    let v = ctx.driver.mount("ctr").unwrap();
+    script(&v);
+    let changes = ctx.driver.changes("ctr").unwrap();
+    let mut tar = Vec::new();
+    ctx.driver.diff("ctr", &mut tar).unwrap();
+    let tree = Tree::capture(&v).unwrap();
+    ctx.driver.unmount("ctr").unwrap();
+    let mut again = Vec::new();
+    ctx.driver.diff("ctr", &mut again).unwrap();
+    assert_eq!(tar_listing(&again), tar_listing(&tar), "the diff right after unmount");
+    (changes, tar, tree)
+}
+
+/// The diff applied on `base` gives `view`.
+fn assert_replays(ctx: &Ctx, tar: &[u8], view: &Tree) {
+    must_apply(ctx, "replay", Some("base"), tar);
+    let got = with_view(ctx, "replay", |v| Tree::capture(v).unwrap());
+    let d = got.differences(view, &CompareOptions::default());
+    assert!(d.is_empty(), "the applied diff differs from the container's view:\n{}", d.join("\n"));
+}
+
+fn lost(changes: &[Change], expected: &[(&str, ChangeKind)]) -> Vec<String> {
+    expected
+        .iter()
+        .filter(|(p, k)| !changes.iter().any(|c| c.path == Path::new(p) && c.kind == *k))
+        .map(|(p, k)| format!("{p} {k:?}"))
+        .collect()
+}
+
+/// Writes through a shared mapping, as a program that mmaps its data file does.
+fn mmap_write(path: &Path, offset: usize, data: &[u8]) {
+    let f = fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    assert!(offset + data.len() <= len);
+    // SAFETY: a fresh shared mapping of `len` bytes of an open file, unmapped below.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+        std::ptr::copy_nonoverlapping(data.as_ptr(), (p as *mut u8).add(offset), data.len());
+        assert_eq!(libc::munmap(p, len), 0);
+    }
+}
+
+/// In-place writes, appends, mmap writes, truncate-extend, chmod, chown, setuid and
+/// utime of a file and a directory, diffed at once: on btrfs these live as delayed
+/// inode items and delalloc until the transaction commits (30 s), invisible to a
+/// search of its trees.
+pub fn uncommitted_inode_changes_are_in_the_diff(ctx: &Ctx) {
+    let names = ["write", "append", "mmap", "extend", "chmod", "chown", "setuid", "utime"];
+    let mut t = TarBuilder::new();
+    padding(&mut t, "pad0", 300);
+    t.dir("etc").dir("d").dir("d/sub").file("d/sub/keep", b"k");
+    // Larger than an inline extent (2 KiB): a write to inline data edits the leaf at once.
+    for n in names {
+        t.file(&format!("etc/{n}"), &[b'.'; 8192]);
+    }
+    padding(&mut t, "pad1", 300);
+    let (changes, tar, view) = diff_at_once(ctx, &t.build(), |v| {
+        let e = v.join("etc");
+        let rw = |n: &str| fs::OpenOptions::new().read(true).write(true).open(e.join(n)).unwrap();
+        rw("write").write_all_at(b"XY", 3).unwrap();
+        fs::OpenOptions::new().append(true).open(e.join("append")).unwrap().write_all(b", more").unwrap();
+        mmap_write(&e.join("mmap"), 5, b"MM");
+        rw("extend").set_len(1 << 20).unwrap();
+        fs::set_permissions(e.join("chmod"), fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::lchown(e.join("chown"), Some(1000), Some(1000)).unwrap();
+        fs::set_permissions(e.join("setuid"), fs::Permissions::from_mode(0o4755)).unwrap();
+        set_mtime(&e.join("utime"), 1_650_000_000, 5);
+        set_mtime(&v.join("d/sub"), 1_650_000_001, 7);
+    });
+    let expected: Vec<String> = names.iter().map(|n| format!("etc/{n}")).chain(["d/sub".to_string()]).collect();
+    let expected: Vec<(&str, ChangeKind)> = expected.iter().map(|p| (p.as_str(), ChangeKind::Modified)).collect();
+    let missing = lost(&changes, &expected);
+    assert!(missing.is_empty(), "the diff lost changes made just before it: {missing:?}");
+    assert_replays(ctx, &tar, &view);
+}
+
+/// A renamed 310-entry directory, a swap of two directories, a move up to the root and
+/// a rename over an empty directory: every child is in the diff at its new path.
+pub fn renamed_directory_carries_all_its_children(ctx: &Ctx) {
+    let mut t = TarBuilder::new();
+    t.dir("big").dir("big/sub");
+    for i in 0..300 {
+        t.file(&format!("big/f{i:03}"), format!("file {i}").as_bytes());
+    }
+    for i in 0..9 {
+        t.file(&format!("big/sub/g{i}"), b"g");
+    }
+    t.dir("a").file("a/only-in-a", b"a").dir("b").file("b/only-in-b", b"b");
+    t.dir("deep").dir("deep/x").dir("deep/x/y").file("deep/x/y/z", b"z");
+    t.dir("c").file("c/f", b"c").dir("empty");
+    let (changes, tar, view) = diff_at_once(ctx, &t.build(), |v| {
+        // As `mv` does: over an empty directory too, also where the driver makes it
+        // copy (overlayfs without redirect_dir gives EXDEV for a lower directory).
+        let mv = |a: &str, b: &str| {
+            if fs::read_dir(v.join(b)).is_ok_and(|mut d| d.next().is_none()) {
+                fs::remove_dir(v.join(b)).unwrap();
+            }
+            move_tree(&v.join(a), &v.join(b));
+        };
+        mv("big", "moved");
+        mv("a", "tmp");
+        mv("b", "a");
+        mv("tmp", "b");
+        mv("deep/x", "x");
+        mv("c", "empty");
+    });
+    let added = changes.iter().filter(|c| c.path.starts_with("moved") && c.kind == ChangeKind::Added).count();
+    assert_eq!(added, 1 + 300 + 1 + 9, "the renamed directory and everything in it are added");
+    let missing = lost(
+        &changes,
+        &[
+            ("a/only-in-b", ChangeKind::Added),
+            ("b/only-in-a", ChangeKind::Added),
+            ("x/y/z", ChangeKind::Added),
+            ("empty/f", ChangeKind::Added),
+            ("big", ChangeKind::Deleted),
+        ],
+    );
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    assert_replays(ctx, &tar, &view);
+}
+
+/// A file with 40 names of 134 bytes (more than 4 KiB of names, all btrfs's
+/// INO_PATHS returns) changed, and 40 such new names of another: every name is in the
+/// diff, or applying it would split the link.
+pub fn forty_long_hardlink_names_are_all_carried(ctx: &Ctx) {
+    let long = |tag: &str, i: usize| format!("links/{}{i:03}", tag.repeat(125));
+    let mut t = TarBuilder::new();
+    t.dir("links").file(&long("n", 0), b"shared").file("links/other", b"other");
+    for i in 1..40 {
+        t.hardlink(&long("n", i), &long("n", 0));
+    }
+    assert_eq!(long("n", 0).len(), 134);
+    let (changes, tar, view) = diff_at_once(ctx, &t.build(), |v| {
+        fs::set_permissions(v.join(long("n", 7)), fs::Permissions::from_mode(0o600)).unwrap();
+        for i in 0..40 {
+            fs::hard_link(v.join("links/other"), v.join(long("m", i))).unwrap();
+        }
+    });
+    for tag in ["nnn", "mmm"] {
+        let n = changes.iter().filter(|c| c.path.to_string_lossy().starts_with(&format!("links/{tag}"))).count();
+        assert_eq!(n, 40, "every name starting {tag} is in the diff");
+    }
+    assert_replays(ctx, &tar, &view);
+}
+
+/// Opens the directory `rel` under `root` one component at a time (it may be longer
+/// than PATH_MAX once joined to `root`).
+fn open_deep(root: &Path, rel: &Path) -> OwnedFd {
+    let mut fd = sys::open_dir(root).unwrap();
+    for c in rel.components() {
+        fd = sys::open_at(fd.as_fd(), c.as_os_str(), nix::fcntl::OFlag::O_DIRECTORY, 0).unwrap();
+    }
+    fd
+}
+
+/// 16 directories of `len` bytes, joined.
+fn deep_dir(len: usize) -> (Vec<String>, String) {
+    let comps: Vec<String> = (0..16).map(|i| ((b'a' + i as u8) as char).to_string().repeat(len)).collect();
+    let dir = comps.join("/");
+    (comps, dir)
+}
+
+/// A changed file whose path is 4,080 bytes, and a deletion in a directory whose
+/// absolute path exceeds PATH_MAX: both are listed, and the diff carries them or fails
+/// naming the path, never an empty diff that exits 0.
+pub fn changes_beyond_path_max_are_not_lost(ctx: &Ctx) {
+    let (comps, dir) = deep_dir(250);
+    let file = format!("{dir}/{}", "f".repeat(64));
+    assert_eq!(file.len(), 4080);
+    let beyond = format!("{dir}/{}", "z".repeat(70));
+    let mut t = TarBuilder::new();
+    for i in 1..=comps.len() {
+        t.dir(&comps[..i].join("/"));
+    }
+    t.file(&file, b"deep").dir(&beyond).file(&format!("{beyond}/gone"), b"gone");
+    must_apply(ctx, "base", None, &t.build());
+    ctx.driver.create("ctr", Some("base"), true).unwrap();
+    let v = ctx.driver.mount("ctr").unwrap();
+    assert!(v.as_os_str().len() + beyond.len() > libc::PATH_MAX as usize, "the directory is beyond PATH_MAX");
+    let d = open_deep(&v, Path::new(&dir));
+    let f = sys::open_at(d.as_fd(), std::ffi::OsStr::new(&"f".repeat(64)), nix::fcntl::OFlag::O_WRONLY, 0).unwrap();
+    fs::File::from(f).write_all_at(b"DE", 0).unwrap();
+    let b = open_deep(&v, Path::new(&beyond));
+    let gone = CString::new("gone").unwrap();
+    // SAFETY: a valid directory fd and a C string.
+    assert_eq!(unsafe { libc::unlinkat(b.as_raw_fd(), gone.as_ptr(), 0) }, 0, "unlink");
+    drop((d, b));
+    ctx.driver.unmount("ctr").unwrap();
+    let changes = ctx.driver.changes("ctr").unwrap();
+    let gone_path = format!("{beyond}/gone");
+    let missing = lost(&changes, &[(&file, ChangeKind::Modified), (&gone_path, ChangeKind::Deleted)]);
+    assert!(missing.is_empty(), "lost changes beyond PATH_MAX ({} changes listed)", changes.len());
+    let mut tar = Vec::new();
+    match ctx.driver.diff("ctr", &mut tar) {
+        Ok(_) => {
+            let names: Vec<String> = tar_listing(&tar).into_iter().map(|(n, _)| n).collect();
+            assert!(names.contains(&file) && names.contains(&format!("{beyond}/.wh.gone")), "{names:?}");
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains("layer ctr") && msg.contains(&comps[0][..50]), "the error names the path: {msg}");
+        }
+    }
+}
+
+/// A layer holding a path beyond PATH_MAX (once under the driver's folder) is removed,
+/// and nothing it leaves stops later commands.
+pub fn layer_with_path_beyond_path_max_is_removed(ctx: &Ctx) {
+    let (comps, dir) = deep_dir(252);
+    let mut t = TarBuilder::new();
+    for i in 1..=comps.len() {
+        t.dir(&comps[..i].join("/"));
+    }
+    t.file(&format!("{dir}/file"), b"deep");
+    must_apply(ctx, "deep", None, &t.build());
+    ctx.driver.create("ctr", Some("deep"), true).unwrap();
+    let v = ctx.driver.mount("ctr").unwrap();
+    let d = open_deep(&v, Path::new(&dir));
+    let f = sys::open_at(
+        d.as_fd(),
+        std::ffi::OsStr::from_bytes(b"made-in-ctr"),
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CREAT,
+        0o644,
+    );
+    drop(f.unwrap());
+    drop(d);
+    ctx.driver.unmount("ctr").unwrap();
+    ctx.driver.remove("ctr").unwrap_or_else(|e| panic!("remove ctr: {e}"));
+    ctx.driver.remove("deep").unwrap_or_else(|e| panic!("remove deep: {e}"));
+    assert!(ctx.driver.list().unwrap().is_empty());
+    let staging = ctx.root.join("staging");
+    let left: Vec<_> = fs::read_dir(&staging).map(|d| d.map(|e| e.unwrap().file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "staging left: {left:?}");
+    // The layer can be made again and removed again.
+    must_apply(ctx, "deep", None, &t.build());
+    ctx.driver.remove("deep").unwrap();
+}
