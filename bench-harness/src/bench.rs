@@ -3,16 +3,20 @@
 //! and no driver gets a better disk). Phases, per driver and backing filesystem:
 //!
 //! 1. **pull replay** — unpack the image from its compressed layers (per layer, total,
-//!    MB/s of uncompressed data, CPU time), synced;
+//!    MB/s of uncompressed data, CPU time), synced; timed again on fresh driver roots
+//!    at the end, so the unpack has a spread too;
 //! 2. **container create** × N;
 //! 3. **copy-up** — in each container, the first 1-byte append to lower files of
-//!    4 KiB, 1 MiB, 64 MiB and 512 MiB; a chmod of a 64 MiB lower file; a rename of a
-//!    lower directory (as `mv` does it: rename, or copy and delete on EXDEV); deleting
-//!    a lower tree; a storm of appends to small lower files. Timed from the
-//!    application's side (open + write + close, no fsync), as distributions over the
-//!    N containers;
-//! 4. **disk use** after unpack, after N containers, after the writes;
-//! 5. **diff** of one container after the writes: time and size.
+//!    4 KiB, 1 MiB, 64 MiB and 512 MiB (and the disk each added); a chmod of a 64 MiB
+//!    lower file; a rename of a lower directory (as `mv` does it: rename, or copy and
+//!    delete on EXDEV); deleting a lower tree; a storm of appends to small lower files.
+//!    Timed from the application's side (open + write + close, no fsync), one sample
+//!    per container;
+//! 4. **disk use** after unpack, after each container, after the writes;
+//! 5. **diff** of each container after the writes: time and size.
+//!
+//! The run is one typed [`Run`](crate::model::Run); the verdict (crate::verdict) and
+//! the report (crate::report) read it, and `--from` reads it back.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -26,16 +30,14 @@ use driver_core::images::{unpack, ImageStore};
 use driver_core::scratch::{FsKind, ScratchFs};
 use driver_core::tarbuild::{EntryMeta, TarBuilder};
 use driver_core::workload::{generate, gzip, Rng, WorkloadSize};
-use driver_core::{Cause, Driver, Error};
+use driver_core::{Driver, Error};
 
-use crate::peers::{PeerImage, PeerResult};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
-
-pub const SCHEMA: u32 = 1;
-
-/// The image label of the embedded default workload.
-pub const DEFAULT_IMAGE: &str = "embedded default";
+use crate::model::{
+    err, secs, size, DiskUse, Dist, Host, LayerTime, PeerResult, Run, Skipped, TargetResult, Workload, DEFAULT_IMAGE,
+    SCHEMA,
+};
+use crate::peers::PeerImage;
+use crate::verdict::Profile;
 
 #[derive(Clone, Debug)]
 pub struct BenchArgs {
@@ -44,87 +46,71 @@ pub struct BenchArgs {
     pub images: Vec<String>,
     pub containers: usize,
     pub json: Option<PathBuf>,
-    pub baseline: Option<PathBuf>,
+    /// Earlier runs to compare with (several: a figure's baseline spans all of them).
+    pub baseline: Vec<PathBuf>,
     pub max_regress: f64,
     pub quick: bool,
     pub peers: Vec<String>,
     pub report: Option<PathBuf>,
     /// Re-read an earlier --json run instead of measuring.
     pub from: Option<PathBuf>,
+    /// The workload profiles the verdict is for.
+    pub profiles: Vec<Profile>,
+    /// `--root`: the disk the verdict is for (its filesystem decides what is available).
+    pub root: PathBuf,
 }
 
-/// A distribution of samples, in seconds.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Dist {
-    pub samples: Vec<f64>,
-    pub median: f64,
-    pub p99: f64,
-}
+const DRIVERS: [&str; 3] = ["overlay", "vfs", "btrfs"];
+const FILESYSTEMS: [&str; 2] = ["ext4", "xfs"];
 
-impl Dist {
-    pub(crate) fn of(mut samples: Vec<f64>) -> Dist {
-        let mut sorted = samples.clone();
-        sorted.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-        let pick = |q: f64| {
-            if sorted.is_empty() {
-                0.0
-            } else {
-                sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
-            }
-        };
-        let (median, p99) = (pick(0.5), pick(0.99));
-        samples.shrink_to_fit();
-        Dist { samples, median, p99 }
+/// Checks the bench's options before anything runs; the message is a usage error (exit 2).
+pub fn check_usage(
+    drivers: &[String],
+    fs: &[String],
+    containers: usize,
+    peers: &[String],
+    profiles: &[String],
+    driver_given: bool,
+    measuring: bool,
+) -> Result<Vec<Profile>, String> {
+    if driver_given {
+        return Err("bench ignores --driver: it compares drivers; choose them with --drivers overlay,vfs,btrfs".into());
     }
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct DiskUse {
-    pub bytes: u64,
-    pub inodes: u64,
-}
-
-/// Everything measured for one driver on one filesystem.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct TargetResult {
-    /// Which image: `embedded default` or the SRC given to --image.
-    #[serde(default)]
-    pub image: String,
-    pub driver: String,
-    pub fs: String,
-    pub features: Vec<(String, String)>,
-    pub unpack_layers: Vec<(String, f64, u64)>,
-    pub unpack_seconds: f64,
-    pub unpack_mb_per_s: f64,
-    pub unpack_cpu_seconds: f64,
-    pub create: Dist,
-    pub copyup: BTreeMap<String, Dist>,
-    pub disk: BTreeMap<String, DiskUse>,
-    /// Disk use (bytes over the empty filesystem) after the image is unpacked and after
-    /// each container is created: entry i is with i containers.
-    #[serde(default)]
-    pub disk_by_containers: Vec<u64>,
-    pub diff_seconds: f64,
-    pub diff_bytes: u64,
-    pub error: Option<String>,
-}
-
-pub(crate) fn err(msg: impl Into<String>) -> Error {
-    Error::new(Cause::Other(msg.into()))
-}
-
-pub(crate) fn used(path: &Path) -> DiskUse {
-    match nix::sys::statvfs::statvfs(path) {
-        // btrfs allocates inodes on demand and reports no inode totals: count them.
-        Ok(s) if s.files() == 0 => DiskUse {
-            bytes: (s.blocks() - s.blocks_free()) * s.fragment_size(),
-            inodes: driver_core::sys::disk_usage(path).map(|u| u.inodes).unwrap_or(0),
-        },
-        Ok(s) => {
-            DiskUse { bytes: (s.blocks() - s.blocks_free()) * s.fragment_size(), inodes: s.files() - s.files_free() }
+    for d in drivers {
+        if !DRIVERS.contains(&d.as_str()) {
+            return Err(format!("unknown driver {d:?} in --drivers: the drivers are {}", DRIVERS.join(", ")));
         }
-        Err(_) => DiskUse::default(),
     }
+    for f in fs {
+        if !FILESYSTEMS.contains(&f.as_str()) {
+            return Err(format!(
+                "unknown filesystem {f:?} in --fs: overlay and vfs run on {} (btrfs always on btrfs)",
+                FILESYSTEMS.join(", ")
+            ));
+        }
+    }
+    if measuring && drivers.is_empty() {
+        return Err("--drivers names no driver".into());
+    }
+    if measuring && drivers.iter().any(|d| d != "btrfs") && fs.is_empty() {
+        return Err("--fs names no filesystem for overlay and vfs".into());
+    }
+    if containers == 0 {
+        return Err("--containers 0: the bench needs at least one container (two or more for a spread)".into());
+    }
+    for p in peers {
+        if !["containerd", "podman"].contains(&p.as_str()) {
+            return Err(format!("unknown peer {p:?} in --peers: the peers are containerd and podman"));
+        }
+    }
+    if profiles.is_empty() {
+        return Ok(Profile::shipped());
+    }
+    profiles.iter().map(|p| Profile::load(p)).collect()
+}
+
+fn used(path: &Path) -> DiskUse {
+    DiskUse::of(path)
 }
 
 fn cpu_seconds() -> f64 {
@@ -235,17 +221,41 @@ fn open_driver(name: &str, root: &Path) -> Result<Box<dyn Driver>, Error> {
     crate::drivers::open(name, root)
 }
 
+/// Bytes of disk the filesystem holds beyond `base`, after a sync (so btrfs has
+/// committed its transaction and statfs counts the blocks).
+fn grown(path: &Path, base: &DiskUse) -> DiskUse {
+    nix::unistd::sync();
+    let d = used(path);
+    DiskUse { bytes: d.bytes.saturating_sub(base.bytes), inodes: d.inodes.saturating_sub(base.inodes) }
+}
+
+/// Unpacks the bench image into a fresh driver root under `root`: (seconds, per-layer times).
+fn unpack_once(driver: &dyn Driver, root: &Path, image: &Path) -> Result<(String, f64, Vec<LayerTime>), Error> {
+    let (source, img) = open_source(&format!("{}:default", image.display()), None)?;
+    let images = ImageStore::open(&root.join(driver.name()))?;
+    let layers = std::sync::Mutex::new(Vec::new());
+    let (top, secs) = time(|| {
+        unpack(driver, &images, source.as_ref(), &img, "bench", &|ev| {
+            layers.lock().expect("layers").push(LayerTime {
+                chain_id: ev.chain_id.clone(),
+                done_at: ev.elapsed.as_secs_f64(),
+                bytes: ev.applied.unwrap_or(0),
+            })
+        })
+    });
+    let top = top?.ok_or_else(|| err("the image has no layers"))?;
+    Ok((top, secs, layers.into_inner().expect("layers")))
+}
+
 /// Runs every phase for one driver on a fresh filesystem of `kind`.
 fn run_target(
     driver_name: &str,
     kind: FsKind,
-    image: &Path,
-    sizes: &[(String, u64)],
+    plan: &Plan,
     containers: usize,
     progress: &dyn Fn(&str),
 ) -> Result<TargetResult, Error> {
-    let fs_size = 12u64 << 30;
-    let scratch = ScratchFs::new(kind, fs_size).map_err(|e| err(format!("scratch {}: {e}", kind.name())))?;
+    let scratch = ScratchFs::new(kind, plan.fs_size).map_err(|e| err(format!("scratch {}: {e}", kind.name())))?;
     let root = scratch.path().join("strata");
     let driver = open_driver(driver_name, &root)?;
     let mut r = TargetResult { driver: driver_name.into(), fs: kind.name().into(), ..Default::default() };
@@ -253,55 +263,41 @@ fn run_target(
     let base = used(scratch.path());
 
     progress("pull replay");
-    let (source, img) = open_source(&format!("{}:default", image.display()), None)?;
-    let images = ImageStore::open(&root.join(driver.name()))?;
-    let layers = std::sync::Mutex::new(Vec::new());
     let cpu0 = cpu_seconds();
-    let (top, secs) = time(|| {
-        unpack(driver.as_ref(), &images, source.as_ref(), &img, "bench", &|ev| {
-            layers.lock().expect("layers").push((
-                ev.chain_id.clone(),
-                ev.elapsed.as_secs_f64(),
-                ev.applied.unwrap_or(0),
-            ))
-        })
-    });
-    let top = top?.ok_or_else(|| err("the image has no layers"))?;
-    r.unpack_seconds = secs;
+    let (top, first, layers) = unpack_once(driver.as_ref(), &root, &plan.layout)?;
     r.unpack_cpu_seconds = cpu_seconds() - cpu0;
-    r.unpack_layers = layers.into_inner().expect("layers");
-    let tar_bytes: u64 = r.unpack_layers.iter().map(|l| l.2).sum();
-    r.unpack_mb_per_s = tar_bytes as f64 / 1e6 / secs.max(1e-9);
-    let d = used(scratch.path());
-    r.disk.insert("after_unpack".into(), DiskUse { bytes: d.bytes - base.bytes, inodes: d.inodes - base.inodes });
+    r.unpack_bytes = layers.iter().map(|l| l.bytes).sum();
+    r.unpack_layers = layers;
+    r.disk.insert("after_unpack".into(), grown(scratch.path(), &base));
 
     progress("container create");
     let mut create = Vec::new();
-    nix::unistd::sync();
-    r.disk_by_containers.push(used(scratch.path()).bytes - base.bytes);
+    r.disk_by_containers.push(grown(scratch.path(), &base).bytes);
     for i in 0..containers {
         let (res, s) = time(|| driver.create(&format!("c{i}"), Some(&top), true));
         res?;
         create.push(s);
-        nix::unistd::sync();
-        r.disk_by_containers.push(used(scratch.path()).bytes - base.bytes);
+        r.disk_by_containers.push(grown(scratch.path(), &base).bytes);
     }
     r.create = Dist::of(create);
-    nix::unistd::sync();
-    let d = used(scratch.path());
-    r.disk.insert("after_containers".into(), DiskUse { bytes: d.bytes - base.bytes, inodes: d.inodes - base.inodes });
+    r.disk.insert("after_containers".into(), grown(scratch.path(), &base));
 
     progress("copy-up");
     let mut samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut add = |k: &str, s: f64| samples.entry(k.to_string()).or_default().push(s);
+    let mut disk_samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for i in 0..containers {
         let v = driver.mount(&format!("c{i}"))?;
         let b = v.join("bench");
         let io = |e: std::io::Error| err(format!("copy-up in c{i}: {e}"));
-        for (name, _) in sizes {
+        let mut add = |k: &str, s: f64| samples.entry(k.to_string()).or_default().push(s);
+        for (name, _) in &plan.sizes {
+            // The disk each first write adds: a statfs delta around it, synced both sides.
+            let before = grown(scratch.path(), &base);
             let (res, s) = time(|| append_one_byte(&b.join(format!("file-{name}"))));
             res.map_err(io)?;
             add(&format!("write {name}"), s);
+            let after = grown(scratch.path(), &base);
+            disk_samples.entry(format!("write {name}")).or_default().push(after.bytes as f64 - before.bytes as f64);
         }
         let (res, s) = time(|| fs::set_permissions(b.join("chmod-target"), fs::Permissions::from_mode(0o600)));
         res.map_err(io)?;
@@ -318,16 +314,31 @@ fn run_target(
         driver.unmount(&format!("c{i}"))?;
     }
     r.copyup = samples.into_iter().map(|(k, v)| (k, Dist::of(v))).collect();
-    nix::unistd::sync();
-    let d = used(scratch.path());
-    r.disk.insert("after_writes".into(), DiskUse { bytes: d.bytes - base.bytes, inodes: d.inodes - base.inodes });
+    r.copyup_disk = disk_samples.into_iter().map(|(k, v)| (k, Dist::of(v))).collect();
+    r.disk.insert("after_writes".into(), grown(scratch.path(), &base));
 
     progress("diff");
-    let mut sink = CountingSink(0);
-    let (res, s) = time(|| driver.diff("c0", &mut sink));
-    res?;
-    r.diff_seconds = s;
-    r.diff_bytes = sink.0;
+    let mut diffs = Vec::new();
+    for i in 0..containers {
+        let mut sink = CountingSink(0);
+        let (res, s) = time(|| driver.diff(&format!("c{i}"), &mut sink));
+        res?;
+        diffs.push(s);
+        r.diff_bytes = sink.0;
+    }
+    r.diff = Dist::of(diffs);
+
+    // More unpacks for a spread, each into a fresh driver root on the same filesystem,
+    // after the disk figures were taken.
+    let mut unpacks = vec![first];
+    for i in 1..plan.unpack_runs {
+        progress(&format!("pull replay {}/{}", i + 1, plan.unpack_runs));
+        let again = scratch.path().join(format!("strata-{i}"));
+        let d = open_driver(driver_name, &again)?;
+        let (_, s, _) = unpack_once(d.as_ref(), &again, &plan.layout)?;
+        unpacks.push(s);
+    }
+    r.unpack = Dist::of(unpacks);
     drop(driver);
     drop(scratch);
     Ok(r)
@@ -345,6 +356,14 @@ impl Write for CountingSink {
     }
 }
 
+fn kind_of(fs: &str) -> FsKind {
+    match fs {
+        "xfs" => FsKind::Xfs,
+        "btrfs" => FsKind::Btrfs,
+        _ => FsKind::Ext4,
+    }
+}
+
 /// Which (driver, filesystem) pairs run: btrfs on btrfs, the others on each of `fs`.
 fn targets(args: &BenchArgs) -> Vec<(String, FsKind)> {
     let mut out = Vec::new();
@@ -354,221 +373,175 @@ fn targets(args: &BenchArgs) -> Vec<(String, FsKind)> {
             continue;
         }
         for f in &args.fs {
-            match f.as_str() {
-                "ext4" => out.push((d.clone(), FsKind::Ext4)),
-                "xfs" => out.push((d.clone(), FsKind::Xfs)),
-                _ => {}
-            }
+            out.push((d.clone(), kind_of(f)));
         }
     }
     out
 }
 
-fn host() -> serde_json::Value {
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// Why a target cannot be tried here, and the fix, before trying it.
+fn cannot_run(driver: &str, kind: FsKind) -> Option<(String, String)> {
+    let (mkfs, package) = match kind {
+        FsKind::Ext4 => ("mkfs.ext4", "e2fsprogs"),
+        FsKind::Xfs => ("mkfs.xfs", "xfsprogs"),
+        FsKind::Btrfs => ("mkfs.btrfs", "btrfs-progs"),
+    };
+    if !on_path(mkfs) {
+        return Some((
+            format!("{mkfs} is not installed, so no {} scratch filesystem can be made for {driver}", kind.name()),
+            format!("apt-get install {package}"),
+        ));
+    }
+    None
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// The filesystem of `path`'s nearest existing ancestor.
+fn fs_of(path: &Path) -> String {
+    let mut p = path.to_path_buf();
+    while !p.exists() {
+        if !p.pop() {
+            break;
+        }
+    }
+    driver_core::scratch::fs_type(&p).unwrap_or_else(|_| "unknown".into())
+}
+
+fn host(root: &Path) -> Host {
     let uname = nix::sys::utsname::uname().ok();
-    json!({
-        "kernel": uname.as_ref().map(|u| u.release().to_string_lossy().into_owned()),
-        "machine": uname.as_ref().map(|u| u.machine().to_string_lossy().into_owned()),
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "strata": env!("CARGO_PKG_VERSION"),
-        "time": driver_core::store::now_secs(),
-    })
-}
-
-pub(crate) fn ms(s: f64) -> String {
-    if s >= 1.0 {
-        format!("{s:.2} s")
-    } else {
-        format!("{:.1} ms", s * 1000.0)
+    let scratch_dir = driver_core::scratch::scratch_parent();
+    Host {
+        hostname: hostname(),
+        kernel: uname.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
+        machine: uname.as_ref().map(|u| u.machine().to_string_lossy().into_owned()).unwrap_or_default(),
+        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        strata: env!("CARGO_PKG_VERSION").into(),
+        time: driver_core::store::now_secs() as i64,
+        root: root.to_path_buf(),
+        root_fs: fs_of(root),
+        scratch_fs: fs_of(&scratch_dir),
+        scratch_dir,
     }
 }
 
-pub(crate) fn mb(b: u64) -> String {
-    format!("{:.0} MB", b as f64 / 1e6)
-}
-
-/// `4KiB`, `16MiB`, `1GiB` → bytes.
-pub(crate) fn parse_size(s: &str) -> Option<u64> {
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = s.split_at(split);
-    let scale = match unit {
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => return None,
-    };
-    Some(n.parse::<u64>().ok()? * scale)
-}
-
-/// The copy-up key of the largest file written (`write 512MiB`).
-pub(crate) fn largest_write(r: &TargetResult) -> String {
-    r.copyup
-        .keys()
-        .filter_map(|k| Some((k, parse_size(k.strip_prefix("write ")?)?)))
-        .max_by_key(|(_, bytes)| *bytes)
-        .map(|(k, _)| k.clone())
-        .unwrap_or_default()
-}
-
-/// The recommendation for this host, citing the figures it rests on.
-fn recommend(results: &[TargetResult]) -> Vec<String> {
-    let ok: Vec<&TargetResult> = results.iter().filter(|r| r.error.is_none()).collect();
-    let mut out = Vec::new();
-    if ok.is_empty() {
-        return vec!["no driver ran here; see the errors above".into()];
+/// `p50 [lo–hi]` of a distribution of seconds.
+fn spread(d: &Dist) -> String {
+    if d.n() < 2 {
+        return secs(d.p50);
     }
-    let label = |r: &TargetResult| format!("{} on {}", r.driver, r.fs);
-    let best = |f: &dyn Fn(&TargetResult) -> f64| {
-        ok.iter().min_by(|a, b| f(a).partial_cmp(&f(b)).expect("no NaN")).copied().expect("non-empty")
-    };
-    let big = largest_write(ok[0]);
-    let unpack = best(&|r| r.unpack_seconds);
-    let create = best(&|r| r.create.median);
-    let copy = best(&|r| r.copyup.get(&big).map(|d| d.median).unwrap_or(f64::MAX));
-    let disk = best(&|r| r.disk.get("after_containers").map(|d| d.bytes as f64).unwrap_or(f64::MAX));
-    out.push(format!("fastest unpack: {} ({})", label(unpack), ms(unpack.unpack_seconds)));
-    out.push(format!("fastest container create: {} (median {})", label(create), ms(create.create.median)));
-    out.push(format!(
-        "cheapest first write to the {} lower file: {} (median {})",
-        big.trim_start_matches("write "),
-        label(copy),
-        ms(copy.copyup.get(&big).map(|d| d.median).unwrap_or(0.0))
-    ));
-    out.push(format!(
-        "least disk for the image and its containers: {} ({})",
-        label(disk),
-        mb(disk.disk.get("after_containers").map(|d| d.bytes).unwrap_or(0))
-    ));
-    // Score: geometric mean of each figure relative to the best, lower is better.
-    let score = |r: &TargetResult| {
-        let rel = |v: f64, b: f64| (v.max(1e-6) / b.max(1e-6)).ln();
-        let c = |r: &TargetResult| r.copyup.get(&big).map(|d| d.median).unwrap_or(f64::MAX);
-        let dk = |r: &TargetResult| r.disk.get("after_containers").map(|d| d.bytes as f64).unwrap_or(f64::MAX);
-        (rel(r.unpack_seconds, unpack.unpack_seconds)
-            + rel(r.create.median, create.create.median)
-            + rel(c(r), c(copy))
-            + rel(dk(r), dk(disk))
-            + rel(r.diff_seconds, best(&|r| r.diff_seconds).diff_seconds))
-            / 5.0
-    };
-    let pick = ok.iter().min_by(|a, b| score(a).partial_cmp(&score(b)).expect("no NaN")).expect("non-empty");
-    out.push(format!(
-        "recommended here: {} — the best balance of the five figures above and the diff time \
-         (it is within {:.1}x of the best on each, on average)",
-        label(pick),
-        score(pick).exp()
-    ));
-    out
+    format!("{} [{}–{}]", secs(d.p50), secs(d.lo), secs(d.hi))
 }
 
-fn print_table(all: &[TargetResult]) {
-    let mut images: Vec<&str> = all.iter().map(|r| r.image.as_str()).collect();
-    images.dedup();
-    for image in images {
-        let results: Vec<&TargetResult> = all.iter().filter(|r| r.image == image).collect();
-        print_image_table(image, &results);
-    }
-}
-
-fn print_image_table(image: &str, results: &[&TargetResult]) {
-    let big = results.iter().find(|r| r.error.is_none()).map(|r| largest_write(r)).unwrap_or_default();
-    println!("\nimage: {}", if image.is_empty() { DEFAULT_IMAGE } else { image });
-    println!(
-        "{:<16} {:>10} {:>9} {:>12} {:>14} {:>12} {:>12} {:>10}",
-        "driver/fs",
-        "unpack",
-        "MB/s",
-        "create p50",
-        format!("{} p50", big.trim_start_matches("write ")),
-        "disk+ctrs",
-        "disk+writes",
-        "diff"
-    );
-    for r in results {
-        let name = format!("{}/{}", r.driver, r.fs);
-        if let Some(e) = &r.error {
-            println!("{name:<16} could not run: {e}");
-            continue;
-        }
+fn print_table(run: &Run) {
+    for image in run.images() {
+        let results: Vec<&TargetResult> = run.results.iter().filter(|r| r.image == image).collect();
+        let big = results.iter().find(|r| r.ok()).map(|r| r.largest_write()).unwrap_or_default();
+        println!("\nimage: {image}   (median [interval of the median]; samples per figure below)");
         println!(
-            "{:<16} {:>10} {:>9.1} {:>12} {:>14} {:>12} {:>12} {:>10}",
-            name,
-            ms(r.unpack_seconds),
-            r.unpack_mb_per_s,
-            ms(r.create.median),
-            ms(r.copyup.get(&big).map(|d| d.median).unwrap_or(0.0)),
-            mb(r.disk.get("after_containers").map(|d| d.bytes).unwrap_or(0)),
-            mb(r.disk.get("after_writes").map(|d| d.bytes).unwrap_or(0)),
-            ms(r.diff_seconds)
+            "{:<13} {:>26} {:>26} {:>26} {:>10} {:>26}",
+            "driver/fs",
+            "unpack",
+            "create",
+            format!("first write {}", big.trim_start_matches("write ")),
+            "disk/ctr",
+            "diff"
         );
-    }
-}
-
-/// The figures a baseline comparison checks, by name; all "lower is better".
-fn figures(r: &TargetResult) -> Vec<(String, f64)> {
-    let p = match r.image.as_str() {
-        "" | DEFAULT_IMAGE => format!("{}/{}", r.driver, r.fs),
-        image => format!("{image} {}/{}", r.driver, r.fs),
-    };
-    let mut v = vec![
-        (format!("{p} unpack seconds"), r.unpack_seconds),
-        (format!("{p} create median"), r.create.median),
-        (format!("{p} diff seconds"), r.diff_seconds),
-    ];
-    for (k, d) in &r.copyup {
-        v.push((format!("{p} {k} median"), d.median));
-    }
-    for (k, d) in &r.disk {
-        v.push((format!("{p} disk {k} bytes"), d.bytes as f64));
-    }
-    v
-}
-
-/// Names every figure of `current` that is worse than `baseline`'s by more than `pct`%.
-pub fn regressions(current: &serde_json::Value, baseline: &serde_json::Value, pct: f64) -> Vec<String> {
-    let parse = |v: &serde_json::Value| -> Vec<TargetResult> {
-        serde_json::from_value(v["results"].clone()).unwrap_or_default()
-    };
-    let base: BTreeMap<String, f64> = parse(baseline).iter().flat_map(figures).collect();
-    let mut out = Vec::new();
-    for (name, now) in parse(current).iter().flat_map(figures) {
-        if let Some(&was) = base.get(&name) {
-            // Tiny absolute figures (sub-millisecond latencies) are below the noise floor.
-            let floor = if name.contains("bytes") { 1e6 } else { 0.002 };
-            if now > was * (1.0 + pct / 100.0) && now - was > floor {
-                out.push(format!(
-                    "{name}: {now:.4} vs {was:.4} in the baseline (+{:.0}%)",
-                    (now / was.max(1e-12) - 1.0) * 100.0
-                ));
+        for r in &results {
+            if let Some(e) = &r.error {
+                println!("{:<13} could not run: {e}", r.label());
+                continue;
             }
+            println!(
+                "{:<13} {:>26} {:>26} {:>26} {:>10} {:>26}",
+                r.label(),
+                spread(&r.unpack),
+                spread(&r.create),
+                r.copyup.get(&big).map(spread).unwrap_or_default(),
+                size(r.per_container_disk().p50),
+                spread(&r.diff)
+            );
+        }
+        if let Some(r) = results.iter().find(|r| r.ok()) {
+            println!(
+                "samples: unpack {}, create {}, first writes {}, diff {} (intervals cover the median with {:.0}% \
+                 confidence at {} samples)",
+                r.unpack.n(),
+                r.create.n(),
+                r.copyup.get(&big).map(Dist::n).unwrap_or(0),
+                r.diff.n(),
+                r.create.confidence * 100.0,
+                r.create.n()
+            );
         }
     }
-    out
+}
+
+fn print_verdicts(run: &Run) {
+    let images = run.images();
+    for v in &run.verdicts {
+        let tag = if images.len() > 1 { format!("[{}] ", v.image) } else { String::new() };
+        println!("\n{tag}verdict {}", v.summary);
+        for r in &v.reasons {
+            println!("  - {r}");
+        }
+        for n in &v.notes {
+            println!("  note: {n}");
+        }
+    }
+}
+
+/// One line per target that could not run, with its fix.
+fn print_missing(run: &Run) {
+    for s in &run.skipped {
+        println!("not run: {}/{}: {}; to fix: {}", s.driver, s.fs, s.why, s.fix);
+    }
+    for r in run.results.iter().filter(|r| !r.ok()) {
+        println!("not run: {}: {}", r.label(), r.error.as_deref().unwrap_or_default());
+    }
+}
+
+/// What a bench of one image needs: the layout with the copy-up layer, its sizes.
+struct Plan {
+    layout: PathBuf,
+    sizes: Vec<(String, u64)>,
+    fs_size: u64,
+    unpack_runs: usize,
 }
 
 /// Runs every target on one image; adds peers when asked.
-fn bench_image(
-    args: &BenchArgs,
-    label: &str,
-    blobs: &[Vec<u8>],
-    work: &Path,
-    results: &mut Vec<TargetResult>,
-    peers: &mut Vec<PeerResult>,
-) -> Result<(), Error> {
+fn bench_image(args: &BenchArgs, label: &str, blobs: &[Vec<u8>], work: &Path, run: &mut Run) -> Result<(), Error> {
     let layout = work.join("bench-image");
     let sizes = bench_layout(&layout, blobs, args.quick)?;
+    let plan = Plan { layout, sizes, fs_size: fs_size(args, blobs), unpack_runs: run.workload.unpack_runs };
     let all = targets(args);
     for (i, (d, kind)) in all.iter().enumerate() {
         let tag = format!("[{label}] [{}/{}] {d} on {}", i + 1, all.len(), kind.name());
+        if let Some((why, fix)) = cannot_run(d, *kind) {
+            eprintln!("{tag}: not run: {why}; to fix: {fix}");
+            let s = Skipped { driver: d.clone(), fs: kind.name().into(), why, fix };
+            if !run.skipped.contains(&s) {
+                run.skipped.push(s);
+            }
+            continue;
+        }
         eprintln!("{tag}: starting");
         let started = Instant::now();
         let progress = |phase: &str| eprintln!("{tag}: {phase} ({:.0} s)", started.elapsed().as_secs_f64());
-        let mut r = run_target(d, *kind, &layout, &sizes, args.containers, &progress).unwrap_or_else(|e| {
+        let mut r = run_target(d, *kind, &plan, args.containers, &progress).unwrap_or_else(|e| {
             eprintln!("{tag}: could not run: {e}");
             TargetResult { driver: d.clone(), fs: kind.name().into(), error: Some(e.to_string()), ..Default::default() }
         });
         r.image = label.to_string();
-        results.push(r);
+        run.results.push(r);
     }
     if args.peers.is_empty() {
         return Ok(());
@@ -579,47 +552,66 @@ fn bench_image(
     let image = PeerImage::from_layout(&peer_layout, &work.join("peer-image.tar"))?;
     let runs = if args.quick { 1 } else { 3 };
     for (d, kind) in &all {
+        if cannot_run(d, *kind).is_some() {
+            continue;
+        }
         let tag = format!("[{label}] peers beside {d} on {}", kind.name());
         let progress = |what: &str| eprintln!("{tag}: {what}");
         for mut p in crate::peers::compare(&args.peers, d, *kind, &image, runs, &progress) {
             p.image = label.to_string();
-            peers.push(p);
+            run.peers.push(p);
         }
     }
     Ok(())
 }
 
+/// The scratch filesystem's size: 12 GiB, or more when the image and its containers
+/// (vfs copies the image for each) could need more.
+fn fs_size(args: &BenchArgs, blobs: &[Vec<u8>]) -> u64 {
+    (12u64 << 30).max(need(args, blobs))
+}
+
+/// About the most one target writes: the image (about three times its compressed
+/// size, uncompressed) per layer and per container, as vfs on ext4 stores it, plus the
+/// copy-up files.
+fn need(args: &BenchArgs, blobs: &[Vec<u8>]) -> u64 {
+    let image: u64 = blobs.iter().map(|b| b.len() as u64 * 3).sum();
+    let copyup: u64 = if args.quick { 24 << 20 } else { 600 << 20 };
+    (image + copyup) * (args.containers as u64 + blobs.len() as u64 + 2)
+}
+
 pub fn run(args: &BenchArgs) -> Result<(), Error> {
-    let report = match &args.from {
-        Some(path) => {
-            let data = fs::read(path).map_err(|e| Error::new(e).with_path(path))?;
-            serde_json::from_slice(&data).map_err(|e| err(format!("{}: {e}", path.display())))?
-        }
+    let mut run = match &args.from {
+        Some(path) => Run::load(path)?,
         None => measure(args)?,
     };
-    let results: Vec<TargetResult> = serde_json::from_value(report["results"].clone())
-        .map_err(|e| err(format!("the report's results do not parse: {e}")))?;
-    let peers: Vec<PeerResult> = serde_json::from_value(report["peers"].clone()).unwrap_or_default();
-    print_table(&results);
-    print_peers(&peers);
-    println!();
-    for line in report["recommendation"].as_array().into_iter().flatten() {
-        println!("{}", line.as_str().unwrap_or_default());
+    run.verdicts = crate::verdict::verdicts(&run, &args.profiles);
+    print_table(&run);
+    print_peers(&run.peers);
+    print_verdicts(&run);
+    if !run.skipped.is_empty() || run.results.iter().any(|r| !r.ok()) {
+        println!();
+        print_missing(&run);
     }
     if let Some(path) = &args.json {
-        fs::write(path, serde_json::to_vec_pretty(&report).expect("json"))
-            .map_err(|e| Error::new(e).with_path(path))?;
+        fs::write(path, serde_json::to_vec_pretty(&run).expect("json")).map_err(|e| Error::new(e).with_path(path))?;
         eprintln!("strata bench: wrote {}", path.display());
     }
     if let Some(path) = &args.report {
-        fs::write(path, crate::report::html(&report)).map_err(|e| Error::new(e).with_path(path))?;
+        fs::write(path, crate::report::html(&run)).map_err(|e| Error::new(e).with_path(path))?;
         eprintln!("strata bench: wrote {}", path.display());
     }
-    if let Some(base) = &args.baseline {
-        let data = fs::read(base).map_err(|e| Error::new(e).with_path(base))?;
-        let baseline: serde_json::Value =
-            serde_json::from_slice(&data).map_err(|e| err(format!("baseline {}: {e}", base.display())))?;
-        let regressed = regressions(&report, &baseline, args.max_regress);
+    if !run.results.iter().any(TargetResult::ok) {
+        return Err(err(format!(
+            "no target ran ({} not run, {} failed); see the lines above",
+            run.skipped.len(),
+            run.results.len()
+        )));
+    }
+    if !args.baseline.is_empty() {
+        let baselines =
+            args.baseline.iter().map(|b| Ok((Run::load(b)?, b.clone()))).collect::<Result<Vec<_>, Error>>()?;
+        let regressed = crate::verdict::regressions(&run, &baselines, args.max_regress)?;
         if !regressed.is_empty() {
             return Err(err(format!(
                 "{} figure(s) regressed past {}%: {}",
@@ -628,27 +620,82 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
                 regressed.join("; ")
             )));
         }
-        eprintln!("strata bench: no figure regressed past {}% against {}", args.max_regress, base.display());
+        let names: Vec<String> = args.baseline.iter().map(|b| b.display().to_string()).collect();
+        eprintln!("strata bench: no figure regressed past {}% against {}", args.max_regress, names.join(", "));
     }
     Ok(())
 }
 
+/// Before a bench: scratch left by a killed bench is removed; a tmpfs scratch dir (the
+/// bench would measure RAM) and too little free space are refused.
+fn check_scratch(needed: u64) -> Result<(), Error> {
+    for line in driver_core::scratch::remove_stale() {
+        eprintln!("strata bench: {line}");
+    }
+    let dir = driver_core::scratch::scratch_parent();
+    let fs = fs_of(&dir);
+    if fs == "tmpfs" {
+        return Err(err(format!(
+            "scratch dir {} is on tmpfs: the bench would measure RAM, not a disk; set TMPDIR (or \
+             STRATA_SCRATCH_DIR) to a directory on a disk",
+            dir.display()
+        )));
+    }
+    let free = nix::sys::statvfs::statvfs(&dir).map(|s| s.blocks_available() * s.fragment_size()).unwrap_or(0);
+    if free < needed {
+        return Err(err(format!(
+            "scratch dir {} ({fs}) has {} free; the bench needs about {} (set TMPDIR or STRATA_SCRATCH_DIR to a \
+             bigger disk, or use --containers/--quick)",
+            dir.display(),
+            size(free as f64),
+            size(needed as f64)
+        )));
+    }
+    Ok(())
+}
+
+/// On SIGINT or SIGTERM: unmount and remove every scratch filesystem, mount, loop
+/// device and directory this bench made, then exit as the signal would (128 + signo).
+fn release_on_signal() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            eprintln!("strata bench: interrupted (signal {sig}); removing its scratch filesystems");
+            let n = driver_core::scratch::release_all();
+            eprintln!("strata bench: removed {n} scratch dir(s) with their mounts and loop devices");
+            std::process::exit(128 + sig);
+        }
+    });
+    Ok(())
+}
+
 /// Runs the bench: every image on every target, then the peers.
-fn measure(args: &BenchArgs) -> Result<serde_json::Value, Error> {
+fn measure(args: &BenchArgs) -> Result<Run, Error> {
     if !nix::unistd::geteuid().is_root() {
         return Err(err("strata bench makes loop-mounted scratch filesystems and needs root"));
     }
+    release_on_signal().map_err(|e| err(format!("installing the SIGINT/SIGTERM handler: {e}")))?;
     for p in &args.peers {
         if let Some(why) = crate::peers::unavailable(p) {
             eprintln!("strata bench: peer {p} will not run: {why}");
         }
     }
-    let mut results = Vec::new();
-    let mut peers = Vec::new();
     let images: Vec<String> =
         if args.images.is_empty() { vec![DEFAULT_IMAGE.to_string()] } else { args.images.clone() };
+    let mut run = Run {
+        schema: SCHEMA,
+        host: host(&args.root),
+        workload: Workload {
+            images: images.clone(),
+            containers: args.containers,
+            unpack_runs: if args.quick { 2 } else { 3 },
+            quick: args.quick,
+            copyup_timing: "open + 1-byte append + close, no fsync".into(),
+        },
+        ..Default::default()
+    };
     for label in &images {
-        let work = tempfile::Builder::new().prefix("strata-bench-").tempdir().map_err(Error::new)?;
         let blobs = if args.images.is_empty() {
             eprintln!("strata bench: generating the embedded default workload...");
             default_blobs(args.quick)
@@ -656,25 +703,19 @@ fn measure(args: &BenchArgs) -> Result<serde_json::Value, Error> {
             eprintln!("strata bench: reading {label}...");
             image_blobs(label)?
         };
-        bench_image(args, label, &blobs, work.path(), &mut results, &mut peers)?;
+        let layout_bytes: u64 = blobs.iter().map(|b| b.len() as u64).sum::<u64>() * 2;
+        check_scratch(need(args, &blobs).min(fs_size(args, &blobs)) + layout_bytes)?;
+        eprintln!(
+            "strata bench: scratch in {} ({}); verdict for --root {} ({})",
+            run.host.scratch_dir.display(),
+            run.host.scratch_fs,
+            run.host.root.display(),
+            run.host.root_fs
+        );
+        let work = driver_core::scratch::work_dir("strata-bench-").map_err(Error::new)?;
+        bench_image(args, label, &blobs, work.path(), &mut run)?;
     }
-    let mut rec = Vec::new();
-    for label in &images {
-        let mine: Vec<TargetResult> = results.iter().filter(|r| &r.image == label).cloned().collect();
-        for line in recommend(&mine) {
-            rec.push(if images.len() > 1 { format!("[{label}] {line}") } else { line });
-        }
-    }
-    Ok(json!({
-        "schema": SCHEMA,
-        "host": host(),
-        "workload": {"images": images,
-                     "containers": args.containers, "quick": args.quick,
-                     "copyup_timing": "open + 1-byte append + close, no fsync"},
-        "results": results,
-        "peers": peers,
-        "recommendation": rec,
-    }))
+    Ok(run)
 }
 
 /// The peers table: each tool's unpack beside strata's, as a ratio to strata's.
@@ -696,9 +737,9 @@ fn print_peers(peers: &[PeerResult]) {
         let strata = peers
             .iter()
             .find(|s| s.tool == "strata" && s.image == p.image && s.strata_driver == p.strata_driver && s.fs == p.fs)
-            .map(|s| s.unpack.median)
+            .map(|s| s.unpack.p50)
             .unwrap_or(0.0);
-        let ratio = if strata > 0.0 { format!("{:.2}x", p.unpack.median / strata) } else { "-".into() };
-        println!("{name:<28} {beside:<12} {:>10} {:>10} {:>14}", ms(p.unpack.median), mb(p.disk_bytes), ratio);
+        let ratio = if strata > 0.0 { format!("{:.2}x", p.unpack.p50 / strata) } else { "-".into() };
+        println!("{name:<28} {beside:<12} {:>10} {:>10} {:>14}", secs(p.unpack.p50), size(p.disk_bytes as f64), ratio);
     }
 }

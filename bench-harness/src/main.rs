@@ -6,18 +6,21 @@
 
 mod bench;
 mod drivers;
+mod model;
 mod peers;
 mod probe;
 mod progress;
 mod registry;
 mod report;
+mod verdict;
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use driver_core::images::ImageStore;
 use driver_core::{Driver, Error};
 
@@ -69,9 +72,10 @@ enum Command {
         /// Write the results (versioned schema) here.
         #[arg(long)]
         json: Option<PathBuf>,
-        /// Compare with an earlier --json run; exit non-zero naming each regression.
+        /// Compare with an earlier --json run; exit non-zero naming each regression
+        /// (repeatable: on a shared host give several, a figure's baseline spans them).
         #[arg(long)]
-        baseline: Option<PathBuf>,
+        baseline: Vec<PathBuf>,
         /// How much worse (in percent) a figure may be than the baseline's.
         #[arg(long, default_value_t = 25.0)]
         max_regress: f64,
@@ -89,6 +93,14 @@ enum Command {
         /// compare it with a baseline).
         #[arg(long)]
         from: Option<PathBuf>,
+        /// The workload the verdict is for: ci-runner, dense-host, build-host, big-files
+        /// or a FILE.toml (repeatable; default: all four). The verdict is for the
+        /// filesystem --root is on.
+        #[arg(long, value_delimiter = ',')]
+        profile: Vec<String>,
+        /// The profiles, loaded (filled in before the bench runs).
+        #[arg(skip)]
+        profiles: Vec<verdict::Profile>,
     },
 }
 
@@ -168,7 +180,19 @@ enum LayerCmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // The bench's usage errors exit 2, as clap's own do, before anything runs.
+    if let Command::Bench { drivers, fs, containers, peers, profile, from, profiles, .. } = &mut cli.command {
+        let driver_given = matches.value_source("driver") == Some(ValueSource::CommandLine);
+        match bench::check_usage(drivers, fs, *containers, peers, profile, driver_given, from.is_none()) {
+            Ok(p) => *profiles = p,
+            Err(msg) => {
+                eprintln!("error: {msg}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -204,21 +228,35 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
-        Command::Bench { drivers, fs, image, containers, json, baseline, max_regress, quick, peers, report, from } => {
-            bench::run(&bench::BenchArgs {
-                drivers,
-                fs,
-                images: image,
-                containers,
-                json,
-                baseline,
-                max_regress,
-                quick,
-                peers,
-                report,
-                from,
-            })
-        }
+        Command::Bench {
+            drivers,
+            fs,
+            image,
+            containers,
+            json,
+            baseline,
+            max_regress,
+            quick,
+            peers,
+            report,
+            from,
+            profile: _,
+            profiles,
+        } => bench::run(&bench::BenchArgs {
+            drivers,
+            fs,
+            images: image,
+            containers,
+            json,
+            baseline,
+            max_regress,
+            quick,
+            peers,
+            report,
+            from,
+            profiles,
+            root: cli.root,
+        }),
         Command::Container(ContainerCmd::Create { name, image }) => {
             let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
             let images = ImageStore::open(&dir)?;

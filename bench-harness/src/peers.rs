@@ -20,27 +20,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::model::{err, DiskUse, Dist, PeerResult};
 use driver_core::image::blob_path;
 use driver_core::scratch::{FsKind, ScratchFs};
 use driver_core::Error;
-use serde::{Deserialize, Serialize};
 
-use crate::bench::{err, used, Dist};
-
-/// One tool's unpack of the image on one filesystem.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct PeerResult {
-    pub image: String,
-    /// `strata`, `containerd`, `podman` or `floor`.
-    pub tool: String,
-    /// The tool's own name for its storage: driver, snapshotter or `unpigz|tar`.
-    pub driver: String,
-    pub fs: String,
-    /// The strata driver this row stands beside.
-    pub strata_driver: String,
-    pub unpack: Dist,
-    pub disk_bytes: u64,
-    pub error: Option<String>,
+fn used(path: &Path) -> DiskUse {
+    DiskUse::of(path)
 }
 
 /// The image as the peers take it: an oci-archive, and its layer blobs on disk.

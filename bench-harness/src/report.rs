@@ -1,13 +1,13 @@
 //! `strata bench --report FILE.html`: one self-contained page (inline SVG, no script, no
-//! external resource) with the recommendation first, the figures it rests on, and
-//! three charts drawn with plotters: copy-up latency against file size, disk use
-//! against the number of containers, and when each layer of the unpack was ready.
+//! external resource) read from the typed run: the host, the verdict per workload
+//! profile with its reasons, the targets that did not run and why, every figure with
+//! what it measures, its unit, its sample count and its spread, and why the drivers
+//! differ on it; and charts drawn as small multiples (one panel per target, shared
+//! axes, whiskers for the interval) so that no line hides another.
 
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::bench::{mb, ms, parse_size, TargetResult, DEFAULT_IMAGE};
-use crate::peers::PeerResult;
+use crate::model::{secs, size, Dist, PeerResult, Run, TargetResult, Verdict};
 
 const PALETTE: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
@@ -22,19 +22,6 @@ const PALETTE: [RGBColor; 8] = [
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-/// A size for small and large alike: `812 B`, `10.0 kB`, `332.5 MB`.
-fn size(b: u64) -> String {
-    match b {
-        0..1_000 => format!("{b} B"),
-        1_000..1_000_000 => format!("{:.1} kB", b as f64 / 1e3),
-        _ => mb(b),
-    }
-}
-
-fn label(r: &TargetResult) -> String {
-    format!("{}/{}", r.driver, r.fs)
 }
 
 /// An axis tick in bytes: `4 KiB`, `64 MiB`.
@@ -58,54 +45,47 @@ fn number_label(v: f64) -> String {
     }
 }
 
-/// One line per series: (name, points). Empty series are left out; no series → None.
-type Series = Vec<(String, Vec<(f64, f64)>)>;
-
 /// What the x coordinate of a chart is.
 #[derive(Clone, Copy, PartialEq)]
 enum XAxis {
-    /// log2 of a size in bytes: a tick at each power of two, labelled in KiB/MiB/GiB (only at the
-    /// measured sizes when those are all powers of two).
+    /// log2 of a size in bytes, labelled in KiB/MiB/GiB at the measured sizes.
     Log2Bytes,
     /// A count (containers, layers): ticks at whole numbers only.
     Count,
 }
 
-const CHART_SIZE: (u32, u32) = (1000, 440);
-/// plotters writes an SVG font-size of the requested size / 1.24: these come out at about 13-19 px.
+/// A point with its interval: (x, p50, lo, hi).
+type Point = (f64, f64, f64, f64);
+/// One panel per target: (name, points).
+type Panels = Vec<(String, Vec<Point>)>;
+
+const PANEL: (u32, u32) = (330, 250);
 const FONT: &str = "sans-serif";
 
-fn line_chart(
+/// Small multiples: one panel per target on shared axes, each a line through the
+/// medians with a whisker from lo to hi at every point.
+fn small_multiples(
     title: &str,
     x_label: &str,
     y_label: &str,
-    series: &Series,
+    panels: &Panels,
     x_axis: XAxis,
     log_y: bool,
 ) -> Option<String> {
-    let series: Vec<_> = series.iter().filter(|(_, p)| !p.is_empty()).collect();
-    if series.is_empty() {
+    let panels: Vec<_> = panels.iter().filter(|(_, p)| !p.is_empty()).collect();
+    if panels.is_empty() {
         return None;
     }
-    let all: Vec<(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    let all: Vec<Point> = panels.iter().flat_map(|(_, p)| p.iter().copied()).collect();
     let (xmin, xmax) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-    let (ymin, ymax) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
-    // Whole-number ticks: as many labels as whole numbers in range (plotters then steps by 1),
-    // at most 24 (it then steps by 2, 5, 10 ...); half a step of room at either end.
-    let (first, last) = (xmin.floor(), xmax.ceil());
-    let x_ticks = ((last - first) as usize + 1).min(24);
-    let pad = if x_axis == XAxis::Log2Bytes { 0.5 } else { 0.25 };
-    let (x0, x1) = (first.min(xmin) - pad, last.max(xmax) + pad);
-    let (y0, y1) = if log_y {
-        let lo = ymin.max(1e-6) / 2.0;
-        (lo, (ymax * 2.0).max(lo * 10.0))
-    } else {
-        (0.0, (ymax * 1.08).max(1e-9))
-    };
+    let floor = 1e-6;
+    let (ymin, ymax) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.2.max(floor)), b.max(p.3)));
+    let pad = if x_axis == XAxis::Log2Bytes { 0.7 } else { 0.3 };
+    let (x0, x1) = (xmin.floor() - pad, xmax.ceil() + pad);
+    let (y0, y1) = if log_y { (ymin / 2.0, (ymax * 2.0).max(ymin * 10.0)) } else { (0.0, (ymax * 1.1).max(1e-9)) };
     let measured: Vec<f64> = all.iter().map(|p| p.0).collect();
-    let only_measured = x_axis == XAxis::Log2Bytes && measured.iter().all(|x| x.fract() == 0.0);
     let x_format = move |x: &f64| -> String {
-        if (x - x.round()).abs() > 1e-9 || (only_measured && !measured.contains(&x.round())) {
+        if (x - x.round()).abs() > 1e-9 || (x_axis == XAxis::Log2Bytes && !measured.contains(&x.round())) {
             return String::new();
         }
         match x_axis {
@@ -113,200 +93,336 @@ fn line_chart(
             XAxis::Count => number_label(x.round()),
         }
     };
-    let longest = series.iter().map(|(n, _)| n.chars().count()).max().unwrap_or(0) as u32;
-    let legend_width = (60 + 9 * longest).min(CHART_SIZE.0 / 3);
-
+    let cols = panels.len().min(3);
+    let rows = panels.len().div_ceil(cols);
+    let size = (PANEL.0 * cols as u32, PANEL.1 * rows as u32 + 40);
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, CHART_SIZE).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         root.fill(&WHITE).ok()?;
-        let (plot, legend) = root.split_horizontally(CHART_SIZE.0 - legend_width);
-        let mut builder = ChartBuilder::on(&plot);
-        builder.caption(title, (FONT, 24)).margin(12).x_label_area_size(56).y_label_area_size(80);
-        // plotters types the axes by their coordinate kind, so each kind is spelled out.
-        macro_rules! draw {
-            ($chart:expr) => {{
-                let mut chart = $chart;
-                chart
-                    .configure_mesh()
-                    .x_desc(x_label)
-                    .y_desc(y_label)
-                    .x_labels(x_ticks)
-                    .x_max_light_lines(1)
-                    .y_max_light_lines(if log_y { 9 } else { 1 })
-                    .bold_line_style(RGBColor(215, 215, 215))
-                    .light_line_style(RGBColor(240, 240, 240))
-                    .x_label_formatter(&x_format)
-                    .y_label_formatter(&|y| number_label(*y))
-                    .label_style((FONT, 16))
-                    .axis_desc_style((FONT, 17))
-                    .draw()
-                    .ok()?;
-                for (i, (_, points)) in series.iter().enumerate() {
-                    let color = PALETTE[i % PALETTE.len()];
-                    chart.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2))).ok()?;
-                    chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled()))).ok()?;
-                }
-            }};
-        }
-        if log_y {
-            draw!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale()).ok()?);
-        } else {
-            draw!(builder.build_cartesian_2d(x0..x1, y0..y1).ok()?);
-        }
-        // The legend sits beside the plot, where it cannot hide a line.
-        let text = TextStyle::from((FONT, 17).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
-        for (i, (name, _)) in series.iter().enumerate() {
+        let root = root.titled(title, (FONT, 22)).ok()?;
+        let areas = root.split_evenly((rows, cols));
+        for (i, ((name, points), area)) in panels.iter().zip(areas.iter()).enumerate() {
             let color = PALETTE[i % PALETTE.len()];
-            let y = 60 + 28 * i as i32;
-            legend.draw(&PathElement::new(vec![(6, y), (36, y)], color.stroke_width(3))).ok()?;
-            legend.draw(&Circle::new((21, y), 4, color.filled())).ok()?;
-            legend.draw(&Text::new(name.as_str(), (44, y), text.clone())).ok()?;
+            let mut builder = ChartBuilder::on(area);
+            builder.caption(name.as_str(), (FONT, 17)).margin(8).x_label_area_size(38).y_label_area_size(58);
+            macro_rules! draw {
+                ($chart:expr, $lo:expr) => {{
+                    let mut chart = $chart;
+                    chart
+                        .configure_mesh()
+                        .x_desc(x_label)
+                        .y_desc(y_label)
+                        .x_labels(((x1 - x0) as usize + 1).min(12))
+                        .y_labels(5)
+                        .x_max_light_lines(1)
+                        .y_max_light_lines(1)
+                        .bold_line_style(RGBColor(220, 220, 220))
+                        .light_line_style(RGBColor(242, 242, 242))
+                        .x_label_formatter(&x_format)
+                        .y_label_formatter(&|y| number_label(*y))
+                        .label_style((FONT, 12))
+                        .axis_desc_style((FONT, 13))
+                        .draw()
+                        .ok()?;
+                    chart
+                        .draw_series(LineSeries::new(points.iter().map(|p| (p.0, p.1.max($lo))), color.stroke_width(2)))
+                        .ok()?;
+                    for p in points.iter() {
+                        let (lo, hi) = (p.2.max($lo), p.3.max($lo));
+                        let w = 0.12;
+                        for seg in [
+                            vec![(p.0, lo), (p.0, hi)],
+                            vec![(p.0 - w, lo), (p.0 + w, lo)],
+                            vec![(p.0 - w, hi), (p.0 + w, hi)],
+                        ] {
+                            chart.draw_series(std::iter::once(PathElement::new(seg, color.stroke_width(2)))).ok()?;
+                        }
+                        chart.draw_series(std::iter::once(Circle::new((p.0, p.1.max($lo)), 4, color.filled()))).ok()?;
+                    }
+                }};
+            }
+            if log_y {
+                draw!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale()).ok()?, y0);
+            } else {
+                draw!(builder.build_cartesian_2d(x0..x1, y0..y1).ok()?, 0.0);
+            }
         }
         root.present().ok()?;
     }
     Some(svg)
 }
 
-/// Copy-up: median first-write latency (ms) against the lower file's size (bytes).
+fn point(x: f64, d: &Dist, scale: f64) -> Point {
+    (x, d.p50 * scale, d.lo * scale, d.hi * scale)
+}
+
+/// Copy-up: first-write latency (ms) against the lower file's size, one panel per target.
 fn copyup_chart(results: &[&TargetResult]) -> Option<String> {
-    let series: Series = results
+    let panels: Panels = results
         .iter()
         .map(|r| {
-            let mut points: Vec<(f64, f64)> = r
-                .copyup
-                .iter()
-                .filter_map(|(k, d)| {
-                    let size = parse_size(k.strip_prefix("write ")?)?;
-                    (size > 0).then(|| ((size as f64).log2(), d.median * 1000.0))
-                })
-                .collect();
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            (label(r), points)
+            let points = r.write_sizes().iter().map(|(k, b)| point((*b as f64).log2(), &r.copyup[k], 1000.0)).collect();
+            (r.label(), points)
         })
         .collect();
-    let (lo, hi) = series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|p| p.1))
-        .fold((f64::MAX, 0.0f64), |(a, b), y| (a.min(y.max(1e-6)), b.max(y)));
-    let log_y = hi / lo > 50.0;
-    line_chart(
-        "First write to a lower file (median)",
-        "size of the lower file (log scale)",
-        if log_y { "latency (ms, log scale)" } else { "latency (ms)" },
-        &series,
+    small_multiples(
+        "First write to a lower file: median and interval, by file size",
+        "size of the lower file",
+        "ms (log scale)",
+        &panels,
         XAxis::Log2Bytes,
-        log_y,
+        true,
     )
 }
 
 /// Disk use (MB over the empty filesystem) against the number of containers.
 fn disk_chart(results: &[&TargetResult]) -> Option<String> {
-    let series: Series = results
+    let panels: Panels = results
         .iter()
         .map(|r| {
-            let points = r.disk_by_containers.iter().enumerate().map(|(n, &b)| (n as f64, b as f64 / 1e6)).collect();
-            (label(r), points)
+            let points = r
+                .disk_by_containers
+                .iter()
+                .enumerate()
+                .map(|(n, &b)| (n as f64, b as f64 / 1e6, b as f64 / 1e6, b as f64 / 1e6))
+                .collect();
+            (r.label(), points)
         })
         .collect();
-    line_chart("Disk use as containers are created", "containers", "disk used (MB)", &series, XAxis::Count, false)
+    small_multiples(
+        "Disk use as containers are created (one statfs reading each, synced)",
+        "containers",
+        "MB (log scale)",
+        &panels,
+        XAxis::Count,
+        true,
+    )
 }
 
-/// When each layer of the unpack was ready (time from the start), by layer.
+/// When each layer of the first unpack was ready (time from the start), by layer.
 fn unpack_chart(results: &[&TargetResult]) -> Option<String> {
-    let slowest = results.iter().flat_map(|r| r.unpack_layers.iter().map(|l| l.1)).fold(0.0f64, f64::max);
-    let (scale, unit) = if slowest < 2.0 { (1000.0, "ms") } else { (1.0, "s") };
-    let series: Series = results
+    let panels: Panels = results
         .iter()
         .map(|r| {
-            let points = r.unpack_layers.iter().enumerate().map(|(i, l)| ((i + 1) as f64, l.1 * scale)).collect();
-            (label(r), points)
+            let points = r
+                .unpack_layers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| ((i + 1) as f64, l.done_at, l.done_at, l.done_at))
+                .collect();
+            (r.label(), points)
         })
         .collect();
-    line_chart(
-        "Unpack: when each layer was ready",
+    small_multiples(
+        "Unpack: when each layer was ready (first unpack)",
         "layer (1 = bottom)",
-        &format!("time from start ({unit})"),
-        &series,
+        "s from start",
+        &panels,
         XAxis::Count,
         false,
     )
 }
 
-/// What each container added, under the disk chart: lines that start at the same image size overlap there.
-fn per_container(results: &[&TargetResult]) -> String {
-    let added: Vec<String> = results
-        .iter()
-        .filter(|r| r.disk_by_containers.len() > 1)
-        .map(|r| {
-            let d = &r.disk_by_containers;
-            let each = d[d.len() - 1].saturating_sub(d[0]) / (d.len() as u64 - 1);
-            format!("{} {}", escape(&label(r)), size(each))
-        })
-        .collect();
-    if added.is_empty() {
-        return String::new();
+/// The figures, each with what it measures, its unit and why the drivers differ.
+struct FigureDoc {
+    name: String,
+    what: String,
+    why: &'static str,
+    unit: Unit,
+}
+
+#[derive(Clone, Copy)]
+enum Unit {
+    Seconds,
+    Bytes,
+}
+
+/// Reads a figure's distribution from a target, by the figure's name.
+type Getter = fn(&TargetResult, &str) -> Option<Dist>;
+
+fn figure_docs(r: &TargetResult) -> Vec<(FigureDoc, Getter)> {
+    let mut v: Vec<(FigureDoc, Getter)> = vec![
+        (
+            FigureDoc {
+                name: "unpack".into(),
+                what: "wall time to unpack the whole image from its compressed layers, synced to disk".into(),
+                why: "all drivers decompress the same tars; vfs first copies each layer's parent, btrfs snapshots it, overlay stacks directories",
+                unit: Unit::Seconds,
+            },
+            |r, _| Some(r.unpack.clone()),
+        ),
+        (
+            FigureDoc {
+                name: "container create".into(),
+                what: "making one writable container layer over the image".into(),
+                why: "overlay makes an empty directory; btrfs snapshots a subvolume (constant time); vfs copies the whole image (a reflink copy on xfs, a full copy on ext4)",
+                unit: Unit::Seconds,
+            },
+            |r, _| Some(r.create.clone()),
+        ),
+        (
+            FigureDoc {
+                name: "disk per container".into(),
+                what: "disk each container create added (statfs delta, synced)".into(),
+                why: "vfs holds a copy of the image per container (shared extents on xfs); overlay an empty directory; btrfs a snapshot's metadata",
+                unit: Unit::Bytes,
+            },
+            |r, _| Some(r.per_container_disk()),
+        ),
+    ];
+    for (k, _) in r.write_sizes() {
+        v.push((
+            FigureDoc {
+                name: k.clone(),
+                what: format!("first 1-byte append to a {} lower file in a container (open + write + close)", k.trim_start_matches("write ")),
+                why: "overlay copies the whole file up on its first write (a full copy on ext4, a reflink clone on xfs); btrfs copies only the block written; vfs already holds its own copy",
+                unit: Unit::Seconds,
+            },
+            |r, k| r.copyup.get(k).cloned(),
+        ));
+        v.push((
+            FigureDoc {
+                name: format!("{k}: disk"),
+                what: format!("disk the first write to a {} lower file added", k.trim_start_matches("write ")),
+                why: "overlay on ext4 stores a whole new copy of the file; a reflink clone (xfs) or btrfs's block copy adds about a block; vfs nothing",
+                unit: Unit::Bytes,
+            },
+            |r, k| r.copyup_disk.get(k.trim_end_matches(": disk")).cloned(),
+        ));
     }
-    format!("<p class=\"note\">Added per container, on average: {}.</p>\n", added.join(", "))
-}
-
-/// The layers' sizes under the unpack chart, so a steep step can be read against its layer.
-fn layer_sizes(results: &[&TargetResult]) -> String {
-    let Some(r) = results.iter().find(|r| !r.unpack_layers.is_empty()) else { return String::new() };
-    let sizes: Vec<String> =
-        r.unpack_layers.iter().enumerate().map(|(i, l)| format!("{}: {}", i + 1, size(l.2))).collect();
-    format!("<p class=\"note\">Bytes applied per layer ({}): {}.</p>\n", escape(&label(r)), sizes.join(", "))
-}
-
-fn summary_table(results: &[&TargetResult]) -> String {
-    let big = results.iter().find(|r| r.error.is_none()).map(|r| crate::bench::largest_write(r)).unwrap_or_default();
-    let mut h = format!(
-        "<table><tr><th>driver/fs</th><th>unpack</th><th>MB/s</th><th>create p50</th><th>create p99</th>\
-         <th>{} p50</th><th>disk with containers</th><th>disk after writes</th><th>diff</th><th>diff size</th></tr>\n",
-        escape(big.trim_start_matches("write "))
-    );
-    for r in results {
-        if let Some(e) = &r.error {
-            h += &format!(
-                "<tr><td>{}</td><td colspan=\"9\">could not run: {}</td></tr>\n",
-                escape(&label(r)),
-                escape(e)
-            );
-            continue;
+    let ops: [(&str, &str, &'static str); 4] = [
+        ("chmod big file", "chmod of a big lower file", "overlay copies the file up unless metacopy is on (then only its metadata); btrfs and vfs change the inode in place"),
+        ("rename dir", "rename of a lower directory of 200 files, as mv does it", "overlay without redirect_dir answers EXDEV and mv copies the tree; with redirect_dir it records a redirect; btrfs and vfs rename in place"),
+        ("delete tree", "deleting a lower tree of 200 files", "overlay writes whiteouts (and copies up the parent directory); btrfs and vfs unlink in their own tree"),
+        ("storm: 500 small appends", "500 appends to small lower files", "each is a small copy-up on overlay, a block copy on btrfs, a plain write on vfs"),
+    ];
+    for (k, what, why) in ops {
+        if r.copyup.contains_key(k) {
+            v.push((FigureDoc { name: k.into(), what: what.into(), why, unit: Unit::Seconds }, |r, k| {
+                r.copyup.get(k).cloned()
+            }));
         }
-        let disk = |k: &str| r.disk.get(k).map(|d| mb(d.bytes)).unwrap_or_default();
+    }
+    v.push((
+        FigureDoc {
+            name: "diff".into(),
+            what: "the OCI layer tar of a container after its writes".into(),
+            why: "overlay reads only its upper directory and btrfs follows generations, so both cost what changed; vfs compares the whole tree with its parent",
+            unit: Unit::Seconds,
+        },
+        |r, _| Some(r.diff.clone()),
+    ));
+    v
+}
+
+fn cell(d: &Dist, unit: Unit) -> String {
+    let f = |v: f64| match unit {
+        Unit::Seconds => secs(v),
+        Unit::Bytes => size(v),
+    };
+    if d.n() < 2 {
+        return f(d.p50);
+    }
+    format!("{} <span class=\"iv\">[{}–{}]</span>", f(d.p50), f(d.lo), f(d.hi))
+}
+
+/// Every figure: a row each, with what it measures, its unit, N, and per target the
+/// median and its interval; then why the drivers differ.
+fn figures_table(ok: &[&TargetResult]) -> String {
+    let Some(first) = ok.first() else { return String::new() };
+    let mut h =
+        String::from("<table class=\"fig\"><tr><th>figure</th><th>what it measures</th><th>unit</th><th>N</th>");
+    for r in ok {
+        h += &format!("<th>{}</th>", escape(&r.label()));
+    }
+    h += "<th>why the drivers differ</th></tr>\n";
+    for (doc, get) in figure_docs(first) {
+        let unit = match doc.unit {
+            Unit::Seconds => "seconds",
+            Unit::Bytes => "bytes",
+        };
+        let n = get(first, &doc.name).map(|d| d.n()).unwrap_or(0);
         h += &format!(
-            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td></tr>\n",
-            escape(&label(r)),
-            ms(r.unpack_seconds),
-            r.unpack_mb_per_s,
-            ms(r.create.median),
-            ms(r.create.p99),
-            r.copyup.get(&big).map(|d| ms(d.median)).unwrap_or_default(),
-            disk("after_containers"),
-            disk("after_writes"),
-            ms(r.diff_seconds),
-            mb(r.diff_bytes)
+            "<tr><td>{}</td><td class=\"l\">{}</td><td>{unit}</td><td>{n}</td>",
+            escape(&doc.name),
+            escape(&doc.what)
         );
+        for r in ok {
+            h += &format!("<td>{}</td>", get(r, &doc.name).map(|d| cell(&d, doc.unit)).unwrap_or_default());
+        }
+        h += &format!("<td class=\"l why\">{}</td></tr>\n", escape(doc.why));
     }
     h + "</table>\n"
 }
 
-fn copyup_table(results: &[&TargetResult]) -> String {
-    let ok: Vec<&&TargetResult> = results.iter().filter(|r| r.error.is_none()).collect();
-    let Some(first) = ok.first() else { return String::new() };
-    let mut h = String::from("<table><tr><th>operation (median / p99)</th>");
-    for r in &ok {
-        h += &format!("<th>{}</th>", escape(&label(r)));
-    }
-    h += "</tr>\n";
-    for op in first.copyup.keys() {
-        h += &format!("<tr><td>{}</td>", escape(op));
-        for r in &ok {
-            h += &r.copyup.get(op).map(|d| format!("<td>{} / {}</td>", ms(d.median), ms(d.p99))).unwrap_or_default();
+fn verdict_block(v: &Verdict) -> String {
+    let mut h = format!(
+        "<div class=\"verdict{}\"><h3>{} <span class=\"about\">— {}</span></h3><p><b>{}</b></p>",
+        if v.tie { " tie" } else { "" },
+        escape(&v.profile),
+        escape(&v.about),
+        escape(&v.summary)
+    );
+    if !v.reasons.is_empty() {
+        h += "<p>What decided it:</p><ul>";
+        for r in &v.reasons {
+            h += &format!("<li>{}</li>", escape(r));
         }
-        h += "</tr>\n";
+        h += "</ul>";
+    }
+    for n in &v.notes {
+        h += &format!("<p class=\"note\">{}</p>", escape(n));
+    }
+    h +=
+        "<table><tr><th>target</th><th>work a day (median)</th><th>interval</th><th>disk held</th><th>status</th></tr>";
+    for c in &v.costs {
+        let ran = c.seconds_per_day.hi > 0.0;
+        h += &format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>",
+            escape(&c.target),
+            if ran { crate::model::per_day(c.seconds_per_day.p50) } else { "-".into() },
+            if ran {
+                format!(
+                    "{}–{}",
+                    crate::model::per_day(c.seconds_per_day.lo),
+                    crate::model::per_day(c.seconds_per_day.hi)
+                )
+            } else {
+                "-".into()
+            },
+            if ran { size(c.disk_bytes) } else { "-".into() },
+            escape(c.out.as_deref().unwrap_or(if Some(&c.target) == v.pick.as_ref() {
+                "the pick"
+            } else {
+                "candidate"
+            }))
+        );
+    }
+    h + "</table></div>\n"
+}
+
+fn missing(run: &Run) -> String {
+    let failed: Vec<&TargetResult> = run.results.iter().filter(|r| !r.ok()).collect();
+    if run.skipped.is_empty() && failed.is_empty() {
+        return String::new();
+    }
+    let mut h = String::from("<h2>Targets not run</h2><table><tr><th>target</th><th>why</th><th>to fix</th></tr>\n");
+    for s in &run.skipped {
+        h += &format!(
+            "<tr><td>{}/{}</td><td class=\"l\">{}</td><td class=\"l\"><code>{}</code></td></tr>\n",
+            escape(&s.driver),
+            escape(&s.fs),
+            escape(&s.why),
+            escape(&s.fix)
+        );
+    }
+    for r in failed {
+        h += &format!(
+            "<tr><td>{}</td><td class=\"l\">could not run: {}</td><td></td></tr>\n",
+            escape(&r.label()),
+            escape(r.error.as_deref().unwrap_or_default())
+        );
     }
     h + "</table>\n"
 }
@@ -336,15 +452,15 @@ fn peers_table(peers: &[&PeerResult]) -> String {
         let strata = peers
             .iter()
             .find(|s| s.tool == "strata" && s.strata_driver == p.strata_driver && s.fs == p.fs && s.error.is_none())
-            .map(|s| s.unpack.median);
-        let ratio = strata.filter(|s| *s > 0.0).map(|s| format!("{:.2}x", p.unpack.median / s)).unwrap_or_default();
+            .map(|s| s.unpack.p50);
+        let ratio = strata.filter(|s| *s > 0.0).map(|s| format!("{:.2}x", p.unpack.p50 / s)).unwrap_or_default();
         h += &format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             escape(&name),
             escape(&beside),
-            ms(p.unpack.median),
+            secs(p.unpack.p50),
             p.unpack.samples.len(),
-            mb(p.disk_bytes),
+            size(p.disk_bytes as f64),
             ratio
         );
     }
@@ -353,9 +469,10 @@ fn peers_table(peers: &[&PeerResult]) -> String {
 
 const STYLE: &str = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}\
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}\
-td:first-child,th:first-child,td[colspan]{text-align:left}th{background:#f3f3f3}\
-.rec{background:#eef6ee;border-left:4px solid #2c2;padding:.5em 1em}.chart{margin:1em 0}\
-.host{color:#555}.note{color:#555;font-size:90%}";
+td:first-child,th:first-child,td[colspan],td.l{text-align:left}th{background:#f3f3f3}\
+.verdict{background:#f6f8fb;border-left:4px solid #36c;padding:.3em 1em;margin:1em 0}.verdict.tie{border-color:#c90}\
+.about{font-weight:normal;color:#555;font-size:80%}.chart{margin:1em 0}.iv{color:#777;font-size:85%}\
+.why{font-size:85%;color:#444;max-width:22em}.host{color:#555}.note{color:#444;font-size:92%}";
 
 /// `YYYY-MM-DD HH:MM UTC` for seconds since the epoch (the proleptic Gregorian calendar).
 fn utc(secs: i64) -> String {
@@ -381,68 +498,67 @@ fn chart_or_note(chart: Option<String>, missing: &str) -> String {
     }
 }
 
-/// The page for a bench report (the JSON `strata bench --json` writes).
-pub fn html(report: &serde_json::Value) -> String {
-    let results: Vec<TargetResult> = serde_json::from_value(report["results"].clone()).unwrap_or_default();
-    // One peer row that does not parse costs that row, not the table.
-    let peers: Vec<PeerResult> = report["peers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| serde_json::from_value(p.clone()).ok())
-        .collect();
-    let host = &report["host"];
-    let workload = &report["workload"];
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => "?".into(),
-        other => other.to_string(),
-    };
-    let when = host["time"].as_i64().map(|t| format!(", run {}", utc(t))).unwrap_or_default();
-    let quick =
-        if workload["quick"].as_bool() == Some(true) { " (quick mode: smaller files, fewer samples)" } else { "" };
+/// The page for a bench run.
+pub fn html(run: &Run) -> String {
+    let host = &run.host;
+    let w = &run.workload;
     let mut h = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>strata bench</title><style>{STYLE}</style>\
-         </head><body>\n<h1>strata bench</h1>\n<p class=\"host\">kernel {} on {}, {} cpus, strata {}{}.<br>\
-         {} containers per driver{}; copy-up timed as {}.</p>\n",
-        escape(&text(&host["kernel"])),
-        escape(&text(&host["machine"])),
-        escape(&text(&host["cpus"])),
-        escape(&text(&host["strata"])),
-        escape(&when),
-        escape(&text(&workload["containers"])),
-        quick,
-        escape(&text(&workload["copyup_timing"])),
+         </head><body>\n<h1>strata bench</h1>\n<p class=\"host\">Host {}: kernel {} on {}, {} cpus, strata {}, run {}.<br>\
+         Verdict for <code>--root {}</code>, on <b>{}</b>. Scratch filesystems (loop images) lived in <code>{}</code>, on {}.<br>\
+         {} containers per target; {} unpack(s) per target; copy-up timed as {}{}. Each figure is a median with \
+         the interval that covers the median (order statistics); N is its sample count.</p>\n",
+        escape(&host.hostname),
+        escape(&host.kernel),
+        escape(&host.machine),
+        host.cpus,
+        escape(&host.strata),
+        utc(host.time),
+        escape(&host.root.display().to_string()),
+        escape(&host.root_fs),
+        escape(&host.scratch_dir.display().to_string()),
+        escape(&host.scratch_fs),
+        w.containers,
+        w.unpack_runs,
+        escape(&w.copyup_timing),
+        if w.quick { " (quick mode: smaller files, fewer samples)" } else { "" },
     );
-    h += "<div class=\"rec\"><h2>Recommendation for this host</h2><ul>\n";
-    for line in report["recommendation"].as_array().into_iter().flatten() {
-        h += &format!("<li>{}</li>\n", escape(line.as_str().unwrap_or_default()));
+    let images = run.images();
+    h += "<h2>Verdict per workload</h2>\n";
+    if run.verdicts.is_empty() {
+        h += "<p class=\"note\">No verdict: no target ran.</p>\n";
     }
-    h += "</ul></div>\n";
-    let mut images: Vec<&str> = Vec::new();
-    for r in &results {
-        if !images.contains(&r.image.as_str()) {
-            images.push(&r.image);
+    for v in &run.verdicts {
+        if images.len() > 1 {
+            h += &format!("<p class=\"note\">Image: {}</p>", escape(&v.image));
         }
+        h += &verdict_block(v);
     }
-    // Reports from before --image name no image on their results.
-    let default_image = workload["image"].as_str().unwrap_or(DEFAULT_IMAGE);
-    for image in images {
-        let mine: Vec<&TargetResult> = results.iter().filter(|r| r.image == image).collect();
-        let ok: Vec<&TargetResult> = mine.iter().copied().filter(|r| r.error.is_none()).collect();
-        h += &format!("<h2>Image: {}</h2>\n", escape(if image.is_empty() { default_image } else { image }));
-        h += &summary_table(&mine);
+    h += &missing(run);
+    for image in &images {
+        let mine: Vec<&TargetResult> = run.results.iter().filter(|r| &r.image == image).collect();
+        let ok: Vec<&TargetResult> = mine.iter().copied().filter(|r| r.ok()).collect();
+        h += &format!("<h2>Image: {}</h2>\n", escape(image));
+        let features: Vec<String> = ok
+            .iter()
+            .map(|r| {
+                let on: Vec<String> = r
+                    .features
+                    .iter()
+                    .filter(|(_, v)| v != "false")
+                    .map(|(k, v)| if v == "true" { k.clone() } else { format!("{k}={v}") })
+                    .collect();
+                format!("{}: {}", escape(&r.label()), escape(&on.join(", ")))
+            })
+            .collect();
+        if !features.is_empty() {
+            h += &format!("<p class=\"note\">Features in use: {}.</p>\n", features.join("; "));
+        }
+        h += &figures_table(&ok);
         h += &chart_or_note(copyup_chart(&ok), "No first-write figures to chart.");
-        h += &chart_or_note(
-            disk_chart(&ok),
-            "No disk-use-per-container figures in this report (runs before they were recorded lack them).",
-        );
-        h += &per_container(&ok);
+        h += &chart_or_note(disk_chart(&ok), "No disk-use-per-container figures to chart.");
         h += &chart_or_note(unpack_chart(&ok), "No per-layer unpack figures to chart.");
-        h += &layer_sizes(&ok);
-        h += "<h3>Copy-up and other first writes to lower files</h3>\n";
-        h += &copyup_table(&mine);
-        let mine_peers: Vec<&PeerResult> = peers.iter().filter(|p| p.image == image).collect();
+        let mine_peers: Vec<&PeerResult> = run.peers.iter().filter(|p| &p.image == image).collect();
         h += &peers_table(&mine_peers);
     }
     h + "</body></html>\n"
@@ -451,80 +567,6 @@ pub fn html(report: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn target(driver: &str, slow: f64, error: Option<&str>) -> serde_json::Value {
-        let dist = |m: f64| json!({"samples": [m, m * 1.1], "median": m, "p99": m * 1.1});
-        json!({
-            "image": "embedded default", "driver": driver, "fs": "ext4", "features": [],
-            "unpack_layers": [["sha256:a", 0.5 * slow, 1000], ["sha256:b", 0.9 * slow, 2000]],
-            "unpack_seconds": slow, "unpack_mb_per_s": 10.0, "unpack_cpu_seconds": 1.0,
-            "create": dist(0.01 * slow),
-            "copyup": {"write 4KiB": dist(0.0001), "write 1MiB": dist(0.002 * slow), "write 16MiB": dist(0.03 * slow),
-                       "rename dir": dist(0.01)},
-            "disk": {"after_unpack": {"bytes": 1_000_000, "inodes": 10}},
-            "disk_by_containers": [1_000_000, 1_100_000 * slow as u64, 1_300_000 * slow as u64],
-            "diff_seconds": 0.1, "diff_bytes": 4096, "error": error,
-        })
-    }
-
-    #[test]
-    fn the_page_has_the_charts_the_figures_and_escapes_what_it_quotes() {
-        let report = json!({
-            "schema": 1,
-            "host": {"kernel": "6.1.0", "machine": "x86_64", "cpus": 2, "strata": "0.1.0", "time": 1_795_399_952},
-            "workload": {"containers": 2, "copyup_timing": "open + append + close"},
-            "results": [target("overlay", 1.0, None), target("vfs", 3.0, None),
-                        target("btrfs", 1.0, Some("no <script>alert(1)</script> here"))],
-            "peers": [{"image": "embedded default", "tool": "strata", "driver": "overlay", "fs": "ext4",
-                       "strata_driver": "overlay", "unpack": {"samples": [1.0], "median": 1.0, "p99": 1.0},
-                       "disk_bytes": 5, "error": null},
-                      {"image": "embedded default", "tool": "containerd", "driver": "overlayfs", "fs": "ext4",
-                       "strata_driver": "overlay", "unpack": {"samples": [2.5], "median": 2.5, "p99": 2.5},
-                       "disk_bytes": 9, "error": null}],
-            "recommendation": ["recommended here: overlay on ext4 & friends"],
-        });
-        let page = html(&report);
-        assert_eq!(page.matches("<svg").count(), 3, "three charts");
-        assert!(page.matches("<text").count() > 20, "the charts carry axis labels and legends");
-        for name in ["overlay/ext4", "vfs/ext4", "btrfs/ext4"] {
-            assert!(page.contains(name), "{name} is on the page");
-        }
-        assert!(page.contains("recommended here: overlay on ext4 &amp; friends"));
-        assert!(!page.contains("<script>"), "quoted text is escaped");
-        assert!(page.contains("&lt;script&gt;"));
-        assert!(page.contains("2.50x"), "containerd's unpack is shown against strata's");
-        assert!(page.contains("could not run"));
-        // The copy-up chart's x axis names the measured sizes; the layer chart counts whole layers.
-        for tick in [">\n4 KiB\n<", ">\n1 MiB\n<", ">\n16 MiB\n<", "layer (1 = bottom)", "time from start (s)"] {
-            assert!(page.contains(tick), "{tick:?} is on a chart");
-        }
-        // x tick labels are centred under their tick (y labels are right-aligned): none is fractional.
-        let x_ticks: Vec<&str> = page
-            .split("<text ")
-            .filter(|t| t.contains("text-anchor=\"middle\"") && !t.contains("rotate"))
-            .filter_map(|t| t.split_once(">\n")?.1.split_once('\n').map(|(text, _)| text))
-            .collect();
-        assert!(["0", "1", "2"].iter().all(|t| x_ticks.contains(t)), "{x_ticks:?}");
-        assert!(x_ticks.iter().all(|t| t.parse::<f64>().map_or(true, |v| v.fract() == 0.0)), "{x_ticks:?}");
-        assert!(page.contains("Added per container, on average: overlay/ext4 150.0 kB, vfs/ext4 "));
-        assert!(page.contains("run 2026-11-23 02:12 UTC"));
-    }
-
-    #[test]
-    fn an_older_report_without_disk_by_containers_says_so_and_names_in_charts_are_escaped() {
-        let mut odd = target("a<b>&c", 1.0, None);
-        odd.as_object_mut().unwrap().remove("disk_by_containers");
-        odd.as_object_mut().unwrap().remove("image");
-        let report = json!({"schema": 1, "host": {}, "workload": {"image": "embedded default"}, "results": [odd],
-                            "recommendation": []});
-        let page = html(&report);
-        assert_eq!(page.matches("<svg").count(), 2, "copy-up and unpack only");
-        assert!(page.contains("No disk-use-per-container figures"));
-        assert!(page.contains("Image: embedded default"));
-        assert!(!page.contains("a<b>"), "the legend inside the SVG is escaped too");
-        assert!(page.matches("a&lt;b&gt;&amp;c/ext4").count() >= 3, "table and both chart legends");
-    }
 
     #[test]
     fn dates_are_utc_on_the_gregorian_calendar() {
@@ -535,9 +577,10 @@ mod tests {
     }
 
     #[test]
-    fn a_report_with_no_results_still_renders() {
-        let page = html(&json!({"schema": 1, "host": {}, "workload": {}, "results": [], "recommendation": []}));
+    fn a_run_with_no_results_still_renders() {
+        let page = html(&Run::default());
         assert!(page.starts_with("<!DOCTYPE html>") && page.ends_with("</body></html>\n"));
         assert_eq!(page.matches("<svg").count(), 0);
+        assert!(page.contains("No verdict: no target ran."));
     }
 }

@@ -5,12 +5,19 @@
 //! `mkfs.*` runs as a command (test and bench support, not driver code); the loop
 //! device is set up through the loop ioctls and the mount through `mount(2)`. Drop
 //! unmounts, detaches and deletes, also when a test panics.
+//!
+//! Every scratch directory carries an owner file (pid and process start time) and is
+//! listed while it lives, so that a signal handler can remove everything this process
+//! made ([`release_all`]) and a later process can find and remove what a killed one left
+//! behind ([`remove_stale`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
@@ -130,7 +137,7 @@ fn attach(image: &Path) -> io::Result<(PathBuf, File)> {
 impl ScratchFs {
     /// Makes a `size_bytes` filesystem of `kind` in a sparse image file and mounts it.
     pub fn new(kind: FsKind, size_bytes: u64) -> io::Result<ScratchFs> {
-        let dir = tempfile::Builder::new().prefix("strata-scratch-").tempdir_in(scratch_parent())?;
+        let dir = owned_dir("strata-scratch-")?;
         let image = dir.path().join("fs.img");
         File::create(&image)?.set_len(size_bytes)?;
         let out = kind.mkfs(&image).output().map_err(|e| err(format!("mkfs.{} (is it installed?)", kind.name()), e))?;
@@ -160,8 +167,143 @@ impl ScratchFs {
 }
 
 /// Where scratch images go: the project's scratch dir if set, else the system temp dir.
-fn scratch_parent() -> PathBuf {
+pub fn scratch_parent() -> PathBuf {
     std::env::var_os("STRATA_SCRATCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir)
+}
+
+const OWNER: &str = ".strata-owner";
+
+/// The scratch directories this process made and has not removed yet.
+static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// Set by [`release_all`]: no new scratch after it.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// The start time of process `pid` in clock ticks since boot (field 22 of its stat),
+/// so that a reused pid does not pass for the owner.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn owner_alive(owner: &str) -> bool {
+    let mut it = owner.split_whitespace();
+    match (it.next().and_then(|p| p.parse::<u32>().ok()), it.next().and_then(|t| t.parse::<u64>().ok())) {
+        (Some(pid), Some(t)) => start_time(pid) == Some(t),
+        _ => false,
+    }
+}
+
+/// A directory in [`scratch_parent`] with this process's owner file, listed until dropped.
+fn owned_dir(prefix: &str) -> io::Result<tempfile::TempDir> {
+    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    if STOPPING.load(Ordering::SeqCst) {
+        return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted: no new scratch"));
+    }
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(scratch_parent())?;
+    let me = std::process::id();
+    fs::write(dir.path().join(OWNER), format!("{me} {}\n", start_time(me).unwrap_or(0)))?;
+    live.push(dir.path().to_path_buf());
+    Ok(dir)
+}
+
+fn forget(dir: &Path) {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner()).retain(|d| d != dir);
+}
+
+/// A scratch work directory (no filesystem of its own), removed on drop, by
+/// [`release_all`], or by a later [`remove_stale`] when this process is killed.
+pub struct WorkDir(Option<tempfile::TempDir>);
+
+impl WorkDir {
+    pub fn path(&self) -> &Path {
+        self.0.as_ref().expect("live").path()
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            forget(d.path());
+            let _ = d.close();
+        }
+    }
+}
+
+pub fn work_dir(prefix: &str) -> io::Result<WorkDir> {
+    owned_dir(prefix).map(|d| WorkDir(Some(d)))
+}
+
+/// Loop devices whose backing file lies under `dir`.
+fn loops_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir("/sys/block") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let backing = fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
+            let backing = backing.trim_end().trim_end_matches(" (deleted)");
+            Path::new(backing).starts_with(dir).then(|| PathBuf::from(format!("/dev/{name}")))
+        })
+        .collect()
+}
+
+/// Unmounts everything under `dir` (deepest first, lazily: a process still inside must
+/// not keep it), detaches the loop devices backed by files in it, and deletes it.
+/// Returns (mounts, loop devices) released.
+fn clean(dir: &Path) -> (usize, usize) {
+    let mounts = crate::conformance::mounts_under(dir);
+    for m in &mounts {
+        let _ = umount2(m, MntFlags::MNT_DETACH);
+    }
+    let loops = loops_under(dir);
+    for dev in &loops {
+        if let Ok(f) = OpenOptions::new().read(true).open(dev) {
+            // SAFETY: LOOP_CLR_FD takes no argument.
+            let _ = unsafe { loop_clr_fd(f.as_raw_fd()) };
+        }
+    }
+    let _ = fs::remove_dir_all(dir);
+    (mounts.len(), loops.len())
+}
+
+/// Removes every scratch filesystem, mount, loop device and directory this process
+/// made, and refuses new ones: for a SIGINT/SIGTERM handler, before it exits. Returns
+/// how many directories it removed.
+pub fn release_all() -> usize {
+    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    STOPPING.store(true, Ordering::SeqCst);
+    let n = live.len();
+    for dir in live.drain(..) {
+        clean(&dir);
+    }
+    n
+}
+
+/// Finds scratch that a killed process left in [`scratch_parent`] (its owner is gone)
+/// and removes it: mounts, loop devices, files. Returns one line per directory removed.
+pub fn remove_stale() -> Vec<String> {
+    let parent = scratch_parent();
+    let Ok(entries) = fs::read_dir(&parent) else { return Vec::new() };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("strata-") {
+            continue;
+        }
+        // No owner file: not ours to judge (or still being made).
+        let Ok(owner) = fs::read_to_string(e.path().join(OWNER)) else { continue };
+        if owner_alive(&owner) {
+            continue;
+        }
+        let (mounts, loops) = clean(&e.path());
+        out.push(format!(
+            "removed scratch left by a killed process (pid {}): {} ({mounts} mount(s), {loops} loop device(s))",
+            owner.split_whitespace().next().unwrap_or("?"),
+            e.path().display()
+        ));
+    }
+    out
 }
 
 impl Drop for ScratchFs {
@@ -190,6 +332,7 @@ impl Drop for ScratchFs {
             let _ = unsafe { loop_clr_fd(f.as_raw_fd()) };
         }
         if let Some(d) = self.dir.take() {
+            forget(d.path());
             let _ = d.close();
         }
     }

@@ -1,7 +1,9 @@
 //! `strata bench` and `strata probe` end to end: every phase for every driver in the
-//! JSON with its raw samples, an HTML report that renders with its charts in headless
-//! Chromium, regressions against a baseline, the peers beside strata (and a plain word
-//! when one is missing), and probe's verdicts on ext4, on btrfs and without root.
+//! JSON with its raw samples and intervals, a verdict per profile, the HTML report of a
+//! recorded run rendered in headless Chromium, usage errors (exit 2), baselines compared
+//! by interval on three recorded runs, scratch removed on SIGINT/SIGTERM and after a
+//! SIGKILL, the peers beside strata (and a plain word when one is missing), and probe's
+//! verdicts on ext4, on btrfs and without root.
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -39,32 +41,40 @@ fn ink(png_path: &Path) -> (f64, usize) {
     (inked as f64 / pixels.len() as f64, colours.len())
 }
 
+fn recorded(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bench").join(name).display().to_string()
+}
+
+/// Renders `html` in headless Chromium; returns the screenshot's (inked fraction, colours).
+fn screenshot(html: &Path, dir: &Path) -> (f64, usize) {
+    let png_path = dir.join("report.png");
+    let st = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1200,4000"])
+        .arg(format!("--screenshot={}", png_path.display()))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("chromium (Debian package chromium) runs");
+    assert!(png_path.exists(), "no screenshot: {}", String::from_utf8_lossy(&st.stderr));
+    ink(&png_path)
+}
+
 #[test]
-fn quick_bench_has_every_phase_renders_its_report_and_catches_regressions() {
-    if !privileged("the bench test") || !installed(&["chromium"], "the report's rendering test") {
+fn quick_bench_has_every_phase_with_samples_and_a_verdict_per_profile() {
+    if !privileged("the bench test") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (json, html) = (dir.path().join("run.json"), dir.path().join("report.html"));
-    let out = ok(&[
-        "bench",
-        "--quick",
-        "--containers",
-        "2",
-        "--fs",
-        "ext4",
-        "--json",
-        json.to_str().unwrap(),
-        "--report",
-        html.to_str().unwrap(),
-    ]);
-    for name in ["driver/fs", "overlay/ext4", "vfs/ext4", "btrfs/btrfs", "recommended here:"] {
-        assert!(out.contains(name), "the table lacks {name}:\n{out}");
+    let json = dir.path().join("run.json");
+    let out = ok(&["bench", "--quick", "--containers", "3", "--fs", "ext4", "--json", json.to_str().unwrap()]);
+    for name in ["driver/fs", "overlay/ext4", "vfs/ext4", "btrfs/btrfs", "verdict ci-runner:", "verdict big-files:"] {
+        assert!(out.contains(name), "the output lacks {name}:\n{out}");
     }
+    assert!(out.contains("samples: unpack 2, create 3, first writes 3, diff 3"), "{out}");
 
     let report = read_json(&json);
-    assert_eq!(report["schema"], 1);
+    assert_eq!(report["schema"], 2);
     assert!(!report["host"]["kernel"].as_str().unwrap().is_empty());
+    assert!(!report["host"]["scratch_fs"].as_str().unwrap().is_empty());
     let results = report["results"].as_array().unwrap();
     let names: Vec<String> = results.iter().map(|r| format!("{}/{}", r["driver"], r["fs"]).replace('"', "")).collect();
     assert_eq!(names, ["overlay/ext4", "vfs/ext4", "btrfs/btrfs"]);
@@ -73,10 +83,13 @@ fn quick_bench_has_every_phase_renders_its_report_and_catches_regressions() {
         assert!(r["error"].is_null(), "{name}: {}", r["error"]);
         let layers = r["unpack_layers"].as_array().unwrap();
         assert_eq!(layers.len(), 4, "{name}: three workload layers and the copy-up layer");
-        assert!(layers.iter().all(|l| l[1].as_f64().unwrap() > 0.0 && l[2].as_u64().unwrap() > 0), "{name}");
-        assert!(r["unpack_seconds"].as_f64().unwrap() > 0.0 && r["unpack_cpu_seconds"].as_f64().unwrap() > 0.0);
-        assert_eq!(r["create"]["samples"].as_array().unwrap().len(), 2, "{name}: one sample per container");
-        let copyup = r["copyup"].as_object().unwrap();
+        assert!(layers.iter().all(|l| l["done_at"].as_f64().unwrap() > 0.0 && l["bytes"].as_u64().unwrap() > 0));
+        assert_eq!(r["unpack"]["samples"].as_array().unwrap().len(), 2, "{name}: two unpacks");
+        assert_eq!(r["create"]["samples"].as_array().unwrap().len(), 3, "{name}: one sample per container");
+        assert_eq!(r["diff"]["samples"].as_array().unwrap().len(), 3, "{name}: a diff per container");
+        let c = &r["create"];
+        assert!(c["lo"].as_f64().unwrap() <= c["p50"].as_f64().unwrap());
+        assert!(c["p50"].as_f64().unwrap() <= c["hi"].as_f64().unwrap());
         for op in [
             "write 4KiB",
             "write 1MiB",
@@ -86,64 +99,273 @@ fn quick_bench_has_every_phase_renders_its_report_and_catches_regressions() {
             "delete tree",
             "storm: 500 small appends",
         ] {
-            let samples = copyup[op]["samples"].as_array().unwrap_or_else(|| panic!("{name}: no {op}"));
-            assert_eq!(samples.len(), 2, "{name} {op}");
+            let samples = r["copyup"][op]["samples"].as_array().unwrap_or_else(|| panic!("{name}: no {op}"));
+            assert_eq!(samples.len(), 3, "{name} {op}");
             assert!(samples.iter().all(|s| s.as_f64().unwrap() > 0.0), "{name} {op}");
         }
         for phase in ["after_unpack", "after_containers", "after_writes"] {
             assert!(r["disk"][phase]["bytes"].as_u64().unwrap() > 0, "{name} disk {phase}");
-            assert!(r["disk"][phase]["inodes"].as_u64().unwrap() > 0, "{name} inodes {phase}");
         }
-        let by_count: Vec<u64> =
-            r["disk_by_containers"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
-        assert_eq!(by_count.len(), 3, "{name}: disk with 0, 1 and 2 containers");
-        assert!(r["diff_seconds"].as_f64().unwrap() > 0.0 && r["diff_bytes"].as_u64().unwrap() > 1 << 20, "{name}");
+        assert_eq!(r["disk_by_containers"].as_array().unwrap().len(), 4, "{name}: disk with 0..3 containers");
     }
-    // vfs copies the image for every container; overlay and btrfs share it.
-    let growth = |i: usize| {
-        let v = results[i]["disk_by_containers"].as_array().unwrap();
-        v[2].as_u64().unwrap() as f64 - v[0].as_u64().unwrap() as f64
-    };
-    // overlay stores each layer's own content once: about the image's size.
-    let image = results[0]["disk"]["after_unpack"]["bytes"].as_u64().unwrap() as f64;
-    assert!(growth(1) > image, "vfs: two containers cost at least one image more ({} vs {image})", growth(1));
-    assert!(growth(0) < image / 4.0, "overlay: containers share the image ({})", growth(0));
-    assert!(growth(2) < image / 4.0, "btrfs: containers share the image ({})", growth(2));
+    // overlay on ext4 copies the 16 MiB file up: its first write adds about 16 MB; btrfs about a block.
+    let added = |i: usize| results[i]["copyup_disk"]["write 16MiB"]["p50"].as_f64().unwrap();
+    assert!(added(0) > 8e6, "overlay/ext4 copy-up disk {}", added(0));
+    assert!(added(2) < 2e6, "btrfs copy-up disk {}", added(2));
+    let verdicts = report["verdicts"].as_array().unwrap();
+    let profiles: Vec<&str> = verdicts.iter().map(|v| v["profile"].as_str().unwrap()).collect();
+    assert_eq!(profiles, ["ci-runner", "dense-host", "build-host", "big-files"]);
+}
 
-    // The same run as its own baseline: nothing regressed.
-    let o = strata(&["bench", "--from", json.to_str().unwrap(), "--baseline", json.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("no figure regressed"));
-    // A baseline where one figure was twice as good: that figure, and only it, is named.
-    let mut doctored = report.clone();
-    let unpack = doctored["results"][0]["unpack_seconds"].as_f64().unwrap();
-    doctored["results"][0]["unpack_seconds"] = (unpack / 2.0).into();
-    let doctored_path = dir.path().join("doctored.json");
-    fs::write(&doctored_path, serde_json::to_vec(&doctored).unwrap()).unwrap();
-    let o = strata(&["bench", "--from", json.to_str().unwrap(), "--baseline", doctored_path.to_str().unwrap()]);
-    assert!(!o.status.success(), "a 2x regression must fail the run");
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(
-        errors[0].contains("1 figure(s) regressed") && errors[0].contains("overlay/ext4 unpack seconds"),
-        "{stderr}"
-    );
-
-    // The report renders in headless Chromium, with its charts.
+#[test]
+fn the_report_of_a_recorded_run_renders_with_error_bars_and_explanations() {
+    if !installed(&["chromium"], "the report's rendering test") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("report.html");
+    let run = recorded("run-full.json");
+    ok(&["bench", "--from", &run, "--report", html.to_str().unwrap()]);
     let page = fs::read_to_string(&html).unwrap();
     assert_eq!(page.matches("<svg").count(), 3, "copy-up, disk and unpack charts");
-    let png_path = dir.path().join("report.png");
-    let st = Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1200,2400"])
-        .arg(format!("--screenshot={}", png_path.display()))
-        .arg(format!("file://{}", html.display()))
-        .output()
-        .expect("chromium (Debian package chromium) runs");
-    assert!(png_path.exists(), "no screenshot: {}", String::from_utf8_lossy(&st.stderr));
-    let (inked, colours) = ink(&png_path);
+    for text in [
+        "Verdict per workload",
+        "ci-runner",
+        "dense-host",
+        "build-host",
+        "big-files",
+        "What decided it:",
+        "what it measures",
+        "why the drivers differ",
+        "overlay copies the whole file up on its first write",
+        "Scratch filesystems (loop images) lived in",
+        "Features in use",
+    ] {
+        assert!(page.contains(text), "the page lacks {text:?}");
+    }
+    // Whiskers: three strokes (the bar and two caps) per copy-up point, five targets × four sizes.
+    assert!(page.matches("<polyline").count() >= 5 * 4 * 3, "{} polylines", page.matches("<polyline").count());
+    let (inked, colours) = screenshot(&html, dir.path());
     assert!(inked > 0.03, "the page is nearly blank ({:.1}% inked)", inked * 100.0);
     assert!(colours > 20, "the charts' coloured series are missing ({colours} colours)");
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+#[test]
+fn usage_errors_exit_2_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 7] = [
+        (&["bench", "--drivers", "vsf"], "unknown driver \"vsf\""),
+        (&["bench", "--fs", "ext3"], "unknown filesystem \"ext3\""),
+        (&["bench", "--containers", "0"], "--containers 0"),
+        (&["--driver", "overlay", "bench"], "bench ignores --driver"),
+        (&["bench", "--profile", "nope"], "unknown profile \"nope\""),
+        (&["bench", "--peers", "docker"], "unknown peer \"docker\""),
+        (&["bench", "--bogus"], "unexpected argument"),
+    ];
+    for (args, says) in cases {
+        let o = Command::new(strata_bin()).args(args).env("STRATA_SCRATCH_DIR", dir.path()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(code(&o), 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("starting"), "{args:?} ran something: {stderr}");
+    }
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "no scratch was made");
+}
+
+#[test]
+fn baselines_compare_by_interval_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let [a, b, c] = ["run-quick-1.json", "run-quick-2.json", "run-quick-3.json"].map(recorded);
+    for (now, base) in [(&a, &b), (&b, &c), (&c, &a)] {
+        let o = strata(&["bench", "--from", now, "--baseline", base]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("no figure regressed past 25%"));
+    }
+    // A doctored 2x slowdown of one figure: that figure, and only it, is named.
+    let mut slow = read_json(Path::new(&a));
+    assert_eq!(slow["results"][0]["driver"], "overlay");
+    let unpack = &mut slow["results"][0]["unpack"];
+    for k in ["p50", "lo", "hi"] {
+        unpack[k] = (unpack[k].as_f64().unwrap() * 2.0).into();
+    }
+    let doubled: Vec<f64> = unpack["samples"].as_array().unwrap().iter().map(|s| s.as_f64().unwrap() * 2.0).collect();
+    unpack["samples"] = doubled.into();
+    let slow_path = dir.path().join("slow.json");
+    fs::write(&slow_path, serde_json::to_vec(&slow).unwrap()).unwrap();
+    let o = strata(&["bench", "--from", slow_path.to_str().unwrap(), "--baseline", &b]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a 2x regression must fail the run");
+    assert!(stderr.contains("1 figure(s) regressed") && stderr.contains("overlay/ext4 unpack seconds"), "{stderr}");
+
+    // Refused: an empty object, a baseline from another host, and one with no results.
+    let empty = dir.path().join("empty.json");
+    fs::write(&empty, "{}").unwrap();
+    let mut other = read_json(Path::new(&b));
+    other["host"]["hostname"] = "elsewhere".into();
+    let other_path = dir.path().join("other.json");
+    fs::write(&other_path, serde_json::to_vec(&other).unwrap()).unwrap();
+    let mut none = read_json(Path::new(&b));
+    for r in none["results"].as_array_mut().unwrap() {
+        r["error"] = "failed".into();
+    }
+    let none_path = dir.path().join("none.json");
+    fs::write(&none_path, serde_json::to_vec(&none).unwrap()).unwrap();
+    for (base, says) in [(&empty, "not a strata bench run"), (&other_path, "another host"), (&none_path, "no results")]
+    {
+        let o = strata(&["bench", "--from", &a, "--baseline", base.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && stderr.contains(says), "{}: {stderr}", base.display());
+    }
+    // A run where nothing ran exits non-zero, whatever the baseline.
+    let o = strata(&["bench", "--from", none_path.to_str().unwrap()]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no target ran"));
+}
+
+#[test]
+fn the_json_schema_is_documented_field_by_field() {
+    let doc = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/json.md")).unwrap();
+    let run = read_json(Path::new(&recorded("run-full.json")));
+    fn keys(v: &Value, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    // Maps keyed by data (operation names, disk phases) document their keys in prose.
+                    if !k.contains(' ') && !k.starts_with("after_") {
+                        out.insert(k.clone());
+                    }
+                    keys(v, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| keys(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Default::default();
+    keys(&run, &mut all);
+    // The names the doc spells in code spans: `results[].copyup_disk` names results and copyup_disk.
+    let documented: std::collections::BTreeSet<&str> = doc
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .flat_map(|span| span.split(|c: char| !(c.is_alphanumeric() || c == '_')))
+        .collect();
+    for k in all {
+        assert!(documented.contains(k.as_str()), "docs/json.md does not document {k}");
+    }
+}
+
+/// Everything under `dir` that is still mounted or backs a loop device.
+fn leftovers(dir: &Path) -> (Vec<String>, Vec<String>) {
+    let d = dir.display().to_string();
+    let mounts = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&d))
+        .collect();
+    let loops = fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| fs::read_to_string(e.path().join("loop/backing_file")).ok())
+        .filter(|b| b.starts_with(&d))
+        .collect();
+    (mounts, loops)
+}
+
+/// Waits (up to 10 s) for the kernel to let go: a lazily unmounted filesystem and an
+/// auto-clearing loop device are released when their last user is gone.
+fn settled(dir: &Path) -> (Vec<String>, Vec<String>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left = leftovers(dir);
+        if (left.0.is_empty() && left.1.is_empty()) || std::time::Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Starts a quick vfs bench with its scratch in `dir`, and waits until its scratch
+/// filesystem is mounted.
+fn bench_until_mounted(dir: &Path) -> std::process::Child {
+    let child = Command::new(strata_bin())
+        .args(["bench", "--quick", "--drivers", "vfs", "--fs", "ext4", "--containers", "2"])
+        .env("STRATA_SCRATCH_DIR", dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while leftovers(dir).0.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the bench never mounted its scratch");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
+
+#[test]
+fn sigint_and_sigterm_remove_every_scratch_mount_and_loop_device() {
+    if !privileged("the interrupted bench test") {
+        return;
+    }
+    use nix::sys::signal::{kill, Signal};
+    for (sig, status) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = bench_until_mounted(dir.path());
+        // Into the bench a little: past mkfs, into the unpack or later.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+        let st = child.wait().unwrap();
+        assert_eq!(st.code(), Some(status), "{sig:?}: exit status");
+        let (mounts, loops) = settled(dir.path());
+        assert!(mounts.is_empty() && loops.is_empty(), "{sig:?} left mounts {mounts:?}, loop devices {loops:?}");
+        let rest: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(rest.is_empty(), "{sig:?} left {rest:?}");
+    }
+}
+
+#[test]
+fn scratch_of_a_killed_bench_is_removed_by_the_next_one() {
+    if !privileged("the killed bench test") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = bench_until_mounted(dir.path());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (mounts, _) = leftovers(dir.path());
+    assert!(!mounts.is_empty(), "SIGKILL leaves its mount behind");
+    let o = Command::new(strata_bin())
+        .args(["bench", "--quick", "--drivers", "overlay", "--fs", "ext4", "--containers", "1"])
+        .env("STRATA_SCRATCH_DIR", dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("removed scratch left by a killed process"), "{stderr}");
+    let (mounts, loops) = settled(dir.path());
+    assert!(mounts.is_empty() && loops.is_empty(), "left mounts {mounts:?}, loop devices {loops:?}");
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_tmpfs_scratch_dir_is_refused() {
+    if !privileged("the tmpfs scratch test") {
+        return;
+    }
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let o = Command::new(strata_bin())
+        .args(["bench", "--quick", "--drivers", "vfs", "--fs", "ext4"])
+        .env("STRATA_SCRATCH_DIR", shm.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    assert!(stderr.contains("is on tmpfs: the bench would measure RAM"), "{stderr}");
 }
 
 /// A PATH where everything of /usr/bin and /usr/sbin is, except containerd and ctr.
@@ -189,7 +411,7 @@ fn peers_stand_beside_strata_or_are_named_missing() {
     assert_eq!(tools, ["strata", "floor", "containerd", "podman"]);
     for p in &peers {
         assert!(p["error"].is_null(), "{}: {}", p["tool"], p["error"]);
-        assert!(p["unpack"]["median"].as_f64().unwrap() > 0.0, "{}", p["tool"]);
+        assert!(p["unpack"]["p50"].as_f64().unwrap() > 0.0, "{}", p["tool"]);
         assert!(p["disk_bytes"].as_u64().unwrap() > 1 << 20, "{} stored the image", p["tool"]);
     }
 

@@ -1,0 +1,409 @@
+//! The typed model of one bench run: what `strata bench` measures, what `--json` writes
+//! and `--from` reads back, and what the verdict, the regression check and the report
+//! read. Nothing else in the bench parses JSON. The schema is documented in
+//! docs/json.md; `SCHEMA` changes whenever a field changes meaning.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use driver_core::{Cause, Error};
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA: u32 = 2;
+
+/// The image label of the embedded default workload.
+pub const DEFAULT_IMAGE: &str = "embedded default";
+
+/// One run: where it ran, what it ran, what it measured, and what it concluded.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Run {
+    pub schema: u32,
+    pub host: Host,
+    pub workload: Workload,
+    /// Every target that was tried, in order; a failed one carries `error`.
+    pub results: Vec<TargetResult>,
+    /// Targets not tried because something they need is missing here.
+    pub skipped: Vec<Skipped>,
+    pub peers: Vec<PeerResult>,
+    /// The verdict per image and workload profile (recomputed when a run is re-read).
+    pub verdicts: Vec<Verdict>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    pub hostname: String,
+    pub kernel: String,
+    pub machine: String,
+    pub cpus: usize,
+    /// strata's version.
+    pub strata: String,
+    /// When the run started, seconds since the epoch.
+    pub time: i64,
+    /// `--root`: the disk the verdict is for.
+    pub root: PathBuf,
+    /// The filesystem `--root` (its nearest existing ancestor) is on.
+    pub root_fs: String,
+    /// Where the scratch filesystems' image files lived, and on what filesystem.
+    pub scratch_dir: PathBuf,
+    pub scratch_fs: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    pub images: Vec<String>,
+    pub containers: usize,
+    /// Unpacks timed per target (each on a fresh driver root).
+    pub unpack_runs: usize,
+    pub quick: bool,
+    pub copyup_timing: String,
+}
+
+/// A distribution of samples with its median and an interval for the median.
+///
+/// `[lo, hi]` is the distribution-free confidence interval of the median from order
+/// statistics: the narrowest pair `x(k), x(n+1-k)` that still covers the median with
+/// probability `confidence` ≥ 90%, or `[min, max]` (and its lower confidence) when there
+/// are too few samples for 90%. No tail quantile is claimed from a handful of samples.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dist {
+    pub samples: Vec<f64>,
+    pub p50: f64,
+    pub lo: f64,
+    pub hi: f64,
+    pub confidence: f64,
+}
+
+/// P(X < k) for X ~ Binomial(n, 1/2).
+fn binomial_below(n: usize, k: usize) -> f64 {
+    let mut c = 1.0f64;
+    let mut sum = 0.0;
+    for i in 0..k {
+        if i > 0 {
+            c = c * (n + 1 - i) as f64 / i as f64;
+        }
+        sum += c;
+    }
+    sum / 2f64.powi(n as i32)
+}
+
+impl Dist {
+    pub fn of(samples: Vec<f64>) -> Dist {
+        let mut s = samples.clone();
+        s.sort_by(f64::total_cmp);
+        let n = s.len();
+        if n == 0 {
+            return Dist { samples, ..Default::default() };
+        }
+        let p50 = if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 };
+        // Widest k (narrowest interval) whose coverage is still at least 90%.
+        let mut k = 1;
+        while k < n / 2 && 1.0 - 2.0 * binomial_below(n, k + 1) >= 0.9 {
+            k += 1;
+        }
+        let confidence = 1.0 - 2.0 * binomial_below(n, k);
+        Dist { samples, p50, lo: s[k - 1], hi: s[n - k], confidence }
+    }
+
+    /// A single figure (a disk size, one reading) as a distribution of one.
+    pub fn one(v: f64) -> Dist {
+        Dist::of(vec![v])
+    }
+
+    pub fn n(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// The same distribution with every sample multiplied by `f` (tests doctor runs with it).
+    #[cfg(test)]
+    pub fn scaled(&self, f: f64) -> Dist {
+        Dist::of(self.samples.iter().map(|s| s * f).collect())
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskUse {
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+impl DiskUse {
+    /// What the filesystem at `path` holds now (statvfs).
+    pub fn of(path: &Path) -> DiskUse {
+        match nix::sys::statvfs::statvfs(path) {
+            // btrfs allocates inodes on demand and reports no inode totals: count them.
+            Ok(s) if s.files() == 0 => DiskUse {
+                bytes: (s.blocks() - s.blocks_free()) * s.fragment_size(),
+                inodes: driver_core::sys::disk_usage(path).map(|u| u.inodes).unwrap_or(0),
+            },
+            Ok(s) => DiskUse {
+                bytes: (s.blocks() - s.blocks_free()) * s.fragment_size(),
+                inodes: s.files() - s.files_free(),
+            },
+            Err(_) => DiskUse::default(),
+        }
+    }
+}
+
+/// How long one layer of the first unpack took to be ready.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerTime {
+    pub chain_id: String,
+    /// Seconds from the unpack's start until this layer was committed.
+    pub done_at: f64,
+    /// Bytes of uncompressed tar applied.
+    pub bytes: u64,
+}
+
+/// Everything measured for one driver on one filesystem.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetResult {
+    /// Which image: `embedded default` or the SRC given to --image.
+    pub image: String,
+    pub driver: String,
+    pub fs: String,
+    pub features: Vec<(String, String)>,
+    /// Per layer, for the first unpack.
+    pub unpack_layers: Vec<LayerTime>,
+    /// Seconds per whole-image unpack (synced), one sample per unpack run.
+    pub unpack: Dist,
+    /// Bytes of uncompressed tar one unpack applies.
+    pub unpack_bytes: u64,
+    pub unpack_cpu_seconds: f64,
+    /// Seconds per container create, one sample per container.
+    pub create: Dist,
+    /// Seconds per operation (`write 4KiB` … `write 512MiB`, `chmod big file`, `rename
+    /// dir`, `delete tree`, `storm: 500 small appends`), one sample per container.
+    pub copyup: BTreeMap<String, Dist>,
+    /// Bytes of disk each first write added (the `write SIZE` operations), per container.
+    pub copyup_disk: BTreeMap<String, Dist>,
+    /// Disk use over the empty filesystem: `after_unpack`, `after_containers`, `after_writes`.
+    pub disk: BTreeMap<String, DiskUse>,
+    /// Disk use (bytes over the empty filesystem) with 0, 1, … N containers.
+    pub disk_by_containers: Vec<u64>,
+    /// Seconds per diff of a container after its writes, one sample per container.
+    pub diff: Dist,
+    pub diff_bytes: u64,
+    pub error: Option<String>,
+}
+
+impl TargetResult {
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.driver, self.fs)
+    }
+
+    pub fn ok(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// What each container added to the disk, one sample per container.
+    pub fn per_container_disk(&self) -> Dist {
+        Dist::of(self.disk_by_containers.windows(2).map(|w| w[1] as f64 - w[0] as f64).collect())
+    }
+
+    /// The measured first-write sizes, ascending: (op name, bytes).
+    pub fn write_sizes(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> =
+            self.copyup.keys().filter_map(|k| Some((k.clone(), parse_size(k.strip_prefix("write ")?)?))).collect();
+        v.sort_by_key(|(_, b)| *b);
+        v
+    }
+
+    /// The copy-up key of the largest file written (`write 512MiB`).
+    pub fn largest_write(&self) -> String {
+        self.write_sizes().pop().map(|(k, _)| k).unwrap_or_default()
+    }
+
+    pub fn disk_bytes(&self, phase: &str) -> u64 {
+        self.disk.get(phase).map(|d| d.bytes).unwrap_or(0)
+    }
+}
+
+/// A target that was not tried, and what would make it run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Skipped {
+    pub driver: String,
+    pub fs: String,
+    pub why: String,
+    pub fix: String,
+}
+
+/// One tool's unpack of the image on one filesystem (`--peers`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerResult {
+    pub image: String,
+    /// `strata`, `containerd`, `podman` or `floor`.
+    pub tool: String,
+    /// The tool's own name for its storage: driver, snapshotter or `unpigz|tar`.
+    pub driver: String,
+    pub fs: String,
+    /// The strata driver this row stands beside.
+    pub strata_driver: String,
+    pub unpack: Dist,
+    pub disk_bytes: u64,
+    pub error: Option<String>,
+}
+
+/// A cost per day with the interval that the figures' intervals give it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cost {
+    pub p50: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+/// One target's expected cost under a profile, or why it is out.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetCost {
+    pub target: String,
+    /// Seconds of work a day.
+    pub seconds_per_day: Cost,
+    /// Bytes held: the kept images and the live containers with their writes.
+    pub disk_bytes: f64,
+    /// Why it cannot be the pick here (does not run, needs another disk, over budget).
+    pub out: Option<String>,
+}
+
+/// The verdict for one image under one workload profile.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verdict {
+    pub image: String,
+    pub profile: String,
+    pub about: String,
+    pub pick: Option<String>,
+    pub runner_up: Option<String>,
+    /// The pick and the runner-up overlap within the noise.
+    pub tie: bool,
+    /// The runner-up's cost over the pick's, seconds a day (p50).
+    pub margin_seconds: f64,
+    pub costs: Vec<TargetCost>,
+    /// The sentence an operator acts on.
+    pub summary: String,
+    /// The two or three figures that decided it, in plain words.
+    pub reasons: Vec<String>,
+    /// What else an operator should know: other disks, documented guidance, testing-only.
+    pub notes: Vec<String>,
+}
+
+pub fn err(msg: impl Into<String>) -> Error {
+    Error::new(Cause::Other(msg.into()))
+}
+
+impl Run {
+    pub fn load(path: &Path) -> Result<Run, Error> {
+        let data = std::fs::read(path).map_err(|e| Error::new(e).with_path(path))?;
+        let run: Run = serde_json::from_slice(&data).map_err(|e| {
+            err(format!("{}: not a strata bench run of schema {SCHEMA} (see docs/json.md): {e}", path.display()))
+        })?;
+        if run.schema != SCHEMA {
+            return Err(err(format!(
+                "{}: schema {} (this strata reads {SCHEMA}; re-run the bench)",
+                path.display(),
+                run.schema
+            )));
+        }
+        Ok(run)
+    }
+
+    pub fn images(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for r in &self.results {
+            if !v.contains(&r.image) {
+                v.push(r.image.clone());
+            }
+        }
+        v
+    }
+}
+
+/// `1.23 s`, `45.6 ms`, `12 µs`.
+pub fn secs(s: f64) -> String {
+    let a = s.abs();
+    if a >= 100.0 {
+        format!("{s:.0} s")
+    } else if a >= 1.0 {
+        format!("{s:.2} s")
+    } else if a >= 1e-3 {
+        format!("{:.1} ms", s * 1e3)
+    } else {
+        format!("{:.0} µs", s * 1e6)
+    }
+}
+
+/// A time a day, in the unit that reads best: `42 s`, `12 min`, `3.1 h`.
+pub fn per_day(s: f64) -> String {
+    if s >= 7200.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else if s >= 120.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        secs(s)
+    }
+}
+
+/// A size for small and large alike: `812 B`, `10.0 kB`, `332 MB`, `4.4 GB`.
+pub fn size(b: f64) -> String {
+    let a = b.abs();
+    if a < 1e3 {
+        format!("{b:.0} B")
+    } else if a < 1e6 {
+        format!("{:.1} kB", b / 1e3)
+    } else if a < 1e10 {
+        format!("{:.0} MB", b / 1e6)
+    } else {
+        format!("{:.0} GB", b / 1e9)
+    }
+}
+
+/// `4KiB`, `16MiB`, `1GiB` → bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let scale = match unit {
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    Some(n.parse::<u64>().ok()? * scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_interval_is_from_order_statistics_and_says_its_confidence() {
+        let d = Dist::of(vec![5.0, 1.0, 3.0, 2.0, 4.0]);
+        assert_eq!((d.p50, d.lo, d.hi), (3.0, 1.0, 5.0));
+        assert!((d.confidence - 0.9375).abs() < 1e-9, "{}", d.confidence);
+        // Ten samples: x(2)..x(9) covers the median with 97.9%; x(3)..x(8) only 89%.
+        let d = Dist::of((1..=10).map(f64::from).collect());
+        assert_eq!((d.p50, d.lo, d.hi), (5.5, 2.0, 9.0));
+        assert!(d.confidence > 0.97 && d.confidence < 0.98);
+        // Two samples: the range, honestly at 50%.
+        let d = Dist::of(vec![2.0, 1.0]);
+        assert_eq!((d.p50, d.lo, d.hi, d.confidence), (1.5, 1.0, 2.0, 0.5));
+        assert_eq!(Dist::of(vec![]).n(), 0);
+    }
+
+    #[test]
+    fn sizes_and_times_read_well() {
+        assert_eq!(secs(0.0000123), "12 µs");
+        assert_eq!(secs(0.0456), "45.6 ms");
+        assert_eq!(per_day(3000.0), "50 min");
+        assert_eq!(size(980e6), "980 MB");
+        assert_eq!(parse_size("512MiB"), Some(512 << 20));
+    }
+}
