@@ -36,6 +36,7 @@ mod exact;
 pub use exact::*;
 mod user_changes;
 pub use user_changes::*;
+pub mod prop;
 
 /// Makes a driver whose folder is the given (empty) directory.
 pub type Factory = fn(&Path) -> Result<Box<dyn Driver>>;

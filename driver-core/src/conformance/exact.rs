@@ -16,21 +16,21 @@ use crate::sys;
 use crate::tree::{CompareOptions, Tree};
 
 /// Applies `base` as layer `base` (once), runs `script` in a new container `id` over it,
-/// unmounts and diffs at once. Returns the diff (or its error) and the view as it was.
+/// unmounts and diffs at once. Returns the diff (or its error) and the view.
 pub fn diff_of(ctx: &Ctx, base: &[u8], id: &str, script: impl FnOnce(&Path)) -> (Result<Vec<u8>, Error>, Tree) {
     if ctx.driver.get("base").is_err() {
         must_apply(ctx, "base", None, base);
     }
     ctx.driver.create(id, Some("base"), true).unwrap();
     let view = ctx.driver.mount(id).unwrap();
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        script(&view);
-        Tree::capture(&view).unwrap()
-    }));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| script(&view)));
     ctx.driver.unmount(id).unwrap();
-    let tree = r.unwrap_or_else(|p| std::panic::resume_unwind(p));
+    r.unwrap_or_else(|p| std::panic::resume_unwind(p));
+    // The view is read after the diff: reading it first would update atimes, and on
+    // btrfs the inode updates then get committed, hiding a diff that misses them.
     let mut tar = Vec::new();
-    (ctx.driver.diff(id, &mut tar).map(|_| tar), tree)
+    let diff = ctx.driver.diff(id, &mut tar).map(|_| tar);
+    (diff, with_view(ctx, id, |v| Tree::capture(v).unwrap()))
 }
 
 /// The diff applied on `base` as layer `<id>-replay` gives exactly `tree`.
