@@ -353,6 +353,63 @@ fn scratch_of_a_killed_bench_is_removed_by_the_next_one() {
 }
 
 #[test]
+fn a_target_whose_tools_are_missing_is_named_with_its_fix_and_none_ran_fails() {
+    if !privileged("the missing-tools test") {
+        return;
+    }
+    // A fresh Debian 12: no xfsprogs, no btrfs-progs.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    let path = path_without(&bin, &|n| n == "mkfs.xfs" || n == "mkfs.btrfs");
+    let run = |args: &[&str]| Command::new(strata_bin()).args(args).env("PATH", &path).output().unwrap();
+    let json = dir.path().join("run.json");
+    let o = run(&["bench", "--quick", "--containers", "2", "--drivers", "vfs,btrfs", "--json", json.to_str().unwrap()]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{stderr}");
+    let missing: Vec<&str> = stdout.lines().filter(|l| l.starts_with("not run: ")).collect();
+    assert_eq!(missing.len(), 2, "{stdout}");
+    assert!(
+        missing[0].starts_with("not run: vfs/xfs: mkfs.xfs is not installed")
+            && missing[0].ends_with("to fix: apt-get install xfsprogs"),
+        "{stdout}"
+    );
+    assert!(
+        missing[1].starts_with("not run: btrfs/btrfs: mkfs.btrfs is not installed")
+            && missing[1].ends_with("to fix: apt-get install btrfs-progs"),
+        "{stdout}"
+    );
+    let report = read_json(&json);
+    assert_eq!(report["results"].as_array().unwrap().len(), 1, "vfs/ext4 ran");
+    assert_eq!(report["skipped"].as_array().unwrap().len(), 2);
+    // vfs is all that ran: the verdict says it is meant for testing, and names the missing ones.
+    assert!(stdout.contains("vfs is meant for testing"), "{stdout}");
+    // Nothing can run: non-zero, and still the line with the fix.
+    let o = run(&["bench", "--quick", "--drivers", "btrfs"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!o.status.success(), "{stdout}");
+    assert!(stderr.contains("error: no target ran"), "{stderr}");
+    assert!(stdout.contains("to fix: apt-get install btrfs-progs"), "{stdout}");
+}
+
+#[test]
+fn too_little_free_space_for_scratch_is_refused() {
+    if !privileged("the free-space test") {
+        return;
+    }
+    let small = ScratchFs::new(FsKind::Ext4, 64 << 20).unwrap();
+    let o = Command::new(strata_bin())
+        .args(["bench", "--quick", "--drivers", "vfs", "--fs", "ext4"])
+        .env("STRATA_SCRATCH_DIR", small.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    assert!(stderr.contains("free; the bench needs about"), "{stderr}");
+    assert!(!stderr.contains("starting"), "{stderr}");
+}
+
+#[test]
 fn a_tmpfs_scratch_dir_is_refused() {
     if !privileged("the tmpfs scratch test") {
         return;
@@ -370,11 +427,15 @@ fn a_tmpfs_scratch_dir_is_refused() {
 
 /// A PATH where everything of /usr/bin and /usr/sbin is, except containerd and ctr.
 fn path_without_containerd(dir: &Path) -> String {
+    path_without(dir, &|n| n.starts_with("containerd") || n == "ctr")
+}
+
+/// A PATH where everything of /usr/bin and /usr/sbin is, except what `hide` names.
+fn path_without(dir: &Path, hide: &dyn Fn(&str) -> bool) -> String {
     for from in ["/usr/bin", "/usr/sbin"] {
         for e in fs::read_dir(from).unwrap().flatten() {
             let name = e.file_name();
-            let n = name.to_string_lossy();
-            if n.starts_with("containerd") || n == "ctr" || dir.join(&name).exists() {
+            if hide(&name.to_string_lossy()) || dir.join(&name).exists() {
                 continue;
             }
             symlink(e.path(), dir.join(&name)).unwrap();
