@@ -99,8 +99,6 @@ nix::ioctl_readwrite_bad!(
     nix::request_code_readwrite!(MAGIC, 17, std::mem::size_of::<SearchKey>() + 8),
     SearchArgsV2
 );
-nix::ioctl_read!(start_sync, MAGIC, 24, u64);
-nix::ioctl_write_ptr!(wait_sync, MAGIC, 22, u64);
 nix::ioctl_write_ptr!(snap_create_v2, MAGIC, 23, VolArgsV2);
 nix::ioctl_read!(subvol_getflags, MAGIC, 25, u64);
 nix::ioctl_write_ptr!(subvol_setflags, MAGIC, 26, u64);
@@ -176,24 +174,6 @@ pub fn subvolume_info(fd: BorrowedFd<'_>) -> io::Result<SubvolInfo> {
     // SAFETY: a valid fd and a buffer of the right size.
     unsafe { get_subvol_info(fd.as_raw_fd(), &mut info) }.map_err(|e| os(e, "BTRFS_IOC_GET_SUBVOL_INFO"))?;
     Ok(info)
-}
-
-/// Commits the running transaction and waits for it (`BTRFS_IOC_START_SYNC` +
-/// `BTRFS_IOC_WAIT_SYNC`), without writing back file data as `syncfs` would.
-///
-/// Why: btrfs keeps inode updates (in-place writes, appends, mmap writes, chmod,
-/// chown, utime, truncate-extend) as delayed inode items and delalloc in memory until
-/// the transaction commits (every 30 s by default), so a tree search by generation does
-/// not see them; on Linux 6.18 a chmod right after a snapshot was invisible to
-/// [`changed_inodes`] until the next commit, and the diff silently lacked it. A commit
-/// writes every delayed inode item into the tree.
-pub fn commit_transaction(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let mut transid = 0u64;
-    // SAFETY: a valid fd and a u64 to write to.
-    unsafe { start_sync(fd.as_raw_fd(), &mut transid) }.map_err(|e| os(e, "BTRFS_IOC_START_SYNC"))?;
-    // SAFETY: a valid fd and an initialised u64.
-    unsafe { wait_sync(fd.as_raw_fd(), &transid) }.map_err(|e| os(e, "BTRFS_IOC_WAIT_SYNC"))?;
-    Ok(())
 }
 
 /// One item a tree search returned: its key and data.
@@ -284,7 +264,7 @@ const ROOT_TREE: u64 = 1;
 
 /// Inode numbers with items in tree blocks written at or after transaction
 /// `min_transid`, in the subvolume `fd` is in — what `btrfs subvolume find-new` asks.
-/// Commit the transaction first ([`commit_transaction`]), or recent changes are missed.
+/// Write back and commit first (`syncfs`), or recent changes are missed.
 ///
 /// A snapshot shares its parent's tree blocks; the first change to anything in a
 /// block copies it with the current transaction's generation. So searching with

@@ -13,8 +13,8 @@
 //!   that wrote it, so the inodes changed since the snapshot are found by a tree
 //!   search from the snapshot's creation transaction (as `btrfs subvolume find-new`
 //!   does), and only those paths, and the directories whose entries changed, are
-//!   compared with the parent. The running transaction is committed first (recent
-//!   inode changes are not in the tree before); a directory that moved is compared
+//!   compared with the parent. Dirty data is written back and the transaction
+//!   committed first (`syncfs`: recent inode changes are not in the trees before); a directory that moved is compared
 //!   whole (its children's items did not change, their paths did), and so are
 //!   subvolumes made inside the layer (their own trees). Paths are built from the
 //!   inodes' names one directory at a time, without a length limit. The naive diff
@@ -354,7 +354,15 @@ impl BtrfsDriver {
     fn changed(&self, layer: &Path, parent: &Path, parent_writable: bool) -> std::io::Result<Option<Visit>> {
         let fd = open_dir(layer)?;
         let pfd = open_dir(parent)?;
-        ioctl::commit_transaction(fd.as_fd())?;
+        // What the view shows must be in the trees before they are searched. On Linux
+        // 6.18 a buffered write (in place or appending) sets the mtime in memory only
+        // (btrfs_write_check) and the inode item is updated when the written range is
+        // written back; chmod, chown, utime and mmap writes wait as delayed inode items
+        // for the transaction commit (30 s by default). Until then the search by
+        // generation does not see them and the diff silently lacked them. `syncfs`
+        // writes back dirty data, waits for it, and commits (BTRFS_IOC_START_SYNC and
+        // WAIT_SYNC only commit, which missed in-place writes).
+        nix::unistd::syncfs(fd.as_raw_fd())?;
         let info = ioctl::subvolume_info(fd.as_fd())?;
         if parent_writable && !ioctl::changed_inodes(pfd.as_fd(), info.otransid + 1)?.is_empty() {
             return Ok(None);

@@ -143,9 +143,11 @@ fn changes_not_yet_committed_are_in_the_diff() {
     // tree at once (a create, an O_TRUNC) would rewrite the shared leaf and expose all.
     let names = ["write", "append", "mmap", "extend", "chmod", "chown", "setuid", "utime"];
     // Larger than an inline extent (2 KiB): a write to inline data edits the leaf at once.
-    let content = vec![b'.'; 8192];
+    // Each in a leaf of its own (300 files between them): a change btrfs wrote to the
+    // tree must not expose a neighbour it has not.
     for n in names {
-        t.file(&format!("etc/{n}"), &content);
+        t.file(&format!("etc/{n}"), &[b'.'; 8192]);
+        padding(&mut t, &format!("pad-{n}"), 300);
     }
     t.file("d/sub/keep", b"k");
     padding(&mut t, "pad1", 300);

@@ -93,8 +93,11 @@ pub fn uncommitted_inode_changes_are_in_the_diff(ctx: &Ctx) {
     padding(&mut t, "pad0", 300);
     t.dir("etc").dir("d").dir("d/sub").file("d/sub/keep", b"k");
     // Larger than an inline extent (2 KiB): a write to inline data edits the leaf at once.
+    // Each in a leaf of its own (300 files between them): a change btrfs wrote to the
+    // tree must not expose a neighbour it has not.
     for n in names {
         t.file(&format!("etc/{n}"), &[b'.'; 8192]);
+        padding(&mut t, &format!("pad-{n}"), 300);
     }
     padding(&mut t, "pad1", 300);
     let (changes, tar, view) = diff_at_once(ctx, &t.build(), |v| {
