@@ -28,25 +28,91 @@ use crate::tarbuild::EntryMeta;
 /// One change, by relative path.
 #[derive(Clone, Debug)]
 pub enum Op {
-    Write { path: PathBuf, off: u64, data: Vec<u8> },
-    Append { path: PathBuf, data: Vec<u8> },
-    Mmap { path: PathBuf, off: u64, data: Vec<u8> },
-    Truncate { path: PathBuf, len: u64 },
-    PunchHole { path: PathBuf, off: u64, len: u64 },
-    Chmod { path: PathBuf, mode: u32 },
-    Chown { path: PathBuf, uid: u32, gid: u32 },
-    Utime { path: PathBuf, secs: i64, nsecs: i64 },
-    SetXattr { path: PathBuf, name: String, value: Vec<u8> },
-    RemoveXattr { path: PathBuf, name: String },
-    Rename { from: PathBuf, to: PathBuf },
-    Exchange { a: PathBuf, b: PathBuf },
-    Link { from: PathBuf, to: PathBuf },
-    Unlink { path: PathBuf },
-    RemoveTree { path: PathBuf },
-    Mkdir { path: PathBuf, mode: u32 },
-    Create { path: PathBuf, data: Vec<u8>, mode: u32 },
-    Symlink { path: PathBuf, target: String },
-    Mkfifo { path: PathBuf },
+    Write {
+        path: PathBuf,
+        off: u64,
+        data: Vec<u8>,
+    },
+    Append {
+        path: PathBuf,
+        data: Vec<u8>,
+    },
+    Mmap {
+        path: PathBuf,
+        off: u64,
+        data: Vec<u8>,
+    },
+    Truncate {
+        path: PathBuf,
+        len: u64,
+    },
+    PunchHole {
+        path: PathBuf,
+        off: u64,
+        len: u64,
+    },
+    Chmod {
+        path: PathBuf,
+        mode: u32,
+    },
+    Chown {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+    },
+    Utime {
+        path: PathBuf,
+        secs: i64,
+        nsecs: i64,
+    },
+    SetXattr {
+        path: PathBuf,
+        name: String,
+        value: Vec<u8>,
+    },
+    RemoveXattr {
+        path: PathBuf,
+        name: String,
+    },
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+    },
+    Exchange {
+        a: PathBuf,
+        b: PathBuf,
+    },
+    Link {
+        from: PathBuf,
+        to: PathBuf,
+    },
+    Unlink {
+        path: PathBuf,
+    },
+    RemoveTree {
+        path: PathBuf,
+    },
+    Mkdir {
+        path: PathBuf,
+        mode: u32,
+    },
+    Create {
+        path: PathBuf,
+        data: Vec<u8>,
+        mode: u32,
+    },
+    Symlink {
+        path: PathBuf,
+        target: String,
+    },
+    Mkfifo {
+        path: PathBuf,
+    },
+    /// A nested btrfs subvolume where the view is on btrfs (`btrfs subvolume create`),
+    /// a plain directory elsewhere: the views are the same.
+    Subvolume {
+        path: PathBuf,
+    },
 }
 
 /// A generated case: the base layer, the script, and the path whose entry the diff must
@@ -83,6 +149,8 @@ struct Model {
     lower_dirs: BTreeSet<u64>,
     /// Base files: content and mtime, for splits and joins with equal content.
     base_content: BTreeMap<u64, (Vec<u8>, i64)>,
+    /// Nested btrfs subvolumes (by inode): no link or rename crosses their border.
+    subvols: BTreeSet<u64>,
     next_ino: u64,
 }
 
@@ -185,6 +253,20 @@ impl Model {
             }
         }
     }
+    /// The nearest subvolume strictly above `p` (btrfs gives EXDEV for a link or
+    /// rename between two).
+    fn subvol_of(&self, p: &Path) -> Option<u64> {
+        p.ancestors().skip(1).find_map(|a| self.nodes.get(a).map(|n| n.ino).filter(|i| self.subvols.contains(i)))
+    }
+    fn same_subvol(&self, a: &Path, b: &Path) -> bool {
+        self.subvol_of(a) == self.subvol_of(b)
+    }
+    fn holds_subvol(&self, p: &Path) -> bool {
+        self.below(p)
+            .iter()
+            .chain([p.to_path_buf()].iter())
+            .any(|q| self.nodes.get(q).is_some_and(|n| self.subvols.contains(&n.ino)))
+    }
     fn modifiable(&self, p: &Path, m: &M) -> bool {
         !p.as_os_str().is_empty() && !self.pinned(m.ino)
     }
@@ -203,6 +285,7 @@ fn gen_base(rng: &mut fastrand::Rng) -> (Vec<u8>, Model) {
         lower: BTreeSet::new(),
         lower_dirs: BTreeSet::new(),
         base_content: BTreeMap::new(),
+        subvols: BTreeSet::new(),
         next_ino: 0,
     };
     let mut t = TarBuilder::new();
@@ -354,7 +437,7 @@ fn set_size(m: &mut Model, p: &Path, size: u64) {
 
 fn gen_op(rng: &mut fastrand::Rng, m: &mut Model, ops: &mut Vec<Op>) {
     let file = |m: &Model, p: &Path, x: &M| matches!(x.kind, K::File { .. }) && m.modifiable(p, x);
-    match rng.u8(0..26) {
+    match rng.u8(0..27) {
         0 | 1 => {
             if let Some(p) = m.pick(rng, |p, x| file(m, p, x)) {
                 let size = file_size(m, &p);
@@ -455,6 +538,9 @@ fn gen_op(rng: &mut fastrand::Rng, m: &mut Model, ops: &mut Vec<Op>) {
                     Some(o) if rng.bool() => o,
                     _ => m.new_path(rng),
                 };
+                if !m.same_subvol(&from, &to) {
+                    return;
+                }
                 m.touch(&from);
                 m.nodes.remove(&to);
                 let node = m.nodes.remove(&from).unwrap();
@@ -466,7 +552,10 @@ fn gen_op(rng: &mut fastrand::Rng, m: &mut Model, ops: &mut Vec<Op>) {
             // Rename a directory (the image's give EXDEV on overlay: copied, as mv does).
             if let Some(from) = m.pick(rng, |p, x| x.kind == K::Dir && m.self_contained(p)) {
                 let to = m.new_path(rng);
-                if to.starts_with(&from) || to.as_os_str().len() + longest_below(m, &from) > 3700 {
+                if to.starts_with(&from)
+                    || to.as_os_str().len() + longest_below(m, &from) > 3700
+                    || !m.same_subvol(&from, &to)
+                {
                     return;
                 }
                 let lower = m.lower_dirs.contains(&m.nodes[&from].ino);
@@ -501,7 +590,7 @@ fn gen_op(rng: &mut fastrand::Rng, m: &mut Model, ops: &mut Vec<Op>) {
                         && (x.kind != K::Dir || !m.lower_dirs.contains(&x.ino))
                         && m.self_contained(p)
                 });
-                if let Some(b) = b {
+                if let Some(b) = b.filter(|b| m.same_subvol(&a, b) && !m.holds_subvol(&a) && !m.holds_subvol(b)) {
                     m.touch(&a);
                     m.touch(&b);
                     let (ba, bb) = (m.below(&a), m.below(&b));
@@ -521,6 +610,9 @@ fn gen_op(rng: &mut fastrand::Rng, m: &mut Model, ops: &mut Vec<Op>) {
             // Another name for a file.
             if let Some(from) = m.pick(rng, |p, x| file(m, p, x)) {
                 let to = m.new_path(rng);
+                if !m.same_subvol(&from, &to) {
+                    return;
+                }
                 m.touch(&from);
                 let node = m.nodes[&from].clone();
                 m.nodes.insert(to.clone(), node);
@@ -560,10 +652,14 @@ fn gen_op(rng: &mut fastrand::Rng, m: &mut Model, ops: &mut Vec<Op>) {
             let twins: Vec<(PathBuf, PathBuf)> = m
                 .nodes
                 .iter()
-                .filter(|(p, x)| p.to_string_lossy().ends_with("twin") && m.lower.contains(&x.ino))
+                .filter(|(p, x)| {
+                    p.to_string_lossy().ends_with("twin")
+                        && m.lower.contains(&x.ino)
+                        && matches!(x.kind, K::File { .. })
+                })
                 .filter_map(|(p, _)| {
                     let orig = PathBuf::from(p.to_string_lossy().trim_end_matches("twin").to_string());
-                    m.nodes.get(&orig).filter(|o| m.modifiable(&orig, o)).map(|_| (orig, p.clone()))
+                    m.nodes.get(&orig).filter(|o| file(m, &orig, o)).map(|_| (orig, p.clone()))
                 })
                 .collect();
             if twins.is_empty() {
@@ -639,6 +735,16 @@ fn gen_op(rng: &mut fastrand::Rng, m: &mut Model, ops: &mut Vec<Op>) {
             m.add(p.clone(), K::Fifo);
             ops.push(Op::Mkfifo { path: p });
         }
+        25 => {
+            let dirs = m.dirs();
+            let p = dirs[rng.usize(..dirs.len())].join(format!("sv{}", rng.u16(..)));
+            if m.nodes.contains_key(&p) || p.as_os_str().len() > 3600 {
+                return;
+            }
+            let ino = m.add(p.clone(), K::Dir);
+            m.subvols.insert(ino);
+            ops.push(Op::Subvolume { path: p });
+        }
         _ => {
             // A type change: a file becomes a directory, or a directory a file.
             if let Some(p) = m.pick(rng, |p, x| !p.as_os_str().is_empty() && m.modifiable(p, x)) {
@@ -706,7 +812,8 @@ pub fn describe(op: &Op) -> String {
                 | Op::Mkdir { path, .. }
                 | Op::Create { path, .. }
                 | Op::Symlink { path, .. }
-                | Op::Mkfifo { path } => path,
+                | Op::Mkfifo { path }
+                | Op::Subvolume { path } => path,
                 Op::Rename { .. } | Op::Exchange { .. } | Op::Link { .. } => unreachable!(),
             };
             format!("{} (path {})", d.split(['{', '"']).next().unwrap_or_default().trim(), short(path))
@@ -825,6 +932,16 @@ pub fn run_op(v: &Path, op: &Op) -> io::Result<()> {
         Op::Symlink { path, target } => std::os::unix::fs::symlink(target, at(path))?,
         Op::Mkfifo { path } => nix::unistd::mkfifo(&at(path), nix::sys::stat::Mode::from_bits_truncate(0o644))
             .map_err(crate::sys::errno)?,
+        Op::Subvolume { path } => {
+            if crate::sys::fs_type(v)? == "btrfs" {
+                let out = std::process::Command::new("btrfs").args(["subvolume", "create"]).arg(at(path)).output()?;
+                if !out.status.success() {
+                    return Err(io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+                }
+            } else {
+                fs::create_dir(at(path))?
+            }
+        }
     }
     Ok(())
 }
