@@ -113,7 +113,7 @@ fn small_multiples(
                         .configure_mesh()
                         .x_desc(x_label)
                         .y_desc(y_label)
-                        .x_labels(((x1 - x0) as usize + 1).min(12))
+                        .x_labels(((x1 - x0) as usize + 2).min(40))
                         .y_labels(5)
                         .x_max_light_lines(1)
                         .y_max_light_lines(1)
@@ -574,6 +574,21 @@ mod tests {
         assert_eq!(utc(951_782_400), "2000-02-29 00:00 UTC");
         assert_eq!(utc(1_795_399_952), "2026-11-23 02:12 UTC");
         assert_eq!(utc(-1), "1969-12-31 23:59 UTC");
+    }
+
+    #[test]
+    fn every_measured_size_is_labelled_and_every_point_has_whiskers() {
+        let mut run: Run = serde_json::from_str(include_str!("../../tests/fixtures/bench/run-full.json")).unwrap();
+        run.verdicts = crate::verdict::verdicts(&run, &crate::verdict::Profile::shipped());
+        let page = html(&run);
+        for tick in ["4 KiB", "1 MiB", "64 MiB", "512 MiB"] {
+            // Five panels, each labelling the size under its tick.
+            assert_eq!(page.matches(&format!(">\n{tick}\n<")).count(), 5, "{tick}");
+        }
+        // Copy-up: 5 targets × 4 sizes × (bar + 2 caps); disk: 5 × 6 counts × 3; unpack: 5 × 4 layers × 3.
+        assert!(page.matches("<polyline").count() >= 3 * (20 + 30 + 20), "{}", page.matches("<polyline").count());
+        assert!(page.contains("needs a disk formatted as xfs"));
+        assert!(page.contains("[") && page.contains("class=\"iv\""), "intervals in the figures table");
     }
 
     #[test]

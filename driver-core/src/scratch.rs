@@ -186,10 +186,14 @@ fn start_time(pid: u32) -> Option<u64> {
     stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Whether the process named in an owner file still runs. Without a start time to
+/// compare (unreadable /proc), a live pid counts as the owner: better to leave a dead
+/// process's scratch than to unmount a live one's.
 fn owner_alive(owner: &str) -> bool {
     let mut it = owner.split_whitespace();
     match (it.next().and_then(|p| p.parse::<u32>().ok()), it.next().and_then(|t| t.parse::<u64>().ok())) {
-        (Some(pid), Some(t)) => start_time(pid) == Some(t),
+        (Some(pid), Some(t)) if t != 0 => start_time(pid) == Some(t),
+        (Some(pid), _) => Path::new(&format!("/proc/{pid}")).exists(),
         _ => false,
     }
 }
@@ -381,6 +385,16 @@ mod tests {
             assert!(crate::conformance::mounts_under(&mnt).is_empty(), "{kind:?} still mounted");
             assert!(!attached(&dev), "{} still attached", dev.display());
         }
+    }
+
+    #[test]
+    fn an_owner_is_alive_only_while_its_process_runs() {
+        let me = std::process::id();
+        assert!(owner_alive(&format!("{me} {}", start_time(me).unwrap())));
+        assert!(!owner_alive(&format!("{me} {}", start_time(me).unwrap() + 1)), "a reused pid is not the owner");
+        assert!(owner_alive(&format!("{me} 0")), "no start time: the live pid counts");
+        assert!(!owner_alive(&format!("{} 5", u32::MAX - 1)));
+        assert!(!owner_alive("garbage"));
     }
 
     #[test]
