@@ -14,6 +14,7 @@ pub mod error;
 pub mod hostile;
 pub mod image;
 pub mod images;
+pub mod interrupt;
 pub mod readahead;
 pub mod scratch;
 pub mod store;
