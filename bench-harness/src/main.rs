@@ -118,11 +118,25 @@ enum ImageCmd {
         platform: Option<String>,
     },
     /// Pull an image from a registry (OCI distribution protocol) and unpack it.
+    ///
+    /// The download fails when it stalls (less than --low-speed-limit bytes/s over
+    /// --low-speed-time seconds) or runs past --timeout; a failed or interrupted pull
+    /// (Ctrl-C) leaves the store as it was.
     Pull {
         reference: String,
         /// Plain http, for a local registry.
         #[arg(long)]
         insecure: bool,
+        /// Seconds the whole download (manifests, config, layers) may take.
+        #[arg(long, env = "STRATA_PULL_TIMEOUT", default_value_t = 3600, value_name = "SECS")]
+        timeout: u64,
+        /// Bytes per second below which, averaged over --low-speed-time, the pull fails.
+        #[arg(long, env = "STRATA_PULL_LOW_SPEED_LIMIT", default_value_t = 1024, value_name = "BYTES")]
+        low_speed_limit: u64,
+        /// Seconds over which the speed is averaged; also the longest a single read may block.
+        #[arg(long, env = "STRATA_PULL_LOW_SPEED_TIME", default_value_t = 30, value_name = "SECS",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        low_speed_time: u64,
     },
     /// List images.
     Ls {
@@ -192,6 +206,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         }
+    }
+    if matches!(cli.command, Command::Image(ImageCmd::Pull { .. })) {
+        // Ctrl-C stops a pull where it can undo what it made (as early as can be).
+        driver_core::interrupt::install();
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -271,10 +289,26 @@ fn run(cli: Cli) -> Result<(), Error> {
 fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
     let images = ImageStore::open(dir)?;
     match cmd {
-        ImageCmd::Pull { reference, insecure } => {
+        ImageCmd::Pull { reference, insecure, timeout, low_speed_limit, low_speed_time } => {
+            let limits = registry::Limits {
+                timeout: std::time::Duration::from_secs(timeout),
+                low_speed_limit,
+                low_speed_time: std::time::Duration::from_secs(low_speed_time),
+            };
             let cache = dir.parent().unwrap_or(dir).join("blobs");
-            let (source, img, name) = registry::pull(&reference, insecure, &cache, driver)?;
-            unpack_and_report(driver, &images, &source, &img, &name)
+            let start = std::time::Instant::now();
+            let pulled = registry::pull(&reference, insecure, limits, &cache, driver)?;
+            let (blobs, bytes) = pulled.downloaded;
+            eprintln!(
+                "downloaded {blobs} layer blob(s), {} in {:.2}s",
+                human_bytes(bytes),
+                start.elapsed().as_secs_f64()
+            );
+            if let Err(e) = unpack_and_report(driver, &images, &pulled.source, &pulled.image, &pulled.name) {
+                pulled.undo(driver, &images);
+                return Err(if driver_core::interrupt::requested() { driver_core::interrupt::error() } else { e });
+            }
+            pulled.keep()
         }
         ImageCmd::Unpack { src, name, platform } => {
             let (source, img) = driver_core::image::open_source(&src, platform.as_deref())?;

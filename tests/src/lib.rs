@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod registry;
+
 pub use driver_core::scratch::privileged;
 
 /// The `strata` binary of the same build profile as the running test, built on first

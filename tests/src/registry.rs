@@ -1,0 +1,285 @@
+//! A registry the tests control, on 127.0.0.1: plain `std::net` threads, one request
+//! per connection, answers chosen per request by a handler. It serves a real image
+//! (generated layers) by default; the hostile-registry corpus (tests/tests/registry.rs)
+//! bends the answers: redirects, slow or stalled bodies, lying lengths and digests,
+//! token endpoints, resets. Every request is logged with its Authorization header, so
+//! a test can check where a token went and which paths were asked for.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::Digest;
+
+/// One request as the server saw it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub path: String,
+    pub authorization: Option<String>,
+    /// How many requests for this path (query included) came before this one.
+    pub nth: usize,
+}
+
+/// What to answer.
+#[derive(Clone, Debug, Default)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The Content-Length to claim (default: the body's length).
+    pub content_length: Option<u64>,
+    /// Send the body one byte per this interval.
+    pub trickle: Option<Duration>,
+    /// Send the status line and headers one byte per this interval.
+    pub trickle_head: Option<Duration>,
+    /// Send the head, then nothing, holding the connection open this long.
+    pub stall: Option<Duration>,
+    /// Close the connection with a TCP reset instead of answering.
+    pub reset: bool,
+    /// Send no Content-Length: the body ends when the connection closes.
+    pub no_length: bool,
+    /// Wait this long before answering (a busy registry).
+    pub delay: Option<Duration>,
+}
+
+impl Reply {
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Reply {
+        Reply { status, body: body.into(), ..Reply::default() }
+    }
+    pub fn header(mut self, k: &str, v: &str) -> Reply {
+        self.headers.push((k.to_string(), v.to_string()));
+        self
+    }
+    pub fn redirect(location: &str) -> Reply {
+        Reply::new(302, "").header("Location", location)
+    }
+    pub fn reset() -> Reply {
+        Reply { reset: true, ..Reply::default() }
+    }
+}
+
+pub type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
+
+pub struct Server {
+    pub port: u16,
+    log: Arc<Mutex<Vec<Request>>>,
+    stop: Arc<AtomicBool>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start(handler: Handler) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let port = listener.local_addr().expect("local addr").port();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (l, s) = (log.clone(), stop.clone());
+        let accept = std::thread::spawn(move || {
+            let counts = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+            for conn in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (h, l, s, counts) = (handler.clone(), l.clone(), s.clone(), counts.clone());
+                std::thread::spawn(move || serve(conn, &h, &l, &s, &counts));
+            }
+        });
+        Server { port, log, stop, accept: Some(accept) }
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Request> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(a) = self.accept.take() {
+            let _ = a.join();
+        }
+    }
+}
+
+fn serve(
+    mut conn: TcpStream,
+    handler: &Handler,
+    log: &Mutex<Vec<Request>>,
+    stop: &AtomicBool,
+    counts: &Mutex<HashMap<String, usize>>,
+) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match conn.read(&mut byte) {
+            Ok(1) if head.len() < 64 << 10 => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let mut lines = head.split("\r\n");
+    let path = lines.next().and_then(|l| l.split(' ').nth(1)).unwrap_or("").to_string();
+    let authorization = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| v.trim().to_string());
+    let nth = {
+        let mut c = counts.lock().unwrap();
+        let n = c.entry(path.clone()).or_insert(0);
+        *n += 1;
+        *n - 1
+    };
+    let req = Request { path, authorization, nth };
+    log.lock().unwrap().push(req.clone());
+    let reply = handler(&req);
+    if let Some(d) = reply.delay {
+        std::thread::sleep(d);
+    }
+    if reply.reset {
+        // SO_LINGER 0: close() sends RST, as a crashed proxy does.
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        unsafe {
+            libc::setsockopt(
+                conn.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &linger as *const libc::linger as *const libc::c_void,
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+        return;
+    }
+    let mut out = format!("HTTP/1.1 {} X\r\n", reply.status);
+    for (k, v) in &reply.headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !reply.no_length {
+        out.push_str(&format!("Content-Length: {}\r\n", reply.content_length.unwrap_or(reply.body.len() as u64)));
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    let slowly = |conn: &mut TcpStream, data: &[u8], every: Duration| {
+        for b in data {
+            if stop.load(Ordering::SeqCst) || conn.write_all(&[*b]).is_err() {
+                return false;
+            }
+            std::thread::sleep(every);
+        }
+        true
+    };
+    let sent = match reply.trickle_head {
+        Some(every) => slowly(&mut conn, out.as_bytes(), every),
+        None => conn.write_all(out.as_bytes()).is_ok(),
+    };
+    if !sent {
+        return;
+    }
+    if let Some(d) = reply.stall {
+        let until = std::time::Instant::now() + d;
+        while std::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        return;
+    }
+    match reply.trickle {
+        Some(every) => {
+            slowly(&mut conn, &reply.body, every);
+        }
+        // A client that stops reading (a bound it enforces) makes this fail: fine.
+        None => {
+            let _ = conn.write_all(&reply.body);
+        }
+    }
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// An image as a registry holds it: blobs by digest and the manifest.
+#[derive(Clone)]
+pub struct TestImage {
+    pub manifest: Vec<u8>,
+    /// The manifest's own media type, sent as its Content-Type.
+    pub media_type: String,
+    pub config_digest: String,
+    pub layer_digests: Vec<String>,
+    pub blobs: HashMap<String, Vec<u8>>,
+}
+
+impl TestImage {
+    /// `layers` generated layers (gzip) of `seed`, through `write_layout`.
+    pub fn generate(seed: u64, layers: usize) -> TestImage {
+        TestImage::generate_sized(seed, layers, driver_core::workload::WorkloadSize::small())
+    }
+
+    pub fn generate_sized(seed: u64, layers: usize, size: driver_core::workload::WorkloadSize) -> TestImage {
+        use driver_core::workload::{generate, gzip};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tars: Vec<Vec<u8>> = generate(seed, size).into_iter().take(layers).map(|l| gzip(&l.tar)).collect();
+        driver_core::image::write_layout(dir.path(), "v1", &tars).expect("write_layout");
+        let read_json = |p: &std::path::Path| -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json")
+        };
+        let index = read_json(&dir.path().join("index.json"));
+        let mut blobs = HashMap::new();
+        for e in std::fs::read_dir(dir.path().join("blobs/sha256")).expect("blobs") {
+            let e = e.expect("entry");
+            let data = std::fs::read(e.path()).expect("blob");
+            blobs.insert(format!("sha256:{}", e.file_name().to_string_lossy()), data);
+        }
+        let mdigest = index["manifests"][0]["digest"].as_str().expect("digest").to_string();
+        let manifest = blobs.remove(&mdigest).expect("manifest blob");
+        let m: serde_json::Value = serde_json::from_slice(&manifest).expect("manifest json");
+        let config_digest = m["config"]["digest"].as_str().expect("config").to_string();
+        let layer_digests = m["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .map(|l| l["digest"].as_str().expect("d").to_string())
+            .collect();
+        let media_type = m["mediaType"].as_str().expect("mediaType").to_string();
+        TestImage { manifest, media_type, config_digest, layer_digests, blobs }
+    }
+
+    pub fn manifest_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.manifest).expect("manifest json")
+    }
+
+    /// Replaces the manifest (the blobs stay).
+    pub fn with_manifest(&self, m: &serde_json::Value) -> TestImage {
+        TestImage { manifest: serde_json::to_vec(m).expect("json"), ..self.clone() }
+    }
+
+    pub fn manifest_digest(&self) -> String {
+        sha256(&self.manifest)
+    }
+
+    /// The well-behaved answer of a registry holding this image as `repo`.
+    pub fn answer(&self, repo: &str, req: &Request) -> Reply {
+        let path = req.path.split('?').next().unwrap_or("");
+        if path == "/v2/" {
+            return Reply::new(200, "{}");
+        }
+        if let Some(r) = path.strip_prefix(&format!("/v2/{repo}/manifests/")) {
+            if r == "v1" || r == self.manifest_digest() {
+                return Reply::new(200, self.manifest.clone())
+                    .header("Content-Type", &self.media_type)
+                    .header("Docker-Content-Digest", &self.manifest_digest());
+            }
+        }
+        if let Some(d) = path.strip_prefix(&format!("/v2/{repo}/blobs/")) {
+            if let Some(b) = self.blobs.get(d) {
+                return Reply::new(200, b.clone()).header("Content-Type", "application/octet-stream");
+            }
+        }
+        Reply::new(404, r#"{"errors":[{"code":"NOT_FOUND"}]}"#).header("Content-Type", "application/json")
+    }
+}

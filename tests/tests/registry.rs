@@ -1,0 +1,862 @@
+//! The hostile-registry corpus: `image pull` against a registry the test controls
+//! (tests/src/registry.rs, on 127.0.0.1), on every driver. Each case says what strata
+//! must do — succeed, or refuse with one clear `error:` line — and every run is checked
+//! for bounded memory (peak RSS of the `strata` process, from wait4) and bounded time;
+//! after a refusal the store (layers, images, blob cache) is exactly as before, nothing
+//! beside the store changed, and no request left `/v2/<repository>/`.
+//!
+//! The watchdog limits are set short through the environment
+//! (`STRATA_PULL_LOW_SPEED_TIME` and friends), so stalls are found in seconds.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use strata_tests::registry::{sha256, Reply, Request, Server, TestImage};
+use strata_tests::{privileged, Strata};
+
+const REPO: &str = "strata/img";
+const TOKEN: &str = "good-token";
+/// The bound the issue sets for any pull, whatever the registry sends.
+const MAX_RSS_KIB: i64 = 512 << 10;
+/// No case may take longer (the slowest are the stall cases, ~3-5 s); a pull still
+/// running then is killed and the case fails.
+const MAX_TIME: Duration = Duration::from_secs(30);
+
+/// The two servers of a case: `port` is the registry, `other` is another host (a
+/// CDN a blob redirects to, or the token service).
+struct Env {
+    img: TestImage,
+    port: u16,
+    other: u16,
+}
+
+type H = Arc<dyn Fn(&Env, &Request) -> Reply + Send + Sync>;
+/// A check on the requests the registry and the other host saw.
+type Check = fn(&Env, &[Request], &[Request]);
+
+fn h(f: impl Fn(&Env, &Request) -> Reply + Send + Sync + 'static) -> H {
+    Arc::new(f)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Expect {
+    Succeeds,
+    /// Refused with an error line holding one of these (lowercase).
+    Refused(&'static [&'static str]),
+}
+
+struct Case {
+    name: &'static str,
+    expect: Expect,
+    /// The registry's answers.
+    main: H,
+    /// The other host's answers (default: the image's blobs, and tokens on `/token`).
+    other: Option<H>,
+    /// The served image from the generated one (default: as is).
+    image: Option<fn(&TestImage) -> TestImage>,
+    reference: Option<fn(&Env) -> String>,
+    args: &'static [&'static str],
+    /// More checks on the requests the registry and the other host saw.
+    check: Option<Check>,
+}
+
+impl Case {
+    fn new(name: &'static str, expect: Expect, main: H) -> Case {
+        Case { name, expect, main, other: None, image: None, reference: None, args: &[], check: None }
+    }
+}
+
+fn serve(env: &Env, r: &Request) -> Reply {
+    env.img.answer(REPO, r)
+}
+
+fn path(r: &Request) -> &str {
+    r.path.split('?').next().unwrap_or("")
+}
+
+fn is_manifest(r: &Request) -> bool {
+    path(r).starts_with(&format!("/v2/{REPO}/manifests/"))
+}
+
+fn is_config(env: &Env, r: &Request) -> bool {
+    path(r) == format!("/v2/{REPO}/blobs/{}", env.img.config_digest)
+}
+
+fn is_layer(env: &Env, r: &Request) -> bool {
+    env.img.layer_digests.iter().any(|d| path(r) == format!("/v2/{REPO}/blobs/{d}"))
+}
+
+/// The bearer-token flow: without the token, a 401 naming the token service on the
+/// other host.
+fn with_auth(env: &Env, r: &Request, inner: impl Fn(&Env, &Request) -> Reply) -> Reply {
+    if r.authorization.as_deref() == Some(&format!("Bearer {TOKEN}")) {
+        return inner(env, r);
+    }
+    let challenge =
+        format!(r#"Bearer realm="http://127.0.0.1:{}/token",service="test",scope="repository:{REPO}:pull""#, env.other);
+    Reply::new(401, r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#).header("WWW-Authenticate", &challenge)
+}
+
+fn token_reply(token: &str) -> Reply {
+    Reply::new(200, serde_json::json!({ "token": token }).to_string()).header("Content-Type", "application/json")
+}
+
+fn default_other(env: &Env, r: &Request) -> Reply {
+    if path(r) == "/token" {
+        return token_reply(TOKEN);
+    }
+    serve(env, r)
+}
+
+/// A manifest whose layer `i` has `digest` (the other fields stay).
+fn layer_digest(img: &TestImage, digest: &str) -> TestImage {
+    let mut m = img.manifest_json();
+    m["layers"][0]["digest"] = digest.into();
+    img.with_manifest(&m)
+}
+
+/// A tag that resolves to an index whose one entry (for this host) has `digest`.
+fn index_to(env: &Env, digest: &str) -> Reply {
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": env.img.manifest.len(),
+            "platform": {"os": "linux", "architecture": driver_core::image::host_arch()}
+        }]
+    });
+    Reply::new(200, index.to_string()).header("Content-Type", "application/vnd.oci.image.index.v1+json")
+}
+
+/// A self-consistent image whose config names a wrong diff_id for its top layer: the
+/// download is fine, the unpack fails after the first layer is in.
+fn lying_diff_id(img: &TestImage) -> TestImage {
+    let mut img = img.clone();
+    let mut cfg: serde_json::Value = serde_json::from_slice(&img.blobs[&img.config_digest]).unwrap();
+    let n = cfg["rootfs"]["diff_ids"].as_array().unwrap().len();
+    cfg["rootfs"]["diff_ids"][n - 1] = sha256(b"not this layer").into();
+    let bytes = serde_json::to_vec(&cfg).unwrap();
+    img.config_digest = sha256(&bytes);
+    let mut m = img.manifest_json();
+    m["config"]["digest"] = img.config_digest.clone().into();
+    m["config"]["size"] = bytes.len().into();
+    img.blobs.insert(img.config_digest.clone(), bytes);
+    img.with_manifest(&m)
+}
+
+fn no_token_left_home(_: &Env, main: &[Request], other: &[Request]) {
+    assert!(main.iter().any(|r| r.authorization.is_some()), "the registry was asked with its token");
+    for r in other {
+        assert!(r.authorization.is_none(), "a token went to another host/port: {r:?}");
+    }
+}
+
+fn blobs_from_the_other_port_without_token(e: &Env, main: &[Request], other: &[Request]) {
+    no_token_left_home(e, main, other);
+    assert!(other.iter().any(|r| r.path.contains("/blobs/")), "the blobs came from the other port: {other:?}");
+}
+
+fn nothing_requested(_: &Env, main: &[Request], other: &[Request]) {
+    assert!(main.is_empty() && other.is_empty(), "an invalid reference reached the registry: {main:?} {other:?}");
+}
+
+fn cases() -> Vec<Case> {
+    use Expect::*;
+    let slow = Duration::from_millis(400);
+    let mut v = vec![
+        Case::new("a well-behaved registry", Succeeds, h(serve)),
+        Case {
+            check: Some(no_token_left_home),
+            ..Case::new("token auth with the realm on another host", Succeeds, h(|e, r| with_auth(e, r, serve)))
+        },
+        Case {
+            check: Some(blobs_from_the_other_port_without_token),
+            ..Case::new(
+                "a blob redirected to another port gets no token",
+                Succeeds,
+                h(|e, r| {
+                    with_auth(e, r, |e, r| {
+                        if is_layer(e, r) {
+                            Reply::redirect(&format!("http://127.0.0.1:{}{}", e.other, r.path))
+                        } else {
+                            serve(e, r)
+                        }
+                    })
+                }),
+            )
+        },
+        Case::new(
+            "5xx twice, then the answer",
+            Succeeds,
+            h(|e, r| if is_manifest(r) && r.nth < 2 { Reply::new(503, "busy") } else { serve(e, r) }),
+        ),
+        Case::new(
+            "a connection reset once",
+            Succeeds,
+            h(|e, r| if is_layer(e, r) && r.nth == 0 { Reply::reset() } else { serve(e, r) }),
+        ),
+        Case::new(
+            "a relative redirect within the registry",
+            Succeeds,
+            h(|e, r| {
+                if is_layer(e, r) && !r.path.contains("moved=1") {
+                    Reply::redirect(&format!("{}?moved=1", path(r)))
+                } else {
+                    serve(e, r)
+                }
+            }),
+        ),
+    ];
+    for (name, location) in [
+        ("a blob redirected to file://", "file:///etc/passwd"),
+        ("a blob redirected to data:", "data:,hello"),
+        ("a blob redirected to unix:", "unix:/run/docker.sock"),
+        ("a blob redirected to ftp://", "ftp://127.0.0.1/x"),
+        ("a blob redirected to a host-less http URL", "http://"),
+        ("a blob redirected to http://:80/", "http://:80/x"),
+        ("a blob redirected to a broken IPv6 host", "http://[::1/x"),
+    ] {
+        v.push(Case::new(
+            name,
+            Refused(&["redirect"]),
+            h(move |e, r| if is_layer(e, r) { Reply::redirect(location) } else { serve(e, r) }),
+        ));
+    }
+    v.extend([
+        Case::new(
+            "a manifest redirected to itself forever",
+            Refused(&["redirects"]),
+            h(|e, r| if is_manifest(r) { Reply::redirect(&r.path) } else { serve(e, r) }),
+        ),
+        Case::new(
+            "a layer body of 1 byte per 400 ms",
+            Refused(&["stalled"]),
+            h(move |e, r| {
+                let mut a = serve(e, r);
+                if is_layer(e, r) {
+                    a.trickle = Some(slow);
+                }
+                a
+            }),
+        ),
+        Case::new(
+            "a manifest body of 1 byte per 400 ms",
+            Refused(&["stalled"]),
+            h(move |e, r| {
+                let mut a = serve(e, r);
+                if is_manifest(r) {
+                    a.trickle = Some(slow);
+                }
+                a
+            }),
+        ),
+        Case::new(
+            "manifest headers of 1 byte per 400 ms",
+            Refused(&["stalled"]),
+            h(move |e, r| {
+                let mut a = serve(e, r);
+                if is_manifest(r) {
+                    a.trickle_head = Some(slow);
+                }
+                a
+            }),
+        ),
+        Case::new(
+            "a layer body that never comes",
+            Refused(&["stalled", "timed out"]),
+            h(|e, r| {
+                let mut a = serve(e, r);
+                if is_layer(e, r) {
+                    a.stall = Some(Duration::from_secs(60));
+                }
+                a
+            }),
+        ),
+        Case {
+            args: &["--timeout", "3", "--low-speed-limit", "10"],
+            ..Case::new(
+                "fast enough, but past the total deadline",
+                Refused(&["total deadline"]),
+                h(|e, r| {
+                    let mut a = serve(e, r);
+                    if is_layer(e, r) {
+                        a.trickle = Some(Duration::from_millis(20));
+                    }
+                    a
+                }),
+            )
+        },
+        Case::new(
+            "a layer blob that is not its digest",
+            Refused(&["digest"]),
+            h(|e, r| {
+                let mut a = serve(e, r);
+                if is_layer(e, r) {
+                    let n = a.body.len() / 2;
+                    a.body[n] ^= 0xff;
+                }
+                a
+            }),
+        ),
+        Case::new(
+            "a config that is not its digest",
+            Refused(&["digest"]),
+            h(|e, r| {
+                let mut a = serve(e, r);
+                if is_config(e, r) {
+                    a.body[0] ^= 0x20;
+                }
+                a
+            }),
+        ),
+        Case {
+            reference: Some(|e| format!("127.0.0.1:{}/{REPO}@{}", e.port, e.img.manifest_digest())),
+            ..Case::new(
+                "a manifest pulled by digest that is not that digest",
+                Refused(&["does not match"]),
+                h(|e, r| {
+                    let mut a = serve(e, r);
+                    if is_manifest(r) {
+                        a.body.push(b'\n');
+                    }
+                    a
+                }),
+            )
+        },
+        Case::new(
+            "a wrong Docker-Content-Digest",
+            Refused(&["docker-content-digest"]),
+            h(|e, r| {
+                let mut a = serve(e, r);
+                if is_manifest(r) {
+                    a.headers.retain(|(k, _)| k != "Docker-Content-Digest");
+                    a = a.header("Docker-Content-Digest", &sha256(b"another manifest"));
+                }
+                a
+            }),
+        ),
+        Case::new(
+            "a Docker-Content-Digest with a traversal",
+            Refused(&["docker-content-digest"]),
+            h(|e, r| {
+                let mut a = serve(e, r);
+                if is_manifest(r) {
+                    a.headers.retain(|(k, _)| k != "Docker-Content-Digest");
+                    a = a.header("Docker-Content-Digest", "sha256:../../../../etc/passwd");
+                }
+                a
+            }),
+        ),
+        Case::new(
+            "a layer cut short of its Content-Length",
+            Refused(&["bytes", "giving up", "stalled"]),
+            h(|e, r| {
+                let mut a = serve(e, r);
+                if is_layer(e, r) {
+                    a.content_length = Some(a.body.len() as u64 + 1000);
+                }
+                a
+            }),
+        ),
+        Case::new(
+            "a Content-Length shorter than the layer",
+            Refused(&["bytes"]),
+            h(|e, r| {
+                let mut a = serve(e, r);
+                if is_layer(e, r) {
+                    a.content_length = Some(a.body.len() as u64 - 100);
+                }
+                a
+            }),
+        ),
+        Case::new(
+            "a manifest claiming 50 MB",
+            Refused(&["larger than"]),
+            h(|e, r| {
+                let mut a = serve(e, r);
+                if is_manifest(r) {
+                    a.content_length = Some(50 << 20);
+                }
+                a
+            }),
+        ),
+        Case {
+            image: Some(|img| {
+                let mut m = img.manifest_json();
+                m["annotations"] = serde_json::json!({ "pad": "x".repeat(50 << 20) });
+                img.with_manifest(&m)
+            }),
+            ..Case::new(
+                "a 50 MB manifest, no Content-Length",
+                Refused(&["larger than"]),
+                h(|e, r| {
+                    let mut a = serve(e, r);
+                    a.no_length = true;
+                    a
+                }),
+            )
+        },
+        Case::new(
+            "a manifest nested 100,000 deep",
+            Refused(&["recursion", "json"]),
+            h(|e, r| {
+                if is_manifest(r) {
+                    let body = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+                    Reply::new(200, body).header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                } else {
+                    serve(e, r)
+                }
+            }),
+        ),
+        Case::new(
+            "a manifest served as an index",
+            Refused(&["media type"]),
+            h(|e, r| {
+                let mut a = serve(e, r);
+                if is_manifest(r) {
+                    a.headers.retain(|(k, _)| k != "Content-Type");
+                    a = a.header("Content-Type", "application/vnd.oci.image.index.v1+json");
+                }
+                a
+            }),
+        ),
+        Case::new(
+            "a docker schema 1 manifest",
+            Refused(&["unsupported media type"]),
+            h(|e, r| {
+                let mut a = serve(e, r);
+                if is_manifest(r) {
+                    a.headers.retain(|(k, _)| k != "Content-Type");
+                    a = a.header("Content-Type", "application/vnd.docker.distribution.manifest.v1+prettyjws");
+                }
+                a
+            }),
+        ),
+        Case {
+            image: Some(|img| {
+                let mut m = img.manifest_json();
+                m["config"]["size"] = (1u64 << 40).into();
+                img.with_manifest(&m)
+            }),
+            ..Case::new("a config descriptor of 1 TiB", Refused(&["configs are small"]), h(serve))
+        },
+        Case {
+            image: Some(|img| layer_digest(img, "sha256:../../../../../../etc/passwd")),
+            ..Case::new("a layer digest with a traversal", Refused(&["invalid digest"]), h(serve))
+        },
+        Case {
+            image: Some(|img| {
+                let mut m = img.manifest_json();
+                m["config"]["digest"] = format!("sha256:{}/../../../../x", "a".repeat(64)).into();
+                img.with_manifest(&m)
+            }),
+            ..Case::new("a config digest with a traversal", Refused(&["invalid digest"]), h(serve))
+        },
+        Case {
+            image: Some(|img| layer_digest(img, &img.layer_digests[0].to_uppercase().replace("SHA256", "sha256"))),
+            ..Case::new("an uppercase layer digest", Refused(&["invalid digest"]), h(serve))
+        },
+        Case::new(
+            "an index entry with a traversal digest",
+            Refused(&["invalid digest"]),
+            h(|e, r| {
+                if path(r).ends_with("/manifests/v1") {
+                    index_to(e, "sha256:../../../../../token")
+                } else {
+                    serve(e, r)
+                }
+            }),
+        ),
+        Case::new(
+            "an index entry with a %2e%2e digest",
+            Refused(&["invalid digest"]),
+            h(|e, r| {
+                if path(r).ends_with("/manifests/v1") {
+                    index_to(e, "sha256:%2e%2e/%2e%2e/%2e%2e/token")
+                } else {
+                    serve(e, r)
+                }
+            }),
+        ),
+        Case {
+            other: Some(h(|_, _| token_reply("abc\r\nX-Injected: 1"))),
+            ..Case::new("a token with a header injection", Refused(&["token"]), h(|e, r| with_auth(e, r, serve)))
+        },
+        Case {
+            other: Some(h(|_, _| Reply { no_length: true, ..token_reply(&"t".repeat(10 << 20)) })),
+            ..Case::new("a 10 MB token", Refused(&["token"]), h(|e, r| with_auth(e, r, serve)))
+        },
+        Case::new(
+            "a realm at file://",
+            Refused(&["realm"]),
+            h(|_, _| {
+                Reply::new(401, "").header("WWW-Authenticate", r#"Bearer realm="file:///etc/passwd",service="x""#)
+            }),
+        ),
+        Case::new(
+            "a token that is never accepted",
+            Refused(&["401", "stalled"]),
+            h(|e, r| with_auth(e, &Request { authorization: None, ..r.clone() }, serve)),
+        ),
+        Case::new(
+            "a 404 with a 50 MB body",
+            Refused(&["404"]),
+            h(|e, r| {
+                if is_manifest(r) {
+                    Reply { no_length: true, ..Reply::new(404, vec![b'x'; 50 << 20]) }
+                } else {
+                    serve(e, r)
+                }
+            }),
+        ),
+        Case::new(
+            "an error body that forges a second error line",
+            Refused(&["404"]),
+            h(|e, r| if is_manifest(r) { Reply::new(404, "not here\nerror: forged\n") } else { serve(e, r) }),
+        ),
+        Case::new(
+            "every connection reset",
+            Refused(&["giving up", "stalled", "reset"]),
+            h(|e, r| if is_layer(e, r) { Reply::reset() } else { serve(e, r) }),
+        ),
+        Case::new("always 500", Refused(&["500", "stalled"]), h(|_, _| Reply::new(500, "down"))),
+        Case {
+            image: Some(lying_diff_id),
+            ..Case::new("a config whose last diff_id lies (fails in the unpack)", Refused(&["diff_id"]), h(serve))
+        },
+    ]);
+    for (name, reference) in [
+        ("a reference with ..", (|e: &Env| format!("127.0.0.1:{}/{REPO}/../../x:v1", e.port)) as fn(&Env) -> String),
+        ("a reference with %2e%2e", |e| format!("127.0.0.1:{}/%2e%2e/%2e%2e/x", e.port)),
+        ("a reference digest with ..", |e| format!("127.0.0.1:{}/{REPO}@sha256:../../../token", e.port)),
+        ("a reference with an empty component", |e| format!("127.0.0.1:{}/strata//img", e.port)),
+        ("a tag with a slash-free traversal", |e| format!("127.0.0.1:{}/{REPO}:..", e.port)),
+    ] {
+        v.push(Case {
+            reference: Some(reference),
+            check: Some(nothing_requested),
+            ..Case::new(name, Refused(&["invalid image reference"]), h(serve))
+        });
+    }
+    v
+}
+
+/// A `strata` run with its peak RSS (wait4's ru_maxrss) and wall time.
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+    rss_kib: i64,
+    took: Duration,
+}
+
+// The child is reaped by wait4 (which gives its rusage), not by Child::wait.
+#[allow(clippy::zombie_processes)]
+fn run_measured(mut cmd: Command) -> Run {
+    let start = Instant::now();
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn strata");
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let o = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let e = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let mut status = 0;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let mut rss_kib = 0;
+    loop {
+        // wait4's ru_maxrss cannot be used: exec records the high-water mark of the
+        // (v)forked copy of this test process, which holds big hostile answers. VmHWM
+        // of the running strata is its own (a peak in its last 10 ms may be missed).
+        if let Some(hwm) = vm_hwm_kib(pid) {
+            rss_kib = rss_kib.max(hwm);
+        }
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+        if r == pid {
+            break;
+        }
+        assert!(r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR), "wait4");
+        // A pull that hangs fails the case (it is killed), rather than the whole run.
+        if start.elapsed() > MAX_TIME {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    Run { ok, stdout: o.join().unwrap(), stderr: e.join().unwrap(), rss_kib, took: start.elapsed() }
+}
+
+/// The peak resident set of a running process, from /proc (None once it exited).
+fn vm_hwm_kib(pid: libc::pid_t) -> Option<i64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Every file under `dir` with its size and content hash (for the blob cache and what
+/// lies beside the store).
+fn files(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            if p.is_dir() && !p.is_symlink() {
+                out.insert(rel + "/", String::new());
+                stack.push(p);
+            } else {
+                out.insert(rel, std::fs::read(&p).map(|d| sha256(&d)).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+/// The store as a user sees it, and its blob cache.
+fn store_state(s: &Strata) -> (String, String, BTreeMap<String, String>) {
+    let (layers, images) = s.state();
+    (layers, images, files(&s.root.join("blobs")))
+}
+
+fn pull(s: &Strata, reference: &str, args: &[&str]) -> Run {
+    let mut cmd = s.command(&["image", "pull", "--insecure", reference]);
+    cmd.args(args)
+        .env("STRATA_PULL_LOW_SPEED_LIMIT", "1024")
+        .env("STRATA_PULL_LOW_SPEED_TIME", "3")
+        .env("STRATA_PULL_TIMEOUT", "60");
+    run_measured(cmd)
+}
+
+fn run_case(case: &Case, s: &Strata, base: &TestImage, outside: &Path, driver: &str) {
+    let img = match case.image {
+        Some(f) => f(base),
+        None => base.clone(),
+    };
+    let env: Arc<OnceLock<Env>> = Arc::new(OnceLock::new());
+    let (e1, main) = (env.clone(), case.main.clone());
+    let registry = Server::start(Arc::new(move |r| main(e1.get().expect("env"), r)));
+    let (e2, other) = (env.clone(), case.other.clone().unwrap_or_else(|| h(default_other)));
+    let other_host = Server::start(Arc::new(move |r| other(e2.get().expect("env"), r)));
+    let _ = env.set(Env { img, port: registry.port, other: other_host.port });
+    let env = env.get().unwrap();
+    let reference = match case.reference {
+        Some(f) => f(env),
+        None => format!("127.0.0.1:{}/{REPO}:v1", env.port),
+    };
+
+    let what = format!("{driver}: {}", case.name);
+    let before = store_state(s);
+    let outside_before = files(outside);
+    let run = pull(s, &reference, case.args);
+    let errors: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert!(run.rss_kib < MAX_RSS_KIB, "{what}: peak RSS {} MiB", run.rss_kib >> 10);
+    assert!(run.took < MAX_TIME, "{what}: took {:?}", run.took);
+    assert!(!run.stderr.contains("panicked"), "{what}: a panic: {}", run.stderr);
+    match case.expect {
+        Expect::Succeeds => {
+            assert!(run.ok, "{what}: should succeed: {}", run.stderr);
+            assert!(errors.is_empty(), "{what}: {}", run.stderr);
+            let top = run.stdout.trim();
+            assert!(top.starts_with("sha256:"), "{what}: prints the top layer: {}", run.stdout);
+            let images = s.ok(&["image", "ls", "--json"]);
+            assert!(images.contains(&reference) && images.contains(top), "{what}: recorded: {images}");
+            let cached = files(&s.root.join("blobs"));
+            for d in env.img.layer_digests.iter().chain([&env.img.config_digest]) {
+                let rel = format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
+                assert!(cached.contains_key(&rel), "{what}: {d} is in the blob cache after the pull");
+            }
+            assert!(!cached.keys().any(|k| k.starts_with(".pull-")), "{what}: staging left: {cached:?}");
+        }
+        Expect::Refused(words) => {
+            assert!(!run.ok, "{what}: should be refused, but the pull succeeded");
+            assert_eq!(errors.len(), 1, "{what}: one error line expected: {}", run.stderr);
+            let line = errors[0].to_lowercase();
+            assert!(words.iter().any(|w| line.contains(w)), "{what}: the error should say one of {words:?}: {line}");
+            assert!(line.len() < 1200, "{what}: the error line is {} bytes", line.len());
+            assert_eq!(store_state(s), before, "{what}: the store changed after a refusal");
+        }
+    }
+    assert_eq!(files(outside), outside_before, "{what}: something beside the store changed");
+    let (main_seen, other_seen) = (registry.requests(), other_host.requests());
+    for r in &main_seen {
+        assert!(
+            r.path == "/v2/" || r.path.starts_with(&format!("/v2/{REPO}/")),
+            "{what}: a request outside /v2/{REPO}/: {}",
+            r.path
+        );
+        assert!(!r.path.contains("..") && !r.path.to_lowercase().contains("%2e"), "{what}: {}", r.path);
+    }
+    if let Some(check) = case.check {
+        check(env, &main_seen, &other_seen);
+    }
+}
+
+/// Runs the corpus on `driver` with its stores under `base`: the refusals on one store
+/// that already holds an image (which they must leave as it is), the successes each
+/// on a fresh store.
+fn corpus(driver: &str, base: &Path) {
+    let image = TestImage::generate(21, 2);
+    let outside = base.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("canary"), b"beside the store").unwrap();
+
+    // The store the refusals run on already holds another image, pulled.
+    let s = Strata::at(&base.join("store"), driver);
+    let held = TestImage::generate(22, 2);
+    let held_registry = Server::start(Arc::new(move |r| held.answer(REPO, r)));
+    let run = pull(&s, &format!("127.0.0.1:{}/{REPO}:v1", held_registry.port), &[]);
+    assert!(run.ok, "{driver}: the first pull: {}", run.stderr);
+
+    // Every case runs, and the failures are listed together at the end.
+    let mut failed = Vec::new();
+    // STRATA_CORPUS_CASE=WORDS runs only the cases whose name holds WORDS.
+    let only = std::env::var("STRATA_CORPUS_CASE").unwrap_or_default();
+    for (i, case) in cases().iter().enumerate().filter(|(_, c)| c.name.contains(&only)) {
+        let start = Instant::now();
+        let fresh;
+        let store = if case.expect == Expect::Succeeds {
+            fresh = Strata::at(&base.join(format!("fresh{i}")), driver);
+            &fresh
+        } else {
+            &s
+        };
+        let r =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(case, store, &image, &outside, driver)));
+        let verdict = if r.is_ok() { "ok" } else { "FAILED" };
+        eprintln!("{driver}: {}: {verdict} in {:.1}s", case.name, start.elapsed().as_secs_f64());
+        if r.is_err() {
+            failed.push(case.name);
+        }
+    }
+    assert!(failed.is_empty(), "{driver}: {} case(s) failed: {failed:?}", failed.len());
+}
+
+#[test]
+fn hostile_registries_on_vfs() {
+    if privileged("the hostile-registry corpus") {
+        let work = tempfile::tempdir().unwrap();
+        corpus("vfs", work.path());
+    }
+}
+
+#[test]
+fn hostile_registries_on_overlay() {
+    if privileged("the hostile-registry corpus") {
+        let work = tempfile::tempdir().unwrap();
+        corpus("overlay", work.path());
+    }
+}
+
+#[test]
+fn hostile_registries_on_btrfs() {
+    if privileged("the hostile-registry corpus") {
+        let scratch = driver_core::scratch::ScratchFs::new(driver_core::scratch::FsKind::Btrfs, 1 << 30).unwrap();
+        corpus("btrfs", scratch.path());
+    }
+}
+
+#[test]
+fn pull_help_documents_the_deadlines() {
+    let o = Command::new(strata_tests::strata_bin()).args(["image", "pull", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    for w in
+        ["--timeout", "--low-speed-limit", "--low-speed-time", "STRATA_PULL_TIMEOUT", "STRATA_PULL_LOW_SPEED_LIMIT"]
+    {
+        assert!(help.contains(w), "`image pull --help` names {w}: {help}");
+    }
+}
+
+/// Ctrl-C at moments spread over a pull (download and unpack) of an image into a store
+/// that holds another: the pull either completes, or fails with one `error:` line
+/// saying it was interrupted and leaves the store (layers, images, blob cache) as it
+/// was — no layer that no image references, no staging folder.
+fn ctrl_c(driver: &str, base: &Path) {
+    const MOMENTS: usize = 8;
+    let held = TestImage::generate(24, 2);
+    let held_registry = Server::start(Arc::new(move |r| held.answer(REPO, r)));
+    // Three layers that take a while to apply, so that signals land in each.
+    let size = driver_core::workload::WorkloadSize { base_dirs: 40, base_files: 800, app_files: 1500 };
+    let img = TestImage::generate_sized(25, 3, size);
+    let registry = Server::start(Arc::new(move |r| {
+        // Slow enough answers that the download takes a while too.
+        Reply { delay: Some(Duration::from_millis(100)), ..img.answer(REPO, r) }
+    }));
+    let reference = format!("127.0.0.1:{}/{REPO}:v1", registry.port);
+    let prepare = |name: &str| {
+        let s = Strata::at(&base.join(name), driver);
+        let run = pull(&s, &format!("127.0.0.1:{}/{REPO}:v1", held_registry.port), &[]);
+        assert!(run.ok, "{driver}: {}", run.stderr);
+        s
+    };
+    let clean = prepare("clean");
+    let run = pull(&clean, &reference, &[]);
+    assert!(run.ok, "{driver}: the uninterrupted pull: {}", run.stderr);
+    let total = run.took;
+    let mut interrupted = 0;
+    for k in 0..MOMENTS {
+        let s = prepare(&format!("k{k}"));
+        let before = store_state(&s);
+        let at = total.mul_f64((k as f64 + 0.5) / MOMENTS as f64);
+        let what = format!("{driver}: SIGINT at {at:?} of {total:?}");
+        let mut cmd = s.command(&["image", "pull", "--insecure", &reference]);
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        std::thread::sleep(at);
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGINT);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+        let phase = if stderr.contains("downloaded ") { "unpack" } else { "download" };
+        eprintln!("{what}: {} during the {phase}", if out.status.success() { "completed" } else { "interrupted" });
+        if out.status.success() {
+            assert!(errors.is_empty(), "{what}: {stderr}");
+            continue; // it finished before the signal
+        }
+        interrupted += 1;
+        if out.status.signal() == Some(libc::SIGINT) && stderr.is_empty() {
+            // Before main() routed the signal (the first milliseconds): nothing was made.
+            assert_eq!(store_state(&s), before, "{what}: the store changed");
+            continue;
+        }
+        assert_eq!(errors.len(), 1, "{what}: one error line expected (status {:?}): {stderr}", out.status);
+        assert!(errors[0].contains("interrupted"), "{what}: {}", errors[0]);
+        assert_eq!(store_state(&s), before, "{what}: the store changed");
+    }
+    assert!(interrupted >= MOMENTS / 2, "{driver}: only {interrupted} of {MOMENTS} pulls were interrupted");
+}
+
+#[test]
+fn ctrl_c_of_a_pull_on_vfs() {
+    if privileged("Ctrl-C of a pull") {
+        ctrl_c("vfs", tempfile::tempdir().unwrap().path());
+    }
+}
+
+#[test]
+fn ctrl_c_of_a_pull_on_overlay() {
+    if privileged("Ctrl-C of a pull") {
+        ctrl_c("overlay", tempfile::tempdir().unwrap().path());
+    }
+}
+
+#[test]
+fn ctrl_c_of_a_pull_on_btrfs() {
+    if privileged("Ctrl-C of a pull") {
+        let scratch = driver_core::scratch::ScratchFs::new(driver_core::scratch::FsKind::Btrfs, 1 << 30).unwrap();
+        ctrl_c("btrfs", scratch.path());
+    }
+}
