@@ -70,9 +70,12 @@ impl DiffEntry {
 
 /// The deletions inside a directory `dir` present in both layer and parent, by the
 /// canonical rule: one whiteout per parent name gone from the layer, or one opaque
-/// marker when the parent had names and none of them is left.
+/// marker when the parent had names and none of them is left. Never at the layer root:
+/// overlayfs ignores an opaque xattr on a layer's root directory (Linux 6.18: the
+/// deleted names came back on overlay), so the root gets one whiteout per name.
 pub fn deletions(dir: &Path, parent_names: &BTreeSet<OsString>, layer_names: &BTreeSet<OsString>) -> Vec<DiffEntry> {
-    if !parent_names.is_empty() && parent_names.iter().all(|n| !layer_names.contains(n)) {
+    let root = dir.as_os_str().is_empty();
+    if !root && !parent_names.is_empty() && parent_names.iter().all(|n| !layer_names.contains(n)) {
         return vec![DiffEntry::Opaque { dir: dir.to_path_buf() }];
     }
     parent_names

@@ -208,3 +208,18 @@ pub fn write_to_lower_hardlink(ctx: &Ctx) {
     });
     assert_replays(ctx, "ctr", &tar.unwrap(), &tree);
 }
+
+/// A container that removes or moves every name the image has at the top: the diff
+/// must hide them all on every driver (overlayfs ignores an opaque marker on a layer's
+/// root, so the root's deletions are whiteouts).
+pub fn every_top_level_name_replaced(ctx: &Ctx) {
+    let (tar, tree) = diff_of(ctx, &deep_base(), "ctr", |v| {
+        fs::rename(v.join("a"), v.join("moved")).or_else(|_| fs::create_dir(v.join("moved"))).unwrap();
+        fs::remove_dir_all(v.join("a")).ok();
+        fs::remove_dir_all(v.join("d")).unwrap();
+        fs::remove_dir_all(v.join("e")).unwrap();
+        fs::write(v.join("new"), b"n").unwrap();
+    });
+    assert_replays(ctx, "ctr", &tar.unwrap(), &tree);
+    with_view(ctx, "ctr-replay", |v| assert_eq!(names(v), set(&["moved", "new"])));
+}
