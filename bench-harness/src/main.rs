@@ -230,7 +230,9 @@ fn printable(msg: &str) -> String {
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Layer(cmd) => {
-            let driver = drivers::open(&cli.driver, &cli.root)?;
+            let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
+            // Finish what a killed unpack left (see ImageStore::collect).
+            ImageStore::open(&dir)?.collect(driver.as_ref())?;
             layer(driver.as_ref(), cmd)
         }
         Command::Image(cmd) => {
@@ -278,6 +280,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Container(ContainerCmd::Create { name, image }) => {
             let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
             let images = ImageStore::open(&dir)?;
+            images.collect(driver.as_ref())?;
             let rec = images.get(&image)?;
             driver.create(&name, rec.top(), true)?;
             println!("{name}");
@@ -288,6 +291,7 @@ fn run(cli: Cli) -> Result<(), Error> {
 
 fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
     let images = ImageStore::open(dir)?;
+    images.collect(driver)?;
     match cmd {
         ImageCmd::Pull { reference, insecure, timeout, low_speed_limit, low_speed_time } => {
             let limits = registry::Limits {
@@ -311,6 +315,10 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
             pulled.keep()
         }
         ImageCmd::Unpack { src, name, platform } => {
+            // A bad --name is refused before the source is read.
+            if let Some(n) = &name {
+                driver_core::image::validate_name(n)?;
+            }
             let (source, img) = driver_core::image::open_source(&src, platform.as_deref())?;
             let name = name.unwrap_or_else(|| img.name.clone());
             unpack_and_report(driver, &images, source.as_ref(), &img, &name)

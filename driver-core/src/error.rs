@@ -24,6 +24,8 @@ pub enum Cause {
     NotMounted,
     #[error("layer has child layers ({0}); remove them first")]
     HasChildren(String),
+    #[error("layer is used by {0}; remove that first")]
+    InUse(String),
     #[error("layer is read-only (committed); only a writable layer can change")]
     ReadOnly,
     #[error("invalid layer id {0:?}: use 1-128 characters of [A-Za-z0-9_.:-], starting with a letter or digit")]

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use sha2::{Digest, Sha256};
@@ -19,6 +20,30 @@ use crate::error::{Cause, Error, Result};
 
 /// The annotation that tags a manifest in an image layout's index.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// The most an index (`index.json`, a nested index), a manifest or a docker-archive's
+/// `manifest.json` may hold. containerd refuses manifests over 4 MiB; real ones are a
+/// few KiB. Parsed JSON takes several times its size in memory (a map of a million
+/// tiny annotations is ~10x), so this is also what keeps an unpack's memory bounded.
+pub const MAX_MANIFEST: u64 = 4 << 20;
+
+/// The most an image config may hold (long histories make configs the biggest JSON).
+pub const MAX_CONFIG: u64 = 16 << 20;
+
+/// The most members an archive may have: each costs an entry in the index of members.
+pub const MAX_ARCHIVE_MEMBERS: usize = 1_000_000;
+
+/// Checks an image name against the reference grammar (`[host[:port]/]path[:tag][@digest]`,
+/// lowercase path components, the grammar docker and containerd use), which also keeps
+/// a name from being `.`, `..`, empty, or anything that reads as a path.
+pub fn validate_name(name: &str) -> Result<()> {
+    match name.parse::<oci_spec::distribution::Reference>() {
+        Ok(_) => Ok(()),
+        Err(e) => Err(Error::new(Cause::Other(format!(
+            "image name {name:?}: invalid reference format ({e}); use e.g. `repo/app:tag` (lowercase)"
+        )))),
+    }
+}
 
 /// One layer of an image, as the manifest and config describe it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,38 +71,154 @@ pub struct Image {
 pub trait BlobSource: Send + Sync {
     /// Opens a blob by locator.
     fn open(&self, locator: &str) -> io::Result<Box<dyn Read + Send>>;
+
+    /// The blob's size as stored, when the source knows it without reading it (a file's
+    /// `st_size`, an archive member's size): compared with the descriptor before a
+    /// byte is hashed, so a blob that lies about its size is refused at once.
+    fn stored_size(&self, _locator: &str) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
+
+    /// A handle on this source that can outlive the borrow, so that a layer's stream
+    /// (and its decompressor) is opened only when the layer is applied rather than all
+    /// up front. `None` when the source cannot give one: its layers open eagerly.
+    fn shared(&self) -> Option<Arc<dyn BlobSource>> {
+        None
+    }
 }
 
 /// The blobs of an image layout directory (or of any `blobs/sha256/` store).
+#[derive(Clone)]
 pub struct LayoutDir {
     pub dir: PathBuf,
 }
 
+impl LayoutDir {
+    /// Opens a file of the layout as a layout holds them: a regular file inside the
+    /// directory, reached through no symlink (`openat2` with `RESOLVE_BENEATH |
+    /// RESOLVE_NO_SYMLINKS`), opened non-blocking so that a FIFO planted as a blob
+    /// fails here instead of blocking the open forever, and refused unless regular (a
+    /// FIFO, `/dev/zero` or a directory has no digest to check and may never end).
+    pub fn open_file(&self, rel: &Path) -> io::Result<File> {
+        use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let root = File::open(&self.dir)?;
+        let how =
+            OpenHow::new().flags(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW).resolve(
+                ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+            );
+        let fd = nix::fcntl::openat2(root.as_raw_fd(), rel, how).map_err(|e| {
+            let e = crate::sys::errno(e);
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is a symlink; a layout holds regular files", rel.display()),
+                )
+            } else {
+                e
+            }
+        })?;
+        // SAFETY: openat2 returned a new descriptor that nothing else owns.
+        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let ft = file.metadata()?.file_type();
+        if !ft.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is not a regular file (a {}); a layout holds regular files", rel.display(), kind_of(&ft)),
+            ));
+        }
+        // Reads of a regular file never block; clear the flag anyway so nothing relies on it.
+        nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))
+            .map_err(crate::sys::errno)?;
+        Ok(file)
+    }
+}
+
+fn kind_of(ft: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        "FIFO"
+    } else if ft.is_char_device() {
+        "character device"
+    } else if ft.is_block_device() {
+        "block device"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_dir() {
+        "directory"
+    } else {
+        "special file"
+    }
+}
+
 impl BlobSource for LayoutDir {
     fn open(&self, locator: &str) -> io::Result<Box<dyn Read + Send>> {
-        Ok(Box::new(File::open(self.dir.join(blob_path(locator)?))?))
+        Ok(Box::new(self.open_file(&blob_path(locator)?)?))
+    }
+
+    fn stored_size(&self, locator: &str) -> io::Result<Option<u64>> {
+        Ok(Some(self.open_file(&blob_path(locator)?)?.metadata()?.len()))
+    }
+
+    fn shared(&self) -> Option<Arc<dyn BlobSource>> {
+        Some(Arc::new(self.clone()))
     }
 }
 
 /// A tar archive (oci-archive, docker-archive) read in place: one pass indexes where
-/// each member's data is, and blobs are then read by seeking.
+/// each member's data is, and blobs are then read by seeking. Only regular members
+/// are indexed: a member that is a link, a device or a FIFO is no blob.
+#[derive(Clone)]
 struct TarArchive {
     path: PathBuf,
-    members: HashMap<String, (u64, u64)>,
+    members: Arc<HashMap<String, (u64, u64)>>,
 }
 
 impl TarArchive {
     fn index(path: &Path) -> io::Result<TarArchive> {
         let mut members = HashMap::new();
-        let mut archive = tar::Archive::new(File::open(path)?);
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let mut archive = tar::Archive::new(file);
         for entry in archive.entries_with_seek()? {
             let entry = entry?;
             let name = String::from_utf8_lossy(&entry.path_bytes()).trim_start_matches("./").to_string();
             if entry.header().entry_type().is_file() {
+                // A header may claim more data than the archive holds.
+                if entry.raw_file_position().saturating_add(entry.size()) > len {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("member {name} claims {} bytes, past the end of the archive", entry.size()),
+                    ));
+                }
                 members.insert(name, (entry.raw_file_position(), entry.size()));
+                if members.len() > MAX_ARCHIVE_MEMBERS {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("more than {MAX_ARCHIVE_MEMBERS} members; an image archive holds a few blobs"),
+                    ));
+                }
             }
         }
-        Ok(TarArchive { path: path.to_path_buf(), members })
+        Ok(TarArchive { path: path.to_path_buf(), members: Arc::new(members) })
+    }
+
+    fn locate(&self, locator: &str) -> io::Result<String> {
+        Ok(if locator.contains(':') { blob_path(locator)?.to_string_lossy().into_owned() } else { locator.to_string() })
+    }
+
+    /// Reads a whole small member (index.json, manifest.json), refusing one over `max`.
+    fn read_small_member(&self, name: &str, max: u64) -> io::Result<Vec<u8>> {
+        let size = self.members.get(name).map(|m| m.1).unwrap_or(0);
+        if size > max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{name} has {size} bytes, more than the {max} allowed"),
+            ));
+        }
+        let mut out = Vec::new();
+        self.read_member(name)?.read_to_end(&mut out)?;
+        Ok(out)
     }
 
     fn read_member(&self, name: &str) -> io::Result<Box<dyn Read + Send>> {
@@ -93,11 +234,15 @@ impl TarArchive {
 
 impl BlobSource for TarArchive {
     fn open(&self, locator: &str) -> io::Result<Box<dyn Read + Send>> {
-        if locator.contains(':') {
-            self.read_member(&blob_path(locator)?.to_string_lossy())
-        } else {
-            self.read_member(locator)
-        }
+        self.read_member(&self.locate(locator)?)
+    }
+
+    fn stored_size(&self, locator: &str) -> io::Result<Option<u64>> {
+        Ok(self.members.get(&self.locate(locator)?).map(|m| m.1))
+    }
+
+    fn shared(&self) -> Option<Arc<dyn BlobSource>> {
+        Some(Arc::new(self.clone()))
     }
 }
 
@@ -185,13 +330,31 @@ fn bad(src: &str, msg: impl Into<String>) -> Error {
     Error::new(Cause::Other(format!("image {src}: {}", msg.into())))
 }
 
-/// Reads a whole small blob (index, manifest, config), checking its digest.
-fn read_small(source: &dyn BlobSource, src: &str, digest: &str, size: Option<u64>) -> Result<Vec<u8>> {
-    if size.is_some_and(|s| s > 64 << 20) {
-        return Err(bad(src, format!("{digest} claims {} bytes; manifests and configs are small", size.unwrap_or(0))));
+/// Refuses a blob whose stored size differs from its descriptor's, before reading it.
+fn check_stored_size(source: &dyn BlobSource, locator: &str, size: Option<u64>) -> io::Result<()> {
+    if let (Some(want), Some(have)) = (size, source.stored_size(locator)?) {
+        if want != have {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the blob has {have} bytes, not the {want} its descriptor says"),
+            ));
+        }
     }
+    Ok(())
+}
+
+/// Reads a whole small blob (index, manifest, config) of at most `max` bytes,
+/// checking its digest.
+fn read_small(source: &dyn BlobSource, src: &str, digest: &str, size: Option<u64>, max: u64) -> Result<Vec<u8>> {
+    if size.is_some_and(|s| s > max) {
+        return Err(bad(
+            src,
+            format!("{digest} claims {} bytes, more than the {max} a manifest or config may have", size.unwrap_or(0)),
+        ));
+    }
+    check_stored_size(source, digest, size).map_err(|e| bad(src, format!("blob {digest}: {e}")))?;
     let blob = source.open(digest).map_err(|e| bad(src, format!("blob {digest}: {e}")))?;
-    let mut r = VerifyingReader::new(blob.take(64 << 20), digest, size, format!("blob {digest}"));
+    let mut r = VerifyingReader::new(blob.take(max + 1), digest, size, format!("blob {digest}"));
     let mut out = Vec::new();
     r.read_to_end(&mut out).map_err(|e| bad(src, e.to_string()))?;
     Ok(out)
@@ -229,17 +392,26 @@ pub fn open_source(spec: &str, platform: Option<&str>) -> Result<(Box<dyn BlobSo
             return Err(bad(spec, "a directory without an oci-layout file is not an OCI image layout"));
         }
         let source = LayoutDir { dir: path.clone() };
-        let index = std::fs::read(path.join("index.json")).map_err(|e| bad(spec, format!("index.json: {e}")))?;
+        let index = source
+            .open_file(Path::new("index.json"))
+            .and_then(|f| {
+                let mut out = Vec::new();
+                f.take(MAX_MANIFEST + 1).read_to_end(&mut out)?;
+                if out.len() as u64 > MAX_MANIFEST {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("more than the {MAX_MANIFEST} bytes an index may have"),
+                    ));
+                }
+                Ok(out)
+            })
+            .map_err(|e| bad(spec, format!("index.json: {e}")))?;
         let image = resolve_oci(&source, spec, &index, tag.as_deref(), &arch)?;
         return Ok((Box::new(source), image));
     }
     let archive = TarArchive::index(&path).map_err(|e| bad(spec, format!("not a readable tar archive: {e}")))?;
     if archive.members.contains_key("index.json") {
-        let mut index = Vec::new();
-        archive
-            .read_member("index.json")
-            .and_then(|mut r| r.read_to_end(&mut index))
-            .map_err(|e| bad(spec, e.to_string()))?;
+        let index = archive.read_small_member("index.json", MAX_MANIFEST).map_err(|e| bad(spec, e.to_string()))?;
         let image = resolve_oci(&archive, spec, &index, tag.as_deref(), &arch)?;
         return Ok((Box::new(archive), image));
     }
@@ -286,7 +458,7 @@ fn resolve_oci(source: &dyn BlobSource, src: &str, index: &[u8], tag: Option<&st
         if !is_index(&media_type) {
             break;
         }
-        let data = read_small(source, src, &digest, size)?;
+        let data = read_small(source, src, &digest, size, MAX_MANIFEST)?;
         let nested = ImageIndex::from_reader(&data[..]).map_err(|e| bad(src, format!("{digest}: {e}")))?;
         let pick = nested
             .manifests()
@@ -301,7 +473,7 @@ fn resolve_oci(source: &dyn BlobSource, src: &str, index: &[u8], tag: Option<&st
         media_type = pick.media_type().to_string();
         size = Some(pick.size());
     }
-    let data = read_small(source, src, &digest, size)?;
+    let data = read_small(source, src, &digest, size, MAX_MANIFEST)?;
     image_from_manifest(source, src, name, &data)
 }
 
@@ -309,7 +481,7 @@ fn resolve_oci(source: &dyn BlobSource, src: &str, index: &[u8], tag: Option<&st
 pub fn image_from_manifest(source: &dyn BlobSource, src: &str, name: String, manifest: &[u8]) -> Result<Image> {
     let manifest = ImageManifest::from_reader(manifest).map_err(|e| bad(src, format!("manifest: {e}")))?;
     let cfg_digest = manifest.config().digest().to_string();
-    let cfg = read_small(source, src, &cfg_digest, Some(manifest.config().size()))?;
+    let cfg = read_small(source, src, &cfg_digest, Some(manifest.config().size()), MAX_CONFIG)?;
     let config =
         ImageConfiguration::from_reader(&cfg[..]).map_err(|e| bad(src, format!("config {cfg_digest}: {e}")))?;
     let diff_ids = config.rootfs().diff_ids().clone();
@@ -353,11 +525,7 @@ struct DockerManifestEntry {
 }
 
 fn resolve_docker(archive: &TarArchive, src: &str, tag: Option<&str>) -> Result<Image> {
-    let mut data = Vec::new();
-    archive
-        .read_member("manifest.json")
-        .and_then(|mut r| r.read_to_end(&mut data))
-        .map_err(|e| bad(src, e.to_string()))?;
+    let data = archive.read_small_member("manifest.json", MAX_MANIFEST).map_err(|e| bad(src, e.to_string()))?;
     let entries: Vec<DockerManifestEntry> =
         serde_json::from_slice(&data).map_err(|e| bad(src, format!("manifest.json: {e}")))?;
     let tags = |e: &DockerManifestEntry| e.repo_tags.clone().unwrap_or_default();
@@ -379,9 +547,12 @@ fn resolve_docker(archive: &TarArchive, src: &str, tag: Option<&str>) -> Result<
     let cfg_digest = format!("sha256:{hex}");
     let mut cfg = Vec::new();
     let reader = archive.read_member(&entry.config).map_err(|e| bad(src, e.to_string()))?;
-    VerifyingReader::new(reader, &cfg_digest, None, format!("config {}", entry.config))
+    VerifyingReader::new(reader.take(MAX_CONFIG + 1), &cfg_digest, None, format!("config {}", entry.config))
         .read_to_end(&mut cfg)
         .map_err(|e| bad(src, e.to_string()))?;
+    if cfg.len() as u64 > MAX_CONFIG {
+        return Err(bad(src, format!("config {} has more than {MAX_CONFIG} bytes", entry.config)));
+    }
     let config = ImageConfiguration::from_reader(&cfg[..]).map_err(|e| bad(src, format!("config: {e}")))?;
     let diff_ids = config.rootfs().diff_ids().clone();
     if diff_ids.len() != entry.layers.len() {
@@ -389,6 +560,11 @@ fn resolve_docker(archive: &TarArchive, src: &str, tag: Option<&str>) -> Result<
             src,
             format!("manifest.json lists {} layers but the config {} diff_ids", entry.layers.len(), diff_ids.len()),
         ));
+    }
+    // As for an OCI image: a diff_id is a digest, so a chain ID is one too and can
+    // never name a user's layer (such as a container's `c-victim`).
+    for diff_id in &diff_ids {
+        blob_path(diff_id).map_err(|e| bad(src, format!("config diff_id: {e}")))?;
     }
     let layers = entry
         .layers
@@ -412,15 +588,53 @@ fn resolve_docker(archive: &TarArchive, src: &str, tag: Option<&str>) -> Result<
 /// Opens layer `i` of `image` as its verified, uncompressed tar stream: the blob is
 /// checked against its digest and the tar against its diff_id, each when it ends.
 pub fn open_layer(source: &dyn BlobSource, image: &Image, i: usize) -> Result<Box<dyn Read + Send>> {
-    let layer = &image.layers[i];
+    open_layer_blob(source, &image.layers[i], i)
+}
+
+fn open_layer_blob(source: &dyn BlobSource, layer: &LayerBlob, i: usize) -> Result<Box<dyn Read + Send>> {
     let what = format!("layer {} (blob {})", i + 1, layer.locator);
-    let blob = source.open(&layer.locator).map_err(|e| Error::new(Cause::Other(format!("{what}: {e}"))))?;
+    let fail = |e: io::Error| Error::new(Cause::Other(format!("{what}: {e}")));
+    check_stored_size(source, &layer.locator, layer.size).map_err(fail)?;
+    let blob = source.open(&layer.locator).map_err(fail)?;
     let blob: Box<dyn Read + Send> = match &layer.digest {
         Some(d) => Box::new(VerifyingReader::new(blob, d, layer.size, format!("blob {d}"))),
         None => blob,
     };
     let (_, plain) = crate::compress::decompress(blob).map_err(|e| Error::new(Cause::Other(format!("{what}: {e}"))))?;
     Ok(Box::new(VerifyingReader::new(plain, &layer.diff_id, None, format!("the uncompressed {what} (diff_id)"))))
+}
+
+/// [`open_layer`], deferred to the stream's first read when the source can be shared:
+/// an image of a thousand layers then holds one decompressor at a time (per applying
+/// thread), not a thousand, and no file descriptor per layer up front.
+pub fn open_layer_lazily(source: &dyn BlobSource, image: &Image, i: usize) -> Result<Box<dyn Read + Send>> {
+    let Some(shared) = source.shared() else { return open_layer(source, image, i) };
+    let layer = image.layers[i].clone();
+    Ok(Box::new(Lazy::Pending(Box::new(move || {
+        open_layer_blob(shared.as_ref(), &layer, i)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+    }))))
+}
+
+type Opener = Box<dyn FnOnce() -> io::Result<Box<dyn Read + Send>> + Send>;
+
+enum Lazy {
+    Pending(Opener),
+    Open(Box<dyn Read + Send>),
+    Failed,
+}
+
+impl Read for Lazy {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Lazy::Pending(_) = self {
+            let Lazy::Pending(open) = std::mem::replace(self, Lazy::Failed) else { unreachable!() };
+            *self = Lazy::Open(open()?);
+        }
+        match self {
+            Lazy::Open(r) => r.read(buf),
+            _ => Err(io::Error::other("the layer's stream failed to open")),
+        }
+    }
 }
 
 /// Writes an OCI image layout holding one image of the given layer blobs (each plain,

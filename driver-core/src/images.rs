@@ -1,22 +1,47 @@
 //! Images known to one driver, and unpacking an image into its layers.
 //!
-//! An image record (`<driver dir>/images/<name>.json`) lists the chain IDs of its
-//! layers. It is written *before* the layers are applied (marked incomplete, with the
-//! writer's pid), so that an `image rm` running at the same time sees those layers as
-//! in use; it is marked complete when the last layer is in. A record left incomplete by
-//! a process that died is dropped at the next start.
+//! ```text
+//! <driver dir>/images/<sha256 of name>.json   one record per complete image
+//! <driver dir>/images/pending/<pid>-<n>.json  an unpack under way: the layers it will
+//!                                             use; flock held by the unpacking process
+//! ```
+//!
+//! # Who may remove a layer
+//! A layer that a record or a live pending unpack lists is *in use*: the store refuses
+//! to remove it ([`users_of`], checked by [`crate::store::Store::remove`] under the
+//! store lock), whoever asks (`layer rm`, `image rm` of another image, a cleanup).
+//!
+//! # An unpack
+//! 1. A pending record lists the image's layers (and how many were there before), so
+//!    that nothing removes them while they are applied.
+//! 2. Layers found present are reused only if they were made from this image's layer:
+//!    committed, same diff_id, same parent ([`reusable`]). Otherwise the unpack refuses.
+//! 3. The missing layers are applied, each stream opened only when its turn comes.
+//! 4. Under the store lock, every layer is checked present again and the record is
+//!    written (replacing an older image of the same name only now), then the pending
+//!    record goes. The older image's layers that nothing uses any more are removed.
+//!
+//! A failed unpack removes the layers it made that nothing else uses and leaves any
+//! older image of that name as it was. A killed one leaves its pending record with no
+//! lock held: the next command ([`ImageStore::collect`]) removes what it made.
+//!
+//! Record file names are digests of the image name, so no name (`..`, `.hidden`,
+//! `a/../b`) can reach or collide with the store's own files; names are checked against
+//! the reference grammar ([`crate::image::validate_name`]) as well.
 
-use std::fs;
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::driver::{Driver, LayerTar};
 use crate::error::{Cause, Context, Error, Result};
-use crate::image::{open_layer, BlobSource, Image};
+use crate::image::{open_layer_lazily, validate_name, BlobSource, Image};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRecord {
@@ -24,8 +49,9 @@ pub struct ImageRecord {
     /// Chain IDs bottom to top; the last is the image's top layer.
     pub layers: Vec<String>,
     pub config_digest: String,
+    /// Always true for records written now (an unpack under way has a pending record
+    /// instead); kept so that records of older versions still read.
     pub complete: bool,
-    /// The pid of the process unpacking it, while incomplete.
     #[serde(default)]
     pub pid: u32,
     /// `image rm` has begun: the image is no longer listed, and its layers are being
@@ -40,39 +66,257 @@ impl ImageRecord {
     }
 }
 
-pub struct ImageStore {
-    dir: PathBuf,
+/// An unpack under way (or one whose process died: its lock is free).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct PendingRecord {
+    name: String,
+    layers: Vec<String>,
+    /// How many of `layers` (from the bottom) were present before the unpack began:
+    /// a cleanup never removes those.
+    preexisting: usize,
+    /// The unpack failed and is removing what it made: its layers are not in use.
+    #[serde(default)]
+    failed: bool,
 }
 
-/// Image names hold `/` and `:`; keep them readable but flat as file names.
+pub struct ImageStore {
+    dir: PathBuf,
+    lock_path: PathBuf,
+}
+
+/// The file a record of image `name` is kept in: a digest, so that the name never
+/// becomes a path.
 fn file_name(name: &str) -> String {
-    let mut s = String::new();
-    for c in name.chars() {
-        match c {
-            '/' => s.push_str("%2F"),
-            '%' => s.push_str("%25"),
-            c => s.push(c),
-        }
-    }
-    format!("{s}.json")
+    format!("{}.json", hex::encode(Sha256::digest(name.as_bytes())))
+}
+
+/// The file name older versions used (`/` → `%2F`), still read so their images stay.
+fn legacy_file_name(name: &str) -> String {
+    format!("{}.json", name.replace('%', "%25").replace('/', "%2F"))
 }
 
 fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-impl ImageStore {
-    /// Opens the image records of a driver folder and drops those whose writer died.
-    pub fn open(driver_dir: &Path) -> Result<ImageStore> {
-        let dir = driver_dir.join("images");
-        fs::create_dir_all(&dir).at_path(&dir)?;
-        let store = ImageStore { dir };
-        for rec in store.all()? {
-            if !rec.complete && !pid_alive(rec.pid) {
-                let _ = fs::remove_file(store.dir.join(file_name(&rec.name)));
+/// Whether some process holds the lock on `path` (a pending record's owner is alive).
+fn locked_by_someone(path: &Path) -> bool {
+    match File::open(path) {
+        Ok(f) => Flock::lock(f, FlockArg::LockSharedNonblock).is_err(),
+        Err(_) => false,
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<Option<T>> {
+    match fs::read(p) {
+        Ok(data) => serde_json::from_slice(&data)
+            .map(Some)
+            .map_err(|e| Error::new(Cause::Corrupt(format!("{}: {e}", p.display())))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::new(e).with_path(p)),
+    }
+}
+
+/// Writes `value` to `p` atomically (temp file, fsync, rename, fsync of the directory).
+fn write_json<T: Serialize>(p: &Path, value: &T) -> Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = p.parent().expect("a record has a directory");
+    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+    let write = || -> io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(value).map_err(io::Error::other)?)?;
+        f.sync_all()?;
+        fs::rename(&tmp, p)?;
+        File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::new(e).with_path(p)
+    })
+}
+
+/// Rewrites a pending record in place (not by rename: its lock is on this inode). A
+/// torn write reads as corrupt, which a collector treats as a record to drop.
+fn overwrite(p: &Path, rec: &PendingRecord) -> Result<()> {
+    let mut f = OpenOptions::new().write(true).truncate(true).open(p).at_path(p)?;
+    f.write_all(&serde_json::to_vec_pretty(rec).map_err(io::Error::other)?).at_path(p)?;
+    f.sync_all().at_path(p)
+}
+
+/// The images (and unpacks under way) that use layer `id`, as the store sees them in
+/// `driver_dir`. Called by the store under its lock before it removes a layer.
+pub fn users_of(driver_dir: &Path, id: &str) -> Result<Vec<String>> {
+    let dir = driver_dir.join("images");
+    let mut users = Vec::new();
+    let Ok(entries) = fs::read_dir(&dir) else { return Ok(users) };
+    for e in entries {
+        let p = e.at_path(&dir)?.path();
+        let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        if hidden || p.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        if let Some(rec) = read_json::<ImageRecord>(&p)? {
+            let live = !rec.removing && (rec.complete || pid_alive(rec.pid));
+            if live && rec.layers.iter().any(|l| l == id) {
+                users.push(format!("image {}", rec.name));
             }
         }
-        Ok(store)
+    }
+    let pending = dir.join("pending");
+    if let Ok(entries) = fs::read_dir(&pending) {
+        for e in entries {
+            let p = e.at_path(&pending)?.path();
+            if p.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            if let Ok(Some(rec)) = read_json::<PendingRecord>(&p) {
+                if !rec.failed && rec.layers.iter().any(|l| l == id) && locked_by_someone(&p) {
+                    users.push(format!("image {} (being unpacked)", rec.name));
+                }
+            }
+        }
+    }
+    Ok(users)
+}
+
+/// Whether layer `info` can stand as layer `i` of `image`: a committed layer made from
+/// that layer's tar (its diff_id) over the same parent. A layer of the same ID made any
+/// other way (`layer create sha256:…`, `layer apply` of other content) is not.
+fn reusable(info: &crate::driver::LayerInfo, image: &Image, i: usize) -> bool {
+    let parent = i.checked_sub(1).map(|p| image.chain_ids[p].as_str());
+    !info.writable
+        && info.diff_id.as_deref() == Some(image.layers[i].diff_id.as_str())
+        && info.parent.as_deref() == parent
+}
+
+/// How many layers of `image`, from the bottom, are present; refuses a present layer
+/// that was not made from the image's content.
+fn present_prefix(driver: &dyn Driver, image: &Image) -> Result<usize> {
+    let mut n = 0;
+    for (i, id) in image.chain_ids.iter().enumerate() {
+        match driver.get(id) {
+            Ok(info) if reusable(&info, image, i) => n += 1,
+            Ok(info) => {
+                let what = if info.writable {
+                    "a writable layer".to_string()
+                } else {
+                    format!(
+                        "diff_id {}, parent {}",
+                        info.diff_id.as_deref().unwrap_or("none"),
+                        info.parent.as_deref().unwrap_or("none")
+                    )
+                };
+                return Err(Error::layer(
+                    id,
+                    Cause::Refused(format!(
+                        "exists but was not made from layer {} of this image ({what}, not diff_id {}); \
+                         it will not be reused: remove it first",
+                        i + 1,
+                        image.layers[i].diff_id
+                    )),
+                ));
+            }
+            Err(e) if e.is_not_found() => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Removes, top down, those of `layers` (a chain, bottom to top) that nothing uses;
+/// stops at the first one in use, with a child, or mounted. Returns the layers removed.
+fn remove_unused(driver: &dyn Driver, layers: &[String]) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for id in layers.iter().rev() {
+        match driver.remove(id) {
+            Ok(()) => removed.push(id.clone()),
+            Err(e) if matches!(e.cause, Cause::HasChildren(_) | Cause::Mounted(_) | Cause::InUse(_)) => break,
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}
+
+/// A pending record this process holds.
+struct Pending {
+    path: PathBuf,
+    rec: PendingRecord,
+    _lock: Flock<File>,
+}
+
+impl ImageStore {
+    /// Opens the image records of a driver folder.
+    pub fn open(driver_dir: &Path) -> Result<ImageStore> {
+        let dir = driver_dir.join("images");
+        fs::create_dir_all(dir.join("pending")).at_path(&dir)?;
+        Ok(ImageStore { dir, lock_path: driver_dir.join("lock") })
+    }
+
+    /// The driver's store lock (the same file [`crate::store::Store`] locks): record
+    /// changes that must not interleave with a layer's removal take it.
+    fn lock(&self) -> Result<Flock<File>> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock_path)
+            .at_path(&self.lock_path)?;
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| Error::from(e).with_path(&self.lock_path))
+    }
+
+    /// Finishes what dead unpacks left: removes the layers each made that nothing uses,
+    /// then its pending record (and drops records of older versions left incomplete).
+    /// Every command that opens a driver calls it. Returns the layers removed.
+    pub fn collect(&self, driver: &dyn Driver) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        let pending = self.dir.join("pending");
+        for e in fs::read_dir(&pending).at_path(&pending)? {
+            let p = e.at_path(&pending)?.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with(".tmp-") {
+                if !locked_by_someone(&p)
+                    && name.split('-').nth(1).and_then(|n| n.parse().ok()).is_none_or(|pid| !pid_alive(pid))
+                {
+                    let _ = fs::remove_file(&p);
+                }
+                continue;
+            }
+            // Take its lock: if we get it, its owner is dead (or done and gone).
+            let Ok(file) = File::open(&p) else { continue };
+            let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else { continue };
+            if let Ok(Some(mut rec)) = read_json::<PendingRecord>(&p) {
+                // Mark it failed first: its layers are then free to go, including from
+                // the store's point of view.
+                if !rec.failed {
+                    rec.failed = true;
+                    overwrite(&p, &rec)?;
+                }
+                removed.extend(remove_unused(driver, &rec.layers[rec.preexisting.min(rec.layers.len())..])?);
+            }
+            match fs::remove_file(&p) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(Error::new(e).with_path(&p)),
+                _ => {}
+            }
+            drop(lock);
+        }
+        for rec in self.all()? {
+            if !rec.complete && !pid_alive(rec.pid) {
+                let _ = fs::remove_file(self.record_path(&rec.name));
+            }
+        }
+        Ok(removed)
+    }
+
+    fn record_path(&self, name: &str) -> PathBuf {
+        let p = self.dir.join(file_name(name));
+        if !p.exists() {
+            let legacy = self.dir.join(legacy_file_name(name));
+            if !name.is_empty() && !name.starts_with('.') && legacy.exists() {
+                return legacy;
+            }
+        }
+        p
     }
 
     fn all(&self) -> Result<Vec<ImageRecord>> {
@@ -82,9 +326,7 @@ impl ImageStore {
             // Skip another writer's temp file (`.tmp-…`), which may be half-written.
             let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
             if !hidden && p.extension().is_some_and(|x| x == "json") {
-                if let Ok(data) = fs::read(&p) {
-                    let rec: ImageRecord = serde_json::from_slice(&data)
-                        .map_err(|e| Error::new(Cause::Corrupt(format!("{}: {e}", p.display()))))?;
+                if let Some(rec) = read_json::<ImageRecord>(&p)? {
                     out.push(rec);
                 }
             }
@@ -93,7 +335,7 @@ impl ImageStore {
         Ok(out)
     }
 
-    /// Complete images, and incomplete ones whose writer is alive (their layers are in use).
+    /// Complete images that are not being removed.
     pub fn list(&self) -> Result<Vec<ImageRecord>> {
         Ok(self.all()?.into_iter().filter(|r| !r.removing && (r.complete || pid_alive(r.pid))).collect())
     }
@@ -108,38 +350,22 @@ impl ImageStore {
     }
 
     fn get_any(&self, name: &str) -> Result<ImageRecord> {
-        let p = self.dir.join(file_name(name));
-        let data = fs::read(&p).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Error::new(Cause::Other(format!("image {name}: no such image"))),
-            _ => Error::new(e).with_path(&p),
-        })?;
+        let p = self.record_path(name);
         let rec: ImageRecord =
-            serde_json::from_slice(&data).map_err(|e| Error::new(Cause::Corrupt(e.to_string())).with_path(&p))?;
+            read_json(&p)?.ok_or_else(|| Error::new(Cause::Other(format!("image {name}: no such image"))))?;
+        if rec.name != name {
+            return Err(Error::new(Cause::Other(format!("image {name}: no such image"))));
+        }
         if !rec.complete {
             return Err(Error::new(Cause::Other(format!("image {name}: still being unpacked"))));
         }
         Ok(rec)
     }
 
+    /// Writes a record (under the store lock).
     pub fn put(&self, rec: &ImageRecord) -> Result<()> {
-        let p = self.dir.join(file_name(&rec.name));
-        let tmp = self.dir.join(format!(".tmp-{}-{}", std::process::id(), file_name(&rec.name)));
-        let write = || -> io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec_pretty(rec).map_err(io::Error::other)?)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &p)?;
-            fs::File::open(&self.dir)?.sync_all()
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            Error::new(e).with_path(&p)
-        })
-    }
-
-    fn delete(&self, name: &str) -> Result<()> {
-        let p = self.dir.join(file_name(name));
-        fs::remove_file(&p).at_path(&p)
+        let _lock = self.lock()?;
+        write_json(&self.dir.join(file_name(&rec.name)), rec)
     }
 
     /// Removes image `name` and every layer of it that no other image and no
@@ -169,23 +395,79 @@ impl ImageStore {
             rec.removing = true;
             self.put(&rec)?;
         }
-        let in_use: std::collections::HashSet<String> =
-            self.list()?.into_iter().flat_map(|r| r.layers.into_iter()).collect();
-        let mut removed = Vec::new();
-        for id in rec.layers.iter().rev() {
-            if in_use.contains(id) {
-                break;
-            }
-            match driver.remove(id) {
-                Ok(()) => removed.push(id.clone()),
-                // A container (or another layer) stands on it: it and all below stay.
-                Err(e) if matches!(e.cause, Cause::HasChildren(_) | Cause::Mounted(_)) => break,
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e),
-            }
+        // The store refuses to remove what another image uses.
+        let removed = remove_unused(driver, &rec.layers)?;
+        let _lock = self.lock()?;
+        // Only the record this removal marked: an unpack of the same name may have
+        // written a new one meanwhile.
+        let p = self.record_path(name);
+        if read_json::<ImageRecord>(&p)?.is_some_and(|r| r.removing) {
+            fs::remove_file(&p).at_path(&p)?;
         }
-        self.delete(name)?;
         Ok(removed)
+    }
+
+    /// Starts an unpack: a pending record, locked by this process, naming the layers.
+    fn begin(&self, name: &str, layers: &[String], preexisting: usize) -> Result<Pending> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let dir = self.dir.join("pending");
+        let path = dir.join(format!("{}-{}.json", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+        let rec = PendingRecord { name: name.to_string(), layers: layers.to_vec(), preexisting, failed: false };
+        // Lock the file before its content is visible under its name, so a collector
+        // never takes a live unpack for a dead one.
+        let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+        let file = File::create(&tmp).at_path(&tmp)?;
+        let lock =
+            Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| Error::from(e).with_path(&tmp))?;
+        let write = || -> io::Result<()> {
+            let mut f = OpenOptions::new().write(true).open(&tmp)?;
+            f.write_all(&serde_json::to_vec_pretty(&rec).map_err(io::Error::other)?)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            File::open(&dir)?.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::new(e).with_path(&path)
+        })?;
+        Ok(Pending { path, rec, _lock: lock })
+    }
+
+    /// An unpack failed: removes the layers it made that nothing else uses, then its
+    /// pending record. Any older image of that name is untouched.
+    fn abandon(&self, driver: &dyn Driver, mut p: Pending) -> Result<()> {
+        p.rec.failed = true;
+        overwrite(&p.path, &p.rec)?;
+        remove_unused(driver, &p.rec.layers[p.rec.preexisting..])?;
+        fs::remove_file(&p.path).at_path(&p.path)
+    }
+
+    /// Ends an unpack: under the store lock, checks every layer is (still) there and
+    /// made from this image, writes the record and drops the pending one. `Ok(None)`
+    /// when a layer went missing meanwhile (the caller applies it again); otherwise the
+    /// record it replaced, if any.
+    fn finish(&self, driver: &dyn Driver, p: &Pending, image: &Image) -> Result<Option<Option<ImageRecord>>> {
+        let _lock = self.lock()?;
+        if present_prefix(driver, image)? < image.chain_ids.len() {
+            return Ok(None);
+        }
+        let path = self.dir.join(file_name(&p.rec.name));
+        let old = read_json::<ImageRecord>(&path)?.filter(|r| r.complete && !r.removing);
+        let rec = ImageRecord {
+            name: p.rec.name.clone(),
+            layers: image.chain_ids.clone(),
+            config_digest: image.config_digest.clone(),
+            complete: true,
+            pid: 0,
+            removing: false,
+        };
+        write_json(&path, &rec)?;
+        let legacy = self.dir.join(legacy_file_name(&rec.name));
+        if legacy != path && legacy.exists() {
+            let _ = fs::remove_file(legacy);
+        }
+        fs::remove_file(&p.path).at_path(&p.path)?;
+        Ok(Some(old))
     }
 }
 
@@ -216,8 +498,12 @@ pub struct LayerEvent {
     pub elapsed: Duration,
 }
 
-/// Unpacks `image` into `driver`, layer by layer, reusing layers already present.
-/// Records the image under `name` in `images`. Returns the top layer's ID.
+/// Rounds an unpack may take when other processes keep changing the layers it needs.
+const MAX_ROUNDS: usize = 16;
+
+/// Unpacks `image` into `driver`, layer by layer, reusing layers already present (when
+/// they were made from this image's content). Records the image under `name` in
+/// `images` once it is complete. Returns the top layer's ID.
 pub fn unpack(
     driver: &dyn Driver,
     images: &ImageStore,
@@ -226,75 +512,85 @@ pub fn unpack(
     name: &str,
     on_layer: &(dyn Fn(&LayerEvent) + Sync),
 ) -> Result<Option<String>> {
-    let mut rec = ImageRecord {
-        name: name.to_string(),
-        layers: image.chain_ids.clone(),
-        config_digest: image.config_digest.clone(),
-        complete: false,
-        pid: std::process::id(),
-        removing: false,
+    validate_name(name)?;
+    let preexisting = present_prefix(driver, image)?;
+    let pending = images.begin(name, &image.chain_ids, preexisting)?;
+    let count = image.chain_ids.len();
+    let start = Instant::now();
+    // Layers reported so far (applied here, or found present).
+    let reported = AtomicUsize::new(0);
+    let round = || -> Result<Option<Option<ImageRecord>>> {
+        // A chain ID names a layer and everything below it, so the layers present
+        // are a prefix of the chain and the missing ones the rest.
+        let present = present_prefix(driver, image)?;
+        for (i, chain_id) in image.chain_ids.iter().enumerate().take(present).skip(reported.load(Ordering::SeqCst)) {
+            on_layer(&LayerEvent {
+                index: i,
+                count,
+                chain_id: chain_id.clone(),
+                applied: None,
+                elapsed: Duration::ZERO,
+            });
+        }
+        reported.fetch_max(present, Ordering::SeqCst);
+        if present == count {
+            return images.finish(driver, &pending, image);
+        }
+        let mut chain = Vec::new();
+        for i in present..count {
+            chain.push(LayerTar {
+                id: image.chain_ids[i].clone(),
+                parent: i.checked_sub(1).map(|p| image.chain_ids[p].clone()),
+                tar: open_layer_lazily(source, image, i)?,
+            });
+        }
+        let done = |i: usize, n: u64| {
+            let index = present + i;
+            reported.fetch_max(index + 1, Ordering::SeqCst);
+            on_layer(&LayerEvent {
+                index,
+                count,
+                chain_id: image.chain_ids[index].clone(),
+                applied: Some(n),
+                elapsed: start.elapsed(),
+            });
+        };
+        match driver.apply_chain(chain, &done) {
+            Ok(_) => images.finish(driver, &pending, image),
+            // Another process committed one of these layers first (it exists now, so
+            // each round gets further), or removed a parent this one counted on
+            // (nothing uses it, so it may): go on from what is there.
+            Err(e) if matches!(e.cause, Cause::Exists | Cause::ParentNotFound(_)) => Ok(None),
+            Err(e) => Err(root_cause(driver, source, image, e)),
+        }
     };
-    images.put(&rec)?;
-    let result = (|| -> Result<()> {
-        let count = image.chain_ids.len();
-        let start = Instant::now();
-        // Layers reported so far (applied here, or found present).
-        let reported = AtomicUsize::new(0);
-        loop {
-            // A chain ID names a layer and everything below it, so the layers present
-            // are a prefix of the chain and the missing ones the rest.
-            let present = image.chain_ids.iter().take_while(|id| driver.get(id).is_ok()).count();
-            for (i, chain_id) in image.chain_ids.iter().enumerate().take(present).skip(reported.load(Ordering::SeqCst))
-            {
-                on_layer(&LayerEvent {
-                    index: i,
-                    count,
-                    chain_id: chain_id.clone(),
-                    applied: None,
-                    elapsed: Duration::ZERO,
-                });
+    let mut result = Err(Error::new(Cause::Other(format!(
+        "image {name}: its layers kept changing under other processes; gave up after {MAX_ROUNDS} rounds"
+    ))));
+    for _ in 0..MAX_ROUNDS {
+        match round() {
+            Ok(None) => continue,
+            Ok(Some(old)) => {
+                result = Ok(old);
+                break;
             }
-            reported.fetch_max(present, Ordering::SeqCst);
-            if present == count {
-                return Ok(());
-            }
-            let mut chain = Vec::new();
-            for i in present..count {
-                chain.push(LayerTar {
-                    id: image.chain_ids[i].clone(),
-                    parent: i.checked_sub(1).map(|p| image.chain_ids[p].clone()),
-                    tar: open_layer(source, image, i)?,
-                });
-            }
-            let done = |i: usize, n: u64| {
-                let index = present + i;
-                reported.fetch_max(index + 1, Ordering::SeqCst);
-                on_layer(&LayerEvent {
-                    index,
-                    count,
-                    chain_id: image.chain_ids[index].clone(),
-                    applied: Some(n),
-                    elapsed: start.elapsed(),
-                });
-            };
-            match driver.apply_chain(chain, &done) {
-                Ok(_) => return Ok(()),
-                // Another process committed one of these layers first (it exists now,
-                // so each round gets further): go on from what is there.
-                Err(e) if matches!(e.cause, Cause::Exists) => continue,
-                Err(e) => return Err(root_cause(driver, source, image, e)),
+            Err(e) => {
+                result = Err(e);
+                break;
             }
         }
-    })();
+    }
     match result {
-        Ok(()) => {
-            rec.complete = true;
-            rec.pid = 0;
-            images.put(&rec)?;
+        Ok(old) => {
+            // The image this one replaced: its layers that nothing uses now go, as
+            // with `image rm` (a failure here leaves them, and the new image, as is).
+            if let Some(old) = old {
+                let _ = remove_unused(driver, &old.layers);
+            }
             Ok(image.chain_ids.last().cloned())
         }
         Err(e) => {
-            let _ = images.delete(name);
+            let _ = images.abandon(driver, pending);
             Err(e)
         }
     }

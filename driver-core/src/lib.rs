@@ -12,6 +12,7 @@ pub mod diff;
 pub mod driver;
 pub mod error;
 pub mod hostile;
+pub mod hostile_images;
 pub mod image;
 pub mod images;
 pub mod interrupt;

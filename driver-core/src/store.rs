@@ -405,6 +405,12 @@ impl Store {
         if !children.is_empty() {
             return Err(Error::layer(id, Cause::HasChildren(children.join(", "))));
         }
+        // An image (or an unpack under way) that lists the layer keeps it, as a child
+        // does: removing it would leave the image without its layers.
+        let users = crate::images::users_of(&self.dir, id)?;
+        if !users.is_empty() {
+            return Err(Error::layer(id, Cause::InUse(users.join(", "))));
+        }
         check(&meta)?;
         // Unlist first: a kill after this leaves only unlisted content, which the next
         // start discards.

@@ -309,3 +309,35 @@ pub fn disk_usage(root: &Path) -> io::Result<crate::driver::Usage> {
     }
     Ok(usage)
 }
+
+/// Bind-mounts `src` on `target` read-only: a bind mount takes the source's flags, so
+/// read-only needs a second call (`MS_REMOUNT | MS_BIND | MS_RDONLY`), as `mount
+/// --bind -o ro` does (util-linux; the kernel ignores MS_RDONLY on the first call).
+pub fn bind_readonly(src: &Path, target: &Path) -> io::Result<()> {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let none: Option<&str> = None;
+    mount(Some(src), target, none, MsFlags::MS_BIND, none).map_err(errno)?;
+    let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+    if let Err(e) = mount(none, target, none, ro, none) {
+        let _ = umount2(target, MntFlags::MNT_DETACH);
+        return Err(errno(e));
+    }
+    Ok(())
+}
+
+/// Unmounts `target`; not being mounted is fine, busy detaches lazily.
+pub fn unmount(target: &Path) -> io::Result<()> {
+    use nix::mount::{umount2, MntFlags};
+    match umount2(target, MntFlags::empty()) {
+        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
+        Err(Errno::EBUSY) => umount2(target, MntFlags::MNT_DETACH).map_err(errno),
+        Err(e) => Err(errno(e)),
+    }
+}
+
+/// Whether `path` is a mount point (listed in this process's mountinfo).
+pub fn is_mount_point(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let want = path.to_string_lossy().replace(' ', "\\040");
+    info.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}

@@ -16,8 +16,9 @@ use std::sync::Arc;
 
 use driver_core::apply::{apply_layer, ApplyOptions, WhiteoutMode};
 use driver_core::diff::{naive_diff, write_tar};
-use driver_core::error::{Error, Result};
+use driver_core::error::{Cause, Error, Result};
 use driver_core::store::{discard_tree, LayerMeta, Store};
+use driver_core::sys;
 use driver_core::{Change, Driver, LayerInfo, Status, Usage};
 
 pub struct VfsDriver {
@@ -70,13 +71,37 @@ impl Driver for VfsDriver {
         Ok(report.size)
     }
 
+    /// A container's view is its own directory. A committed layer's is a read-only
+    /// bind mount of it (`<dir>/mnt/<id>`): handing out the directory itself would let
+    /// any write change a verified image layer for good, where overlay and btrfs
+    /// answer EROFS.
     fn mount(&self, id: &str) -> Result<PathBuf> {
-        self.store.acquire_mount(id, |_, _| Ok(()))?;
-        Ok(self.store.layer_dir(id))
+        let target = self.view(id);
+        let mut writable = true;
+        self.store.acquire_mount(id, |m, _| {
+            writable = m.writable;
+            // A count left by a process killed mid-mount is no proof of a mount, and a
+            // mount left by one killed before counting is reused, not stacked.
+            if !m.writable && !sys::is_mount_point(&target) {
+                fs::create_dir_all(&target).map_err(|e| Error::at(id, &target, e))?;
+                sys::bind_readonly(&self.store.layer_dir(id), &target).map_err(|e| {
+                    Error::at(id, &target, Cause::Other(format!("read-only bind mount of the committed layer: {e}")))
+                })?;
+            }
+            Ok(())
+        })?;
+        Ok(if writable { self.store.layer_dir(id) } else { target })
     }
 
     fn unmount(&self, id: &str) -> Result<()> {
-        self.store.release_mount(id, || Ok(()))
+        let target = self.view(id);
+        self.store.release_mount(id, || {
+            if target.exists() {
+                sys::unmount(&target).map_err(|e| Error::at(id, &target, e))?;
+                let _ = fs::remove_dir(&target);
+            }
+            Ok(())
+        })
     }
 
     fn diff(&self, id: &str, out: &mut dyn Write) -> Result<u64> {
@@ -89,7 +114,14 @@ impl Driver for VfsDriver {
     }
 
     fn remove(&self, id: &str) -> Result<()> {
-        self.store.remove(id, |_| Ok(())).map(|_| ())
+        self.store.remove(id, |_| Ok(()))?;
+        // A view left mounted by a process killed before it counted the mount.
+        let target = self.view(id);
+        if target.exists() {
+            let _ = sys::unmount(&target);
+            let _ = fs::remove_dir(&target);
+        }
+        Ok(())
     }
 
     fn usage(&self, id: &str) -> Result<Usage> {
@@ -117,6 +149,11 @@ impl Driver for VfsDriver {
 }
 
 impl VfsDriver {
+    /// Where a committed layer's read-only view is mounted.
+    fn view(&self, id: &str) -> PathBuf {
+        self.store.dir().join("mnt").join(id)
+    }
+
     fn naive(&self, id: &str) -> Result<driver_core::diff::NaiveDiff> {
         let meta = self.store.get(id)?;
         let parent = meta.parent.as_deref().map(|p| self.store.layer_dir(p));

@@ -12,6 +12,11 @@ pub use driver_core::scratch::privileged;
 /// clone would otherwise run these tests before anything built it. `cargo build` is
 /// cheap when the binary is up to date, and it also rebuilds a stale one.
 pub fn strata_bin() -> PathBuf {
+    // STRATA_BIN runs the tests against another build (the code before a fix, to see
+    // its regression test fail there).
+    if let Some(bin) = std::env::var_os("STRATA_BIN") {
+        return PathBuf::from(bin);
+    }
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
@@ -118,4 +123,66 @@ pub fn installed(programs: &[&str], reason: &str) -> bool {
     }
     eprintln!("skipped: {reason}: {} not installed", missing.join(", "));
     false
+}
+
+/// What [`run_measured`] saw of one run.
+#[derive(Debug)]
+pub struct Measured {
+    /// Exit code, or `None` when killed by a signal (the deadline, say).
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// The child's peak resident set (bytes), from `wait4`'s rusage.
+    pub peak_rss: u64,
+    pub elapsed: std::time::Duration,
+    pub timed_out: bool,
+}
+
+/// Runs `cmd` to its end or its deadline (then SIGKILL), and measures its peak memory
+/// as the kernel accounts it (`ru_maxrss` of `wait4`), not as the program reports.
+// The child is reaped by `wait4` (which `Child::wait` cannot do: it drops the rusage).
+#[allow(clippy::zombie_processes)]
+pub fn run_measured(mut cmd: Command, deadline: std::time::Duration) -> Measured {
+    use std::io::Read;
+    use std::process::Stdio;
+    let start = std::time::Instant::now();
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let pipe = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = r.read_to_end(&mut s);
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let out = pipe(Box::new(child.stdout.take().expect("stdout")));
+    let err = pipe(Box::new(child.stderr.take().expect("stderr")));
+    let pid = child.id() as libc::pid_t;
+    let mut timed_out = false;
+    let (status, usage) = loop {
+        let mut status = 0;
+        // SAFETY: rusage is plain data that wait4 fills in.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for our own child, whose pid we hold; no other waiter.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if r == pid {
+            break (status, usage);
+        }
+        assert!(r == 0, "wait4: {}", std::io::Error::last_os_error());
+        if !timed_out && start.elapsed() > deadline {
+            timed_out = true;
+            // SAFETY: our child, not yet reaped, so the pid is still its.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let elapsed = start.elapsed();
+    let code = if libc::WIFEXITED(status) { Some(libc::WEXITSTATUS(status)) } else { None };
+    Measured {
+        code,
+        stdout: out.join().expect("stdout"),
+        stderr: err.join().expect("stderr"),
+        peak_rss: usage.ru_maxrss as u64 * 1024,
+        elapsed,
+        timed_out,
+    }
 }

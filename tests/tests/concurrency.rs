@@ -1,6 +1,7 @@
 //! Several `strata` processes on one root at once, on every driver: unpacks of images
-//! sharing a base, mounts and unmounts of the same layer, a removal racing mounts, and
-//! read-only commands (and other writers) during an unpack that is still running.
+//! sharing a base, mounts and unmounts of the same layer, a removal racing mounts,
+//! read-only commands (and other writers) during an unpack that is still running, and
+//! `image rm` and the cleanup of a killed unpack racing unpacks that need its layers.
 //! The store is never corrupted, no layer is applied twice, and a long unpack blocks no
 //! one: the store lock is held for metadata changes only (driver-core/src/store.rs).
 
@@ -158,6 +159,106 @@ fn concurrency(driver: &str, base: &Path) {
     let o = slow.wait_with_output().unwrap();
     assert!(o.status.success(), "{driver}: {}", String::from_utf8_lossy(&o.stderr));
     assert!(layers(&s).iter().any(|l| l["id"] == "slow"), "{driver}: the slow apply committed");
+
+    removal_and_cleanup_race_unpacks(driver, base);
+}
+
+/// The chain IDs an image record of `s` lists, by image name.
+fn recorded(s: &Strata) -> Vec<(String, Vec<String>)> {
+    let v: Value = serde_json::from_str(&s.ok(&["image", "ls", "--json"])).unwrap();
+    let names: Vec<String> = v.as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap().to_string()).collect();
+    let dir = s.root.join(&s.driver).join("images");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let hidden = e.file_name().to_string_lossy().starts_with('.');
+        if !hidden && e.path().extension().is_some_and(|x| x == "json") {
+            let rec: Value = serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+            let name = rec["name"].as_str().unwrap().to_string();
+            if names.contains(&name) {
+                let layers = rec["layers"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_string());
+                out.push((name, layers.collect()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every image listed has all its layers, and every layer is some image's.
+fn assert_images_whole(s: &Strata, what: &str) {
+    let ids: Vec<String> = layers(s).iter().map(|l| l["id"].as_str().unwrap().to_string()).collect();
+    let recs = recorded(s);
+    for (name, chain) in &recs {
+        for l in chain {
+            assert!(ids.contains(l), "{what}: image {name} lost its layer {l}");
+        }
+    }
+    for id in &ids {
+        assert!(recs.iter().any(|(_, c)| c.contains(id)), "{what}: layer {id} is no image's");
+    }
+}
+
+/// `image rm` of an image racing the unpack of another that shares its base, and the
+/// cleanup of a killed unpack (which every command runs) racing a new unpack of the same
+/// image: the unpack never ends with an image missing a layer, the removal never takes
+/// a layer the other image uses, and nothing is left that no image uses.
+fn removal_and_cleanup_race_unpacks(driver: &str, base: &Path) {
+    let work = tempfile::tempdir().unwrap();
+    let three = layout(&work.path().join("three"), 3);
+    let two = layout(&work.path().join("two"), 2);
+    let clean = Strata::at(&base.join("clean-race"), driver);
+    let start = std::time::Instant::now();
+    let top3 = clean.ok(&["image", "unpack", three.to_str().unwrap(), "--name", "three"]).trim().to_string();
+    let unpack_time = start.elapsed();
+    let want3 = tree_of(&clean, &top3);
+
+    let s = Strata::at(&base.join("race"), driver);
+    let spawn_unpack = || {
+        s.command(&["image", "unpack", three.to_str().unwrap(), "--name", "three"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // The unpack succeeded, its image is whole and right, and goes with all its layers.
+    let finish = |unpack: std::process::Child, what: &str| {
+        let o = unpack.wait_with_output().unwrap();
+        assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_images_whole(&s, what);
+        let d = tree_of(&s, &top3).differences(&want3, &CompareOptions::default());
+        assert!(d.is_empty(), "{what}: {}", d.join("\n"));
+        s.ok(&["image", "rm", "three"]);
+        assert!(layers(&s).is_empty(), "{what}: {:?}", layers(&s));
+    };
+    for round in 0..6u32 {
+        let what = format!("{driver}: image rm racing an unpack, round {round}");
+        s.ok(&["image", "unpack", two.to_str().unwrap(), "--name", "two"]);
+        let unpack = spawn_unpack();
+        std::thread::sleep(unpack_time.mul_f64(round as f64 / 6.0));
+        let rm = s.run(&["image", "rm", "two"]);
+        assert!(rm.status.success(), "{what}: {}", String::from_utf8_lossy(&rm.stderr));
+        finish(unpack, &what);
+    }
+    for round in 0..4u32 {
+        let what = format!("{driver}: a killed unpack's cleanup racing a new one, round {round}");
+        let mut killed = spawn_unpack();
+        std::thread::sleep(unpack_time.mul_f64((round as f64 + 0.5) / 4.0));
+        let _ = killed.kill();
+        killed.wait().unwrap();
+        // The new unpack and three other commands, each of which cleans up, at once.
+        let unpack = spawn_unpack();
+        let others: Vec<_> = (0..3)
+            .map(|i| {
+                let args: &[&str] = if i == 1 { &["image", "ls"] } else { &["layer", "ls"] };
+                s.command(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+            })
+            .collect();
+        for o in others {
+            let o = o.wait_with_output().unwrap();
+            assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        finish(unpack, &what);
+    }
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Crash safety, on every driver: `image unpack`, `layer apply`, `layer rm` and `image
-//! rm` killed with SIGKILL at moments spread over their run leave a consistent store.
-//! After the next `strata` command (which recovers, with no manual step): every listed
-//! layer is complete and equal to the same layer from an uninterrupted run, nothing
+//! rm` killed with SIGKILL (an unpack also with SIGINT and SIGTERM) at moments spread
+//! over their run leave a consistent store. After the next `strata` command (which
+//! recovers, with no manual step): every listed layer is complete and equal to the same
+//! layer from an uninterrupted run, no layer is left that no image uses, nothing
 //! half-made is listed or left in staging, nothing is mounted, and re-running the
 //! killed command completes.
 
@@ -47,11 +48,38 @@ fn capture(s: &Strata, id: &str) -> Tree {
 
 /// Runs `args` and kills it with SIGKILL after `after` (if it is still running).
 fn kill_after(s: &Strata, args: &[&str], after: Duration) {
+    signal_after(s, args, after, libc::SIGKILL);
+}
+
+/// Runs `args` and sends it `signal` after `after` (Ctrl-C is SIGINT; a service
+/// manager stops with SIGTERM): none of them may leave what SIGKILL may not.
+fn signal_after(s: &Strata, args: &[&str], after: Duration, signal: libc::c_int) {
     let mut child =
         s.command(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
     std::thread::sleep(after);
-    let _ = child.kill();
+    // SAFETY: our child, not yet reaped, so the pid is still its.
+    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
     child.wait().unwrap();
+}
+
+/// Every layer the store lists is one an image (or an image being removed) names, or a
+/// container: a killed unpack leaves nothing stranded once the next command has run.
+fn assert_all_referenced(s: &Strata, what: &str) {
+    let layers = listed(s); // the next command: it finishes what the killed one left
+    let dir = s.root.join(&s.driver).join("images");
+    let mut named = std::collections::HashSet::new();
+    for e in fs::read_dir(&dir).unwrap().flatten() {
+        let p = e.path();
+        let hidden = e.file_name().to_string_lossy().starts_with('.');
+        if !hidden && p.extension().is_some_and(|x| x == "json") {
+            let rec: Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+            for l in rec["layers"].as_array().unwrap() {
+                named.insert(l.as_str().unwrap().to_string());
+            }
+        }
+    }
+    let stranded: Vec<&String> = layers.iter().filter(|l| !named.contains(*l)).collect();
+    assert!(stranded.is_empty(), "{what}: layers no image uses are left: {stranded:?}");
 }
 
 fn timed(s: &Strata, args: &[&str]) -> Duration {
@@ -105,8 +133,10 @@ fn crash_safety(driver: &str, base: &Path) {
     for k in 0..UNPACK_KILLS {
         let s = Strata::at(&base.join(format!("unpack{k}")), driver);
         let at = unpack_time.mul_f64((k as f64 + 0.5) / UNPACK_KILLS as f64);
-        kill_after(&s, &["image", "unpack", src], at);
-        let what = format!("{driver}: unpack killed at {at:?} of {unpack_time:?}");
+        let (signal, name) = [(libc::SIGKILL, "SIGKILL"), (libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")][k % 3];
+        signal_after(&s, &["image", "unpack", src], at, signal);
+        let what = format!("{driver}: unpack sent {name} at {at:?} of {unpack_time:?}");
+        assert_all_referenced(&s, &what);
         assert_consistent(&s, &reference, &what);
         s.ok(&["image", "unpack", src]);
         assert_eq!(listed(&s).len(), 3, "{what}: the re-run completes");
