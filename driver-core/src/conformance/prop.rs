@@ -941,6 +941,10 @@ pub fn run_op(v: &Path, op: &Op) -> io::Result<()> {
             } else {
                 fs::create_dir(at(path))?
             }
+            // A subvolume root does not take a setgid parent's group and bit as mkdir
+            // does: the plain directory is given what btrfs gives its root.
+            std::os::unix::fs::lchown(at(path), Some(0), Some(0))?;
+            fs::set_permissions(at(path), fs::Permissions::from_mode(0o755))?
         }
     }
     Ok(())
