@@ -175,18 +175,7 @@ pub fn run_case(driver_name: &str, backing: Backing, factory: Factory, name: &st
     let _ = fs::remove_dir_all(&dir);
 }
 
-/// Mount points at or below `dir`, deepest first.
-pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut out: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(p.replace("\\040", " ")))
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    out
-}
+pub use crate::sys::mounts_under;
 
 fn unmount_all_under(dir: &Path) {
     for m in mounts_under(dir) {

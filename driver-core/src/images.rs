@@ -95,10 +95,6 @@ fn legacy_file_name(name: &str) -> String {
     format!("{}.json", name.replace('%', "%25").replace('/', "%2F"))
 }
 
-fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
 /// Whether some process holds the lock on `path` (a pending record's owner is alive).
 fn locked_by_someone(path: &Path) -> bool {
     match File::open(path) {
@@ -156,7 +152,7 @@ pub fn users_of(driver_dir: &Path, id: &str) -> Result<Vec<String>> {
             continue;
         }
         if let Some(rec) = read_json::<ImageRecord>(&p)? {
-            let live = !rec.removing && (rec.complete || pid_alive(rec.pid));
+            let live = !rec.removing && (rec.complete || crate::sys::pid_alive(rec.pid));
             if live && rec.layers.iter().any(|l| l == id) {
                 users.push(format!("image {}", rec.name));
             }
@@ -276,7 +272,7 @@ impl ImageStore {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if name.starts_with(".tmp-") {
                 if !locked_by_someone(&p)
-                    && name.split('-').nth(1).and_then(|n| n.parse().ok()).is_none_or(|pid| !pid_alive(pid))
+                    && name.split('-').nth(1).and_then(|n| n.parse().ok()).is_none_or(|pid| !crate::sys::pid_alive(pid))
                 {
                     let _ = fs::remove_file(&p);
                 }
@@ -301,7 +297,7 @@ impl ImageStore {
             drop(lock);
         }
         for rec in self.all()? {
-            if !rec.complete && !pid_alive(rec.pid) {
+            if !rec.complete && !crate::sys::pid_alive(rec.pid) {
                 let _ = fs::remove_file(self.record_path(&rec.name));
             }
         }
@@ -337,7 +333,7 @@ impl ImageStore {
 
     /// Complete images that are not being removed.
     pub fn list(&self) -> Result<Vec<ImageRecord>> {
-        Ok(self.all()?.into_iter().filter(|r| !r.removing && (r.complete || pid_alive(r.pid))).collect())
+        Ok(self.all()?.into_iter().filter(|r| !r.removing && (r.complete || crate::sys::pid_alive(r.pid))).collect())
     }
 
     /// A complete image that is not being removed.

@@ -115,25 +115,32 @@ impl OverlayDriver {
         Ok(driver)
     }
 
-    /// Puts mounts in line with the metadata after a crash or a reboot.
+    /// Puts mounts in line with the metadata after a crash or a reboot. Every command
+    /// opens the driver, so this runs beside live processes: it holds the store lock,
+    /// under which [`Store::acquire_mount`] mounts and counts as one step, so a mount
+    /// being made is never taken for a stale one; and it drops only the temporary views
+    /// of processes that are gone.
     fn recover(&self) -> Result<()> {
+        let lock = self.store.lock()?;
         let tmp = self.dir.join("tmp");
-        for m in driver_core::conformance::mounts_under(&tmp) {
-            let _ = mount::unmount(&m);
-        }
         if let Ok(rd) = fs::read_dir(&tmp) {
             for e in rd.flatten() {
+                let owner = e.file_name().to_str().and_then(|n| n.split('-').nth(1)).and_then(|p| p.parse().ok());
+                if owner.is_some_and(sys::pid_alive) {
+                    continue;
+                }
+                for m in sys::mounts_under(&e.path()) {
+                    let _ = mount::unmount(&m);
+                }
                 let _ = fs::remove_dir(e.path());
             }
         }
-        for meta in self.store.list()? {
+        for mut meta in self.store.list()? {
             let merged = self.merged(&meta.id);
-            let mounted = mount::is_mounted(&merged);
+            let mounted = sys::is_mount_point(&merged);
             if meta.mounts > 0 && !mounted {
-                self.store.update(&meta.id, |m| {
-                    m.mounts = 0;
-                    Ok(())
-                })?;
+                meta.mounts = 0;
+                self.store.put(&lock, &meta)?;
             } else if meta.mounts == 0 && mounted {
                 mount::unmount(&merged).map_err(|e| Error::at(&meta.id, &merged, e))?;
             }
@@ -230,7 +237,8 @@ impl OverlayDriver {
     fn temp_view(&self, id: &str) -> Result<TempView> {
         let ids = self.chain(id)?;
         let path = tempfile::Builder::new()
-            .prefix("view-")
+            // view-<pid>-: recover() leaves the views of live processes alone.
+            .prefix(&format!("view-{}-", std::process::id()))
             .tempdir_in(self.dir.join("tmp"))
             .map_err(|e| Error::at(id, self.dir.join("tmp"), e))?
             .keep();
@@ -461,7 +469,7 @@ impl Driver for OverlayDriver {
         let target = self.merged(id);
         self.store.acquire_mount(id, |m, first| {
             // A count left by a process killed mid-mount is no proof of a mount.
-            if first || !mount::is_mounted(&target) {
+            if first || !sys::is_mount_point(&target) {
                 let ids = self.chain(id)?;
                 let om = self.overlay_for(&ids, m.writable);
                 self.mount_at(&ids, &om, &target).map_err(|e| Error::at(id, &target, e))?;

@@ -205,10 +205,3 @@ pub fn unmount(target: &Path) -> io::Result<()> {
         Err(e) => Err(io::Error::other(format!("unmount {}: {e}", target.display()))),
     }
 }
-
-/// Whether `path` is a mount point.
-pub fn is_mounted(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
-    let want = path.to_string_lossy().replace(' ', "\\040");
-    info.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
-}
