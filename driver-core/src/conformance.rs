@@ -82,6 +82,7 @@ macro_rules! conformance_tests {
             whiteout_deeper_than_path_max_applies
             write_to_lower_hardlink
             every_top_level_name_replaced
+            hardlink_partner_becomes_a_directory
             uncommitted_inode_changes_are_in_the_diff
             renamed_directory_carries_all_its_children
             forty_long_hardlink_names_are_all_carried

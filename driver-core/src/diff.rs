@@ -487,7 +487,9 @@ impl Walk {
     }
 
     /// The inode that a parent name not visited by the walk has in the layer's view, or
-    /// None if the layer deleted it.
+    /// None if the layer deleted it or made it a directory: a directory is no name of a
+    /// file's inode (the walk leaves directories out of link groups too), and it is in
+    /// the diff anyway, as a type change.
     fn unvisited_ident(&self, lfd: BorrowedFd<'_>, rel: &Path, parent: (u64, u64)) -> Result<Option<Ident>> {
         let (dir, name) = (rel.parent().unwrap_or(Path::new("")), rel.file_name().unwrap_or_default());
         match &self.kind {
@@ -508,6 +510,7 @@ impl Walk {
                         }
                         // A file over a lower directory hides what was below it.
                         Some(_) if i + 1 < comps.len() => return Ok(None),
+                        Some(st) if sys::is_dir(&st) => return Ok(None),
                         Some(st) => return Ok(Some(Ident::Layer(st.st_dev, st.st_ino))),
                     }
                 }
