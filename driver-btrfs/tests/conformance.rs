@@ -4,31 +4,14 @@
 //! serves the whole binary (loop devices are few); it is released at exit, also when a
 //! check fails.
 
-use std::fs;
-use std::path::Path;
+mod common;
 
+use common::subvolumes_under;
 use driver_btrfs::{is_subvolume, BtrfsDriver};
 use driver_core::conformance::{self, Backing};
 use driver_core::diff::write_tar;
 use driver_core::scratch::FsKind;
 use driver_core::Driver;
-
-fn subvolumes_under(root: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                if is_subvolume(&e.path()) {
-                    out.push(e.path());
-                }
-                stack.push(e.path());
-            }
-        }
-    }
-    out
-}
 
 const BACKING: Backing = Backing::Scratch(FsKind::Btrfs, 2 << 30);
 

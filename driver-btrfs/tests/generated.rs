@@ -11,7 +11,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -79,23 +79,8 @@ fn change(rng: &mut fastrand::Rng, v: &Path, n: usize) {
         0 if is_file => rw().and_then(|f| f.write_all_at(b"IN-PLACE", rng.u64(..64))),
         1 if is_file => fs::OpenOptions::new().append(true).open(&p).and_then(|mut f| f.write_all(b"+appended")),
         2 if is_file && fs::metadata(&p).is_ok_and(|m| m.len() > 4) => {
-            let f = rw().unwrap();
-            let len = f.metadata().unwrap().len() as usize;
-            // SAFETY: a shared mapping of the file's `len` bytes, unmapped at once.
-            unsafe {
-                let m = libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    f.as_raw_fd(),
-                    0,
-                );
-                assert_ne!(m, libc::MAP_FAILED);
-                *(m as *mut u8).add(rng.usize(..len)) = b'M';
-                libc::munmap(m, len);
-            }
-            Ok(())
+            let len = fs::metadata(&p).unwrap().len();
+            conformance::mmap_write(&p, rng.usize(..len as usize) as u64, b"M")
         }
         3 if is_file => rw().and_then(|f| f.set_len(rng.u64(..20_000))),
         4 => fs::set_permissions(&p, fs::Permissions::from_mode([0o600, 0o755, 0o4755, 0o640][rng.usize(..4)])),

@@ -8,13 +8,15 @@
 use std::ffi::{CString, OsStr};
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use driver_btrfs::{ioctl, is_subvolume, BtrfsDriver};
-use driver_core::conformance::{self, tar_listing, Backing};
+mod common;
+
+use common::subvolumes_under;
+use driver_btrfs::{ioctl, BtrfsDriver};
+use driver_core::conformance::{self, mmap_write, open_deep, padding, set_mtime, tar_listing, Backing};
 use driver_core::diff::write_tar;
 use driver_core::scratch::FsKind;
 use driver_core::tarbuild::TarBuilder;
@@ -90,40 +92,6 @@ fn missing(changes: &[Change], expected: &[(&str, ChangeKind)]) -> Vec<String> {
         .collect()
 }
 
-fn set_mtime(path: &Path, secs: i64, nsecs: i64) {
-    let t = nix::sys::time::TimeSpec::new(secs, nsecs);
-    nix::sys::stat::utimensat(None, path, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
-}
-
-/// Writes through a shared mapping, as a program that mmaps its data file does.
-fn mmap_write(path: &Path, offset: usize, data: &[u8]) {
-    let f = fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
-    let len = f.metadata().unwrap().len() as usize;
-    assert!(offset + data.len() <= len);
-    // SAFETY: a fresh shared mapping of `len` bytes of an open file, unmapped below.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
-        std::ptr::copy_nonoverlapping(data.as_ptr(), (p as *mut u8).add(offset), data.len());
-        assert_eq!(libc::munmap(p, len), 0);
-    }
-}
-
-/// `n` small files in directory `dir`.
-fn padding(t: &mut TarBuilder, dir: &str, n: usize) {
-    t.dir(dir);
-    for i in 0..n {
-        t.file(&format!("{dir}/{i}"), b"padding");
-    }
-}
-
 // 1. Changes btrfs has not committed to its trees yet.
 #[test]
 fn changes_not_yet_committed_are_in_the_diff() {
@@ -158,7 +126,7 @@ fn changes_not_yet_committed_are_in_the_diff() {
     let open_rw = |n: &str| fs::OpenOptions::new().read(true).write(true).open(e.join(n)).unwrap();
     open_rw("write").write_all_at(b"XY", 3).unwrap();
     fs::OpenOptions::new().append(true).open(e.join("append")).unwrap().write_all(b", more").unwrap();
-    mmap_write(&e.join("mmap"), 5, b"MM");
+    mmap_write(&e.join("mmap"), 5, b"MM").unwrap();
     open_rw("extend").set_len(1 << 20).unwrap();
     fs::set_permissions(e.join("chmod"), fs::Permissions::from_mode(0o600)).unwrap();
     std::os::unix::fs::lchown(e.join("chown"), Some(1000), Some(1000)).unwrap();
@@ -226,23 +194,6 @@ fn renamed_directories_keep_their_children() {
     );
     assert!(lost.is_empty(), "lost: {lost:?}");
     assert_round_trip(d, "base", &tar, &view);
-}
-
-fn subvolumes_under(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in fs::read_dir(&dir).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                if is_subvolume(&e.path()) {
-                    out.push(e.path());
-                }
-                stack.push(e.path());
-            }
-        }
-    }
-    out
 }
 
 // 3. Subvolumes made inside a container, and snapshots made into it mid-write.
@@ -314,21 +265,6 @@ fn ioctl_dir(path: &Path) -> OwnedFd {
 /// A directory name of `len` bytes.
 fn long_name(tag: char, len: usize) -> String {
     tag.to_string().repeat(len)
-}
-
-/// Opens the directory `rel` under `root` one component at a time: `rel` may be longer
-/// than PATH_MAX, and so may `root` joined to it.
-fn open_deep(root: &Path, rel: &Path) -> OwnedFd {
-    let mut fd = ioctl_dir(root);
-    for c in rel.components() {
-        let name = CString::new(c.as_os_str().as_bytes()).unwrap();
-        // SAFETY: a valid directory fd and a C string.
-        let raw = unsafe { libc::openat(fd.as_raw_fd(), name.as_ptr(), libc::O_DIRECTORY | libc::O_CLOEXEC) };
-        assert!(raw >= 0, "openat {c:?}: {}", std::io::Error::last_os_error());
-        // SAFETY: a new descriptor nothing else owns.
-        fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    }
-    fd
 }
 
 // 4a. Inodes with more names than BTRFS_IOC_INO_PATHS returns (4 KiB of them).

@@ -562,9 +562,65 @@ fn move_tree(from: &Path, to: &Path) {
     fs::remove_dir_all(from).unwrap();
 }
 
-fn set_mtime(path: &Path, secs: i64, nsecs: i64) {
+/// Sets the atime and mtime of `path` (not following a symlink); panics on failure.
+pub fn set_mtime(path: &Path, secs: i64, nsecs: i64) {
     let t = nix::sys::time::TimeSpec::new(secs, nsecs);
     nix::sys::stat::utimensat(None, path, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
+}
+
+/// Writes `data` at `off` through a shared mapping of the file, as a program that mmaps
+/// its data file does (no msync: the kernel writes the pages back when it likes). The
+/// range must lie inside the file (a store past its end is SIGBUS).
+pub fn mmap_write(path: &Path, off: u64, data: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = fs::OpenOptions::new().read(true).write(true).open(path)?;
+    let end = off + data.len() as u64;
+    if data.is_empty() || end > f.metadata()?.len() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "mmap write outside the file"));
+    }
+    let start = off / 4096 * 4096;
+    let len = (end - start) as usize;
+    // SAFETY: a fresh shared mapping of pages inside the open file's size (checked
+    // above), written inside its length and unmapped before returning.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            start as libc::off_t,
+        );
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        std::ptr::copy_nonoverlapping(data.as_ptr(), (p as *mut u8).add((off - start) as usize), data.len());
+        if libc::munmap(p, len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// `n` small files in directory `dir`: enough items that the image's tree has more than
+/// one btree leaf, as real images do.
+pub fn padding(t: &mut TarBuilder, dir: &str, n: usize) {
+    t.dir(dir);
+    for i in 0..n {
+        t.file(&format!("{dir}/{i}"), b"padding");
+    }
+}
+
+/// Opens the directory `rel` under `root` one component at a time (it may be longer
+/// than PATH_MAX once joined to `root`).
+pub fn open_deep(root: &Path, rel: &Path) -> std::os::fd::OwnedFd {
+    use std::os::fd::AsFd;
+    let mut fd = crate::sys::open_dir(root).unwrap();
+    for c in rel.components() {
+        fd = crate::sys::open_at(fd.as_fd(), c.as_os_str(), nix::fcntl::OFlag::O_DIRECTORY, 0)
+            .unwrap_or_else(|e| panic!("open {c:?}: {e}"));
+    }
+    fd
 }
 
 /// The scripted set of changes in a container's view. Every time it leaves is pinned,

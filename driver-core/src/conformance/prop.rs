@@ -859,29 +859,7 @@ pub fn run_op(v: &Path, op: &Op) -> io::Result<()> {
     match op {
         Op::Write { path, off, data } => fs::OpenOptions::new().write(true).open(at(path))?.write_all_at(data, *off)?,
         Op::Append { path, data } => fs::OpenOptions::new().append(true).open(at(path))?.write_all(data)?,
-        Op::Mmap { path, off, data } => {
-            let f = fs::OpenOptions::new().read(true).write(true).open(at(path))?;
-            let page = 4096u64;
-            let start = off / page * page;
-            let len = (off + data.len() as u64 - start) as usize;
-            // SAFETY: a shared mapping of a file we hold open, inside its size (the
-            // generator keeps the range there), unmapped before returning; no msync.
-            unsafe {
-                let p = libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    f.as_raw_fd(),
-                    start as libc::off_t,
-                );
-                if p == libc::MAP_FAILED {
-                    return Err(io::Error::last_os_error());
-                }
-                std::ptr::copy_nonoverlapping(data.as_ptr(), (p as *mut u8).add((off - start) as usize), data.len());
-                libc::munmap(p, len);
-            }
-        }
+        Op::Mmap { path, off, data } => super::mmap_write(&at(path), *off, data)?,
         Op::Truncate { path, len } => fs::OpenOptions::new().write(true).open(at(path))?.set_len(*len)?,
         Op::PunchHole { path, off, len } => {
             let f = fs::OpenOptions::new().write(true).open(at(path))?;

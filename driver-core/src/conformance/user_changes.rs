@@ -8,24 +8,17 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::Path;
 
-use super::{move_tree, must_apply, set_mtime, tar_listing, with_view, Ctx, TarBuilder};
+use super::{
+    mmap_write, move_tree, must_apply, open_deep, padding, set_mtime, tar_listing, with_view, Ctx, TarBuilder,
+};
 use crate::driver::{Change, ChangeKind};
 use crate::sys;
 use crate::tree::{CompareOptions, Tree};
-
-/// `n` small files in directory `dir`: enough items that the image's tree has more than
-/// one btree leaf, as real images do.
-fn padding(t: &mut TarBuilder, dir: &str, n: usize) {
-    t.dir(dir);
-    for i in 0..n {
-        t.file(&format!("{dir}/{i}"), b"padding");
-    }
-}
 
 /// Runs `script` in container `ctr` over `base`; diffs while the view is in use, then
 /// reads the view, unmounts and diffs again (the same tar). Returns the changes, the
@@ -62,27 +55,6 @@ fn lost(changes: &[Change], expected: &[(&str, ChangeKind)]) -> Vec<String> {
         .collect()
 }
 
-/// Writes through a shared mapping, as a program that mmaps its data file does.
-fn mmap_write(path: &Path, offset: usize, data: &[u8]) {
-    let f = fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
-    let len = f.metadata().unwrap().len() as usize;
-    assert!(offset + data.len() <= len);
-    // SAFETY: a fresh shared mapping of `len` bytes of an open file, unmapped below.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
-        std::ptr::copy_nonoverlapping(data.as_ptr(), (p as *mut u8).add(offset), data.len());
-        assert_eq!(libc::munmap(p, len), 0);
-    }
-}
-
 /// In-place writes, appends, mmap writes, truncate-extend, chmod, chown, setuid and
 /// utime of a file and a directory, diffed at once: on btrfs these live as delayed
 /// inode items and delalloc until the transaction commits (30 s), invisible to a
@@ -105,7 +77,7 @@ pub fn uncommitted_inode_changes_are_in_the_diff(ctx: &Ctx) {
         let rw = |n: &str| fs::OpenOptions::new().read(true).write(true).open(e.join(n)).unwrap();
         rw("write").write_all_at(b"XY", 3).unwrap();
         fs::OpenOptions::new().append(true).open(e.join("append")).unwrap().write_all(b", more").unwrap();
-        mmap_write(&e.join("mmap"), 5, b"MM");
+        mmap_write(&e.join("mmap"), 5, b"MM").unwrap();
         rw("extend").set_len(1 << 20).unwrap();
         fs::set_permissions(e.join("chmod"), fs::Permissions::from_mode(0o600)).unwrap();
         std::os::unix::fs::lchown(e.join("chown"), Some(1000), Some(1000)).unwrap();
@@ -188,16 +160,6 @@ pub fn forty_long_hardlink_names_are_all_carried(ctx: &Ctx) {
         assert_eq!(n, 40, "every name starting {tag} is in the diff");
     }
     assert_replays(ctx, &tar, &view);
-}
-
-/// Opens the directory `rel` under `root` one component at a time (it may be longer
-/// than PATH_MAX once joined to `root`).
-fn open_deep(root: &Path, rel: &Path) -> OwnedFd {
-    let mut fd = sys::open_dir(root).unwrap();
-    for c in rel.components() {
-        fd = sys::open_at(fd.as_fd(), c.as_os_str(), nix::fcntl::OFlag::O_DIRECTORY, 0).unwrap();
-    }
-    fd
 }
 
 /// 16 directories of `len` bytes, joined.
