@@ -127,6 +127,8 @@ enum ImageCmd {
         /// Plain http, for a local registry.
         #[arg(long)]
         insecure: bool,
+        #[command(flatten)]
+        auth: AuthArgs,
         /// Seconds the whole download (manifests, config, layers) may take.
         #[arg(long, env = "STRATA_PULL_TIMEOUT", default_value_t = 3600, value_name = "SECS")]
         timeout: u64,
@@ -145,6 +147,25 @@ enum ImageCmd {
     },
     /// Remove an image and the layers no other image or container uses.
     Rm { name: String },
+}
+
+/// Credentials for a registry (default: the containers auth file, then Docker's
+/// config.json, with its credential helpers).
+#[derive(clap::Args)]
+struct AuthArgs {
+    /// USER:PASS, or USER to be asked for the password.
+    #[arg(long, value_name = "USER[:PASS]")]
+    creds: Option<String>,
+    /// An auth.json as `skopeo login` and `podman login` write it
+    /// (default: $REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json).
+    #[arg(long, value_name = "FILE")]
+    authfile: Option<PathBuf>,
+}
+
+impl AuthArgs {
+    fn options(self) -> registry::AuthOptions {
+        registry::AuthOptions { creds: self.creds, authfile: self.authfile }
+    }
 }
 
 #[derive(Subcommand)]
@@ -293,7 +314,7 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
     let images = ImageStore::open(dir)?;
     images.collect(driver)?;
     match cmd {
-        ImageCmd::Pull { reference, insecure, timeout, low_speed_limit, low_speed_time } => {
+        ImageCmd::Pull { reference, insecure, auth, timeout, low_speed_limit, low_speed_time } => {
             let limits = registry::Limits {
                 timeout: std::time::Duration::from_secs(timeout),
                 low_speed_limit,
@@ -301,7 +322,7 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
             };
             let cache = dir.parent().unwrap_or(dir).join("blobs");
             let start = std::time::Instant::now();
-            let pulled = registry::pull(&reference, insecure, limits, &cache, driver)?;
+            let pulled = registry::pull(&reference, insecure, &auth.options(), limits, &cache, driver)?;
             let (blobs, bytes) = pulled.downloaded;
             eprintln!(
                 "downloaded {blobs} layer blob(s), {} in {:.2}s",

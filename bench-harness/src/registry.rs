@@ -3,9 +3,12 @@
 //!
 //! Manifest (or index / manifest list, resolved to this host's platform), config,
 //! then the layer blobs that no local layer already holds, a few at a time, each
-//! checked against its digest as it streams. Auth is the bearer-token flow every
-//! hosted registry uses: a 401 names a token service in `WWW-Authenticate`, whose
-//! token is sent on the retry. `--insecure` talks plain http (a local registry).
+//! checked against its digest as it streams. Auth follows the registry's 401: a
+//! `Bearer` challenge names a token service, whose token is sent on the retry (asked
+//! with the user's credentials when the service is on the registry's own origin); a
+//! `Basic` challenge gets the credentials themselves. Credentials come from `--creds`
+//! or the files skopeo, podman and docker keep ([`auth`]). `--insecure` talks plain
+//! http (a local registry).
 //! Docker Hub short names resolve as docker does: `debian:12` is
 //! `docker.io/library/debian:12`.
 //!
@@ -14,8 +17,9 @@
 //!   `sha256:` + 64 lowercase hex, checked before any URL is built, so no `..` or `%2e`
 //!   reaches a request path;
 //! - redirects are followed here, not in the HTTP client: only to http(s) URLs with a
-//!   host (never https → http unless `--insecure`), at most [`MAX_REDIRECTS`], and the
-//!   token goes only to the registry's own scheme, host and port;
+//!   host (never https → http unless `--insecure`), at most [`MAX_REDIRECTS`], and
+//!   credentials and tokens go only to the registry's own scheme, host and port (a
+//!   token service or blob store elsewhere gets none);
 //! - manifests are at most 4 MiB (containerd's bound), token answers 1 MiB, error
 //!   bodies 64 KiB; a `Docker-Content-Digest` header must match the manifest;
 //! - the download runs under a watchdog: it fails when fewer than `low_speed_limit`
@@ -40,6 +44,9 @@ use driver_core::image::{blob_path, image_from_manifest, BlobSource, Image, Veri
 use driver_core::{interrupt, Cause, Driver, Error};
 use sha2::{Digest, Sha256, Sha512};
 use url::Url;
+
+mod auth;
+pub use auth::{AuthOptions, Credential};
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -260,9 +267,14 @@ fn one_line(s: &str, max: usize) -> String {
     out
 }
 
-/// Parses `Bearer realm="…",service="…",scope="…"`.
-fn parse_challenge(h: &str) -> Option<HashMap<String, String>> {
-    let rest = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))?;
+/// Parses `Bearer realm="…",service="…",scope="…"` or `Basic realm="…"` into the
+/// scheme (lowercase) and its parameters.
+fn parse_challenge(h: &str) -> Option<(String, HashMap<String, String>)> {
+    let (scheme, rest) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "bearer" && scheme != "basic" {
+        return None;
+    }
     let mut out = HashMap::new();
     let mut s = rest;
     while !s.is_empty() {
@@ -280,7 +292,7 @@ fn parse_challenge(h: &str) -> Option<HashMap<String, String>> {
         out.insert(k.trim().to_ascii_lowercase(), val.to_string());
         s = next;
     }
-    Some(out)
+    Some((scheme, out))
 }
 
 /// Bytes received by every download of one pull, and the flag that stops them.
@@ -446,6 +458,12 @@ fn check_target(u: &Url, insecure: bool, what: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// The `Authorization` value of Basic auth.
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
 /// Why one request did not give an answer.
 enum Failure {
     /// 401 from the registry, with its challenge.
@@ -460,12 +478,21 @@ struct Client {
     base: Url,
     insecure: bool,
     repository: String,
-    token: Mutex<Option<String>>,
+    /// What is presented to the registry: `--creds` or a credential from the files.
+    credential: Option<Credential>,
+    /// The `Authorization` header the registry accepted (or last asked for).
+    authorization: Mutex<Option<String>>,
     progress: Arc<Progress>,
 }
 
 impl Client {
-    fn new(r: &Reference, insecure: bool, limits: &Limits, progress: Arc<Progress>) -> Result<Client, Error> {
+    fn new(
+        r: &Reference,
+        insecure: bool,
+        credential: Option<Credential>,
+        limits: &Limits,
+        progress: Arc<Progress>,
+    ) -> Result<Client, Error> {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(limits.low_speed_time.min(Duration::from_secs(15)))
             // No read may block longer than the watchdog's window (it cannot interrupt
@@ -479,7 +506,15 @@ impl Client {
         let scheme = if insecure { "http" } else { "https" };
         let base = Url::parse(&format!("{scheme}://{}/", r.registry))
             .map_err(|e| err(format!("registry {}: {e}", r.registry)))?;
-        Ok(Client { agent, base, insecure, repository: r.repository.clone(), token: Mutex::new(None), progress })
+        Ok(Client {
+            agent,
+            base,
+            insecure,
+            repository: r.repository.clone(),
+            credential,
+            authorization: Mutex::new(None),
+            progress,
+        })
     }
 
     fn counted<'a>(&self, resp: ureq::Response) -> Counted<Box<dyn Read + Send + Sync + 'a>> {
@@ -500,22 +535,33 @@ impl Client {
         Ok(body)
     }
 
-    /// One GET, following redirects to checked targets; the token goes only to the
-    /// registry's own origin (never to another host or port a redirect names).
-    fn send(&self, url: Url, accept: Option<&str>, auth: bool) -> Result<ureq::Response, Failure> {
+    /// One request (a GET, or a POST of `form`), following redirects to checked
+    /// targets. `authorization` goes only to the registry's own origin, never to
+    /// another host or port a redirect or a token realm names. `registry`: the URL is
+    /// the registry's API, whose 401 is a challenge to answer.
+    fn send(
+        &self,
+        url: Url,
+        accept: Option<&str>,
+        authorization: Option<&str>,
+        form: Option<&[(&str, &str)]>,
+        registry: bool,
+    ) -> Result<ureq::Response, Failure> {
         let mut url = url;
         for _ in 0..=MAX_REDIRECTS {
-            let mut req = self.agent.request_url("GET", &url);
+            let mut req = self.agent.request_url(if form.is_some() { "POST" } else { "GET" }, &url);
             if let Some(a) = accept {
                 req = req.set("Accept", a);
             }
-            if auth && origin(&url) == origin(&self.base) {
-                if let Some(t) = self.token.lock().expect("token lock").clone() {
-                    req = req.set("Authorization", &format!("Bearer {t}"));
-                }
+            if let Some(a) = authorization.filter(|_| origin(&url) == origin(&self.base)) {
+                req = req.set("Authorization", a);
             }
             let shown = one_line(url.as_str(), 200);
-            match req.call() {
+            let answer = match form {
+                Some(f) => req.send_form(f),
+                None => req.call(),
+            };
+            match answer {
                 Ok(resp) if (300..400).contains(&resp.status()) => {
                     let location = resp.header("location").unwrap_or_default().to_string();
                     let next = url.join(&location).map_err(|e| {
@@ -526,7 +572,7 @@ impl Client {
                 }
                 Ok(resp) if resp.status() < 300 => return Ok(resp),
                 Ok(resp) => return Err(Failure::Fatal(err(format!("{shown}: unexpected status {}", resp.status())))),
-                Err(ureq::Error::Status(401, resp)) if auth && origin(&url) == origin(&self.base) => {
+                Err(ureq::Error::Status(401, resp)) if registry && origin(&url) == origin(&self.base) => {
                     return Err(Failure::Unauthorized(resp.header("www-authenticate").unwrap_or("").to_string()));
                 }
                 Err(ureq::Error::Status(code, resp)) if code == 429 || code >= 500 => {
@@ -552,18 +598,25 @@ impl Client {
             .join(&format!("v2/{}/{kind}/{what}", self.repository))
             .map_err(|e| err(format!("{}: {e}", self.base)))?;
         let mut last = String::new();
+        let mut answered = false;
         for attempt in 0..TRIES {
-            if attempt > 0 {
+            if attempt > 0 && !answered {
                 std::thread::sleep(Duration::from_millis(300 << attempt));
             }
             if self.progress.cancelled.load(Ordering::SeqCst) {
                 return Err(err("the pull was stopped"));
             }
-            match self.send(url.clone(), accept, true) {
+            let authorization = self.authorization.lock().expect("authorization lock").clone();
+            match self.send(url.clone(), accept, authorization.as_deref(), None, true) {
                 Ok(resp) => return Ok(resp),
                 Err(Failure::Unauthorized(challenge)) => {
+                    if answered {
+                        // What was just obtained is refused: more tries will not help.
+                        return Err(self.refused());
+                    }
                     self.authenticate(&challenge)?;
-                    last = format!("{url}: 401 Unauthorized (with a fresh token)");
+                    answered = true;
+                    last = format!("{url}: 401 Unauthorized");
                 }
                 Err(Failure::Transient(msg)) => last = msg,
                 Err(Failure::Fatal(e)) => return Err(e),
@@ -572,23 +625,75 @@ impl Client {
         Err(err(format!("giving up after {TRIES} tries: {last}")))
     }
 
+    /// The error for a registry that refuses what strata presented (or nothing).
+    fn refused(&self) -> Error {
+        let host = self.base.host_str().unwrap_or_default();
+        let host = match self.base.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        match &self.credential {
+            Some(_) => err(format!("401 Unauthorized: the credentials for {host} were refused")),
+            None => err(format!(
+                "401 Unauthorized: {host} needs credentials (--creds USER:PASS, --authfile, or `skopeo login`)"
+            )),
+        }
+    }
+
+    /// Answers a 401's challenge: `Basic` with the credentials, `Bearer` with a token
+    /// from its realm (asked with the credentials only if the realm is on the
+    /// registry's own origin).
     fn authenticate(&self, challenge: &str) -> Result<(), Error> {
-        let p = parse_challenge(challenge)
+        let (scheme, p) = parse_challenge(challenge)
             .ok_or_else(|| err(format!("unsupported auth challenge {:?}", one_line(challenge, 200))))?;
+        if scheme == "basic" {
+            let header = match &self.credential {
+                Some(Credential::Password { user, password }) => basic(user, password),
+                Some(Credential::IdentityToken(_)) => {
+                    return Err(err(
+                        "the registry asks for a password (Basic auth), the credential is an identity token",
+                    ))
+                }
+                None => return Err(self.refused()),
+            };
+            *self.authorization.lock().expect("authorization lock") = Some(header);
+            return Ok(());
+        }
         let realm = p.get("realm").ok_or_else(|| err("auth challenge without a realm"))?;
         let mut url = Url::parse(realm).map_err(|e| err(format!("auth realm {:?}: {e}", one_line(realm, 200))))?;
         check_target(&url, self.insecure, "token request").map_err(|e| err(format!("auth realm: {e}")))?;
         let scope = p.get("scope").cloned().unwrap_or_else(|| format!("repository:{}:pull", self.repository));
-        {
-            let mut q = url.query_pairs_mut();
-            if let Some(s) = p.get("service") {
-                q.append_pair("service", s);
-            }
-            q.append_pair("scope", &scope);
-        }
         let shown = one_line(realm, 200);
-        // The registry's token never goes to the realm (`auth: false`).
-        let resp = match self.send(url, None, false) {
+        let answer = match &self.credential {
+            // The OAuth2 refresh-token grant docker uses for identity tokens.
+            Some(Credential::IdentityToken(t)) if origin(&url) == origin(&self.base) => {
+                let service = p.get("service").map(String::as_str).unwrap_or_default();
+                let form = [
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", t.as_str()),
+                    ("service", service),
+                    ("scope", scope.as_str()),
+                    ("client_id", "strata"),
+                ];
+                self.send(url, None, None, Some(&form), false)
+            }
+            credential => {
+                {
+                    let mut q = url.query_pairs_mut();
+                    if let Some(s) = p.get("service") {
+                        q.append_pair("service", s);
+                    }
+                    q.append_pair("scope", &scope);
+                }
+                let basic = match credential {
+                    Some(Credential::Password { user, password }) => Some(basic(user, password)),
+                    _ => None,
+                };
+                // `send` drops the credentials if the realm is elsewhere.
+                self.send(url, None, basic.as_deref(), None, false)
+            }
+        };
+        let resp = match answer {
             Ok(r) => r,
             Err(Failure::Fatal(e)) => return Err(err(format!("token from {shown}: {e}"))),
             Err(Failure::Transient(m) | Failure::Unauthorized(m)) => {
@@ -607,7 +712,7 @@ impl Client {
         if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(err(format!("token from {shown}: not a valid bearer token (empty or not printable ASCII)")));
         }
-        *self.token.lock().expect("token lock") = Some(token.to_string());
+        *self.authorization.lock().expect("authorization lock") = Some(format!("Bearer {token}"));
         Ok(())
     }
 
@@ -801,6 +906,7 @@ fn kind_of(header: &str, body: &serde_json::Value, what: &str) -> Result<&'stati
 pub fn pull(
     reference: &str,
     insecure: bool,
+    auth: &AuthOptions,
     limits: Limits,
     cache: &Path,
     driver: &dyn Driver,
@@ -808,8 +914,9 @@ pub fn pull(
     let r = Reference::parse(reference)?;
     fs::create_dir_all(cache).map_err(|e| Error::new(e).with_path(cache))?;
     remove_stale_staging(cache);
+    let credential = auth.credential_for(&r.registry)?;
     let staging = cache.join(format!(".pull-{}", std::process::id()));
-    let mut result = download(&r, reference, insecure, limits, cache, &staging, driver);
+    let mut result = download(&r, reference, insecure, credential, limits, cache, &staging, driver);
     if result.is_err() && interrupt::requested() {
         // Whichever thread saw it first, say why the pull stopped.
         result = Err(interrupt::error());
@@ -822,17 +929,19 @@ pub fn pull(
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 fn download(
     r: &Reference,
     reference: &str,
     insecure: bool,
+    credential: Option<Credential>,
     limits: Limits,
     cache: &Path,
     staging: &Path,
     driver: &dyn Driver,
 ) -> Result<Pulled, Error> {
     let progress = Arc::new(Progress::default());
-    let client = Arc::new(Client::new(r, insecure, &limits, progress.clone())?);
+    let client = Arc::new(Client::new(r, insecure, credential, &limits, progress.clone())?);
     let dog = Watchdog::new(limits, progress);
     let blobs_dir = staging.join("blobs/sha256");
     fs::create_dir_all(&blobs_dir).map_err(|e| Error::new(e).with_path(&blobs_dir))?;
@@ -1074,13 +1183,16 @@ mod tests {
 
     #[test]
     fn parses_bearer_challenges() {
-        let c = parse_challenge(
+        let (scheme, c) = parse_challenge(
             r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#,
         )
         .unwrap();
+        assert_eq!(scheme, "bearer");
         assert_eq!(c["realm"], "https://auth.example/token");
         assert_eq!(c["service"], "registry.example");
         assert_eq!(c["scope"], "repository:a/b:pull");
-        assert!(parse_challenge("Basic realm=x").is_none());
+        let (scheme, c) = parse_challenge(r#"Basic realm="Registry Realm""#).unwrap();
+        assert_eq!((scheme.as_str(), c["realm"].as_str()), ("basic", "Registry Realm"));
+        assert!(parse_challenge("Negotiate abc").is_none());
     }
 }

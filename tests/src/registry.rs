@@ -283,3 +283,83 @@ impl TestImage {
         Reply::new(404, r#"{"errors":[{"code":"NOT_FOUND"}]}"#).header("Content-Type", "application/json")
     }
 }
+
+/// Debian's `docker-registry` on 127.0.0.1 with filesystem storage in a temp dir,
+/// optionally behind htpasswd (Basic) auth; killed on drop.
+pub struct DockerRegistry {
+    child: std::process::Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for DockerRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl DockerRegistry {
+    /// `users`: (user, password) pairs for an htpasswd file (bcrypt, made by
+    /// `htpasswd -B` from apache2-utils); none: anonymous access.
+    pub fn start(users: &[(&str, &str)]) -> DockerRegistry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut auth = String::new();
+        if !users.is_empty() {
+            let file = dir.path().join("htpasswd");
+            for (i, (user, password)) in users.iter().enumerate() {
+                let mut cmd = std::process::Command::new("htpasswd");
+                // Cost 4, the least bcrypt allows: the registry checks it on every request.
+                cmd.arg(if i == 0 { "-Bbc" } else { "-Bb" }).args(["-C", "4"]).arg(&file).args([user, password]);
+                let o = cmd.output().expect("htpasswd (Debian package apache2-utils) must be installed");
+                assert!(o.status.success(), "htpasswd: {}", String::from_utf8_lossy(&o.stderr));
+            }
+            auth = format!("auth:\n  htpasswd:\n    realm: strata-test\n    path: {}\n", file.display());
+        }
+        // A free port can be taken by someone else between our probe and the
+        // registry's bind: then the registry exits, and another port is tried.
+        for _ in 0..10 {
+            let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+            let cfg = dir.path().join("config.yml");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
+                    dir.path().join("data").display()
+                ),
+            )
+            .expect("write config");
+            let mut child = std::process::Command::new("docker-registry")
+                .arg("serve")
+                .arg(&cfg)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("docker-registry (Debian package docker-registry) must be installed");
+            // Generous: a loaded CI machine starts it slowly.
+            for _ in 0..600 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // the port was taken
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return DockerRegistry { child, port, dir };
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("docker-registry did not start on 127.0.0.1");
+    }
+
+    /// `skopeo copy` of `src` (any skopeo transport) to `127.0.0.1:PORT/name`.
+    pub fn skopeo_push(&self, src: &str, name: &str, creds: Option<&str>) {
+        let mut cmd = std::process::Command::new("skopeo");
+        cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        if let Some(c) = creds {
+            cmd.args(["--dest-creds", c]);
+        }
+        let o = cmd.arg(src).arg(format!("docker://127.0.0.1:{}/{name}", self.port)).output().expect("skopeo");
+        assert!(o.status.success(), "skopeo copy {src}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+}

@@ -8,6 +8,7 @@ use std::process::Command;
 
 use driver_core::workload::{generate, gzip, WorkloadSize};
 use sha2::Digest;
+use strata_tests::registry::DockerRegistry;
 use strata_tests::{privileged, Strata};
 
 /// An image layout of generated layers (gzip), tagged `tag`; returns the layout dir.
@@ -272,58 +273,6 @@ fn images_share_layers_and_rm_keeps_what_others_use() {
     assert!(e.contains("no such image"), "{e}");
 }
 
-/// docker-registry on 127.0.0.1 with filesystem storage in a temp dir; killed on drop.
-struct Registry {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_registry() -> Registry {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let cfg = dir.path().join("config.yml");
-    fs::write(
-        &cfg,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("docker-registry (Debian package docker-registry) must be installed");
-    let reg = Registry { child, port, _dir: dir };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return reg;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("docker-registry did not start on 127.0.0.1:{port}");
-}
-
-fn push(layout: &Path, tag: &str, port: u16, name: &str) {
-    let st = Command::new("skopeo")
-        .args(["copy", "--quiet", "--dest-tls-verify=false", &format!("oci:{}:{tag}", layout.display())])
-        .arg(format!("docker://127.0.0.1:{port}/{name}"))
-        .status()
-        .unwrap();
-    assert!(st.success(), "skopeo push to the local registry");
-}
-
 #[test]
 fn pull_from_a_local_registry() {
     if !privileged("registry pull tests") {
@@ -332,9 +281,9 @@ fn pull_from_a_local_registry() {
     let work = tempfile::tempdir().unwrap();
     let app = make_layout(&work.path().join("app"), "v1", 4, 3);
     let base = make_layout(&work.path().join("base"), "v1", 4, 2);
-    let reg = start_registry();
-    push(&app, "v1", reg.port, "strata/app:v1");
-    push(&base, "v1", reg.port, "strata/base:v1");
+    let reg = DockerRegistry::start(&[]);
+    reg.skopeo_push(&format!("oci:{}:v1", app.display()), "strata/app:v1", None);
+    reg.skopeo_push(&format!("oci:{}:v1", base.display()), "strata/base:v1", None);
 
     // What a pull must give: the same tree as unpacking the layout directly.
     let local = Strata::new("vfs");

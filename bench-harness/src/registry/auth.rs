@@ -1,0 +1,154 @@
+//! Credentials for a registry, found where skopeo, podman and docker keep them.
+//!
+//! In order: `--creds USER[:PASS]`; the containers auth file (`--authfile`, else
+//! `REGISTRY_AUTH_FILE`, else `${XDG_RUNTIME_DIR}/containers/auth.json`, else
+//! `~/.config/containers/auth.json`); then Docker's `config.json` (`$DOCKER_CONFIG` or
+//! `~/.docker`). Both files are read with the `docker_credential` crate, which also
+//! runs the `docker-credential-*` helper a file names (`credHelpers`, `credsStore`).
+//! A credential is only ever sent to the registry it was found for (see `Client`).
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use docker_credential::{CredentialRetrievalError, DockerCredential};
+use driver_core::Error;
+
+use super::{err, one_line};
+
+/// What strata presents to one registry.
+#[derive(Clone)]
+pub enum Credential {
+    /// Basic auth, or exchanged for a bearer token at the registry's token service.
+    Password { user: String, password: String },
+    /// An OAuth2 refresh token (`identitytoken` in the files, `<token>` from a helper).
+    IdentityToken(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never a secret in a log or a panic message.
+        match self {
+            Credential::Password { user, .. } => write!(f, "Password {{ user: {user:?}, .. }}"),
+            Credential::IdentityToken(_) => write!(f, "IdentityToken(..)"),
+        }
+    }
+}
+
+/// Where the user asked credentials to come from (`image pull`/`image push` flags).
+#[derive(Clone, Debug, Default)]
+pub struct AuthOptions {
+    /// `--creds USER[:PASS]`.
+    pub creds: Option<String>,
+    /// `--authfile FILE`.
+    pub authfile: Option<PathBuf>,
+}
+
+impl AuthOptions {
+    /// The credential for `registry` (host[:port] as in the reference), if any.
+    pub fn credential_for(&self, registry: &str) -> Result<Option<Credential>, Error> {
+        if let Some(c) = &self.creds {
+            return parse_creds(c).map(Some);
+        }
+        let key = if registry == "registry-1.docker.io" { "docker.io" } else { registry };
+        if let Some(file) = &self.authfile {
+            // Named on the command line: it must be there.
+            return lookup(file, key, true);
+        }
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let home = env("HOME");
+        let mut files = Vec::new();
+        if let Some(f) = env("REGISTRY_AUTH_FILE") {
+            files.push(f);
+        } else {
+            if let Some(d) = env("XDG_RUNTIME_DIR") {
+                files.push(d.join("containers/auth.json"));
+            }
+            if let Some(h) = &home {
+                files.push(h.join(".config/containers/auth.json"));
+            }
+        }
+        if let Some(d) = env("DOCKER_CONFIG").or_else(|| home.map(|h| h.join(".docker"))) {
+            files.push(d.join("config.json"));
+        }
+        for f in files {
+            if let Some(c) = lookup(&f, key, false)? {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// `USER:PASS`, or `USER` alone: the password is then asked for on the terminal, as
+/// skopeo and podman do.
+fn parse_creds(c: &str) -> Result<Credential, Error> {
+    let (user, password) = match c.split_once(':') {
+        Some((u, p)) => (u.to_string(), p.to_string()),
+        None => {
+            let p = rpassword::prompt_password(format!("Password for {c}: "))
+                .map_err(|e| err(format!("--creds {c}: reading the password: {e}")))?;
+            (c.to_string(), p)
+        }
+    };
+    if user.is_empty() {
+        return Err(err("--creds: the user name is empty (--creds USER[:PASS])"));
+    }
+    Ok(Credential::Password { user, password })
+}
+
+/// The credential `file` (an auth.json or config.json) holds for `registry`.
+fn lookup(file: &Path, registry: &str, required: bool) -> Result<Option<Credential>, Error> {
+    let f = match File::open(file) {
+        Ok(f) => f,
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::new(e).with_path(file)),
+    };
+    // Keys are `host[:port]`, `host/repo` or docker's `https://host/v1/`; the crate
+    // matches them to the registry.
+    match docker_credential::get_credential_from_reader(BufReader::new(f), registry) {
+        Ok(DockerCredential::UsernamePassword(user, password)) => Ok(Some(Credential::Password { user, password })),
+        Ok(DockerCredential::IdentityToken(t)) => Ok(Some(Credential::IdentityToken(t))),
+        Err(CredentialRetrievalError::NoCredentialConfigured) => Ok(None),
+        Err(e) => {
+            Err(err(format!("{}: credentials for {registry}: {}", file.display(), one_line(&e.to_string(), 300))))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pw(c: Option<Credential>) -> Option<(String, String)> {
+        match c {
+            Some(Credential::Password { user, password }) => Some((user, password)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn files_are_read_as_skopeo_and_docker_write_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("auth.json");
+        // `skopeo login` writes `auth` (base64 of user:pass); docker may key by URL.
+        std::fs::write(
+            &f,
+            r#"{"auths":{"127.0.0.1:5000":{"auth":"YWxpY2U6czNjcmV0"},
+                "https://index.docker.io/v1/":{"auth":"Ym9iOmh1Yg=="},
+                "other.example":{"identitytoken":"refresh"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(pw(lookup(&f, "127.0.0.1:5000", true).unwrap()), Some(("alice".into(), "s3cret".into())));
+        assert_eq!(pw(lookup(&f, "docker.io", true).unwrap()), Some(("bob".into(), "hub".into())));
+        assert!(
+            matches!(lookup(&f, "other.example", true).unwrap(), Some(Credential::IdentityToken(t)) if t == "refresh")
+        );
+        assert!(lookup(&f, "127.0.0.1:5001", true).unwrap().is_none(), "another port is another registry");
+        assert!(lookup(&dir.path().join("none.json"), "x", false).unwrap().is_none());
+        assert!(lookup(&dir.path().join("none.json"), "x", true).is_err(), "an --authfile that is not there");
+        let opts = AuthOptions { creds: Some("u:p:q".into()), authfile: Some(f) };
+        assert_eq!(pw(opts.credential_for("127.0.0.1:5000").unwrap()), Some(("u".into(), "p:q".into())));
+        assert!(format!("{:?}", opts.credential_for("x").unwrap()).contains(".."));
+    }
+}
