@@ -86,7 +86,7 @@ macro_rules! conformance_tests {
             uncommitted_inode_changes_are_in_the_diff
             renamed_directory_carries_all_its_children
             forty_long_hardlink_names_are_all_carried
-            changes_beyond_path_max_are_not_lost
+            changes_beyond_path_max_round_trip
             layer_with_path_beyond_path_max_is_removed
         );
     };

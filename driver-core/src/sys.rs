@@ -7,7 +7,7 @@
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -63,6 +63,30 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
         .map_err(errno)?;
     // SAFETY: open returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens a directory by absolute path of any length: the longest head that fits in
+/// PATH_MAX is opened as `open(2)` would, the rest inside it, confined, in pieces that
+/// fit (a layer's directories can lie deeper than one path can name).
+pub fn open_dir_long(path: &Path) -> io::Result<OwnedFd> {
+    let max = libc::PATH_MAX as usize - 1;
+    if path.as_os_str().len() <= max {
+        return open_dir(path);
+    }
+    let mut fd: Option<OwnedFd> = None;
+    let mut piece = std::path::PathBuf::new();
+    let open = |fd: &Option<OwnedFd>, piece: &Path| match fd {
+        None => open_dir(piece),
+        Some(d) => open_dir_in(d.as_fd(), piece),
+    };
+    for c in path.components() {
+        if piece.as_os_str().len() + 1 + c.as_os_str().len() > max {
+            fd = Some(open(&fd, &piece)?);
+            piece = std::path::PathBuf::new();
+        }
+        piece.push(c);
+    }
+    open(&fd, &piece)
 }
 
 /// Opens `name` in `dir` without following a final symlink.
