@@ -39,32 +39,80 @@ use crate::model::{
 use crate::peers::PeerImage;
 use crate::verdict::Profile;
 
-#[derive(Clone, Debug)]
+/// `strata bench`'s options (flattened into the CLI's `bench` subcommand).
+#[derive(clap::Args, Debug)]
 pub struct BenchArgs {
+    /// Drivers to compare.
+    #[arg(long, value_delimiter = ',', default_value = "overlay,vfs,btrfs")]
     pub drivers: Vec<String>,
+    /// Backing filesystems for overlay and vfs (btrfs always runs on btrfs).
+    #[arg(long, value_delimiter = ',', default_value = "ext4,xfs")]
     pub fs: Vec<String>,
+    /// A real image instead of the embedded default workload, in any form `image
+    /// unpack` reads (repeatable; each is benched in turn).
+    #[arg(long = "image", value_name = "IMAGE")]
     pub images: Vec<String>,
+    /// Containers per driver.
+    #[arg(long, default_value_t = 5)]
     pub containers: usize,
+    /// Write the results (versioned schema) here.
+    #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Earlier runs to compare with (several: a figure's baseline spans all of them).
+    /// Compare with an earlier --json run; exit non-zero naming each regression
+    /// (repeatable: on a shared host give several, a figure's baseline spans them).
+    #[arg(long)]
     pub baseline: Vec<PathBuf>,
+    /// How much worse (in percent) a figure may be than the baseline's.
+    #[arg(long, default_value_t = 25.0)]
     pub max_regress: f64,
+    /// A small workload (a smaller image, 16 MiB largest file), for tests.
+    #[arg(long)]
     pub quick: bool,
+    /// Also unpack the same image with these tools (containerd, podman), beside
+    /// strata and the `unpigz | tar` floor.
+    #[arg(long, value_delimiter = ',')]
     pub peers: Vec<String>,
+    /// Write a self-contained HTML report with charts here.
+    #[arg(long)]
     pub report: Option<PathBuf>,
-    /// Re-read an earlier --json run instead of measuring.
+    /// Do not measure: re-read an earlier --json run (to render its report or
+    /// compare it with a baseline).
+    #[arg(long)]
     pub from: Option<PathBuf>,
-    /// The workload profiles the verdict is for.
+    /// The workload the verdict is for: ci-runner, dense-host, build-host, big-files
+    /// or a FILE.toml (repeatable; default: all four). The verdict is for the
+    /// filesystem --root is on.
+    #[arg(long = "profile", value_name = "PROFILE", value_delimiter = ',')]
+    pub profile_names: Vec<String>,
+    /// The profiles, loaded by [`BenchArgs::check_usage`].
+    #[arg(skip)]
     pub profiles: Vec<Profile>,
     /// `--root`: the disk the verdict is for (its filesystem decides what is available).
+    #[arg(skip)]
     pub root: PathBuf,
 }
 
 const DRIVERS: [&str; 3] = ["overlay", "vfs", "btrfs"];
 const FILESYSTEMS: [&str; 2] = ["ext4", "xfs"];
 
-/// Checks the bench's options before anything runs; the message is a usage error (exit 2).
-pub fn check_usage(
+impl BenchArgs {
+    /// Checks the options before anything runs and loads the profiles; the message is
+    /// a usage error (exit 2).
+    pub fn check_usage(&mut self, driver_given: bool) -> Result<(), String> {
+        self.profiles = check_usage(
+            &self.drivers,
+            &self.fs,
+            self.containers,
+            &self.peers,
+            &self.profile_names,
+            driver_given,
+            self.from.is_none(),
+        )?;
+        Ok(())
+    }
+}
+
+fn check_usage(
     drivers: &[String],
     fs: &[String],
     containers: usize,
@@ -657,17 +705,12 @@ fn check_scratch(needed: u64) -> Result<(), Error> {
 /// On SIGINT or SIGTERM: unmount and remove every scratch filesystem, mount, loop
 /// device and directory this bench made, then exit as the signal would (128 + signo).
 fn release_on_signal() -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-    std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            eprintln!("strata bench: interrupted (signal {sig}); removing its scratch filesystems");
-            let n = driver_core::scratch::release_all();
-            eprintln!("strata bench: removed {n} scratch dir(s) with their mounts and loop devices");
-            std::process::exit(128 + sig);
-        }
-    });
-    Ok(())
+    driver_core::interrupt::on_request(|sig| {
+        eprintln!("strata bench: interrupted (signal {sig}); removing its scratch filesystems");
+        let n = driver_core::scratch::release_all();
+        eprintln!("strata bench: removed {n} scratch dir(s) with their mounts and loop devices");
+        std::process::exit(128 + sig);
+    })
 }
 
 /// Runs the bench: every image on every target, then the peers.

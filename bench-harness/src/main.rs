@@ -55,53 +55,7 @@ enum Command {
         json: bool,
     },
     /// Run the drivers side by side on the same work and recommend one for this host.
-    Bench {
-        /// Drivers to compare.
-        #[arg(long, value_delimiter = ',', default_value = "overlay,vfs,btrfs")]
-        drivers: Vec<String>,
-        /// Backing filesystems for overlay and vfs (btrfs always runs on btrfs).
-        #[arg(long, value_delimiter = ',', default_value = "ext4,xfs")]
-        fs: Vec<String>,
-        /// A real image instead of the embedded default workload, in any form `image
-        /// unpack` reads (repeatable; each is benched in turn).
-        #[arg(long)]
-        image: Vec<String>,
-        /// Containers per driver.
-        #[arg(long, default_value_t = 5)]
-        containers: usize,
-        /// Write the results (versioned schema) here.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Compare with an earlier --json run; exit non-zero naming each regression
-        /// (repeatable: on a shared host give several, a figure's baseline spans them).
-        #[arg(long)]
-        baseline: Vec<PathBuf>,
-        /// How much worse (in percent) a figure may be than the baseline's.
-        #[arg(long, default_value_t = 25.0)]
-        max_regress: f64,
-        /// A small workload (a smaller image, 16 MiB largest file), for tests.
-        #[arg(long)]
-        quick: bool,
-        /// Also unpack the same image with these tools (containerd, podman), beside
-        /// strata and the `unpigz | tar` floor.
-        #[arg(long, value_delimiter = ',')]
-        peers: Vec<String>,
-        /// Write a self-contained HTML report with charts here.
-        #[arg(long)]
-        report: Option<PathBuf>,
-        /// Do not measure: re-read an earlier --json run (to render its report or
-        /// compare it with a baseline).
-        #[arg(long)]
-        from: Option<PathBuf>,
-        /// The workload the verdict is for: ci-runner, dense-host, build-host, big-files
-        /// or a FILE.toml (repeatable; default: all four). The verdict is for the
-        /// filesystem --root is on.
-        #[arg(long, value_delimiter = ',')]
-        profile: Vec<String>,
-        /// The profiles, loaded (filled in before the bench runs).
-        #[arg(skip)]
-        profiles: Vec<verdict::Profile>,
-    },
+    Bench(Box<bench::BenchArgs>),
 }
 
 #[derive(Subcommand)]
@@ -218,25 +172,28 @@ fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // The bench's usage errors exit 2, as clap's own do, before anything runs.
-    if let Command::Bench { drivers, fs, containers, peers, profile, from, profiles, .. } = &mut cli.command {
+    if let Command::Bench(args) = &mut cli.command {
         let driver_given = matches.value_source("driver") == Some(ValueSource::CommandLine);
-        match bench::check_usage(drivers, fs, *containers, peers, profile, driver_given, from.is_none()) {
-            Ok(p) => *profiles = p,
-            Err(msg) => {
-                eprintln!("error: {msg}");
-                return ExitCode::from(2);
-            }
+        if let Err(msg) = args.check_usage(driver_given) {
+            eprintln!("error: {msg}");
+            return ExitCode::from(2);
         }
     }
-    if matches!(cli.command, Command::Image(ImageCmd::Pull { .. })) {
-        // Ctrl-C stops a pull where it can undo what it made (as early as can be).
+    if matches!(cli.command, Command::Image(ImageCmd::Pull { .. } | ImageCmd::Unpack { .. })) {
+        // Ctrl-C stops a pull or an unpack where it can undo what it made (as early as
+        // can be).
         driver_core::interrupt::install();
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", printable(&e.to_string()));
-            ExitCode::FAILURE
+            // As a shell reports a command stopped by Ctrl-C, after it rolled back.
+            if driver_core::interrupt::requested() {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -269,35 +226,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
-        Command::Bench {
-            drivers,
-            fs,
-            image,
-            containers,
-            json,
-            baseline,
-            max_regress,
-            quick,
-            peers,
-            report,
-            from,
-            profile: _,
-            profiles,
-        } => bench::run(&bench::BenchArgs {
-            drivers,
-            fs,
-            images: image,
-            containers,
-            json,
-            baseline,
-            max_regress,
-            quick,
-            peers,
-            report,
-            from,
-            profiles,
-            root: cli.root,
-        }),
+        Command::Bench(mut args) => {
+            args.root = cli.root;
+            bench::run(&args)
+        }
         Command::Container(ContainerCmd::Create { name, image }) => {
             let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
             let images = ImageStore::open(&dir)?;
@@ -342,7 +274,15 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
             }
             let (source, img) = driver_core::image::open_source(&src, platform.as_deref())?;
             let name = name.unwrap_or_else(|| img.name.clone());
-            unpack_and_report(driver, &images, source.as_ref(), &img, &name)
+            // Every stream stops at Ctrl-C; the failed unpack then removes what it made.
+            let source = driver_core::interrupt::CheckedSource(source);
+            unpack_and_report(driver, &images, &source, &img, &name).map_err(|e| {
+                if driver_core::interrupt::requested() {
+                    driver_core::interrupt::error()
+                } else {
+                    e
+                }
+            })
         }
         ImageCmd::Ls { json } => {
             let list = images.list()?;

@@ -3,37 +3,58 @@
 //! ([`check`], or a [`Checked`] reader around a stream), so a command stops at a point
 //! where it can undo what it made and leave the store as it was. A second signal while
 //! the first is being handled exits at once (status 130), as shells expect; what that
-//! leaves behind is cleaned like after a SIGKILL. (The flag is process-wide, so it is
-//! tested through the binary: tests/tests/registry.rs interrupts a pull.)
+//! leaves behind is cleaned like after a SIGKILL. Work that cannot poll (a bench
+//! measuring) runs a cleanup on a thread instead ([`on_request`]). One mechanism for
+//! every command, on signal-hook. (The flag is process-wide, so it is tested through
+//! the binary: tests/tests/registry.rs interrupts a pull, tests/tests/crash.rs an
+//! unpack, tests/tests/bench.rs a bench.)
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once, OnceLock};
+
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::error::{Cause, Error, Result};
 
-static REQUESTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    // Only async-signal-safe work here: an atomic swap, and _exit on the second signal.
-    if REQUESTED.swap(true, Ordering::SeqCst) {
-        unsafe { libc::_exit(130) };
-    }
+fn flag() -> &'static Arc<AtomicBool> {
+    static REQUESTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    REQUESTED.get_or_init(|| Arc::new(AtomicBool::new(false)))
 }
 
-/// Routes SIGINT and SIGTERM to the flag. SA_RESTART keeps the system calls that are
-/// under way going; the flag is seen at the next [`check`].
+/// Routes SIGINT and SIGTERM to the flag (idempotent). signal-hook's handlers restart
+/// the system calls under way (SA_RESTART); the flag is seen at the next [`check`]. A
+/// signal that finds the flag already set exits at once with status 130.
 pub fn install() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
-    for sig in [Signal::SIGINT, Signal::SIGTERM] {
-        // Safety: the handler only touches an atomic and calls _exit.
-        unsafe { sigaction(sig, &action) }.expect("sigaction with a valid signal cannot fail");
-    }
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for sig in [SIGINT, SIGTERM] {
+            // Order matters: the exit is armed first, so the first signal only sets
+            // the flag and a second one finds it set.
+            signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(flag()))
+                .and_then(|_| signal_hook::flag::register(sig, Arc::clone(flag())))
+                .expect("registering a handler for SIGINT/SIGTERM cannot fail");
+        }
+    });
+}
+
+/// [`install`], and runs `f` with the signal's number on a thread of its own when the
+/// first SIGINT or SIGTERM arrives: for work that does not poll the flag (a bench
+/// measuring), whose `f` releases what it holds and exits.
+pub fn on_request(f: impl FnOnce(i32) + Send + 'static) -> io::Result<()> {
+    install();
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            f(sig);
+        }
+    });
+    Ok(())
 }
 
 /// Whether SIGINT or SIGTERM arrived since [`install`].
 pub fn requested() -> bool {
-    REQUESTED.load(Ordering::SeqCst)
+    flag().load(Ordering::SeqCst)
 }
 
 /// The error an interrupted command returns.
@@ -60,5 +81,29 @@ impl<R: Read> Read for Checked<R> {
             return Err(io::Error::other("interrupted (SIGINT or SIGTERM)"));
         }
         self.0.read(buf)
+    }
+}
+
+/// A blob source whose streams are [`Checked`]: an unpack from it stops at the next
+/// read once an interrupt is requested, and removes what it made.
+pub struct CheckedSource<S>(pub S);
+
+impl<S> crate::image::BlobSource for CheckedSource<S>
+where
+    S: std::ops::Deref<Target = dyn crate::image::BlobSource> + Send + Sync,
+{
+    fn open(&self, locator: &str) -> io::Result<Box<dyn Read + Send>> {
+        if requested() {
+            return Err(io::Error::other("interrupted (SIGINT or SIGTERM)"));
+        }
+        Ok(Box::new(Checked(self.0.open(locator)?)))
+    }
+
+    fn stored_size(&self, locator: &str) -> io::Result<Option<u64>> {
+        self.0.stored_size(locator)
+    }
+
+    fn shared(&self) -> Option<std::sync::Arc<dyn crate::image::BlobSource>> {
+        self.0.shared().map(|s| std::sync::Arc::new(CheckedSource(s)) as std::sync::Arc<dyn crate::image::BlobSource>)
     }
 }

@@ -213,3 +213,124 @@ fn btrfs_survives_sigkill() {
     let scratch = ScratchFs::new(FsKind::Btrfs, 2 << 30).unwrap();
     crash_safety("btrfs", scratch.path());
 }
+
+/// Every file under `dir` (path, kind and size), read straight from disk: what a
+/// command left, before any other command could collect it.
+fn on_disk(dir: &Path) -> BTreeMap<String, (bool, u64)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(md) = fs::symlink_metadata(&p) else { continue };
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            if md.is_dir() {
+                stack.push(p);
+            }
+            // A directory's size is its entries' blocks: it may stay grown after a removal.
+            out.insert(rel, (md.is_dir(), if md.is_dir() { 0 } else { md.len() }));
+        }
+    }
+    out.remove("lock");
+    out
+}
+
+/// The first 20 paths that differ between two [`on_disk`] listings.
+fn changes(before: &BTreeMap<String, (bool, u64)>, after: &BTreeMap<String, (bool, u64)>) -> Vec<String> {
+    let gone = before.iter().filter(|(p, v)| after.get(*p) != Some(v)).map(|(p, _)| format!("- {p}"));
+    let new = after.iter().filter(|(p, _)| !before.contains_key(*p)).map(|(p, _)| format!("+ {p}"));
+    gone.chain(new).take(20).collect()
+}
+
+/// Ctrl-C of `image unpack` into a store that holds another image, at moments spread
+/// over the unpack: the unpack either completes, or stops by itself with one `error:`
+/// line saying it was interrupted and exit status 130, having rolled back — the store
+/// on disk is as before (checked before any other command could collect leftovers) and
+/// nothing is mounted.
+fn ctrl_c_of_an_unpack(driver: &str, base: &Path) {
+    use std::io::{BufRead, Read};
+    let work = tempfile::tempdir().unwrap();
+    let small = generate(14, WorkloadSize { base_dirs: 4, base_files: 20, app_files: 20 });
+    let held = work.path().join("held");
+    driver_core::image::write_layout(&held, "held", &small.iter().map(|l| gzip(&l.tar)).collect::<Vec<_>>()).unwrap();
+    let size = WorkloadSize { base_dirs: 40, base_files: 800, app_files: 1500 };
+    let blobs: Vec<Vec<u8>> = generate(13, size).iter().map(|l| gzip(&l.tar)).collect();
+    let big = work.path().join("big");
+    driver_core::image::write_layout(&big, "big", &blobs).unwrap();
+    // When: a while after the start (before or during layer 1), and at once after the
+    // line that ends layer 1 (layer 2 takes a while to apply).
+    let moments: [(&str, u64); 2] = [("", 300), ("layer 1/", 0)];
+    let mut interrupted = 0;
+    for (k, (marker, delay)) in moments.into_iter().enumerate() {
+        let s = Strata::at(&base.join(format!("k{k}")), driver);
+        s.ok(&["image", "unpack", held.to_str().unwrap(), "--name", "held"]);
+        let store = s.root.join(driver);
+        let before = on_disk(&store);
+        let what = format!("{driver}: SIGINT {delay} ms after {marker:?}");
+        let mut child = s
+            .command(&["image", "unpack", big.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut stderr = String::new();
+        if !marker.is_empty() {
+            let mut line = String::new();
+            while lines.read_line(&mut line).unwrap_or(0) > 0 {
+                stderr.push_str(&line);
+                if std::mem::take(&mut line).contains(marker) {
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(delay));
+        // SAFETY: our child, not yet reaped, so the pid is still its.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        let _ = lines.read_to_string(&mut stderr);
+        let status = child.wait().unwrap();
+        let mounted = mounts_under(&s.root);
+        assert!(mounted.is_empty(), "{what}: left mounted: {mounted:?}");
+        eprintln!("{what}: {status:?}");
+        if status.success() {
+            continue;
+        }
+        interrupted += 1;
+        let changed = changes(&before, &on_disk(&store));
+        if std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGINT) && stderr.is_empty() {
+            // Before main() routed the signal (its first milliseconds): nothing was made.
+            assert!(changed.is_empty(), "{what}: killed, and the store on disk changed:\n{}", changed.join("\n"));
+            continue;
+        }
+        assert_eq!(status.code(), Some(130), "{what}: exit status ({status:?}); stderr: {stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(errors.len(), 1, "{what}: one error line expected: {stderr}");
+        assert!(errors[0].contains("interrupted"), "{what}: {}", errors[0]);
+        assert!(changed.is_empty(), "{what}: the store on disk changed:\n{}", changed.join("\n"));
+        assert_eq!(images(&s).len(), 1, "{what}");
+    }
+    assert!(interrupted >= 1, "{driver}: no unpack was interrupted");
+}
+
+#[test]
+fn ctrl_c_of_an_unpack_rolls_back_on_vfs() {
+    if privileged("Ctrl-C of an unpack") {
+        ctrl_c_of_an_unpack("vfs", tempfile::tempdir().unwrap().path());
+    }
+}
+
+#[test]
+fn ctrl_c_of_an_unpack_rolls_back_on_overlay() {
+    if privileged("Ctrl-C of an unpack") {
+        ctrl_c_of_an_unpack("overlay", tempfile::tempdir().unwrap().path());
+    }
+}
+
+#[test]
+fn ctrl_c_of_an_unpack_rolls_back_on_btrfs() {
+    if privileged("Ctrl-C of an unpack") {
+        let scratch = ScratchFs::new(FsKind::Btrfs, 1 << 30).unwrap();
+        ctrl_c_of_an_unpack("btrfs", scratch.path());
+    }
+}
