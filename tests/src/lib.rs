@@ -125,6 +125,16 @@ pub fn installed(programs: &[&str], reason: &str) -> bool {
     false
 }
 
+/// The `peak-rss` helper of this crate, built beside the test binaries (cargo builds a
+/// package's binaries before its integration tests).
+fn peak_rss_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/peak-rss
+    let bin = exe.parent().and_then(Path::parent).expect("target/<profile>").join("peak-rss");
+    assert!(bin.exists(), "{} is missing: build the strata-tests package", bin.display());
+    bin
+}
+
 /// What [`run_measured`] saw of one run.
 #[derive(Debug)]
 pub struct Measured {
@@ -132,7 +142,8 @@ pub struct Measured {
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
-    /// The child's peak resident set (bytes), from `wait4`'s rusage.
+    /// The program's own peak resident set (bytes), from `wait4`'s rusage in a small
+    /// parent (see src/bin/peak-rss.rs); 0 when it was killed at the deadline.
     pub peak_rss: u64,
     pub elapsed: std::time::Duration,
     pub timed_out: bool,
@@ -140,13 +151,26 @@ pub struct Measured {
 
 /// Runs `cmd` to its end or its deadline (then SIGKILL), and measures its peak memory
 /// as the kernel accounts it (`ru_maxrss` of `wait4`), not as the program reports.
-// The child is reaped by `wait4` (which `Child::wait` cannot do: it drops the rusage).
-#[allow(clippy::zombie_processes)]
-pub fn run_measured(mut cmd: Command, deadline: std::time::Duration) -> Measured {
+/// The measure is taken by a small parent, `peak-rss`, that runs the program: a
+/// process forked from this test would inherit the test's own high-water mark.
+pub fn run_measured(cmd: Command, deadline: std::time::Duration) -> Measured {
     use std::io::Read;
     use std::process::Stdio;
     let start = std::time::Instant::now();
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let out_file = tempfile::NamedTempFile::new().expect("temp file for the peak RSS");
+    let mut measured = Command::new(peak_rss_bin());
+    measured.arg(out_file.path()).arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => measured.env(k, v),
+            None => measured.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        measured.current_dir(d);
+    }
+    let mut child =
+        measured.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn peak-rss");
     let pipe = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut s = Vec::new();
@@ -156,32 +180,24 @@ pub fn run_measured(mut cmd: Command, deadline: std::time::Duration) -> Measured
     };
     let out = pipe(Box::new(child.stdout.take().expect("stdout")));
     let err = pipe(Box::new(child.stderr.take().expect("stderr")));
-    let pid = child.id() as libc::pid_t;
     let mut timed_out = false;
-    let (status, usage) = loop {
-        let mut status = 0;
-        // SAFETY: rusage is plain data that wait4 fills in.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: waits for our own child, whose pid we hold; no other waiter.
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        if r == pid {
-            break (status, usage);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for peak-rss") {
+            break status;
         }
-        assert!(r == 0, "wait4: {}", std::io::Error::last_os_error());
         if !timed_out && start.elapsed() > deadline {
             timed_out = true;
-            // SAFETY: our child, not yet reaped, so the pid is still its.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = child.kill(); // and the program with it (PR_SET_PDEATHSIG)
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     };
     let elapsed = start.elapsed();
-    let code = if libc::WIFEXITED(status) { Some(libc::WEXITSTATUS(status)) } else { None };
+    let code = status.code();
     Measured {
         code,
         stdout: out.join().expect("stdout"),
         stderr: err.join().expect("stderr"),
-        peak_rss: usage.ru_maxrss as u64 * 1024,
+        peak_rss: std::fs::read_to_string(out_file.path()).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
         elapsed,
         timed_out,
     }

@@ -548,7 +548,7 @@ fn cases() -> Vec<Case> {
     v
 }
 
-/// A `strata` run with its peak RSS (wait4's ru_maxrss) and wall time.
+/// A `strata` run with its peak RSS and wall time.
 struct Run {
     ok: bool,
     stdout: String,
@@ -557,53 +557,17 @@ struct Run {
     took: Duration,
 }
 
-// The child is reaped by wait4 (which gives its rusage), not by Child::wait.
-#[allow(clippy::zombie_processes)]
-fn run_measured(mut cmd: Command) -> Run {
-    let start = Instant::now();
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn strata");
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let o = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let e = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let mut status = 0;
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    let mut rss_kib = 0;
-    loop {
-        // wait4's ru_maxrss cannot be used: exec records the high-water mark of the
-        // (v)forked copy of this test process, which holds big hostile answers. VmHWM
-        // of the running strata is its own (a peak in its last 10 ms may be missed).
-        if let Some(hwm) = vm_hwm_kib(pid) {
-            rss_kib = rss_kib.max(hwm);
-        }
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
-        if r == pid {
-            break;
-        }
-        assert!(r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR), "wait4");
-        // A pull that hangs fails the case (it is killed), rather than the whole run.
-        if start.elapsed() > MAX_TIME {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        std::thread::sleep(Duration::from_millis(10));
+/// A pull that hangs fails the case (it is killed at MAX_TIME), rather than the whole
+/// run. The peak RSS is strata's own (see strata_tests::run_measured).
+fn run_measured(cmd: Command) -> Run {
+    let m = strata_tests::run_measured(cmd, MAX_TIME);
+    Run {
+        ok: m.code == Some(0),
+        stdout: m.stdout,
+        stderr: m.stderr,
+        rss_kib: (m.peak_rss >> 10) as i64,
+        took: m.elapsed,
     }
-    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    Run { ok, stdout: o.join().unwrap(), stderr: e.join().unwrap(), rss_kib, took: start.elapsed() }
-}
-
-/// The peak resident set of a running process, from /proc (None once it exited).
-fn vm_hwm_kib(pid: libc::pid_t) -> Option<i64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Every file under `dir` with its size and content hash (for the blob cache and what
