@@ -470,7 +470,66 @@ enum Failure {
     Unauthorized(String),
     /// Worth another try: 5xx, 429, a broken connection.
     Transient(String),
+    /// Any other 4xx: the status and what the registry says about it, in one line.
+    Status(String),
     Fatal(Error),
+}
+
+/// The registry's error answer in one line: the `message`s (else the `code`s) of a
+/// distribution-spec `{"errors": [...]}` body, else the start of the body, else the
+/// status code.
+fn error_text(code: u16, body: &[u8]) -> String {
+    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let from_json: Vec<String> = json
+        .as_ref()
+        .and_then(|j| j["errors"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            e["message"]
+                .as_str()
+                .filter(|m| !m.trim().is_empty())
+                .map(str::to_string)
+                .or_else(|| e["code"].as_str().map(|c| c.to_ascii_lowercase().replace('_', " ")))
+        })
+        .collect();
+    let text = if from_json.is_empty() {
+        let body = String::from_utf8_lossy(body);
+        match body.trim() {
+            "" => format!("{code}"),
+            t => format!("{code}: {t}"),
+        }
+    } else {
+        from_json.join("; ")
+    };
+    one_line(&text, 300)
+}
+
+/// The one line for a request that got no answer: a name that does not resolve or a
+/// port nobody listens on is said plainly (and not tried again); an https request
+/// answered in plain http says so and what to do.
+fn transport_failure(url: &Url, t: &ureq::Transport) -> Failure {
+    let host = match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => String::new(),
+    };
+    let detail = t.message().map(|m| one_line(m, 200));
+    let source = std::error::Error::source(t).map(|e| one_line(&e.to_string(), 200));
+    let all = format!("{} {}", detail.as_deref().unwrap_or(""), source.as_deref().unwrap_or(""));
+    match t.kind() {
+        ureq::ErrorKind::Dns => Failure::Fatal(err(format!(
+            "{host}: the host name does not resolve ({})",
+            source.or(detail).unwrap_or_else(|| "DNS lookup failed".into())
+        ))),
+        _ if all.contains("InvalidContentType") || all.contains("corrupt message") => Failure::Fatal(err(format!(
+            "{host}: the server gave an HTTP response to an HTTPS client; for a plain-http registry use --insecure"
+        ))),
+        ureq::ErrorKind::ConnectionFailed if all.contains("refused") => {
+            Failure::Fatal(err(format!("{host}: connection refused (is a registry listening there?)")))
+        }
+        _ => Failure::Transient(format!("{host}: {}", one_line(&t.to_string(), 400))),
+    }
 }
 
 struct Client {
@@ -580,10 +639,13 @@ impl Client {
                 }
                 Err(ureq::Error::Status(code, resp)) => {
                     let body = self.read_bounded(resp, MAX_ERROR_BODY, "error answer").unwrap_or_default();
-                    let text = String::from_utf8_lossy(&body);
-                    return Err(Failure::Fatal(err(format!("{shown}: {code}: {}", one_line(text.trim(), 300)))));
+                    let mut text = error_text(code, &body);
+                    if code == 400 && text.contains("HTTP request to an HTTPS server") {
+                        text = format!("{text} (the registry speaks https: drop --insecure)");
+                    }
+                    return Err(Failure::Status(text));
                 }
-                Err(ureq::Error::Transport(t)) => return Err(Failure::Transient(one_line(&t.to_string(), 400))),
+                Err(ureq::Error::Transport(t)) => return Err(transport_failure(&url, &t)),
             }
         }
         Err(Failure::Fatal(err(format!("{}: more than {MAX_REDIRECTS} redirects", one_line(url.as_str(), 200)))))
@@ -619,19 +681,34 @@ impl Client {
                     last = format!("{url}: 401 Unauthorized");
                 }
                 Err(Failure::Transient(msg)) => last = msg,
+                // As skopeo says it: `manifest unknown: host/repo:tag`.
+                Err(Failure::Status(text)) => {
+                    let sep = if what.contains(':') { '@' } else { ':' };
+                    return Err(err(format!("{text}: {}{sep}{what}", self.shown_repository())));
+                }
                 Err(Failure::Fatal(e)) => return Err(e),
             }
         }
         Err(err(format!("giving up after {TRIES} tries: {last}")))
     }
 
-    /// The error for a registry that refuses what strata presented (or nothing).
-    fn refused(&self) -> Error {
+    /// `host[:port]` of the registry, as the user wrote it.
+    fn host(&self) -> String {
         let host = self.base.host_str().unwrap_or_default();
-        let host = match self.base.port() {
+        match self.base.port() {
             Some(p) => format!("{host}:{p}"),
             None => host.to_string(),
-        };
+        }
+    }
+
+    /// `host[:port]/repository`.
+    fn shown_repository(&self) -> String {
+        format!("{}/{}", self.host(), self.repository)
+    }
+
+    /// The error for a registry that refuses what strata presented (or nothing).
+    fn refused(&self) -> Error {
+        let host = self.host();
         match &self.credential {
             Some(_) => err(format!("401 Unauthorized: the credentials for {host} were refused")),
             None => err(format!(
@@ -696,6 +773,7 @@ impl Client {
         let resp = match answer {
             Ok(r) => r,
             Err(Failure::Fatal(e)) => return Err(err(format!("token from {shown}: {e}"))),
+            Err(Failure::Status(text)) => return Err(err(format!("token from {shown}: {text}"))),
             Err(Failure::Transient(m) | Failure::Unauthorized(m)) => {
                 return Err(err(format!("token from {shown}: {m}")))
             }

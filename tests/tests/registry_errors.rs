@@ -1,0 +1,113 @@
+//! Registry errors a user can act on, each one `error:` line with exit code 1: an
+//! http registry asked in https, a host that does not resolve, a port nobody listens
+//! on (these two at once, without retries), and the registry's error JSON as one line
+//! (`manifest unknown: host/repo:tag`); a 5xx and a reset are still tried again.
+
+use std::io::{Read, Write};
+use std::process::Output;
+use std::sync::Arc;
+
+use strata_tests::registry::{Reply, Request, Server, TestImage};
+use strata_tests::{privileged, Strata};
+
+const REPO: &str = "strata/img";
+
+fn one_error(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(1), "exit code 1: {}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected: {stderr}");
+    errors[0].to_string()
+}
+
+fn manifest_requests(server: &Server) -> usize {
+    server.requests().iter().filter(|r| r.path.starts_with(&format!("/v2/{REPO}/manifests/"))).count()
+}
+
+#[test]
+fn an_http_registry_asked_in_https_says_use_insecure() {
+    if !privileged("registry error tests") {
+        return;
+    }
+    // A plain-http server answers a TLS hello as Go's net/http (docker-registry) does:
+    // with a 400 in plain text.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut hello = [0u8; 1024];
+            let _ = conn.read(&mut hello);
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request");
+        }
+    });
+    let s = Strata::new("vfs");
+    let e = one_error(&s.run(&["image", "pull", &format!("127.0.0.1:{port}/{REPO}:v1")]));
+    assert_eq!(
+        e,
+        format!(
+            "error: 127.0.0.1:{}: the server gave an HTTP response to an HTTPS client; for a plain-http registry \
+             use --insecure",
+            port
+        )
+    );
+}
+
+#[test]
+fn an_unresolvable_host_and_a_closed_port_fail_at_once() {
+    if !privileged("registry error tests") {
+        return;
+    }
+    let s = Strata::new("vfs");
+    // `.invalid` never resolves (RFC 2606).
+    let e = one_error(&s.run(&["image", "pull", "--insecure", "registry.invalid/x:1"]));
+    assert!(e.starts_with("error: registry.invalid: the host name does not resolve"), "{e}");
+    assert_eq!(e.matches("registry.invalid").count(), 1, "the host is named once: {e}");
+    assert!(!e.contains("tries"), "not retried: {e}");
+    // A port that was free a moment ago: nobody listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let e = one_error(&s.run(&["image", "pull", "--insecure", &format!("127.0.0.1:{port}/x:1")]));
+    assert_eq!(e, format!("error: 127.0.0.1:{port}: connection refused (is a registry listening there?)"));
+}
+
+#[test]
+fn the_registry_error_json_becomes_one_line() {
+    if !privileged("registry error tests") {
+        return;
+    }
+    let img = TestImage::generate(42, 1);
+    let server = Server::start(Arc::new(move |r: &Request| {
+        if r.path.ends_with("/manifests/2") {
+            let body = r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"2"}}]}"#;
+            return Reply::new(404, body).header("Content-Type", "application/json");
+        }
+        if r.path.ends_with("/manifests/3") {
+            return Reply::new(404, r#"{"errors":[{"code":"NAME_UNKNOWN"}]}"#);
+        }
+        img.answer(REPO, r)
+    }));
+    let s = Strata::new("vfs");
+    let before = s.state();
+    let e = one_error(&s.run(&["image", "pull", "--insecure", &format!("127.0.0.1:{}/{REPO}:2", server.port)]));
+    assert_eq!(e, format!("error: manifest unknown: 127.0.0.1:{}/{REPO}:2", server.port));
+    assert_eq!(manifest_requests(&server), 1, "a 404 is not asked again");
+    let e = one_error(&s.run(&["image", "pull", "--insecure", &format!("127.0.0.1:{}/{REPO}:3", server.port)]));
+    assert_eq!(e, format!("error: name unknown: 127.0.0.1:{}/{REPO}:3", server.port), "the code, when no message");
+    assert_eq!(s.state(), before);
+}
+
+#[test]
+fn a_5xx_and_a_reset_are_tried_again() {
+    if !privileged("registry error tests") {
+        return;
+    }
+    let img = TestImage::generate(43, 1);
+    let server = Server::start(Arc::new(move |r: &Request| match (r.path.contains("/manifests/"), r.nth) {
+        (true, 0) => Reply::new(503, "busy"),
+        (true, 1) => Reply::reset(),
+        _ => img.answer(REPO, r),
+    }));
+    let s = Strata::new("vfs");
+    let o = s.run(&["image", "pull", "--insecure", &format!("127.0.0.1:{}/{REPO}:v1", server.port)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(manifest_requests(&server), 3, "asked again after the 503 and after the reset");
+}
