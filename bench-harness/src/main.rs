@@ -6,6 +6,7 @@
 
 mod bench;
 mod drivers;
+mod lifecycle;
 mod model;
 mod peers;
 mod probe;
@@ -101,6 +102,13 @@ enum ImageCmd {
     },
     /// Remove an image and the layers no other image or container uses.
     Rm { name: String },
+    /// Remove the layers and cached blobs nothing uses (no image, no container, no
+    /// unpack or pull under way); prints what went, with sizes.
+    Prune {
+        /// Only list what would go.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Credentials for a registry (default: the containers auth file, then Docker's
@@ -130,6 +138,13 @@ enum ContainerCmd {
         #[arg(long)]
         image: String,
     },
+    /// List containers (writable layers), with the image each was made on.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a container (refused while mounted).
+    Rm { name: String },
 }
 
 #[derive(Subcommand)]
@@ -230,16 +245,45 @@ fn run(cli: Cli) -> Result<(), Error> {
             args.root = cli.root;
             bench::run(&args)
         }
-        Command::Container(ContainerCmd::Create { name, image }) => {
+        Command::Container(cmd) => {
             let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
             let images = ImageStore::open(&dir)?;
             images.collect(driver.as_ref())?;
+            container(driver.as_ref(), &images, cmd)
+        }
+    }
+}
+
+fn container(driver: &dyn Driver, images: &ImageStore, cmd: ContainerCmd) -> Result<(), Error> {
+    match cmd {
+        ContainerCmd::Create { name, image } => {
             let rec = images.get(&image)?;
             driver.create(&name, rec.top(), true)?;
             println!("{name}");
-            Ok(())
+        }
+        ContainerCmd::Ls { json } => {
+            let list = lifecycle::containers(driver, images)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list).expect("json"));
+            } else {
+                println!("{:<24} {:<24} {:>10} MOUNTED", "NAME", "IMAGE", "SIZE");
+                for c in list {
+                    let image = if c.images.is_empty() {
+                        c.parent.as_deref().map(|p| format!("(layer {})", &p[..p.len().min(19)])).unwrap_or("-".into())
+                    } else {
+                        c.images.join(",")
+                    };
+                    let mounted = if c.mounted { "yes" } else { "no" };
+                    println!("{:<24} {:<24} {:>10} {mounted}", c.name, image, human_bytes(c.size));
+                }
+            }
+        }
+        ContainerCmd::Rm { name } => {
+            lifecycle::remove_container(driver, &name)?;
+            eprintln!("removed container {name}");
         }
     }
+    Ok(())
 }
 
 fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
@@ -252,7 +296,9 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
                 low_speed_limit,
                 low_speed_time: std::time::Duration::from_secs(low_speed_time),
             };
-            let cache = dir.parent().unwrap_or(dir).join("blobs");
+            let cache = lifecycle::cache_dir(dir);
+            // Until its blobs are kept, no prune removes one it reuses from the cache.
+            let _cache_lock = lifecycle::CacheLock::shared(&cache)?;
             let start = std::time::Instant::now();
             let pulled = registry::pull(&reference, insecure, &auth.options(), limits, &cache, driver)?;
             let (blobs, bytes) = pulled.downloaded;
@@ -303,6 +349,22 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
         ImageCmd::Rm { name } => {
             let removed = images.remove(driver, &name)?;
             eprintln!("removed image {name} and {} layer(s) no one else uses", removed.len());
+            Ok(())
+        }
+        ImageCmd::Prune { dry_run } => {
+            let p = lifecycle::prune(driver, &images, dir, dry_run)?;
+            let verb = if dry_run { "would remove" } else { "removed" };
+            for (id, size) in &p.layers {
+                println!("{verb} layer {id} ({})", human_bytes(*size));
+            }
+            for (d, size) in &p.blobs {
+                println!("{verb} blob {d} ({})", human_bytes(*size));
+            }
+            for s in &p.skipped {
+                eprintln!("kept (in use meanwhile): {s}");
+            }
+            let total: u64 = p.layers.iter().chain(&p.blobs).map(|(_, s)| s).sum();
+            eprintln!("{verb} {} layer(s) and {} blob(s), {}", p.layers.len(), p.blobs.len(), human_bytes(total));
             Ok(())
         }
     }

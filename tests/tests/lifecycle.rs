@@ -1,0 +1,195 @@
+//! Containers and space, on every driver: `container ls`/`container rm`, and `image
+//! prune` (with `--dry-run`) frees the layers and cached blobs nothing uses and never
+//! what an image, a container, a mount, an unpack or a pull under way uses — also when
+//! prunes race unpacks and pulls in other processes.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use driver_core::scratch::{FsKind, ScratchFs};
+use driver_core::workload::{generate, gzip, WorkloadSize};
+use serde_json::Value;
+use strata_tests::registry::{Server, TestImage};
+use strata_tests::{privileged, Strata};
+
+fn layer_ids(s: &Strata) -> BTreeSet<String> {
+    let v: Value = serde_json::from_str(&s.ok(&["layer", "ls", "--json"])).unwrap();
+    v.as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// The digests in the pull cache.
+fn cached(s: &Strata) -> BTreeSet<String> {
+    let dir = s.root.join("blobs/blobs/sha256");
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| format!("sha256:{}", e.file_name().to_string_lossy())).collect())
+        .unwrap_or_default()
+}
+
+fn blobs_of(img: &TestImage) -> BTreeSet<String> {
+    let mut b: BTreeSet<String> = img.layer_digests.iter().cloned().collect();
+    b.insert(img.config_digest.clone());
+    b.insert(img.manifest_digest());
+    b
+}
+
+/// What a prune printed: the layers and blobs it names.
+fn named(out: &str, what: &str) -> BTreeSet<String> {
+    out.lines()
+        .filter_map(|l| l.split_once(&format!(" {what} ")).map(|(_, rest)| rest.split(' ').next().unwrap().to_string()))
+        .collect()
+}
+
+fn serve(img: TestImage, repo: &'static str) -> Server {
+    Server::start(Arc::new(move |r| img.answer(repo, r)))
+}
+
+fn lifecycle(driver: &str, base: &Path) {
+    let s = Strata::at(&base.join("store"), driver);
+    let (a, b) = (TestImage::generate(31, 2), TestImage::generate(32, 2));
+    let (ra, rb) = (serve(a.clone(), "demo/a"), serve(b.clone(), "demo/b"));
+    let (refa, refb) = (format!("127.0.0.1:{}/demo/a:v1", ra.port), format!("127.0.0.1:{}/demo/b:v1", rb.port));
+    s.ok(&["image", "pull", "--insecure", &refa]);
+    let top_b = s.ok(&["image", "pull", "--insecure", &refb]).trim().to_string();
+    s.ok(&["container", "create", "c1", "--image", &refb]);
+    // Containers are listed with their image; committed layers are not containers.
+    let ls: Value = serde_json::from_str(&s.ok(&["container", "ls", "--json"])).unwrap();
+    let ls = ls.as_array().unwrap();
+    assert_eq!(ls.len(), 1, "{driver}: {ls:?}");
+    assert_eq!((ls[0]["name"].as_str(), ls[0]["images"][0].as_str()), (Some("c1"), Some(refb.as_str())));
+    assert!(s.ok(&["container", "ls"]).contains(&refb), "{driver}");
+    let err = s.fails(&["container", "rm", &top_b]);
+    assert!(err.contains("not a container"), "{driver}: {err}");
+
+    // Garbage: image a's blobs after `image rm a`, a layer applied by hand that nothing
+    // sits on, and a second one under a mount (kept while mounted).
+    s.ok(&["image", "rm", &refa]);
+    let b_layers = layer_ids(&s).into_iter().filter(|l| l.starts_with("sha256:")).collect::<BTreeSet<_>>();
+    assert_eq!(b_layers.len(), 2, "{driver}: {b_layers:?}");
+    let tars = generate(33, WorkloadSize::small());
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("l.tar");
+    std::fs::write(&tar, &tars[0].tar).unwrap();
+    s.ok(&["layer", "apply", "lone", tar.to_str().unwrap()]);
+    s.ok(&["layer", "apply", "held", tar.to_str().unwrap()]);
+    s.ok(&["layer", "mount", "held"]);
+    let layers_before = layer_ids(&s);
+    let cache_before = cached(&s);
+    assert!(blobs_of(&a).is_subset(&cache_before) && blobs_of(&b).is_subset(&cache_before), "{driver}");
+
+    let dry = s.ok(&["image", "prune", "--dry-run"]);
+    assert_eq!(named(&dry, "layer"), BTreeSet::from(["lone".to_string()]), "{driver}: {dry}");
+    assert_eq!(named(&dry, "blob"), blobs_of(&a), "{driver}: {dry}");
+    assert!(dry.lines().all(|l| l.ends_with("B)")), "{driver}: every line has a size: {dry}");
+    assert_eq!((layer_ids(&s), cached(&s)), (layers_before.clone(), cache_before.clone()), "{driver}: dry run");
+
+    let out = s.ok(&["image", "prune"]);
+    assert_eq!((named(&out, "layer"), named(&out, "blob")), (named(&dry, "layer"), named(&dry, "blob")), "{out}");
+    let mut want = layers_before.clone();
+    want.remove("lone");
+    assert_eq!(layer_ids(&s), want, "{driver}: only the unused layer went");
+    assert_eq!(cached(&s), blobs_of(&b), "{driver}: only image a's blobs went");
+    // What stays works: a container on b, b pulled again.
+    s.ok(&["container", "create", "c2", "--image", &refb]);
+    s.ok(&["image", "pull", "--insecure", &refb]);
+
+    // Once released, the mounted layer and the containers go; then b's layers stay (b
+    // uses them), and after `image rm` everything goes.
+    s.ok(&["layer", "unmount", "held"]);
+    for c in ["c1", "c2"] {
+        s.ok(&["container", "rm", c]);
+    }
+    assert_eq!(s.ok(&["container", "ls", "--json"]).trim(), "[]");
+    let out = s.ok(&["image", "prune"]);
+    assert_eq!((named(&out, "layer"), named(&out, "blob")), (BTreeSet::from(["held".into()]), BTreeSet::new()));
+    assert_eq!(layer_ids(&s), b_layers, "{driver}");
+    s.ok(&["image", "rm", &refb]);
+    s.ok(&["image", "prune"]);
+    assert!(layer_ids(&s).is_empty() && cached(&s).is_empty(), "{driver}: {:?} {:?}", layer_ids(&s), cached(&s));
+}
+
+/// Prunes in a loop in one process while other processes unpack images from layouts
+/// and pull an image whose blobs are cached but that no image uses (the garbage a prune
+/// is after): every unpack and pull succeeds, every recorded image is whole, and the
+/// cache holds every blob of every pulled image.
+fn prune_races(driver: &str, base: &Path) {
+    let s = Strata::at(&base.join("race"), driver);
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("img");
+    let tars: Vec<Vec<u8>> = generate(41, WorkloadSize::small()).iter().map(|l| gzip(&l.tar)).collect();
+    driver_core::image::write_layout(&layout, "img", &tars).unwrap();
+    let p = TestImage::generate(42, 3);
+    let registry = serve(p.clone(), "demo/p");
+    let refp = format!("127.0.0.1:{}/demo/p:v1", registry.port);
+    for round in 0..2 {
+        let what = format!("{driver}: round {round}");
+        // p's blobs cached, its image gone: all of it is garbage until the pull below.
+        s.ok(&["image", "pull", "--insecure", &refp]);
+        s.ok(&["image", "rm", &refp]);
+        let spawn = |args: &[&str]| s.command(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let pruner = s.command(&["image", "prune"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let workers = vec![
+            spawn(&["image", "unpack", layout.to_str().unwrap(), "--name", "one"]),
+            spawn(&["image", "pull", "--insecure", &refp]),
+            spawn(&["image", "unpack", layout.to_str().unwrap(), "--name", "two"]),
+        ];
+        let mut prunes = vec![pruner];
+        for _ in 0..3 {
+            prunes.push(spawn(&["image", "prune"]));
+        }
+        for c in workers.into_iter().chain(prunes) {
+            let o = c.wait_with_output().unwrap();
+            assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        // Every image whole: its layers listed, and mountable; p's blobs all cached.
+        let images: Value = serde_json::from_str(&s.ok(&["image", "ls", "--json"])).unwrap();
+        let ids = layer_ids(&s);
+        for img in images.as_array().unwrap() {
+            let top = img["top"].as_str().unwrap();
+            assert!(ids.contains(top), "{what}: image {img} lost its top layer");
+            s.ok(&["container", "create", "c", "--image", img["name"].as_str().unwrap()]);
+            s.ok(&["layer", "mount", "c"]);
+            s.ok(&["layer", "unmount", "c"]);
+            s.ok(&["container", "rm", "c"]);
+        }
+        assert_eq!(images.as_array().unwrap().len(), 3, "{what}: {images}");
+        assert!(blobs_of(&p).is_subset(&cached(&s)), "{what}: a blob of the pulled image went");
+        // A prune now frees nothing: everything is in use.
+        let out = s.ok(&["image", "prune"]);
+        assert!(named(&out, "layer").is_empty() && named(&out, "blob").is_empty(), "{what}: {out}");
+        for n in ["one", "two"] {
+            s.ok(&["image", "rm", n]);
+        }
+    }
+    s.ok(&["image", "rm", &refp]);
+    s.ok(&["image", "prune"]);
+    assert!(layer_ids(&s).is_empty() && cached(&s).is_empty(), "{driver}: all gone at the end");
+}
+
+fn run(driver: &str, base: &Path) {
+    lifecycle(driver, base);
+    prune_races(driver, base);
+}
+
+#[test]
+fn lifecycle_and_prune_on_vfs() {
+    if privileged("container ls/rm and image prune") {
+        run("vfs", tempfile::tempdir().unwrap().path());
+    }
+}
+
+#[test]
+fn lifecycle_and_prune_on_overlay() {
+    if privileged("container ls/rm and image prune") {
+        run("overlay", tempfile::tempdir().unwrap().path());
+    }
+}
+
+#[test]
+fn lifecycle_and_prune_on_btrfs() {
+    if privileged("container ls/rm and image prune") {
+        let scratch = ScratchFs::new(FsKind::Btrfs, 1 << 30).unwrap();
+        run("btrfs", scratch.path());
+    }
+}
