@@ -263,3 +263,105 @@ pub fn prune(driver: &dyn Driver, images: &ImageStore, driver_dir: &Path, dry_ru
     }
     Ok(pruned)
 }
+
+/// How `layer ls`, `image ls` and `container ls` show an ID: `sha256:` and 12 hex
+/// digits (as docker shows 12), unless `--no-trunc`.
+pub fn short(id: &str, no_trunc: bool) -> &str {
+    if no_trunc {
+        id
+    } else {
+        &id[..id.char_indices().nth(19).map_or(id.len(), |(i, _)| i)]
+    }
+}
+
+/// Who uses each layer: `image NAME` for every image listing it, `container NAME` for
+/// every container over it.
+pub fn used_by(layers: &[LayerInfo], records: &[ImageRecord]) -> BTreeMap<String, Vec<String>> {
+    let by_id: BTreeMap<&str, &LayerInfo> = layers.iter().map(|l| (l.id.as_str(), l)).collect();
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in records {
+        for l in &r.layers {
+            out.entry(l.clone()).or_default().push(format!("image {}", r.name));
+        }
+    }
+    for c in layers.iter().filter(|l| l.writable) {
+        let mut cur = c.parent.as_deref();
+        while let Some(p) = cur {
+            out.entry(p.to_string()).or_default().push(format!("container {}", c.id));
+            cur = by_id.get(p).and_then(|x| x.parent.as_deref());
+        }
+    }
+    out
+}
+
+/// `layer ls`.
+pub fn list_layers(driver: &dyn Driver, images: &ImageStore, json: bool, no_trunc: bool) -> Result<(), Error> {
+    let layers = driver.list()?;
+    let users = used_by(&layers, &images.list()?);
+    let none = Vec::new();
+    if json {
+        let arr: Vec<serde_json::Value> = layers
+            .iter()
+            .map(|l| {
+                serde_json::json!({"id": l.id, "parent": l.parent, "size": l.size, "mounted": l.mounts > 0,
+                    "writable": l.writable, "diff_id": l.diff_id, "used_by": users.get(&l.id).unwrap_or(&none)})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&arr).expect("json"));
+        return Ok(());
+    }
+    let w = if no_trunc { layers.iter().map(|l| l.id.len()).max().unwrap_or(2).max(19) } else { 19 };
+    println!("{:<w$}  {:<w$}  {:>10}  {:<7}  USED BY", "ID", "PARENT", "SIZE", "MOUNTED");
+    for l in &layers {
+        let mounted = if l.mounts > 0 { format!("yes ({})", l.mounts) } else { "no".into() };
+        let used = users.get(&l.id).map(|u| u.join(", ")).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<w$}  {:<w$}  {:>10}  {mounted:<7}  {used}",
+            short(&l.id, no_trunc),
+            l.parent.as_deref().map_or("-", |p| short(p, no_trunc)),
+            crate::human_bytes(l.size),
+        );
+    }
+    Ok(())
+}
+
+/// `image ls`.
+pub fn list_images(driver: &dyn Driver, images: &ImageStore, json: bool, no_trunc: bool) -> Result<(), Error> {
+    let list = images.list()?;
+    let layers = driver.list()?;
+    let size_of = |r: &ImageRecord| -> u64 {
+        r.layers.iter().filter_map(|id| layers.iter().find(|l| &l.id == id)).map(|l| l.size).sum()
+    };
+    let containers_of = |r: &ImageRecord| -> Vec<String> {
+        layers
+            .iter()
+            .filter(|l| l.writable && l.parent.is_some() && l.parent.as_deref() == r.top())
+            .map(|l| l.id.clone())
+            .collect()
+    };
+    if json {
+        let arr: Vec<serde_json::Value> = list
+            .iter()
+            .map(|r| {
+                serde_json::json!({"name": r.name, "top": r.top(), "layers": r.layers.len(), "config": r.config_digest,
+                    "size": size_of(r), "containers": containers_of(r)})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&arr).expect("json"));
+        return Ok(());
+    }
+    let w = list.iter().map(|r| r.name.len()).max().unwrap_or(4).clamp(4, 60);
+    println!("{:<w$}  {:>6}  {:>10}  {:<19}  CONTAINERS", "NAME", "LAYERS", "SIZE", "TOP");
+    for r in &list {
+        let c = containers_of(r);
+        println!(
+            "{:<w$}  {:>6}  {:>10}  {:<19}  {}",
+            r.name,
+            r.layers.len(),
+            crate::human_bytes(size_of(r)),
+            r.top().map_or("-", |t| short(t, no_trunc)),
+            if c.is_empty() { "-".to_string() } else { c.join(", ") }
+        );
+    }
+    Ok(())
+}

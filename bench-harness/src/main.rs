@@ -95,10 +95,14 @@ enum ImageCmd {
               value_parser = clap::value_parser!(u64).range(1..))]
         low_speed_time: u64,
     },
-    /// List images.
+    /// List images: size (file content of its layers), top layer, containers on it.
     Ls {
+        /// The versioned schema of docs/json.md.
         #[arg(long)]
         json: bool,
+        /// Full layer IDs.
+        #[arg(long)]
+        no_trunc: bool,
     },
     /// Remove an image and the layers no other image or container uses.
     Rm { name: String },
@@ -176,10 +180,14 @@ enum LayerCmd {
     Changes { id: String },
     /// Remove a layer (refused while mounted or while it has children).
     Rm { id: String },
-    /// List layers.
+    /// List layers, with the images and containers that use each.
     Ls {
+        /// The versioned schema of docs/json.md.
         #[arg(long)]
         json: bool,
+        /// Full layer IDs.
+        #[arg(long)]
+        no_trunc: bool,
     },
 }
 
@@ -225,8 +233,9 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Layer(cmd) => {
             let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
             // Finish what a killed unpack left (see ImageStore::collect).
-            ImageStore::open(&dir)?.collect(driver.as_ref())?;
-            layer(driver.as_ref(), cmd)
+            let images = ImageStore::open(&dir)?;
+            images.collect(driver.as_ref())?;
+            layer(driver.as_ref(), &images, cmd)
         }
         Command::Image(cmd) => {
             let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
@@ -330,22 +339,7 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
                 }
             })
         }
-        ImageCmd::Ls { json } => {
-            let list = images.list()?;
-            if json {
-                let arr: Vec<serde_json::Value> = list
-                    .iter()
-                    .map(|r| serde_json::json!({"name": r.name, "top": r.top(), "layers": r.layers.len(), "config": r.config_digest}))
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&arr).expect("json"));
-            } else {
-                println!("{:<40} {:>6}  TOP", "NAME", "LAYERS");
-                for r in list {
-                    println!("{:<40} {:>6}  {}", r.name, r.layers.len(), r.top().unwrap_or("-"));
-                }
-            }
-            Ok(())
-        }
+        ImageCmd::Ls { json, no_trunc } => lifecycle::list_images(driver, &images, json, no_trunc),
         ImageCmd::Rm { name } => {
             let removed = images.remove(driver, &name)?;
             eprintln!("removed image {name} and {} layer(s) no one else uses", removed.len());
@@ -420,7 +414,7 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-fn layer(driver: &dyn Driver, cmd: LayerCmd) -> Result<(), Error> {
+fn layer(driver: &dyn Driver, images: &ImageStore, cmd: LayerCmd) -> Result<(), Error> {
     match cmd {
         LayerCmd::Create { id, parent } => driver.create(&id, parent.as_deref(), true),
         LayerCmd::Apply { id, parent, file } => {
@@ -465,30 +459,7 @@ fn layer(driver: &dyn Driver, cmd: LayerCmd) -> Result<(), Error> {
             Ok(())
         }
         LayerCmd::Rm { id } => driver.remove(&id),
-        LayerCmd::Ls { json } => {
-            let layers = driver.list()?;
-            if json {
-                let arr: Vec<serde_json::Value> = layers
-                    .iter()
-                    .map(|l| {
-                        serde_json::json!({"id": l.id, "parent": l.parent, "size": l.size, "mounted": l.mounts > 0})
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&arr).expect("json"));
-            } else {
-                println!("{:<24} {:<24} {:>12} {:<8}", "ID", "PARENT", "SIZE", "MOUNTED");
-                for l in layers {
-                    println!(
-                        "{:<24} {:<24} {:>12} {:<8}",
-                        l.id,
-                        l.parent.as_deref().unwrap_or("-"),
-                        l.size,
-                        if l.mounts > 0 { format!("yes ({})", l.mounts) } else { "no".into() }
-                    );
-                }
-            }
-            Ok(())
-        }
+        LayerCmd::Ls { json, no_trunc } => lifecycle::list_layers(driver, images, json, no_trunc),
     }
 }
 

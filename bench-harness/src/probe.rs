@@ -49,8 +49,8 @@ pub struct DriverVerdict {
     pub can_run: bool,
     /// Why it can, or why not.
     pub why: String,
-    /// What to do to make it run here (empty when it runs).
-    pub fix: String,
+    /// What to do to make it run here (`null` in JSON when it runs).
+    pub fix: Option<String>,
 }
 
 /// The nearest existing ancestor of `path` (the root may not exist yet).
@@ -109,14 +109,14 @@ pub fn probe(root: &Path) -> Probe {
             driver: "overlay".into(),
             can_run: true,
             why: format!("overlayfs mounts on this {root_fs} filesystem, which has d_type"),
-            fix: String::new(),
+            fix: None,
         }
     } else if !f.d_type && f.error.is_none() {
         DriverVerdict {
             driver: "overlay".into(),
             can_run: false,
             why: format!("the {root_fs} filesystem under {} has no d_type (xfs made with ftype=0?)", at.display()),
-            fix: "put --root on a filesystem with d_type: ext4, or xfs made with `mkfs.xfs -n ftype=1`".into(),
+            fix: Some("put --root on a filesystem with d_type: ext4, or xfs made with `mkfs.xfs -n ftype=1`".into()),
         }
     } else {
         let why = f.error.clone().unwrap_or_else(|| "overlayfs does not mount here".into());
@@ -125,21 +125,21 @@ pub fn probe(root: &Path) -> Probe {
         } else {
             "run as root (overlay mounts need CAP_SYS_ADMIN), or use vfs".to_string()
         };
-        DriverVerdict { driver: "overlay".into(), can_run: false, why, fix }
+        DriverVerdict { driver: "overlay".into(), can_run: false, why, fix: Some(fix) }
     });
     drivers.push(if btrfs.root_on_btrfs && running_as_root {
         DriverVerdict {
             driver: "btrfs".into(),
             can_run: true,
             why: "the root is on btrfs: layers are subvolumes and snapshots".into(),
-            fix: String::new(),
+            fix: None,
         }
     } else if btrfs.root_on_btrfs {
         DriverVerdict {
             driver: "btrfs".into(),
             can_run: false,
             why: "making and deleting subvolumes needs root".into(),
-            fix: "run as root".into(),
+            fix: Some("run as root".into()),
         }
     } else {
         let fix = match (btrfs.kernel, btrfs.mkfs) {
@@ -157,7 +157,7 @@ pub fn probe(root: &Path) -> Probe {
             driver: "btrfs".into(),
             can_run: false,
             why: format!("the root is on {root_fs}, not btrfs"),
-            fix,
+            fix: Some(fix),
         }
     });
     drivers.push(DriverVerdict {
@@ -168,7 +168,7 @@ pub fn probe(root: &Path) -> Probe {
         } else {
             format!("vfs runs on any filesystem; this {root_fs} has no reflink, so every layer is a full copy")
         },
-        fix: String::new(),
+        fix: None,
     });
     Probe {
         kernel: release,
@@ -224,7 +224,7 @@ pub fn print(p: &Probe) {
         if d.can_run {
             println!("{:<8} can run: {}", d.driver, d.why);
         } else {
-            println!("{:<8} cannot run: {}; to fix: {}", d.driver, d.why, d.fix);
+            println!("{:<8} cannot run: {}; to fix: {}", d.driver, d.why, d.fix.as_deref().unwrap_or("-"));
         }
     }
 }
