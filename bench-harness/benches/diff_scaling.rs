@@ -11,10 +11,10 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use driver_btrfs::BtrfsDriver;
-use driver_core::scratch::{FsKind, ScratchFs};
-use driver_core::tarbuild::TarBuilder;
 use driver_core::Driver;
 use driver_overlay::OverlayDriver;
+use strata_archive::tarbuild::TarBuilder;
+use strata_scratch::{FsKind, ScratchFs};
 
 fn image(files: usize) -> Vec<u8> {
     let mut t = TarBuilder::new();

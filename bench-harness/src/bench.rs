@@ -25,12 +25,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use driver_core::image::{open_source, write_layout};
-use driver_core::images::{unpack, ImageStore};
-use driver_core::scratch::{FsKind, ScratchFs};
-use driver_core::tarbuild::{EntryMeta, TarBuilder};
-use driver_core::workload::{generate, gzip, Rng, WorkloadSize};
+use bench_harness::workload::{generate, gzip, Rng, WorkloadSize};
 use driver_core::{Driver, Error};
+use strata_archive::tarbuild::{EntryMeta, TarBuilder};
+use strata_image::image::{open_source, write_layout};
+use strata_image::images::{unpack, ImageStore};
+use strata_scratch::{FsKind, ScratchFs};
 
 use crate::model::{
     err, secs, size, DiskUse, Dist, Host, LayerTime, PeerResult, Run, Skipped, TargetResult, Workload, DEFAULT_IMAGE,
@@ -461,12 +461,12 @@ fn fs_of(path: &Path) -> String {
             break;
         }
     }
-    driver_core::scratch::fs_type(&p).unwrap_or_else(|_| "unknown".into())
+    strata_scratch::fs_type(&p).unwrap_or_else(|_| "unknown".into())
 }
 
 fn host(root: &Path) -> Host {
     let uname = nix::sys::utsname::uname().ok();
-    let scratch_dir = driver_core::scratch::scratch_parent();
+    let scratch_dir = strata_scratch::scratch_parent();
     Host {
         hostname: hostname(),
         kernel: uname.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
@@ -677,10 +677,10 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
 /// Before a bench: scratch left by a killed bench is removed; a tmpfs scratch dir (the
 /// bench would measure RAM) and too little free space are refused.
 fn check_scratch(needed: u64) -> Result<(), Error> {
-    for line in driver_core::scratch::remove_stale() {
+    for line in strata_scratch::remove_stale() {
         eprintln!("strata bench: {line}");
     }
-    let dir = driver_core::scratch::scratch_parent();
+    let dir = strata_scratch::scratch_parent();
     let fs = fs_of(&dir);
     if fs == "tmpfs" {
         return Err(err(format!(
@@ -707,7 +707,7 @@ fn check_scratch(needed: u64) -> Result<(), Error> {
 fn release_on_signal() -> std::io::Result<()> {
     driver_core::interrupt::on_request(|sig| {
         eprintln!("strata bench: interrupted (signal {sig}); removing its scratch filesystems");
-        let n = driver_core::scratch::release_all();
+        let n = strata_scratch::release_all();
         eprintln!("strata bench: removed {n} scratch dir(s) with their mounts and loop devices");
         std::process::exit(128 + sig);
     })
@@ -755,7 +755,7 @@ fn measure(args: &BenchArgs) -> Result<Run, Error> {
             run.host.root.display(),
             run.host.root_fs
         );
-        let work = driver_core::scratch::work_dir("strata-bench-").map_err(Error::new)?;
+        let work = strata_scratch::work_dir("strata-bench-").map_err(Error::new)?;
         bench_image(args, label, &blobs, work.path(), &mut run)?;
     }
     Ok(run)

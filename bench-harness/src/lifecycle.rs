@@ -18,10 +18,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use driver_core::images::{ImageRecord, ImageStore};
 use driver_core::{Cause, Driver, Error, LayerInfo};
 use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
+use strata_image::images::{ImageRecord, ImageStore};
 
 /// A lock on the pull cache `<root>/blobs`: shared while a pull may read or add blobs,
 /// exclusive while a prune removes them.

@@ -11,7 +11,6 @@ mod model;
 mod peers;
 mod probe;
 mod progress;
-mod registry;
 mod report;
 mod verdict;
 
@@ -22,8 +21,9 @@ use std::process::ExitCode;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use driver_core::images::ImageStore;
 use driver_core::{Driver, Error};
+use strata_image::images::ImageStore;
+use strata_image::registry;
 
 #[derive(Parser)]
 #[command(name = "strata", version, about = "Container-image storage drivers (overlay, vfs, btrfs), side by side")]
@@ -325,12 +325,12 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
         ImageCmd::Unpack { src, name, platform } => {
             // A bad --name is refused before the source is read.
             if let Some(n) = &name {
-                driver_core::image::validate_name(n)?;
+                strata_image::image::validate_name(n)?;
             }
-            let (source, img) = driver_core::image::open_source(&src, platform.as_deref())?;
+            let (source, img) = strata_image::image::open_source(&src, platform.as_deref())?;
             let name = name.unwrap_or_else(|| img.name.clone());
             // Every stream stops at Ctrl-C; the failed unpack then removes what it made.
-            let source = driver_core::interrupt::CheckedSource(source);
+            let source = strata_image::image::CheckedSource(source);
             unpack_and_report(driver, &images, &source, &img, &name).map_err(|e| {
                 if driver_core::interrupt::requested() {
                     driver_core::interrupt::error()
@@ -367,11 +367,11 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
 fn unpack_and_report(
     driver: &dyn Driver,
     images: &ImageStore,
-    source: &dyn driver_core::image::BlobSource,
-    img: &driver_core::image::Image,
+    source: &dyn strata_image::image::BlobSource,
+    img: &strata_image::image::Image,
     name: &str,
 ) -> Result<(), Error> {
-    let line = |ev: &driver_core::images::LayerEvent| {
+    let line = |ev: &strata_image::images::LayerEvent| {
         let short = &ev.chain_id[..ev.chain_id.len().min(19)];
         match ev.applied {
             Some(n) => format!(
@@ -391,9 +391,9 @@ fn unpack_and_report(
             .expect("template")
             .progress_chars("=> ");
         let progress = progress::ProgressSource::new(source, img, &bars, style);
-        driver_core::images::unpack(driver, images, &progress, img, name, &|ev| progress.finish(ev.index, line(ev)))?
+        strata_image::images::unpack(driver, images, &progress, img, name, &|ev| progress.finish(ev.index, line(ev)))?
     } else {
-        driver_core::images::unpack(driver, images, source, img, name, &|ev| eprintln!("{}", line(ev)))?
+        strata_image::images::unpack(driver, images, source, img, name, &|ev| eprintln!("{}", line(ev)))?
     };
     println!("{}", top.unwrap_or_default());
     Ok(())

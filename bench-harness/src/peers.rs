@@ -21,9 +21,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::model::{err, DiskUse, Dist, PeerResult};
-use driver_core::image::blob_path;
-use driver_core::scratch::{FsKind, ScratchFs};
 use driver_core::Error;
+use strata_image::image::blob_path;
+use strata_scratch::{FsKind, ScratchFs};
 
 fn used(path: &Path) -> DiskUse {
     DiskUse::of(path)

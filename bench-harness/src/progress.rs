@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 
-use driver_core::image::{BlobSource, Image};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use strata_image::image::{BlobSource, Image};
 
 pub struct ProgressSource<'a> {
     inner: &'a dyn BlobSource,

@@ -613,7 +613,7 @@ pub fn regressions(current: &Run, baselines: &[(Run, std::path::PathBuf)], pct: 
 mod tests {
     use super::*;
     use crate::model::{Skipped, SCHEMA};
-    use driver_core::workload::Rng;
+    use bench_harness::workload::Rng;
 
     /// A full default run recorded on the project's 2-core test machine (all five targets).
     const RECORDED: &str = include_str!("../../tests/fixtures/bench/run-full.json");

@@ -40,12 +40,12 @@ use std::sync::Arc;
 use nix::fcntl::OFlag;
 use nix::unistd::UnlinkatFlags;
 
-use driver_core::apply::{apply_layer, ApplyOptions, WhiteoutMode};
-use driver_core::diff::{naive_diff, walk_diff, write_tar, LayerKind, NaiveDiff};
 use driver_core::error::{Cause, Error, Result};
 use driver_core::store::{LayerMeta, Staging, Store};
 use driver_core::sys;
 use driver_core::{Change, Driver, LayerInfo, Status, Usage};
+use strata_archive::apply::{apply_layer, ApplyOptions, WhiteoutMode};
+use strata_archive::diff::{naive_diff, walk_diff, write_tar, LayerKind, NaiveDiff};
 
 pub struct BtrfsDriver {
     store: Store,

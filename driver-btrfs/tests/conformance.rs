@@ -8,14 +8,14 @@ mod common;
 
 use common::subvolumes_under;
 use driver_btrfs::{is_subvolume, BtrfsDriver};
-use driver_core::conformance::{self, Backing};
-use driver_core::diff::write_tar;
-use driver_core::scratch::FsKind;
 use driver_core::Driver;
+use strata_archive::diff::write_tar;
+use strata_scratch::FsKind;
+use strata_testkit::conformance::{self, Backing};
 
 const BACKING: Backing = Backing::Scratch(FsKind::Btrfs, 2 << 30);
 
-driver_core::conformance_tests!("btrfs", BACKING, |root| Ok(Box::new(BtrfsDriver::new(root)?)));
+strata_testkit::conformance_tests!("btrfs", BACKING, |root| Ok(Box::new(BtrfsDriver::new(root)?)));
 
 #[test]
 fn btrfs_driver() {

@@ -16,11 +16,11 @@ use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use driver_btrfs::{ioctl, BtrfsDriver};
-use driver_core::conformance::{self, Backing};
-use driver_core::diff::write_tar;
-use driver_core::scratch::FsKind;
-use driver_core::tarbuild::{EntryMeta, TarBuilder};
 use driver_core::Driver;
+use strata_archive::diff::write_tar;
+use strata_archive::tarbuild::{EntryMeta, TarBuilder};
+use strata_scratch::FsKind;
+use strata_testkit::conformance::{self, Backing};
 
 fn base() -> Vec<u8> {
     let mut t = TarBuilder::new();
@@ -144,7 +144,7 @@ fn change(rng: &mut fastrand::Rng, v: &Path, n: usize) {
     };
 }
 
-fn tar_of(id: &str, e: driver_core::diff::NaiveDiff) -> Result<Vec<u8>, String> {
+fn tar_of(id: &str, e: strata_archive::diff::NaiveDiff) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     write_tar(id, e.entries, &mut out).map(|_| out).map_err(|e| e.to_string())
 }

@@ -16,12 +16,12 @@ mod common;
 
 use common::subvolumes_under;
 use driver_btrfs::{ioctl, BtrfsDriver};
-use driver_core::conformance::{self, mmap_write, open_deep, padding, set_mtime, tar_listing, Backing};
-use driver_core::diff::write_tar;
-use driver_core::scratch::FsKind;
-use driver_core::tarbuild::TarBuilder;
-use driver_core::tree::{CompareOptions, Tree};
 use driver_core::{Change, ChangeKind, Driver};
+use strata_archive::diff::write_tar;
+use strata_archive::tarbuild::TarBuilder;
+use strata_scratch::FsKind;
+use strata_testkit::conformance::{self, mmap_write, open_deep, padding, set_mtime, tar_listing, Backing};
+use strata_testkit::tree::{CompareOptions, Tree};
 
 /// A driver in its own folder `name` on the binary's one loop-mounted btrfs.
 struct Fixture {
@@ -97,10 +97,10 @@ fn missing(changes: &[Change], expected: &[(&str, ChangeKind)]) -> Vec<String> {
 fn changes_not_yet_committed_are_in_the_diff() {
     // Its own filesystem: another test's commit (any fsync of a directory that lost a
     // name commits) would write this test's changes to the tree and hide the bug.
-    if !driver_core::scratch::privileged("btrfs diff of uncommitted changes") {
+    if !strata_scratch::privileged("btrfs diff of uncommitted changes") {
         return;
     }
-    let scratch = driver_core::scratch::ScratchFs::new(FsKind::Btrfs, 1 << 30).expect("a loop-mounted btrfs");
+    let scratch = strata_scratch::ScratchFs::new(FsKind::Btrfs, 1 << 30).expect("a loop-mounted btrfs");
     let d = &BtrfsDriver::new(&scratch.path().join("btrfs")).unwrap();
     let mut t = TarBuilder::new();
     // Files around the changed ones, so that the tree has more than one leaf: with a

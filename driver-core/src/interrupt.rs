@@ -83,27 +83,3 @@ impl<R: Read> Read for Checked<R> {
         self.0.read(buf)
     }
 }
-
-/// A blob source whose streams are [`Checked`]: an unpack from it stops at the next
-/// read once an interrupt is requested, and removes what it made.
-pub struct CheckedSource<S>(pub S);
-
-impl<S> crate::image::BlobSource for CheckedSource<S>
-where
-    S: std::ops::Deref<Target = dyn crate::image::BlobSource> + Send + Sync,
-{
-    fn open(&self, locator: &str) -> io::Result<Box<dyn Read + Send>> {
-        if requested() {
-            return Err(io::Error::other("interrupted (SIGINT or SIGTERM)"));
-        }
-        Ok(Box::new(Checked(self.0.open(locator)?)))
-    }
-
-    fn stored_size(&self, locator: &str) -> io::Result<Option<u64>> {
-        self.0.stored_size(locator)
-    }
-
-    fn shared(&self) -> Option<std::sync::Arc<dyn crate::image::BlobSource>> {
-        self.0.shared().map(|s| std::sync::Arc::new(CheckedSource(s)) as std::sync::Arc<dyn crate::image::BlobSource>)
-    }
-}

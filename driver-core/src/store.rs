@@ -407,7 +407,7 @@ impl Store {
         }
         // An image (or an unpack under way) that lists the layer keeps it, as a child
         // does: removing it would leave the image without its layers.
-        let users = crate::images::users_of(&self.dir, id)?;
+        let users = crate::holds::users_of(&self.dir, id)?;
         if !users.is_empty() {
             return Err(Error::layer(id, Cause::InUse(users.join(", "))));
         }

@@ -36,8 +36,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use driver_core::apply::{apply_layer, ApplyOptions, ApplyReport, WhiteoutMode};
-use driver_core::diff::{is_whiteout, walk_diff, write_tar, LayerKind, NaiveDiff};
 use driver_core::driver::{ChainProgress, LayerTar};
 use driver_core::error::{Cause, Error, Result};
 use driver_core::store::{discard_tree, LayerMeta, Staging, Store};
@@ -45,6 +43,8 @@ use driver_core::sys::{self, XattrTarget};
 use driver_core::{Change, Driver, LayerInfo, Status, Usage};
 use rayon::prelude::*;
 use sha2::Digest;
+use strata_archive::apply::{apply_layer, ApplyOptions, ApplyReport, WhiteoutMode};
+use strata_archive::diff::{is_whiteout, walk_diff, write_tar, LayerKind, NaiveDiff};
 
 use crate::features::Features;
 use crate::mount::OverlayMount;

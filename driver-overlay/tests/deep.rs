@@ -6,10 +6,10 @@ use std::fs;
 use std::path::PathBuf;
 
 use driver_core::driver::LayerTar;
-use driver_core::tarbuild::TarBuilder;
 use driver_core::Driver;
 use driver_overlay::mount::{mount_classic_from, mount_fsconfig, unmount, OverlayMount};
 use driver_overlay::OverlayDriver;
+use strata_archive::tarbuild::TarBuilder;
 
 const LAYERS: usize = 200;
 
@@ -66,12 +66,12 @@ fn run(api: &str) {
     for id in ids.iter().rev() {
         driver.remove(id).unwrap();
     }
-    assert!(driver_core::conformance::mounts_under(base.path()).is_empty());
+    assert!(strata_testkit::conformance::mounts_under(base.path()).is_empty());
 }
 
 #[test]
 fn two_hundred_layers_with_lowerdir_plus() {
-    if !driver_core::scratch::privileged("overlay deep-stack tests") {
+    if !strata_scratch::privileged("overlay deep-stack tests") {
         return;
     }
     run("auto");
@@ -79,7 +79,7 @@ fn two_hundred_layers_with_lowerdir_plus() {
 
 #[test]
 fn two_hundred_layers_with_classic_mount_and_short_links() {
-    if !driver_core::scratch::privileged("overlay deep-stack tests") {
+    if !strata_scratch::privileged("overlay deep-stack tests") {
         return;
     }
     run("classic");
@@ -89,7 +89,7 @@ fn two_hundred_layers_with_classic_mount_and_short_links() {
 /// numbers quoted in mount.rs and the README come from here).
 #[test]
 fn stack_limit() {
-    if !driver_core::scratch::privileged("overlay stack-limit measurement") {
+    if !strata_scratch::privileged("overlay stack-limit measurement") {
         return;
     }
     let base = tempfile::tempdir().unwrap();
@@ -132,5 +132,5 @@ fn stack_limit() {
     let classic = largest(true);
     eprintln!("overlay stack limit on this kernel: lowerdir+ {plus} layers; mount(2) with 10-character links {classic} layers");
     assert!(plus >= LAYERS && classic >= LAYERS, "lowerdir+ {plus}, classic {classic}");
-    assert!(driver_core::conformance::mounts_under(root).is_empty());
+    assert!(strata_testkit::conformance::mounts_under(root).is_empty());
 }

@@ -14,12 +14,12 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use driver_core::apply::{apply_layer, ApplyOptions, WhiteoutMode};
-use driver_core::diff::{naive_diff, write_tar};
 use driver_core::error::{Cause, Error, Result};
 use driver_core::store::{discard_tree, LayerMeta, Store};
 use driver_core::sys;
 use driver_core::{Change, Driver, LayerInfo, Status, Usage};
+use strata_archive::apply::{apply_layer, ApplyOptions, WhiteoutMode};
+use strata_archive::diff::{naive_diff, write_tar};
 
 pub struct VfsDriver {
     store: Store,
@@ -154,7 +154,7 @@ impl VfsDriver {
         self.store.dir().join("mnt").join(id)
     }
 
-    fn naive(&self, id: &str) -> Result<driver_core::diff::NaiveDiff> {
+    fn naive(&self, id: &str) -> Result<strata_archive::diff::NaiveDiff> {
         let meta = self.store.get(id)?;
         let parent = meta.parent.as_deref().map(|p| self.store.layer_dir(p));
         naive_diff(id, &self.store.layer_dir(id), parent.as_deref())

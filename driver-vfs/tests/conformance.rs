@@ -1,6 +1,6 @@
 //! vfs runs the shared conformance suite unchanged, one test per case.
 
-use driver_core::conformance::Backing;
 use driver_vfs::VfsDriver;
+use strata_testkit::conformance::Backing;
 
-driver_core::conformance_tests!("vfs", Backing::TempDir, |root| Ok(Box::new(VfsDriver::new(root)?)));
+strata_testkit::conformance_tests!("vfs", Backing::TempDir, |root| Ok(Box::new(VfsDriver::new(root)?)));

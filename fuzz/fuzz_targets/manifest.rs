@@ -7,7 +7,7 @@
 
 use std::io::{self, Read};
 
-use driver_core::image::{image_from_manifest, BlobSource};
+use strata_image::image::{image_from_manifest, BlobSource};
 use libfuzzer_sys::fuzz_target;
 use sha2::Digest;
 

@@ -7,7 +7,7 @@
 use std::fs;
 use std::path::Path;
 
-use driver_core::apply::{apply_layer, ApplyOptions, WhiteoutMode};
+use strata_archive::apply::{apply_layer, ApplyOptions, WhiteoutMode};
 use libfuzzer_sys::fuzz_target;
 
 pub const BASE: &str = "/tmp/strata-fuzz-base";

@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 pub mod registry;
 
-pub use driver_core::scratch::privileged;
+pub use strata_scratch::privileged;
 
 /// The `strata` binary of the same build profile as the running test, built on first
 /// use: the binary lives in another package, so `cargo test --workspace` on a fresh
@@ -95,7 +95,7 @@ impl Strata {
 impl Drop for Strata {
     fn drop(&mut self) {
         // Whatever a failed test left mounted under this root goes.
-        for m in driver_core::conformance::mounts_under(&self.root) {
+        for m in strata_testkit::conformance::mounts_under(&self.root) {
             let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
         }
     }

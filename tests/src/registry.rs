@@ -217,14 +217,14 @@ pub struct TestImage {
 impl TestImage {
     /// `layers` generated layers (gzip) of `seed`, through `write_layout`.
     pub fn generate(seed: u64, layers: usize) -> TestImage {
-        TestImage::generate_sized(seed, layers, driver_core::workload::WorkloadSize::small())
+        TestImage::generate_sized(seed, layers, bench_harness::workload::WorkloadSize::small())
     }
 
-    pub fn generate_sized(seed: u64, layers: usize, size: driver_core::workload::WorkloadSize) -> TestImage {
-        use driver_core::workload::{generate, gzip};
+    pub fn generate_sized(seed: u64, layers: usize, size: bench_harness::workload::WorkloadSize) -> TestImage {
+        use bench_harness::workload::{generate, gzip};
         let dir = tempfile::tempdir().expect("tempdir");
         let tars: Vec<Vec<u8>> = generate(seed, size).into_iter().take(layers).map(|l| gzip(&l.tar)).collect();
-        driver_core::image::write_layout(dir.path(), "v1", &tars).expect("write_layout");
+        strata_image::image::write_layout(dir.path(), "v1", &tars).expect("write_layout");
         let read_json = |p: &std::path::Path| -> serde_json::Value {
             serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json")
         };

@@ -10,8 +10,8 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use driver_core::scratch::{FsKind, ScratchFs};
 use serde_json::Value;
+use strata_scratch::{FsKind, ScratchFs};
 use strata_tests::{installed, privileged, strata_bin};
 
 fn strata(args: &[&str]) -> Output {

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use driver_core::tarbuild::TarBuilder;
+use strata_archive::tarbuild::TarBuilder;
 use strata_tests::{privileged, strata_bin, Strata};
 
 fn check_each_error(driver: &str) {

@@ -10,17 +10,17 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use driver_core::conformance::mounts_under;
-use driver_core::scratch::{FsKind, ScratchFs};
-use driver_core::tree::{CompareOptions, Kind, Tree};
-use driver_core::workload::{generate, gzip, WorkloadSize};
+use bench_harness::workload::{generate, gzip, WorkloadSize};
 use serde_json::Value;
+use strata_scratch::{FsKind, ScratchFs};
+use strata_testkit::conformance::mounts_under;
+use strata_testkit::tree::{CompareOptions, Kind, Tree};
 use strata_tests::{privileged, Strata};
 
 fn layout(dir: &Path, layers: usize) -> PathBuf {
     let blobs: Vec<Vec<u8>> =
         generate(21, WorkloadSize::small()).into_iter().take(layers).map(|l| gzip(&l.tar)).collect();
-    driver_core::image::write_layout(dir, "img", &blobs).unwrap();
+    strata_image::image::write_layout(dir, "img", &blobs).unwrap();
     dir.to_path_buf()
 }
 

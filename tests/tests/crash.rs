@@ -11,11 +11,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use driver_core::conformance::mounts_under;
-use driver_core::scratch::{FsKind, ScratchFs};
-use driver_core::tree::{CompareOptions, Tree};
-use driver_core::workload::{generate, gzip, WorkloadSize};
+use bench_harness::workload::{generate, gzip, WorkloadSize};
 use serde_json::Value;
+use strata_scratch::{FsKind, ScratchFs};
+use strata_testkit::conformance::mounts_under;
+use strata_testkit::tree::{CompareOptions, Tree};
 use strata_tests::{privileged, Strata};
 
 /// Kill moments per killed command kind.
@@ -25,7 +25,7 @@ const OTHER_KILLS: usize = 5;
 fn image_layout(dir: &Path) -> PathBuf {
     let size = WorkloadSize { base_dirs: 40, base_files: 500, app_files: 300 };
     let blobs: Vec<Vec<u8>> = generate(11, size).iter().map(|l| gzip(&l.tar)).collect();
-    driver_core::image::write_layout(dir, "img", &blobs).unwrap();
+    strata_image::image::write_layout(dir, "img", &blobs).unwrap();
     dir.to_path_buf()
 }
 
@@ -253,11 +253,11 @@ fn ctrl_c_of_an_unpack(driver: &str, base: &Path) {
     let work = tempfile::tempdir().unwrap();
     let small = generate(14, WorkloadSize { base_dirs: 4, base_files: 20, app_files: 20 });
     let held = work.path().join("held");
-    driver_core::image::write_layout(&held, "held", &small.iter().map(|l| gzip(&l.tar)).collect::<Vec<_>>()).unwrap();
+    strata_image::image::write_layout(&held, "held", &small.iter().map(|l| gzip(&l.tar)).collect::<Vec<_>>()).unwrap();
     let size = WorkloadSize { base_dirs: 40, base_files: 800, app_files: 1500 };
     let blobs: Vec<Vec<u8>> = generate(13, size).iter().map(|l| gzip(&l.tar)).collect();
     let big = work.path().join("big");
-    driver_core::image::write_layout(&big, "big", &blobs).unwrap();
+    strata_image::image::write_layout(&big, "big", &blobs).unwrap();
     // When: a while after the start (before or during layer 1), and at once after the
     // line that ends layer 1 (layer 2 takes a while to apply).
     let moments: [(&str, u64); 2] = [("", 300), ("layer 1/", 0)];

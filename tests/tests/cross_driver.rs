@@ -5,13 +5,13 @@
 use std::path::Path;
 
 use driver_btrfs::BtrfsDriver;
-use driver_core::conformance::{scripted_diff, tar_listing};
-use driver_core::hostile::{corpus, Expect};
-use driver_core::scratch::{privileged, FsKind, ScratchFs};
-use driver_core::tree::{CompareOptions, Tree};
 use driver_core::Driver;
 use driver_overlay::OverlayDriver;
 use driver_vfs::VfsDriver;
+use strata_scratch::{privileged, FsKind, ScratchFs};
+use strata_testkit::conformance::{scripted_diff, tar_listing};
+use strata_testkit::hostile::{corpus, Expect};
+use strata_testkit::tree::{CompareOptions, Tree};
 
 fn drivers(ext4: &Path, btrfs: &Path) -> Vec<Box<dyn Driver>> {
     vec![
@@ -50,7 +50,7 @@ fn drivers_agree() {
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(outside.join("secret"), b"secret").unwrap();
     let ds = drivers(&ext4.path().join("b"), &btrfs.path().join("b"));
-    let base = driver_core::tarbuild::TarBuilder::new()
+    let base = strata_archive::tarbuild::TarBuilder::new()
         .dir("etc")
         .file("etc/hostname", b"h")
         .dir("a")

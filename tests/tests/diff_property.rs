@@ -1,5 +1,5 @@
 //! The diff property test (part of the conformance suite, across drivers): random
-//! change scripts over random bases (driver_core::conformance::prop), run through the
+//! change scripts over random bases (strata_testkit::conformance::prop), run through the
 //! mounted view of a container on vfs, overlay on ext4, overlay on xfs and btrfs; then
 //! `unmount` and `diff` at once, no sync; each driver's diff applied on the same parent
 //! on every driver must give that driver's recorded view (type, content, mode, owner,
@@ -14,14 +14,14 @@
 use std::time::Instant;
 
 use driver_btrfs::BtrfsDriver;
-use driver_core::conformance::prop::{describe, generate, run_op, Script};
-use driver_core::conformance::tar_listing;
 use driver_core::error::Cause;
-use driver_core::scratch::{privileged, FsKind, ScratchFs};
-use driver_core::tree::{CompareOptions, Tree};
 use driver_core::Driver;
 use driver_overlay::OverlayDriver;
 use driver_vfs::VfsDriver;
+use strata_scratch::{privileged, FsKind, ScratchFs};
+use strata_testkit::conformance::prop::{describe, generate, run_op, Script};
+use strata_testkit::conformance::tar_listing;
+use strata_testkit::tree::{CompareOptions, Tree};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

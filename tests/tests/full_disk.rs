@@ -7,9 +7,9 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
-use driver_core::scratch::{FsKind, ScratchFs};
-use driver_core::workload::{generate, gzip, WorkloadSize};
+use bench_harness::workload::{generate, gzip, WorkloadSize};
 use serde_json::Value;
+use strata_scratch::{FsKind, ScratchFs};
 use strata_tests::{privileged, Strata};
 
 fn free_bytes(path: &Path) -> u64 {
@@ -33,7 +33,7 @@ fn full_disk(driver: &str, kind: FsKind, size: u64) {
     let scratch = ScratchFs::new(kind, size).unwrap();
     let work = tempfile::tempdir().unwrap();
     let blobs: Vec<Vec<u8>> = generate(31, WorkloadSize::small()).iter().map(|l| gzip(&l.tar)).collect();
-    driver_core::image::write_layout(work.path(), "img", &blobs).unwrap();
+    strata_image::image::write_layout(work.path(), "img", &blobs).unwrap();
     let src = work.path().to_str().unwrap();
 
     let s = Strata::at(&scratch.path().join("strata"), driver);

@@ -12,10 +12,10 @@ fn listings_truncate_ids_show_human_sizes_and_users() {
     }
     let s = Strata::new("vfs");
     let work = tempfile::tempdir().unwrap();
-    let size = driver_core::workload::WorkloadSize::small();
+    let size = bench_harness::workload::WorkloadSize::small();
     let tars: Vec<Vec<u8>> =
-        driver_core::workload::generate(51, size).iter().map(|l| driver_core::workload::gzip(&l.tar)).collect();
-    driver_core::image::write_layout(work.path(), "img", &tars).unwrap();
+        bench_harness::workload::generate(51, size).iter().map(|l| bench_harness::workload::gzip(&l.tar)).collect();
+    strata_image::image::write_layout(work.path(), "img", &tars).unwrap();
     let top = s.ok(&["image", "unpack", work.path().to_str().unwrap(), "--name", "app"]).trim().to_string();
     s.ok(&["container", "create", "c1", "--image", "app"]);
     assert_eq!(top.len(), 71, "{top}");

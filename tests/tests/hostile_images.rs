@@ -1,4 +1,4 @@
-//! The hostile-image corpus (driver-core/src/hostile_images.rs) through `strata image
+//! The hostile-image corpus (testkit/src/hostile_images.rs) through `strata image
 //! unpack` on every driver: each case ends as expected (and the same on every driver),
 //! within a time and a memory bound, leaves everything outside the store as it was,
 //! and a refusal leaves the store exactly as before.
@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use driver_core::hostile_images::{corpus, many_layers, Expect};
-use driver_core::scratch::{FsKind, ScratchFs};
-use driver_core::tree::{CompareOptions, Tree};
+use strata_scratch::{FsKind, ScratchFs};
+use strata_testkit::hostile_images::{corpus, many_layers, Expect};
+use strata_testkit::tree::{CompareOptions, Tree};
 use strata_tests::{privileged, run_measured, Strata};
 
 /// Peak memory any unpack may reach, whatever the input.

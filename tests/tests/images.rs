@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use driver_core::workload::{generate, gzip, WorkloadSize};
+use bench_harness::workload::{generate, gzip, WorkloadSize};
 use sha2::Digest;
 use strata_tests::registry::DockerRegistry;
 use strata_tests::{privileged, Strata};
@@ -15,7 +15,7 @@ use strata_tests::{privileged, Strata};
 fn make_layout(dir: &Path, tag: &str, seed: u64, layers: usize) -> PathBuf {
     let blobs: Vec<Vec<u8>> =
         generate(seed, WorkloadSize::small()).into_iter().take(layers).map(|l| gzip(&l.tar)).collect();
-    driver_core::image::write_layout(dir, tag, &blobs).unwrap();
+    strata_image::image::write_layout(dir, tag, &blobs).unwrap();
     dir.to_path_buf()
 }
 
@@ -201,7 +201,7 @@ fn bad_images_on_overlay() {
 #[test]
 fn bad_images_on_btrfs() {
     if privileged("image verification tests") {
-        let scratch = driver_core::scratch::ScratchFs::new(driver_core::scratch::FsKind::Btrfs, 1 << 30).unwrap();
+        let scratch = strata_scratch::ScratchFs::new(strata_scratch::FsKind::Btrfs, 1 << 30).unwrap();
         bad_images_fail_clearly_and_leave_the_store_as_it_was(&Strata::at(&scratch.path().join("strata"), "btrfs"));
     }
 }
@@ -288,7 +288,7 @@ fn pull_from_a_local_registry() {
     // What a pull must give: the same tree as unpacking the layout directly.
     let local = Strata::new("vfs");
     let want_top = local.ok(&["image", "unpack", &format!("{}:v1", app.display())]).trim().to_string();
-    let want = driver_core::tree::Tree::capture(Path::new(local.ok(&["layer", "mount", &want_top]).trim())).unwrap();
+    let want = strata_testkit::tree::Tree::capture(Path::new(local.ok(&["layer", "mount", &want_top]).trim())).unwrap();
 
     let s = Strata::new("vfs");
     let o = s.run(&["image", "pull", "--insecure", &format!("127.0.0.1:{}/strata/base:v1", reg.port)]);
@@ -304,8 +304,8 @@ fn pull_from_a_local_registry() {
     assert_eq!(top, want_top, "the same chain ID as the local unpack");
     let images = s.ok(&["image", "ls"]);
     assert!(images.contains(&format!("127.0.0.1:{}/strata/app:v1", reg.port)), "{images}");
-    let got = driver_core::tree::Tree::capture(Path::new(s.ok(&["layer", "mount", &top]).trim())).unwrap();
-    let d = got.differences(&want, &driver_core::tree::CompareOptions::default());
+    let got = strata_testkit::tree::Tree::capture(Path::new(s.ok(&["layer", "mount", &top]).trim())).unwrap();
+    let d = got.differences(&want, &strata_testkit::tree::CompareOptions::default());
     assert!(d.is_empty(), "{}", d.join("\n"));
     // A reference that is not there is one clear error.
     let e = s.fails(&["image", "pull", "--insecure", &format!("127.0.0.1:{}/strata/nope:v1", reg.port)]);

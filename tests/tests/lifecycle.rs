@@ -8,9 +8,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 
-use driver_core::scratch::{FsKind, ScratchFs};
-use driver_core::workload::{generate, gzip, WorkloadSize};
+use bench_harness::workload::{generate, gzip, WorkloadSize};
 use serde_json::Value;
+use strata_scratch::{FsKind, ScratchFs};
 use strata_tests::registry::{Server, TestImage};
 use strata_tests::{privileged, Strata};
 
@@ -118,7 +118,7 @@ fn prune_races(driver: &str, base: &Path) {
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("img");
     let tars: Vec<Vec<u8>> = generate(41, WorkloadSize::small()).iter().map(|l| gzip(&l.tar)).collect();
-    driver_core::image::write_layout(&layout, "img", &tars).unwrap();
+    strata_image::image::write_layout(&layout, "img", &tars).unwrap();
     let p = TestImage::generate(42, 3);
     let registry = serve(p.clone(), "demo/p");
     let refp = format!("127.0.0.1:{}/demo/p:v1", registry.port);

@@ -129,7 +129,7 @@ fn index_to(env: &Env, digest: &str) -> Reply {
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": digest,
             "size": env.img.manifest.len(),
-            "platform": {"os": "linux", "architecture": driver_core::image::host_arch()}
+            "platform": {"os": "linux", "architecture": strata_image::image::host_arch()}
         }]
     });
     Reply::new(200, index.to_string()).header("Content-Type", "application/vnd.oci.image.index.v1+json")
@@ -729,7 +729,7 @@ fn hostile_registries_on_overlay() {
 #[test]
 fn hostile_registries_on_btrfs() {
     if privileged("the hostile-registry corpus") {
-        let scratch = driver_core::scratch::ScratchFs::new(driver_core::scratch::FsKind::Btrfs, 1 << 30).unwrap();
+        let scratch = strata_scratch::ScratchFs::new(strata_scratch::FsKind::Btrfs, 1 << 30).unwrap();
         corpus("btrfs", scratch.path());
     }
 }
@@ -753,7 +753,7 @@ fn ctrl_c(driver: &str, base: &Path) {
     let held = TestImage::generate(24, 2);
     let held_registry = Server::start(Arc::new(move |r| held.answer(REPO, r)));
     // Three layers that take a while to apply, so that signals land in each.
-    let size = driver_core::workload::WorkloadSize { base_dirs: 40, base_files: 800, app_files: 1500 };
+    let size = bench_harness::workload::WorkloadSize { base_dirs: 40, base_files: 800, app_files: 1500 };
     let img = TestImage::generate_sized(25, 3, size);
     let registry = Server::start(Arc::new(move |r| {
         // Slow enough answers that the download takes a while too.
@@ -834,7 +834,7 @@ fn ctrl_c_of_a_pull_on_overlay() {
 #[test]
 fn ctrl_c_of_a_pull_on_btrfs() {
     if privileged("Ctrl-C of a pull") {
-        let scratch = driver_core::scratch::ScratchFs::new(driver_core::scratch::FsKind::Btrfs, 1 << 30).unwrap();
+        let scratch = strata_scratch::ScratchFs::new(strata_scratch::FsKind::Btrfs, 1 << 30).unwrap();
         ctrl_c("btrfs", scratch.path());
     }
 }

@@ -65,9 +65,9 @@ fn b64(s: &str) -> String {
 }
 
 fn layout(dir: &Path) -> PathBuf {
-    use driver_core::workload::{generate, gzip, WorkloadSize};
+    use bench_harness::workload::{generate, gzip, WorkloadSize};
     let blobs: Vec<Vec<u8>> = generate(21, WorkloadSize::small()).into_iter().take(2).map(|l| gzip(&l.tar)).collect();
-    driver_core::image::write_layout(dir, "v1", &blobs).unwrap();
+    strata_image::image::write_layout(dir, "v1", &blobs).unwrap();
     dir.to_path_buf()
 }
 
@@ -87,7 +87,7 @@ fn pull_with_htpasswd_credentials_from_each_source() {
 
     let local = Strata::new("vfs");
     let want_top = local.ok(&["image", "unpack", &format!("{}:v1", img.display())]).trim().to_string();
-    let want = driver_core::tree::Tree::capture(Path::new(local.ok(&["layer", "mount", &want_top]).trim())).unwrap();
+    let want = strata_testkit::tree::Tree::capture(Path::new(local.ok(&["layer", "mount", &want_top]).trim())).unwrap();
 
     // Without credentials, and with wrong ones: one clear line, nothing stored.
     let s = Strata::new("vfs");
@@ -102,8 +102,8 @@ fn pull_with_htpasswd_credentials_from_each_source() {
     let s = Strata::new("vfs");
     let got = top(&pull(&s, &Env::default(), &reference, &["--creds", &format!("{USER}:{PASSWORD}")]));
     assert_eq!(got, want_top);
-    let tree = driver_core::tree::Tree::capture(Path::new(s.ok(&["layer", "mount", &got]).trim())).unwrap();
-    let d = tree.differences(&want, &driver_core::tree::CompareOptions::default());
+    let tree = strata_testkit::tree::Tree::capture(Path::new(s.ok(&["layer", "mount", &got]).trim())).unwrap();
+    let d = tree.differences(&want, &strata_testkit::tree::CompareOptions::default());
     assert!(d.is_empty(), "{}", d.join("\n"));
 
     // The auth file `skopeo login` writes, through --authfile, REGISTRY_AUTH_FILE and

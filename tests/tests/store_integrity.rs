@@ -6,9 +6,9 @@
 use std::fs;
 use std::path::Path;
 
-use driver_core::hostile_images::{digest, docker_archive, small_tar, Layout};
-use driver_core::scratch::{FsKind, ScratchFs};
 use serde_json::Value;
+use strata_scratch::{FsKind, ScratchFs};
+use strata_testkit::hostile_images::{digest, docker_archive, small_tar, Layout};
 use strata_tests::{privileged, Strata};
 
 /// Runs `f` on a fresh store of each driver (btrfs on its own loop-mounted btrfs).
@@ -164,7 +164,7 @@ fn committed_layers_are_read_only(s: &Strata) {
     let view = s.ok(&["layer", "mount", "c"]).trim().to_string();
     fs::write(Path::new(&view).join("etc/r-app"), b"changed").unwrap();
     s.ok(&["layer", "unmount", "c"]);
-    assert!(driver_core::conformance::mounts_under(&s.root).is_empty(), "{}: left mounted", s.driver);
+    assert!(strata_testkit::conformance::mounts_under(&s.root).is_empty(), "{}: left mounted", s.driver);
 }
 
 /// `layer rm` of any layer of an image is refused (as for a layer with children), so

@@ -7,8 +7,8 @@
 use std::fs;
 use std::path::Path;
 
-use driver_core::scratch::{FsKind, ScratchFs};
-use driver_core::tree::{CompareOptions, Tree};
+use strata_scratch::{FsKind, ScratchFs};
+use strata_testkit::tree::{CompareOptions, Tree};
 use strata_tests::{debian_fixture, privileged, Strata};
 
 /// The fixture's images: the tag and the least number of entries its tree must have.
@@ -79,7 +79,7 @@ fn compare(s: &Strata) {
     let fixture = debian_fixture();
     layers_one_by_one(s, &fixture);
     images_through_containers(s, &fixture);
-    assert!(driver_core::conformance::mounts_under(&s.root).is_empty(), "nothing stays mounted");
+    assert!(strata_testkit::conformance::mounts_under(&s.root).is_empty(), "nothing stays mounted");
 }
 
 #[test]

@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
+use bench_harness::workload::{generate, WorkloadSize};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use driver_core::apply::{apply_layer, ApplyOptions, WhiteoutMode};
-use driver_core::diff::naive_diff;
-use driver_core::workload::{generate, WorkloadSize};
 use sha2::Digest;
+use strata_archive::apply::{apply_layer, ApplyOptions, WhiteoutMode};
+use strata_archive::diff::naive_diff;
 
 fn scratch_parent() -> &'static Path {
     // tmpfs: measure the engine, not the disk.
@@ -46,7 +46,7 @@ fn benches(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
-    let gz = driver_core::workload::gzip(&base.tar);
+    let gz = bench_harness::workload::gzip(&base.tar);
     g.throughput(Throughput::Bytes(base.tar.len() as u64));
     g.bench_function("base layer gzip (zlib-rs), MB/s uncompressed", |b| {
         b.iter_batched(

@@ -18,9 +18,9 @@ use nix::fcntl::OFlag;
 use super::{
     mmap_write, move_tree, must_apply, open_deep, padding, set_mtime, tar_listing, with_view, Ctx, TarBuilder,
 };
-use crate::driver::{Change, ChangeKind};
-use crate::sys;
 use crate::tree::{CompareOptions, Tree};
+use driver_core::driver::{Change, ChangeKind};
+use driver_core::sys;
 
 /// Runs `script` in container `ctr` over `base`; diffs while the view is in use, then
 /// reads the view, unmounts and diffs again (the same tar). Returns the changes, the

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use crate::tarbuild::{EntryMeta, TarBuilder};
+use strata_archive::tarbuild::{EntryMeta, TarBuilder};
 
 /// What a driver must do with a hostile tar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

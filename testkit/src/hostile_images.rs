@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::image::{write_layout, REF_NAME};
-use crate::tarbuild::TarBuilder;
+use strata_archive::tarbuild::TarBuilder;
+use strata_image::image::{write_layout, REF_NAME};
 
 /// What `image unpack` must do with a hostile image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,7 +159,7 @@ fn tar_of_dir(dir: &Path, out: &Path) {
 pub fn docker_archive(out: &Path, repo_tags: &[&str], layers: &[Vec<u8>], diff_ids: Option<Vec<String>>) {
     let diff_ids = diff_ids.unwrap_or_else(|| layers.iter().map(|l| digest(l)).collect());
     let config = serde_json::to_vec(&json!({
-        "architecture": crate::image::host_arch(), "os": "linux",
+        "architecture": strata_image::image::host_arch(), "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }))
     .expect("json");

@@ -23,7 +23,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::TarBuilder;
-use crate::tarbuild::EntryMeta;
+use strata_archive::tarbuild::EntryMeta;
 
 /// One change, by relative path.
 #[derive(Clone, Debug)]
@@ -869,19 +869,19 @@ pub fn run_op(v: &Path, op: &Op) -> io::Result<()> {
                 *off as i64,
                 *len as i64,
             )
-            .map_err(crate::sys::errno)?;
+            .map_err(driver_core::sys::errno)?;
         }
         Op::Chmod { path, mode } => fs::set_permissions(at(path), fs::Permissions::from_mode(*mode))?,
         Op::Chown { path, uid, gid } => std::os::unix::fs::lchown(at(path), Some(*uid), Some(*gid))?,
         Op::Utime { path, secs, nsecs } => {
             let t = TimeSpec::new(*secs, *nsecs);
-            utimensat(None, &at(path), &t, &t, UtimensatFlags::NoFollowSymlink).map_err(crate::sys::errno)?
+            utimensat(None, &at(path), &t, &t, UtimensatFlags::NoFollowSymlink).map_err(driver_core::sys::errno)?
         }
         Op::SetXattr { path, name, value } => {
-            crate::sys::set_xattr(crate::sys::XattrTarget::NoFollow(&cpath(&at(path))), name, value)?
+            driver_core::sys::set_xattr(driver_core::sys::XattrTarget::NoFollow(&cpath(&at(path))), name, value)?
         }
         Op::RemoveXattr { path, name } => {
-            crate::sys::remove_xattr(crate::sys::XattrTarget::NoFollow(&cpath(&at(path))), name)?
+            driver_core::sys::remove_xattr(driver_core::sys::XattrTarget::NoFollow(&cpath(&at(path))), name)?
         }
         Op::Rename { from, to } => match fs::rename(at(from), at(to)) {
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
@@ -894,7 +894,7 @@ pub fn run_op(v: &Path, op: &Op) -> io::Result<()> {
         },
         Op::Exchange { a, b } => {
             nix::fcntl::renameat2(None, &at(a), None, &at(b), nix::fcntl::RenameFlags::RENAME_EXCHANGE)
-                .map_err(crate::sys::errno)?
+                .map_err(driver_core::sys::errno)?
         }
         Op::Link { from, to } => fs::hard_link(at(from), at(to))?,
         Op::Unlink { path } => fs::remove_file(at(path))?,
@@ -909,9 +909,9 @@ pub fn run_op(v: &Path, op: &Op) -> io::Result<()> {
         }
         Op::Symlink { path, target } => std::os::unix::fs::symlink(target, at(path))?,
         Op::Mkfifo { path } => nix::unistd::mkfifo(&at(path), nix::sys::stat::Mode::from_bits_truncate(0o644))
-            .map_err(crate::sys::errno)?,
+            .map_err(driver_core::sys::errno)?,
         Op::Subvolume { path } => {
-            if crate::sys::fs_type(v)? == "btrfs" {
+            if driver_core::sys::fs_type(v)? == "btrfs" {
                 let out = std::process::Command::new("btrfs").args(["subvolume", "create"]).arg(at(path)).output()?;
                 if !out.status.success() {
                     return Err(io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()));
@@ -951,16 +951,16 @@ fn copy_tree(from: &Path, to: &Path, links: &mut BTreeMap<(u64, u64), PathBuf>) 
     } else if ft.is_symlink() {
         std::os::unix::fs::symlink(fs::read_link(from)?, to)?;
     } else {
-        nix::unistd::mkfifo(to, nix::sys::stat::Mode::from_bits_truncate(0o644)).map_err(crate::sys::errno)?;
+        nix::unistd::mkfifo(to, nix::sys::stat::Mode::from_bits_truncate(0o644)).map_err(driver_core::sys::errno)?;
     }
     std::os::unix::fs::lchown(to, Some(md.uid()), Some(md.gid()))?;
     if !ft.is_symlink() {
         fs::set_permissions(to, fs::Permissions::from_mode(md.mode() & 0o7777))?;
     }
     let (cf, ct) = (cpath(from), cpath(to));
-    for (n, val) in crate::sys::read_xattrs(crate::sys::XattrTarget::NoFollow(&cf))? {
-        crate::sys::set_xattr(crate::sys::XattrTarget::NoFollow(&ct), &n, &val)?;
+    for (n, val) in driver_core::sys::read_xattrs(driver_core::sys::XattrTarget::NoFollow(&cf))? {
+        driver_core::sys::set_xattr(driver_core::sys::XattrTarget::NoFollow(&ct), &n, &val)?;
     }
     let t = nix::sys::time::TimeSpec::new(md.mtime(), md.mtime_nsec());
-    utimensat(None, to, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(crate::sys::errno)
+    utimensat(None, to, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(driver_core::sys::errno)
 }

@@ -36,9 +36,9 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::SFlag;
 
 use crate::apply::{OPAQUE_MARKER, WHITEOUT_PREFIX};
-use crate::driver::{Change, ChangeKind};
-use crate::error::{Cause, Context, Error, Result};
-use crate::sys::{self, XattrTarget};
+use driver_core::driver::{Change, ChangeKind};
+use driver_core::error::{Cause, Context, Error, Result};
+use driver_core::sys::{self, XattrTarget};
 
 /// One entry of a layer diff.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::sys::{self, XattrTarget};
+use driver_core::sys::{self, XattrTarget};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {

@@ -256,7 +256,7 @@ fn loops_under(dir: &Path) -> Vec<PathBuf> {
 /// not keep it), detaches the loop devices backed by files in it, and deletes it.
 /// Returns (mounts, loop devices) released.
 fn clean(dir: &Path) -> (usize, usize) {
-    let mounts = crate::sys::mounts_under(dir);
+    let mounts = driver_core::sys::mounts_under(dir);
     for m in &mounts {
         let _ = umount2(m, MntFlags::MNT_DETACH);
     }
@@ -314,7 +314,7 @@ impl Drop for ScratchFs {
     fn drop(&mut self) {
         if self.mounted {
             // Anything still mounted inside (a driver's overlay mounts) goes first.
-            for m in crate::sys::mounts_under(&self.mountpoint) {
+            for m in driver_core::sys::mounts_under(&self.mountpoint) {
                 if m != self.mountpoint {
                     let _ = umount2(&m, MntFlags::MNT_DETACH);
                 }
@@ -358,7 +358,7 @@ pub fn privileged(reason: &str) -> bool {
 
 /// The filesystem type under `path`.
 pub fn fs_type(path: &Path) -> io::Result<String> {
-    crate::sys::fs_type(path)
+    driver_core::sys::fs_type(path)
 }
 
 #[cfg(test)]
@@ -382,7 +382,7 @@ mod tests {
             let (dev, mnt) = (s.device().to_path_buf(), s.path().to_path_buf());
             assert!(attached(&dev));
             drop(s);
-            assert!(crate::sys::mounts_under(&mnt).is_empty(), "{kind:?} still mounted");
+            assert!(driver_core::sys::mounts_under(&mnt).is_empty(), "{kind:?} still mounted");
             assert!(!attached(&dev), "{} still attached", dev.display());
         }
     }
@@ -410,7 +410,7 @@ mod tests {
         }));
         assert!(r.is_err());
         let (dev, mnt) = seen.unwrap();
-        assert!(crate::sys::mounts_under(&mnt).is_empty());
+        assert!(driver_core::sys::mounts_under(&mnt).is_empty());
         assert!(!attached(&dev));
     }
 }

@@ -14,7 +14,7 @@
 
 use std::io::Write;
 
-use crate::tarbuild::{EntryMeta, TarBuilder};
+use strata_archive::tarbuild::{EntryMeta, TarBuilder};
 
 /// splitmix64: small, fast, deterministic.
 pub struct Rng(u64);

@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use driver_core::image::{blob_path, image_from_manifest, BlobSource, Image, VerifyingReader};
+use crate::image::{blob_path, image_from_manifest, BlobSource, Image, VerifyingReader};
 use driver_core::{interrupt, Cause, Driver, Error};
 use sha2::{Digest, Sha256, Sha512};
 use url::Url;
@@ -900,7 +900,7 @@ impl Pulled {
     /// After a failed or interrupted unpack: removes, top down, the layers this pull
     /// made that no image lists (a concurrent unpack's record lists its layers, so they
     /// stay), so the store is as before the pull.
-    pub fn undo(&self, driver: &dyn Driver, images: &driver_core::images::ImageStore) {
+    pub fn undo(&self, driver: &dyn Driver, images: &crate::images::ImageStore) {
         let Ok(records) = images.list() else { return };
         let used: std::collections::HashSet<&String> = records.iter().flat_map(|r| r.layers.iter()).collect();
         for id in self.new_layers.iter().rev() {
@@ -1028,7 +1028,7 @@ fn download(
     // Manifest (through indexes) and config.
     let (c, src, rr, shown) = (client.clone(), source.clone(), r.clone(), reference.to_string());
     let image = dog.run(reference, move || {
-        let arch = driver_core::image::host_arch();
+        let arch = crate::image::host_arch();
         let (mut body, mut media) = c.manifest(&rr.reference)?;
         let mut what = format!("manifest {}", rr.reference);
         for depth in 0.. {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use sha2::{Digest, Sha256};
 
-use crate::error::{Cause, Error, Result};
+use driver_core::error::{Cause, Error, Result};
 
 /// The annotation that tags a manifest in an image layout's index.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -108,7 +108,7 @@ impl LayoutDir {
                 ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS,
             );
         let fd = nix::fcntl::openat2(root.as_raw_fd(), rel, how).map_err(|e| {
-            let e = crate::sys::errno(e);
+            let e = driver_core::sys::errno(e);
             if e.raw_os_error() == Some(libc::ELOOP) {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -129,7 +129,7 @@ impl LayoutDir {
         }
         // Reads of a regular file never block; clear the flag anyway so nothing relies on it.
         nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))
-            .map_err(crate::sys::errno)?;
+            .map_err(driver_core::sys::errno)?;
         Ok(file)
     }
 }
@@ -600,7 +600,8 @@ fn open_layer_blob(source: &dyn BlobSource, layer: &LayerBlob, i: usize) -> Resu
         Some(d) => Box::new(VerifyingReader::new(blob, d, layer.size, format!("blob {d}"))),
         None => blob,
     };
-    let (_, plain) = crate::compress::decompress(blob).map_err(|e| Error::new(Cause::Other(format!("{what}: {e}"))))?;
+    let (_, plain) =
+        strata_archive::compress::decompress(blob).map_err(|e| Error::new(Cause::Other(format!("{what}: {e}"))))?;
     Ok(Box::new(VerifyingReader::new(plain, &layer.diff_id, None, format!("the uncompressed {what} (diff_id)"))))
 }
 
@@ -655,14 +656,14 @@ pub fn write_layout(dir: &Path, tag: &str, layer_blobs: &[Vec<u8>]) -> Result<()
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
     for blob in layer_blobs {
-        let (kind, mut plain) = crate::compress::decompress(&blob[..]).map_err(io_err)?;
+        let (kind, mut plain) = strata_archive::compress::decompress(&blob[..]).map_err(io_err)?;
         let mut h = Sha256::new();
         io::copy(&mut plain, &mut HashWriter(&mut h)).map_err(io_err)?;
         diff_ids.push(format!("sha256:{}", hex::encode(h.finalize())));
         let media = match kind {
-            crate::compress::Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            crate::compress::Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
-            crate::compress::Compression::None => "application/vnd.oci.image.layer.v1.tar",
+            strata_archive::compress::Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            strata_archive::compress::Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            strata_archive::compress::Compression::None => "application/vnd.oci.image.layer.v1.tar",
         };
         layers.push(serde_json::json!({"mediaType": media, "digest": put(blob)?, "size": blob.len()}));
     }
@@ -707,6 +708,30 @@ impl io::Write for HashWriter<'_> {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// A blob source whose streams are [`Checked`](driver_core::interrupt::Checked): an unpack from it stops at the next
+/// read once an interrupt is requested, and removes what it made.
+pub struct CheckedSource<S>(pub S);
+
+impl<S> BlobSource for CheckedSource<S>
+where
+    S: std::ops::Deref<Target = dyn BlobSource> + Send + Sync,
+{
+    fn open(&self, locator: &str) -> io::Result<Box<dyn Read + Send>> {
+        if driver_core::interrupt::requested() {
+            return Err(io::Error::other("interrupted (SIGINT or SIGTERM)"));
+        }
+        Ok(Box::new(driver_core::interrupt::Checked(self.0.open(locator)?)))
+    }
+
+    fn stored_size(&self, locator: &str) -> io::Result<Option<u64>> {
+        self.0.stored_size(locator)
+    }
+
+    fn shared(&self) -> Option<std::sync::Arc<dyn BlobSource>> {
+        self.0.shared().map(|s| std::sync::Arc::new(CheckedSource(s)) as std::sync::Arc<dyn BlobSource>)
     }
 }
 

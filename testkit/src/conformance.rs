@@ -6,7 +6,7 @@
 //! which makes one `#[test]` per case, so a case runs alone by name:
 //!
 //! ```ignore
-//! driver_core::conformance_tests!("vfs", Backing::TempDir, |root| Ok(Box::new(VfsDriver::new(root)?)));
+//! strata_testkit::conformance_tests!("vfs", Backing::TempDir, |root| Ok(Box::new(VfsDriver::new(root)?)));
 //! // cargo test -p driver-vfs --test conformance whiteouts
 //! ```
 //!
@@ -26,11 +26,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use crate::driver::{Change, ChangeKind, Driver};
-use crate::error::{Cause, Result};
-use crate::scratch::{FsKind, ScratchFs};
-pub use crate::tarbuild::{EntryMeta, TarBuilder};
 use crate::tree::{CompareOptions, Tree};
+use driver_core::driver::{Change, ChangeKind, Driver};
+use driver_core::error::{Cause, Result};
+pub use strata_archive::tarbuild::{EntryMeta, TarBuilder};
+use strata_scratch::{FsKind, ScratchFs};
 
 mod exact;
 pub use exact::*;
@@ -125,7 +125,7 @@ extern "C" fn release_shared() {
 /// The folder the whole test binary shares (made on first use, released at exit),
 /// or `None` when the tests are skipped for want of root.
 pub fn shared_base(backing: Backing) -> Option<&'static Path> {
-    if !crate::scratch::privileged("the conformance suite (mounts, devices, owners)") {
+    if !strata_scratch::privileged("the conformance suite (mounts, devices, owners)") {
         return None;
     }
     Some(BASE.get_or_init(|| {
@@ -176,7 +176,7 @@ pub fn run_case(driver_name: &str, backing: Backing, factory: Factory, name: &st
     let _ = fs::remove_dir_all(&dir);
 }
 
-pub use crate::sys::mounts_under;
+pub use driver_core::sys::mounts_under;
 
 fn unmount_all_under(dir: &Path) {
     for m in mounts_under(dir) {
@@ -405,7 +405,7 @@ pub fn special_files_and_metadata(ctx: &Ctx) {
         assert_eq!(md("d/sgid").mode() & 0o7777, 0o2755);
         assert_eq!(md("d/sticky").mode() & 0o7777, 0o1777);
         assert_eq!((md("d/bigids").uid(), md("d/bigids").gid()), (70000, 4_000_000_000));
-        let x = crate::diff::xattrs_of(&v.join("d/xattrs")).unwrap();
+        let x = strata_archive::diff::xattrs_of(&v.join("d/xattrs")).unwrap();
         assert!(x.contains(&("user.strata".to_string(), b"yes".to_vec())), "{x:?}");
         assert!(x.iter().any(|(n, val)| n == "security.capability" && *val == caps), "{x:?}");
         assert_eq!(md("d/hard").ino(), md("d/target").ino());
@@ -615,9 +615,9 @@ pub fn padding(t: &mut TarBuilder, dir: &str, n: usize) {
 /// than PATH_MAX once joined to `root`).
 pub fn open_deep(root: &Path, rel: &Path) -> std::os::fd::OwnedFd {
     use std::os::fd::AsFd;
-    let mut fd = crate::sys::open_dir(root).unwrap();
+    let mut fd = driver_core::sys::open_dir(root).unwrap();
     for c in rel.components() {
-        fd = crate::sys::open_at(fd.as_fd(), c.as_os_str(), nix::fcntl::OFlag::O_DIRECTORY, 0)
+        fd = driver_core::sys::open_at(fd.as_fd(), c.as_os_str(), nix::fcntl::OFlag::O_DIRECTORY, 0)
             .unwrap_or_else(|e| panic!("open {c:?}: {e}"));
     }
     fd
@@ -647,7 +647,7 @@ pub fn scripted_changes(v: &Path) {
     fs::hard_link(v.join("etc/linked"), v.join("etc/hard")).unwrap();
     std::os::unix::fs::symlink("../etc/x", v.join("lib/newlink")).unwrap();
     let c = std::ffi::CString::new(v.join("etc/tagged").into_os_string().into_encoded_bytes()).unwrap();
-    crate::sys::set_xattr(crate::sys::XattrTarget::NoFollow(&c), "user.strata", b"tagged").unwrap();
+    driver_core::sys::set_xattr(driver_core::sys::XattrTarget::NoFollow(&c), "user.strata", b"tagged").unwrap();
     // Pin times: files first, then the directories that changed.
     for (i, p) in [
         "new.txt",

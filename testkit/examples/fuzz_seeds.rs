@@ -9,7 +9,7 @@ fn main() {
     let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "fuzz/corpus".into()));
     let tars = out.join("tar_apply");
     fs::create_dir_all(&tars).unwrap();
-    for h in driver_core::hostile::corpus(Path::new("/tmp/strata-fuzz-base/outside")) {
+    for h in strata_testkit::hostile::corpus(Path::new("/tmp/strata-fuzz-base/outside")) {
         fs::write(tars.join(h.name), &h.tar).unwrap();
     }
     let manifests = out.join("manifest");

@@ -11,9 +11,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::{must_apply, names, read, set, set_mtime, with_view, Ctx, EntryMeta, TarBuilder};
-use crate::error::{Cause, Error};
-use crate::sys;
 use crate::tree::{CompareOptions, Tree};
+use driver_core::error::{Cause, Error};
+use driver_core::sys;
 
 /// Applies `base` as layer `base` (once), runs `script` in a new container `id` over it,
 /// unmounts and diffs at once. Returns the diff (or its error) and the view.

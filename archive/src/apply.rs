@@ -46,8 +46,8 @@ use nix::sys::stat::{Mode, SFlag};
 use nix::sys::time::TimeSpec;
 use sha2::{Digest, Sha256};
 
-use crate::error::{Cause, Error, Result};
-use crate::sys::{self, errno, XattrTarget};
+use driver_core::error::{Cause, Error, Result};
+use driver_core::sys::{self, errno, XattrTarget};
 
 /// How a driver stores an OCI whiteout (`.wh.NAME`, `.wh..wh..opq`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 //!
 //! # Who may remove a layer
 //! A layer that a record or a live pending unpack lists is *in use*: the store refuses
-//! to remove it ([`users_of`], checked by [`crate::store::Store::remove`] under the
+//! to remove it ([`driver_core::holds::users_of`], checked by [`driver_core::store::Store::remove`] under the
 //! store lock), whoever asks (`layer rm`, `image rm` of another image, a cleanup).
 //!
 //! # An unpack
@@ -39,9 +39,11 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::driver::{Driver, LayerTar};
-use crate::error::{Cause, Context, Error, Result};
 use crate::image::{open_layer_lazily, validate_name, BlobSource, Image};
+use driver_core::driver::{Driver, LayerTar};
+use driver_core::error::{Cause, Context, Error, Result};
+use driver_core::holds::locked_by_someone;
+use driver_core::json::{read_json, write_json};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRecord {
@@ -95,42 +97,6 @@ fn legacy_file_name(name: &str) -> String {
     format!("{}.json", name.replace('%', "%25").replace('/', "%2F"))
 }
 
-/// Whether some process holds the lock on `path` (a pending record's owner is alive).
-fn locked_by_someone(path: &Path) -> bool {
-    match File::open(path) {
-        Ok(f) => Flock::lock(f, FlockArg::LockSharedNonblock).is_err(),
-        Err(_) => false,
-    }
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<Option<T>> {
-    match fs::read(p) {
-        Ok(data) => serde_json::from_slice(&data)
-            .map(Some)
-            .map_err(|e| Error::new(Cause::Corrupt(format!("{}: {e}", p.display())))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::new(e).with_path(p)),
-    }
-}
-
-/// Writes `value` to `p` atomically (temp file, fsync, rename, fsync of the directory).
-fn write_json<T: Serialize>(p: &Path, value: &T) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = p.parent().expect("a record has a directory");
-    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
-    let write = || -> io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(value).map_err(io::Error::other)?)?;
-        f.sync_all()?;
-        fs::rename(&tmp, p)?;
-        File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::new(e).with_path(p)
-    })
-}
-
 /// Rewrites a pending record in place (not by rename: its lock is on this inode). A
 /// torn write reads as corrupt, which a collector treats as a record to drop.
 fn overwrite(p: &Path, rec: &PendingRecord) -> Result<()> {
@@ -139,46 +105,10 @@ fn overwrite(p: &Path, rec: &PendingRecord) -> Result<()> {
     f.sync_all().at_path(p)
 }
 
-/// The images (and unpacks under way) that use layer `id`, as the store sees them in
-/// `driver_dir`. Called by the store under its lock before it removes a layer.
-pub fn users_of(driver_dir: &Path, id: &str) -> Result<Vec<String>> {
-    let dir = driver_dir.join("images");
-    let mut users = Vec::new();
-    let Ok(entries) = fs::read_dir(&dir) else { return Ok(users) };
-    for e in entries {
-        let p = e.at_path(&dir)?.path();
-        let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
-        if hidden || p.extension().is_none_or(|x| x != "json") {
-            continue;
-        }
-        if let Some(rec) = read_json::<ImageRecord>(&p)? {
-            let live = !rec.removing && (rec.complete || crate::sys::pid_alive(rec.pid));
-            if live && rec.layers.iter().any(|l| l == id) {
-                users.push(format!("image {}", rec.name));
-            }
-        }
-    }
-    let pending = dir.join("pending");
-    if let Ok(entries) = fs::read_dir(&pending) {
-        for e in entries {
-            let p = e.at_path(&pending)?.path();
-            if p.extension().is_none_or(|x| x != "json") {
-                continue;
-            }
-            if let Ok(Some(rec)) = read_json::<PendingRecord>(&p) {
-                if !rec.failed && rec.layers.iter().any(|l| l == id) && locked_by_someone(&p) {
-                    users.push(format!("image {} (being unpacked)", rec.name));
-                }
-            }
-        }
-    }
-    Ok(users)
-}
-
 /// Whether layer `info` can stand as layer `i` of `image`: a committed layer made from
 /// that layer's tar (its diff_id) over the same parent. A layer of the same ID made any
 /// other way (`layer create sha256:…`, `layer apply` of other content) is not.
-fn reusable(info: &crate::driver::LayerInfo, image: &Image, i: usize) -> bool {
+fn reusable(info: &driver_core::driver::LayerInfo, image: &Image, i: usize) -> bool {
     let parent = i.checked_sub(1).map(|p| image.chain_ids[p].as_str());
     !info.writable
         && info.diff_id.as_deref() == Some(image.layers[i].diff_id.as_str())
@@ -249,7 +179,7 @@ impl ImageStore {
         Ok(ImageStore { dir, lock_path: driver_dir.join("lock") })
     }
 
-    /// The driver's store lock (the same file [`crate::store::Store`] locks): record
+    /// The driver's store lock (the same file [`driver_core::store::Store`] locks): record
     /// changes that must not interleave with a layer's removal take it.
     fn lock(&self) -> Result<Flock<File>> {
         let file = OpenOptions::new()
@@ -272,7 +202,11 @@ impl ImageStore {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if name.starts_with(".tmp-") {
                 if !locked_by_someone(&p)
-                    && name.split('-').nth(1).and_then(|n| n.parse().ok()).is_none_or(|pid| !crate::sys::pid_alive(pid))
+                    && name
+                        .split('-')
+                        .nth(1)
+                        .and_then(|n| n.parse().ok())
+                        .is_none_or(|pid| !driver_core::sys::pid_alive(pid))
                 {
                     let _ = fs::remove_file(&p);
                 }
@@ -297,7 +231,7 @@ impl ImageStore {
             drop(lock);
         }
         for rec in self.all()? {
-            if !rec.complete && !crate::sys::pid_alive(rec.pid) {
+            if !rec.complete && !driver_core::sys::pid_alive(rec.pid) {
                 let _ = fs::remove_file(self.record_path(&rec.name));
             }
         }
@@ -333,7 +267,11 @@ impl ImageStore {
 
     /// Complete images that are not being removed.
     pub fn list(&self) -> Result<Vec<ImageRecord>> {
-        Ok(self.all()?.into_iter().filter(|r| !r.removing && (r.complete || crate::sys::pid_alive(r.pid))).collect())
+        Ok(self
+            .all()?
+            .into_iter()
+            .filter(|r| !r.removing && (r.complete || driver_core::sys::pid_alive(r.pid)))
+            .collect())
     }
 
     /// A complete image that is not being removed.

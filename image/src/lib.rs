@@ -1,0 +1,9 @@
+//! OCI images for strata: layouts and archives, verification, chain IDs ([`image`]),
+//! the images a driver holds and unpacking an image into its layers ([`images`]), and
+//! the registry client ([`registry`]).
+//!
+//! Depends on the contract (`driver-core`) and the tar engine (`strata-archive`).
+
+pub mod image;
+pub mod images;
+pub mod registry;
