@@ -34,8 +34,35 @@ struct Cli {
     /// Which driver: overlay, vfs, btrfs, or auto (overlay, else btrfs on btrfs, else vfs).
     #[arg(long, global = true, default_value = "auto")]
     driver: String,
+    /// No progress or notes on stderr: only results (stdout) and errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// How much to say on stderr: error, info (progress and notes), debug (also what
+    /// happens underneath: the driver's folder, leftovers collected, layers reused).
+    #[arg(long, global = true, default_value = "info", value_parser = ["error", "info", "debug"])]
+    log_level: String,
+    /// Same as --log-level debug.
+    #[arg(long, global = true)]
+    debug: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// 0 error, 1 info, 2 debug: set once from the command line.
+static LEVEL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+
+fn level() -> u8 {
+    LEVEL.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A note or progress line on stderr, unless --quiet or --log-level error.
+macro_rules! info {
+    ($($t:tt)*) => { if level() >= 1 { eprintln!($($t)*) } };
+}
+
+/// What happens underneath, with --debug.
+macro_rules! debug {
+    ($($t:tt)*) => { if level() >= 2 { eprintln!("debug: {}", format!($($t)*)) } };
 }
 
 #[derive(Subcommand)]
@@ -194,6 +221,14 @@ enum LayerCmd {
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let lvl = if cli.debug {
+        2
+    } else if cli.quiet {
+        0
+    } else {
+        ["error", "info", "debug"].iter().position(|l| *l == cli.log_level).unwrap_or(1) as u8
+    };
+    LEVEL.store(lvl, std::sync::atomic::Ordering::Relaxed);
     // The bench's usage errors exit 2, as clap's own do, before anything runs.
     if let Command::Bench(args) = &mut cli.command {
         let driver_given = matches.value_source("driver") == Some(ValueSource::CommandLine);
@@ -233,8 +268,10 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Layer(cmd) => {
             let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
             // Finish what a killed unpack left (see ImageStore::collect).
+            debug!("driver {} in {}", driver.name(), dir.display());
             let images = ImageStore::open(&dir)?;
-            images.collect(driver.as_ref())?;
+            let collected = images.collect(driver.as_ref())?;
+            debug!("removed {} layer(s) left by killed unpacks: {:?}", collected.len(), collected);
             layer(driver.as_ref(), &images, cmd)
         }
         Command::Image(cmd) => {
@@ -289,15 +326,17 @@ fn container(driver: &dyn Driver, images: &ImageStore, cmd: ContainerCmd) -> Res
         }
         ContainerCmd::Rm { name } => {
             lifecycle::remove_container(driver, &name)?;
-            eprintln!("removed container {name}");
+            info!("removed container {name}");
         }
     }
     Ok(())
 }
 
 fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
+    debug!("driver {} in {}", driver.name(), dir.display());
     let images = ImageStore::open(dir)?;
-    images.collect(driver)?;
+    let collected = images.collect(driver)?;
+    debug!("removed {} layer(s) left by killed unpacks: {:?}", collected.len(), collected);
     match cmd {
         ImageCmd::Pull { reference, insecure, auth, timeout, low_speed_limit, low_speed_time } => {
             let limits = registry::Limits {
@@ -311,11 +350,7 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
             let start = std::time::Instant::now();
             let pulled = registry::pull(&reference, insecure, &auth.options(), limits, &cache, driver)?;
             let (blobs, bytes) = pulled.downloaded;
-            eprintln!(
-                "downloaded {blobs} layer blob(s), {} in {:.2}s",
-                human_bytes(bytes),
-                start.elapsed().as_secs_f64()
-            );
+            info!("downloaded {blobs} layer blob(s), {} in {:.2}s", human_bytes(bytes), start.elapsed().as_secs_f64());
             if let Err(e) = unpack_and_report(driver, &images, &pulled.source, &pulled.image, &pulled.name) {
                 pulled.undo(driver, &images);
                 return Err(if driver_core::interrupt::requested() { driver_core::interrupt::error() } else { e });
@@ -342,7 +377,7 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
         ImageCmd::Ls { json, no_trunc } => lifecycle::list_images(driver, &images, json, no_trunc),
         ImageCmd::Rm { name } => {
             let removed = images.remove(driver, &name)?;
-            eprintln!("removed image {name} and {} layer(s) no one else uses", removed.len());
+            info!("removed image {name} and {} layer(s) no one else uses", removed.len());
             Ok(())
         }
         ImageCmd::Prune { dry_run } => {
@@ -355,10 +390,10 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
                 println!("{verb} blob {d} ({})", human_bytes(*size));
             }
             for s in &p.skipped {
-                eprintln!("kept (in use meanwhile): {s}");
+                info!("kept (in use meanwhile): {s}");
             }
             let total: u64 = p.layers.iter().chain(&p.blobs).map(|(_, s)| s).sum();
-            eprintln!("{verb} {} layer(s) and {} blob(s), {}", p.layers.len(), p.blobs.len(), human_bytes(total));
+            info!("{verb} {} layer(s) and {} blob(s), {}", p.layers.len(), p.blobs.len(), human_bytes(total));
             Ok(())
         }
     }
@@ -384,7 +419,7 @@ fn unpack_and_report(
             None => format!("layer {}/{} {short}: already exists", ev.index + 1, ev.count),
         }
     };
-    let top = if io::stdout().is_terminal() {
+    let top = if io::stdout().is_terminal() && level() >= 1 {
         // A bar per layer, moved by the bytes read from its blob.
         let bars = indicatif::MultiProgress::new();
         let style = indicatif::ProgressStyle::with_template("{msg:40} [{bar:30}] {bytes:>10}/{total_bytes:<10}")
@@ -393,7 +428,7 @@ fn unpack_and_report(
         let progress = progress::ProgressSource::new(source, img, &bars, style);
         strata_image::images::unpack(driver, images, &progress, img, name, &|ev| progress.finish(ev.index, line(ev)))?
     } else {
-        strata_image::images::unpack(driver, images, source, img, name, &|ev| eprintln!("{}", line(ev)))?
+        strata_image::images::unpack(driver, images, source, img, name, &|ev| info!("{}", line(ev)))?
     };
     println!("{}", top.unwrap_or_default());
     Ok(())

@@ -16,7 +16,14 @@ fn listings_truncate_ids_show_human_sizes_and_users() {
     let tars: Vec<Vec<u8>> =
         bench_harness::workload::generate(51, size).iter().map(|l| bench_harness::workload::gzip(&l.tar)).collect();
     strata_image::image::write_layout(work.path(), "img", &tars).unwrap();
-    let top = s.ok(&["image", "unpack", work.path().to_str().unwrap(), "--name", "app"]).trim().to_string();
+    // -q: the result on stdout, nothing on stderr; --debug: what happens underneath.
+    let o = s.run(&["image", "unpack", "-q", work.path().to_str().unwrap(), "--name", "app"]);
+    assert!(o.status.success() && o.stderr.is_empty(), "-q: {}", String::from_utf8_lossy(&o.stderr));
+    let top = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    let o = s.run(&["--debug", "layer", "ls"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("debug: driver vfs in "), "--debug: {o:?}");
+    let o = s.run(&["--log-level", "error", "image", "rm", "nothing-here"]);
+    assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1, "only the error: {o:?}");
     s.ok(&["container", "create", "c1", "--image", "app"]);
     assert_eq!(top.len(), 71, "{top}");
 
