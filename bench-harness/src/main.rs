@@ -5,6 +5,7 @@
 //! stderr and exits non-zero, leaving the store as it was.
 
 mod bench;
+mod commit;
 mod drivers;
 mod lifecycle;
 mod model;
@@ -140,6 +141,38 @@ enum ImageCmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Write a stored image as an OCI layout (DIR), an oci-archive or a docker-archive.
+    Save {
+        name: String,
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// oci, oci-archive or docker-archive (default: oci for an existing directory,
+        /// else oci-archive).
+        #[arg(long, value_parser = ["oci", "oci-archive", "docker-archive"])]
+        format: Option<String>,
+    },
+    /// The layers of an image, top first: sizes, files added/changed/deleted, what
+    /// made each, and the bytes each hides from the layers below.
+    History {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// An image's manifest and config; with --efficiency, its wasted space (bytes
+    /// shipped in a layer but overwritten or deleted above), as dive reports it.
+    Inspect {
+        name: String,
+        #[arg(long)]
+        efficiency: bool,
+        #[arg(long)]
+        json: bool,
+        /// Fail (exit non-zero) when more bytes than this are wasted.
+        #[arg(long, requires = "efficiency")]
+        max_wasted_bytes: Option<u64>,
+        /// Fail (exit non-zero) when the efficiency (0 to 1) is below this.
+        #[arg(long, requires = "efficiency")]
+        min_efficiency: Option<f64>,
+    },
 }
 
 /// Credentials for a registry (default: the containers auth file, then Docker's
@@ -176,6 +209,19 @@ enum ContainerCmd {
     },
     /// Remove a container (refused while mounted).
     Rm { name: String },
+    /// Make the container's changes a new image layer, recorded as image --image.
+    Commit {
+        name: String,
+        /// Name of the new image.
+        #[arg(long)]
+        image: String,
+        /// A comment for the new layer's history entry.
+        #[arg(long)]
+        message: Option<String>,
+        /// How the new layer's blob is compressed: gzip or zstd.
+        #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
+        compression: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -328,6 +374,9 @@ fn container(driver: &dyn Driver, images: &ImageStore, cmd: ContainerCmd) -> Res
             lifecycle::remove_container(driver, &name)?;
             info!("removed container {name}");
         }
+        ContainerCmd::Commit { name, image, message, compression } => {
+            commit::commit(driver, images, &name, &image, message, &compression)?
+        }
     }
     Ok(())
 }
@@ -395,6 +444,11 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
             let total: u64 = p.layers.iter().chain(&p.blobs).map(|(_, s)| s).sum();
             info!("{verb} {} layer(s) and {} blob(s), {}", p.layers.len(), p.blobs.len(), human_bytes(total));
             Ok(())
+        }
+        ImageCmd::Save { name, output, format } => commit::save(&images, &name, &output, format.as_deref()),
+        ImageCmd::History { name, json } => commit::history(&images, &name, json),
+        ImageCmd::Inspect { name, efficiency, json, max_wasted_bytes, min_efficiency } => {
+            commit::inspect(&images, &name, efficiency, json, max_wasted_bytes, min_efficiency)
         }
     }
 }

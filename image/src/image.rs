@@ -63,6 +63,10 @@ pub struct LayerBlob {
 pub struct Image {
     pub name: String,
     pub config_digest: String,
+    /// Where the config is found in its source (its digest, or a docker-archive path).
+    pub config_locator: String,
+    /// The manifest as the source holds it (none in a docker-archive).
+    pub manifest: Option<Vec<u8>>,
     pub layers: Vec<LayerBlob>,
     pub chain_ids: Vec<String>,
 }
@@ -381,9 +385,12 @@ pub fn open_source(spec: &str, platform: Option<&str>) -> Result<(Box<dyn BlobSo
     let (path, tag) = if Path::new(spec).exists() {
         (PathBuf::from(spec), None)
     } else {
-        match spec.rsplit_once(':') {
-            Some((p, t)) if Path::new(p).exists() => (PathBuf::from(p), Some(t.to_string())),
-            _ => return Err(bad(spec, "no such file or directory")),
+        // A tag may hold a colon itself (`DIR:app:v1`, as `image save` tags a layout):
+        // the path is the longest prefix before a colon that exists.
+        let split = spec.match_indices(':').rev().map(|(i, _)| (&spec[..i], &spec[i + 1..]));
+        match split.into_iter().find(|(p, _)| Path::new(p).exists()) {
+            Some((p, t)) => (PathBuf::from(p), Some(t.to_string())),
+            None => return Err(bad(spec, "no such file or directory")),
         }
     };
     let arch = platform.map(|p| p.trim_start_matches("linux/").to_string()).unwrap_or_else(|| host_arch().to_string());
@@ -479,6 +486,7 @@ fn resolve_oci(source: &dyn BlobSource, src: &str, index: &[u8], tag: Option<&st
 
 /// An OCI or Docker schema 2 manifest (the same shape) to an [`Image`].
 pub fn image_from_manifest(source: &dyn BlobSource, src: &str, name: String, manifest: &[u8]) -> Result<Image> {
+    let manifest_bytes = manifest.to_vec();
     let manifest = ImageManifest::from_reader(manifest).map_err(|e| bad(src, format!("manifest: {e}")))?;
     let cfg_digest = manifest.config().digest().to_string();
     let cfg = read_small(source, src, &cfg_digest, Some(manifest.config().size()), MAX_CONFIG)?;
@@ -506,7 +514,14 @@ pub fn image_from_manifest(source: &dyn BlobSource, src: &str, name: String, man
             diff_id: diff_id.clone(),
         });
     }
-    Ok(Image { name, config_digest: cfg_digest, chain_ids: chain_ids(&diff_ids), layers })
+    Ok(Image {
+        name,
+        config_locator: cfg_digest.clone(),
+        config_digest: cfg_digest,
+        manifest: Some(manifest_bytes),
+        chain_ids: chain_ids(&diff_ids),
+        layers,
+    })
 }
 
 fn is_layer_type(t: &str) -> bool {
@@ -582,7 +597,14 @@ fn resolve_docker(archive: &TarArchive, src: &str, tag: Option<&str>) -> Result<
         })
         .collect();
     let name = tags(entry).first().cloned().unwrap_or_else(|| hex[..12.min(hex.len())].to_string());
-    Ok(Image { name, config_digest: cfg_digest, chain_ids: chain_ids(&diff_ids), layers })
+    Ok(Image {
+        name,
+        config_digest: cfg_digest,
+        config_locator: entry.config.clone(),
+        manifest: None,
+        chain_ids: chain_ids(&diff_ids),
+        layers,
+    })
 }
 
 /// Opens layer `i` of `image` as its verified, uncompressed tar stream: the blob is

@@ -39,6 +39,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::content::ContentStore;
 use crate::image::{open_layer_lazily, validate_name, BlobSource, Image};
 use driver_core::driver::{Driver, LayerTar};
 use driver_core::error::{Cause, Context, Error, Result};
@@ -51,6 +52,10 @@ pub struct ImageRecord {
     /// Chain IDs bottom to top; the last is the image's top layer.
     pub layers: Vec<String>,
     pub config_digest: String,
+    /// The digest of the image's manifest in the content store ([`crate::content`]);
+    /// `None` for images stored before strata kept their content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
     /// Always true for records written now (an unpack under way has a pending record
     /// instead); kept so that records of older versions still read.
     pub complete: bool,
@@ -84,6 +89,7 @@ struct PendingRecord {
 pub struct ImageStore {
     dir: PathBuf,
     lock_path: PathBuf,
+    pub content: ContentStore,
 }
 
 /// The file a record of image `name` is kept in: a digest, so that the name never
@@ -117,7 +123,7 @@ fn reusable(info: &driver_core::driver::LayerInfo, image: &Image, i: usize) -> b
 
 /// How many layers of `image`, from the bottom, are present; refuses a present layer
 /// that was not made from the image's content.
-fn present_prefix(driver: &dyn Driver, image: &Image) -> Result<usize> {
+pub(crate) fn present_prefix(driver: &dyn Driver, image: &Image) -> Result<usize> {
     let mut n = 0;
     for (i, id) in image.chain_ids.iter().enumerate() {
         match driver.get(id) {
@@ -151,7 +157,7 @@ fn present_prefix(driver: &dyn Driver, image: &Image) -> Result<usize> {
 
 /// Removes, top down, those of `layers` (a chain, bottom to top) that nothing uses;
 /// stops at the first one in use, with a child, or mounted. Returns the layers removed.
-fn remove_unused(driver: &dyn Driver, layers: &[String]) -> Result<Vec<String>> {
+pub(crate) fn remove_unused(driver: &dyn Driver, layers: &[String]) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for id in layers.iter().rev() {
         match driver.remove(id) {
@@ -165,7 +171,7 @@ fn remove_unused(driver: &dyn Driver, layers: &[String]) -> Result<Vec<String>> 
 }
 
 /// A pending record this process holds.
-struct Pending {
+pub(crate) struct Pending {
     path: PathBuf,
     rec: PendingRecord,
     _lock: Flock<File>,
@@ -176,7 +182,7 @@ impl ImageStore {
     pub fn open(driver_dir: &Path) -> Result<ImageStore> {
         let dir = driver_dir.join("images");
         fs::create_dir_all(dir.join("pending")).at_path(&dir)?;
-        Ok(ImageStore { dir, lock_path: driver_dir.join("lock") })
+        Ok(ImageStore { dir, lock_path: driver_dir.join("lock"), content: ContentStore::open(driver_dir)? })
     }
 
     /// The driver's store lock (the same file [`driver_core::store::Store`] locks): record
@@ -337,12 +343,32 @@ impl ImageStore {
         let p = self.record_path(name);
         if read_json::<ImageRecord>(&p)?.is_some_and(|r| r.removing) {
             fs::remove_file(&p).at_path(&p)?;
+            self.remove_content(&rec)?;
         }
         Ok(removed)
     }
 
+    /// Removes the blobs of `gone` (a record just removed or replaced) that no record
+    /// names. Called under the store lock, so no record naming them is written meanwhile
+    /// (a writer checks its blobs under the lock, see [`ImageStore::finish`]).
+    fn remove_content(&self, gone: &ImageRecord) -> Result<()> {
+        let Ok(img) = self.content.load(&gone.name, gone.manifest.as_deref()) else { return Ok(()) };
+        let mut kept = std::collections::HashSet::new();
+        for r in self.all()? {
+            if let Ok(other) = self.content.load(&r.name, r.manifest.as_deref()) {
+                kept.extend(other.blobs());
+            }
+        }
+        for b in img.blobs() {
+            if !kept.contains(&b) {
+                self.content.remove(&b)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Starts an unpack: a pending record, locked by this process, naming the layers.
-    fn begin(&self, name: &str, layers: &[String], preexisting: usize) -> Result<Pending> {
+    pub(crate) fn begin(&self, name: &str, layers: &[String], preexisting: usize) -> Result<Pending> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let dir = self.dir.join("pending");
         let path = dir.join(format!("{}-{}.json", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
@@ -369,7 +395,7 @@ impl ImageStore {
 
     /// An unpack failed: removes the layers it made that nothing else uses, then its
     /// pending record. Any older image of that name is untouched.
-    fn abandon(&self, driver: &dyn Driver, mut p: Pending) -> Result<()> {
+    pub(crate) fn abandon(&self, driver: &dyn Driver, mut p: Pending) -> Result<()> {
         p.rec.failed = true;
         overwrite(&p.path, &p.rec)?;
         remove_unused(driver, &p.rec.layers[p.rec.preexisting..])?;
@@ -380,9 +406,17 @@ impl ImageStore {
     /// made from this image, writes the record and drops the pending one. `Ok(None)`
     /// when a layer went missing meanwhile (the caller applies it again); otherwise the
     /// record it replaced, if any.
-    fn finish(&self, driver: &dyn Driver, p: &Pending, image: &Image) -> Result<Option<Option<ImageRecord>>> {
+    pub(crate) fn finish(
+        &self,
+        driver: &dyn Driver,
+        p: &Pending,
+        image: &Image,
+        manifest: &str,
+    ) -> Result<Option<Option<ImageRecord>>> {
         let _lock = self.lock()?;
-        if present_prefix(driver, image)? < image.chain_ids.len() {
+        // An `image rm` of another image may have removed a blob this one shares
+        // since it was copied: copy it again (as for a layer).
+        if present_prefix(driver, image)? < image.chain_ids.len() || !self.content.complete(&p.rec.name, manifest) {
             return Ok(None);
         }
         let path = self.dir.join(file_name(&p.rec.name));
@@ -391,11 +425,16 @@ impl ImageStore {
             name: p.rec.name.clone(),
             layers: image.chain_ids.clone(),
             config_digest: image.config_digest.clone(),
+            manifest: Some(manifest.to_string()),
             complete: true,
             pid: 0,
             removing: false,
         };
         write_json(&path, &rec)?;
+        if let Some(old) = &old {
+            // Its blobs that nothing names now go (its layers go after the lock).
+            let _ = self.remove_content(old);
+        }
         let legacy = self.dir.join(legacy_file_name(&rec.name));
         if legacy != path && legacy.exists() {
             let _ = fs::remove_file(legacy);
@@ -467,8 +506,9 @@ pub fn unpack(
             });
         }
         reported.fetch_max(present, Ordering::SeqCst);
+        let finish = || images.finish(driver, &pending, image, &images.content.import(source, image)?);
         if present == count {
-            return images.finish(driver, &pending, image);
+            return finish();
         }
         let mut chain = Vec::new();
         for i in present..count {
@@ -490,7 +530,7 @@ pub fn unpack(
             });
         };
         match driver.apply_chain(chain, &done) {
-            Ok(_) => images.finish(driver, &pending, image),
+            Ok(_) => finish(),
             // Another process committed one of these layers first (it exists now, so
             // each round gets further), or removed a parent this one counted on
             // (nothing uses it, so it may): go on from what is there.

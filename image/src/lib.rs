@@ -4,6 +4,10 @@
 //!
 //! Depends on the contract (`driver-core`) and the tar engine (`strata-archive`).
 
+pub mod commit;
+pub mod content;
 pub mod image;
 pub mod images;
+pub mod inspect;
 pub mod registry;
+pub mod save;

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod changes;
 pub mod registry;
 
 pub use strata_scratch::privileged;

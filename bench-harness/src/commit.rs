@@ -1,0 +1,130 @@
+//! The commands that teach how images are made and stored: `container commit`,
+//! `image save`, `image history`, `image inspect`.
+
+use std::path::Path;
+
+use driver_core::{Driver, Error};
+use strata_image::commit::{CommitOptions, LayerCompression};
+use strata_image::images::ImageStore;
+
+pub fn commit(
+    driver: &dyn Driver,
+    images: &ImageStore,
+    container: &str,
+    image: &str,
+    message: Option<String>,
+    compression: &str,
+) -> Result<(), Error> {
+    let compression = if compression == "zstd" { LayerCompression::Zstd } else { LayerCompression::Gzip };
+    let c = strata_image::commit::commit(driver, images, container, image, &CommitOptions { message, compression })?;
+    eprintln!(
+        "committed {container} (over image {}) as image {image}: layer {} ({} tar, {} blob), manifest {}",
+        c.base,
+        &c.chain_id[..c.chain_id.len().min(19)],
+        crate::human_bytes(c.tar_size),
+        crate::human_bytes(c.blob_size),
+        c.manifest_digest
+    );
+    println!("{}", c.chain_id);
+    Ok(())
+}
+
+pub fn save(images: &ImageStore, name: &str, out: &Path, format: Option<&str>) -> Result<(), Error> {
+    use strata_image::save::SaveFormat;
+    let format = match format {
+        Some(f) => SaveFormat::parse(f)?,
+        None if out.is_dir() => SaveFormat::Oci,
+        None => SaveFormat::OciArchive,
+    };
+    strata_image::save::save(images, name, out, format)?;
+    eprintln!("saved image {name} to {} ({format:?})", out.display());
+    Ok(())
+}
+
+fn short(id: &str) -> &str {
+    let hex = id.trim_start_matches("sha256:");
+    &hex[..hex.len().min(12)]
+}
+
+pub fn history(images: &ImageStore, name: &str, json: bool) -> Result<(), Error> {
+    let mut rows = strata_image::inspect::history(images, name)?;
+    rows.reverse();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+        return Ok(());
+    }
+    println!(
+        "{:<12} {:>10} {:>10} {:>6} {:>7} {:>7} {:>10}  CREATED BY / COMMENT",
+        "LAYER", "COMPRESSED", "UNPACKED", "ADDED", "CHANGED", "DELETED", "HIDES"
+    );
+    for r in rows {
+        let made = match (r.created_by.as_str(), r.comment.as_str()) {
+            (by, "") => by.to_string(),
+            ("", c) => c.to_string(),
+            (by, c) => format!("{by} / {c}"),
+        };
+        println!(
+            "{:<12} {:>10} {:>10} {:>6} {:>7} {:>7} {:>10}  {made}",
+            short(&r.chain_id),
+            crate::human_bytes(r.compressed),
+            crate::human_bytes(r.unpacked),
+            r.added,
+            r.changed,
+            r.deleted,
+            crate::human_bytes(r.hidden)
+        );
+    }
+    Ok(())
+}
+
+pub fn inspect(
+    images: &ImageStore,
+    name: &str,
+    efficiency: bool,
+    json: bool,
+    max_wasted: Option<u64>,
+    min_efficiency: Option<f64>,
+) -> Result<(), Error> {
+    if !efficiency {
+        let rec = images.get(name)?;
+        let img = images.content.load(name, rec.manifest.as_deref())?;
+        let out = serde_json::json!({
+            "name": name, "layers": rec.layers, "manifest_digest": img.manifest_digest,
+            "manifest": img.manifest, "config_digest": img.config_digest, "config": img.config,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+        return Ok(());
+    }
+    let e = strata_image::inspect::efficiency(images, name)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&e).expect("json"));
+    } else {
+        println!("efficiency: {:.4}", e.efficiency);
+        println!(
+            "wasted: {} ({} bytes) of {} in all layers",
+            crate::human_bytes(e.wasted_bytes),
+            e.wasted_bytes,
+            crate::human_bytes(e.total_bytes)
+        );
+        if !e.top_wasted.is_empty() {
+            println!("{:>6} {:>12}  PATH", "COUNT", "WASTED");
+            for w in &e.top_wasted {
+                println!("{:>6} {:>12}  {}", w.count, crate::human_bytes(w.bytes), w.path);
+            }
+        }
+    }
+    // As dive's CI mode: a failed rule is the command's failure.
+    if let Some(max) = max_wasted.filter(|m| e.wasted_bytes > *m) {
+        return Err(Error::new(driver_core::Cause::Other(format!(
+            "image {name} wastes {} bytes, more than --max-wasted-bytes {max}",
+            e.wasted_bytes
+        ))));
+    }
+    if let Some(min) = min_efficiency.filter(|m| e.efficiency < *m) {
+        return Err(Error::new(driver_core::Cause::Other(format!(
+            "image {name} has efficiency {:.4}, below --min-efficiency {min}",
+            e.efficiency
+        ))));
+    }
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! The content of stored images: layer blobs, configs and manifests, by digest.
+//!
+//! ```text
+//! <driver dir>/content/blobs/sha256/<hex>   one file per blob, named by its sha256
+//! <driver dir>/content/ingest/<pid>-<n>      a blob being written (renamed when whole)
+//! ```
+//!
+//! The layout of `blobs/` is an OCI image layout's, so the store is also a
+//! [`BlobSource`]. A blob is written to `ingest/`, hashed as it is written, synced and
+//! renamed to its digest: a reader never sees a half-written blob under a digest, and a
+//! killed writer leaves only an ingest file (removed by the next writer that finds its
+//! process gone). Reads are verified against the digest ([`ContentStore::read_blob`]).
+//!
+//! An [`crate::images::ImageRecord`] names its manifest here (`manifest`); the manifest
+//! names the config and layer blobs. The image store writes records and removes blobs
+//! under the driver's store lock, so a blob is removed only when no record names it
+//! (see [`crate::images::ImageStore::remove`]). Images recorded by older versions have no
+//! manifest: their content was not kept, and commands that need it say so
+//! ([`ContentStore::load`]).
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::image::{blob_path, BlobSource, Image, LayoutDir, VerifyingReader, MAX_CONFIG, MAX_MANIFEST};
+use driver_core::error::{Cause, Context, Error, Result};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// The blobs of every stored image of one driver.
+#[derive(Clone)]
+pub struct ContentStore {
+    dir: PathBuf,
+}
+
+/// A stored image's manifest and config, read and verified.
+#[derive(Clone, Debug)]
+pub struct StoredImage {
+    pub manifest_digest: String,
+    pub manifest: Value,
+    pub config_digest: String,
+    pub config: Value,
+}
+
+impl StoredImage {
+    /// The layer descriptors (`mediaType`, `digest`, `size`), bottom to top.
+    pub fn layers(&self) -> Vec<Value> {
+        self.manifest["layers"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The config's `rootfs.diff_ids`, bottom to top.
+    pub fn diff_ids(&self) -> Vec<String> {
+        self.config["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|d| d.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every blob the image consists of: its manifest, config and layers.
+    pub fn blobs(&self) -> Vec<String> {
+        let mut out = vec![self.manifest_digest.clone(), self.config_digest.clone()];
+        out.extend(self.layers().iter().filter_map(|l| l["digest"].as_str().map(str::to_string)));
+        out
+    }
+}
+
+/// The sha256 digest of `data`, as `sha256:<hex>`.
+pub fn digest_of(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// The OCI media type of a layer given by any of the names registries and archives use.
+pub fn oci_layer_type(media_type: &str) -> &str {
+    match media_type {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => OCI_LAYER_GZIP,
+        "application/vnd.docker.image.rootfs.diff.tar" | "application/x-tar" => OCI_LAYER_TAR,
+        other => other,
+    }
+}
+
+/// A blob being written: hashed as it goes, named by its digest when finished.
+pub struct BlobWriter {
+    file: Option<io::BufWriter<File>>,
+    tmp: PathBuf,
+    hasher: Sha256,
+    size: u64,
+    store: ContentStore,
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.as_mut().expect("an unfinished blob").write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().expect("an unfinished blob").flush()
+    }
+}
+
+impl BlobWriter {
+    /// Syncs the blob and renames it to its digest; returns the digest and size.
+    pub fn finish(mut self) -> Result<(String, u64)> {
+        let digest = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
+        let file = self.file.take().expect("an unfinished blob");
+        let file = file.into_inner().map_err(|e| Error::new(e.into_error()).with_path(&self.tmp))?;
+        file.sync_all().at_path(&self.tmp)?;
+        let to = self.store.path(&digest)?;
+        fs::rename(&self.tmp, &to).at_path(&to)?;
+        if let Some(dir) = to.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).at_path(dir)?;
+        }
+        Ok((digest, self.size))
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+fn missing_content(name: &str) -> Error {
+    Error::new(Cause::Other(format!(
+        "image {name} was stored by an older strata, which kept only its layers, not its blobs, \
+         config and manifest; unpack or pull it again to keep them"
+    )))
+}
+
+impl ContentStore {
+    pub fn open(driver_dir: &Path) -> Result<ContentStore> {
+        let dir = driver_dir.join("content");
+        for sub in ["blobs/sha256", "ingest"] {
+            fs::create_dir_all(dir.join(sub)).at_path(dir.join(sub))?;
+        }
+        Ok(ContentStore { dir })
+    }
+
+    /// Where blob `digest` is kept (whether or not it is there).
+    pub fn path(&self, digest: &str) -> Result<PathBuf> {
+        Ok(self.dir.join(blob_path(digest).map_err(|e| Error::new(Cause::Other(e.to_string())))?))
+    }
+
+    pub fn has(&self, digest: &str) -> bool {
+        self.path(digest).is_ok_and(|p| p.is_file())
+    }
+
+    /// Starts writing a blob.
+    pub fn writer(&self) -> Result<BlobWriter> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        self.sweep_ingest();
+        let tmp = self.dir.join(format!("ingest/{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+        let file = File::create(&tmp).at_path(&tmp)?;
+        Ok(BlobWriter {
+            file: Some(io::BufWriter::with_capacity(1 << 20, file)),
+            tmp,
+            hasher: Sha256::new(),
+            size: 0,
+            store: self.clone(),
+        })
+    }
+
+    /// Removes ingest files whose writer's process is gone.
+    fn sweep_ingest(&self) {
+        let Ok(entries) = fs::read_dir(self.dir.join("ingest")) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let pid = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse().ok());
+            if pid.is_none_or(|p| !driver_core::sys::pid_alive(p)) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// Stores `data`; returns its digest.
+    pub fn put_bytes(&self, data: &[u8]) -> Result<String> {
+        let digest = digest_of(data);
+        if !self.has(&digest) {
+            let mut w = self.writer()?;
+            w.write_all(data).at_path(&w.tmp)?;
+            w.finish()?;
+        }
+        Ok(digest)
+    }
+
+    /// Stores a stream; when `expected` is given, the stream must hash to it. Returns
+    /// the digest and size.
+    pub fn put_stream(&self, r: &mut dyn Read, expected: Option<&str>) -> Result<(String, u64)> {
+        let mut w = self.writer()?;
+        io::copy(r, &mut w).at_path(&w.tmp)?;
+        let (digest, size) = w.finish()?;
+        if let Some(want) = expected {
+            if digest != want {
+                let _ = fs::remove_file(self.path(&digest)?);
+                return Err(Error::new(Cause::Other(format!("blob {want} read as {digest} (changed while copied?)"))));
+            }
+        }
+        Ok((digest, size))
+    }
+
+    /// Opens blob `digest`, verified against its digest (and `size`) as it is read.
+    pub fn read_blob(&self, digest: &str, size: Option<u64>) -> Result<Box<dyn Read + Send>> {
+        let p = self.path(digest)?;
+        let f = File::open(&p).at_path(&p)?;
+        Ok(Box::new(VerifyingReader::new(io::BufReader::new(f), digest, size, format!("stored blob {digest}"))))
+    }
+
+    /// Reads a small blob (a manifest or config), verified.
+    pub fn read_small(&self, digest: &str, max: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_blob(digest, None)?
+            .take(max + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| Error::new(Cause::Other(e.to_string())).with_path(self.path(digest).unwrap_or_default()))?;
+        if out.len() as u64 > max {
+            return Err(Error::new(Cause::Other(format!("stored blob {digest} has more than {max} bytes"))));
+        }
+        Ok(out)
+    }
+
+    /// Removes a blob (the caller holds the store lock and knows nothing names it).
+    pub fn remove(&self, digest: &str) -> Result<()> {
+        let p = self.path(digest)?;
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::new(e).with_path(&p)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The manifest and config of image `name` whose manifest is `manifest` (`None`
+    /// for an image an older strata stored).
+    pub fn load(&self, name: &str, manifest: Option<&str>) -> Result<StoredImage> {
+        let Some(manifest_digest) = manifest else { return Err(missing_content(name)) };
+        let in_image = |e: Error| Error::new(Cause::Other(format!("image {name}: {e}")));
+        let bytes = self.read_small(manifest_digest, MAX_MANIFEST).map_err(in_image)?;
+        let manifest: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| in_image(Error::new(Cause::Corrupt(format!("manifest {manifest_digest}: {e}")))))?;
+        let config_digest = manifest["config"]["digest"].as_str().unwrap_or_default().to_string();
+        let bytes = self.read_small(&config_digest, MAX_CONFIG).map_err(in_image)?;
+        let config: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| in_image(Error::new(Cause::Corrupt(format!("config {config_digest}: {e}")))))?;
+        Ok(StoredImage { manifest_digest: manifest_digest.to_string(), manifest, config_digest, config })
+    }
+
+    /// Whether every blob of the image whose manifest is `manifest` is here (checked
+    /// under the store lock before a record naming it is written).
+    pub fn complete(&self, name: &str, manifest: &str) -> bool {
+        self.load(name, Some(manifest)).is_ok_and(|img| img.blobs().iter().all(|b| self.has(b)))
+    }
+
+    /// Copies the blobs of `image` from `source` into the store, verified, and returns
+    /// the digest of its manifest: the source's own manifest when it has one (a layout,
+    /// an oci-archive, a registry), else (a docker-archive) one written for it.
+    pub fn import(&self, source: &dyn BlobSource, image: &Image) -> Result<String> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            Error::new(Cause::Other(format!("image {}: keeping {what}: {e}", image.name)))
+        };
+        let copy = |locator: &str, digest: Option<&str>, size: Option<u64>| -> Result<(String, u64)> {
+            if let Some(d) = digest.filter(|d| self.has(d)) {
+                let len = fs::metadata(self.path(d)?).map(|m| m.len()).unwrap_or_default();
+                return Ok((d.to_string(), len));
+            }
+            let blob = source.open(locator).map_err(|e| fail(locator, &e))?;
+            match digest {
+                Some(d) => self.put_stream(&mut VerifyingReader::new(blob, d, size, format!("blob {d}")), Some(d)),
+                None => self.put_stream(&mut { blob }, None),
+            }
+            .map_err(|e| fail(locator, &e))
+        };
+        let (config_digest, config_size) = copy(&image.config_locator, Some(&image.config_digest), None)?;
+        let mut layers = Vec::new();
+        for l in &image.layers {
+            let (digest, size) = copy(&l.locator, l.digest.as_deref(), l.size)?;
+            layers.push((digest, size, l.media_type.clone()));
+        }
+        if let Some(manifest) = &image.manifest {
+            return self.put_bytes(manifest);
+        }
+        let mut descriptors = Vec::new();
+        for (digest, size, media_type) in layers {
+            let mut head = [0u8; 4];
+            let n = self.read_blob(&digest, None)?.read(&mut head).unwrap_or(0);
+            let media = match strata_archive::compress::Compression::detect(&head[..n]) {
+                strata_archive::compress::Compression::Gzip => OCI_LAYER_GZIP,
+                strata_archive::compress::Compression::Zstd => OCI_LAYER_ZSTD,
+                strata_archive::compress::Compression::None => oci_layer_type(&media_type),
+            };
+            descriptors.push(serde_json::json!({"mediaType": media, "digest": digest, "size": size}));
+        }
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_size},
+            "layers": descriptors,
+        });
+        self.put_bytes(&serde_json::to_vec(&manifest).expect("json"))
+    }
+}
+
+impl BlobSource for ContentStore {
+    fn open(&self, locator: &str) -> io::Result<Box<dyn Read + Send>> {
+        LayoutDir { dir: self.dir.clone() }.open(locator)
+    }
+
+    fn stored_size(&self, locator: &str) -> io::Result<Option<u64>> {
+        LayoutDir { dir: self.dir.clone() }.stored_size(locator)
+    }
+
+    fn shared(&self) -> Option<Arc<dyn BlobSource>> {
+        Some(Arc::new(self.clone()))
+    }
+}
