@@ -400,8 +400,8 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
             let pulled = registry::pull(&reference, insecure, &auth.options(), limits, &cache, driver)?;
             let (blobs, bytes) = pulled.downloaded;
             info!("downloaded {blobs} layer blob(s), {} in {:.2}s", human_bytes(bytes), start.elapsed().as_secs_f64());
+            // A failed or interrupted unpack removes the layers it made.
             if let Err(e) = unpack_and_report(driver, &images, &pulled.source, &pulled.image, &pulled.name) {
-                pulled.undo(driver, &images);
                 return Err(if driver_core::interrupt::requested() { driver_core::interrupt::error() } else { e });
             }
             pulled.keep()

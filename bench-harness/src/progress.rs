@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read};
+use std::sync::Arc;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use strata_image::image::{BlobSource, Image};
@@ -40,10 +41,45 @@ impl<'a> ProgressSource<'a> {
 
 impl BlobSource for ProgressSource<'_> {
     fn open(&self, locator: &str) -> io::Result<Box<dyn Read + Send>> {
-        let blob = self.inner.open(locator)?;
-        Ok(match self.by_locator.get(locator) {
-            Some(bar) => Box::new(bar.wrap_read(blob)),
-            None => blob,
-        })
+        wrap(self.inner, &self.by_locator, locator)
     }
+
+    fn stored_size(&self, locator: &str) -> io::Result<Option<u64>> {
+        self.inner.stored_size(locator)
+    }
+
+    /// The inner source's handle with the same bars, so layers still open one at a
+    /// time when bars are drawn.
+    fn shared(&self) -> Option<Arc<dyn BlobSource>> {
+        let inner = self.inner.shared()?;
+        Some(Arc::new(SharedProgress { inner, by_locator: self.by_locator.clone() }))
+    }
+}
+
+struct SharedProgress {
+    inner: Arc<dyn BlobSource>,
+    by_locator: HashMap<String, ProgressBar>,
+}
+
+impl BlobSource for SharedProgress {
+    fn open(&self, locator: &str) -> io::Result<Box<dyn Read + Send>> {
+        wrap(self.inner.as_ref(), &self.by_locator, locator)
+    }
+
+    fn stored_size(&self, locator: &str) -> io::Result<Option<u64>> {
+        self.inner.stored_size(locator)
+    }
+}
+
+/// The blob, moving its layer's bar as it is read.
+fn wrap(
+    inner: &dyn BlobSource,
+    bars: &HashMap<String, ProgressBar>,
+    locator: &str,
+) -> io::Result<Box<dyn Read + Send>> {
+    let blob = inner.open(locator)?;
+    Ok(match bars.get(locator) {
+        Some(bar) => Box::new(bar.wrap_read(blob)),
+        None => blob,
+    })
 }

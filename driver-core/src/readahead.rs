@@ -55,6 +55,11 @@ impl ReadAhead {
 
 impl Read for ReadAhead {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // What was read ahead was read before a Ctrl-C: the consumer stops here too,
+        // or a layer read ahead whole would be applied (and the next begun) after it.
+        if crate::interrupt::requested() {
+            return Err(io::Error::other("interrupted (SIGINT or SIGTERM)"));
+        }
         while self.pos == self.current.len() {
             if self.done {
                 return Ok(0);

@@ -867,6 +867,7 @@ fn digest_of(data: &[u8]) -> String {
 }
 
 /// Blobs of one pull: its own staging folder first, then the cache.
+#[derive(Clone)]
 pub struct PullSource {
     staging: PathBuf,
     cache: PathBuf,
@@ -882,6 +883,11 @@ impl BlobSource for PullSource {
         // Ctrl-C during the unpack stops the layer being applied.
         Ok(Box::new(interrupt::Checked(f)))
     }
+
+    fn shared(&self) -> Option<Arc<dyn BlobSource>> {
+        // Each layer's blob is then opened when it is applied, not all up front.
+        Some(Arc::new(self.clone()))
+    }
 }
 
 /// What [`pull`] gives: the image and where its blobs are. Its staging folder is
@@ -890,31 +896,11 @@ pub struct Pulled {
     pub image: Image,
     pub name: String,
     pub source: PullSource,
-    /// The chain IDs the driver lacked when the pull began: what the unpack makes.
-    pub new_layers: Vec<String>,
     /// Blobs downloaded, and their bytes.
     pub downloaded: (usize, u64),
 }
 
 impl Pulled {
-    /// After a failed or interrupted unpack: removes, top down, the layers this pull
-    /// made that no image lists (a concurrent unpack's record lists its layers, so they
-    /// stay), so the store is as before the pull.
-    pub fn undo(&self, driver: &dyn Driver, images: &crate::images::ImageStore) {
-        let Ok(records) = images.list() else { return };
-        let used: std::collections::HashSet<&String> = records.iter().flat_map(|r| r.layers.iter()).collect();
-        for id in self.new_layers.iter().rev() {
-            if used.contains(id) {
-                break;
-            }
-            match driver.remove(id) {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(_) => break, // in use below here (a child, a mount): keep the rest
-            }
-        }
-    }
-
     /// Moves the pull's blobs into the cache (after the image is recorded).
     pub fn keep(self) -> Result<(), Error> {
         let from = self.source.staging.join("blobs/sha256");
@@ -932,9 +918,11 @@ impl Pulled {
     }
 }
 
-impl Drop for PullSource {
+// The staging folder goes with the pull's result, not with a handle on its blobs
+// (the unpack holds clones of the source while it opens layers one by one).
+impl Drop for Pulled {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.staging);
+        let _ = fs::remove_dir_all(&self.source.staging);
     }
 }
 
@@ -1078,10 +1066,8 @@ fn download(
     // and containerd do.
     let mut missing: Vec<(String, Option<u64>)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    let mut new_layers = Vec::new();
     for (i, l) in image.layers.iter().enumerate() {
         if driver.get(&image.chain_ids[i]).is_err() {
-            new_layers.push(image.chain_ids[i].clone());
             let d = l.digest.clone().ok_or_else(|| err(format!("layer {} has no digest", i + 1)))?;
             if seen.insert(d.clone()) {
                 missing.push((d, l.size));
@@ -1120,7 +1106,7 @@ fn download(
     // Only this thread holds the source now that both phases are done (a phase that
     // failed returned above, and its thread's clone goes when it ends).
     let source = Arc::try_unwrap(source).map_err(|_| err("internal error: a download thread still runs"))?;
-    Ok(Pulled { image, name, source, new_layers, downloaded })
+    Ok(Pulled { image, name, source, downloaded })
 }
 
 #[cfg(test)]

@@ -222,9 +222,14 @@ impl TestImage {
 
     pub fn generate_sized(seed: u64, layers: usize, size: bench_harness::workload::WorkloadSize) -> TestImage {
         use bench_harness::workload::{generate, gzip};
-        let dir = tempfile::tempdir().expect("tempdir");
         let tars: Vec<Vec<u8>> = generate(seed, size).into_iter().take(layers).map(|l| gzip(&l.tar)).collect();
-        strata_image::image::write_layout(dir.path(), "v1", &tars).expect("write_layout");
+        TestImage::from_layer_blobs(&tars)
+    }
+
+    /// An image of these layer blobs (plain, gzip or zstd), through `write_layout`.
+    pub fn from_layer_blobs(tars: &[Vec<u8>]) -> TestImage {
+        let dir = tempfile::tempdir().expect("tempdir");
+        strata_image::image::write_layout(dir.path(), "v1", tars).expect("write_layout");
         let read_json = |p: &std::path::Path| -> serde_json::Value {
             serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json")
         };
