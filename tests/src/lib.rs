@@ -203,3 +203,33 @@ pub fn run_measured(cmd: Command, deadline: std::time::Duration) -> Measured {
         timed_out,
     }
 }
+
+/// One test per driver for each named function `fn(&Strata)`: vfs and overlay on a fresh
+/// store in the test's temp dir, btrfs on its own loop-mounted btrfs. Each skips with a
+/// printed reason without privileges (and fails instead under STRATA_REQUIRE_PRIVILEGED=1).
+#[macro_export]
+macro_rules! on_every_driver {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn vfs() {
+                if $crate::privileged(stringify!($name)) {
+                    super::$name(&$crate::Strata::new("vfs"));
+                }
+            }
+            #[test]
+            fn overlay() {
+                if $crate::privileged(stringify!($name)) {
+                    super::$name(&$crate::Strata::new("overlay"));
+                }
+            }
+            #[test]
+            fn btrfs() {
+                if $crate::privileged(stringify!($name)) {
+                    let scratch = ::strata_scratch::ScratchFs::new(::strata_scratch::FsKind::Btrfs, 1 << 30).unwrap();
+                    super::$name(&$crate::Strata::at(&scratch.path().join("strata"), "btrfs"));
+                }
+            }
+        }
+    )*};
+}

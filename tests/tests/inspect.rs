@@ -8,37 +8,9 @@ use std::fs;
 
 use serde_json::Value;
 use strata_archive::tarbuild::TarBuilder;
-use strata_scratch::{FsKind, ScratchFs};
 use strata_testkit::hostile_images::Layout;
 use strata_tests::changes::gz;
-use strata_tests::{privileged, Strata};
-
-macro_rules! on_every_driver {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-            #[test]
-            fn vfs() {
-                if privileged(stringify!($name)) {
-                    super::$name(&Strata::new("vfs"));
-                }
-            }
-            #[test]
-            fn overlay() {
-                if privileged(stringify!($name)) {
-                    super::$name(&Strata::new("overlay"));
-                }
-            }
-            #[test]
-            fn btrfs() {
-                if privileged(stringify!($name)) {
-                    let scratch = ScratchFs::new(FsKind::Btrfs, 1 << 30).unwrap();
-                    super::$name(&Strata::at(&scratch.path().join("strata"), "btrfs"));
-                }
-            }
-        }
-    )*};
-}
+use strata_tests::{on_every_driver, Strata};
 
 on_every_driver!(history_and_efficiency_find_planted_waste);
 

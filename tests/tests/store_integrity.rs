@@ -7,37 +7,8 @@ use std::fs;
 use std::path::Path;
 
 use serde_json::Value;
-use strata_scratch::{FsKind, ScratchFs};
 use strata_testkit::hostile_images::{digest, docker_archive, small_tar, Layout};
-use strata_tests::{privileged, Strata};
-
-/// Runs `f` on a fresh store of each driver (btrfs on its own loop-mounted btrfs).
-macro_rules! on_every_driver {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-            #[test]
-            fn vfs() {
-                if privileged(stringify!($name)) {
-                    super::$name(&Strata::new("vfs"));
-                }
-            }
-            #[test]
-            fn overlay() {
-                if privileged(stringify!($name)) {
-                    super::$name(&Strata::new("overlay"));
-                }
-            }
-            #[test]
-            fn btrfs() {
-                if privileged(stringify!($name)) {
-                    let scratch = ScratchFs::new(FsKind::Btrfs, 1 << 30).unwrap();
-                    super::$name(&Strata::at(&scratch.path().join("strata"), "btrfs"));
-                }
-            }
-        }
-    )*};
-}
+use strata_tests::{on_every_driver, Strata};
 
 on_every_driver!(
     docker_archive_diff_ids_cannot_name_a_container_layer,
