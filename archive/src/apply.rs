@@ -210,15 +210,7 @@ fn join(parent: &[u8], name: &[u8]) -> RelPath {
 }
 
 /// Owner, mode, times and xattrs of an entry.
-#[derive(Clone, Debug)]
-struct Meta {
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    atime: TimeSpec,
-    mtime: TimeSpec,
-    xattrs: Vec<(String, Vec<u8>)>,
-}
+type Meta = sys::NodeMeta;
 
 /// Parses a PAX time (`1700000000.123456789`, possibly negative).
 fn parse_pax_time(v: &[u8]) -> Option<TimeSpec> {
@@ -535,21 +527,13 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    fn set_xattrs(&self, target: XattrTarget<'_>, xattrs: &[(String, Vec<u8>)]) -> Result<()> {
-        for (name, value) in xattrs {
-            sys::set_xattr(target, name, value)
-                .map_err(|e| Error::new(Cause::Other(format!("cannot set xattr {name}: {e}"))))?;
-        }
-        Ok(())
-    }
-
     fn root_entry(&mut self, kind: tar::EntryType, meta: Meta) -> Result<()> {
         if kind != tar::EntryType::Directory {
             return Err(Cause::BadTar("the entry for the layer root is not a directory".into()).into());
         }
         let fd = sys::open_dir_in(self.root(), Path::new(""))?;
         nix::unistd::fchown(fd.as_raw_fd(), Some(meta.uid.into()), Some(meta.gid.into()))?;
-        self.set_xattrs(XattrTarget::Fd(fd.as_raw_fd()), &meta.xattrs)?;
+        sys::set_xattrs(XattrTarget::Fd(fd.as_raw_fd()), &meta.xattrs)?;
         self.dir_meta.insert(Vec::new(), DirMeta { mode: meta.mode, atime: meta.atime, mtime: meta.mtime });
         self.described.insert(Vec::new());
         Ok(())
@@ -584,7 +568,7 @@ impl<'a> Applier<'a> {
                 sys::remove_xattr(target, &old)?;
             }
         }
-        self.set_xattrs(target, &meta.xattrs)?;
+        sys::set_xattrs(target, &meta.xattrs)?;
         if opaque {
             self.set_opaque(fd.as_fd())?;
         }
@@ -604,36 +588,8 @@ impl<'a> Applier<'a> {
     }
 
     /// Owner, mode, xattrs and times of a non-directory reached as `name` in `pfd`.
-    fn finish_node(&self, pfd: BorrowedFd<'_>, name: &OsStr, meta: &Meta, is_symlink: bool) -> Result<()> {
-        nix::unistd::fchownat(
-            Some(pfd.as_raw_fd()),
-            name,
-            Some(meta.uid.into()),
-            Some(meta.gid.into()),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )?;
-        if !is_symlink {
-            // The node was just made by mknodat in a directory only this process
-            // writes, so the name cannot have become a link in between.
-            nix::sys::stat::fchmodat(
-                Some(pfd.as_raw_fd()),
-                name,
-                Mode::from_bits_truncate(meta.mode),
-                nix::sys::stat::FchmodatFlags::FollowSymlink,
-            )?;
-        }
-        if !meta.xattrs.is_empty() {
-            let p = sys::proc_path(pfd, name);
-            self.set_xattrs(XattrTarget::NoFollow(&p), &meta.xattrs)?;
-        }
-        nix::sys::stat::utimensat(
-            Some(pfd.as_raw_fd()),
-            name,
-            &meta.atime,
-            &meta.mtime,
-            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-        )?;
-        Ok(())
+    fn finish_node(&self, pfd: BorrowedFd<'_>, name: &OsStr, meta: &Meta, symlink: bool) -> Result<()> {
+        Ok(sys::set_metadata(sys::Node::Named { dir: pfd, name, symlink }, meta)?)
     }
 
     fn regular<R: Read>(
@@ -651,11 +607,7 @@ impl<'a> Applier<'a> {
         let file = std::fs::File::from(fd);
         let size = entry.size();
         self.write_data(&file, entry, size, sparse)?;
-        let raw = file.as_raw_fd();
-        nix::unistd::fchown(raw, Some(meta.uid.into()), Some(meta.gid.into()))?;
-        nix::sys::stat::fchmod(raw, Mode::from_bits_truncate(meta.mode))?;
-        self.set_xattrs(XattrTarget::Fd(raw), &meta.xattrs)?;
-        nix::sys::stat::futimens(raw, &meta.atime, &meta.mtime)?;
+        sys::set_metadata(sys::Node::Open(file.as_fd()), &meta)?;
         self.report.size += size;
         self.mark_extracted(path);
         Ok(())

@@ -14,6 +14,7 @@ use std::path::Path;
 use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
+use nix::sys::time::TimeSpec;
 use nix::unistd::UnlinkatFlags;
 
 pub fn errno(e: Errno) -> io::Error {
@@ -290,6 +291,88 @@ pub fn read_xattrs(target: XattrTarget<'_>) -> io::Result<Vec<(String, Vec<u8>)>
         }
     }
     Ok(out)
+}
+
+/// Sets each of `xattrs`; an error names the xattr.
+pub fn set_xattrs(target: XattrTarget<'_>, xattrs: &[(String, Vec<u8>)]) -> io::Result<()> {
+    for (name, value) in xattrs {
+        set_xattr(target, name, value)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot set xattr {name}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// What a node carries besides its data: owner, mode (permission bits with
+/// setuid/setgid/sticky), xattrs and times. A layer's tar entry and a copied inode both
+/// come down to this, and [`set_metadata`] writes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeMeta {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub xattrs: Vec<(String, Vec<u8>)>,
+    pub atime: TimeSpec,
+    pub mtime: TimeSpec,
+}
+
+impl NodeMeta {
+    /// Owner, mode and times from a stat, with the given xattrs.
+    pub fn from_stat(st: &FileStat, xattrs: Vec<(String, Vec<u8>)>) -> NodeMeta {
+        NodeMeta {
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode: st.st_mode & 0o7777,
+            xattrs,
+            atime: TimeSpec::new(st.st_atime, st.st_atime_nsec),
+            mtime: TimeSpec::new(st.st_mtime, st.st_mtime_nsec),
+        }
+    }
+}
+
+/// The node whose metadata is set: an open file or directory, or `name` in `dir`
+/// (symlinks and devices, which cannot be opened to write their metadata).
+#[derive(Clone, Copy)]
+pub enum Node<'a> {
+    Open(BorrowedFd<'a>),
+    /// `symlink`: the node is a symbolic link, whose mode Linux cannot change.
+    Named {
+        dir: BorrowedFd<'a>,
+        name: &'a OsStr,
+        symlink: bool,
+    },
+}
+
+/// Sets owner, mode, xattrs and times of `node`, in that order, because each step can
+/// undo an earlier one: chown clears the setuid/setgid bits (so mode comes after it) and
+/// `security.capability` (so xattrs come after both), and every change moves ctime and
+/// writing an xattr may touch the node (so times come last).
+pub fn set_metadata(node: Node<'_>, meta: &NodeMeta) -> io::Result<()> {
+    use nix::fcntl::AtFlags;
+    use nix::sys::stat::{fchmod, fchmodat, futimens, utimensat, FchmodatFlags, UtimensatFlags};
+    let (uid, gid) = (Some(meta.uid.into()), Some(meta.gid.into()));
+    let mode = Mode::from_bits_truncate(meta.mode);
+    match node {
+        Node::Open(fd) => {
+            let fd = fd.as_raw_fd();
+            nix::unistd::fchown(fd, uid, gid).map_err(errno)?;
+            fchmod(fd, mode).map_err(errno)?;
+            set_xattrs(XattrTarget::Fd(fd), &meta.xattrs)?;
+            futimens(fd, &meta.atime, &meta.mtime).map_err(errno)
+        }
+        Node::Named { dir, name, symlink } => {
+            let d = Some(dir.as_raw_fd());
+            nix::unistd::fchownat(d, name, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(errno)?;
+            if !symlink {
+                // Callers name a node they just made (mknodat) in a directory only they
+                // write, so the name cannot have become a link in between.
+                fchmodat(d, name, mode, FchmodatFlags::FollowSymlink).map_err(errno)?;
+            }
+            if !meta.xattrs.is_empty() {
+                set_xattrs(XattrTarget::NoFollow(&proc_path(dir, name)), &meta.xattrs)?;
+            }
+            utimensat(d, name, &meta.atime, &meta.mtime, UtimensatFlags::NoFollowSymlink).map_err(errno)
+        }
+    }
 }
 
 /// The type of the filesystem under `path`, from `statfs`'s magic number.

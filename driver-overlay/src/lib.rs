@@ -385,18 +385,9 @@ impl OverlayDriver {
 
 /// Copies owner, mode, xattrs (not overlay's own) and times of directory `from` to `to`.
 fn copy_dir_meta(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> std::io::Result<()> {
-    let st = sys::fstat(from)?;
-    nix::unistd::fchown(to.as_raw_fd(), Some(st.st_uid.into()), Some(st.st_gid.into())).map_err(sys::errno)?;
-    nix::sys::stat::fchmod(to.as_raw_fd(), nix::sys::stat::Mode::from_bits_truncate(st.st_mode & 0o7777))
-        .map_err(sys::errno)?;
-    for (name, value) in sys::read_xattrs(XattrTarget::Fd(from.as_raw_fd()))? {
-        if !(name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")) {
-            sys::set_xattr(XattrTarget::Fd(to.as_raw_fd()), &name, &value)?;
-        }
-    }
-    let t = |s: i64, ns: i64| nix::sys::time::TimeSpec::new(s, ns);
-    nix::sys::stat::futimens(to.as_raw_fd(), &t(st.st_atime, st.st_atime_nsec), &t(st.st_mtime, st.st_mtime_nsec))
-        .map_err(sys::errno)
+    let mut xattrs = sys::read_xattrs(XattrTarget::Fd(from.as_raw_fd()))?;
+    xattrs.retain(|(name, _)| !(name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")));
+    sys::set_metadata(sys::Node::Open(to), &sys::NodeMeta::from_stat(&sys::fstat(from)?, xattrs))
 }
 
 /// Whether a directory holds nothing but whiteout devices (and such directories).

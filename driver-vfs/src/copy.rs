@@ -15,10 +15,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use driver_core::sys::{self, XattrTarget};
+use driver_core::sys::{self, Node, NodeMeta, XattrTarget};
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
-use nix::sys::time::TimeSpec;
 
 // FICLONE = _IOW(0x94, 9, int): make the destination share the source's extents.
 nix::ioctl_write_int!(ficlone, 0x94, 9);
@@ -50,15 +49,6 @@ impl Default for Copier {
     }
 }
 
-struct Times {
-    atime: TimeSpec,
-    mtime: TimeSpec,
-}
-
-fn times(st: &FileStat) -> Times {
-    Times { atime: TimeSpec::new(st.st_atime, st.st_atime_nsec), mtime: TimeSpec::new(st.st_mtime, st.st_mtime_nsec) }
-}
-
 impl Copier {
     /// Whether the last copies could share extents.
     pub fn reflinks(&self) -> bool {
@@ -73,7 +63,7 @@ impl Copier {
         let dfd = sys::open_dir(dst)?;
         let mut links = HashMap::new();
         self.copy_dir(sfd.as_fd(), dfd.as_fd(), &mut links)?;
-        finish_meta(dfd.as_fd(), &st, sfd.as_fd(), None)?;
+        finish_meta(dfd.as_fd(), &st, sfd.as_fd())?;
         Ok(())
     }
 
@@ -111,14 +101,14 @@ impl Copier {
                     let s = sys::open_at(src, &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
                     let d = sys::open_at(dst, &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
                     self.copy_dir(s.as_fd(), d.as_fd(), links)?;
-                    finish_meta(d.as_fd(), &st, s.as_fd(), None)?;
+                    finish_meta(d.as_fd(), &st, s.as_fd())?;
                 }
                 SFlag::S_IFREG => {
                     let s = File::from(sys::open_at(src, &name, OFlag::O_RDONLY, 0)?);
                     let d =
                         File::from(sys::open_at(dst, &name, OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY, 0o600)?);
                     self.copy_data(&s, &d, st.st_size as u64)?;
-                    finish_meta(d.as_fd(), &st, s.as_fd(), None)?;
+                    finish_meta(d.as_fd(), &st, s.as_fd())?;
                 }
                 SFlag::S_IFLNK => {
                     let target = nix::fcntl::readlinkat(Some(src.as_raw_fd()), name.as_os_str()).map_err(sys::errno)?;
@@ -200,47 +190,13 @@ impl Copier {
 }
 
 /// Owner, mode, xattrs, times of an open file or directory, from its source.
-fn finish_meta(dst: BorrowedFd<'_>, st: &FileStat, src: BorrowedFd<'_>, _unused: Option<()>) -> io::Result<()> {
-    nix::unistd::fchown(dst.as_raw_fd(), Some(st.st_uid.into()), Some(st.st_gid.into())).map_err(sys::errno)?;
-    nix::sys::stat::fchmod(dst.as_raw_fd(), Mode::from_bits_truncate(st.st_mode & 0o7777)).map_err(sys::errno)?;
-    for (name, value) in sys::read_xattrs(XattrTarget::Fd(src.as_raw_fd()))? {
-        sys::set_xattr(XattrTarget::Fd(dst.as_raw_fd()), &name, &value)?;
-    }
-    let t = times(st);
-    nix::sys::stat::futimens(dst.as_raw_fd(), &t.atime, &t.mtime).map_err(sys::errno)
+fn finish_meta(dst: BorrowedFd<'_>, st: &FileStat, src: BorrowedFd<'_>) -> io::Result<()> {
+    let xattrs = sys::read_xattrs(XattrTarget::Fd(src.as_raw_fd()))?;
+    sys::set_metadata(Node::Open(dst), &NodeMeta::from_stat(st, xattrs))
 }
 
 /// The same for a symlink or device, reached by name in its directory.
 fn finish_node(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, name: &OsStr, st: &FileStat, symlink: bool) -> io::Result<()> {
-    nix::unistd::fchownat(
-        Some(dst.as_raw_fd()),
-        name,
-        Some(st.st_uid.into()),
-        Some(st.st_gid.into()),
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .map_err(sys::errno)?;
-    if !symlink {
-        nix::sys::stat::fchmodat(
-            Some(dst.as_raw_fd()),
-            name,
-            Mode::from_bits_truncate(st.st_mode & 0o7777),
-            nix::sys::stat::FchmodatFlags::FollowSymlink,
-        )
-        .map_err(sys::errno)?;
-    }
-    let sp = sys::proc_path(src, name);
-    let dp = sys::proc_path(dst, name);
-    for (xname, value) in sys::read_xattrs(XattrTarget::NoFollow(&sp))? {
-        sys::set_xattr(XattrTarget::NoFollow(&dp), &xname, &value)?;
-    }
-    let t = times(st);
-    nix::sys::stat::utimensat(
-        Some(dst.as_raw_fd()),
-        name,
-        &t.atime,
-        &t.mtime,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(sys::errno)
+    let xattrs = sys::read_xattrs(XattrTarget::NoFollow(&sys::proc_path(src, name)))?;
+    sys::set_metadata(Node::Named { dir: dst, name, symlink }, &NodeMeta::from_stat(st, xattrs))
 }
