@@ -9,7 +9,7 @@ use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
@@ -75,7 +75,7 @@ pub fn open_dir_long(path: &Path) -> io::Result<OwnedFd> {
         return open_dir(path);
     }
     let mut fd: Option<OwnedFd> = None;
-    let mut piece = std::path::PathBuf::new();
+    let mut piece = PathBuf::new();
     let open = |fd: &Option<OwnedFd>, piece: &Path| match fd {
         None => open_dir(piece),
         Some(d) => open_dir_in(d.as_fd(), piece),
@@ -83,7 +83,7 @@ pub fn open_dir_long(path: &Path) -> io::Result<OwnedFd> {
     for c in path.components() {
         if piece.as_os_str().len() + 1 + c.as_os_str().len() > max {
             fd = Some(open(&fd, &piece)?);
-            piece = std::path::PathBuf::new();
+            piece = PathBuf::new();
         }
         piece.push(c);
     }
@@ -442,22 +442,46 @@ pub fn unmount(target: &Path) -> io::Result<()> {
     }
 }
 
+/// The mount points of this process (field 5 of `/proc/self/mountinfo`), in mount order.
+pub fn mount_points() -> Vec<PathBuf> {
+    mount_points_in(&std::fs::read("/proc/self/mountinfo").unwrap_or_default())
+}
+
+/// The mount points in a mountinfo text. The kernel writes a space, tab, newline or
+/// backslash in a path as an octal escape (`\040`, `\011`, `\012`, `\134`; fs/proc_namespace.c
+/// `mangle`), so a line always has its fields apart by single spaces.
+fn mount_points_in(info: &[u8]) -> Vec<PathBuf> {
+    info.split(|&b| b == b'\n')
+        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
+        .map(|field| {
+            let mut out = Vec::with_capacity(field.len());
+            let mut i = 0;
+            while i < field.len() {
+                let octal = field.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+                match (field[i], octal) {
+                    (b'\\', Some(d)) => {
+                        out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8).wrapping_add(c - b'0')));
+                        i += 4;
+                    }
+                    (b, _) => {
+                        out.push(b);
+                        i += 1;
+                    }
+                }
+            }
+            PathBuf::from(OsStr::from_bytes(&out))
+        })
+        .collect()
+}
+
 /// Whether `path` is a mount point (listed in this process's mountinfo).
 pub fn is_mount_point(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
-    let want = path.to_string_lossy().replace(' ', "\\040");
-    info.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+    mount_points().iter().any(|m| m == path)
 }
 
 /// Mount points at or below `dir`, deepest first.
-pub fn mounts_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut out: Vec<std::path::PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| std::path::PathBuf::from(p.replace("\\040", " ")))
-        .filter(|p| p.starts_with(dir))
-        .collect();
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = mount_points().into_iter().filter(|p| p.starts_with(dir)).collect();
     out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     out
 }
@@ -466,4 +490,22 @@ pub fn mounts_under(dir: &Path) -> Vec<std::path::PathBuf> {
 /// A reused pid keeps a leftover a little longer; it never makes one look abandoned.
 pub fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_paths_are_unescaped() {
+        let info = concat!(
+            "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw\n",
+            "97 22 0:52 / /tmp/a\\040b rw shared:40 - tmpfs tmpfs rw\n",
+            "98 22 0:53 / /tmp/tab\\011nl\\012bs\\134end rw shared:41 - tmpfs tmpfs rw\n",
+            "99 22 0:54 / /tmp/not\\8octal rw shared:42 - tmpfs tmpfs rw\n",
+        );
+        let got = mount_points_in(info.as_bytes());
+        let want = ["/", "/tmp/a b", "/tmp/tab\tnl\nbs\\end", "/tmp/not\\8octal"];
+        assert_eq!(got, want.iter().map(PathBuf::from).collect::<Vec<_>>());
+    }
 }

@@ -239,7 +239,7 @@ pub fn work_dir(prefix: &str) -> io::Result<WorkDir> {
 }
 
 /// Loop devices whose backing file lies under `dir`.
-fn loops_under(dir: &Path) -> Vec<PathBuf> {
+pub fn loops_under(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir("/sys/block") else { return Vec::new() };
     entries
         .flatten()

@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -259,26 +259,13 @@ fn the_json_schema_is_documented_field_by_field() {
 }
 
 /// Everything under `dir` that is still mounted or backs a loop device.
-fn leftovers(dir: &Path) -> (Vec<String>, Vec<String>) {
-    let d = dir.display().to_string();
-    let mounts = fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-        .filter(|m| m.starts_with(&d))
-        .collect();
-    let loops = fs::read_dir("/sys/block")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| fs::read_to_string(e.path().join("loop/backing_file")).ok())
-        .filter(|b| b.starts_with(&d))
-        .collect();
-    (mounts, loops)
+fn leftovers(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    (driver_core::sys::mounts_under(dir), strata_scratch::loops_under(dir))
 }
 
 /// Waits (up to 10 s) for the kernel to let go: a lazily unmounted filesystem and an
 /// auto-clearing loop device are released when their last user is gone.
-fn settled(dir: &Path) -> (Vec<String>, Vec<String>) {
+fn settled(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let left = leftovers(dir);
