@@ -21,9 +21,10 @@
 //! `.wh.NAME` hides NAME of the *lower* layers and `.wh..wh..opq` all lower content of
 //! its directory; what this tar extracts itself stays, in whatever order the tar lists
 //! the whiteout (umoci tracks this the same way). How a whiteout is stored is the
-//! driver's [`WhiteoutMode`]. On overlay, a directory that replaces a non-directory
-//! (a whiteout device included) is made opaque, or the lower directory's content
-//! would show through it (BuildKit shipped that bug: moby/buildkit#2614, #2710).
+//! driver's [`WhiteoutFormat`] (deleted in place unless the driver records them). Where
+//! whiteouts are recorded, a directory that replaces a non-directory (a recorded
+//! whiteout included) is made opaque, or the lower directory's content would show
+//! through it (BuildKit shipped that bug: moby/buildkit#2614, #2710).
 //!
 //! # Metadata
 //! Files get owner, then mode (chown clears setuid bits and `security.capability`),
@@ -40,6 +41,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{Mode, SFlag};
@@ -49,22 +51,28 @@ use sha2::{Digest, Sha256};
 use driver_core::error::{Cause, Error, Result};
 use driver_core::sys::{self, errno, XattrTarget};
 
-/// How a driver stores an OCI whiteout (`.wh.NAME`, `.wh..wh..opq`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WhiteoutMode {
-    /// The lower data lives in the same tree (vfs, btrfs): delete it.
-    Delete,
-    /// overlayfs: a whiteout is a 0/0 character device; an opaque directory carries
-    /// `<prefix>opaque=y`, where the prefix is `trusted.overlay.` or `user.overlay.`.
-    OverlayDevice { xattr_prefix: &'static str },
-}
+use crate::whiteout::{DeleteInPlace, WhiteoutFormat};
 
 /// What the engine needs to know besides the tar and the root.
 #[derive(Clone, Debug)]
 pub struct ApplyOptions {
     /// Layer ID, for error messages.
     pub layer: String,
-    pub whiteouts: WhiteoutMode,
+    /// How the layer directory stores whiteouts ([`DeleteInPlace`] by default).
+    pub whiteouts: Arc<dyn WhiteoutFormat>,
+}
+
+impl ApplyOptions {
+    /// Options for layer `layer`, whiteouts deleted in place.
+    pub fn new(layer: impl Into<String>) -> Self {
+        ApplyOptions { layer: layer.into(), whiteouts: Arc::new(DeleteInPlace) }
+    }
+
+    /// The same options with whiteouts stored in `format`.
+    pub fn with_whiteouts(mut self, format: Arc<dyn WhiteoutFormat>) -> Self {
+        self.whiteouts = format;
+        self
+    }
 }
 
 /// What an apply did.
@@ -548,9 +556,9 @@ impl<'a> Applier<'a> {
                 self.touch(parent, pfd.as_fd())?;
                 if existing.is_some() {
                     sys::remove_all_at(pfd.as_fd(), name)?;
-                    // A directory over a non-directory in the same overlay layer would
+                    // A directory over a non-directory in a recorded layer would
                     // otherwise merge with the lower directory below it.
-                    opaque = matches!(self.opts.whiteouts, WhiteoutMode::OverlayDevice { .. });
+                    opaque = self.opts.whiteouts.records();
                 }
                 nix::sys::stat::mkdirat(Some(pfd.as_raw_fd()), name, Mode::from_bits_truncate(0o700))?;
                 self.created_dirs.insert(path.to_vec());
@@ -560,10 +568,9 @@ impl<'a> Applier<'a> {
         nix::unistd::fchown(fd.as_raw_fd(), Some(meta.uid.into()), Some(meta.gid.into()))?;
         let target = XattrTarget::Fd(fd.as_raw_fd());
         // The entry describes the directory whole: xattrs it does not list go (except
-        // the driver's own overlay markers), so every driver shows the same set.
+        // the whiteout format's own markers), so every driver shows the same set.
         for old in sys::list_xattrs(target)? {
-            let keep = meta.xattrs.iter().any(|(n, _)| *n == old)
-                || matches!(self.opts.whiteouts, WhiteoutMode::OverlayDevice { xattr_prefix } if old.starts_with(xattr_prefix));
+            let keep = meta.xattrs.iter().any(|(n, _)| *n == old) || self.opts.whiteouts.is_own_xattr(&old);
             if !keep {
                 sys::remove_xattr(target, &old)?;
             }
@@ -579,10 +586,11 @@ impl<'a> Applier<'a> {
     }
 
     fn set_opaque(&self, fd: BorrowedFd<'_>) -> Result<()> {
-        if let WhiteoutMode::OverlayDevice { xattr_prefix } = self.opts.whiteouts {
-            let name = format!("{xattr_prefix}opaque");
-            sys::set_xattr(XattrTarget::Fd(fd.as_raw_fd()), &name, b"y")
-                .map_err(|e| Error::new(Cause::Other(format!("cannot set {name}: {e}"))))?;
+        let format = &self.opts.whiteouts;
+        if format.records() {
+            format.write_opaque(fd).map_err(|e| {
+                Error::new(Cause::Other(format!("cannot mark the directory opaque ({}): {e}", format.name())))
+            })?;
         }
         Ok(())
     }
@@ -730,33 +738,24 @@ impl<'a> Applier<'a> {
             return Ok(());
         }
         let name = OsStr::from_bytes(name);
-        match self.opts.whiteouts {
-            WhiteoutMode::Delete => {
-                let pfd = match sys::open_dir_in(self.root(), &show(parent)) {
-                    Ok(fd) => fd,
-                    // Nothing below to hide.
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-                    // Through a link, or under a file: refused, as on overlay.
-                    Err(e) => return Err(self.resolve_error(parent, e)),
-                };
-                if sys::lstat_at(pfd.as_fd(), name)?.is_some() {
-                    self.touch(parent, pfd.as_fd())?;
-                    sys::remove_all_at(pfd.as_fd(), name)?;
-                }
+        if self.opts.whiteouts.records() {
+            let pfd = self.dir(parent, mtime)?;
+            if sys::lstat_at(pfd.as_fd(), name)?.is_none() {
+                self.touch(parent, pfd.as_fd())?;
+                self.opts.whiteouts.write_whiteout(pfd.as_fd(), name)?;
             }
-            WhiteoutMode::OverlayDevice { .. } => {
-                let pfd = self.dir(parent, mtime)?;
-                if sys::lstat_at(pfd.as_fd(), name)?.is_none() {
-                    self.touch(parent, pfd.as_fd())?;
-                    nix::sys::stat::mknodat(
-                        Some(pfd.as_raw_fd()),
-                        name,
-                        SFlag::S_IFCHR,
-                        Mode::empty(),
-                        nix::sys::stat::makedev(0, 0),
-                    )?;
-                }
-            }
+            return Ok(());
+        }
+        let pfd = match sys::open_dir_in(self.root(), &show(parent)) {
+            Ok(fd) => fd,
+            // Nothing below to hide.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            // Through a link, or under a file: refused, as where whiteouts are recorded.
+            Err(e) => return Err(self.resolve_error(parent, e)),
+        };
+        if sys::lstat_at(pfd.as_fd(), name)?.is_some() {
+            self.touch(parent, pfd.as_fd())?;
+            sys::remove_all_at(pfd.as_fd(), name)?;
         }
         Ok(())
     }
@@ -768,9 +767,10 @@ impl<'a> Applier<'a> {
     }
 
     fn make_opaque(&mut self, dir: &[u8], fd: OwnedFd) -> Result<()> {
-        match self.opts.whiteouts {
-            WhiteoutMode::Delete => self.prune(dir, fd),
-            WhiteoutMode::OverlayDevice { .. } => self.set_opaque(fd.as_fd()),
+        if self.opts.whiteouts.records() {
+            self.set_opaque(fd.as_fd())
+        } else {
+            self.prune(dir, fd)
         }
     }
 

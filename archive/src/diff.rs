@@ -31,11 +31,13 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::SFlag;
 
 use crate::apply::{OPAQUE_MARKER, WHITEOUT_PREFIX};
+use crate::whiteout::WhiteoutFormat;
 use driver_core::driver::{Change, ChangeKind};
 use driver_core::error::{Cause, Context, Error, Result};
 use driver_core::sys::{self, XattrTarget};
@@ -291,15 +293,16 @@ pub struct NaiveDiff {
 /// What the layer directory given to [`walk_diff`] holds.
 #[derive(Clone, Debug)]
 pub enum LayerKind {
-    /// The whole view (vfs layers, btrfs snapshots, mounted views): the naive diff.
+    /// The whole view (copied layers, snapshots, mounted views): the naive diff.
     Full,
-    /// Only what the layer changed, overlayfs style: 0/0 character devices are
-    /// whiteouts and `<prefix>opaque=y` marks an opaque directory. Only this directory
-    /// is walked, so the cost follows the number of changes, not the image's size.
-    OverlayUpper { xattr_prefix: String },
+    /// Only what the layer changed, with whiteouts and opaque directories recorded in
+    /// the given format (see [`crate::whiteout`]). Only this directory is walked, so the
+    /// cost follows the number of changes, not the image's size.
+    Upper(Arc<dyn WhiteoutFormat>),
     /// The whole view, but only `paths` (changed paths and their ancestors) can have
     /// changed, and only the directories in `dirs` can have lost entries: what a
-    /// filesystem that tracks changes (btrfs generations) says. The walk visits those.
+    /// filesystem that tracks changes (by generation numbers, say) says. The walk
+    /// visits those.
     /// `all_links`: `paths` holds every name, in layer and parent, of each file with
     /// several names that it holds one name of, so the parent need not be searched
     /// for the others (which costs a walk of the whole parent).
@@ -312,7 +315,7 @@ pub fn naive_diff(layer_id: &str, layer: &Path, parent: Option<&Path>) -> Result
 }
 
 /// Finds the entries and changes of `layer` against the full view `parent`; with
-/// [`LayerKind::OverlayUpper`], `layer` is the layer's own directory and the parent
+/// [`LayerKind::Upper`], `layer` is the layer's own directory and the parent
 /// is only looked at where the layer changed something.
 pub fn walk_diff(layer_id: &str, layer: &Path, parent: Option<&Path>, kind: &LayerKind) -> Result<NaiveDiff> {
     let mut walk = Walk {
@@ -365,24 +368,18 @@ struct Linked {
     parent_nlink: u64,
 }
 
-/// Whether an xattr is the driver's own bookkeeping on an overlay upper (opaque,
-/// origin, impure, ...), not content. `<prefix>overlay.*` is a user's `<prefix>*` that
-/// overlayfs escaped (Linux 6.7+), so it is content.
+/// Whether an xattr is the whiteout format's own bookkeeping on an upper, not content.
 fn is_internal_xattr(kind: &LayerKind, name: &str) -> bool {
     match kind {
-        LayerKind::OverlayUpper { xattr_prefix } => {
-            name.starts_with(xattr_prefix.as_str()) && !name[xattr_prefix.len()..].starts_with("overlay.")
-        }
+        LayerKind::Upper(format) => format.is_own_xattr(name),
         _ => false,
     }
 }
 
-/// The name a user gave an overlay xattr that overlayfs stored escaped.
+/// The name a user gave an xattr that the upper's filesystem stored escaped.
 fn user_xattr_name(kind: &LayerKind, name: &str) -> String {
     match kind {
-        LayerKind::OverlayUpper { xattr_prefix } if name.starts_with(&format!("{xattr_prefix}overlay.")) => {
-            format!("{xattr_prefix}{}", &name[xattr_prefix.len() + "overlay.".len()..])
-        }
+        LayerKind::Upper(format) => format.user_xattr_name(name),
         _ => name.to_string(),
     }
 }
@@ -391,8 +388,9 @@ fn refused(msg: impl Into<String>) -> Error {
     Error::new(Cause::Refused(msg.into()))
 }
 
-/// Whether `st` is an overlayfs whiteout (a 0/0 character device).
-pub fn is_whiteout(st: &nix::sys::stat::FileStat) -> bool {
+/// Whether `st` is a 0/0 character device: what overlayfs reads as a whiteout, so no
+/// layer may carry one as a file.
+fn is_null_device(st: &nix::sys::stat::FileStat) -> bool {
     sys::file_type(st) == nix::sys::stat::SFlag::S_IFCHR && st.st_rdev == 0
 }
 
@@ -423,7 +421,7 @@ impl Walk {
     /// refuses them; overlay would read them as its own) and a 0/0 character device
     /// (overlayfs's whiteout; on an overlay upper those are deletions, not entries).
     fn check_carriable(&self, dir: BorrowedFd<'_>, name: &OsStr, st: &nix::sys::stat::FileStat) -> Result<()> {
-        if is_whiteout(st) {
+        if is_null_device(st) {
             return Err(refused(
                 "a 0/0 character device is an overlayfs whiteout, which an OCI layer cannot carry as a file",
             ));
@@ -527,18 +525,16 @@ impl Walk {
     fn unvisited_ident(&self, lfd: BorrowedFd<'_>, rel: &Path, parent: (u64, u64)) -> Result<Option<Ident>> {
         let (dir, name) = (rel.parent().unwrap_or(Path::new("")), rel.file_name().unwrap_or_default());
         match &self.kind {
-            LayerKind::OverlayUpper { xattr_prefix } => {
-                let opaque = format!("{xattr_prefix}opaque");
+            LayerKind::Upper(format) => {
                 let mut cur = sys::open_dir_in(lfd, Path::new("")).at_path(rel)?;
                 let comps: Vec<&OsStr> = rel.iter().collect();
                 for (i, c) in comps.iter().enumerate() {
-                    let hides = sys::get_xattr(XattrTarget::Fd(cur.as_raw_fd()), &opaque).at_path(rel)?;
-                    if hides.is_some_and(|v| v == b"y") {
+                    if format.is_opaque(cur.as_fd()).at_path(rel)? {
                         return Ok(None);
                     }
                     match sys::lstat_at(cur.as_fd(), c).at_path(rel)? {
                         None => return Ok(Some(Ident::Parent(parent.0, parent.1))),
-                        Some(st) if is_whiteout(&st) => return Ok(None),
+                        Some(st) if format.is_whiteout(&st) => return Ok(None),
                         Some(st) if sys::is_dir(&st) && i + 1 < comps.len() => {
                             cur = sys::open_at(cur.as_fd(), c, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0).at_path(rel)?;
                         }
@@ -603,18 +599,15 @@ impl Walk {
                 layer_names.retain(|n| paths.contains(&rel.join(n)));
                 lists.unwrap_or((None, BTreeSet::new()))
             }
-            LayerKind::OverlayUpper { xattr_prefix } => {
+            LayerKind::Upper(format) => {
                 let mut whiteouts = BTreeSet::new();
                 for n in &layer_names {
-                    if sys::lstat_at(lfd, n).at_path(rel.join(n))?.is_some_and(|st| is_whiteout(&st)) {
+                    if sys::lstat_at(lfd, n).at_path(rel.join(n))?.is_some_and(|st| format.is_whiteout(&st)) {
                         whiteouts.insert(n.clone());
                     }
                 }
                 layer_names.retain(|n| !whiteouts.contains(n));
-                let opaque = hidden
-                    || sys::get_xattr(XattrTarget::Fd(lfd.as_raw_fd()), &format!("{xattr_prefix}opaque"))
-                        .at_path(rel)?
-                        .is_some_and(|v| v == b"y");
+                let opaque = hidden || format.is_opaque(lfd).at_path(rel)?;
                 hides_lower = opaque;
                 if pfd.is_some() && (opaque || !whiteouts.is_empty()) {
                     let p = parent_names()?;

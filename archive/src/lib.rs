@@ -1,5 +1,5 @@
 //! The tar engine of strata: applying an OCI layer tar to a directory confined to it
-//! ([`apply`], with the whiteout formats drivers plug in), the naive diff walk and the
+//! ([`apply`], with the whiteout format a driver plugs in: [`whiteout`]), the naive diff walk and the
 //! tar writer ([`diff`]), gzip/zstd detection ([`compress`]) and a builder of layer tars
 //! ([`tarbuild`], which the bench's workload generator and the tests use).
 //!
@@ -9,5 +9,7 @@ pub mod apply;
 pub mod compress;
 pub mod diff;
 pub mod tarbuild;
+pub mod whiteout;
 
-pub use apply::{ApplyOptions, ApplyReport, WhiteoutMode};
+pub use apply::{ApplyOptions, ApplyReport};
+pub use whiteout::{DeleteInPlace, WhiteoutFormat};

@@ -7,7 +7,7 @@ use std::path::Path;
 use bench_harness::workload::{generate, WorkloadSize};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use sha2::Digest;
-use strata_archive::apply::{apply_layer, ApplyOptions, WhiteoutMode};
+use strata_archive::apply::{apply_layer, ApplyOptions};
 use strata_archive::diff::naive_diff;
 
 fn scratch_parent() -> &'static Path {
@@ -20,7 +20,7 @@ fn scratch_parent() -> &'static Path {
 }
 
 fn opts() -> ApplyOptions {
-    ApplyOptions { layer: "bench".into(), whiteouts: WhiteoutMode::Delete }
+    ApplyOptions::new("bench")
 }
 
 fn benches(c: &mut Criterion) {

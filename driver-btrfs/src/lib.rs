@@ -44,7 +44,7 @@ use driver_core::error::{Cause, Error, Result};
 use driver_core::store::{LayerMeta, Staging, Store};
 use driver_core::sys;
 use driver_core::{Change, Driver, LayerInfo, Status, Usage};
-use strata_archive::apply::{apply_layer, ApplyOptions, WhiteoutMode};
+use strata_archive::apply::{apply_layer, ApplyOptions};
 use strata_archive::diff::{naive_diff, walk_diff, write_tar, LayerKind, NaiveDiff};
 
 pub struct BtrfsDriver {
@@ -512,7 +512,7 @@ impl Driver for BtrfsDriver {
     fn apply_diff(&self, id: &str, parent: Option<&str>, tar: &mut dyn Read) -> Result<u64> {
         let staging = self.store.begin(id, parent)?;
         self.stage(&staging)?;
-        let opts = ApplyOptions { layer: id.to_string(), whiteouts: WhiteoutMode::Delete };
+        let opts = ApplyOptions::new(id);
         let report = apply_layer(&staging.path, tar, &opts)?;
         self.store
             .commit(staging, LayerMeta { diff_id: Some(report.diff_id), size: report.size, ..Default::default() })?;

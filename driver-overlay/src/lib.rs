@@ -28,6 +28,7 @@
 
 pub mod features;
 pub mod mount;
+pub mod whiteout;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -43,11 +44,12 @@ use driver_core::sys::{self, XattrTarget};
 use driver_core::{Change, Driver, LayerInfo, Status, Usage};
 use rayon::prelude::*;
 use sha2::Digest;
-use strata_archive::apply::{apply_layer, ApplyOptions, ApplyReport, WhiteoutMode};
-use strata_archive::diff::{is_whiteout, walk_diff, write_tar, LayerKind, NaiveDiff};
+use strata_archive::apply::{apply_layer, ApplyOptions, ApplyReport};
+use strata_archive::diff::{walk_diff, write_tar, LayerKind, NaiveDiff};
 
 use crate::features::Features;
 use crate::mount::OverlayMount;
+use crate::whiteout::{is_whiteout, OverlayWhiteouts};
 
 pub struct OverlayDriver {
     store: Store,
@@ -154,8 +156,9 @@ impl OverlayDriver {
     fn merged(&self, id: &str) -> PathBuf {
         self.store.layer_dir(id).join("merged")
     }
-    fn prefix(&self) -> &'static str {
-        self.features.xattr_prefix()
+    /// How this driver's layers store whiteouts, for apply and diff alike.
+    fn whiteouts(&self) -> Arc<OverlayWhiteouts> {
+        Arc::new(OverlayWhiteouts { xattr_prefix: self.features.xattr_prefix() })
     }
 
     /// IDs from `id` down to the bottom layer.
@@ -261,7 +264,7 @@ impl OverlayDriver {
     }
 
     fn apply_opts(&self, id: &str) -> ApplyOptions {
-        ApplyOptions { layer: id.to_string(), whiteouts: WhiteoutMode::OverlayDevice { xattr_prefix: self.prefix() } }
+        ApplyOptions::new(id).with_whiteouts(self.whiteouts())
     }
 
     /// Gives the directories the tar did not describe the metadata they have in the
@@ -377,7 +380,7 @@ impl OverlayDriver {
             Some(p) => Some(self.temp_view(p)?),
             None => None,
         };
-        let kind = LayerKind::OverlayUpper { xattr_prefix: self.prefix().to_string() };
+        let kind = LayerKind::Upper(self.whiteouts());
         let d = walk_diff(id, &self.diff_dir(id), view.as_ref().map(|v| v.path.as_path()), &kind)?;
         Ok((d, view))
     }

@@ -18,7 +18,7 @@ use driver_core::error::{Cause, Error, Result};
 use driver_core::store::{discard_tree, LayerMeta, Store};
 use driver_core::sys;
 use driver_core::{Change, Driver, LayerInfo, Status, Usage};
-use strata_archive::apply::{apply_layer, ApplyOptions, WhiteoutMode};
+use strata_archive::apply::{apply_layer, ApplyOptions};
 use strata_archive::diff::{naive_diff, write_tar};
 
 pub struct VfsDriver {
@@ -64,7 +64,7 @@ impl Driver for VfsDriver {
 
     fn apply_diff(&self, id: &str, parent: Option<&str>, tar: &mut dyn Read) -> Result<u64> {
         let staging = self.stage(id, parent)?;
-        let opts = ApplyOptions { layer: id.to_string(), whiteouts: WhiteoutMode::Delete };
+        let opts = ApplyOptions::new(id);
         let report = apply_layer(&staging.path, tar, &opts)?;
         self.store
             .commit(staging, LayerMeta { diff_id: Some(report.diff_id), size: report.size, ..Default::default() })?;

@@ -7,7 +7,11 @@
 use std::fs;
 use std::path::Path;
 
-use strata_archive::apply::{apply_layer, ApplyOptions, WhiteoutMode};
+use std::sync::Arc;
+
+use driver_overlay::whiteout::OverlayWhiteouts;
+use strata_archive::apply::{apply_layer, ApplyOptions};
+use strata_archive::WhiteoutFormat;
 use libfuzzer_sys::fuzz_target;
 
 pub const BASE: &str = "/tmp/strata-fuzz-base";
@@ -26,8 +30,10 @@ fuzz_target!(|data: &[u8]| {
     fs::create_dir_all(&root).unwrap();
     fs::create_dir_all(&outside).unwrap();
     fs::write(outside.join("secret"), b"secret").unwrap();
-    for whiteouts in [WhiteoutMode::Delete, WhiteoutMode::OverlayDevice { xattr_prefix: "trusted.overlay." }] {
-        let opts = ApplyOptions { layer: "fuzz".into(), whiteouts };
+    let formats: [Arc<dyn WhiteoutFormat>; 2] =
+        [Arc::new(strata_archive::DeleteInPlace), Arc::new(OverlayWhiteouts { xattr_prefix: "trusted.overlay." })];
+    for whiteouts in formats {
+        let opts = ApplyOptions::new("fuzz").with_whiteouts(whiteouts);
         let _ = apply_layer(&root, data, &opts);
         assert_eq!(names(base), ["outside", "root"], "something was made beside the root");
         assert_eq!(names(&outside), ["secret"], "something was made outside the root");
