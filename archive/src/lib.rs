@@ -8,6 +8,8 @@
 pub mod apply;
 pub mod compress;
 pub mod diff;
+#[cfg(feature = "isal")]
+mod igzip;
 pub mod tarbuild;
 pub mod whiteout;
 
