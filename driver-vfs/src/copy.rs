@@ -6,6 +6,14 @@
 //! and owners, modes (setuid included), xattrs (`security.capability` after the chown
 //! that would clear it), devices, fifos, symlinks and times are kept; a directory's
 //! times are set after its children are written.
+//!
+//! Without reflinks the copy is the whole cost of a vfs layer, so it runs in parallel:
+//! one walker creates every node in order (directories, links, devices, and each
+//! regular file empty, so that a hardlink can point at it at once), and a pool of
+//! threads copies the files' data and sets their metadata. Only creating a node changes
+//! its directory's times, so the walker can still set a directory's times after its
+//! children while the pool is writing into them. (moby considered a parallel copy for
+//! its vfs driver and never merged one.)
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -14,6 +22,8 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Mutex;
 
 use driver_core::sys::{self, Node, NodeMeta, XattrTarget};
 use nix::fcntl::{AtFlags, OFlag};
@@ -61,10 +71,39 @@ impl Copier {
         let st = sys::fstat(sfd.as_fd())?;
         nix::unistd::mkdir(dst, Mode::from_bits_truncate(0o700)).map_err(sys::errno)?;
         let dfd = sys::open_dir(dst)?;
-        let mut links = HashMap::new();
-        self.copy_dir(sfd.as_fd(), dfd.as_fd(), &mut links)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS);
+        // A few files queued per thread: enough to keep the pool busy, few descriptors.
+        let (tx, rx) = sync_channel::<FileJob>(threads * 16);
+        let rx = Mutex::new(rx);
+        let failed: Mutex<Option<io::Error>> = Mutex::new(None);
+        let walked = std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let Ok(job) = rx.lock().unwrap_or_else(|e| e.into_inner()).recv() else { break };
+                    if failed.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                        continue; // drain what is queued
+                    }
+                    if let Err(e) = self.copy_file(&job) {
+                        failed.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                    }
+                });
+            }
+            let walk = Walk { files: tx, failed: &failed };
+            self.copy_dir(sfd.as_fd(), dfd.as_fd(), &mut HashMap::new(), &walk)
+            // The walk (and its sender) ends here; the pool drains the queue and stops.
+        });
+        if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e);
+        }
+        walked?;
         finish_meta(dfd.as_fd(), &st, sfd.as_fd())?;
         Ok(())
+    }
+
+    /// A regular file's data, then its owner, mode, xattrs and times.
+    fn copy_file(&self, job: &FileJob) -> io::Result<()> {
+        self.copy_data(&job.src, &job.dst, job.st.st_size as u64)?;
+        finish_meta(job.dst.as_fd(), &job.st, job.src.as_fd())
     }
 
     fn copy_dir(
@@ -72,10 +111,14 @@ impl Copier {
         src: BorrowedFd<'_>,
         dst: BorrowedFd<'_>,
         links: &mut HashMap<(u64, u64), (OwnedFd, std::ffi::OsString)>,
+        walk: &Walk<'_>,
     ) -> io::Result<()> {
         let mut names = sys::read_dir_names(src)?;
         names.sort();
         for name in names {
+            if walk.failed.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                return Ok(()); // the pool's error is the one reported
+            }
             let st = match sys::lstat_at(src, &name)? {
                 Some(st) => st,
                 None => continue,
@@ -100,15 +143,16 @@ impl Copier {
                         .map_err(sys::errno)?;
                     let s = sys::open_at(src, &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
                     let d = sys::open_at(dst, &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
-                    self.copy_dir(s.as_fd(), d.as_fd(), links)?;
+                    self.copy_dir(s.as_fd(), d.as_fd(), links, walk)?;
                     finish_meta(d.as_fd(), &st, s.as_fd())?;
                 }
                 SFlag::S_IFREG => {
                     let s = File::from(sys::open_at(src, &name, OFlag::O_RDONLY, 0)?);
                     let d =
                         File::from(sys::open_at(dst, &name, OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY, 0o600)?);
-                    self.copy_data(&s, &d, st.st_size as u64)?;
-                    finish_meta(d.as_fd(), &st, s.as_fd())?;
+                    if walk.files.send(FileJob { src: s, dst: d, st }).is_err() {
+                        return Ok(()); // the pool stopped on an error, reported by copy_tree
+                    }
                 }
                 SFlag::S_IFLNK => {
                     let target = nix::fcntl::readlinkat(Some(src.as_raw_fd()), name.as_os_str()).map_err(sys::errno)?;
@@ -187,6 +231,22 @@ impl Copier {
         }
         dst.set_len(size)
     }
+}
+
+/// Most threads a copy uses (with reflinks or on a small disk, more do not help).
+const MAX_THREADS: usize = 8;
+
+/// A regular file the walker created empty, for the pool to fill.
+struct FileJob {
+    src: File,
+    dst: File,
+    st: FileStat,
+}
+
+/// What the walker hands work to, and how it learns that the pool failed.
+struct Walk<'a> {
+    files: SyncSender<FileJob>,
+    failed: &'a Mutex<Option<io::Error>>,
 }
 
 /// Owner, mode, xattrs, times of an open file or directory, from its source.
