@@ -7,6 +7,7 @@
 mod bench;
 mod commit;
 mod drivers;
+mod explain;
 mod lifecycle;
 mod model;
 mod peers;
@@ -253,6 +254,24 @@ enum LayerCmd {
     Changes { id: String },
     /// Remove a layer (refused while mounted or while it has children).
     Rm { id: String },
+    /// Which layer provides PATH in ID's view (for a container: whether it was copied
+    /// up), and which layers below hold older versions or a deletion of it.
+    Which {
+        id: String,
+        path: String,
+        /// The versioned schema of docs/json.md.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the driver physically stored for PATH in layer ID: the node on disk (a
+    /// whiteout, an opaque directory, a copy, or nothing), its type and size.
+    Explain {
+        id: String,
+        path: String,
+        /// The versioned schema of docs/json.md.
+        #[arg(long)]
+        json: bool,
+    },
     /// List layers, with the images and containers that use each.
     Ls {
         /// The versioned schema of docs/json.md.
@@ -548,6 +567,24 @@ fn layer(driver: &dyn Driver, images: &ImageStore, cmd: LayerCmd) -> Result<(), 
             Ok(())
         }
         LayerCmd::Rm { id } => driver.remove(&id),
+        LayerCmd::Which { id, path, json } => {
+            let w = explain::which(driver, &id, &path)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&w).expect("json"));
+            } else {
+                explain::print_which(&w);
+            }
+            Ok(())
+        }
+        LayerCmd::Explain { id, path, json } => {
+            let e = explain::explain(driver, &id, &path)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&e).expect("json"));
+            } else {
+                explain::print_explain(&e);
+            }
+            Ok(())
+        }
         LayerCmd::Ls { json, no_trunc } => lifecycle::list_layers(driver, images, json, no_trunc),
     }
 }

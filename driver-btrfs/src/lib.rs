@@ -436,20 +436,6 @@ fn check_btrfs(path: &Path) -> Result<()> {
 
 /// Bytes of data extents of the files under `root` that no one else shares.
 fn exclusive_bytes(root: &Path) -> std::io::Result<u64> {
-    #[repr(C)]
-    struct Fiemap {
-        start: u64,
-        length: u64,
-        flags: u32,
-        mapped: u32,
-        count: u32,
-        reserved: u32,
-        extents: [[u64; 7]; 64],
-    }
-    // FS_IOC_FIEMAP = _IOWR('f', 11, struct fiemap) with the 32-byte header.
-    nix::ioctl_readwrite_bad!(fiemap, nix::request_code_readwrite!(b'f', 11, 32), Fiemap);
-    const SHARED: u32 = 0x2000;
-    const LAST: u32 = 0x1;
     let mut total = 0;
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
@@ -463,33 +449,8 @@ fn exclusive_bytes(root: &Path) -> std::io::Result<u64> {
         if !md.is_file() || md.len() == 0 {
             continue;
         }
-        let f = fs::File::open(&p)?;
-        let mut start = 0u64;
-        loop {
-            // SAFETY: Fiemap is plain data; zero is a valid value.
-            let mut m: Box<Fiemap> = Box::new(unsafe { std::mem::zeroed() });
-            m.start = start;
-            m.length = u64::MAX;
-            m.count = 64;
-            // SAFETY: a valid fd and a buffer for 64 extents.
-            unsafe { fiemap(std::os::fd::AsRawFd::as_raw_fd(&f), &mut *m) }.map_err(std::io::Error::from)?;
-            if m.mapped == 0 {
-                break;
-            }
-            let mut last = false;
-            for e in &m.extents[..m.mapped as usize] {
-                // fiemap_extent: logical, physical, length, reserved[2], flags:u32 + reserved[3]:u32
-                let (logical, length, flags) = (e[0], e[2], (e[5] & 0xffff_ffff) as u32);
-                if flags & SHARED == 0 {
-                    total += length;
-                }
-                start = logical + length;
-                last |= flags & LAST != 0;
-            }
-            if last {
-                break;
-            }
-        }
+        let e = sys::extent_bytes(fs::File::open(&p)?.as_fd())?;
+        total += e.total - e.shared;
     }
     Ok(total)
 }
@@ -557,6 +518,11 @@ impl Driver for BtrfsDriver {
         let bytes = exclusive_bytes(&layer).map_err(io_at(id, &layer))?;
         let changed = self.changes(id)?.len() as u64;
         Ok(Usage { bytes, inodes: changed })
+    }
+
+    fn layer_dir(&self, id: &str) -> Result<driver_core::LayerDir> {
+        self.store.get(id)?;
+        Ok(driver_core::LayerDir { path: self.layer(id), kind: driver_core::LayerDirKind::Snapshot })
     }
 
     fn status(&self) -> Result<Status> {

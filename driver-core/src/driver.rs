@@ -90,6 +90,30 @@ pub struct Status {
     pub layers: usize,
 }
 
+/// How a layer's own directory on disk stores its files, for `strata layer which` and
+/// `strata layer explain` (what a student sees with `ls -l` in the driver's folder).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerDir {
+    /// The layer's own directory: overlay's `layers/<id>/diff`, vfs's full copy,
+    /// btrfs's subvolume.
+    pub path: PathBuf,
+    pub kind: LayerDirKind,
+}
+
+/// What [`LayerDir::path`] holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LayerDirKind {
+    /// Only what the layer changed: a deletion is a 0/0 character device, a directory
+    /// that hides everything below carries `<xattr_prefix>opaque=y` (overlay).
+    Changes { xattr_prefix: String },
+    /// A full copy of the tree: a deleted file is simply absent (vfs).
+    FullCopy,
+    /// A full tree made as a snapshot of the parent, sharing its unchanged extents;
+    /// a deleted file is absent (btrfs).
+    Snapshot,
+}
+
 /// One layer of a chain given to [`Driver::apply_chain`].
 pub struct LayerTar {
     pub id: String,
@@ -152,6 +176,16 @@ pub trait Driver: Send + Sync {
 
     /// Bytes and inodes that `id` alone holds on disk.
     fn usage(&self, id: &str) -> Result<Usage>;
+
+    /// Where `id`'s own files are on disk and how they are stored there (read-only use:
+    /// inspection, teaching). A driver that cannot show it says so.
+    fn layer_dir(&self, id: &str) -> Result<LayerDir> {
+        let _ = id;
+        Err(crate::Error::new(crate::Cause::Unsupported(format!(
+            "the {} driver does not show its layer folders",
+            self.name()
+        ))))
+    }
 
     /// Backing filesystem, features in use, layer count.
     fn status(&self) -> Result<Status>;

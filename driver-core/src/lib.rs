@@ -15,5 +15,5 @@ pub mod readahead;
 pub mod store;
 pub mod sys;
 
-pub use driver::{Change, ChangeKind, Driver, LayerInfo, Status, Usage};
+pub use driver::{Change, ChangeKind, Driver, LayerDir, LayerDirKind, LayerInfo, Status, Usage};
 pub use error::{Cause, Context, Error, Result};

@@ -507,6 +507,12 @@ impl Driver for OverlayDriver {
         sys::disk_usage(&d).map_err(|e| Error::at(id, &d, e))
     }
 
+    fn layer_dir(&self, id: &str) -> Result<driver_core::LayerDir> {
+        self.store.get(id)?;
+        let kind = driver_core::LayerDirKind::Changes { xattr_prefix: self.features.xattr_prefix().to_string() };
+        Ok(driver_core::LayerDir { path: self.diff_dir(id), kind })
+    }
+
     fn status(&self) -> Result<Status> {
         let mut features = self.features.pairs();
         features.push(("mount_api".into(), if self.features.lowerdir_plus { "lowerdir+" } else { "mount(2)" }.into()));

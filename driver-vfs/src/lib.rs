@@ -130,6 +130,11 @@ impl Driver for VfsDriver {
         driver_core::sys::disk_usage(&dir).map_err(|e| Error::at(id, &dir, e))
     }
 
+    fn layer_dir(&self, id: &str) -> Result<driver_core::LayerDir> {
+        self.store.get(id)?;
+        Ok(driver_core::LayerDir { path: self.store.layer_dir(id), kind: driver_core::LayerDirKind::FullCopy })
+    }
+
     fn status(&self) -> Result<Status> {
         Ok(Status {
             driver: "vfs".into(),
