@@ -124,6 +124,27 @@ enum ImageCmd {
               value_parser = clap::value_parser!(u64).range(1..))]
         low_speed_time: u64,
     },
+    /// Push a stored image to a registry (OCI distribution protocol): the blobs the
+    /// repository lacks (mounted from another repository of the registry when one is
+    /// known to hold them), then the manifest. Prints the manifest's digest.
+    Push {
+        name: String,
+        /// Where to: HOST[:PORT]/REPOSITORY[:TAG].
+        reference: String,
+        /// Plain http, for a local registry.
+        #[arg(long)]
+        insecure: bool,
+        #[command(flatten)]
+        auth: AuthArgs,
+        /// Blobs larger than this are sent in PATCHes of this many bytes; smaller ones
+        /// in one PUT.
+        #[arg(long, default_value_t = 64 << 20, value_name = "BYTES",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        chunk_size: u64,
+        /// Seconds one request may take.
+        #[arg(long, default_value_t = 3600, value_name = "SECS")]
+        timeout: u64,
+    },
     /// List images: size (file content of its layers), top layer, containers on it.
     Ls {
         /// The versioned schema of docs/json.md.
@@ -423,6 +444,12 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
             if let Err(e) = unpack_and_report(driver, &images, &pulled.source, &pulled.image, &pulled.name) {
                 return Err(if driver_core::interrupt::requested() { driver_core::interrupt::error() } else { e });
             }
+            // Where its blobs are, for a later push's cross-repository mounts (a hint).
+            if let (Ok(r), Ok(rec)) = (registry::Reference::parse(&reference), images.get(&pulled.name)) {
+                if let Ok(img) = images.content.load(&rec.name, rec.manifest.as_deref()) {
+                    let _ = images.content.note_locations(&r.registry, &r.repository, &img.blobs()[1..]);
+                }
+            }
             pulled.keep()
         }
         ImageCmd::Unpack { src, name, platform } => {
@@ -441,6 +468,22 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
                     e
                 }
             })
+        }
+        ImageCmd::Push { name, reference, insecure, auth, chunk_size, timeout } => {
+            let opts = registry::PushOptions { insecure, chunk_size, timeout: std::time::Duration::from_secs(timeout) };
+            let report = |digest: &str, size: u64, what: &registry::BlobPush| {
+                let short = &digest[..digest.len().min(19)];
+                match what {
+                    registry::BlobPush::Exists => info!("blob {short}: already there"),
+                    registry::BlobPush::Mounted(from) => info!("blob {short}: mounted from {from}"),
+                    registry::BlobPush::Uploaded { requests, .. } => {
+                        info!("blob {short}: uploaded {} in {requests} request(s)", human_bytes(size))
+                    }
+                }
+            };
+            let pushed = registry::push(&images, &name, &reference, &auth.options(), &opts, &report)?;
+            println!("{}", pushed.digest);
+            Ok(())
         }
         ImageCmd::Ls { json, no_trunc } => lifecycle::list_images(driver, &images, json, no_trunc),
         ImageCmd::Rm { name } => {

@@ -36,6 +36,10 @@ pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
+/// `<content>/locations.json`: registry → blob digest → repositories holding it.
+const LOCATIONS: &str = "locations.json";
+type Locations = std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<String>>>;
+
 /// The blobs of every stored image of one driver.
 #[derive(Clone)]
 pub struct ContentStore {
@@ -238,6 +242,32 @@ impl ContentStore {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::new(e).with_path(&p)),
             _ => Ok(()),
         }
+    }
+
+    /// Repositories of `registry` known to hold blob `digest` (pushed there, or pulled
+    /// from there): where a push may mount it from instead of uploading it.
+    pub fn locations(&self, registry: &str, digest: &str) -> Vec<String> {
+        let known: Locations =
+            driver_core::json::read_json(&self.dir.join(LOCATIONS)).ok().flatten().unwrap_or_default();
+        known.get(registry).and_then(|r| r.get(digest)).cloned().unwrap_or_default()
+    }
+
+    /// Notes that `registry`/`repository` holds `digests`. A hint only (a blob may have
+    /// gone from there since; a mount that fails falls back to an upload), so two
+    /// writers racing may lose a note, never a blob.
+    pub fn note_locations(&self, registry: &str, repository: &str, digests: &[String]) -> Result<()> {
+        let p = self.dir.join(LOCATIONS);
+        let mut known: Locations = driver_core::json::read_json(&p).ok().flatten().unwrap_or_default();
+        let reg = known.entry(registry.to_string()).or_default();
+        for d in digests {
+            let repos = reg.entry(d.clone()).or_default();
+            if !repos.iter().any(|r| r == repository) {
+                // The latest first; a few are enough to find one that still holds it.
+                repos.insert(0, repository.to_string());
+                repos.truncate(4);
+            }
+        }
+        driver_core::json::write_json(&p, &known)
     }
 
     /// The manifest and config of image `name` whose manifest is `manifest` (`None`

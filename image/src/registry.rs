@@ -46,7 +46,9 @@ use sha2::{Digest, Sha256, Sha512};
 use url::Url;
 
 mod auth;
+mod push;
 pub use auth::{AuthOptions, Credential};
+pub use push::{push, BlobPush, PushOptions, Pushed};
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -542,6 +544,9 @@ struct Client {
     /// The `Authorization` header the registry accepted (or last asked for).
     authorization: Mutex<Option<String>>,
     progress: Arc<Progress>,
+    /// What a token is asked for when the challenge names no scope: `pull`, or
+    /// `pull,push` for a push.
+    actions: &'static str,
 }
 
 impl Client {
@@ -573,6 +578,7 @@ impl Client {
             credential,
             authorization: Mutex::new(None),
             progress,
+            actions: "pull",
         })
     }
 
@@ -739,7 +745,8 @@ impl Client {
         let realm = p.get("realm").ok_or_else(|| err("auth challenge without a realm"))?;
         let mut url = Url::parse(realm).map_err(|e| err(format!("auth realm {:?}: {e}", one_line(realm, 200))))?;
         check_target(&url, self.insecure, "token request").map_err(|e| err(format!("auth realm: {e}")))?;
-        let scope = p.get("scope").cloned().unwrap_or_else(|| format!("repository:{}:pull", self.repository));
+        let scope =
+            p.get("scope").cloned().unwrap_or_else(|| format!("repository:{}:{}", self.repository, self.actions));
         let shown = one_line(realm, 200);
         let answer = match &self.credential {
             // The OAuth2 refresh-token grant docker uses for identity tokens.

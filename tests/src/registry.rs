@@ -329,7 +329,7 @@ impl DockerRegistry {
             std::fs::write(
                 &cfg,
                 format!(
-                    "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
+                    "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
                     dir.path().join("data").display()
                 ),
             )
@@ -338,7 +338,8 @@ impl DockerRegistry {
                 .arg("serve")
                 .arg(&cfg)
                 .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
+                // Its access log: what `requests` reads.
+                .stderr(std::fs::File::create(dir.path().join("registry.log")).expect("registry log"))
                 .spawn()
                 .expect("docker-registry (Debian package docker-registry) must be installed");
             // Generous: a loaded CI machine starts it slowly.
@@ -355,6 +356,27 @@ impl DockerRegistry {
             let _ = child.wait();
         }
         panic!("docker-registry did not start on 127.0.0.1");
+    }
+
+    /// Every request the registry answered so far, from its access log: (method, URI,
+    /// status), in order.
+    pub fn requests(&self) -> Vec<(String, String, u16)> {
+        let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
+        let field = |line: &str, key: &str| -> Option<String> {
+            let at = line.find(&format!(" {key}="))? + key.len() + 2;
+            let rest = &line[at..];
+            Some(match rest.strip_prefix('"') {
+                Some(q) => q[..q.find('"')?].to_string(),
+                None => rest.split(' ').next()?.to_string(),
+            })
+        };
+        log.lines()
+            .filter(|l| l.contains("msg=\"response completed"))
+            .filter_map(|l| {
+                let status = field(l, "http.response.status")?.parse().ok()?;
+                Some((field(l, "http.request.method")?, field(l, "http.request.uri")?, status))
+            })
+            .collect()
     }
 
     /// `skopeo copy` of `src` (any skopeo transport) to `127.0.0.1:PORT/name`.
