@@ -75,6 +75,10 @@ pub struct BenchArgs {
     /// Write a self-contained HTML report with charts here.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Write the figures here for Prometheus (OpenMetrics text, also valid Prometheus
+    /// 0.0.4 text), e.g. as FILE.prom in node-exporter's textfile collector directory.
+    #[arg(long, value_name = "FILE")]
+    pub openmetrics: Option<PathBuf>,
     /// Do not measure: re-read an earlier --json run (to render its report or
     /// compare it with a baseline).
     #[arg(long)]
@@ -649,6 +653,9 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         fs::write(path, crate::report::html(&run)).map_err(|e| Error::new(e).with_path(path))?;
         eprintln!("strata bench: wrote {}", path.display());
     }
+    if let Some(path) = &args.openmetrics {
+        write_openmetrics(path, &[&run])?;
+    }
     if !run.results.iter().any(TargetResult::ok) {
         return Err(err(format!(
             "no target ran ({} not run, {} failed); see the lines above",
@@ -671,6 +678,16 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         let names: Vec<String> = args.baseline.iter().map(|b| b.display().to_string()).collect();
         eprintln!("strata bench: no figure regressed past {}% against {}", args.max_regress, names.join(", "));
     }
+    Ok(())
+}
+
+/// Writes the OpenMetrics text through a temp file renamed over `path`: node-exporter's
+/// textfile collector may read the file at any moment and must never see half of it
+/// (the temp name does not end in `.prom`, so the collector skips it).
+fn write_openmetrics(path: &Path, runs: &[&Run]) -> Result<(), Error> {
+    let text = crate::openmetrics::text(runs);
+    crate::write_atomically(path, |w| w.write_all(text.as_bytes()).map_err(|e| Error::new(e).with_path(path)))?;
+    eprintln!("strata bench: wrote {}", path.display());
     Ok(())
 }
 

@@ -10,6 +10,7 @@ mod drivers;
 mod explain;
 mod lifecycle;
 mod model;
+mod openmetrics;
 mod peers;
 mod probe;
 mod progress;

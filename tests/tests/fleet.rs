@@ -1,0 +1,130 @@
+//! Fleets: `strata bench --openmetrics` of a real (small) bench checked by Prometheus'
+//! own parsers, and `strata bench --from a.json --from b.json` comparing hosts side by
+//! side in the terminal and in an HTML page rendered by headless Chromium.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use strata_tests::{installed, privileged, strata_bin};
+
+fn strata(args: &[&str]) -> Output {
+    Command::new(strata_bin()).args(args).output().expect("run strata")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = strata(args);
+    assert!(o.status.success(), "strata {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// A small real bench (vfs on ext4, two containers): its JSON, and its OpenMetrics file
+/// when asked.
+fn small_bench(dir: &Path, name: &str, root: &Path, openmetrics: bool) -> Value {
+    let json = dir.join(format!("{name}.json"));
+    let prom = dir.join(format!("{name}.prom"));
+    let mut args = vec!["--root", root.to_str().unwrap(), "bench", "--quick", "--drivers", "vfs", "--fs", "ext4"];
+    args.extend(["--containers", "2", "--json", json.to_str().unwrap()]);
+    if openmetrics {
+        args.extend(["--openmetrics", prom.to_str().unwrap()]);
+    }
+    ok(&args);
+    serde_json::from_slice(&fs::read(&json).unwrap()).unwrap()
+}
+
+/// Runs `program args` with `input` on stdin.
+fn piped(program: &str, args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `a` and `b` are the same figure: serde_json's default float parsing may be off by an ulp.
+fn same(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-12 * a.abs().max(b.abs())
+}
+
+/// The value of the one sample whose line starts with `prefix` (name and labels).
+fn sample(text: &str, prefix: &str) -> f64 {
+    let found: Vec<&str> = text.lines().filter(|l| l.starts_with(prefix)).collect();
+    assert_eq!(found.len(), 1, "one sample {prefix}: {text}");
+    found[0].rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn openmetrics_of_a_real_bench_pass_promtool_as_prometheus_text_and_as_openmetrics() {
+    if !privileged("the OpenMetrics test") || !installed(&["promtool"], "the OpenMetrics test") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = small_bench(dir.path(), "run", dir.path(), true);
+    let text = fs::read_to_string(dir.path().join("run.prom")).unwrap();
+
+    // The Prometheus text format 0.0.4 (what node-exporter's textfile collector parses),
+    // with promtool's lint: HELP on every metric, base units, no counter without _total.
+    let o = piped("promtool", &["check", "metrics"], text.as_bytes());
+    let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success() && said.trim().is_empty(), "promtool check metrics: {said}\n{text}");
+
+    // OpenMetrics 1.0, through Prometheus' strict OpenMetrics parser (# EOF required, UNIT
+    // a suffix of the name, no interleaved families). Its only entry point in promtool is
+    // the backfill, which wants a timestamp on every sample; the file has none (the
+    // textfile collector refuses them), so they are added here and nothing else.
+    let stamped: String = text
+        .lines()
+        .map(|l| if l.starts_with('#') { format!("{l}\n") } else { format!("{l} {}\n", run["host"]["time"]) })
+        .collect();
+    let om = dir.path().join("stamped.om");
+    fs::write(&om, stamped).unwrap();
+    let blocks = dir.path().join("blocks");
+    let o = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&om)
+        .arg(&blocks)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "the OpenMetrics parser refused the file: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // The figures are the run's, labelled by host, driver, filesystem and phase.
+    assert!(text.ends_with("\n# EOF\n"));
+    let r = &run["results"][0];
+    let host = run["host"]["hostname"].as_str().unwrap();
+    let labels = format!("host=\"{host}\",image=\"embedded default\",driver=\"vfs\",fs=\"ext4\"");
+    assert_eq!(sample(&text, &format!("strata_bench_target_up{{{labels}}}")), 1.0);
+    for (phase, key) in [("unpack", "unpack"), ("create", "create"), ("diff", "diff")] {
+        for (stat, field) in [("median", "p50"), ("lo", "lo"), ("hi", "hi")] {
+            let got =
+                sample(&text, &format!("strata_bench_phase_seconds{{{labels},phase=\"{phase}\",stat=\"{stat}\"}}"));
+            assert!(same(got, r[key][field].as_f64().unwrap()), "{phase} {stat}: {got} vs {}", r[key][field]);
+        }
+        let n = sample(&text, &format!("strata_bench_phase_samples{{{labels},phase=\"{phase}\"}}"));
+        assert_eq!(n as usize, r[key]["samples"].as_array().unwrap().len(), "{phase} samples");
+    }
+    let got = sample(&text, &format!("strata_bench_phase_seconds{{{labels},phase=\"write 16MiB\",stat=\"median\"}}"));
+    assert!(same(got, r["copyup"]["write 16MiB"]["p50"].as_f64().unwrap()), "{got} vs {}", r["copyup"]["write 16MiB"]);
+    let got = sample(&text, &format!("strata_bench_disk_bytes{{{labels},phase=\"after_writes\"}}"));
+    assert_eq!(got as u64, r["disk"]["after_writes"]["bytes"].as_u64().unwrap());
+    assert_eq!(
+        sample(&text, &format!("strata_bench_run_timestamp_seconds{{host=\"{host}\"}}")) as i64,
+        run["host"]["time"].as_i64().unwrap()
+    );
+    // Every profile's verdict picks the one target that ran.
+    let picks = text.lines().filter(|l| l.starts_with("strata_bench_verdict_pick{") && l.ends_with(" 1")).count();
+    assert_eq!(picks, run["verdicts"].as_array().unwrap().len(), "{text}");
+    // The textfile collector reads FILE.prom whenever it likes: no temp file is left beside it.
+    let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.iter().all(|n| !n.to_string_lossy().contains("tmp")), "{left:?}");
+}
