@@ -80,9 +80,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     pub openmetrics: Option<PathBuf>,
     /// Do not measure: re-read an earlier --json run (to render its report or
-    /// compare it with a baseline).
-    #[arg(long)]
-    pub from: Option<PathBuf>,
+    /// compare it with a baseline). Given several times, compares the hosts of those
+    /// runs side by side (same workload required).
+    #[arg(long, value_name = "FILE.json")]
+    pub from: Vec<PathBuf>,
     /// The workload the verdict is for: ci-runner, dense-host, build-host, big-files
     /// or a FILE.toml (repeatable; default: all four). The verdict is for the
     /// filesystem --root is on.
@@ -110,8 +111,18 @@ impl BenchArgs {
             &self.peers,
             &self.profile_names,
             driver_given,
-            self.from.is_none(),
+            self.from.is_empty(),
         )?;
+        if self.from.len() > 1 {
+            if !self.baseline.is_empty() {
+                return Err("--baseline compares one run with earlier runs of its host; with several --from files \
+                            give one --from"
+                    .into());
+            }
+            if self.json.is_some() {
+                return Err("--json writes one run; several --from files are compared, not merged".into());
+            }
+        }
         Ok(())
     }
 }
@@ -633,7 +644,10 @@ fn need(args: &BenchArgs, blobs: &[Vec<u8>]) -> u64 {
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), Error> {
-    let mut run = match &args.from {
+    if args.from.len() > 1 {
+        return compare_hosts(args);
+    }
+    let mut run = match args.from.first() {
         Some(path) => Run::load(path)?,
         None => measure(args)?,
     };
@@ -677,6 +691,21 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         }
         let names: Vec<String> = args.baseline.iter().map(|b| b.display().to_string()).collect();
         eprintln!("strata bench: no figure regressed past {}% against {}", args.max_regress, names.join(", "));
+    }
+    Ok(())
+}
+
+/// `--from a.json --from b.json ...`: the hosts side by side, in the terminal and in
+/// `--report`; `--openmetrics` writes every host's figures into one file.
+fn compare_hosts(args: &BenchArgs) -> Result<(), Error> {
+    let fleet = crate::fleet::Fleet::load(&args.from, &args.profiles)?;
+    crate::fleet::print(&fleet);
+    if let Some(path) = &args.report {
+        fs::write(path, crate::report::fleet_html(&fleet)).map_err(|e| Error::new(e).with_path(path))?;
+        eprintln!("strata bench: wrote {}", path.display());
+    }
+    if let Some(path) = &args.openmetrics {
+        write_openmetrics(path, &fleet.hosts.iter().map(|h| &h.run).collect::<Vec<_>>())?;
     }
     Ok(())
 }

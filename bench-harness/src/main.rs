@@ -8,6 +8,7 @@ mod bench;
 mod commit;
 mod drivers;
 mod explain;
+mod fleet;
 mod lifecycle;
 mod model;
 mod openmetrics;

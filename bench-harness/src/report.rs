@@ -7,6 +7,7 @@
 
 use plotters::prelude::*;
 
+use crate::fleet::{Fleet, FleetHost};
 use crate::model::{secs, size, Dist, PeerResult, Run, TargetResult, Verdict};
 
 const PALETTE: [RGBColor; 8] = [
@@ -157,13 +158,14 @@ fn point(x: f64, d: &Dist, scale: f64) -> Point {
     (x, d.p50 * scale, d.lo * scale, d.hi * scale)
 }
 
-/// Copy-up: first-write latency (ms) against the lower file's size, one panel per target.
-fn copyup_chart(results: &[&TargetResult]) -> Option<String> {
+/// Copy-up: first-write latency (ms) against the lower file's size, one panel per
+/// named target (a host's name prefixes it when hosts are compared).
+fn copyup_chart(results: &[(String, &TargetResult)]) -> Option<String> {
     let panels: Panels = results
         .iter()
-        .map(|r| {
+        .map(|(name, r)| {
             let points = r.write_sizes().iter().map(|(k, b)| point((*b as f64).log2(), &r.copyup[k], 1000.0)).collect();
-            (r.label(), points)
+            (name.clone(), points)
         })
         .collect();
     small_multiples(
@@ -225,23 +227,23 @@ fn unpack_chart(results: &[&TargetResult]) -> Option<String> {
 }
 
 /// The figures, each with what it measures, its unit and why the drivers differ.
-struct FigureDoc {
-    name: String,
+pub(crate) struct FigureDoc {
+    pub(crate) name: String,
     what: String,
     why: &'static str,
-    unit: Unit,
+    pub(crate) unit: Unit,
 }
 
 #[derive(Clone, Copy)]
-enum Unit {
+pub(crate) enum Unit {
     Seconds,
     Bytes,
 }
 
 /// Reads a figure's distribution from a target, by the figure's name.
-type Getter = fn(&TargetResult, &str) -> Option<Dist>;
+pub(crate) type Getter = fn(&TargetResult, &str) -> Option<Dist>;
 
-fn figure_docs(r: &TargetResult) -> Vec<(FigureDoc, Getter)> {
+pub(crate) fn figure_docs(r: &TargetResult) -> Vec<(FigureDoc, Getter)> {
     let mut v: Vec<(FigureDoc, Getter)> = vec![
         (
             FigureDoc {
@@ -475,7 +477,7 @@ td:first-child,th:first-child,td[colspan],td.l{text-align:left}th{background:#f3
 .why{font-size:85%;color:#444;max-width:22em}.host{color:#555}.note{color:#444;font-size:92%}";
 
 /// `YYYY-MM-DD HH:MM UTC` for seconds since the epoch (the proleptic Gregorian calendar).
-fn utc(secs: i64) -> String {
+pub(crate) fn utc(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Howard Hinnant's days-to-civil.
     let z = days + 719_468;
@@ -555,11 +557,135 @@ pub fn html(run: &Run) -> String {
             h += &format!("<p class=\"note\">Features in use: {}.</p>\n", features.join("; "));
         }
         h += &figures_table(&ok);
-        h += &chart_or_note(copyup_chart(&ok), "No first-write figures to chart.");
+        let named: Vec<(String, &TargetResult)> = ok.iter().map(|r| (r.label(), *r)).collect();
+        h += &chart_or_note(copyup_chart(&named), "No first-write figures to chart.");
         h += &chart_or_note(disk_chart(&ok), "No disk-use-per-container figures to chart.");
         h += &chart_or_note(unpack_chart(&ok), "No per-layer unpack figures to chart.");
         let mine_peers: Vec<&PeerResult> = run.peers.iter().filter(|p| &p.image == image).collect();
         h += &peers_table(&mine_peers);
+    }
+    h + "</body></html>\n"
+}
+
+/// The page for several hosts' runs of one workload (`--from a.json --from b.json`):
+/// the hosts' facts, each host's verdict per profile, every figure side by side with
+/// each host's median over the first host's, and the first-write chart per host.
+pub fn fleet_html(fleet: &Fleet) -> String {
+    let w = fleet.workload();
+    let n = fleet.hosts.len();
+    let first = &fleet.hosts[0].name;
+    let mut h = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>strata bench: {n} hosts</title>\
+         <style>{STYLE}</style></head><body>\n<h1>strata bench: {n} hosts side by side</h1>\n<p class=\"host\">\
+         One workload: {}; {} containers per target; {} unpack(s) per target; copy-up timed as {}{}. Each figure \
+         is a host's median with the interval that covers it; the last columns are each host's median over {}'s.\
+         </p>\n",
+        escape(&w.images.join(", ")),
+        w.containers,
+        w.unpack_runs,
+        escape(&w.copyup_timing),
+        if w.quick { " (quick mode: smaller files, fewer samples)" } else { "" },
+        escape(first),
+    );
+    let header = |first_col: &str| {
+        let mut t = format!("<tr><th>{first_col}</th>");
+        for host in &fleet.hosts {
+            t += &format!("<th class=\"hostname\">{}</th>", escape(&host.name));
+        }
+        t
+    };
+    h += "<h2>Hosts</h2>\n<table>";
+    h += &header("");
+    h += "</tr>\n";
+    type Fact = fn(&FleetHost) -> String;
+    let facts: [(&str, Fact); 9] = [
+        ("hostname", |f| f.run.host.hostname.clone()),
+        ("kernel", |f| f.run.host.kernel.clone()),
+        ("machine", |f| f.run.host.machine.clone()),
+        ("cpus", |f| f.run.host.cpus.to_string()),
+        ("strata", |f| f.run.host.strata.clone()),
+        ("--root on", |f| format!("{} ({})", f.run.host.root_fs, f.run.host.root.display())),
+        ("scratch on", |f| format!("{} ({})", f.run.host.scratch_fs, f.run.host.scratch_dir.display())),
+        ("run", |f| utc(f.run.host.time)),
+        ("file", |f| f.path.display().to_string()),
+    ];
+    for (name, get) in facts {
+        h += &format!("<tr><td>{name}</td>");
+        for host in &fleet.hosts {
+            h += &format!("<td>{}</td>", escape(&get(host)));
+        }
+        h += "</tr>\n";
+    }
+    h += "</table>\n<h2>Verdict per workload, host by host</h2>\n<table>";
+    h += &header("profile");
+    h += "</tr>\n";
+    let images = fleet.images();
+    for v in &fleet.hosts[0].run.verdicts {
+        let tag = if images.len() > 1 { format!(" [{}]", v.image) } else { String::new() };
+        h += &format!("<tr><td>{}{}</td>", escape(&v.profile), escape(&tag));
+        for host in &fleet.hosts {
+            let mine = host.run.verdicts.iter().find(|m| m.profile == v.profile && m.image == v.image);
+            h += &match mine {
+                Some(m) => format!(
+                    "<td class=\"l\"><b>{}</b>{}<br><span class=\"why\">{}</span></td>",
+                    escape(m.pick.as_deref().unwrap_or("none")),
+                    if m.tie { " (a tie)" } else { "" },
+                    escape(&m.summary)
+                ),
+                None => "<td>no verdict</td>".into(),
+            };
+        }
+        h += "</tr>\n";
+    }
+    h += "</table>\n";
+    for image in &images {
+        h += &format!(
+            "<h2>Image: {}</h2>\n<table class=\"fig\"><tr><th>figure</th><th>target</th><th>unit</th>",
+            escape(image)
+        );
+        for host in &fleet.hosts {
+            h += &format!("<th class=\"hostname\">{}</th>", escape(&host.name));
+        }
+        for host in &fleet.hosts[1..] {
+            h += &format!("<th>{} / {}</th>", escape(&host.name), escape(first));
+        }
+        h += "</tr>\n";
+        for (figure, target, unit, per_host) in fleet.rows(image) {
+            let unit_name = match unit {
+                Unit::Seconds => "seconds",
+                Unit::Bytes => "bytes",
+            };
+            h += &format!("<tr><td>{}</td><td>{}</td><td>{unit_name}</td>", escape(&figure), escape(&target));
+            for d in &per_host {
+                h += &format!("<td>{}</td>", d.as_ref().map(|d| cell(d, unit)).unwrap_or_else(|| "not run".into()));
+            }
+            let medians: Vec<Option<f64>> = per_host.iter().map(|d| d.as_ref().map(|d| d.p50)).collect();
+            for m in &medians[1..] {
+                h += &format!("<td>{}</td>", crate::fleet::ratio(medians[0], *m));
+            }
+            h += "</tr>\n";
+        }
+        h += "</table>\n";
+        let panels: Vec<(String, &TargetResult)> = fleet
+            .hosts
+            .iter()
+            .flat_map(|host| {
+                host.run
+                    .results
+                    .iter()
+                    .filter(|r| &r.image == image && r.ok())
+                    .map(|r| (format!("{} · {}", host.name, r.label()), r))
+            })
+            .collect();
+        h += &chart_or_note(copyup_chart(&panels), "No first-write figures to chart.");
+        for host in &fleet.hosts {
+            let mine: Vec<&TargetResult> = host.run.results.iter().filter(|r| &r.image == image).collect();
+            if host.run.skipped.is_empty() && mine.iter().all(|r| r.ok()) {
+                continue;
+            }
+            h += &format!("<p class=\"note\">On {}:</p>", escape(&host.name));
+            h += &missing(&host.run);
+        }
     }
     h + "</body></html>\n"
 }

@@ -128,3 +128,81 @@ fn openmetrics_of_a_real_bench_pass_promtool_as_prometheus_text_and_as_openmetri
     let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.iter().all(|n| !n.to_string_lossy().contains("tmp")), "{left:?}");
 }
+
+#[test]
+fn two_hosts_compare_side_by_side_in_the_terminal_and_in_chromium() {
+    if !privileged("the fleet comparison test") || !installed(&["chromium"], "the fleet comparison test") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Two real runs; the second host's --root on tmpfs, the first's on the temp dir's disk.
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let a = small_bench(dir.path(), "a", dir.path(), false);
+    let mut b = small_bench(dir.path(), "b", shm.path(), false);
+    let (pa, pb) = (dir.path().join("a.json"), dir.path().join("b.json"));
+    let (pa, pb) = (pa.to_str().unwrap(), pb.to_str().unwrap());
+    let host_a = a["host"]["hostname"].as_str().unwrap().to_string();
+
+    // Same hostname: the names tell the runs apart by their recorded facts.
+    let out = ok(&["bench", "--from", pa, "--from", pb]);
+    let hosts: Vec<&str> = out.lines().skip(1).take(2).collect();
+    assert!(hosts.iter().all(|l| l.trim_start().starts_with(&host_a)), "{out}");
+    let name = |l: &str| l.trim_start().split("  ").next().unwrap().to_string();
+    assert_ne!(name(hosts[0]), name(hosts[1]), "two names: {out}");
+
+    // Another host: named by its hostname, its figures beside the first's.
+    b["host"]["hostname"] = "node-b".into();
+    let pb2 = dir.path().join("node-b.json");
+    fs::write(&pb2, serde_json::to_vec(&b).unwrap()).unwrap();
+    let html = dir.path().join("fleet.html");
+    let out = ok(&["bench", "--from", pa, "--from", pb2.to_str().unwrap(), "--report", html.to_str().unwrap()]);
+    assert!(out.starts_with("2 hosts, one workload: embedded default"), "{out}");
+    let head = out.lines().find(|l| l.starts_with("figure")).expect("a figures table");
+    assert!(head.contains(&host_a) && head.contains("node-b") && head.contains(&format!("node-b/{host_a}")), "{out}");
+    let unpack = out.lines().find(|l| l.starts_with("unpack ")).expect("an unpack row");
+    assert_eq!(unpack.split_whitespace().filter(|w| w.ends_with('x')).count(), 1, "a ratio: {unpack}");
+    assert!(!unpack.contains("not run"), "{unpack}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("    node-b ")).count(), 4, "node-b's verdict per profile: {out}");
+
+    // The page, rendered: both hosts head the tables, and the chart has a panel per host.
+    let o = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("chromium (Debian package chromium) runs");
+    let dom = String::from_utf8_lossy(&o.stdout);
+    assert!(dom.contains("2 hosts side by side"), "chromium rendered nothing: {}", String::from_utf8_lossy(&o.stderr));
+    for name in [host_a.as_str(), "node-b"] {
+        let heads = dom.matches(&format!("<th class=\"hostname\">{name}</th>")).count();
+        assert_eq!(heads, 3, "{name} heads the hosts, verdicts and figures tables");
+        assert!(dom.contains(&format!("{name} · vfs/ext4")), "{name}'s chart panel");
+    }
+    assert!(dom.contains(&format!("node-b / {host_a}")), "the ratio column");
+    assert!(dom.contains("tmpfs"), "node-b's --root on tmpfs is in its facts");
+    let png = dir.path().join("fleet.png");
+    Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1200,3000"])
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .unwrap();
+    let decoder = png::Decoder::new(fs::File::open(&png).expect("a screenshot"));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let pixels: Vec<&[u8]> = buf[..info.buffer_size()].chunks(info.color_type.samples()).collect();
+    let inked = pixels.iter().filter(|p| p[..3].iter().any(|&c| c < 230)).count() as f64 / pixels.len() as f64;
+    assert!(inked > 0.03, "the page is nearly blank ({:.1}% inked)", inked * 100.0);
+
+    // Another workload is refused, naming what differs; --json with several --from is a usage error.
+    let mut other = b.clone();
+    other["workload"]["containers"] = 3.into();
+    let po = dir.path().join("other.json");
+    fs::write(&po, serde_json::to_vec(&other).unwrap()).unwrap();
+    let o = strata(&["bench", "--from", pa, "--from", po.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("another workload than") && stderr.contains("containers 2 vs 3"), "{stderr}");
+    let o = strata(&["bench", "--from", pa, "--from", pb, "--json", dir.path().join("x.json").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+}
