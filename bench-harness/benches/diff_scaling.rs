@@ -6,9 +6,9 @@
 //! * btrfs: the same diff found from btrfs generations vs the naive walk, over 50,000
 //!   files; and creating a container over the 50,000-file image vs an empty one.
 
-use std::fs;
 use std::path::Path;
 
+use bench_harness::workload::{flat_image, rewrite_ten};
 use criterion::{criterion_group, criterion_main, Criterion};
 use driver_btrfs::BtrfsDriver;
 use driver_core::Driver;
@@ -16,26 +16,12 @@ use driver_overlay::OverlayDriver;
 use strata_archive::tarbuild::TarBuilder;
 use strata_scratch::{FsKind, ScratchFs};
 
-fn image(files: usize) -> Vec<u8> {
-    let mut t = TarBuilder::new();
-    for d in 0..files.div_ceil(100) {
-        t.dir(&format!("d{d}"));
-    }
-    for i in 0..files {
-        t.file(&format!("d{}/f{i}", i / 100), b"content");
-    }
-    t.build()
-}
-
 /// Applies an image of `files` files and a container over it with 10 changed files.
 fn prepare(d: &dyn Driver, files: usize) {
-    d.apply_diff("img", None, &mut &image(files)[..]).unwrap();
+    d.apply_diff("img", None, &mut &flat_image(files)[..]).unwrap();
     d.create("ctr", Some("img"), true).unwrap();
     let v = d.mount("ctr").unwrap();
-    let written = (0..10).try_for_each(|i| {
-        let f = i * (files / 10);
-        fs::write(v.join(format!("d{}/f{f}", f / 100)), b"changed")
-    });
+    let written = rewrite_ten(&v, files);
     d.unmount("ctr").unwrap();
     written.unwrap();
 }

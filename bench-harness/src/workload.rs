@@ -196,6 +196,28 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().expect("in-memory write")
 }
 
+/// A one-layer image tar of `files` small files, 100 to a directory (`d<k>/f<i>`): the
+/// image of the scaling benches (diff and commit over 500 vs 50,000 files).
+pub fn flat_image(files: usize) -> Vec<u8> {
+    let mut t = TarBuilder::new();
+    for d in 0..files.div_ceil(100) {
+        t.dir(&format!("d{d}"));
+    }
+    for i in 0..files {
+        t.file(&format!("d{}/f{i}", i / 100), b"content");
+    }
+    t.build()
+}
+
+/// Rewrites in place 10 files of a [`flat_image`] of `files` files, spread across it,
+/// through the mounted `view`.
+pub fn rewrite_ten(view: &std::path::Path, files: usize) -> std::io::Result<()> {
+    (0..10).try_for_each(|i| {
+        let f = i * (files / 10);
+        std::fs::write(view.join(format!("d{}/f{f}", f / 100)), b"changed")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
