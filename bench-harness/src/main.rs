@@ -92,16 +92,23 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ImageCmd {
-    /// Unpack an OCI image layout (DIR or DIR:TAG), an oci-archive or a docker-archive;
-    /// prints the top layer's ID.
+    /// Unpack an OCI image layout (DIR or DIR:TAG), an oci-archive or a docker-archive
+    /// (skopeo's spellings too: oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE;
+    /// docker://REF pulls); prints the top layer's ID.
     Unpack {
         src: String,
         /// Name to record the image under (default: its tag in the source).
         #[arg(long)]
         name: Option<String>,
-        /// Platform to pick from a multi-platform image (default: this host's).
+        /// Platform to pick from a multi-platform image, OS/ARCH[/VARIANT] (default:
+        /// this host's); an error when the image has none such.
         #[arg(long)]
         platform: Option<String>,
+        /// For docker://REF: plain http, for a local registry.
+        #[arg(long)]
+        insecure: bool,
+        #[command(flatten)]
+        auth: AuthArgs,
     },
     /// Pull an image from a registry (OCI distribution protocol) and unpack it.
     ///
@@ -435,26 +442,23 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
                 low_speed_limit,
                 low_speed_time: std::time::Duration::from_secs(low_speed_time),
             };
-            let cache = lifecycle::cache_dir(dir);
-            // Until its blobs are kept, no prune removes one it reuses from the cache.
-            let _cache_lock = lifecycle::CacheLock::shared(&cache)?;
-            let start = std::time::Instant::now();
-            let pulled = registry::pull(&reference, insecure, &auth.options(), limits, &cache, driver)?;
-            let (blobs, bytes) = pulled.downloaded;
-            info!("downloaded {blobs} layer blob(s), {} in {:.2}s", human_bytes(bytes), start.elapsed().as_secs_f64());
-            // A failed or interrupted unpack removes the layers it made.
-            if let Err(e) = unpack_and_report(driver, &images, &pulled.source, &pulled.image, &pulled.name) {
-                return Err(if driver_core::interrupt::requested() { driver_core::interrupt::error() } else { e });
-            }
-            // Where its blobs are, for a later push's cross-repository mounts (a hint).
-            if let (Ok(r), Ok(rec)) = (registry::Reference::parse(&reference), images.get(&pulled.name)) {
-                if let Ok(img) = images.content.load(&rec.name, rec.manifest.as_deref()) {
-                    let _ = images.content.note_locations(&r.registry, &r.repository, &img.blobs()[1..]);
-                }
-            }
-            pulled.keep()
+            pull(driver, dir, &images, &reference, insecure, auth, limits)
         }
-        ImageCmd::Unpack { src, name, platform } => {
+        ImageCmd::Unpack { src, name, platform, insecure, auth } if src.starts_with("docker://") => {
+            if name.is_some() || platform.is_some() {
+                return Err(Error::new(driver_core::Cause::Other(format!(
+                    "{src}: --name and --platform are for local images; a registry image is recorded under its \
+                     reference, for this host's platform"
+                ))));
+            }
+            let limits = registry::Limits {
+                timeout: std::time::Duration::from_secs(3600),
+                low_speed_limit: 1024,
+                low_speed_time: std::time::Duration::from_secs(30),
+            };
+            pull(driver, dir, &images, &src, insecure, auth, limits)
+        }
+        ImageCmd::Unpack { src, name, platform, .. } => {
             // A bad --name is refused before the source is read.
             if let Some(n) = &name {
                 strata_image::image::validate_name(n)?;
@@ -515,6 +519,36 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
             commit::inspect(&images, &name, efficiency, json, max_wasted_bytes, min_efficiency)
         }
     }
+}
+
+/// `image pull REF` (and `image unpack docker://REF`): download, unpack, keep the blobs.
+fn pull(
+    driver: &dyn Driver,
+    dir: &Path,
+    images: &ImageStore,
+    reference: &str,
+    insecure: bool,
+    auth: AuthArgs,
+    limits: registry::Limits,
+) -> Result<(), Error> {
+    let cache = lifecycle::cache_dir(dir);
+    // Until its blobs are kept, no prune removes one it reuses from the cache.
+    let _cache_lock = lifecycle::CacheLock::shared(&cache)?;
+    let start = std::time::Instant::now();
+    let pulled = registry::pull(reference, insecure, &auth.options(), limits, &cache, driver)?;
+    let (blobs, bytes) = pulled.downloaded;
+    info!("downloaded {blobs} layer blob(s), {} in {:.2}s", human_bytes(bytes), start.elapsed().as_secs_f64());
+    // A failed or interrupted unpack removes the layers it made.
+    if let Err(e) = unpack_and_report(driver, images, &pulled.source, &pulled.image, &pulled.name) {
+        return Err(if driver_core::interrupt::requested() { driver_core::interrupt::error() } else { e });
+    }
+    // Where its blobs are, for a later push's cross-repository mounts (a hint).
+    if let (Ok(r), Ok(rec)) = (registry::Reference::parse(reference), images.get(&pulled.name)) {
+        if let Ok(img) = images.content.load(&rec.name, rec.manifest.as_deref()) {
+            let _ = images.content.note_locations(&r.registry, &r.repository, &img.blobs()[1..]);
+        }
+    }
+    pulled.keep()
 }
 
 fn unpack_and_report(

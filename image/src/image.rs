@@ -375,6 +375,114 @@ pub fn host_arch() -> &'static str {
     }
 }
 
+/// An OCI platform, `os/architecture[/variant]` as `--platform`, docker and podman
+/// spell it. Image layouts, archives and registries pick their manifest with
+/// [`pick_platform`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// This host's: linux and the OCI name of its architecture.
+    pub fn host() -> Platform {
+        Platform { os: "linux".into(), architecture: host_arch().into(), variant: None }
+    }
+
+    /// `os/arch[/variant]`, or `arch` alone (linux).
+    pub fn parse(s: &str) -> Result<Platform> {
+        let word = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let parts: Vec<&str> = s.split('/').collect();
+        let (os, architecture, variant) = match parts.as_slice() {
+            [a] => ("linux", *a, None),
+            [o, a] => (*o, *a, None),
+            [o, a, v] => (*o, *a, Some(v.to_string())),
+            _ => ("", "", None),
+        };
+        if !word(os) || !word(architecture) || variant.as_deref().is_some_and(|v| !word(v)) {
+            return Err(Error::new(Cause::Other(format!(
+                "--platform {:?}: expected OS/ARCH[/VARIANT], as linux/amd64 or linux/arm/v7",
+                s.escape_debug().to_string()
+            ))));
+        }
+        Ok(Platform { os: os.into(), architecture: architecture.into(), variant })
+    }
+
+    /// `os`, `architecture` and `variant` of an index entry's `platform` or of a config.
+    pub fn from_json(v: &serde_json::Value) -> Option<Platform> {
+        Some(Platform {
+            os: v["os"].as_str()?.to_string(),
+            architecture: v["architecture"].as_str()?.to_string(),
+            variant: v["variant"].as_str().map(str::to_string),
+        })
+    }
+
+    /// Whether an image for `other` is what this platform asks for: os and
+    /// architecture equal, and the variant too when this one names one.
+    pub fn accepts(&self, other: &Platform) -> bool {
+        self.os == other.os
+            && self.architecture == other.architecture
+            && (self.variant.is_none() || self.variant == other.variant)
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        match &self.variant {
+            Some(v) => write!(f, "/{v}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Which of an index's entries (their platforms; `None` for an entry that names none,
+/// taken as matching: its config decides) is for `want`: the first that is; when none
+/// is, an error naming the platforms present.
+pub fn pick_platform(entries: &[Option<Platform>], want: &Platform) -> std::result::Result<usize, String> {
+    if let Some(i) = entries.iter().position(|p| p.as_ref().is_none_or(|p| want.accepts(p))) {
+        return Ok(i);
+    }
+    let present: Vec<String> = entries.iter().flatten().map(Platform::to_string).collect();
+    Err(format!("no manifest for {want}; the image is for {}", present.join(", ")))
+}
+
+/// The platform an image's config names, checked against an explicit `--platform`
+/// (a single-platform image has no index to pick from).
+fn check_config_platform(source: &dyn BlobSource, src: &str, image: &Image, want: &Platform) -> Result<()> {
+    // By its locator: a docker-archive keeps it under a path, not a digest.
+    let blob = source.open(&image.config_locator).map_err(|e| bad(src, format!("config: {e}")))?;
+    let what = format!("config {}", image.config_digest);
+    let mut cfg = Vec::new();
+    VerifyingReader::new(blob.take(MAX_CONFIG + 1), &image.config_digest, None, what)
+        .read_to_end(&mut cfg)
+        .map_err(|e| bad(src, e.to_string()))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&cfg).map_err(|e| bad(src, format!("config {}: {e}", image.config_digest)))?;
+    match Platform::from_json(&json) {
+        Some(p) if !want.accepts(&p) => {
+            Err(bad(src, format!("--platform {want} matches nothing: the image is for {p} only")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// skopeo's and podman's transport prefixes that name a local image (`oci:`,
+/// `oci-archive:`, `docker-archive:`), split off; a path that exists is taken as it is.
+fn split_transport(spec: &str) -> (&str, Option<&'static str>) {
+    if Path::new(spec).exists() {
+        return (spec, None);
+    }
+    for t in ["oci", "oci-archive", "docker-archive"] {
+        if let Some(rest) = spec.strip_prefix(t).and_then(|r| r.strip_prefix(':')) {
+            return (rest, Some(t));
+        }
+    }
+    (spec, None)
+}
+
 fn is_index(media_type: &str) -> bool {
     media_type == "application/vnd.oci.image.index.v1+json"
         || media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -382,6 +490,30 @@ fn is_index(media_type: &str) -> bool {
 
 /// Opens an image source as `image unpack` takes it: `DIR`, `DIR:TAG`, or an archive.
 pub fn open_source(spec: &str, platform: Option<&str>) -> Result<(Box<dyn BlobSource>, Image)> {
+    if spec.starts_with("docker://") {
+        return Err(bad(spec, "a registry image: `strata image pull` and `strata image unpack` take docker://REF"));
+    }
+    let want = platform.map(Platform::parse).transpose()?;
+    let (source, image, kind) = open_path(spec, want.as_ref())?;
+    let (_, transport) = split_transport(spec);
+    if let Some(t) = transport.filter(|t| *t != kind) {
+        let what = match kind {
+            "oci" => "an OCI image layout (oci:)",
+            "oci-archive" => "an oci-archive (oci-archive:)",
+            _ => "a docker-archive (docker-archive:)",
+        };
+        return Err(bad(spec, format!("it is {what}, not what {t}: names")));
+    }
+    if let Some(want) = &want {
+        check_config_platform(source.as_ref(), spec, &image, want)?;
+    }
+    Ok((source, image))
+}
+
+/// The image at a path (a layout directory or an archive, after an optional
+/// transport prefix), and which of `oci`, `oci-archive`, `docker-archive` it is.
+fn open_path(full: &str, want: Option<&Platform>) -> Result<(Box<dyn BlobSource>, Image, &'static str)> {
+    let spec = split_transport(full).0;
     let (path, tag) = if Path::new(spec).exists() {
         (PathBuf::from(spec), None)
     } else {
@@ -390,13 +522,14 @@ pub fn open_source(spec: &str, platform: Option<&str>) -> Result<(Box<dyn BlobSo
         let split = spec.match_indices(':').rev().map(|(i, _)| (&spec[..i], &spec[i + 1..]));
         match split.into_iter().find(|(p, _)| Path::new(p).exists()) {
             Some((p, t)) => (PathBuf::from(p), Some(t.to_string())),
-            None => return Err(bad(spec, "no such file or directory")),
+            None => return Err(bad(full, "no such file or directory")),
         }
     };
-    let arch = platform.map(|p| p.trim_start_matches("linux/").to_string()).unwrap_or_else(|| host_arch().to_string());
+    let host = Platform::host();
+    let want = want.unwrap_or(&host);
     if path.is_dir() {
         if !path.join("oci-layout").exists() {
-            return Err(bad(spec, "a directory without an oci-layout file is not an OCI image layout"));
+            return Err(bad(full, "a directory without an oci-layout file is not an OCI image layout"));
         }
         let source = LayoutDir { dir: path.clone() };
         let index = source
@@ -412,24 +545,24 @@ pub fn open_source(spec: &str, platform: Option<&str>) -> Result<(Box<dyn BlobSo
                 }
                 Ok(out)
             })
-            .map_err(|e| bad(spec, format!("index.json: {e}")))?;
-        let image = resolve_oci(&source, spec, &index, tag.as_deref(), &arch)?;
-        return Ok((Box::new(source), image));
+            .map_err(|e| bad(full, format!("index.json: {e}")))?;
+        let image = resolve_oci(&source, full, &index, tag.as_deref(), want)?;
+        return Ok((Box::new(source), image, "oci"));
     }
-    let archive = TarArchive::index(&path).map_err(|e| bad(spec, format!("not a readable tar archive: {e}")))?;
+    let archive = TarArchive::index(&path).map_err(|e| bad(full, format!("not a readable tar archive: {e}")))?;
     if archive.members.contains_key("index.json") {
-        let index = archive.read_small_member("index.json", MAX_MANIFEST).map_err(|e| bad(spec, e.to_string()))?;
-        let image = resolve_oci(&archive, spec, &index, tag.as_deref(), &arch)?;
-        return Ok((Box::new(archive), image));
+        let index = archive.read_small_member("index.json", MAX_MANIFEST).map_err(|e| bad(full, e.to_string()))?;
+        let image = resolve_oci(&archive, full, &index, tag.as_deref(), want)?;
+        return Ok((Box::new(archive), image, "oci-archive"));
     }
     if archive.members.contains_key("manifest.json") {
-        let image = resolve_docker(&archive, spec, tag.as_deref())?;
-        return Ok((Box::new(archive), image));
+        let image = resolve_docker(&archive, full, tag.as_deref())?;
+        return Ok((Box::new(archive), image, "docker-archive"));
     }
-    Err(bad(spec, "neither an OCI image layout (index.json) nor a docker-archive (manifest.json)"))
+    Err(bad(full, "neither an OCI image layout (index.json) nor a docker-archive (manifest.json)"))
 }
 
-fn resolve_oci(source: &dyn BlobSource, src: &str, index: &[u8], tag: Option<&str>, arch: &str) -> Result<Image> {
+fn resolve_oci(source: &dyn BlobSource, src: &str, index: &[u8], tag: Option<&str>, want: &Platform) -> Result<Image> {
     let index = ImageIndex::from_reader(index).map_err(|e| bad(src, format!("index.json: {e}")))?;
     let candidates: Vec<_> = index
         .manifests()
@@ -467,15 +600,19 @@ fn resolve_oci(source: &dyn BlobSource, src: &str, index: &[u8], tag: Option<&st
         }
         let data = read_small(source, src, &digest, size, MAX_MANIFEST)?;
         let nested = ImageIndex::from_reader(&data[..]).map_err(|e| bad(src, format!("{digest}: {e}")))?;
-        let pick = nested
+        let platforms: Vec<Option<Platform>> = nested
             .manifests()
             .iter()
-            .find(|d| {
-                d.platform()
-                    .as_ref()
-                    .is_none_or(|p| p.os().to_string() == "linux" && p.architecture().to_string() == arch)
+            .map(|d| {
+                d.platform().as_ref().map(|p| Platform {
+                    os: p.os().to_string(),
+                    architecture: p.architecture().to_string(),
+                    variant: p.variant().clone(),
+                })
             })
-            .ok_or_else(|| bad(src, format!("no manifest for linux/{arch} in {digest}")))?;
+            .collect();
+        let i = pick_platform(&platforms, want).map_err(|e| bad(src, format!("{e} (index {digest})")))?;
+        let pick = &nested.manifests()[i];
         digest = pick.digest().to_string();
         media_type = pick.media_type().to_string();
         size = Some(pick.size());
@@ -548,7 +685,11 @@ fn resolve_docker(archive: &TarArchive, src: &str, tag: Option<&str>) -> Result<
         .iter()
         .filter(|e| match tag {
             None => true,
-            Some(t) => tags(e).iter().any(|rt| rt == t || rt.rsplit_once(':').is_some_and(|(_, x)| x == t)),
+            // `docker save` and skopeo qualify names (`docker.io/strata/img:v1` for
+            // `strata/img:v1`).
+            Some(t) => tags(e).iter().any(|rt| {
+                rt == t || rt.ends_with(&format!("/{t}")) || rt.rsplit_once(':').is_some_and(|(_, x)| x == t)
+            }),
         })
         .collect();
     let entry = match picked.as_slice() {

@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::image::{blob_path, image_from_manifest, BlobSource, Image, VerifyingReader};
+use crate::image::{blob_path, image_from_manifest, pick_platform, BlobSource, Image, Platform, VerifyingReader};
 use driver_core::{interrupt, Cause, Driver, Error};
 use sha2::{Digest, Sha256, Sha512};
 use url::Url;
@@ -197,6 +197,23 @@ impl Reference {
     /// Parses `[domain/]path[:tag][@digest]` as the distribution reference grammar
     /// (docker's "invalid reference format") does.
     pub fn parse(s: &str) -> Result<Reference, Error> {
+        // skopeo's and podman's spelling of a registry image.
+        let s = s.strip_prefix("docker://").unwrap_or(s);
+        // `user:pw@host/repo`, as a URL would carry them: refused, and the secret is
+        // not echoed.
+        if let Some((userinfo, rest)) = s.split_once('@') {
+            if rest.contains('/') && !userinfo.contains('/') {
+                let user = userinfo.split(':').next().unwrap_or_default();
+                return Err(err(format!(
+                    "invalid image reference \"{}:…@{}\": credentials do not go in a reference; \
+                     use --creds {}[:PASS] (or --authfile) with the reference {}",
+                    one_line(user, 100),
+                    one_line(rest, 300),
+                    one_line(user, 100),
+                    one_line(rest, 300)
+                )));
+            }
+        }
         let bad = |why: &str| err(format!("invalid image reference {:?}: {why}", one_line(s, 300)));
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => {
@@ -1023,7 +1040,7 @@ fn download(
     // Manifest (through indexes) and config.
     let (c, src, rr, shown) = (client.clone(), source.clone(), r.clone(), reference.to_string());
     let image = dog.run(reference, move || {
-        let arch = crate::image::host_arch();
+        let host = Platform::host();
         let (mut body, mut media) = c.manifest(&rr.reference)?;
         let mut what = format!("manifest {}", rr.reference);
         for depth in 0.. {
@@ -1036,12 +1053,11 @@ fn download(
             if depth == MAX_INDEX_DEPTH {
                 return Err(err(format!("{what}: indexes nested more than {MAX_INDEX_DEPTH} deep")));
             }
-            let pick = json["manifests"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch)
-                .ok_or_else(|| err(format!("{shown}: no manifest for linux/{arch}")))?;
+            let entries: Vec<serde_json::Value> = json["manifests"].as_array().cloned().unwrap_or_default();
+            let platforms: Vec<Option<Platform>> =
+                entries.iter().map(|m| Platform::from_json(&m["platform"])).collect();
+            let i = pick_platform(&platforms, &host).map_err(|e| err(format!("{shown}: {e}")))?;
+            let pick = &entries[i];
             let digest = pick["digest"].as_str().unwrap_or_default();
             validate_digest(digest).map_err(|e| err(format!("{what}: index entry: {e}")))?;
             (body, media) = c.manifest(digest)?;
@@ -1140,6 +1156,17 @@ mod tests {
         assert_eq!((r.registry.as_str(), r.reference.as_str()), ("localhost", d.as_str()));
         assert_eq!(r.name(), format!("localhost/app@{d}"));
         assert!(Reference::parse("Upper/Case").is_err());
+        let r = Reference::parse("docker://127.0.0.1:5000/team/app:v1").unwrap();
+        assert_eq!((r.registry.as_str(), r.repository.as_str()), ("127.0.0.1:5000", "team/app"));
+    }
+
+    #[test]
+    fn credentials_in_a_reference_are_refused_without_echoing_them() {
+        let e = Reference::parse("alice:s3cret@127.0.0.1:5000/team/app:v1").unwrap_err().to_string();
+        assert!(e.contains("--creds alice[:PASS]") && e.contains("127.0.0.1:5000/team/app:v1"), "{e}");
+        assert!(!e.contains("s3cret"), "the password is not echoed: {e}");
+        let e = Reference::parse("127.0.0.1:5000/Team/App:v1").unwrap_err().to_string();
+        assert!(e.contains("uppercase"), "{e}");
     }
 
     /// The distribution reference grammar, and what used to reach URLs (`..`, `%2e`,
