@@ -72,8 +72,10 @@ impl Copier {
         nix::unistd::mkdir(dst, Mode::from_bits_truncate(0o700)).map_err(sys::errno)?;
         let dfd = sys::open_dir(dst)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS);
-        // A few files queued per thread: enough to keep the pool busy, few descriptors.
-        let (tx, rx) = sync_channel::<FileJob>(threads * 16);
+        // One file queued per thread keeps the pool busy; every queued job holds two open
+        // descriptors, so a deeper queue made a copy fail under a low `ulimit -n` (a pull
+        // of 300 layers under `ulimit -n 64` did, at layer 230: test pull_resources).
+        let (tx, rx) = sync_channel::<FileJob>(threads);
         let rx = Mutex::new(rx);
         let failed: Mutex<Option<io::Error>> = Mutex::new(None);
         let walked = std::thread::scope(|scope| {
