@@ -233,3 +233,36 @@ macro_rules! on_every_driver {
         }
     )*};
 }
+
+/// A layer mounted with `strata layer mount` for the life of the guard (unmounted on drop,
+/// also when a test fails).
+pub struct Mounted<'a> {
+    s: &'a Strata,
+    id: String,
+    pub path: PathBuf,
+}
+
+impl<'a> Mounted<'a> {
+    pub fn new(s: &'a Strata, id: &str) -> Mounted<'a> {
+        let path = PathBuf::from(s.ok(&["layer", "mount", id]).trim());
+        Mounted { s, id: id.to_string(), path }
+    }
+}
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        let _ = self.s.run(&["layer", "unmount", &self.id]);
+    }
+}
+
+/// `strata ARGS` without a root of its own (bench, probe: they make their own).
+pub fn strata_plain(args: &[&str]) -> std::process::Output {
+    Command::new(strata_bin()).args(args).output().expect("run strata")
+}
+
+/// [`strata_plain`] that must succeed; its standard output.
+pub fn strata_plain_ok(args: &[&str]) -> String {
+    let o = strata_plain(args);
+    assert!(o.status.success(), "strata {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}

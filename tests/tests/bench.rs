@@ -14,15 +14,7 @@ use serde_json::Value;
 use strata_scratch::{FsKind, ScratchFs};
 use strata_tests::{installed, privileged, strata_bin};
 
-fn strata(args: &[&str]) -> Output {
-    Command::new(strata_bin()).args(args).output().expect("run strata")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = strata(args);
-    assert!(o.status.success(), "strata {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
+use strata_tests::{strata_plain as strata, strata_plain_ok as ok};
 
 fn read_json(p: &Path) -> Value {
     serde_json::from_slice(&fs::read(p).unwrap()).unwrap()

@@ -5,34 +5,13 @@
 //! image's plus one; committing twice gives two images.
 
 use std::fs;
-use std::path::PathBuf;
 
 use serde_json::Value;
 use strata_testkit::tree::{CompareOptions, Tree};
 use strata_tests::changes::{base_layout, change};
-use strata_tests::{on_every_driver, Strata};
+use strata_tests::{on_every_driver, Mounted, Strata};
 
 on_every_driver!(commit_gives_an_image_with_the_containers_tree, committing_twice_gives_two_images);
-
-/// Mounts a layer for the life of the guard.
-struct Mounted<'a> {
-    s: &'a Strata,
-    id: String,
-    path: PathBuf,
-}
-
-impl<'a> Mounted<'a> {
-    fn new(s: &'a Strata, id: &str) -> Mounted<'a> {
-        let path = PathBuf::from(s.ok(&["layer", "mount", id]).trim());
-        Mounted { s, id: id.to_string(), path }
-    }
-}
-
-impl Drop for Mounted<'_> {
-    fn drop(&mut self) {
-        let _ = self.s.run(&["layer", "unmount", &self.id]);
-    }
-}
 
 /// Tar carries whole seconds: compare everything but mtimes, which the
 /// container's view has to the nanosecond.

@@ -8,17 +8,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
-use strata_tests::{installed, privileged, strata_bin};
+use strata_tests::{installed, privileged};
 
-fn strata(args: &[&str]) -> Output {
-    Command::new(strata_bin()).args(args).output().expect("run strata")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = strata(args);
-    assert!(o.status.success(), "strata {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
+use strata_tests::{strata_plain as strata, strata_plain_ok as ok};
 
 /// A small real bench (vfs on ext4, two containers): its JSON, and its OpenMetrics file
 /// when asked.

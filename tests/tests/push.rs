@@ -5,35 +5,15 @@
 //! blobs instead of uploading them (the registry's access log says which requests it
 //! answered).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use strata_testkit::tree::{CompareOptions, Tree};
 use strata_tests::changes::{base_layout, change};
 use strata_tests::registry::DockerRegistry;
-use strata_tests::{privileged, Strata};
+use strata_tests::{privileged, Mounted, Strata};
 
 const CREDS: &str = "alice:s3cret";
-
-/// Mounts a layer for the life of the guard.
-struct Mounted<'a> {
-    s: &'a Strata,
-    id: String,
-    path: PathBuf,
-}
-
-impl<'a> Mounted<'a> {
-    fn new(s: &'a Strata, id: &str) -> Mounted<'a> {
-        let path = PathBuf::from(s.ok(&["layer", "mount", id]).trim());
-        Mounted { s, id: id.to_string(), path }
-    }
-}
-
-impl Drop for Mounted<'_> {
-    fn drop(&mut self) {
-        let _ = self.s.run(&["layer", "unmount", &self.id]);
-    }
-}
 
 fn tree_of(s: &Strata, layer: &str) -> Tree {
     let m = Mounted::new(s, layer);
