@@ -69,7 +69,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub quick: bool,
     /// Also unpack the same image with these tools (containerd, podman), beside
-    /// strata and the `unpigz | tar` floor.
+    /// strata and the floor (the fastest gzip decompressor piped into `tar -x`).
     #[arg(long, value_delimiter = ',')]
     pub peers: Vec<String>,
     /// Write a self-contained HTML report with charts here.
@@ -830,5 +830,18 @@ fn print_peers(peers: &[PeerResult]) {
             .unwrap_or(0.0);
         let ratio = if strata > 0.0 { format!("{:.2}x", p.unpack.p50 / strata) } else { "-".into() };
         println!("{name:<28} {beside:<12} {:>10} {:>10} {:>14}", secs(p.unpack.p50), size(p.disk_bytes as f64), ratio);
+    }
+    // The target is strata at or under 0.85x the floor (design §8).
+    for s in peers.iter().filter(|s| s.tool == "strata" && s.error.is_none()) {
+        let floor = peers.iter().find(|f| {
+            f.tool == "floor"
+                && f.image == s.image
+                && f.strata_driver == s.strata_driver
+                && f.fs == s.fs
+                && f.error.is_none()
+        });
+        if let Some(f) = floor.filter(|f| f.unpack.p50 > 0.0) {
+            println!("strata ({}) on {}: {:.2}x the floor ({})", s.driver, s.fs, s.unpack.p50 / f.unpack.p50, f.driver);
+        }
     }
 }

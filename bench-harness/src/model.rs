@@ -242,7 +242,8 @@ pub struct PeerResult {
     pub image: String,
     /// `strata`, `containerd`, `podman` or `floor`.
     pub tool: String,
-    /// The tool's own name for its storage: driver, snapshotter or `unpigz|tar`.
+    /// The tool's own name for its storage: driver, snapshotter, or for the floor its
+    /// pipe (`igzip|tar`, `unpigz|tar` or `gzip|tar`).
     pub driver: String,
     pub fs: String,
     /// The strata driver this row stands beside.

@@ -436,7 +436,8 @@ fn peers_table(peers: &[&PeerResult]) -> String {
     let mut h = String::from(
         "<h3>Unpack beside containerd and podman</h3>\n<p>The image alone, end to end from an oci-archive to \
          layers on disk, synced; each tool on its own fresh filesystem. The floor is every layer decompressed and \
-         extracted at once with <code>unpigz | tar -x</code>.</p>\n<table><tr><th>tool (storage)</th>\
+         extracted at once by the fastest gzip decompressor here (<code>igzip</code>, else <code>unpigz</code>) piped into \
+         <code>tar -x</code>.</p>\n<table><tr><th>tool (storage)</th>\
          <th>beside</th><th>unpack (median)</th><th>runs</th><th>disk</th><th>vs strata</th></tr>\n",
     );
     for p in peers {

@@ -404,11 +404,6 @@ fn a_tmpfs_scratch_dir_is_refused() {
     assert!(stderr.contains("is on tmpfs: the bench would measure RAM"), "{stderr}");
 }
 
-/// A PATH where everything of /usr/bin and /usr/sbin is, except containerd and ctr.
-fn path_without_containerd(dir: &Path) -> String {
-    path_without(dir, &|n| n.starts_with("containerd") || n == "ctr")
-}
-
 /// A PATH where everything of /usr/bin and /usr/sbin is, except what `hide` names.
 fn path_without(dir: &Path, hide: &dyn Fn(&str) -> bool) -> String {
     for from in ["/usr/bin", "/usr/sbin"] {
@@ -449,16 +444,24 @@ fn peers_stand_beside_strata_or_are_named_missing() {
     let peers = read_json(&json)["peers"].as_array().unwrap().clone();
     let tools: Vec<&str> = peers.iter().map(|p| p["tool"].as_str().unwrap()).collect();
     assert_eq!(tools, ["strata", "floor", "containerd", "podman"]);
+    // The floor uses the fastest gzip decompressor installed, and strata is given as a
+    // ratio of it.
+    let fastest = if Path::new("/usr/bin/igzip").exists() { "igzip|tar" } else { "unpigz|tar" };
+    assert_eq!(peers[1]["driver"], fastest, "{peers:?}");
+    let line = out.lines().find(|l| l.starts_with("strata (overlay) on ext4: ")).unwrap_or_else(|| panic!("{out}"));
+    let ratio = line.trim_start_matches("strata (overlay) on ext4: ").strip_suffix(&format!("x the floor ({fastest})"));
+    assert!(ratio.and_then(|r| r.parse::<f64>().ok()).is_some_and(|r| r > 0.0), "{line}");
     for p in &peers {
         assert!(p["error"].is_null(), "{}: {}", p["tool"], p["error"]);
         assert!(p["unpack"]["p50"].as_f64().unwrap() > 0.0, "{}", p["tool"]);
         assert!(p["disk_bytes"].as_u64().unwrap() > 1 << 20, "{} stored the image", p["tool"]);
     }
 
-    // Without containerd on PATH: it is named missing, podman still runs.
+    // Without containerd (and igzip) on PATH: containerd is named missing, podman still
+    // runs, the floor falls back to unpigz.
     let bin = dir.path().join("bin");
     fs::create_dir(&bin).unwrap();
-    let path = path_without_containerd(&bin);
+    let path = path_without(&bin, &|n| n.starts_with("containerd") || n == "ctr" || n == "igzip");
     let o = Command::new(strata_bin()).args(args).env("PATH", path).output().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "{stderr}");
@@ -466,6 +469,7 @@ fn peers_stand_beside_strata_or_are_named_missing() {
     assert!(stdout.contains("not run: containerd is not installed (Debian: apt-get install containerd)"), "{stdout}");
     let peers = read_json(&json)["peers"].as_array().unwrap().clone();
     assert!(peers.iter().any(|p| p["tool"] == "podman" && p["error"].is_null()), "podman ran: {peers:?}");
+    assert!(peers.iter().any(|p| p["tool"] == "floor" && p["driver"] == "unpigz|tar"), "{peers:?}");
 }
 
 fn verdict<'a>(probe: &'a Value, driver: &str) -> &'a Value {
