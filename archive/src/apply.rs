@@ -43,10 +43,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use driver_core::digest::Hashing;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{Mode, SFlag};
 use nix::sys::time::TimeSpec;
-use sha2::{Digest, Sha256};
 
 use driver_core::error::{Cause, Error, Result};
 use driver_core::sys::{self, errno, XattrTarget};
@@ -116,7 +116,7 @@ pub fn apply_layer(root: &Path, input: impl Read, opts: &ApplyOptions) -> Result
     let layer = opts.layer.as_str();
     let (_, reader) = crate::compress::decompress(input)
         .map_err(|e| Error::layer(layer, Cause::BadTar(format!("cannot read the stream: {e}"))))?;
-    let mut hashing = HashingReader { inner: reader, hasher: Sha256::new(), bytes: 0 };
+    let mut hashing = Hashing::new(reader);
     let root_fd = sys::open_dir(root).map_err(|e| Error::at(layer, root, e))?;
     let mut applier = Applier::new(opts, root_fd);
     {
@@ -132,8 +132,7 @@ pub fn apply_layer(root: &Path, input: impl Read, opts: &ApplyOptions) -> Result
     io::copy(&mut hashing, &mut io::sink()).map_err(|e| bad_stream(layer, e))?;
     applier.finish()?;
     let mut report = applier.report;
-    report.tar_bytes = hashing.bytes;
-    report.diff_id = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
+    (_, report.diff_id, report.tar_bytes) = hashing.finish();
     Ok(report)
 }
 
@@ -143,22 +142,6 @@ fn bad_stream(layer: &str, e: io::Error) -> Error {
         _ => e.to_string(),
     };
     Error::layer(layer, Cause::BadTar(what))
-}
-
-/// Counts and hashes what passes through it.
-pub struct HashingReader<R> {
-    pub inner: R,
-    pub hasher: Sha256,
-    pub bytes: u64,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
 }
 
 /// A normalised path inside the layer: components joined by `/`, `""` for the root.

@@ -21,20 +21,83 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<Option<T>> {
     }
 }
 
-/// Writes `value` to `p` atomically (temp file, fsync, rename, fsync of the directory).
-pub fn write_json<T: Serialize>(p: &Path, value: &T) -> Result<()> {
+/// Writes the file `p` whole or not at all: `fill` writes a temp file beside it
+/// (`.tmp-<pid>-<n>`, so a collector can tell whose it is), which is synced, renamed over
+/// `p`, and the directory synced; a crash leaves the old file or the new one, never a
+/// mix. Returns the file, still open: a lock `fill` took on it stays, under the new name.
+pub fn write_atomic(p: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<File> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = p.parent().expect("a record has a directory");
     let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
-    let write = || -> io::Result<()> {
+    let write = || -> io::Result<File> {
         let mut f = File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(value).map_err(io::Error::other)?)?;
+        fill(&mut f)?;
         f.sync_all()?;
         fs::rename(&tmp, p)?;
-        File::open(dir)?.sync_all()
+        File::open(dir)?.sync_all()?;
+        Ok(f)
     };
-    write().map_err(|e| {
+    write().inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
-        Error::new(e).with_path(p)
     })
+}
+
+/// `value` as the records keep it (pretty JSON).
+pub fn to_bytes<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value).map_err(io::Error::other)
+}
+
+/// Writes `value` to `p` atomically ([`write_atomic`]).
+pub fn write_json<T: Serialize>(p: &Path, value: &T) -> Result<()> {
+    write_atomic(p, |f| f.write_all(&to_bytes(value)?)).map(drop).map_err(|e| Error::new(e).with_path(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_record_and_no_temp_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("r.json");
+        write_json(&p, &vec![1, 2]).unwrap();
+        let e = write_atomic(&p, |f| {
+            f.write_all(b"[3, ")?;
+            Err(io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert_eq!(e.to_string(), "disk full");
+        assert_eq!(read_json::<Vec<u32>>(&p).unwrap(), Some(vec![1, 2]));
+        assert_eq!(names(tmp.path()), ["r.json"]);
+        write_json(&p, &vec![3]).unwrap();
+        assert_eq!(read_json::<Vec<u32>>(&p).unwrap(), Some(vec![3]));
+        assert_eq!(names(tmp.path()), ["r.json"]);
+    }
+
+    #[test]
+    fn a_lock_taken_while_writing_holds_under_the_new_name() {
+        use nix::fcntl::{Flock, FlockArg};
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("pending.json");
+        let mut lock = None;
+        write_atomic(&p, |f| {
+            lock = Some(
+                Flock::lock(f.try_clone()?, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| io::Error::from(e))?,
+            );
+            f.write_all(b"{}")
+        })
+        .unwrap();
+        let other = File::open(&p).unwrap();
+        assert!(Flock::lock(other, FlockArg::LockExclusiveNonblock).is_err(), "the lock held after the rename");
+        drop(lock);
+        let other = File::open(&p).unwrap();
+        assert!(Flock::lock(other, FlockArg::LockExclusiveNonblock).is_ok(), "and went with its holder");
+    }
 }

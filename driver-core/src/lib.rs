@@ -6,6 +6,7 @@
 //! suite every driver runs is `strata-testkit`. Nothing in this crate knows a driver by
 //! name.
 
+pub mod digest;
 pub mod driver;
 pub mod error;
 pub mod holds;

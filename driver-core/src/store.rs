@@ -225,19 +225,10 @@ impl Store {
 
     /// Writes a layer's metadata atomically. Needs the lock.
     pub fn put(&self, _lock: &StoreLock, meta: &LayerMeta) -> Result<()> {
-        let dir = self.dir.join("meta");
-        let tmp = dir.join(unique_name(".tmp-"));
-        let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec_pretty(meta).map_err(io::Error::other)?)?;
-            f.sync_all()?;
-            fs::rename(&tmp, self.meta_path(&meta.id))?;
-            fsync_dir(&dir)
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            Error::at(&meta.id, self.meta_path(&meta.id), e)
-        })
+        let path = self.meta_path(&meta.id);
+        crate::json::write_atomic(&path, |f| f.write_all(&crate::json::to_bytes(meta)?))
+            .map(drop)
+            .map_err(|e| Error::at(&meta.id, &path, e))
     }
 
     /// Changes a listed layer's metadata under the lock.

@@ -13,14 +13,12 @@
 //! 4. The record is written as an unpack writes it (a pending record protects the
 //!    layers until then, see [`crate::images`]).
 
-use std::io::{self, Write};
-
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::content::{oci_layer_type, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST};
 use crate::image::{chain_ids, validate_name, Image, LayerBlob};
 use crate::images::{present_prefix, remove_unused, ImageRecord, ImageStore};
+use driver_core::digest::Hashing;
 use driver_core::driver::Driver;
 use driver_core::error::{Cause, Error, Result};
 
@@ -49,26 +47,6 @@ pub struct Committed {
     /// Bytes of the uncompressed layer tar.
     pub tar_size: u64,
     pub manifest_digest: String,
-}
-
-/// Counts and hashes what passes through to the compressor: the diff_id.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    size: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// The image a container layer was made over: the stored image whose top layer is the
@@ -131,25 +109,20 @@ pub fn commit(
     let blob = content.writer()?;
     let (blob, diff_id, tar_size) = match opts.compression {
         LayerCompression::Gzip => {
-            let mut w = HashingWriter {
-                inner: flate2::write::GzEncoder::new(blob, flate2::Compression::default()),
-                hasher: Sha256::new(),
-                size: 0,
-            };
+            let mut w = Hashing::new(flate2::write::GzEncoder::new(blob, flate2::Compression::default()));
             driver.diff(container, &mut w)?;
-            let done = w.inner.finish().map_err(|e| Error::layer(container, e))?;
-            (done, w.hasher.finalize(), w.size)
+            let (enc, diff_id, size) = w.finish();
+            (enc.finish().map_err(|e| Error::layer(container, e))?, diff_id, size)
         }
         LayerCompression::Zstd => {
             let enc = zstd::stream::write::Encoder::new(blob, 3).map_err(|e| Error::layer(container, e))?;
-            let mut w = HashingWriter { inner: enc, hasher: Sha256::new(), size: 0 };
+            let mut w = Hashing::new(enc);
             driver.diff(container, &mut w)?;
-            let done = w.inner.finish().map_err(|e| Error::layer(container, e))?;
-            (done, w.hasher.finalize(), w.size)
+            let (enc, diff_id, size) = w.finish();
+            (enc.finish().map_err(|e| Error::layer(container, e))?, diff_id, size)
         }
     };
     let (blob_digest, blob_size) = blob.finish()?;
-    let diff_id = format!("sha256:{}", hex::encode(diff_id));
 
     // 2. Config and manifest.
     let now = driver_core::store::now_secs();

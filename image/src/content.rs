@@ -25,9 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::image::{blob_path, BlobSource, Image, LayoutDir, VerifyingReader, MAX_CONFIG, MAX_MANIFEST};
+use driver_core::digest::Hashing;
 use driver_core::error::{Cause, Context, Error, Result};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -78,9 +78,7 @@ impl StoredImage {
 }
 
 /// The sha256 digest of `data`, as `sha256:<hex>`.
-pub fn digest_of(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
+pub use driver_core::digest::sha256 as digest_of;
 
 /// The OCI media type of a layer given by any of the names registries and archives use.
 pub fn oci_layer_type(media_type: &str) -> &str {
@@ -93,19 +91,14 @@ pub fn oci_layer_type(media_type: &str) -> &str {
 
 /// A blob being written: hashed as it goes, named by its digest when finished.
 pub struct BlobWriter {
-    file: Option<io::BufWriter<File>>,
+    file: Option<Hashing<io::BufWriter<File>>>,
     tmp: PathBuf,
-    hasher: Sha256,
-    size: u64,
     store: ContentStore,
 }
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.as_mut().expect("an unfinished blob").write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
+        self.file.as_mut().expect("an unfinished blob").write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -116,8 +109,7 @@ impl Write for BlobWriter {
 impl BlobWriter {
     /// Syncs the blob and renames it to its digest; returns the digest and size.
     pub fn finish(mut self) -> Result<(String, u64)> {
-        let digest = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
-        let file = self.file.take().expect("an unfinished blob");
+        let (file, digest, size) = self.file.take().expect("an unfinished blob").finish();
         let file = file.into_inner().map_err(|e| Error::new(e.into_error()).with_path(&self.tmp))?;
         file.sync_all().at_path(&self.tmp)?;
         let to = self.store.path(&digest)?;
@@ -125,7 +117,7 @@ impl BlobWriter {
         if let Some(dir) = to.parent() {
             File::open(dir).and_then(|d| d.sync_all()).at_path(dir)?;
         }
-        Ok((digest, self.size))
+        Ok((digest, size))
     }
 }
 
@@ -169,10 +161,8 @@ impl ContentStore {
         let tmp = self.dir.join(format!("ingest/{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
         let file = File::create(&tmp).at_path(&tmp)?;
         Ok(BlobWriter {
-            file: Some(io::BufWriter::with_capacity(1 << 20, file)),
+            file: Some(Hashing::new(io::BufWriter::with_capacity(1 << 20, file))),
             tmp,
-            hasher: Sha256::new(),
-            size: 0,
             store: self.clone(),
         })
     }

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
-use sha2::{Digest, Sha256};
 
+use driver_core::digest::{sha256, Hashing};
 use driver_core::error::{Cause, Error, Result};
 
 /// The annotation that tags a manifest in an image layout's index.
@@ -265,9 +265,7 @@ pub fn blob_path(digest: &str) -> io::Result<PathBuf> {
 
 /// Checks a stream against an expected sha256 (and size) when it ends.
 pub struct VerifyingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    read: u64,
+    inner: Hashing<R>,
     expected: String,
     size: Option<u64>,
     what: String,
@@ -276,17 +274,16 @@ pub struct VerifyingReader<R> {
 impl<R: Read> VerifyingReader<R> {
     /// `what` names the stream in the error, e.g. `blob sha256:…`.
     pub fn new(inner: R, expected: &str, size: Option<u64>, what: String) -> Self {
-        VerifyingReader { inner, hasher: Sha256::new(), read: 0, expected: expected.to_string(), size, what }
+        VerifyingReader { inner: Hashing::new(inner), expected: expected.to_string(), size, what }
     }
 }
 
 impl<R: Read> Read for VerifyingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.read += n as u64;
+        let read = self.inner.byte_count();
         if let Some(size) = self.size {
-            if self.read > size {
+            if read > size {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("{} has more than the {size} bytes its descriptor says", self.what),
@@ -295,17 +292,14 @@ impl<R: Read> Read for VerifyingReader<R> {
         }
         if n == 0 && !buf.is_empty() {
             if let Some(size) = self.size {
-                if self.read != size {
+                if read != size {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!(
-                            "{} has {} bytes, not the {size} its descriptor says (truncated?)",
-                            self.what, self.read
-                        ),
+                        format!("{} has {} bytes, not the {size} its descriptor says (truncated?)", self.what, read),
                     ));
                 }
             }
-            let got = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
+            let got = self.inner.digest();
             if got != self.expected {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -323,7 +317,7 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     for d in diff_ids {
         let id = match out.last() {
             None => d.clone(),
-            Some(prev) => format!("sha256:{}", hex::encode(Sha256::digest(format!("{prev} {d}").as_bytes()))),
+            Some(prev) => sha256(format!("{prev} {d}").as_bytes()),
         };
         out.push(id);
     }
@@ -809,7 +803,7 @@ pub fn write_layout(dir: &Path, tag: &str, layer_blobs: &[Vec<u8>]) -> Result<()
     let io_err = |e: io::Error| Error::new(e).with_path(dir);
     std::fs::create_dir_all(dir.join("blobs/sha256")).map_err(io_err)?;
     let put = |data: &[u8]| -> Result<String> {
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(data)));
+        let digest = sha256(data);
         let path = dir.join(blob_path(&digest).map_err(io_err)?);
         if !path.exists() {
             std::fs::File::create(&path).and_then(|mut f| f.write_all(data)).map_err(io_err)?;
@@ -820,9 +814,9 @@ pub fn write_layout(dir: &Path, tag: &str, layer_blobs: &[Vec<u8>]) -> Result<()
     let mut diff_ids = Vec::new();
     for blob in layer_blobs {
         let (kind, mut plain) = strata_archive::compress::decompress(&blob[..]).map_err(io_err)?;
-        let mut h = Sha256::new();
-        io::copy(&mut plain, &mut HashWriter(&mut h)).map_err(io_err)?;
-        diff_ids.push(format!("sha256:{}", hex::encode(h.finalize())));
+        let mut h = Hashing::new(io::sink());
+        io::copy(&mut plain, &mut h).map_err(io_err)?;
+        diff_ids.push(h.digest());
         let media = match kind {
             strata_archive::compress::Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
             strata_archive::compress::Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
@@ -862,18 +856,6 @@ pub fn write_layout(dir: &Path, tag: &str, layer_blobs: &[Vec<u8>]) -> Result<()
     Ok(())
 }
 
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl io::Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// A blob source whose streams are [`Checked`](driver_core::interrupt::Checked): an unpack from it stops at the next
 /// read once an interrupt is requested, and removes what it made.
 pub struct CheckedSource<S>(pub S);
@@ -901,6 +883,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn chain_ids_follow_the_spec() {

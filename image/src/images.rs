@@ -37,14 +37,13 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::content::ContentStore;
 use crate::image::{open_layer_lazily, validate_name, BlobSource, Image};
 use driver_core::driver::{Driver, LayerTar};
 use driver_core::error::{Cause, Context, Error, Result};
 use driver_core::holds::locked_by_someone;
-use driver_core::json::{read_json, write_json};
+use driver_core::json::{read_json, to_bytes, write_atomic, write_json};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRecord {
@@ -95,7 +94,7 @@ pub struct ImageStore {
 /// The file a record of image `name` is kept in: a digest, so that the name never
 /// becomes a path.
 fn file_name(name: &str) -> String {
-    format!("{}.json", hex::encode(Sha256::digest(name.as_bytes())))
+    format!("{}.json", driver_core::digest::sha256(name.as_bytes()).trim_start_matches("sha256:"))
 }
 
 /// The file name older versions used (`/` → `%2F`), still read so their images stay.
@@ -107,7 +106,7 @@ fn legacy_file_name(name: &str) -> String {
 /// torn write reads as corrupt, which a collector treats as a record to drop.
 fn overwrite(p: &Path, rec: &PendingRecord) -> Result<()> {
     let mut f = OpenOptions::new().write(true).truncate(true).open(p).at_path(p)?;
-    f.write_all(&serde_json::to_vec_pretty(rec).map_err(io::Error::other)?).at_path(p)?;
+    f.write_all(&to_bytes(rec).at_path(p)?).at_path(p)?;
     f.sync_all().at_path(p)
 }
 
@@ -374,22 +373,17 @@ impl ImageStore {
         let path = dir.join(format!("{}-{}.json", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
         let rec = PendingRecord { name: name.to_string(), layers: layers.to_vec(), preexisting, failed: false };
         // Lock the file before its content is visible under its name, so a collector
-        // never takes a live unpack for a dead one.
-        let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
-        let file = File::create(&tmp).at_path(&tmp)?;
-        let lock =
-            Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| Error::from(e).with_path(&tmp))?;
-        let write = || -> io::Result<()> {
-            let mut f = OpenOptions::new().write(true).open(&tmp)?;
-            f.write_all(&serde_json::to_vec_pretty(&rec).map_err(io::Error::other)?)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            File::open(&dir)?.sync_all()
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            Error::new(e).with_path(&path)
-        })?;
+        // never takes a live unpack for a dead one (the lock is on the open file, which
+        // keeps it through the rename).
+        let mut lock = None;
+        write_atomic(&path, |f| {
+            let l =
+                Flock::lock(f.try_clone()?, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| io::Error::from(e))?;
+            lock = Some(l);
+            f.write_all(&to_bytes(&rec)?)
+        })
+        .map_err(|e| Error::new(e).with_path(&path))?;
+        let lock = lock.expect("locked while written");
         Ok(Pending { path, rec, _lock: lock })
     }
 

@@ -886,9 +886,7 @@ impl Client {
     }
 }
 
-fn digest_of(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
+use driver_core::digest::sha256 as digest_of;
 
 /// Blobs of one pull: its own staging folder first, then the cache.
 #[derive(Clone)]

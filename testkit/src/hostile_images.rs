@@ -14,7 +14,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use strata_archive::tarbuild::TarBuilder;
 use strata_image::image::{write_layout, REF_NAME};
@@ -41,9 +40,7 @@ pub struct HostileImage {
     pub error_has: &'static str,
 }
 
-pub fn digest(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
+pub use driver_core::digest::sha256 as digest;
 
 /// An image layout being bent out of shape.
 pub struct Layout {

@@ -5,12 +5,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha256};
 
 use driver_core::sys::{self, XattrTarget};
 
@@ -68,17 +66,9 @@ impl Default for CompareOptions {
 }
 
 fn digest_file(path: &Path) -> io::Result<String> {
-    let mut f = fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
+    let mut h = driver_core::digest::Hashing::new(io::sink());
+    io::copy(&mut fs::File::open(path)?, &mut h)?;
+    Ok(h.digest().trim_start_matches("sha256:").to_string())
 }
 
 impl Tree {

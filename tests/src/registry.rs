@@ -13,8 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sha2::Digest;
-
 /// One request as the server saw it.
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -199,9 +197,7 @@ fn serve(
     }
 }
 
-pub fn sha256(data: &[u8]) -> String {
-    format!("sha256:{}", sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect::<String>())
-}
+pub use driver_core::digest::sha256;
 
 /// An image as a registry holds it: blobs by digest and the manifest.
 #[derive(Clone)]

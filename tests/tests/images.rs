@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bench_harness::workload::{generate, gzip, WorkloadSize};
-use sha2::Digest;
 use strata_tests::registry::DockerRegistry;
 use strata_tests::{privileged, Strata};
 
@@ -19,13 +18,7 @@ fn make_layout(dir: &Path, tag: &str, seed: u64, layers: usize) -> PathBuf {
     dir.to_path_buf()
 }
 
-fn digest(data: &[u8]) -> String {
-    format!("sha256:{}", hex_encode(&sha2::Sha256::digest(data)))
-}
-
-fn hex_encode(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use driver_core::digest::sha256 as digest;
 
 fn blob(layout: &Path, d: &str) -> PathBuf {
     layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))
