@@ -477,20 +477,10 @@ td:first-child,th:first-child,td[colspan],td.l{text-align:left}th{background:#f3
 .about{font-weight:normal;color:#555;font-size:80%}.chart{margin:1em 0}.iv{color:#777;font-size:85%}\
 .why{font-size:85%;color:#444;max-width:22em}.host{color:#555}.note{color:#444;font-size:92%}";
 
-/// `YYYY-MM-DD HH:MM UTC` for seconds since the epoch (the proleptic Gregorian calendar).
+/// `YYYY-MM-DD HH:MM UTC` for seconds since the epoch (a clock before 1970 reads as 1970).
 pub(crate) fn utc(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
+    let t = strata_image::commit::rfc3339(u64::try_from(secs).unwrap_or(0)); // 2026-11-23T02:12:32Z
+    format!("{} {} UTC", &t[..10], &t[11..16])
 }
 
 /// A chart, or a line saying why it is missing.
@@ -700,7 +690,7 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01 00:00 UTC");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00 UTC");
         assert_eq!(utc(1_795_399_952), "2026-11-23 02:12 UTC");
-        assert_eq!(utc(-1), "1969-12-31 23:59 UTC");
+        assert_eq!(utc(-1), "1970-01-01 00:00 UTC");
     }
 
     #[test]
