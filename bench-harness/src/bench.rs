@@ -7,11 +7,12 @@
 //!    at the end, so the unpack has a spread too;
 //! 2. **container create** × N;
 //! 3. **copy-up** — in each container, the first 1-byte append to lower files of
-//!    4 KiB, 1 MiB, 64 MiB and 512 MiB (and the disk each added); a chmod of a 64 MiB
-//!    lower file; a rename of a lower directory (as `mv` does it: rename, or copy and
-//!    delete on EXDEV); deleting a lower tree; a storm of appends to small lower files.
-//!    Timed from the application's side (open + write + close, no fsync), one sample
-//!    per container;
+//!    4 KiB, 1 MiB, 64 MiB and 512 MiB (and the disk each added); a chmod and a chown
+//!    of a 512 MiB lower file; a rename of a lower directory of 10,000 files (as `mv`
+//!    does it: rename, or copy and delete on EXDEV); deleting a lower tree; a storm of
+//!    appends to small lower files. Timed from the application's side (open + write +
+//!    close, no fsync), one sample per container; overlay's metacopy, redirect_dir and
+//!    index are recorded as the containers were mounted;
 //! 4. **disk use** after unpack, after each container, after the writes;
 //! 5. **diff** of each container after the writes: time and size.
 //!
@@ -185,9 +186,20 @@ fn cpu_seconds() -> f64 {
     .unwrap_or(0.0)
 }
 
+/// What the copy-up layer holds: the first-write files' (name, size), the size of the
+/// file chmod and chown change, and the files of the directory that is renamed.
+struct CopyupShape {
+    sizes: Vec<(String, u64)>,
+    big_file_bytes: u64,
+    rename_files: usize,
+}
+
 /// The copy-up layer: files of each size, a tree to rename, one to delete, and many
-/// small files for the write storm.
-fn copyup_layer(quick: bool) -> (Vec<u8>, Vec<(String, u64)>) {
+/// small files for the write storm. `chmod-target` and `chown-target` are two more
+/// names of the largest file (a hardlink in the tar, so the image does not carry
+/// another gigabyte): overlay, with `index` off as strata mounts it, copies each name
+/// up on its own, while vfs and btrfs change the one inode in place.
+fn copyup_layer(quick: bool) -> (Vec<u8>, CopyupShape) {
     let mut rng = Rng::new(99);
     let sizes: Vec<(String, u64)> = if quick {
         vec![("4KiB".into(), 4 << 10), ("1MiB".into(), 1 << 20), ("16MiB".into(), 16 << 20)]
@@ -204,11 +216,14 @@ fn copyup_layer(quick: bool) -> (Vec<u8>, Vec<(String, u64)>) {
     for (name, size) in &sizes {
         t.file(&format!("bench/file-{name}"), &rng.content(*size as usize));
     }
-    let chmod_size = if quick { 4 << 20 } else { 64 << 20 };
-    t.file("bench/chmod-target", &rng.content(chmod_size));
-    for tree in ["rename-me", "delete-me"] {
+    let (largest, big_file_bytes) = sizes.last().cloned().expect("sizes");
+    for name in ["chmod-target", "chown-target"] {
+        t.hardlink(&format!("bench/{name}"), &format!("bench/file-{largest}"));
+    }
+    let rename_files = if quick { 500 } else { 10_000 };
+    for (tree, files) in [("rename-me", rename_files), ("delete-me", 200)] {
         t.dir(&format!("bench/{tree}"));
-        for i in 0..200 {
+        for i in 0..files {
             t.file(&format!("bench/{tree}/f{i}"), &rng.content(2048));
         }
     }
@@ -216,7 +231,7 @@ fn copyup_layer(quick: bool) -> (Vec<u8>, Vec<(String, u64)>) {
     for i in 0..500 {
         t.file_with(&format!("bench/storm/s{i}"), &rng.content(1024), EntryMeta::default());
     }
-    (t.build(), sizes)
+    (t.build(), CopyupShape { sizes, big_file_bytes, rename_files })
 }
 
 /// The layer blobs (compressed as they come) of the embedded default workload.
@@ -244,13 +259,13 @@ fn image_blobs(spec: &str) -> Result<Vec<Vec<u8>>, Error> {
 }
 
 /// Writes the bench's image as an OCI layout tagged `default`: the image's layers plus
-/// the copy-up layer on top. Returns the copy-up file sizes.
-fn bench_layout(dir: &Path, blobs: &[Vec<u8>], quick: bool) -> Result<Vec<(String, u64)>, Error> {
-    let (copyup, sizes) = copyup_layer(quick);
+/// the copy-up layer on top. Returns what the copy-up layer holds.
+fn bench_layout(dir: &Path, blobs: &[Vec<u8>], quick: bool) -> Result<CopyupShape, Error> {
+    let (copyup, shape) = copyup_layer(quick);
     let mut all = blobs.to_vec();
     all.push(gzip(&copyup));
     write_layout(dir, "default", &all)?;
-    Ok(sizes)
+    Ok(shape)
 }
 
 fn time<T>(f: impl FnOnce() -> T) -> (T, f64) {
@@ -265,8 +280,8 @@ fn append_one_byte(path: &Path) -> std::io::Result<()> {
 }
 
 /// `mv` of a directory: rename, or copy then delete when the kernel says EXDEV
-/// (overlayfs without redirect_dir does for a lower directory).
-fn move_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+/// (overlayfs without redirect_dir does for a lower directory). Returns how it moved.
+fn move_dir(from: &Path, to: &Path) -> std::io::Result<&'static str> {
     match fs::rename(from, to) {
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
             fs::create_dir(to)?;
@@ -274,10 +289,51 @@ fn move_dir(from: &Path, to: &Path) -> std::io::Result<()> {
                 let e = e?;
                 fs::copy(e.path(), to.join(e.file_name()))?;
             }
-            fs::remove_dir_all(from)
+            fs::remove_dir_all(from)?;
+            Ok("copy after EXDEV")
         }
-        other => other,
+        other => other.map(|()| "rename"),
     }
+}
+
+/// overlay's `metacopy`, `redirect_dir` and `index` as the overlay at `view` has them.
+/// The kernel lists an option in mountinfo only when it differs from the module's
+/// default (fs/overlayfs/params.c `ovl_show_options`, Linux 6.5+; super.c before), so an
+/// absent one is read from /sys/module/overlay/parameters.
+fn overlay_mounted(view: &Path) -> Vec<(String, String)> {
+    // mountinfo escapes a space, tab, newline and backslash in a path as octal.
+    let escaped: String = view
+        .to_string_lossy()
+        .chars()
+        .map(|c| match c {
+            ' ' | '\t' | '\n' | '\\' => format!("\\{:03o}", c as u32),
+            c => c.to_string(),
+        })
+        .collect();
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let Some(line) = info.lines().find(|l| l.split(' ').nth(4) == Some(escaped.as_str())) else {
+        return Vec::new();
+    };
+    let options: Vec<&str> = line.rsplit(' ').next().unwrap_or_default().split(',').collect();
+    let param = |name: &str| {
+        fs::read_to_string(format!("/sys/module/overlay/parameters/{name}")).map(|v| v.trim() == "Y").unwrap_or(false)
+    };
+    ["metacopy", "redirect_dir", "index"]
+        .into_iter()
+        .map(|name| {
+            let given = options.iter().find_map(|o| o.strip_prefix(name)?.strip_prefix('='));
+            let value = match given {
+                Some(v) => v.to_string(),
+                // Without redirect_dir=on the default still follows redirects a lower
+                // holds, unless redirect_always_follow is off.
+                None if name == "redirect_dir" && !param(name) => {
+                    if param("redirect_always_follow") { "follow" } else { "nofollow" }.to_string()
+                }
+                None => if param(name) { "on" } else { "off" }.to_string(),
+            };
+            (name.to_string(), value)
+        })
+        .collect()
 }
 
 fn open_driver(name: &str, root: &Path) -> Result<Box<dyn Driver>, Error> {
@@ -350,10 +406,13 @@ fn run_target(
     let mut disk_samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for i in 0..containers {
         let v = driver.mount(&format!("c{i}"))?;
+        if i == 0 && driver_name == "overlay" {
+            r.mounted = overlay_mounted(&v);
+        }
         let b = v.join("bench");
         let io = |e: std::io::Error| err(format!("copy-up in c{i}: {e}"));
         let mut add = |k: &str, s: f64| samples.entry(k.to_string()).or_default().push(s);
-        for (name, _) in &plan.sizes {
+        for (name, _) in &plan.shape.sizes {
             // The disk each first write adds: a statfs delta around it, synced both sides.
             let before = grown(scratch.path(), &base);
             let (res, s) = time(|| append_one_byte(&b.join(format!("file-{name}"))));
@@ -365,8 +424,11 @@ fn run_target(
         let (res, s) = time(|| fs::set_permissions(b.join("chmod-target"), fs::Permissions::from_mode(0o600)));
         res.map_err(io)?;
         add("chmod big file", s);
-        let (res, s) = time(|| move_dir(&b.join("rename-me"), &b.join("renamed")));
+        let (res, s) = time(|| std::os::unix::fs::chown(b.join("chown-target"), Some(1), Some(1)));
         res.map_err(io)?;
+        add("chown big file", s);
+        let (res, s) = time(|| move_dir(&b.join("rename-me"), &b.join("renamed")));
+        r.rename_by = res.map_err(io)?.to_string();
         add("rename dir", s);
         let (res, s) = time(|| fs::remove_dir_all(b.join("delete-me")));
         res.map_err(io)?;
@@ -545,6 +607,28 @@ fn print_table(run: &Run) {
                 r.create.n()
             );
         }
+        print_metadata_ops(&run.workload, &results);
+    }
+}
+
+/// The copy-up of metadata: chmod and chown of the big lower file, rename of the lower
+/// directory, with overlay's features as mounted (they decide whether these copy data).
+fn print_metadata_ops(w: &Workload, results: &[&TargetResult]) {
+    let op = |r: &TargetResult, k: &str| r.copyup.get(k).map(spread).unwrap_or_else(|| "-".into());
+    for r in results.iter().filter(|r| r.ok()) {
+        let largest = r.largest_write();
+        let big = largest.trim_start_matches("write ");
+        let mounted: Vec<String> = r.mounted.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mounted = if mounted.is_empty() { String::new() } else { format!(" [{}]", mounted.join(", ")) };
+        println!(
+            "{}{mounted}: chmod {big} {}, chown {big} {}, rename of a {}-file dir {} ({})",
+            r.label(),
+            op(r, "chmod big file"),
+            op(r, "chown big file"),
+            w.rename_files,
+            op(r, "rename dir"),
+            r.rename_by
+        );
     }
 }
 
@@ -572,10 +656,10 @@ fn print_missing(run: &Run) {
     }
 }
 
-/// What a bench of one image needs: the layout with the copy-up layer, its sizes.
+/// What a bench of one image needs: the layout with the copy-up layer, what it holds.
 struct Plan {
     layout: PathBuf,
-    sizes: Vec<(String, u64)>,
+    shape: CopyupShape,
     fs_size: u64,
     unpack_runs: usize,
 }
@@ -583,8 +667,10 @@ struct Plan {
 /// Runs every target on one image; adds peers when asked.
 fn bench_image(args: &BenchArgs, label: &str, blobs: &[Vec<u8>], work: &Path, run: &mut Run) -> Result<(), Error> {
     let layout = work.join("bench-image");
-    let sizes = bench_layout(&layout, blobs, args.quick)?;
-    let plan = Plan { layout, sizes, fs_size: fs_size(args, blobs), unpack_runs: run.workload.unpack_runs };
+    let shape = bench_layout(&layout, blobs, args.quick)?;
+    run.workload.big_file_bytes = shape.big_file_bytes;
+    run.workload.rename_files = shape.rename_files;
+    let plan = Plan { layout, shape, fs_size: fs_size(args, blobs), unpack_runs: run.workload.unpack_runs };
     let all = targets(args);
     for (i, (d, kind)) in all.iter().enumerate() {
         let tag = format!("[{label}] [{}/{}] {d} on {}", i + 1, all.len(), kind.name());
@@ -635,12 +721,14 @@ fn fs_size(args: &BenchArgs, blobs: &[Vec<u8>]) -> u64 {
 }
 
 /// About the most one target writes: the image (about three times its compressed
-/// size, uncompressed) per layer and per container, as vfs on ext4 stores it, plus the
-/// copy-up files.
+/// size, uncompressed) and the copy-up layer per layer and per container, as vfs on
+/// ext4 stores it, plus overlay/ext4's three full copies of the largest file per
+/// container (its first write, chmod and chown).
 fn need(args: &BenchArgs, blobs: &[Vec<u8>]) -> u64 {
     let image: u64 = blobs.iter().map(|b| b.len() as u64 * 3).sum();
-    let copyup: u64 = if args.quick { 24 << 20 } else { 600 << 20 };
-    (image + copyup) * (args.containers as u64 + blobs.len() as u64 + 2)
+    let (copyup, largest): (u64, u64) = if args.quick { (48 << 20, 16 << 20) } else { (620 << 20, 512 << 20) };
+    let containers = args.containers as u64;
+    (image + copyup) * (containers + blobs.len() as u64 + 2) + containers * 3 * largest
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), Error> {
@@ -781,6 +869,8 @@ fn measure(args: &BenchArgs) -> Result<Run, Error> {
             unpack_runs: if args.quick { 2 } else { 3 },
             quick: args.quick,
             copyup_timing: "open + 1-byte append + close, no fsync".into(),
+            big_file_bytes: 0,
+            rename_files: 0,
         },
         ..Default::default()
     };

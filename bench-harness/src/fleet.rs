@@ -139,7 +139,7 @@ impl Fleet {
         for target in self.targets(image) {
             let results = self.results(image, &target);
             let Some(first) = results.iter().flatten().next() else { continue };
-            for (doc, get) in figure_docs(first) {
+            for (doc, get) in figure_docs(first, self.workload()) {
                 let per_host = results.iter().map(|r| r.and_then(|r| get(r, &doc.name))).collect();
                 rows.push((doc.name.clone(), target.clone(), doc.unit, per_host));
             }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use driver_core::{Cause, Error};
 use serde::{Deserialize, Serialize};
 
-pub const SCHEMA: u32 = 2;
+pub const SCHEMA: u32 = 3;
 
 /// The image label of the embedded default workload.
 pub const DEFAULT_IMAGE: &str = "embedded default";
@@ -59,6 +59,12 @@ pub struct Workload {
     pub unpack_runs: usize,
     pub quick: bool,
     pub copyup_timing: String,
+    /// Bytes of the lower file chmod and chown change (the largest first-write size).
+    #[serde(default)]
+    pub big_file_bytes: u64,
+    /// Files in the lower directory that is renamed.
+    #[serde(default)]
+    pub rename_files: usize,
 }
 
 /// A distribution of samples with its median and an interval for the median.
@@ -178,9 +184,20 @@ pub struct TargetResult {
     pub unpack_cpu_seconds: f64,
     /// Seconds per container create, one sample per container.
     pub create: Dist,
-    /// Seconds per operation (`write 4KiB` … `write 512MiB`, `chmod big file`, `rename
-    /// dir`, `delete tree`, `storm: 500 small appends`), one sample per container.
+    /// Seconds per operation (`write 4KiB` … `write 512MiB`, `chmod big file`, `chown
+    /// big file`, `rename dir`, `delete tree`, `storm: 500 small appends`), one sample
+    /// per container.
     pub copyup: BTreeMap<String, Dist>,
+    /// overlay: `metacopy`, `redirect_dir` and `index` as the containers' overlays were
+    /// mounted (their mount options, else the overlay module's defaults); empty for the
+    /// other drivers. What `features` lists is what the kernel offers, not what is on.
+    #[serde(default)]
+    pub mounted: Vec<(String, String)>,
+    /// How the lower directory was renamed: `rename` (in place, or a redirect) or `copy
+    /// after EXDEV` (overlay without redirect_dir refuses, and the bench copies the tree
+    /// and deletes the original, as `mv` does).
+    #[serde(default)]
+    pub rename_by: String,
     /// Bytes of disk each first write added (the `write SIZE` operations), per container.
     pub copyup_disk: BTreeMap<String, Dist>,
     /// Disk use over the empty filesystem: `after_unpack`, `after_containers`, `after_writes`.

@@ -147,6 +147,12 @@ pub fn text(runs: &[&Run]) -> String {
         "Disk the first 1-byte write to a lower file added (a whole copy-up on overlay over ext4, about a block \
          on btrfs): median and interval.",
     );
+    let mut mounted = Family::new(
+        "strata_bench_mount_option",
+        None,
+        "1 for each overlay option (metacopy, redirect_dir, index) with the value the containers' overlays were \
+         mounted with: they decide whether chmod, chown and rename of lower files copy data.",
+    );
     let mut peer = Family::new(
         "strata_bench_peer_unpack_seconds",
         Some("seconds"),
@@ -216,6 +222,11 @@ pub fn text(runs: &[&Run]) -> String {
             for (name, d) in &r.copyup_disk {
                 write_disk.add_dist(with("phase", name), d);
             }
+            for (option, value) in &r.mounted {
+                let mut l = with("option", option);
+                l.push(("value", value.clone()));
+                mounted.add(l, 1.0);
+            }
         }
         for p in run.peers.iter().filter(|p| p.error.is_none()) {
             let labels = vec![
@@ -251,7 +262,9 @@ pub fn text(runs: &[&Run]) -> String {
         }
     }
     let mut out = String::new();
-    for f in [info, time, up, phase, samples, cpu, tar, disk, inodes, container_disk, write_disk, peer, pick, work] {
+    for f in
+        [info, time, up, phase, samples, cpu, tar, disk, inodes, container_disk, write_disk, mounted, peer, pick, work]
+    {
         f.render(&mut out);
     }
     out + "# EOF\n"

@@ -8,7 +8,7 @@
 use plotters::prelude::*;
 
 use crate::fleet::{Fleet, FleetHost};
-use crate::model::{secs, size, Dist, PeerResult, Run, TargetResult, Verdict};
+use crate::model::{secs, size, Dist, PeerResult, Run, TargetResult, Verdict, Workload};
 
 const PALETTE: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
@@ -243,7 +243,7 @@ pub(crate) enum Unit {
 /// Reads a figure's distribution from a target, by the figure's name.
 pub(crate) type Getter = fn(&TargetResult, &str) -> Option<Dist>;
 
-pub(crate) fn figure_docs(r: &TargetResult) -> Vec<(FigureDoc, Getter)> {
+pub(crate) fn figure_docs(r: &TargetResult, w: &Workload) -> Vec<(FigureDoc, Getter)> {
     let mut v: Vec<(FigureDoc, Getter)> = vec![
         (
             FigureDoc {
@@ -293,17 +293,17 @@ pub(crate) fn figure_docs(r: &TargetResult) -> Vec<(FigureDoc, Getter)> {
             |r, k| r.copyup_disk.get(k.trim_end_matches(": disk")).cloned(),
         ));
     }
-    let ops: [(&str, &str, &'static str); 4] = [
-        ("chmod big file", "chmod of a big lower file", "overlay copies the file up unless metacopy is on (then only its metadata); btrfs and vfs change the inode in place"),
-        ("rename dir", "rename of a lower directory of 200 files, as mv does it", "overlay without redirect_dir answers EXDEV and mv copies the tree; with redirect_dir it records a redirect; btrfs and vfs rename in place"),
-        ("delete tree", "deleting a lower tree of 200 files", "overlay writes whiteouts (and copies up the parent directory); btrfs and vfs unlink in their own tree"),
-        ("storm: 500 small appends", "500 appends to small lower files", "each is a small copy-up on overlay, a block copy on btrfs, a plain write on vfs"),
+    let big = size(w.big_file_bytes as f64);
+    let ops: [(&str, String, &'static str); 5] = [
+        ("chmod big file", format!("chmod of a lower file of {big}"), "overlay copies the file up unless metacopy is on (then only its metadata); btrfs and vfs change the inode in place"),
+        ("chown big file", format!("chown of another name of that lower file of {big}"), "as chmod: overlay copies the data up unless metacopy is on"),
+        ("rename dir", format!("rename of a lower directory of {} files, as mv does it", w.rename_files), "overlay without redirect_dir answers EXDEV and mv copies the tree; with redirect_dir it records a redirect; btrfs and vfs rename in place"),
+        ("delete tree", "deleting a lower tree of 200 files".into(), "overlay writes whiteouts (and copies up the parent directory); btrfs and vfs unlink in their own tree"),
+        ("storm: 500 small appends", "500 appends to small lower files".into(), "each is a small copy-up on overlay, a block copy on btrfs, a plain write on vfs"),
     ];
     for (k, what, why) in ops {
         if r.copyup.contains_key(k) {
-            v.push((FigureDoc { name: k.into(), what: what.into(), why, unit: Unit::Seconds }, |r, k| {
-                r.copyup.get(k).cloned()
-            }));
+            v.push((FigureDoc { name: k.into(), what, why, unit: Unit::Seconds }, |r, k| r.copyup.get(k).cloned()));
         }
     }
     v.push((
@@ -331,7 +331,7 @@ fn cell(d: &Dist, unit: Unit) -> String {
 
 /// Every figure: a row each, with what it measures, its unit, N, and per target the
 /// median and its interval; then why the drivers differ.
-fn figures_table(ok: &[&TargetResult]) -> String {
+fn figures_table(ok: &[&TargetResult], w: &Workload) -> String {
     let Some(first) = ok.first() else { return String::new() };
     let mut h =
         String::from("<table class=\"fig\"><tr><th>figure</th><th>what it measures</th><th>unit</th><th>N</th>");
@@ -339,7 +339,7 @@ fn figures_table(ok: &[&TargetResult]) -> String {
         h += &format!("<th>{}</th>", escape(&r.label()));
     }
     h += "<th>why the drivers differ</th></tr>\n";
-    for (doc, get) in figure_docs(first) {
+    for (doc, get) in figure_docs(first, w) {
         let unit = match doc.unit {
             Unit::Seconds => "seconds",
             Unit::Bytes => "bytes",
@@ -545,9 +545,25 @@ pub fn html(run: &Run) -> String {
             })
             .collect();
         if !features.is_empty() {
-            h += &format!("<p class=\"note\">Features in use: {}.</p>\n", features.join("; "));
+            h += &format!(
+                "<p class=\"note\">Features found (what the kernel and filesystem offer): {}.</p>\n",
+                features.join("; ")
+            );
         }
-        h += &figures_table(&ok);
+        // What the kernel offers is not what the containers were mounted with.
+        let mounted: Vec<String> = ok
+            .iter()
+            .filter(|r| !r.mounted.is_empty() || !r.rename_by.is_empty())
+            .map(|r| {
+                let opts: Vec<String> = r.mounted.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let how = if r.rename_by.is_empty() { String::new() } else { format!(" (rename: {})", r.rename_by) };
+                format!("{}: {}{how}", escape(&r.label()), escape(&opts.join(", ")))
+            })
+            .collect();
+        if !mounted.is_empty() {
+            h += &format!("<p class=\"note\">Containers mounted with: {}.</p>\n", mounted.join("; "));
+        }
+        h += &figures_table(&ok, &run.workload);
         let named: Vec<(String, &TargetResult)> = ok.iter().map(|r| (r.label(), *r)).collect();
         h += &chart_or_note(copyup_chart(&named), "No first-write figures to chart.");
         h += &chart_or_note(disk_chart(&ok), "No disk-use-per-container figures to chart.");

@@ -64,7 +64,9 @@ fn quick_bench_has_every_phase_with_samples_and_a_verdict_per_profile() {
     assert!(out.contains("samples: unpack 2, create 3, first writes 3, diff 3"), "{out}");
 
     let report = read_json(&json);
-    assert_eq!(report["schema"], 2);
+    assert_eq!(report["schema"], 3);
+    assert_eq!(report["workload"]["big_file_bytes"], 16 << 20);
+    assert_eq!(report["workload"]["rename_files"], 500);
     assert!(!report["host"]["kernel"].as_str().unwrap().is_empty());
     assert!(!report["host"]["scratch_fs"].as_str().unwrap().is_empty());
     let results = report["results"].as_array().unwrap();
@@ -87,6 +89,7 @@ fn quick_bench_has_every_phase_with_samples_and_a_verdict_per_profile() {
             "write 1MiB",
             "write 16MiB",
             "chmod big file",
+            "chown big file",
             "rename dir",
             "delete tree",
             "storm: 500 small appends",
@@ -99,6 +102,27 @@ fn quick_bench_has_every_phase_with_samples_and_a_verdict_per_profile() {
             assert!(r["disk"][phase]["bytes"].as_u64().unwrap() > 0, "{name} disk {phase}");
         }
         assert_eq!(r["disk_by_containers"].as_array().unwrap().len(), 4, "{name}: disk with 0..3 containers");
+        // overlay names the options its containers were mounted with; the directory was
+        // renamed in place unless overlay had no redirect_dir, and then mv's fallback copied it.
+        let mounted: Vec<(&str, &str)> =
+            r["mounted"].as_array().unwrap().iter().map(|p| (p[0].as_str().unwrap(), p[1].as_str().unwrap())).collect();
+        let rename_by = r["rename_by"].as_str().unwrap();
+        if r["driver"] == "overlay" {
+            let names: Vec<&str> = mounted.iter().map(|(k, _)| *k).collect();
+            assert_eq!(names, ["metacopy", "redirect_dir", "index"], "{name}");
+            let redirect = mounted[1].1;
+            assert!(["on", "off", "follow", "nofollow"].contains(&redirect), "{name}: {mounted:?}");
+            let expect = if redirect == "on" { "rename" } else { "copy after EXDEV" };
+            assert_eq!(rename_by, expect, "{name}: {mounted:?}");
+            let line = format!(
+                "overlay/ext4 [metacopy={}, redirect_dir={redirect}, index={}]: chmod 16MiB ",
+                mounted[0].1, mounted[2].1
+            );
+            assert!(out.contains(&line), "{line:?} in\n{out}");
+        } else {
+            assert!(mounted.is_empty(), "{name}: {mounted:?}");
+            assert_eq!(rename_by, "rename", "{name}");
+        }
     }
     // overlay on ext4 copies the 16 MiB file up: its first write adds about 16 MB; btrfs about a block.
     let added = |i: usize| results[i]["copyup_disk"]["write 16MiB"]["p50"].as_f64().unwrap();
@@ -131,7 +155,7 @@ fn the_report_of_a_recorded_run_renders_with_error_bars_and_explanations() {
         "why the drivers differ",
         "overlay copies the whole file up on its first write",
         "Scratch filesystems (loop images) lived in",
-        "Features in use",
+        "Features found",
     ] {
         assert!(page.contains(text), "the page lacks {text:?}");
     }
