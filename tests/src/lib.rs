@@ -1,7 +1,11 @@
 //! Shared helpers for the end-to-end tests of the `strata` binary.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
 
 pub mod changes;
 pub mod registry;
@@ -156,7 +160,6 @@ pub struct Measured {
 /// process forked from this test would inherit the test's own high-water mark.
 pub fn run_measured(cmd: Command, deadline: std::time::Duration) -> Measured {
     use std::io::Read;
-    use std::process::Stdio;
     let start = std::time::Instant::now();
     let out_file = tempfile::NamedTempFile::new().expect("temp file for the peak RSS");
     let mut measured = Command::new(peak_rss_bin());
@@ -265,4 +268,121 @@ pub fn strata_plain_ok(args: &[&str]) -> String {
     let o = strata_plain(args);
     assert!(o.status.success(), "strata {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout).unwrap()
+}
+
+/// One test per driver for each named function `fn(driver: &str, base: &Path)`, which
+/// makes its stores under `base`: a temp dir for vfs and overlay, a loop-mounted btrfs
+/// of its own for btrfs. Each skips with a printed reason without privileges (and fails
+/// instead under STRATA_REQUIRE_PRIVILEGED=1).
+#[macro_export]
+macro_rules! on_every_driver_in {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn vfs() {
+                if $crate::privileged(stringify!($name)) {
+                    super::$name("vfs", ::tempfile::tempdir().unwrap().path());
+                }
+            }
+            #[test]
+            fn overlay() {
+                if $crate::privileged(stringify!($name)) {
+                    super::$name("overlay", ::tempfile::tempdir().unwrap().path());
+                }
+            }
+            #[test]
+            fn btrfs() {
+                if $crate::privileged(stringify!($name)) {
+                    let scratch = ::strata_scratch::ScratchFs::new(::strata_scratch::FsKind::Btrfs, 1 << 30).unwrap();
+                    super::$name("btrfs", scratch.path());
+                }
+            }
+        }
+    )*};
+}
+
+/// A spawned command, killed and reaped on drop (a failed assertion must not leave it
+/// running).
+pub struct Running(Option<Child>);
+
+impl Running {
+    /// Spawns `cmd` with stdout discarded and stderr piped.
+    pub fn spawn(mut cmd: Command) -> Running {
+        Running(Some(cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn strata")))
+    }
+
+    /// Waits for it to end; its status and stderr.
+    pub fn wait(mut self) -> Output {
+        self.0.take().expect("running").wait_with_output().expect("wait for strata")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// How a command that was sent a signal ended.
+pub struct Signalled {
+    pub status: ExitStatus,
+    pub stderr: String,
+}
+
+/// Spawns `cmd`, waits for the first line of its stderr that holds `marker` (`""`: no
+/// wait), then `delay`, sends it `signal`, and collects its stderr and status. Its
+/// stderr is read all along, so a chatty command never blocks on a full pipe. The
+/// command may have finished before the signal.
+pub fn signal_at(cmd: Command, marker: &str, delay: Duration, signal: Signal) -> Signalled {
+    let mut running = Running::spawn(cmd);
+    let child = running.0.as_mut().expect("running");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr"));
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut line = String::new();
+        while lines.read_line(&mut line).unwrap_or(0) > 0 {
+            let _ = tx.send(line.clone());
+            all.push_str(&std::mem::take(&mut line));
+        }
+        all
+    });
+    if !marker.is_empty() {
+        // Ends also when the command ends without saying it (the sender goes).
+        while let Ok(line) = rx.recv() {
+            if line.contains(marker) {
+                break;
+            }
+        }
+    }
+    std::thread::sleep(delay);
+    // Our child, not yet reaped, so the pid is still its.
+    let _ = nix::sys::signal::kill(pid, signal);
+    let stderr = reader.join().expect("the stderr reader");
+    let status = running.0.take().expect("running").wait().expect("wait for strata");
+    Signalled { status, stderr }
+}
+
+impl Signalled {
+    /// Killed by SIGINT with nothing said: the signal came in the first milliseconds,
+    /// before main() routed it, so nothing can have been made.
+    pub fn before_main(&self) -> bool {
+        std::os::unix::process::ExitStatusExt::signal(&self.status) == Some(libc::SIGINT) && self.stderr.is_empty()
+    }
+
+    /// The `error: ` lines of its stderr.
+    pub fn errors(&self) -> Vec<&str> {
+        self.stderr.lines().filter(|l| l.starts_with("error: ")).collect()
+    }
+
+    /// Stopped as an interrupted command must: one error line, saying it was interrupted.
+    pub fn assert_interrupted(&self, what: &str) {
+        let errors = self.errors();
+        assert_eq!(errors.len(), 1, "{what}: one error line expected (status {:?}): {}", self.status, self.stderr);
+        assert!(errors[0].contains("interrupted"), "{what}: {}", errors[0]);
+    }
 }

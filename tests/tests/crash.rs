@@ -12,11 +12,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bench_harness::workload::{generate, gzip, WorkloadSize};
+use nix::sys::signal::Signal;
 use serde_json::Value;
 use strata_scratch::{FsKind, ScratchFs};
 use strata_testkit::conformance::mounts_under;
 use strata_testkit::tree::{CompareOptions, Tree};
-use strata_tests::{privileged, Strata};
+use strata_tests::{privileged, signal_at, Strata};
 
 /// Kill moments per killed command kind.
 const UNPACK_KILLS: usize = 10;
@@ -48,18 +49,13 @@ fn capture(s: &Strata, id: &str) -> Tree {
 
 /// Runs `args` and kills it with SIGKILL after `after` (if it is still running).
 fn kill_after(s: &Strata, args: &[&str], after: Duration) {
-    signal_after(s, args, after, libc::SIGKILL);
+    signal_after(s, args, after, Signal::SIGKILL);
 }
 
 /// Runs `args` and sends it `signal` after `after` (Ctrl-C is SIGINT; a service
 /// manager stops with SIGTERM): none of them may leave what SIGKILL may not.
-fn signal_after(s: &Strata, args: &[&str], after: Duration, signal: libc::c_int) {
-    let mut child =
-        s.command(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
-    std::thread::sleep(after);
-    // SAFETY: our child, not yet reaped, so the pid is still its.
-    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
-    child.wait().unwrap();
+fn signal_after(s: &Strata, args: &[&str], after: Duration, signal: Signal) {
+    signal_at(s.command(args), "", after, signal);
 }
 
 /// Every layer the store lists is one an image (or an image being removed) names, or a
@@ -133,7 +129,8 @@ fn crash_safety(driver: &str, base: &Path) {
     for k in 0..UNPACK_KILLS {
         let s = Strata::at(&base.join(format!("unpack{k}")), driver);
         let at = unpack_time.mul_f64((k as f64 + 0.5) / UNPACK_KILLS as f64);
-        let (signal, name) = [(libc::SIGKILL, "SIGKILL"), (libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")][k % 3];
+        let (signal, name) =
+            [(Signal::SIGKILL, "SIGKILL"), (Signal::SIGINT, "SIGINT"), (Signal::SIGTERM, "SIGTERM")][k % 3];
         signal_after(&s, &["image", "unpack", src], at, signal);
         let what = format!("{driver}: unpack sent {name} at {at:?} of {unpack_time:?}");
         assert_all_referenced(&s, &what);
@@ -249,7 +246,6 @@ fn changes(before: &BTreeMap<String, (bool, u64)>, after: &BTreeMap<String, (boo
 /// on disk is as before (checked before any other command could collect leftovers) and
 /// nothing is mounted.
 fn ctrl_c_of_an_unpack(driver: &str, base: &Path) {
-    use std::io::{BufRead, Read};
     let work = tempfile::tempdir().unwrap();
     let small = generate(14, WorkloadSize { base_dirs: 4, base_files: 20, app_files: 20 });
     let held = work.path().join("held");
@@ -268,69 +264,30 @@ fn ctrl_c_of_an_unpack(driver: &str, base: &Path) {
         let store = s.root.join(driver);
         let before = on_disk(&store);
         let what = format!("{driver}: SIGINT {delay} ms after {marker:?}");
-        let mut child = s
-            .command(&["image", "unpack", big.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap());
-        let mut stderr = String::new();
-        if !marker.is_empty() {
-            let mut line = String::new();
-            while lines.read_line(&mut line).unwrap_or(0) > 0 {
-                stderr.push_str(&line);
-                if std::mem::take(&mut line).contains(marker) {
-                    break;
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(delay));
-        // SAFETY: our child, not yet reaped, so the pid is still its.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-        let _ = lines.read_to_string(&mut stderr);
-        let status = child.wait().unwrap();
+        let run = signal_at(
+            s.command(&["image", "unpack", big.to_str().unwrap()]),
+            marker,
+            Duration::from_millis(delay),
+            Signal::SIGINT,
+        );
         let mounted = mounts_under(&s.root);
         assert!(mounted.is_empty(), "{what}: left mounted: {mounted:?}");
-        eprintln!("{what}: {status:?}");
-        if status.success() {
+        eprintln!("{what}: {:?}", run.status);
+        if run.status.success() {
             continue;
         }
         interrupted += 1;
         let changed = changes(&before, &on_disk(&store));
-        if std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGINT) && stderr.is_empty() {
-            // Before main() routed the signal (its first milliseconds): nothing was made.
+        if run.before_main() {
             assert!(changed.is_empty(), "{what}: killed, and the store on disk changed:\n{}", changed.join("\n"));
             continue;
         }
-        assert_eq!(status.code(), Some(130), "{what}: exit status ({status:?}); stderr: {stderr}");
-        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
-        assert_eq!(errors.len(), 1, "{what}: one error line expected: {stderr}");
-        assert!(errors[0].contains("interrupted"), "{what}: {}", errors[0]);
+        assert_eq!(run.status.code(), Some(130), "{what}: exit status ({:?}); stderr: {}", run.status, run.stderr);
+        run.assert_interrupted(&what);
         assert!(changed.is_empty(), "{what}: the store on disk changed:\n{}", changed.join("\n"));
         assert_eq!(images(&s).len(), 1, "{what}");
     }
     assert!(interrupted >= 1, "{driver}: no unpack was interrupted");
 }
 
-#[test]
-fn ctrl_c_of_an_unpack_rolls_back_on_vfs() {
-    if privileged("Ctrl-C of an unpack") {
-        ctrl_c_of_an_unpack("vfs", tempfile::tempdir().unwrap().path());
-    }
-}
-
-#[test]
-fn ctrl_c_of_an_unpack_rolls_back_on_overlay() {
-    if privileged("Ctrl-C of an unpack") {
-        ctrl_c_of_an_unpack("overlay", tempfile::tempdir().unwrap().path());
-    }
-}
-
-#[test]
-fn ctrl_c_of_an_unpack_rolls_back_on_btrfs() {
-    if privileged("Ctrl-C of an unpack") {
-        let scratch = ScratchFs::new(FsKind::Btrfs, 1 << 30).unwrap();
-        ctrl_c_of_an_unpack("btrfs", scratch.path());
-    }
-}
+strata_tests::on_every_driver_in!(ctrl_c_of_an_unpack);

@@ -5,14 +5,12 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 
 use bench_harness::workload::{generate, gzip, WorkloadSize};
 use serde_json::Value;
-use strata_scratch::{FsKind, ScratchFs};
 use strata_tests::registry::{Server, TestImage};
-use strata_tests::{privileged, Strata};
+use strata_tests::{Running, Strata};
 
 fn layer_ids(s: &Strata) -> BTreeSet<String> {
     let v: Value = serde_json::from_str(&s.ok(&["layer", "ls", "--json"])).unwrap();
@@ -127,8 +125,8 @@ fn prune_races(driver: &str, base: &Path) {
         // p's blobs cached, its image gone: all of it is garbage until the pull below.
         s.ok(&["image", "pull", "--insecure", &refp]);
         s.ok(&["image", "rm", &refp]);
-        let spawn = |args: &[&str]| s.command(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-        let pruner = s.command(&["image", "prune"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let spawn = |args: &[&str]| Running::spawn(s.command(args));
+        let pruner = spawn(&["image", "prune"]);
         let workers = vec![
             spawn(&["image", "unpack", layout.to_str().unwrap(), "--name", "one"]),
             spawn(&["image", "pull", "--insecure", &refp]),
@@ -139,7 +137,7 @@ fn prune_races(driver: &str, base: &Path) {
             prunes.push(spawn(&["image", "prune"]));
         }
         for c in workers.into_iter().chain(prunes) {
-            let o = c.wait_with_output().unwrap();
+            let o = c.wait();
             assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stderr));
         }
         // Every image whole: its layers listed, and mountable; p's blobs all cached.
@@ -167,29 +165,9 @@ fn prune_races(driver: &str, base: &Path) {
     assert!(layer_ids(&s).is_empty() && cached(&s).is_empty(), "{driver}: all gone at the end");
 }
 
-fn run(driver: &str, base: &Path) {
+fn lifecycle_and_prune(driver: &str, base: &Path) {
     lifecycle(driver, base);
     prune_races(driver, base);
 }
 
-#[test]
-fn lifecycle_and_prune_on_vfs() {
-    if privileged("container ls/rm and image prune") {
-        run("vfs", tempfile::tempdir().unwrap().path());
-    }
-}
-
-#[test]
-fn lifecycle_and_prune_on_overlay() {
-    if privileged("container ls/rm and image prune") {
-        run("overlay", tempfile::tempdir().unwrap().path());
-    }
-}
-
-#[test]
-fn lifecycle_and_prune_on_btrfs() {
-    if privileged("container ls/rm and image prune") {
-        let scratch = ScratchFs::new(FsKind::Btrfs, 1 << 30).unwrap();
-        run("btrfs", scratch.path());
-    }
-}
+strata_tests::on_every_driver_in!(lifecycle_and_prune);

@@ -9,15 +9,14 @@
 //! (`STRATA_PULL_LOW_SPEED_TIME` and friends), so stalls are found in seconds.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use strata_tests::registry::{sha256, Reply, Request, Server, TestImage};
-use strata_tests::{privileged, Strata};
+use strata_tests::{signal_at, Strata};
 
 const REPO: &str = "strata/img";
 const TOKEN: &str = "good-token";
@@ -673,7 +672,7 @@ fn run_case(case: &Case, s: &Strata, base: &TestImage, outside: &Path, driver: &
 /// Runs the corpus on `driver` with its stores under `base`: the refusals on one store
 /// that already holds an image (which they must leave as it is), the successes each
 /// on a fresh store.
-fn corpus(driver: &str, base: &Path) {
+fn hostile_registries(driver: &str, base: &Path) {
     let image = TestImage::generate(21, 2);
     let outside = base.join("outside");
     std::fs::create_dir_all(&outside).unwrap();
@@ -710,29 +709,7 @@ fn corpus(driver: &str, base: &Path) {
     assert!(failed.is_empty(), "{driver}: {} case(s) failed: {failed:?}", failed.len());
 }
 
-#[test]
-fn hostile_registries_on_vfs() {
-    if privileged("the hostile-registry corpus") {
-        let work = tempfile::tempdir().unwrap();
-        corpus("vfs", work.path());
-    }
-}
-
-#[test]
-fn hostile_registries_on_overlay() {
-    if privileged("the hostile-registry corpus") {
-        let work = tempfile::tempdir().unwrap();
-        corpus("overlay", work.path());
-    }
-}
-
-#[test]
-fn hostile_registries_on_btrfs() {
-    if privileged("the hostile-registry corpus") {
-        let scratch = strata_scratch::ScratchFs::new(strata_scratch::FsKind::Btrfs, 1 << 30).unwrap();
-        corpus("btrfs", scratch.path());
-    }
-}
+strata_tests::on_every_driver_in!(hostile_registries);
 
 #[test]
 fn pull_help_documents_the_deadlines() {
@@ -749,7 +726,7 @@ fn pull_help_documents_the_deadlines() {
 /// that holds another: the pull either completes, or fails with one `error:` line
 /// saying it was interrupted and leaves the store (layers, images, blob cache) as it
 /// was — no layer that no image references, no staging folder.
-fn ctrl_c(driver: &str, base: &Path) {
+fn ctrl_c_of_a_pull(driver: &str, base: &Path) {
     let held = TestImage::generate(24, 2);
     let held_registry = Server::start(Arc::new(move |r| held.answer(REPO, r)));
     // Three layers that take a while to apply, so that signals land in each.
@@ -778,23 +755,13 @@ fn ctrl_c(driver: &str, base: &Path) {
         let s = prepare(&format!("k{k}"));
         let before = store_state(&s);
         let what = format!("{driver}: SIGINT {delay} ms after {marker:?}");
-        let mut cmd = s.command(&["image", "pull", "--insecure", &reference]);
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap());
-        let mut stderr = String::new();
-        if !marker.is_empty() {
-            let mut line = String::new();
-            while std::io::BufRead::read_line(&mut lines, &mut line).unwrap_or(0) > 0 {
-                stderr.push_str(&line);
-                if std::mem::take(&mut line).contains(marker) {
-                    break;
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(delay));
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGINT);
-        let _ = lines.read_to_string(&mut stderr);
-        let status = child.wait().unwrap();
+        let run = signal_at(
+            s.command(&["image", "pull", "--insecure", &reference]),
+            marker,
+            Duration::from_millis(delay),
+            Signal::SIGINT,
+        );
+        let (status, stderr) = (run.status, run.stderr.as_str());
         let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
         let phase = if stderr.contains("downloaded ") { "unpack" } else { "download" };
         eprintln!("{what}: {} during the {phase}", if status.success() { "completed" } else { "interrupted" });
@@ -803,13 +770,11 @@ fn ctrl_c(driver: &str, base: &Path) {
             continue; // it finished before the signal
         }
         interrupted += 1;
-        if status.signal() == Some(libc::SIGINT) && stderr.is_empty() {
-            // Before main() routed the signal (the first milliseconds): nothing was made.
+        if run.before_main() {
             assert_eq!(store_state(&s), before, "{what}: the store changed");
             continue;
         }
-        assert_eq!(errors.len(), 1, "{what}: one error line expected (status {status:?}): {stderr}");
-        assert!(errors[0].contains("interrupted"), "{what}: {}", errors[0]);
+        run.assert_interrupted(&what);
         assert_eq!(store_state(&s), before, "{what}: the store changed");
     }
     // The first three moments are always before the end (the download alone takes
@@ -817,24 +782,4 @@ fn ctrl_c(driver: &str, base: &Path) {
     assert!(interrupted >= 3, "{driver}: only {interrupted} of {} pulls were interrupted", moments.len());
 }
 
-#[test]
-fn ctrl_c_of_a_pull_on_vfs() {
-    if privileged("Ctrl-C of a pull") {
-        ctrl_c("vfs", tempfile::tempdir().unwrap().path());
-    }
-}
-
-#[test]
-fn ctrl_c_of_a_pull_on_overlay() {
-    if privileged("Ctrl-C of a pull") {
-        ctrl_c("overlay", tempfile::tempdir().unwrap().path());
-    }
-}
-
-#[test]
-fn ctrl_c_of_a_pull_on_btrfs() {
-    if privileged("Ctrl-C of a pull") {
-        let scratch = strata_scratch::ScratchFs::new(strata_scratch::FsKind::Btrfs, 1 << 30).unwrap();
-        ctrl_c("btrfs", scratch.path());
-    }
-}
+strata_tests::on_every_driver_in!(ctrl_c_of_a_pull);
