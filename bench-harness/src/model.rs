@@ -184,6 +184,11 @@ pub struct TargetResult {
     pub unpack_cpu_seconds: f64,
     /// Seconds per container create, one sample per container.
     pub create: Dist,
+    /// Seconds per `cp -a` of the image's top layer tree plus a syncfs, as many as
+    /// containers, on the same filesystem: the reference for a driver whose layers are
+    /// full copies (vfs); empty for the others.
+    #[serde(default)]
+    pub create_cp_a: Dist,
     /// Seconds per operation (`write 4KiB` … `write 512MiB`, `chmod big file`, `chown
     /// big file`, `rename dir`, `delete tree`, `storm: 500 small appends`), one sample
     /// per container.

@@ -204,10 +204,15 @@ pub fn text(runs: &[&Run]) -> String {
                 l.push((k, v.to_string()));
                 l
             };
-            let mut figures: Vec<(String, &Dist)> =
-                vec![("unpack".into(), &r.unpack), ("create".into(), &r.create), ("diff".into(), &r.diff)];
+            let mut figures: Vec<(String, &Dist)> = vec![
+                ("unpack".into(), &r.unpack),
+                ("create".into(), &r.create),
+                ("create: cp -a".into(), &r.create_cp_a),
+                ("diff".into(), &r.diff),
+            ];
             figures.extend(r.copyup.iter().map(|(k, d)| (k.clone(), d)));
-            for (name, d) in figures {
+            // A figure this driver does not have (cp -a beside a non-copying create) is left out.
+            for (name, d) in figures.into_iter().filter(|(_, d)| d.n() > 0) {
                 phase.add_dist(with("phase", &name), d);
                 samples.add(with("phase", &name), d.n() as f64);
             }

@@ -62,6 +62,9 @@ fn quick_bench_has_every_phase_with_samples_and_a_verdict_per_profile() {
         assert!(out.contains(name), "the output lacks {name}:\n{out}");
     }
     assert!(out.contains("samples: unpack 2, create 3, first writes 3, diff 3"), "{out}");
+    let cp_line = out.lines().find(|l| l.starts_with("vfs/ext4: container create ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(cp_line.contains(" beside cp -a of the same tree ") && cp_line.ends_with("x cp -a's time"), "{cp_line}");
+    assert!(!out.contains("overlay/ext4: container create "), "{out}");
 
     let report = read_json(&json);
     assert_eq!(report["schema"], 3);
@@ -80,6 +83,11 @@ fn quick_bench_has_every_phase_with_samples_and_a_verdict_per_profile() {
         assert!(layers.iter().all(|l| l["done_at"].as_f64().unwrap() > 0.0 && l["bytes"].as_u64().unwrap() > 0));
         assert_eq!(r["unpack"]["samples"].as_array().unwrap().len(), 2, "{name}: two unpacks");
         assert_eq!(r["create"]["samples"].as_array().unwrap().len(), 3, "{name}: one sample per container");
+        // vfs copies the image for a container: `cp -a` of the same tree stands beside it.
+        let cp_a = r["create_cp_a"]["samples"].as_array().unwrap();
+        let copies = r["driver"] == "vfs";
+        assert_eq!(cp_a.len(), if copies { 3 } else { 0 }, "{name}: cp -a samples");
+        assert!(cp_a.iter().all(|s| s.as_f64().unwrap() > 0.0), "{name}");
         assert_eq!(r["diff"]["samples"].as_array().unwrap().len(), 3, "{name}: a diff per container");
         let c = &r["create"];
         assert!(c["lo"].as_f64().unwrap() <= c["p50"].as_f64().unwrap());
