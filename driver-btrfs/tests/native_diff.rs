@@ -5,10 +5,10 @@
 //! view. The binary shares one loop-mounted btrfs, released at exit even when a test
 //! fails; each test has its own driver folder on it.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -20,7 +20,7 @@ use driver_core::{Change, ChangeKind, Driver};
 use strata_archive::diff::write_tar;
 use strata_archive::tarbuild::TarBuilder;
 use strata_scratch::FsKind;
-use strata_testkit::conformance::{self, mmap_write, open_deep, padding, set_mtime, tar_listing, Backing};
+use strata_testkit::conformance::{self, open_deep, padding, set_mtime, tar_listing, Backing};
 use strata_testkit::tree::{CompareOptions, Tree};
 
 /// A driver in its own folder `name` on the binary's one loop-mounted btrfs.
@@ -92,110 +92,6 @@ fn missing(changes: &[Change], expected: &[(&str, ChangeKind)]) -> Vec<String> {
         .collect()
 }
 
-// 1. Changes btrfs has not committed to its trees yet.
-#[test]
-fn changes_not_yet_committed_are_in_the_diff() {
-    // Its own filesystem: another test's commit (any fsync of a directory that lost a
-    // name commits) would write this test's changes to the tree and hide the bug.
-    if !strata_scratch::privileged("btrfs diff of uncommitted changes") {
-        return;
-    }
-    let scratch = strata_scratch::ScratchFs::new(FsKind::Btrfs, 1 << 30).expect("a loop-mounted btrfs");
-    let d = &BtrfsDriver::new(&scratch.path().join("btrfs")).unwrap();
-    let mut t = TarBuilder::new();
-    // Files around the changed ones, so that the tree has more than one leaf: with a
-    // single leaf the snapshot's first change rewrites the root, which is that leaf.
-    padding(&mut t, "pad0", 300);
-    t.dir("etc").dir("d").dir("d/sub");
-    // Only changes btrfs keeps as delayed inode items and delalloc: one that edits the
-    // tree at once (a create, an O_TRUNC) would rewrite the shared leaf and expose all.
-    let names = ["write", "append", "mmap", "extend", "chmod", "chown", "setuid", "utime"];
-    // Larger than an inline extent (2 KiB): a write to inline data edits the leaf at once.
-    // Each in a leaf of its own (300 files between them): a change btrfs wrote to the
-    // tree must not expose a neighbour it has not.
-    for n in names {
-        t.file(&format!("etc/{n}"), &[b'.'; 8192]);
-        padding(&mut t, &format!("pad-{n}"), 300);
-    }
-    t.file("d/sub/keep", b"k");
-    padding(&mut t, "pad1", 300);
-    apply(d, "base", None, &t.build());
-    d.create("ctr", Some("base"), true).unwrap();
-    let v = d.mount("ctr").unwrap();
-    let e = v.join("etc");
-    let open_rw = |n: &str| fs::OpenOptions::new().read(true).write(true).open(e.join(n)).unwrap();
-    open_rw("write").write_all_at(b"XY", 3).unwrap();
-    fs::OpenOptions::new().append(true).open(e.join("append")).unwrap().write_all(b", more").unwrap();
-    mmap_write(&e.join("mmap"), 5, b"MM").unwrap();
-    open_rw("extend").set_len(1 << 20).unwrap();
-    fs::set_permissions(e.join("chmod"), fs::Permissions::from_mode(0o600)).unwrap();
-    std::os::unix::fs::lchown(e.join("chown"), Some(1000), Some(1000)).unwrap();
-    fs::set_permissions(e.join("setuid"), fs::Permissions::from_mode(0o4755)).unwrap();
-    set_mtime(&e.join("utime"), 1_650_000_000, 5);
-    set_mtime(&v.join("d/sub"), 1_650_000_001, 7);
-
-    // No sync: what the view shows must be in the diff at once. It is asked while the
-    // view is still in use (a diff of a running container): today `unmount` rewrites
-    // the layer's record with an fsync, and btrfs commits its transaction on fsync of a
-    // directory that lost a name in it, which would hide the bug.
-    let changes = d.changes("ctr").unwrap();
-    let expected: Vec<(String, ChangeKind)> = names
-        .iter()
-        .map(|n| (format!("etc/{n}"), ChangeKind::Modified))
-        .chain([("d/sub".to_string(), ChangeKind::Modified)])
-        .collect();
-    let expected: Vec<(&str, ChangeKind)> = expected.iter().map(|(p, k)| (p.as_str(), *k)).collect();
-    let lost = missing(&changes, &expected);
-    assert!(lost.is_empty(), "the diff lost changes not yet committed: {lost:?}\n(changes: {changes:?})");
-    let (_, tar, view) = diff_then_unmount(d, &v);
-    assert_round_trip(d, "base", &tar, &view);
-}
-
-// 2. A renamed directory's children keep their inode numbers and generations.
-#[test]
-fn renamed_directories_keep_their_children() {
-    let Some(f) = fixture("renamed") else { return };
-    let d = &f.d;
-    let mut t = TarBuilder::new();
-    // 310 entries: more than one btree leaf holds.
-    t.dir("big").dir("big/sub");
-    for i in 0..300 {
-        t.file(&format!("big/f{i:03}"), format!("file {i}").as_bytes());
-    }
-    for i in 0..9 {
-        t.file(&format!("big/sub/g{i}"), b"g");
-    }
-    t.dir("a").file("a/only-in-a", b"a").dir("b").file("b/only-in-b", b"b");
-    t.dir("deep").dir("deep/x").dir("deep/x/y").file("deep/x/y/z", b"z");
-    t.dir("c").file("c/f", b"c").dir("empty");
-    apply(d, "base", None, &t.build());
-    d.create("ctr", Some("base"), true).unwrap();
-    let v = d.mount("ctr").unwrap();
-    fs::rename(v.join("big"), v.join("moved")).unwrap();
-    // A swap through a third name.
-    fs::rename(v.join("a"), v.join("tmp")).unwrap();
-    fs::rename(v.join("b"), v.join("a")).unwrap();
-    fs::rename(v.join("tmp"), v.join("b")).unwrap();
-    // Up to the root, and over an existing empty directory.
-    fs::rename(v.join("deep/x"), v.join("x")).unwrap();
-    fs::rename(v.join("c"), v.join("empty")).unwrap();
-    let (changes, tar, view) = diff_then_unmount(d, &v);
-    let added = changes.iter().filter(|c| c.path.starts_with("moved") && c.kind == ChangeKind::Added).count();
-    assert_eq!(added, 1 + 300 + 1 + 9, "the renamed directory and everything in it are added");
-    let lost = missing(
-        &changes,
-        &[
-            ("a/only-in-b", ChangeKind::Added),
-            ("b/only-in-a", ChangeKind::Added),
-            ("x/y/z", ChangeKind::Added),
-            ("empty/f", ChangeKind::Added),
-            ("big", ChangeKind::Deleted),
-        ],
-    );
-    assert!(lost.is_empty(), "lost: {lost:?}");
-    assert_round_trip(d, "base", &tar, &view);
-}
-
 // 3. Subvolumes made inside a container, and snapshots made into it mid-write.
 #[test]
 fn nested_subvolumes_are_in_the_diff() {
@@ -265,83 +161,6 @@ fn ioctl_dir(path: &Path) -> OwnedFd {
 /// A directory name of `len` bytes.
 fn long_name(tag: char, len: usize) -> String {
     tag.to_string().repeat(len)
-}
-
-// 4a. Inodes with more names than BTRFS_IOC_INO_PATHS returns (4 KiB of them).
-#[test]
-fn every_name_of_a_many_linked_file_is_in_the_diff() {
-    let Some(f) = fixture("links") else { return };
-    let d = &f.d;
-    let mut t = TarBuilder::new();
-    t.dir("links");
-    let name = |i: usize| format!("links/{}{i:03}", long_name('n', 125));
-    t.file(&name(0), b"shared");
-    for i in 1..40 {
-        t.hardlink(&name(i), &name(0));
-    }
-    t.file("links/other", b"other");
-    apply(d, "base", None, &t.build());
-    d.create("ctr", Some("base"), true).unwrap();
-    let v = d.mount("ctr").unwrap();
-    assert_eq!(name(39).len(), 134);
-    fs::set_permissions(v.join(name(7)), fs::Permissions::from_mode(0o600)).unwrap();
-    for i in 0..40 {
-        fs::hard_link(v.join("links/other"), v.join(format!("links/{}{i:03}", long_name('m', 125)))).unwrap();
-    }
-    let (changes, tar, view) = diff_then_unmount(d, &v);
-    let named = |c: &&Change, tag: &str| c.path.to_string_lossy().starts_with(&format!("links/{tag}"));
-    assert_eq!(changes.iter().filter(|c| named(c, "nnn")).count(), 40, "every name of the chmod-ed file");
-    assert_eq!(changes.iter().filter(|c| named(c, "mmm")).count(), 40, "every new name");
-    assert_round_trip(d, "base", &tar, &view);
-}
-
-// 4b. Paths near and beyond PATH_MAX.
-#[test]
-fn changes_deeper_than_path_max_are_in_the_diff() {
-    let Some(f) = fixture("deep") else { return };
-    let d = &f.d;
-    // 16 directories of 250 bytes: a 4,016-byte directory path, a 4,080-byte file path.
-    let comps: Vec<String> = (0..16).map(|i| long_name((b'a' + i as u8) as char, 250)).collect();
-    let mut dir = String::new();
-    let mut t = TarBuilder::new();
-    for c in &comps {
-        dir = if dir.is_empty() { c.clone() } else { format!("{dir}/{c}") };
-        t.dir(&dir);
-    }
-    let file = format!("{dir}/{}", long_name('f', 64));
-    assert_eq!(file.len(), 4080);
-    // A directory whose absolute path exceeds PATH_MAX, and a file in it.
-    let beyond = format!("{dir}/{}", long_name('z', 70));
-    t.file(&file, b"deep").dir(&beyond).file(&format!("{beyond}/gone"), b"gone");
-    apply(d, "base", None, &t.build());
-    d.create("ctr", Some("base"), true).unwrap();
-    let v = d.mount("ctr").unwrap();
-    assert!(v.as_os_str().len() + beyond.len() > libc::PATH_MAX as usize, "the directory is beyond PATH_MAX");
-    let dfd = open_deep(&v, Path::new(&dir));
-    let leaf = CString::new(long_name('f', 64)).unwrap();
-    // SAFETY: valid fds and C strings.
-    unsafe {
-        let fd = libc::openat(dfd.as_raw_fd(), leaf.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        assert!(fd >= 0);
-        assert_eq!(libc::pwrite(fd, b"DE".as_ptr().cast(), 2, 0), 2);
-        libc::close(fd);
-    }
-    let bfd = open_deep(&v, Path::new(&beyond));
-    // SAFETY: a valid fd and a C string.
-    assert_eq!(unsafe { libc::unlinkat(bfd.as_raw_fd(), CString::new("gone").unwrap().as_ptr(), 0) }, 0);
-    drop(bfd);
-    drop(dfd);
-    d.unmount("ctr").unwrap();
-
-    let changes = d.changes("ctr").unwrap();
-    let lost = missing(&changes, &[(&file, ChangeKind::Modified), (&format!("{beyond}/gone"), ChangeKind::Deleted)]);
-    assert!(lost.is_empty(), "lost changes beyond PATH_MAX ({} changes listed)", changes.len());
-    assert_eq!(changes, d.naive("ctr").unwrap().changes);
-    // The tar carries them (`beyond` kept none of its names: one opaque marker).
-    let mut tar = Vec::new();
-    d.diff("ctr", &mut tar).unwrap_or_else(|e| panic!("diff: {e}"));
-    let names: Vec<String> = tar_listing(&tar).into_iter().map(|(n, _)| n).collect();
-    assert!(names.contains(&file) && names.contains(&format!("{beyond}/.wh..wh..opq")), "{names:?}");
 }
 
 // 5. Removing a layer that holds a path near PATH_MAX.
