@@ -93,6 +93,12 @@ pub struct ApplyReport {
     pub implicit_dirs: Vec<PathBuf>,
 }
 
+impl From<ApplyReport> for driver_core::lifecycle::Applied {
+    fn from(r: ApplyReport) -> Self {
+        driver_core::lifecycle::Applied { size: r.size, diff_id: r.diff_id, implicit_dirs: r.implicit_dirs }
+    }
+}
+
 /// The OCI whiteout prefix and the opaque-directory marker.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
 pub const OPAQUE_MARKER: &str = ".wh..wh..opq";

@@ -290,6 +290,15 @@ pub struct NaiveDiff {
     pub changes: Vec<Change>,
 }
 
+impl driver_core::lifecycle::LayerDiff for NaiveDiff {
+    fn changes(self: Box<Self>) -> Vec<Change> {
+        self.changes
+    }
+    fn write_tar(self: Box<Self>, layer: &str, out: &mut dyn Write) -> Result<u64> {
+        write_tar(layer, self.entries, out)
+    }
+}
+
 /// What the layer directory given to [`walk_diff`] holds.
 #[derive(Clone, Debug)]
 pub enum LayerKind {

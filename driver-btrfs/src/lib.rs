@@ -31,7 +31,7 @@ pub mod ioctl;
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -41,15 +41,19 @@ use nix::fcntl::OFlag;
 use nix::unistd::UnlinkatFlags;
 
 use driver_core::error::{Cause, Error, Result};
+use driver_core::lifecycle::{Applied, LayerDiff, LayerFs, Layered, Making};
 use driver_core::store::{LayerMeta, Staging, Store};
 use driver_core::sys;
-use driver_core::{Change, Driver, LayerInfo, Status, Usage};
+use driver_core::Usage;
 use strata_archive::apply::{apply_layer, ApplyOptions};
-use strata_archive::diff::{naive_diff, walk_diff, write_tar, LayerKind, NaiveDiff};
+use strata_archive::diff::{naive_diff, walk_diff, LayerKind, NaiveDiff};
 
-pub struct BtrfsDriver {
-    store: Store,
-    dir: PathBuf,
+/// The btrfs driver.
+pub type BtrfsDriver = Layered<Btrfs>;
+
+/// What btrfs does its own way: subvolumes, snapshots, and its record of changes.
+pub struct Btrfs {
+    store: Arc<Store>,
 }
 
 fn io_at(id: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
@@ -260,9 +264,9 @@ struct Side<'a> {
     names: DirPaths<'a>,
 }
 
-impl BtrfsDriver {
+impl Btrfs {
     /// Opens (creating, as a subvolume) the driver folder `root`, which must be on btrfs.
-    pub fn new(root: &Path) -> Result<BtrfsDriver> {
+    fn open_dir(root: &Path) -> Result<Btrfs> {
         if !root.exists() {
             let parent = root.parent().unwrap_or(Path::new("/"));
             fs::create_dir_all(parent).map_err(|e| Error::new(e).with_path(parent))?;
@@ -275,8 +279,8 @@ impl BtrfsDriver {
             }
         }
         check_btrfs(root)?;
-        let store = Store::open(root, Arc::new(destroy_tree))?;
-        let driver = BtrfsDriver { store, dir: root.to_path_buf() };
+        let store = Arc::new(Store::open(root, Arc::new(destroy_tree))?);
+        let driver = Btrfs { store };
         // A process killed between a commit and making the layer read-only left it
         // writable: finish the job.
         for meta in driver.store.list()? {
@@ -334,7 +338,11 @@ impl BtrfsDriver {
 
     /// The diff from btrfs's own record of what changed since the snapshot.
     pub fn follow(&self, id: &str) -> Result<NaiveDiff> {
-        let meta = self.store.get(id)?;
+        self.follow_meta(&self.store.get(id)?)
+    }
+
+    fn follow_meta(&self, meta: &LayerMeta) -> Result<NaiveDiff> {
+        let id = meta.id.as_str();
         let Some(parent) = meta.parent.as_deref() else {
             return naive_diff(id, &self.layer(id), None);
         };
@@ -455,68 +463,57 @@ fn exclusive_bytes(root: &Path) -> std::io::Result<u64> {
     Ok(total)
 }
 
-impl Driver for BtrfsDriver {
+impl LayerFs for Btrfs {
     fn name(&self) -> &'static str {
         "btrfs"
     }
 
-    fn create(&self, id: &str, parent: Option<&str>, writable: bool) -> Result<()> {
-        let staging = self.store.begin(id, parent)?;
-        self.stage(&staging)?;
-        self.store.commit(staging, LayerMeta { writable, ..Default::default() })?;
-        if !writable {
-            self.seal(id)?;
+    fn open(root: &Path) -> Result<(Arc<Store>, Btrfs)> {
+        let fs = Btrfs::open_dir(root)?;
+        Ok((fs.store.clone(), fs))
+    }
+
+    fn make(&self, staging: &Staging, _why: Making) -> Result<()> {
+        self.stage(staging)
+    }
+
+    fn apply(&self, staging: &Staging, tar: &mut dyn Read) -> Result<Applied> {
+        Ok(apply_layer(&staging.path, tar, &ApplyOptions::new(&staging.id))?.into())
+    }
+
+    fn committed(&self, meta: &LayerMeta) -> Result<()> {
+        if !meta.writable {
+            self.seal(&meta.id)?;
         }
         Ok(())
     }
 
-    fn apply_diff(&self, id: &str, parent: Option<&str>, tar: &mut dyn Read) -> Result<u64> {
-        let staging = self.store.begin(id, parent)?;
-        self.stage(&staging)?;
-        let opts = ApplyOptions::new(id);
-        let report = apply_layer(&staging.path, tar, &opts)?;
-        self.store
-            .commit(staging, LayerMeta { diff_id: Some(report.diff_id), size: report.size, ..Default::default() })?;
-        self.seal(id)?;
-        Ok(report.size)
+    /// A subvolume is its own view: nothing to mount, only users to count.
+    fn mount(&self, meta: &mut LayerMeta, _first: bool) -> Result<PathBuf> {
+        Ok(self.layer(&meta.id))
     }
 
-    fn mount(&self, id: &str) -> Result<PathBuf> {
-        // A subvolume is its own view: nothing to mount, only users to count.
-        self.store.acquire_mount(id, |_, _| Ok(()))?;
-        Ok(self.layer(id))
+    fn unmount(&self, _id: &str) -> Result<()> {
+        Ok(())
     }
 
-    fn unmount(&self, id: &str) -> Result<()> {
-        self.store.release_mount(id, || Ok(()))
+    fn diff(&self, meta: &LayerMeta) -> Result<Box<dyn LayerDiff + '_>> {
+        Ok(Box::new(self.follow_meta(meta)?))
     }
 
-    fn diff(&self, id: &str, out: &mut dyn Write) -> Result<u64> {
-        write_tar(id, self.follow(id)?.entries, out)
+    /// The store moves the layer aside before deleting it, and btrfs will not move a
+    /// read-only subvolume: make it writable once the removal is allowed (a failure
+    /// after this is sealed again at the next start).
+    fn before_remove(&self, meta: &LayerMeta) -> Result<()> {
+        let path = self.layer(&meta.id);
+        let fd = open_dir(&path).map_err(io_at(&meta.id, &path))?;
+        ioctl::set_readonly(fd.as_fd(), false).map_err(io_at(&meta.id, &path))
     }
 
-    fn changes(&self, id: &str) -> Result<Vec<Change>> {
-        Ok(self.follow(id)?.changes)
-    }
-
-    fn remove(&self, id: &str) -> Result<()> {
-        // The store moves the layer aside before deleting it, and btrfs will not move
-        // a read-only subvolume: make it writable once the removal is allowed (a
-        // failure after this is sealed again at the next start).
-        self.store
-            .remove(id, |_| {
-                let path = self.layer(id);
-                let fd = open_dir(&path).map_err(io_at(id, &path))?;
-                ioctl::set_readonly(fd.as_fd(), false).map_err(io_at(id, &path))
-            })
-            .map(|_| ())
-    }
-
-    fn usage(&self, id: &str) -> Result<Usage> {
-        self.store.get(id)?;
-        let layer = self.layer(id);
-        let bytes = exclusive_bytes(&layer).map_err(io_at(id, &layer))?;
-        let changed = self.changes(id)?.len() as u64;
+    fn usage(&self, meta: &LayerMeta) -> Result<Usage> {
+        let layer = self.layer(&meta.id);
+        let bytes = exclusive_bytes(&layer).map_err(io_at(&meta.id, &layer))?;
+        let changed = self.follow_meta(meta)?.changes.len() as u64;
         Ok(Usage { bytes, inodes: changed })
     }
 
@@ -525,20 +522,7 @@ impl Driver for BtrfsDriver {
         Ok(driver_core::LayerDir { path: self.layer(id), kind: driver_core::LayerDirKind::Snapshot })
     }
 
-    fn status(&self) -> Result<Status> {
-        Ok(Status {
-            driver: "btrfs".into(),
-            backing_fs: sys::fs_type(&self.dir).unwrap_or_else(|_| "unknown".into()),
-            features: vec![("snapshots".into(), "true".into()), ("diff".into(), "tree search by generation".into())],
-            layers: self.store.list()?.len(),
-        })
-    }
-
-    fn get(&self, id: &str) -> Result<LayerInfo> {
-        Ok(self.store.get(id)?.info())
-    }
-
-    fn list(&self) -> Result<Vec<LayerInfo>> {
-        Ok(self.store.list()?.iter().map(LayerMeta::info).collect())
+    fn features(&self) -> Vec<(String, String)> {
+        vec![("snapshots".into(), "true".into()), ("diff".into(), "tree search by generation".into())]
     }
 }

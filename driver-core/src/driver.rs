@@ -27,9 +27,11 @@
 //!   no layer of that ID is listed afterwards, and the next start removes any
 //!   half-made work (see [`crate::store`]).
 //!
-//! The naive diff, the tar engine and the metadata store are shared; a driver differs
-//! only where its filesystem does: how a layer's directory is made, how a whiteout is
-//! stored, how a mount is made, how a diff is found.
+//! The lifecycle is run once, for every driver, by [`crate::lifecycle::Layered`]
+//! (staging, apply, commit, mount counting, removal, listing, diff); the tar engine and
+//! the metadata store are shared too. A driver differs only where its filesystem does,
+//! as a [`crate::lifecycle::LayerFs`]: how a layer's directory is made, how a whiteout
+//! is stored, how a mount is made, where a diff comes from.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -143,20 +145,7 @@ pub trait Driver: Send + Sync {
     /// parent's tree (overlay) extracts them in parallel; the default applies them one
     /// after the other, reading the next layer's stream ahead on another thread.
     fn apply_chain(&self, layers: Vec<LayerTar>, progress: ChainProgress<'_>) -> Result<Vec<u64>> {
-        use crate::readahead::ReadAhead;
-        let mut sizes = Vec::with_capacity(layers.len());
-        let mut layers = layers.into_iter().map(|l| (l.id, l.parent, l.tar));
-        let start =
-            |(id, parent, tar): (String, Option<String>, Box<dyn Read + Send>)| (id, parent, ReadAhead::spawn(tar, 64));
-        let mut next = layers.next().map(start);
-        while let Some((id, parent, mut stream)) = next.take() {
-            // Start on the next layer while this one is applied.
-            next = layers.next().map(start);
-            let n = self.apply_diff(&id, parent.as_deref(), &mut stream)?;
-            progress(sizes.len(), n);
-            sizes.push(n);
-        }
-        Ok(sizes)
+        crate::lifecycle::sequential_chain(self, layers, progress)
     }
 
     /// Mounts (or shares the existing mount of) the merged view of `id`; returns its path.

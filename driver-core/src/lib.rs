@@ -12,6 +12,7 @@ pub mod error;
 pub mod holds;
 pub mod interrupt;
 pub mod json;
+pub mod lifecycle;
 pub mod readahead;
 pub mod store;
 pub mod sys;

@@ -37,22 +37,26 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use driver_core::driver::{ChainProgress, LayerTar};
+use driver_core::driver::Change;
 use driver_core::error::{Cause, Error, Result};
+use driver_core::lifecycle::{Applied, LayerDiff, LayerFs, Layered, Making};
 use driver_core::store::{discard_tree, LayerMeta, Staging, Store};
 use driver_core::sys::{self, XattrTarget};
-use driver_core::{Change, Driver, LayerInfo, Status, Usage};
-use rayon::prelude::*;
+use driver_core::Usage;
 use sha2::Digest;
-use strata_archive::apply::{apply_layer, ApplyOptions, ApplyReport};
+use strata_archive::apply::{apply_layer, ApplyOptions};
 use strata_archive::diff::{walk_diff, write_tar, LayerKind, NaiveDiff};
 
 use crate::features::Features;
 use crate::mount::OverlayMount;
 use crate::whiteout::{is_whiteout, OverlayWhiteouts};
 
-pub struct OverlayDriver {
-    store: Store,
+/// The overlay driver.
+pub type OverlayDriver = Layered<Overlay>;
+
+/// What overlay does its own way: upper directories, whiteouts recorded, stacked mounts.
+pub struct Overlay {
+    store: Arc<Store>,
     dir: PathBuf,
     features: Features,
 }
@@ -83,9 +87,9 @@ impl Drop for TempView {
     }
 }
 
-impl OverlayDriver {
+impl Overlay {
     /// Opens (creating) the driver folder `root`; refuses where overlay cannot work.
-    pub fn new(root: &Path) -> Result<OverlayDriver> {
+    fn open_dir(root: &Path) -> Result<Overlay> {
         fs::create_dir_all(root).map_err(|e| Error::new(e).with_path(root))?;
         let mut features = features::probe(root);
         // STRATA_OVERLAY_MOUNT_API=classic forces mount(2) with short links, to test
@@ -111,8 +115,8 @@ impl OverlayDriver {
         for sub in ["l", "empty", "tmp"] {
             fs::create_dir_all(root.join(sub)).map_err(|e| Error::new(e).with_path(root.join(sub)))?;
         }
-        let store = Store::open(root, Arc::new(discard_tree))?;
-        let driver = OverlayDriver { store, dir: root.to_path_buf(), features };
+        let store = Arc::new(Store::open(root, Arc::new(discard_tree))?);
+        let driver = Overlay { store, dir: root.to_path_buf(), features };
         driver.recover()?;
         Ok(driver)
     }
@@ -273,16 +277,16 @@ impl OverlayDriver {
     /// directories that hold only whiteouts of things no lower layer has. Everything
     /// goes by descriptor from the two roots: the absolute path of a legal entry can be
     /// longer than PATH_MAX (ENAMETOOLONG by path).
-    fn fix_implicit_dirs(&self, staging: &Staging, report: &ApplyReport) -> Result<()> {
+    fn fix_implicit_dirs(&self, staging: &Staging, implicit_dirs: &[PathBuf]) -> Result<()> {
         let id = &staging.id;
         let diff = staging.path.join("diff");
         let diff_fd = sys::open_dir(&diff).map_err(|e| Error::at(id, &diff, e))?;
-        let root_implicit = report.implicit_dirs.iter().any(|p| p.as_os_str().is_empty());
+        let root_implicit = implicit_dirs.iter().any(|p| p.as_os_str().is_empty());
         if let (Some(parent), true) = (&staging.parent, root_implicit) {
             let from = sys::open_dir(&self.diff_dir(parent)).map_err(|e| Error::at(id, "", e))?;
             copy_dir_meta(from.as_fd(), diff_fd.as_fd()).map_err(|e| Error::at(id, "", e))?;
         }
-        let others: Vec<&PathBuf> = report.implicit_dirs.iter().filter(|p| !p.as_os_str().is_empty()).collect();
+        let others: Vec<&PathBuf> = implicit_dirs.iter().filter(|p| !p.as_os_str().is_empty()).collect();
         if others.is_empty() {
             return Ok(());
         }
@@ -360,29 +364,32 @@ impl OverlayDriver {
         Error::at(id, &prefix, Cause::BadTar("a parent of the entry is not a directory".into()))
     }
 
-    fn commit_applied(&self, staging: Staging, report: ApplyReport) -> Result<u64> {
-        self.fix_implicit_dirs(&staging, &report)?;
-        let size = report.size;
-        let mut extra = serde_json::Map::new();
-        extra.insert("link".into(), short_link(&staging.id).into());
-        let id = staging.id.clone();
-        self.store.commit(staging, LayerMeta { diff_id: Some(report.diff_id), size, extra, ..Default::default() })?;
-        let _ = self.ensure_link(&id);
-        Ok(size)
-    }
-
     /// The layer's diff, and the parent's view it was taken against: kept mounted
     /// until the tar is written, since an entry can be read from it (a name of a split
     /// hardlink that the layer did not touch).
-    fn walk(&self, id: &str) -> Result<(NaiveDiff, Option<TempView>)> {
-        let meta = self.store.get(id)?;
+    fn walk(&self, meta: &LayerMeta) -> Result<ViewDiff> {
         let view = match &meta.parent {
             Some(p) => Some(self.temp_view(p)?),
             None => None,
         };
         let kind = LayerKind::Upper(self.whiteouts());
-        let d = walk_diff(id, &self.diff_dir(id), view.as_ref().map(|v| v.path.as_path()), &kind)?;
-        Ok((d, view))
+        let diff = walk_diff(&meta.id, &self.diff_dir(&meta.id), view.as_ref().map(|v| v.path.as_path()), &kind)?;
+        Ok(ViewDiff { diff, _view: view })
+    }
+}
+
+/// A layer's diff with the parent's view it was taken against.
+struct ViewDiff {
+    diff: NaiveDiff,
+    _view: Option<TempView>,
+}
+
+impl LayerDiff for ViewDiff {
+    fn changes(self: Box<Self>) -> Vec<Change> {
+        self.diff.changes
+    }
+    fn write_tar(self: Box<Self>, layer: &str, out: &mut dyn Write) -> Result<u64> {
+        write_tar(layer, self.diff.entries, out)
     }
 }
 
@@ -409,102 +416,92 @@ fn only_whiteouts(dir: BorrowedFd<'_>) -> std::io::Result<bool> {
     Ok(true)
 }
 
-impl Driver for OverlayDriver {
+impl LayerFs for Overlay {
     fn name(&self) -> &'static str {
         "overlay"
     }
 
-    fn create(&self, id: &str, parent: Option<&str>, writable: bool) -> Result<()> {
-        let staging = self.store.begin(id, parent)?;
-        self.stage(&staging, writable)?;
-        if let Some(p) = parent {
+    fn open(root: &Path) -> Result<(Arc<Store>, Overlay)> {
+        let fs = Overlay::open_dir(root)?;
+        Ok((fs.store.clone(), fs))
+    }
+
+    /// An empty `diff` (an upper of its own, never a copy of the parent), `merged`, and
+    /// `work` for a writable layer. A created layer's root takes the parent's metadata
+    /// (an applied one's is fixed after the apply, see [`Overlay::fix_implicit_dirs`]).
+    fn make(&self, staging: &Staging, why: Making) -> Result<()> {
+        let writable = matches!(why, Making::Create { writable: true });
+        self.stage(staging, writable)?;
+        if let (Making::Create { .. }, Some(p)) = (why, &staging.parent) {
+            let id = &staging.id;
             let from = sys::open_dir(&self.diff_dir(p)).map_err(|e| Error::at(id, "", e))?;
             let to = sys::open_dir(&staging.path.join("diff")).map_err(|e| Error::at(id, "", e))?;
             copy_dir_meta(from.as_fd(), to.as_fd()).map_err(|e| Error::at(id, "", e))?;
         }
-        let mut extra = serde_json::Map::new();
-        extra.insert("link".into(), short_link(id).into());
-        self.store.commit(staging, LayerMeta { writable, extra, ..Default::default() })?;
-        let _ = self.ensure_link(id);
         Ok(())
     }
 
-    fn apply_diff(&self, id: &str, parent: Option<&str>, tar: &mut dyn Read) -> Result<u64> {
-        let staging = self.store.begin(id, parent)?;
-        self.stage(&staging, false)?;
-        let report = apply_layer(&staging.path.join("diff"), tar, &self.apply_opts(id))?;
-        self.commit_applied(staging, report)
+    fn apply(&self, staging: &Staging, tar: &mut dyn Read) -> Result<Applied> {
+        Ok(apply_layer(&staging.path.join("diff"), tar, &self.apply_opts(&staging.id))?.into())
+    }
+
+    /// Directories the tar did not describe take their metadata from the lower layers
+    /// (committed by now), see [`Overlay::fix_implicit_dirs`].
+    fn before_commit(&self, staging: &Staging, applied: &Applied) -> Result<()> {
+        self.fix_implicit_dirs(staging, &applied.implicit_dirs)
     }
 
     /// The layers of an image are independent directories here: extract them all at
     /// once (one per core), then commit them bottom to top.
-    fn apply_chain(&self, layers: Vec<LayerTar>, progress: ChainProgress<'_>) -> Result<Vec<u64>> {
-        let staged: Vec<Result<(Staging, ApplyReport)>> = layers
-            .into_par_iter()
-            .map(|mut l| {
-                let staging = self.store.begin_before_parent(&l.id, l.parent.as_deref())?;
-                self.stage(&staging, false)?;
-                let report = apply_layer(&staging.path.join("diff"), &mut l.tar, &self.apply_opts(&l.id))?;
-                Ok((staging, report))
-            })
-            .collect();
-        let mut sizes = Vec::new();
-        for (i, s) in staged.into_iter().enumerate() {
-            // On the first error the rest are dropped, which discards their staging.
-            let (staging, report) = s?;
-            let n = self.commit_applied(staging, report)?;
-            progress(i, n);
-            sizes.push(n);
-        }
-        Ok(sizes)
+    fn independent(&self) -> bool {
+        true
     }
 
-    fn mount(&self, id: &str) -> Result<PathBuf> {
-        let target = self.merged(id);
-        self.store.acquire_mount(id, |m, first| {
-            // A count left by a process killed mid-mount is no proof of a mount.
-            if first || !sys::is_mount_point(&target) {
-                let ids = self.chain(id)?;
-                let om = self.overlay_for(&ids, m.writable);
-                self.mount_at(&ids, &om, &target).map_err(|e| Error::at(id, &target, e))?;
-                m.extra.insert(
-                    "mount_options".into(),
-                    mount::mount_data(&om).split(',').skip(1).collect::<Vec<_>>().join(",").into(),
-                );
-                m.extra.insert(
-                    "mount_api".into(),
-                    if self.features.lowerdir_plus { "lowerdir+" } else { "mount(2)" }.into(),
-                );
-            }
-            Ok(())
-        })?;
+    fn extra(&self, id: &str) -> serde_json::Map<String, serde_json::Value> {
+        let mut extra = serde_json::Map::new();
+        extra.insert("link".into(), short_link(id).into());
+        extra
+    }
+
+    fn committed(&self, meta: &LayerMeta) -> Result<()> {
+        let _ = self.ensure_link(&meta.id);
+        Ok(())
+    }
+
+    fn mount(&self, m: &mut LayerMeta, first: bool) -> Result<PathBuf> {
+        let id = m.id.clone();
+        let target = self.merged(&id);
+        // A count left by a process killed mid-mount is no proof of a mount.
+        if first || !sys::is_mount_point(&target) {
+            let ids = self.chain(&id)?;
+            let om = self.overlay_for(&ids, m.writable);
+            self.mount_at(&ids, &om, &target).map_err(|e| Error::at(&id, &target, e))?;
+            m.extra.insert(
+                "mount_options".into(),
+                mount::mount_data(&om).split(',').skip(1).collect::<Vec<_>>().join(",").into(),
+            );
+            m.extra
+                .insert("mount_api".into(), if self.features.lowerdir_plus { "lowerdir+" } else { "mount(2)" }.into());
+        }
         Ok(target)
     }
 
     fn unmount(&self, id: &str) -> Result<()> {
         let target = self.merged(id);
-        self.store.release_mount(id, || mount::unmount(&target).map_err(|e| Error::at(id, &target, e)))
+        mount::unmount(&target).map_err(|e| Error::at(id, &target, e))
     }
 
-    fn diff(&self, id: &str, out: &mut dyn Write) -> Result<u64> {
-        let (d, _view) = self.walk(id)?;
-        write_tar(id, d.entries, out)
+    fn diff(&self, meta: &LayerMeta) -> Result<Box<dyn LayerDiff + '_>> {
+        Ok(Box::new(self.walk(meta)?))
     }
 
-    fn changes(&self, id: &str) -> Result<Vec<Change>> {
-        Ok(self.walk(id)?.0.changes)
-    }
-
-    fn remove(&self, id: &str) -> Result<()> {
-        self.store.remove(id, |_| Ok(()))?;
+    fn after_remove(&self, id: &str) {
         let _ = fs::remove_file(self.dir.join("l").join(short_link(id)));
-        Ok(())
     }
 
-    fn usage(&self, id: &str) -> Result<Usage> {
-        self.store.get(id)?;
-        let d = self.diff_dir(id);
-        sys::disk_usage(&d).map_err(|e| Error::at(id, &d, e))
+    fn usage(&self, meta: &LayerMeta) -> Result<Usage> {
+        let d = self.diff_dir(&meta.id);
+        sys::disk_usage(&d).map_err(|e| Error::at(&meta.id, &d, e))
     }
 
     fn layer_dir(&self, id: &str) -> Result<driver_core::LayerDir> {
@@ -513,22 +510,9 @@ impl Driver for OverlayDriver {
         Ok(driver_core::LayerDir { path: self.diff_dir(id), kind })
     }
 
-    fn status(&self) -> Result<Status> {
+    fn features(&self) -> Vec<(String, String)> {
         let mut features = self.features.pairs();
         features.push(("mount_api".into(), if self.features.lowerdir_plus { "lowerdir+" } else { "mount(2)" }.into()));
-        Ok(Status {
-            driver: "overlay".into(),
-            backing_fs: sys::fs_type(&self.dir).unwrap_or_else(|_| "unknown".into()),
-            features,
-            layers: self.store.list()?.len(),
-        })
-    }
-
-    fn get(&self, id: &str) -> Result<LayerInfo> {
-        Ok(self.store.get(id)?.info())
-    }
-
-    fn list(&self) -> Result<Vec<LayerInfo>> {
-        Ok(self.store.list()?.iter().map(LayerMeta::info).collect())
+        features
     }
 }

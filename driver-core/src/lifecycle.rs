@@ -1,0 +1,298 @@
+//! The layer lifecycle, run once for every driver.
+//!
+//! [`Layered`] is the [`Driver`]: it owns staging, apply, commit, mount counting,
+//! removal, get/list, diff/changes and status, through the shared [`Store`]. A driver
+//! supplies only what its filesystem makes different, as a [`LayerFs`]:
+//!
+//! * how a layer's directory is made from its parent ([`LayerFs::make`]: a copy, a
+//!   snapshot, an empty upper);
+//! * how a tar is applied there ([`LayerFs::apply`]: the tar engine with the driver's
+//!   whiteout format, plus any fix-up of its own);
+//! * how a view is mounted and released ([`LayerFs::mount`], [`LayerFs::unmount`]);
+//! * where its changes come from ([`LayerFs::diff`]: the naive walk, an upper
+//!   directory, the filesystem's own record);
+//! * whether its layers are independent of their parent's tree
+//!   ([`LayerFs::independent`]), so that a chain is extracted in parallel.
+//!
+//! (moby's `NaiveDiffDriver` wraps a minimal `ProtoDriver` the same way.)
+//!
+//! ```text
+//!   create / apply_diff:  Store::begin ─► make ─► [apply ─► before_commit] ─► Store::commit ─► committed
+//!   mount / unmount:      Store::acquire_mount(mount)   Store::release_mount(unmount)
+//!   diff / changes:       diff(meta) ─► LayerDiff::write_tar / LayerDiff::changes
+//!   remove:               Store::remove(before_remove) ─► after_remove
+//! ```
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::driver::{ChainProgress, Change, Driver, LayerDir, LayerInfo, LayerTar, Status, Usage};
+use crate::error::Result;
+use crate::store::{LayerMeta, Staging, Store};
+
+/// What applying a layer tar gave.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Bytes of file content applied.
+    pub size: u64,
+    /// `sha256:` digest of the uncompressed tar.
+    pub diff_id: String,
+    /// Directories the tar did not describe but that had to be made (parents of its
+    /// entries), relative to the layer root; `""` is the root when the tar did not
+    /// describe it. For [`LayerFs::before_commit`].
+    pub implicit_dirs: Vec<PathBuf>,
+}
+
+/// A layer's changes against its parent, found and ready to be listed or written.
+pub trait LayerDiff {
+    /// The changes, sorted by path.
+    fn changes(self: Box<Self>) -> Vec<Change>;
+    /// Writes the uncompressed OCI layer tar; returns its size. `layer` names errors.
+    fn write_tar(self: Box<Self>, layer: &str, out: &mut dyn Write) -> Result<u64>;
+}
+
+/// Why a layer directory is being made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Making {
+    /// [`Driver::create`]: an empty layer over the parent.
+    Create { writable: bool },
+    /// [`Driver::apply_diff`]: a layer a tar is applied to next.
+    Apply,
+}
+
+/// What a driver's filesystem makes different; everything else is [`Layered`]'s.
+pub trait LayerFs: Send + Sync + Sized {
+    /// The driver's short name.
+    fn name(&self) -> &'static str;
+
+    /// Opens (creating) the driver folder `root`: the store, and the filesystem part,
+    /// after any recovery of its own.
+    fn open(root: &Path) -> Result<(Arc<Store>, Self)>;
+
+    /// Makes the layer's directory at `staging.path` (which does not exist yet) from
+    /// its parent `staging.parent`, which is committed, unless [`LayerFs::independent`]
+    /// and a chain is applied (then it may still be being made).
+    fn make(&self, staging: &Staging, why: Making) -> Result<()>;
+
+    /// Applies the layer tar (plain, gzip or zstd) to the directory [`LayerFs::make`]
+    /// made.
+    fn apply(&self, staging: &Staging, tar: &mut dyn Read) -> Result<Applied>;
+
+    /// Runs before an applied layer is committed, once its parent is: a layer applied
+    /// without its parent's content fixes up here what needs the parent.
+    fn before_commit(&self, _staging: &Staging, _applied: &Applied) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether a layer's directory is made without its parent's content, so that the
+    /// layers of a chain can be staged and applied in parallel, then committed in order.
+    fn independent(&self) -> bool {
+        false
+    }
+
+    /// Driver-specific facts recorded in a new layer's metadata.
+    fn extra(&self, _id: &str) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
+
+    /// After a layer is committed and listed (sealing it read-only, say).
+    fn committed(&self, _meta: &LayerMeta) -> Result<()> {
+        Ok(())
+    }
+
+    /// Makes (or checks) the view of layer `meta.id` and returns its path. Runs under
+    /// the store lock for every user; `first` when there was no user before.
+    fn mount(&self, meta: &mut LayerMeta, first: bool) -> Result<PathBuf>;
+
+    /// Releases the view of `id`: its last user has gone. Runs under the store lock.
+    fn unmount(&self, id: &str) -> Result<()>;
+
+    /// The changes of a layer against its parent.
+    fn diff(&self, meta: &LayerMeta) -> Result<Box<dyn LayerDiff + '_>>;
+
+    /// Runs under the store lock once removal is allowed, before anything changes.
+    fn before_remove(&self, _meta: &LayerMeta) -> Result<()> {
+        Ok(())
+    }
+
+    /// After a layer is removed (what the driver keeps beside the store).
+    fn after_remove(&self, _id: &str) {}
+
+    /// Bytes and inodes the layer alone holds on disk.
+    fn usage(&self, meta: &LayerMeta) -> Result<Usage>;
+
+    /// Features in use, for [`Status`].
+    fn features(&self) -> Vec<(String, String)>;
+
+    /// The layer's own directory and what it holds (see [`Driver::layer_dir`]).
+    fn layer_dir(&self, id: &str) -> Result<LayerDir>;
+}
+
+/// A [`Driver`] made of the shared lifecycle and a driver's [`LayerFs`].
+pub struct Layered<F> {
+    store: Arc<Store>,
+    fs: F,
+}
+
+impl<F: LayerFs> Layered<F> {
+    /// Opens (creating) the driver folder `root`.
+    pub fn new(root: &Path) -> Result<Self> {
+        let (store, fs) = F::open(root)?;
+        Ok(Layered { store, fs })
+    }
+
+    /// The filesystem part, for what only this driver offers.
+    pub fn fs(&self) -> &F {
+        &self.fs
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn commit(&self, staging: Staging, mut meta: LayerMeta) -> Result<()> {
+        meta.extra = self.fs.extra(&staging.id);
+        let id = staging.id.clone();
+        self.store.commit(staging, meta)?;
+        self.fs.committed(&self.store.get(&id)?)
+    }
+
+    fn commit_applied(&self, staging: Staging, applied: Applied) -> Result<u64> {
+        self.fs.before_commit(&staging, &applied)?;
+        let size = applied.size;
+        self.commit(staging, LayerMeta { diff_id: Some(applied.diff_id), size, ..Default::default() })?;
+        Ok(size)
+    }
+}
+
+/// Calls the driver-specific methods (`naive`, `follow`, ...) on the filesystem part.
+impl<F> std::ops::Deref for Layered<F> {
+    type Target = F;
+    fn deref(&self) -> &F {
+        &self.fs
+    }
+}
+
+impl<F: LayerFs> Driver for Layered<F> {
+    fn name(&self) -> &'static str {
+        self.fs.name()
+    }
+
+    fn create(&self, id: &str, parent: Option<&str>, writable: bool) -> Result<()> {
+        let staging = self.store.begin(id, parent)?;
+        self.fs.make(&staging, Making::Create { writable })?;
+        self.commit(staging, LayerMeta { writable, ..Default::default() })
+    }
+
+    fn apply_diff(&self, id: &str, parent: Option<&str>, tar: &mut dyn Read) -> Result<u64> {
+        let staging = self.store.begin(id, parent)?;
+        self.fs.make(&staging, Making::Apply)?;
+        let applied = self.fs.apply(&staging, tar)?;
+        self.commit_applied(staging, applied)
+    }
+
+    /// Independent layers are extracted all at once (one per core), then committed
+    /// bottom to top; the others one after the other, reading the next layer's stream
+    /// ahead on another thread.
+    fn apply_chain(&self, layers: Vec<LayerTar>, progress: ChainProgress<'_>) -> Result<Vec<u64>> {
+        if !self.fs.independent() {
+            return sequential_chain(self, layers, progress);
+        }
+        let staged: Vec<Result<(Staging, Applied)>> = layers
+            .into_par_iter()
+            .map(|mut l| {
+                let staging = self.store.begin_before_parent(&l.id, l.parent.as_deref())?;
+                self.fs.make(&staging, Making::Apply)?;
+                let applied = self.fs.apply(&staging, &mut l.tar)?;
+                Ok((staging, applied))
+            })
+            .collect();
+        let mut sizes = Vec::new();
+        for (i, s) in staged.into_iter().enumerate() {
+            // On the first error the rest are dropped, which discards their staging.
+            let (staging, applied) = s?;
+            let n = self.commit_applied(staging, applied)?;
+            progress(i, n);
+            sizes.push(n);
+        }
+        Ok(sizes)
+    }
+
+    fn mount(&self, id: &str) -> Result<PathBuf> {
+        let mut path = PathBuf::new();
+        self.store.acquire_mount(id, |m, first| {
+            path = self.fs.mount(m, first)?;
+            Ok(())
+        })?;
+        Ok(path)
+    }
+
+    fn unmount(&self, id: &str) -> Result<()> {
+        self.store.release_mount(id, || self.fs.unmount(id))
+    }
+
+    fn diff(&self, id: &str, out: &mut dyn Write) -> Result<u64> {
+        self.fs.diff(&self.store.get(id)?)?.write_tar(id, out)
+    }
+
+    fn changes(&self, id: &str) -> Result<Vec<Change>> {
+        Ok(self.fs.diff(&self.store.get(id)?)?.changes())
+    }
+
+    fn remove(&self, id: &str) -> Result<()> {
+        self.store.remove(id, |m| self.fs.before_remove(m))?;
+        self.fs.after_remove(id);
+        Ok(())
+    }
+
+    fn usage(&self, id: &str) -> Result<Usage> {
+        self.fs.usage(&self.store.get(id)?)
+    }
+
+    fn status(&self) -> Result<Status> {
+        Ok(Status {
+            driver: self.fs.name().into(),
+            backing_fs: crate::sys::fs_type(self.store.dir()).unwrap_or_else(|_| "unknown".into()),
+            features: self.fs.features(),
+            layers: self.store.list()?.len(),
+        })
+    }
+
+    fn layer_dir(&self, id: &str) -> Result<LayerDir> {
+        self.fs.layer_dir(id)
+    }
+
+    fn get(&self, id: &str) -> Result<LayerInfo> {
+        Ok(self.store.get(id)?.info())
+    }
+
+    fn list(&self) -> Result<Vec<LayerInfo>> {
+        Ok(self.store.list()?.iter().map(LayerMeta::info).collect())
+    }
+}
+
+/// Applies a chain one layer after the other (each starts from its parent's tree),
+/// reading the next layer's stream ahead on another thread meanwhile.
+pub fn sequential_chain<D: Driver + ?Sized>(
+    driver: &D,
+    layers: Vec<LayerTar>,
+    progress: ChainProgress<'_>,
+) -> Result<Vec<u64>> {
+    use crate::readahead::ReadAhead;
+    let mut sizes = Vec::with_capacity(layers.len());
+    let mut layers = layers.into_iter().map(|l| (l.id, l.parent, l.tar));
+    let start =
+        |(id, parent, tar): (String, Option<String>, Box<dyn Read + Send>)| (id, parent, ReadAhead::spawn(tar, 64));
+    let mut next = layers.next().map(start);
+    while let Some((id, parent, mut stream)) = next.take() {
+        // Start on the next layer while this one is applied.
+        next = layers.next().map(start);
+        let n = driver.apply_diff(&id, parent.as_deref(), &mut stream)?;
+        progress(sizes.len(), n);
+        sizes.push(n);
+    }
+    Ok(sizes)
+}
