@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod readahead;
 pub mod store;
 pub mod sys;
+pub mod syscall;
 
 pub use driver::{Change, ChangeKind, Driver, LayerDir, LayerDirKind, LayerInfo, Status, Usage};
 pub use error::{Cause, Context, Error, Result};

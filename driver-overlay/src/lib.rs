@@ -162,7 +162,7 @@ impl Overlay {
     }
     /// How this driver's layers store whiteouts, for apply and diff alike.
     fn whiteouts(&self) -> Arc<OverlayWhiteouts> {
-        Arc::new(OverlayWhiteouts { xattr_prefix: self.features.xattr_prefix() })
+        Arc::new(OverlayWhiteouts::new(self.features.xattr_prefix()))
     }
 
     /// IDs from `id` down to the bottom layer.

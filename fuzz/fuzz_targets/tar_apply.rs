@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     fs::create_dir_all(&outside).unwrap();
     fs::write(outside.join("secret"), b"secret").unwrap();
     let formats: [Arc<dyn WhiteoutFormat>; 2] =
-        [Arc::new(strata_archive::DeleteInPlace), Arc::new(OverlayWhiteouts { xattr_prefix: "trusted.overlay." })];
+        [Arc::new(strata_archive::DeleteInPlace), Arc::new(OverlayWhiteouts::new("trusted.overlay."))];
     for whiteouts in formats {
         let opts = ApplyOptions::new("fuzz").with_whiteouts(whiteouts);
         let _ = apply_layer(&root, data, &opts);
