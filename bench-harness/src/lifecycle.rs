@@ -3,16 +3,20 @@
 //! What is *in use* and never removed: every layer an image record lists, every layer
 //! a live unpack's pending record lists, every container (a writable layer) and the
 //! layers below it, every mounted layer; every blob of the pull cache an image's
-//! manifest reaches, and every blob a pull under way may reuse. Everything else is
-//! garbage: layers left by `image rm` of an image whose layers a container kept, layers
-//! applied by hand that nothing sits on, blobs of removed images.
+//! manifest reaches, and every blob a pull under way may reuse; every blob of the
+//! content store (`<driver dir>/content/blobs`) an image record names, and every one
+//! written since the prune began (an unpack or commit writes blobs before its record).
+//! Everything else is garbage: layers left by `image rm` of an image whose layers a
+//! container kept, layers applied by hand that nothing sits on, blobs of removed images,
+//! blobs an unpack or commit killed before its record was written left behind.
 //!
 //! Races: layers go through [`Driver::remove`], which refuses (under the store lock) a
 //! layer that a record or a live unpack lists, that has a child or is mounted — so a
 //! prune racing an unpack skips what the unpack is about to use, and the unpack
 //! re-applies what the prune removed just before it began. Pulls hold a shared lock on
 //! the cache ([`CacheLock`]) from their start until their blobs are kept; a prune
-//! removes blobs under the exclusive lock.
+//! removes blobs under the exclusive lock. The content store is swept under the
+//! driver's store lock, which image records are written under.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -221,6 +225,64 @@ fn used_blobs(cache: &Path, blobs: &BTreeMap<String, u64>, records: &[ImageRecor
     used
 }
 
+/// The blobs of the content store that stored images name: each record's manifest and
+/// what it names. A manifest that no longer reads as a whole image (a blob of it lost)
+/// still keeps every digest it names; one that does not read at all is an error, so
+/// nothing is swept on a guess.
+fn named_content(images: &ImageStore) -> Result<BTreeSet<String>, Error> {
+    let mut named = BTreeSet::new();
+    for r in images.list()? {
+        let Some(m) = r.manifest.as_deref() else { continue };
+        if let Ok(img) = images.content.load(&r.name, Some(m)) {
+            named.extend(img.blobs());
+            continue;
+        }
+        let p = images.content.path(m)?;
+        let v: serde_json::Value =
+            fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(|| {
+                Error::new(Cause::Other(format!("image {}: its manifest {m} does not read", r.name))).with_path(&p)
+            })?;
+        named.insert(m.to_string());
+        named.extend(v["config"]["digest"].as_str().map(String::from));
+        for l in v["layers"].as_array().into_iter().flatten() {
+            named.extend(l["digest"].as_str().map(String::from));
+        }
+    }
+    Ok(named)
+}
+
+/// Sweeps the content store (`<driver dir>/content/blobs`): removes the blobs no image
+/// record names. Under the store lock, which records are written under (a writer
+/// checks its blobs are all there under it, and copies again what went), so no record
+/// naming a blob appears while the sweep decides. A blob stamped since the prune began
+/// is in use all the same: an unpack or commit racing the prune writes its blobs
+/// before its record.
+fn prune_content(images: &ImageStore, dry_run: bool, pruned: &mut Pruned) -> Result<(), Error> {
+    let began = images.content.clock()?;
+    let _lock = images.lock()?;
+    let named = named_content(images)?;
+    let mut gone = BTreeSet::new();
+    for (digest, size, written) in images.content.stored()? {
+        if named.contains(&digest) || written >= began {
+            continue;
+        }
+        if !dry_run {
+            images.content.remove(&digest)?;
+        }
+        gone.insert(digest.clone());
+        pruned.blobs.push((digest, size));
+    }
+    if !dry_run {
+        // Half-written blobs of writers that died.
+        images.content.sweep_ingest();
+    }
+    if !dry_run && !gone.is_empty() {
+        // Where a push may mount a blob from is noted per blob: drop what is gone.
+        images.content.forget_locations(&gone)?;
+    }
+    Ok(())
+}
+
 /// `image prune`: removes (or lists, when `dry_run`) the layers and cached blobs
 /// nothing uses.
 pub fn prune(driver: &dyn Driver, images: &ImageStore, driver_dir: &Path, dry_run: bool) -> Result<Pruned, Error> {
@@ -243,6 +305,7 @@ pub fn prune(driver: &dyn Driver, images: &ImageStore, driver_dir: &Path, dry_ru
             Err(e) => return Err(e),
         }
     }
+    prune_content(images, dry_run, &mut pruned)?;
     let cache = cache_dir(driver_dir);
     if cache.is_dir() {
         // No pull is under way while this is held (each holds the shared lock).

@@ -20,9 +20,11 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
@@ -168,7 +170,7 @@ impl ContentStore {
     }
 
     /// Removes ingest files whose writer's process is gone.
-    fn sweep_ingest(&self) {
+    pub fn sweep_ingest(&self) {
         let Ok(entries) = fs::read_dir(self.dir.join("ingest")) else { return };
         for e in entries.flatten() {
             let name = e.file_name();
@@ -232,6 +234,54 @@ impl ContentStore {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::new(e).with_path(&p)),
             _ => Ok(()),
         }
+    }
+
+    /// Every blob kept: its digest, size, and when it was last written or renamed
+    /// into place (the later of mtime and ctime, as the filesystem's clock has it).
+    pub fn stored(&self) -> Result<Vec<(String, u64, SystemTime)>> {
+        let dir = self.dir.join("blobs/sha256");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).at_path(&dir)? {
+            let e = e.at_path(&dir)?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            let Ok(m) = e.metadata() else { continue };
+            let changed = SystemTime::UNIX_EPOCH + Duration::new(m.ctime().max(0) as u64, m.ctime_nsec() as u32);
+            let written = m.modified().unwrap_or(SystemTime::UNIX_EPOCH).max(changed);
+            out.push((format!("sha256:{name}"), m.len(), written));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The time now by the clock the store's filesystem stamps files with (a file made
+    /// and read back): the kernel stamps with a coarse clock that may lag the system
+    /// time by a tick, so a blob written after this call is never stamped earlier.
+    pub fn clock(&self) -> Result<SystemTime> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let p =
+            self.dir.join(format!("ingest/{}-clock-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+        let f = File::create(&p).at_path(&p)?;
+        let t = f.metadata().and_then(|m| m.modified()).at_path(&p);
+        let _ = fs::remove_file(&p);
+        t
+    }
+
+    /// Drops `gone` (blobs no longer kept) from the locations noted for pushes.
+    pub fn forget_locations(&self, gone: &std::collections::BTreeSet<String>) -> Result<()> {
+        let p = self.dir.join(LOCATIONS);
+        let Some(mut known) = driver_core::json::read_json::<Locations>(&p).ok().flatten() else { return Ok(()) };
+        let before: usize = known.values().map(|r| r.len()).sum();
+        for reg in known.values_mut() {
+            reg.retain(|d, _| !gone.contains(d));
+        }
+        known.retain(|_, r| !r.is_empty());
+        if known.values().map(|r| r.len()).sum::<usize>() == before {
+            return Ok(());
+        }
+        driver_core::json::write_json(&p, &known)
     }
 
     /// Repositories of `registry` known to hold blob `digest` (pushed there, or pulled

@@ -185,8 +185,9 @@ impl ImageStore {
     }
 
     /// The driver's store lock (the same file [`driver_core::store::Store`] locks): record
-    /// changes that must not interleave with a layer's removal take it.
-    fn lock(&self) -> Result<Flock<File>> {
+    /// changes that must not interleave with a layer's removal take it, and so does a
+    /// prune of the content store (a record names its blobs only once written).
+    pub fn lock(&self) -> Result<Flock<File>> {
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)

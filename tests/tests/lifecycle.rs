@@ -25,6 +25,14 @@ fn cached(s: &Strata) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// The digests in the content store of `driver` (`<driver dir>/content/blobs`).
+fn kept(s: &Strata) -> BTreeSet<String> {
+    let dir = s.root.join(&s.driver).join("content/blobs/sha256");
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| format!("sha256:{}", e.file_name().to_string_lossy())).collect())
+        .unwrap_or_default()
+}
+
 fn blobs_of(img: &TestImage) -> BTreeSet<String> {
     let mut b: BTreeSet<String> = img.layer_digests.iter().cloned().collect();
     b.insert(img.config_digest.clone());
@@ -120,7 +128,13 @@ fn prune_races(driver: &str, base: &Path) {
     let p = TestImage::generate(42, 3);
     let registry = serve(p.clone(), "demo/p");
     let refp = format!("127.0.0.1:{}/demo/p:v1", registry.port);
-    for round in 0..2 {
+    // Fixed seed: when each prune starts, relative to the unpacks and pulls.
+    let mut seed = 43u64;
+    let mut jitter = move || {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        std::time::Duration::from_millis((seed >> 33) % 80)
+    };
+    for round in 0..3 {
         let what = format!("{driver}: round {round}");
         // p's blobs cached, its image gone: all of it is garbage until the pull below.
         s.ok(&["image", "pull", "--insecure", &refp]);
@@ -134,6 +148,7 @@ fn prune_races(driver: &str, base: &Path) {
         ];
         let mut prunes = vec![pruner];
         for _ in 0..3 {
+            std::thread::sleep(jitter());
             prunes.push(spawn(&["image", "prune"]));
         }
         for c in workers.into_iter().chain(prunes) {
@@ -150,6 +165,10 @@ fn prune_races(driver: &str, base: &Path) {
             s.ok(&["layer", "mount", "c"]);
             s.ok(&["layer", "unmount", "c"]);
             s.ok(&["container", "rm", "c"]);
+            // Every blob of its content is kept and whole: save reads each, verified.
+            let out = work.path().join("saved.tar");
+            s.ok(&["image", "save", img["name"].as_str().unwrap(), "-o", out.to_str().unwrap()]);
+            std::fs::remove_file(&out).unwrap();
         }
         assert_eq!(images.as_array().unwrap().len(), 3, "{what}: {images}");
         assert!(blobs_of(&p).is_subset(&cached(&s)), "{what}: a blob of the pulled image went");
@@ -163,11 +182,71 @@ fn prune_races(driver: &str, base: &Path) {
     s.ok(&["image", "rm", &refp]);
     s.ok(&["image", "prune"]);
     assert!(layer_ids(&s).is_empty() && cached(&s).is_empty(), "{driver}: all gone at the end");
+    assert!(kept(&s).is_empty(), "{driver}: content left: {:?}", kept(&s));
+}
+
+/// The Debian fixture (about 110 MB of blobs): an unpack killed while it keeps the
+/// image's blobs leaves blobs no record names; `image prune --dry-run` lists them and
+/// removes nothing, `image prune` removes them; after `image rm` of the whole image and
+/// a prune, the content store and the pull cache hold nothing.
+fn content_swept(driver: &str, base: &Path) {
+    let s = Strata::at(&base.join("debian"), driver);
+    let src = format!("{}:debian", strata_tests::debian_fixture().join("layout").display());
+    // Killed once its first blob is kept (the config; the layers, ~110 MB, follow, and
+    // the record only after them all): no record names what it kept.
+    let mut orphans = BTreeSet::new();
+    for _ in 0..3 {
+        let mut c = s
+            .command(&["image", "unpack", &src, "--name", "killed"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        while kept(&s).is_empty() && c.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let _ = c.kill();
+        let status = c.wait().unwrap();
+        if status.success() {
+            // It finished first: start again from nothing.
+            s.ok(&["image", "rm", "killed"]);
+            s.ok(&["image", "prune"]);
+            continue;
+        }
+        orphans = kept(&s);
+        break;
+    }
+    assert!(!orphans.is_empty(), "{driver}: no unpack was killed while keeping its blobs");
+    assert_eq!(s.ok(&["image", "ls", "--json"]).trim(), "[]", "{driver}: the killed unpack recorded nothing");
+    let dry = s.ok(&["image", "prune", "--dry-run"]);
+    assert_eq!(named(&dry, "blob"), orphans, "{driver}: {dry}");
+    assert_eq!(kept(&s), orphans, "{driver}: a dry run removes nothing");
+    let out = s.ok(&["image", "prune"]);
+    assert_eq!(named(&out, "blob"), orphans, "{driver}: {out}");
+    assert!(kept(&s).is_empty(), "{driver}: left {:?}", kept(&s));
+
+    // A whole image: its blobs stay while it is there, go with `image rm` and a prune.
+    let top = s.ok(&["image", "unpack", &src, "--name", "debian"]).trim().to_string();
+    let held = kept(&s);
+    let bytes: u64 = held
+        .iter()
+        .map(|d| std::fs::metadata(s.root.join(driver).join("content/blobs/sha256").join(&d[7..])).unwrap().len())
+        .sum();
+    assert!(held.len() >= 4 && bytes > 50 << 20, "{driver}: {} blobs, {bytes} bytes", held.len());
+    let out = s.ok(&["image", "prune"]);
+    assert!(named(&out, "blob").is_empty() && named(&out, "layer").is_empty(), "{driver}: {out}");
+    assert_eq!(kept(&s), held, "{driver}: an image's blobs stay");
+    assert!(layer_ids(&s).contains(&top));
+    s.ok(&["image", "rm", "debian"]);
+    s.ok(&["image", "prune"]);
+    assert!(kept(&s).is_empty() && cached(&s).is_empty(), "{driver}: {:?} {:?}", kept(&s), cached(&s));
+    assert!(layer_ids(&s).is_empty(), "{driver}: {:?}", layer_ids(&s));
 }
 
 fn lifecycle_and_prune(driver: &str, base: &Path) {
     lifecycle(driver, base);
     prune_races(driver, base);
+    content_swept(driver, base);
 }
 
 strata_tests::on_every_driver_in!(lifecycle_and_prune);
