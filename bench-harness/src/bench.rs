@@ -24,13 +24,14 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bench_harness::workload::{generate, gzip, Rng, WorkloadSize};
 use driver_core::{Driver, Error, LayerDir, LayerDirKind};
 use strata_archive::tarbuild::{EntryMeta, TarBuilder};
-use strata_image::image::{open_source, write_layout};
+use strata_image::image::{open_source, write_layout, BlobSource};
 use strata_image::images::{unpack, ImageStore};
+use strata_image::registry::{AuthOptions, Limits};
 use strata_scratch::{FsKind, ScratchFs};
 
 use crate::model::{
@@ -50,9 +51,19 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "ext4,xfs")]
     pub fs: Vec<String>,
     /// A real image instead of the embedded default workload, in any form `image
-    /// unpack` reads (repeatable; each is benched in turn).
+    /// unpack` reads, docker://REF too (repeatable; each is benched in turn).
     #[arg(long = "image", value_name = "IMAGE")]
     pub images: Vec<String>,
+    /// For --image docker://REF: plain http, for a local registry.
+    #[arg(long)]
+    pub insecure: bool,
+    /// For --image docker://REF: USER:PASS, or USER to be asked for the password.
+    #[arg(long, value_name = "USER[:PASS]")]
+    pub creds: Option<String>,
+    /// For --image docker://REF: an auth.json as `skopeo login` writes it (default:
+    /// $REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json).
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
     /// Containers per driver.
     #[arg(long, default_value_t = 5)]
     pub containers: usize,
@@ -240,10 +251,24 @@ fn default_blobs(quick: bool) -> Vec<Vec<u8>> {
     generate(1, size).iter().map(|l| gzip(&l.tar)).collect()
 }
 
-/// The layer blobs of a real image, read from any source `image unpack` takes. They
-/// are verified when each tool unpacks them.
-fn image_blobs(spec: &str) -> Result<Vec<Vec<u8>>, Error> {
-    let (source, image) = open_source(spec, None)?;
+/// The layer blobs of a real image, read from any source `image unpack` takes (a
+/// docker://REF is pulled, every blob, into a folder that goes afterwards). They are
+/// verified when each tool unpacks them.
+fn image_blobs(spec: &str, args: &BenchArgs) -> Result<Vec<Vec<u8>>, Error> {
+    let pulled;
+    let cache = strata_scratch::work_dir("strata-bench-pull-").map_err(Error::new)?;
+    let (source, image): (Box<dyn BlobSource>, _) = if spec.starts_with("docker://") {
+        let auth = AuthOptions { creds: args.creds.clone(), authfile: args.authfile.clone() };
+        let limits = Limits {
+            timeout: Duration::from_secs(3600),
+            low_speed_limit: 1024,
+            low_speed_time: Duration::from_secs(30),
+        };
+        pulled = strata_image::registry::pull_all(spec, args.insecure, &auth, limits, cache.path())?;
+        (Box::new(pulled.source.clone()), pulled.image.clone())
+    } else {
+        open_source(spec, None)?
+    };
     image
         .layers
         .iter()
@@ -925,7 +950,7 @@ fn measure(args: &BenchArgs) -> Result<Run, Error> {
             default_blobs(args.quick)
         } else {
             eprintln!("strata bench: reading {label}...");
-            image_blobs(label)?
+            image_blobs(label, args)?
         };
         let layout_bytes: u64 = blobs.iter().map(|b| b.len() as u64).sum::<u64>() * 2;
         check_scratch(need(args, &blobs).min(fs_size(args, &blobs)) + layout_bytes)?;

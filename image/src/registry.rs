@@ -999,12 +999,36 @@ pub fn pull(
     cache: &Path,
     driver: &dyn Driver,
 ) -> Result<Pulled, Error> {
+    pull_missing(reference, insecure, auth, limits, cache, &|chain_id| driver.get(chain_id).is_ok())
+}
+
+/// Pulls `reference` with every layer blob, whatever a driver holds: for `strata bench
+/// --image docker://REF`, which unpacks the blobs itself on each driver in turn.
+pub fn pull_all(
+    reference: &str,
+    insecure: bool,
+    auth: &AuthOptions,
+    limits: Limits,
+    cache: &Path,
+) -> Result<Pulled, Error> {
+    pull_missing(reference, insecure, auth, limits, cache, &|_| false)
+}
+
+/// [`pull`], downloading the blobs of the layers whose chain ID `present` says no.
+fn pull_missing(
+    reference: &str,
+    insecure: bool,
+    auth: &AuthOptions,
+    limits: Limits,
+    cache: &Path,
+    present: &dyn Fn(&str) -> bool,
+) -> Result<Pulled, Error> {
     let r = Reference::parse(reference)?;
     fs::create_dir_all(cache).map_err(|e| Error::new(e).with_path(cache))?;
     remove_stale_staging(cache);
     let credential = auth.credential_for(&r.registry)?;
     let staging = cache.join(format!(".pull-{}", std::process::id()));
-    let mut result = download(&r, reference, insecure, credential, limits, cache, &staging, driver);
+    let mut result = download(&r, reference, insecure, credential, limits, cache, &staging, present);
     if result.is_err() && interrupt::requested() {
         // Whichever thread saw it first, say why the pull stopped.
         result = Err(interrupt::error());
@@ -1026,7 +1050,7 @@ fn download(
     limits: Limits,
     cache: &Path,
     staging: &Path,
-    driver: &dyn Driver,
+    present: &dyn Fn(&str) -> bool,
 ) -> Result<Pulled, Error> {
     let progress = Arc::new(Progress::default());
     let client = Arc::new(Client::new(r, insecure, credential, &limits, progress.clone())?);
@@ -1088,7 +1112,7 @@ fn download(
     let mut missing: Vec<(String, Option<u64>)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (i, l) in image.layers.iter().enumerate() {
-        if driver.get(&image.chain_ids[i]).is_err() {
+        if !present(&image.chain_ids[i]) {
             let d = l.digest.clone().ok_or_else(|| err(format!("layer {} has no digest", i + 1)))?;
             if seen.insert(d.clone()) {
                 missing.push((d, l.size));

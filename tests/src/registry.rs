@@ -20,6 +20,10 @@ pub struct Request {
     pub authorization: Option<String>,
     /// How many requests for this path (query included) came before this one.
     pub nth: usize,
+    /// `GET`, `HEAD`, `POST`, `PATCH`, `PUT`...
+    pub method: String,
+    /// The body (by its Content-Length, or chunked), for uploads.
+    pub body: Vec<u8>,
 }
 
 /// What to answer.
@@ -124,18 +128,33 @@ fn serve(
     }
     let head = String::from_utf8_lossy(&head);
     let mut lines = head.split("\r\n");
-    let path = lines.next().and_then(|l| l.split(' ').nth(1)).unwrap_or("").to_string();
-    let authorization = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-        .map(|(_, v)| v.trim().to_string());
+    let first = lines.next().unwrap_or("");
+    let method = first.split(' ').next().unwrap_or("").to_string();
+    let path = first.split(' ').nth(1).unwrap_or("").to_string();
+    let headers: Vec<(&str, &str)> = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k, v.trim())).collect();
+    let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v);
+    let authorization = header("authorization").map(str::to_string);
+    let body = if let Some(n) = header("content-length").and_then(|l| l.parse::<u64>().ok()) {
+        let mut b = Vec::new();
+        if (&mut conn).take(n.min(256 << 20)).read_to_end(&mut b).is_err() {
+            return;
+        }
+        b
+    } else if header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+        match read_chunked(&mut conn) {
+            Some(b) => b,
+            None => return,
+        }
+    } else {
+        Vec::new()
+    };
     let nth = {
         let mut c = counts.lock().unwrap();
         let n = c.entry(path.clone()).or_insert(0);
         *n += 1;
         *n - 1
     };
-    let req = Request { path, authorization, nth };
+    let req = Request { path, authorization, nth, method, body };
     log.lock().unwrap().push(req.clone());
     let reply = handler(&req);
     if let Some(d) = reply.delay {
@@ -194,6 +213,27 @@ fn serve(
         None => {
             let _ = conn.write_all(&reply.body);
         }
+    }
+}
+
+/// A `Transfer-Encoding: chunked` body.
+fn read_chunked(conn: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\r\n") {
+            conn.read_exact(&mut byte).ok()?;
+            line.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&line);
+        let n = usize::from_str_radix(text.trim().split(';').next()?, 16).ok()?;
+        let mut chunk = vec![0u8; n + 2];
+        conn.read_exact(&mut chunk).ok()?;
+        if n == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(&chunk[..n]);
     }
 }
 

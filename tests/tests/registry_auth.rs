@@ -1,16 +1,18 @@
-//! Registries that want credentials: `image pull` with htpasswd (Basic) credentials
-//! from `--creds`, the containers auth file (as `skopeo login` writes it) and
-//! Docker's config.json (plain `auths` and a `docker-credential-*` helper), against
-//! Debian's docker-registry on 127.0.0.1; and a test registry whose token service and
-//! blob store are on another port, which must never see a credential or a token.
+//! Registries that want credentials: `image pull` and `image push` with htpasswd
+//! (Basic) credentials from `--creds`, the containers auth file (as `skopeo login`
+//! writes it) and Docker's config.json (plain `auths` and a `docker-credential-*`
+//! helper), against Debian's docker-registry on 127.0.0.1; test registries whose token
+//! service, blob reads and upload sessions are on another port, which must never see a
+//! credential or a token (pull and push), and which decline cross-repository mounts.
 
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use strata_tests::registry::{DockerRegistry, Reply, Request, Server, TestImage};
+use strata_tests::registry::{sha256, DockerRegistry, Reply, Request, Server, TestImage};
 use strata_tests::{privileged, strata_bin, Strata};
 
 const USER: &str = "alice";
@@ -27,10 +29,26 @@ struct Env {
 }
 
 fn pull(s: &Strata, env: &Env, reference: &str, args: &[&str]) -> Output {
+    let mut all = vec!["image", "pull", "--insecure"];
+    all.extend_from_slice(args);
+    all.push(reference);
+    run_with(s, env, &all)
+}
+
+/// `image push --insecure [args] NAME REF`.
+fn push(s: &Strata, env: &Env, name: &str, reference: &str, args: &[&str]) -> Output {
+    let mut all = vec!["image", "push", "--insecure"];
+    all.extend_from_slice(args);
+    all.extend([name, reference]);
+    run_with(s, env, &all)
+}
+
+/// strata with `args`, credentials only from where `env` says.
+fn run_with(s: &Strata, env: &Env, args: &[&str]) -> Output {
     let empty = tempfile::tempdir().unwrap();
     let mut c = Command::new(strata_bin());
     c.arg("--root").arg(&s.root).arg("--driver").arg(&s.driver);
-    c.args(["image", "pull", "--insecure"]).args(args).arg(reference);
+    c.args(args);
     c.env_remove("REGISTRY_AUTH_FILE").env_remove("DOCKER_CONFIG").env_remove("XDG_RUNTIME_DIR");
     c.env("HOME", env.home.as_deref().unwrap_or(empty.path()));
     if let Some(d) = &env.xdg_runtime_dir {
@@ -98,9 +116,24 @@ fn pull_with_htpasswd_credentials_from_each_source() {
     assert!(e.contains(&format!("the credentials for {host} were refused")), "{e}");
     assert_eq!(s.state(), before, "a refused pull stores nothing");
 
+    // Each source of credentials below serves a push too: the pulled image goes up to a
+    // repository of its own, which then pulls back (with --creds) to the same layers;
+    // without credentials the push is refused in one line.
+    let creds = format!("{USER}:{PASSWORD}");
+    let pushed = |s: &Strata, env: &Env, args: &[&str], repo: &str| {
+        let to = format!("{host}/pushed/{repo}:v1");
+        let o = push(s, env, &reference, &to, args);
+        assert!(o.status.success(), "push via {repo}: {}", String::from_utf8_lossy(&o.stderr));
+        let back = Strata::new("vfs");
+        assert_eq!(top(&pull(&back, &Env::default(), &to, &["--creds", &creds])), want_top, "{repo}");
+        let e = one_error(&push(s, &Env::default(), &reference, &format!("{host}/pushed/anonymous:v1"), &[]));
+        assert!(e.contains(&format!("{host} needs credentials")), "{e}");
+    };
+
     // --creds: the tree is the one the layout unpacks to.
     let s = Strata::new("vfs");
     let got = top(&pull(&s, &Env::default(), &reference, &["--creds", &format!("{USER}:{PASSWORD}")]));
+    pushed(&s, &Env::default(), &["--creds", &creds], "creds");
     assert_eq!(got, want_top);
     let tree = strata_testkit::tree::Tree::capture(Path::new(s.ok(&["layer", "mount", &got]).trim())).unwrap();
     let d = tree.differences(&want, &strata_testkit::tree::CompareOptions::default());
@@ -117,16 +150,20 @@ fn pull_with_htpasswd_credentials_from_each_source() {
         .unwrap();
     assert!(o.status.success(), "skopeo login: {}", String::from_utf8_lossy(&o.stderr));
     let s = Strata::new("vfs");
-    assert_eq!(top(&pull(&s, &Env::default(), &reference, &["--authfile", authfile.to_str().unwrap()])), want_top);
+    let args = ["--authfile", authfile.to_str().unwrap()];
+    assert_eq!(top(&pull(&s, &Env::default(), &reference, &args)), want_top);
+    pushed(&s, &Env::default(), &args, "authfile");
     let s = Strata::new("vfs");
     let env = Env { registry_auth_file: Some(authfile.clone()), ..Env::default() };
     assert_eq!(top(&pull(&s, &env, &reference, &[])), want_top);
+    pushed(&s, &env, &[], "registry-auth-file");
     let xdg = work.path().join("xdg");
     fs::create_dir_all(xdg.join("containers")).unwrap();
     fs::copy(&authfile, xdg.join("containers/auth.json")).unwrap();
     let s = Strata::new("vfs");
     let env = Env { xdg_runtime_dir: Some(xdg), ..Env::default() };
     assert_eq!(top(&pull(&s, &env, &reference, &[])), want_top);
+    pushed(&s, &env, &[], "xdg");
     // --creds wins over a file.
     let s = Strata::new("vfs");
     let env = Env { registry_auth_file: Some(authfile.clone()), ..Env::default() };
@@ -141,6 +178,7 @@ fn pull_with_htpasswd_credentials_from_each_source() {
     let s = Strata::new("vfs");
     let env = Env { home: Some(home.clone()), ..Env::default() };
     assert_eq!(top(&pull(&s, &env, &reference, &[])), want_top);
+    pushed(&s, &env, &[], "config-json");
 
     // A credential helper named in config.json, found on PATH; it is asked for this
     // registry (docker's protocol: the server on stdin, JSON on stdout).
@@ -166,6 +204,9 @@ fn pull_with_htpasswd_credentials_from_each_source() {
     let env = Env { home: Some(home), path_prepend: Some(bin), ..Env::default() };
     assert_eq!(top(&pull(&s, &env, &reference, &[])), want_top);
     assert_eq!(fs::read_to_string(&asked).unwrap().trim(), host, "the helper was asked for this registry");
+    fs::remove_file(&asked).unwrap();
+    pushed(&s, &env, &[], "helper");
+    assert_eq!(fs::read_to_string(&asked).unwrap().trim(), host, "the helper was asked for the push");
 }
 
 const REPO: &str = "strata/img";
@@ -261,4 +302,266 @@ fn credentials_never_reach_another_host() {
     for scheme in [Scheme::Basic, Scheme::TokenHere, Scheme::TokenElsewhere] {
         pull_with(scheme);
     }
+}
+
+/// What the push test registry holds: blobs by digest, which repositories hold each,
+/// upload sessions, manifests.
+#[derive(Default)]
+struct Held {
+    blobs: HashMap<String, Vec<u8>>,
+    repos: HashMap<String, BTreeSet<String>>,
+    uploads: HashMap<String, (String, Vec<u8>)>,
+    manifests: HashMap<(String, String), Vec<u8>>,
+    sessions: usize,
+}
+
+/// `/v2/<repo>/<rest>` → (repo, rest), where rest starts with `blobs/` or `manifests/`.
+fn split_repo(path: &str) -> Option<(String, String)> {
+    let p = path.strip_prefix("/v2/")?;
+    let at = p.find("/blobs/").or_else(|| p.find("/manifests/"))?;
+    Some((p[..at].to_string(), p[at + 1..].to_string()))
+}
+
+/// The storage host: blob reads and upload sessions, on a port of its own, with no
+/// auth at all (as an object store behind pre-signed URLs); it records what it is sent.
+fn storage(held: Arc<Mutex<Held>>) -> Server {
+    Server::start(Arc::new(move |r: &Request| {
+        let (path, query) = r.path.split_once('?').unwrap_or((&r.path, ""));
+        let mut h = held.lock().unwrap();
+        if let Some(rest) = path.strip_prefix("/blob/") {
+            let (repo, digest) = rest.rsplit_once('/').unwrap();
+            return match h.repos.get(repo).filter(|d| d.contains(digest)).and_then(|_| h.blobs.get(digest)) {
+                Some(b) => Reply::new(200, if r.method == "HEAD" { Vec::new() } else { b.clone() })
+                    .header("Content-Type", "application/octet-stream"),
+                None => Reply::new(404, ""),
+            };
+        }
+        let Some(id) = path.strip_prefix("/upload/") else { return Reply::new(404, "") };
+        let Some((repo, data)) = h.uploads.get_mut(id) else { return Reply::new(404, "no such session") };
+        data.extend_from_slice(&r.body);
+        let repo = repo.clone();
+        match r.method.as_str() {
+            "PATCH" => Reply::new(202, "").header("Location", &format!("/upload/{id}")),
+            "PUT" => {
+                let want = query.split('&').find_map(|kv| kv.strip_prefix("digest=")).unwrap_or("").replace("%3A", ":");
+                let (_, data) = h.uploads.remove(id).unwrap();
+                if sha256(&data) != want {
+                    return Reply::new(400, r#"{"errors":[{"code":"DIGEST_INVALID"}]}"#);
+                }
+                h.blobs.insert(want.clone(), data);
+                h.repos.entry(repo).or_default().insert(want);
+                Reply::new(201, "")
+            }
+            _ => Reply::new(405, ""),
+        }
+    }))
+}
+
+/// A registry that wants `scheme`'s auth, redirects every blob read (`HEAD`, `GET`) to
+/// the storage host on `store_port`, and opens every upload session there; it declines
+/// every cross-repository mount (202 and a session) when `decline_mounts`, else mounts
+/// what the source repository holds.
+fn push_registry(scheme: Scheme, held: Arc<Mutex<Held>>, store_port: u16, decline_mounts: bool) -> Server {
+    let basic = format!("Basic {}", b64(&format!("{USER}:{PASSWORD}")));
+    let own_port = Arc::new(AtomicU16::new(0));
+    let port = own_port.clone();
+    let server = Server::start(Arc::new(move |r: &Request| {
+        let auth = r.authorization.as_deref();
+        if r.path.starts_with("/token") {
+            return if auth == Some(&basic) {
+                Reply::new(200, serde_json::json!({ "token": TOKEN }).to_string())
+            } else {
+                Reply::new(401, "{}").header("WWW-Authenticate", r#"Basic realm="token""#)
+            };
+        }
+        let ok = match scheme {
+            Scheme::Basic => auth == Some(&basic),
+            _ => auth == Some(&format!("Bearer {TOKEN}")),
+        };
+        if !ok {
+            let c = match scheme {
+                Scheme::Basic => r#"Basic realm="test""#.to_string(),
+                _ => format!(r#"Bearer realm="http://127.0.0.1:{}/token",service="test""#, port.load(Ordering::SeqCst)),
+            };
+            return Reply::new(401, r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#).header("WWW-Authenticate", &c);
+        }
+        let (path, query) = r.path.split_once('?').unwrap_or((&r.path, ""));
+        if path == "/v2/" {
+            return Reply::new(200, "{}");
+        }
+        let Some((repo, rest)) = split_repo(path) else { return Reply::new(404, "") };
+        let mut h = held.lock().unwrap();
+        if let Some(digest) = rest.strip_prefix("blobs/").filter(|d| d.starts_with("sha256:")) {
+            return Reply::new(307, "")
+                .header("Location", &format!("http://127.0.0.1:{store_port}/blob/{repo}/{digest}"));
+        }
+        if rest == "blobs/uploads/" && r.method == "POST" {
+            let param = |k: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                    .map(|v| v.replace("%3A", ":").replace("%2F", "/"))
+            };
+            if let (Some(digest), Some(from)) = (param("mount"), param("from")) {
+                let there = h.repos.get(&from).is_some_and(|d| d.contains(&digest));
+                if there && !decline_mounts {
+                    h.repos.entry(repo).or_default().insert(digest);
+                    return Reply::new(201, "");
+                }
+            }
+            h.sessions += 1;
+            let id = format!("u{}", h.sessions);
+            h.uploads.insert(id.clone(), (repo, Vec::new()));
+            return Reply::new(202, "").header("Location", &format!("http://127.0.0.1:{store_port}/upload/{id}"));
+        }
+        if let Some(tag) = rest.strip_prefix("manifests/") {
+            if r.method == "PUT" {
+                let m: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                let mut named = vec![m["config"]["digest"].as_str().unwrap().to_string()];
+                named.extend(m["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()));
+                let has = h.repos.get(&repo).cloned().unwrap_or_default();
+                if let Some(missing) = named.iter().find(|d| !has.contains(*d)) {
+                    return Reply::new(
+                        400,
+                        format!(r#"{{"errors":[{{"code":"MANIFEST_BLOB_UNKNOWN","message":"{missing}"}}]}}"#),
+                    );
+                }
+                let digest = sha256(&r.body);
+                h.manifests.insert((repo.clone(), tag.to_string()), r.body.clone());
+                h.manifests.insert((repo, digest.clone()), r.body.clone());
+                return Reply::new(201, "").header("Docker-Content-Digest", &digest);
+            }
+            return match h.manifests.get(&(repo, tag.to_string())) {
+                Some(m) => {
+                    let v: serde_json::Value = serde_json::from_slice(m).unwrap();
+                    Reply::new(200, m.clone())
+                        .header("Content-Type", v["mediaType"].as_str().unwrap())
+                        .header("Docker-Content-Digest", &sha256(m))
+                }
+                None => Reply::new(404, r#"{"errors":[{"code":"MANIFEST_UNKNOWN"}]}"#),
+            };
+        }
+        Reply::new(404, "")
+    }));
+    own_port.store(server.port, Ordering::SeqCst);
+    server
+}
+
+fn strata_push(s: &Strata, name: &str, reference: &str) -> Output {
+    s.command(&["image", "push", "--insecure", "--creds", &format!("{USER}:{PASSWORD}"), name, reference])
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("HOME", "/nonexistent")
+        .output()
+        .unwrap()
+}
+
+/// A push whose blob reads and uploads go to another port: that port sees every blob
+/// and no credential or token; the registry declines every cross-repository mount
+/// (202), so each blob goes up through the session the decline opened; the image pulls
+/// back (blobs again from the other port) to the same layers.
+fn push_with(scheme: Scheme) {
+    let work = tempfile::tempdir().unwrap();
+    let img = layout(&work.path().join("img"));
+    let held = Arc::new(Mutex::new(Held::default()));
+    let store = storage(held.clone());
+    let reg = push_registry(scheme, held.clone(), store.port, true);
+    let host = format!("127.0.0.1:{}", reg.port);
+    let s = Strata::new("vfs");
+    // Named after a repository of this registry: a push elsewhere there asks to mount
+    // each blob from it first.
+    let src = format!("{host}/strata/src:v1");
+    let want_top = s.ok(&["image", "unpack", &format!("{}:v1", img.display()), "--name", &src]).trim().to_string();
+    let o = strata_push(&s, &src, &format!("{host}/strata/dst:v1"));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{scheme:?}: {stderr}");
+    let blobs = 3; // two layers and the config
+    let (main_seen, store_seen) = (reg.requests(), store.requests());
+    let declined = main_seen.iter().filter(|r| r.method == "POST" && r.path.contains("mount=")).count();
+    assert_eq!(declined, blobs, "{scheme:?}: a mount asked for each blob: {main_seen:?}");
+    assert_eq!(stderr.matches("uploaded").count(), blobs, "{scheme:?}: each declined mount became an upload: {stderr}");
+    assert!(!stderr.contains("mounted from"), "{stderr}");
+    let puts = store_seen.iter().filter(|r| r.method == "PUT" && r.path.starts_with("/upload/")).count();
+    assert_eq!(puts, blobs, "{scheme:?}: {store_seen:?}");
+    for r in &store_seen {
+        assert!(
+            r.authorization.is_none(),
+            "{scheme:?}: a credential or token went to another port: {} {}",
+            r.method,
+            r.path
+        );
+    }
+    assert!(main_seen.iter().any(|r| r.authorization.is_some()), "{scheme:?}: the registry itself got the credential");
+
+    // Pushed again: every blob's HEAD is redirected to the storage host, which has it.
+    let before = store.requests().len();
+    let o = strata_push(&s, &src, &format!("{host}/strata/dst:v1"));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{scheme:?}: {stderr}");
+    assert_eq!(stderr.matches("already there").count(), blobs, "{scheme:?}: {stderr}");
+    let heads: Vec<Request> = store.requests().into_iter().skip(before).collect();
+    assert_eq!(heads.iter().filter(|r| r.method == "HEAD").count(), blobs, "{heads:?}");
+    assert!(heads.iter().all(|r| r.authorization.is_none()), "{scheme:?}: {heads:?}");
+
+    // What went up is the image: pulled back by a fresh store, the same layers.
+    let back = Strata::new("vfs");
+    let got = top(&pull(
+        &back,
+        &Env::default(),
+        &format!("{host}/strata/dst:v1"),
+        &["--creds", &format!("{USER}:{PASSWORD}")],
+    ));
+    assert_eq!(got, want_top, "{scheme:?}");
+    assert!(store.requests().iter().all(|r| r.authorization.is_none()), "{scheme:?}");
+}
+
+#[test]
+fn push_credentials_never_reach_another_host_and_a_declined_mount_uploads() {
+    if !privileged("registry credential tests") {
+        return;
+    }
+    for scheme in [Scheme::Basic, Scheme::TokenHere] {
+        push_with(scheme);
+    }
+}
+
+/// `strata bench --image docker://REF` pulls the image with the same flags as `image
+/// pull` (here --insecure and --creds, from Debian's docker-registry behind htpasswd)
+/// and benches it: its two layers and the copy-up layer, unpacked on the driver; without
+/// credentials it stops at once with one line.
+#[test]
+fn bench_takes_an_image_from_a_registry_with_credentials() {
+    if !privileged("bench --image docker://")
+        || !strata_tests::installed(&["htpasswd", "docker-registry", "skopeo"], "bench --image docker://")
+    {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let img = layout(&work.path().join("img"));
+    let reg = DockerRegistry::start(&[(USER, PASSWORD)]);
+    let creds = format!("{USER}:{PASSWORD}");
+    reg.skopeo_push(&format!("oci:{}:v1", img.display()), "strata/bench:v1", Some(&creds));
+    let reference = format!("docker://127.0.0.1:{}/strata/bench:v1", reg.port);
+    let bench = |extra: &[&str]| -> Output {
+        let mut c = Command::new(strata_bin());
+        c.arg("--root").arg(work.path().join("root"));
+        c.args(["bench", "--quick", "--drivers", "vfs", "--fs", "ext4", "--containers", "1", "--insecure"]);
+        c.args(["--image", &reference]).args(extra);
+        c.env_remove("REGISTRY_AUTH_FILE").env_remove("XDG_RUNTIME_DIR").env("HOME", work.path());
+        c.stdin(std::process::Stdio::null()).output().unwrap()
+    };
+    let e = one_error(&bench(&[]));
+    assert!(e.contains("needs credentials"), "{e}");
+
+    let json = work.path().join("run.json");
+    let o = bench(&["--creds", &creds, "--json", json.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run: serde_json::Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
+    assert_eq!(run["workload"]["images"], serde_json::json!([reference]));
+    let results = run["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert!(results[0]["error"].is_null(), "{}", results[0]["error"]);
+    let layers = results[0]["unpack_layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "the image's two layers and the copy-up layer: {layers:?}");
+    assert!(layers.iter().all(|l| l["bytes"].as_u64().unwrap() > 0));
 }

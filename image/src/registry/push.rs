@@ -18,7 +18,8 @@
 //! Auth is pull's (`--creds`, auth files, helpers); a token is asked for `pull,push`. A
 //! `Location` is checked as a redirect is (http(s), a host, no downgrade), and the
 //! `Authorization` header goes only to the registry's own scheme, host and port: an
-//! upload location on another host gets the blob, never a credential.
+//! upload location on another host gets the blob, never a credential, and a blob's
+//! `HEAD` redirected to another host (an object store) is followed without one.
 //!
 //! [`ContentStore::locations`]: crate::content::ContentStore::locations
 
@@ -30,7 +31,7 @@ use url::Url;
 
 use super::{
     check_target, err, error_text, is_path_component, one_line, origin, transport_failure, AuthOptions, Client,
-    Failure, Limits, Reference, MAX_ERROR_BODY, MAX_MANIFEST, OCI_MANIFEST, TRIES,
+    Failure, Limits, Reference, MAX_ERROR_BODY, MAX_MANIFEST, MAX_REDIRECTS, OCI_MANIFEST, TRIES,
 };
 use crate::images::ImageStore;
 use driver_core::Error;
@@ -86,6 +87,8 @@ impl Client {
         let mut answered = false;
         let mut last = String::new();
         let mut attempt = 0;
+        let (mut url, mut redirects) = (url.clone(), 0);
+        let url = &mut url;
         while attempt < TRIES {
             let mut req = self.agent.request_url(method, url);
             for (k, v) in headers {
@@ -103,6 +106,22 @@ impl Client {
                 None => req.call(),
             };
             match answer {
+                // A registry whose blobs live in an object store redirects a blob's
+                // HEAD there (distribution with `redirect` storage): followed as a
+                // pull follows one, the Authorization staying with the registry.
+                Ok(resp) if (300..400).contains(&resp.status()) && matches!(method, "HEAD" | "GET") => {
+                    let location = resp.header("location").unwrap_or_default().to_string();
+                    let next = url
+                        .join(&location)
+                        .map_err(|e| err(format!("{shown}: bad redirect to {:?}: {e}", one_line(&location, 200))))?;
+                    check_target(&next, self.insecure, &format!("{shown}: redirect"))?;
+                    redirects += 1;
+                    if redirects > MAX_REDIRECTS {
+                        return Err(err(format!("{shown}: more than {MAX_REDIRECTS} redirects")));
+                    }
+                    *url = next;
+                    continue;
+                }
                 Ok(resp) => return Ok((resp.status(), resp)),
                 Err(ureq::Error::Status(401, resp)) if origin(url) == origin(&self.base) => {
                     if answered {
