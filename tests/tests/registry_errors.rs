@@ -1,7 +1,8 @@
 //! Registry errors a user can act on, each one `error:` line with exit code 1: an
 //! http registry asked in https, a host that does not resolve, a port nobody listens
 //! on (these two at once, without retries), and the registry's error JSON as one line
-//! (`manifest unknown: host/repo:tag`); a 5xx and a reset are still tried again.
+//! (`manifest unknown: host/repo:tag`); a 5xx and a reset are still tried again;
+//! `user:pw@host/repo` is refused pointing at --creds, the password not echoed.
 
 use std::io::{Read, Write};
 use std::process::Output;
@@ -110,4 +111,29 @@ fn a_5xx_and_a_reset_are_tried_again() {
     let o = s.run(&["image", "pull", "--insecure", &format!("127.0.0.1:{}/{REPO}:v1", server.port)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(manifest_requests(&server), 3, "asked again after the 503 and after the reset");
+}
+
+/// `user:pw@host/repo` (as some URLs carry credentials) is refused pointing at
+/// --creds, for a pull, a push and an unpack of docker://, and the password never
+/// reaches the terminal; nothing is stored.
+#[test]
+fn credentials_in_a_reference_are_refused_pointing_at_creds() {
+    if !privileged("registry error tests") {
+        return;
+    }
+    let s = Strata::new("vfs");
+    let before = s.state();
+    let reference = "alice:s3cret@127.0.0.1:5000/team/app:v1";
+    for args in [
+        vec!["image", "pull", "--insecure", reference],
+        vec!["image", "unpack", "--insecure", "docker://alice:s3cret@127.0.0.1:5000/team/app:v1"],
+        vec!["image", "push", "--insecure", "app", reference],
+    ] {
+        let o = s.run(&args);
+        let e = one_error(&o);
+        assert!(e.contains("--creds alice[:PASS]"), "{args:?}: {e}");
+        let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(!all.contains("s3cret"), "{args:?}: the password is echoed: {all}");
+    }
+    assert_eq!(s.state(), before, "nothing stored");
 }
