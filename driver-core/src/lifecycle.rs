@@ -144,6 +144,12 @@ impl<F: LayerFs> Layered<F> {
         Ok(Layered { store, fs })
     }
 
+    /// The driver from a store and a filesystem part already opened over it (a test's,
+    /// say, whose calls go to a recording double).
+    pub fn from_parts(store: Arc<Store>, fs: F) -> Self {
+        Layered { store, fs }
+    }
+
     /// The filesystem part, for what only this driver offers.
     pub fn fs(&self) -> &F {
         &self.fs

@@ -42,6 +42,7 @@ use driver_core::error::{Cause, Error, Result};
 use driver_core::lifecycle::{Applied, LayerDiff, LayerFs, Layered, Making};
 use driver_core::store::{discard_tree, LayerMeta, Staging, Store};
 use driver_core::sys::{self, XattrTarget};
+use driver_core::syscall::{Real, Syscalls};
 use driver_core::Usage;
 use sha2::Digest;
 use strata_archive::apply::{apply_layer, ApplyOptions};
@@ -59,6 +60,9 @@ pub struct Overlay {
     store: Arc<Store>,
     dir: PathBuf,
     features: Features,
+    /// Where mounts, whiteout devices and opaque xattrs are made ([`Real`] but in unit
+    /// tests).
+    sys: Arc<dyn Syscalls>,
 }
 
 /// A short, stable link name for a layer (10 characters of base32 of its ID's digest).
@@ -78,11 +82,12 @@ fn short_link(id: &str) -> String {
 /// A private read-only mount of a layer's view, released on drop.
 struct TempView {
     path: PathBuf,
+    sys: Arc<dyn Syscalls>,
 }
 
 impl Drop for TempView {
     fn drop(&mut self) {
-        let _ = mount::unmount(&self.path);
+        let _ = self.sys.unmount(&self.path);
         let _ = fs::remove_dir(&self.path);
     }
 }
@@ -112,11 +117,17 @@ impl Overlay {
                 root.display()
             ))));
         }
+        Overlay::with(root, features, Arc::new(Real))
+    }
+
+    /// The driver over `root` with the `features` given (probed, or chosen by a test)
+    /// and its calls made through `sys`.
+    fn with(root: &Path, features: Features, sys: Arc<dyn Syscalls>) -> Result<Overlay> {
         for sub in ["l", "empty", "tmp"] {
             fs::create_dir_all(root.join(sub)).map_err(|e| Error::new(e).with_path(root.join(sub)))?;
         }
         let store = Arc::new(Store::open(root, Arc::new(discard_tree))?);
-        let driver = Overlay { store, dir: root.to_path_buf(), features };
+        let driver = Overlay { store, dir: root.to_path_buf(), features, sys };
         driver.recover()?;
         Ok(driver)
     }
@@ -136,7 +147,7 @@ impl Overlay {
                     continue;
                 }
                 for m in sys::mounts_under(&e.path()) {
-                    let _ = mount::unmount(&m);
+                    let _ = self.sys.unmount(&m);
                 }
                 let _ = fs::remove_dir(e.path());
             }
@@ -148,7 +159,7 @@ impl Overlay {
                 meta.mounts = 0;
                 self.store.put(&lock, &meta)?;
             } else if meta.mounts == 0 && mounted {
-                mount::unmount(&merged).map_err(|e| Error::at(&meta.id, &merged, e))?;
+                self.sys.unmount(&merged).map_err(|e| Error::at(&meta.id, &merged, e))?;
             }
         }
         Ok(())
@@ -162,7 +173,7 @@ impl Overlay {
     }
     /// How this driver's layers store whiteouts, for apply and diff alike.
     fn whiteouts(&self) -> Arc<OverlayWhiteouts> {
-        Arc::new(OverlayWhiteouts::new(self.features.xattr_prefix()))
+        Arc::new(OverlayWhiteouts { xattr_prefix: self.features.xattr_prefix(), sys: self.sys.clone() })
     }
 
     /// IDs from `id` down to the bottom layer.
@@ -214,7 +225,7 @@ impl Overlay {
     /// data with the short links, from the driver's folder.
     fn mount_at(&self, ids: &[String], m: &OverlayMount, target: &Path) -> std::io::Result<()> {
         if self.features.lowerdir_plus {
-            return mount::mount_fsconfig(m, target);
+            return self.sys.mount(&m.fsconfig_spec(), target);
         }
         let mut rel = m.clone();
         for (i, l) in rel.lowers.iter_mut().enumerate() {
@@ -229,7 +240,7 @@ impl Overlay {
             *u = u.strip_prefix(&self.dir).map(Path::to_path_buf).unwrap_or(u.clone());
             *w = w.strip_prefix(&self.dir).map(Path::to_path_buf).unwrap_or(w.clone());
         }
-        mount::mount_classic_from(&self.dir, &rel, target)
+        self.sys.mount(&rel.classic_spec(Some(&self.dir))?, target)
     }
 
     fn ensure_link(&self, id: &str) -> std::io::Result<()> {
@@ -249,7 +260,7 @@ impl Overlay {
             .tempdir_in(self.dir.join("tmp"))
             .map_err(|e| Error::at(id, self.dir.join("tmp"), e))?
             .keep();
-        let view = TempView { path };
+        let view = TempView { path, sys: self.sys.clone() };
         let m = self.overlay_for(&ids, false);
         self.mount_at(&ids, &m, &view.path).map_err(|e| Error::at(id, &view.path, e))?;
         Ok(view)
@@ -488,7 +499,7 @@ impl LayerFs for Overlay {
 
     fn unmount(&self, id: &str) -> Result<()> {
         let target = self.merged(id);
-        mount::unmount(&target).map_err(|e| Error::at(id, &target, e))
+        self.sys.unmount(&target).map_err(|e| Error::at(id, &target, e))
     }
 
     fn diff(&self, meta: &LayerMeta) -> Result<Box<dyn LayerDiff + '_>> {
@@ -514,5 +525,142 @@ impl LayerFs for Overlay {
         let mut features = self.features.pairs();
         features.push(("mount_api".into(), if self.features.lowerdir_plus { "lowerdir+" } else { "mount(2)" }.into()));
         features
+    }
+}
+
+#[cfg(test)]
+mod mount_options {
+    //! Which options overlay mounts its views with, decided from the probed features,
+    //! checked through the recording double: nothing is mounted, so neither root nor
+    //! overlayfs is needed. (The privileged tests mount for real.)
+    use driver_core::driver::Driver;
+    use driver_core::syscall::{Call, MountApi, MountSpec, Recording};
+    use strata_archive::tarbuild::TarBuilder;
+
+    use super::*;
+
+    /// Features as a probe would find them: every option known or none.
+    fn features(lowerdir_plus: bool, known: bool) -> Features {
+        Features {
+            mounts: true,
+            d_type: true,
+            lowerdir_plus,
+            metacopy: known,
+            redirect_dir: known,
+            index: known,
+            volatile: known,
+            userxattr: known,
+            error: None,
+        }
+    }
+
+    /// base (a file), mid over it (a whiteout of base's file, and directories the tar
+    /// does not describe), a writable ctr over mid; ctr and mid mounted and ctr
+    /// unmounted. Returns the calls made.
+    fn run(root: &Path, f: Features) -> Vec<Call> {
+        let rec = Arc::new(Recording::default());
+        let fs = Overlay::with(root, f, rec.clone()).unwrap();
+        let driver = Layered::from_parts(fs.store.clone(), fs);
+        let base = TarBuilder::new().dir("etc").file("etc/a", b"a").build();
+        driver.apply_diff("base", None, &mut &base[..]).unwrap();
+        let mid = TarBuilder::new().dir("etc").whiteout("etc/a").file("usr/lib/x", b"x").build();
+        driver.apply_diff("mid", Some("base"), &mut &mid[..]).unwrap();
+        driver.create("ctr", Some("mid"), true).unwrap();
+        assert_eq!(driver.mount("ctr").unwrap(), root.join("layers/ctr/merged"));
+        driver.unmount("ctr").unwrap();
+        driver.mount("mid").unwrap();
+        rec.calls()
+    }
+
+    fn mounts(calls: &[Call]) -> Vec<(MountSpec, PathBuf)> {
+        calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Mount { spec, target } => Some((spec.clone(), target.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn opts(pairs: &[(&str, &Path)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string_lossy().into_owned())).collect()
+    }
+
+    fn off(known: bool) -> Vec<(String, String)> {
+        let names = if known { &["index", "redirect_dir", "metacopy"][..] } else { &[][..] };
+        names.iter().map(|k| (k.to_string(), "off".to_string())).collect()
+    }
+
+    #[test]
+    fn lowerdir_plus_stacks_each_lower_top_first_with_the_probed_options_off() {
+        for known in [true, false] {
+            let tmp = tempfile::tempdir().unwrap();
+            let root = tmp.path();
+            let diff = |id: &str| root.join("layers").join(id).join("diff");
+            let calls = run(root, features(true, known));
+            let m = mounts(&calls);
+            assert_eq!(m.len(), 3, "the parent's view for mid's implicit directories, ctr, mid: {m:#?}");
+
+            // mid's implicit usr and usr/lib take their metadata from base's view: a
+            // private read-only mount, with the empty lower making up the two lowers
+            // overlayfs wants without an upper, unmounted once done.
+            let (view, view_at) = &m[0];
+            assert!(view_at.starts_with(root.join("tmp")), "{view_at:?}");
+            let mut want = opts(&[("lowerdir+", &diff("base")), ("lowerdir+", &root.join("empty"))]);
+            want.extend(off(known));
+            assert_eq!(view.options, want, "known={known}");
+            assert!(view.readonly && view.api == MountApi::Fsconfig && view.fstype == "overlay");
+            assert!(calls.contains(&Call::Unmount { target: view_at.clone() }), "the view is released");
+
+            // The container: its lowers top first, its own diff as upper.
+            let (ctr, ctr_at) = &m[1];
+            assert_eq!(ctr_at, &root.join("layers/ctr/merged"));
+            let mut want = opts(&[
+                ("lowerdir+", &diff("mid")),
+                ("lowerdir+", &diff("base")),
+                ("upperdir", &diff("ctr")),
+                ("workdir", &root.join("layers/ctr/work")),
+            ]);
+            want.extend(off(known));
+            assert_eq!(ctr.options, want, "known={known}");
+            assert!(!ctr.readonly);
+            // Root mounts keep overlay's xattrs in trusted.*; volatile would lose the
+            // upper on a crash: neither is asked for although the kernel has them.
+            assert!(ctr.options.iter().all(|(k, _)| k != "userxattr" && k != "volatile"));
+            assert!(calls.contains(&Call::Unmount { target: ctr_at.clone() }));
+
+            // A committed layer's view: its own diff on top, read-only.
+            let (mid, mid_at) = &m[2];
+            assert_eq!(mid_at, &root.join("layers/mid/merged"));
+            let mut want = opts(&[("lowerdir+", &diff("mid")), ("lowerdir+", &diff("base"))]);
+            want.extend(off(known));
+            assert_eq!(mid.options, want);
+            assert!(mid.readonly);
+
+            // The whiteout of base's file became a 0/0 device, through the double too.
+            assert!(calls.iter().any(|c| matches!(c, Call::Mknod { name, dev: 0, .. } if name == "a")));
+        }
+    }
+
+    #[test]
+    fn classic_mounts_name_lowers_by_short_links_from_the_driver_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let calls = run(root, features(false, true));
+        let m = mounts(&calls);
+        let (ctr, _) = &m[1];
+        assert_eq!(ctr.api, MountApi::Classic { cwd: Some(root.to_path_buf()) });
+        let link = |id: &str| format!("l/{}", short_link(id));
+        let mut want = vec![
+            ("lowerdir".to_string(), format!("{}:{}", link("mid"), link("base"))),
+            ("upperdir".to_string(), "layers/ctr/diff".to_string()),
+            ("workdir".to_string(), "layers/ctr/work".to_string()),
+        ];
+        want.extend(off(true));
+        assert_eq!(ctr.options, want);
+        for id in ["mid", "base"] {
+            let target = fs::read_link(root.join(link(id))).unwrap();
+            assert_eq!(target, Path::new("../layers").join(id).join("diff"), "{id}'s link");
+        }
     }
 }
