@@ -60,12 +60,21 @@ pub struct ApplyOptions {
     pub layer: String,
     /// How the layer directory stores whiteouts ([`DeleteInPlace`] by default).
     pub whiteouts: Arc<dyn WhiteoutFormat>,
+    /// The input is an uncompressed tar (decompressed where the blob was read): taken
+    /// as it is, without looking for gzip or zstd and buffering it a second time.
+    pub uncompressed: bool,
 }
 
 impl ApplyOptions {
     /// Options for layer `layer`, whiteouts deleted in place.
     pub fn new(layer: impl Into<String>) -> Self {
-        ApplyOptions { layer: layer.into(), whiteouts: Arc::new(DeleteInPlace) }
+        ApplyOptions { layer: layer.into(), whiteouts: Arc::new(DeleteInPlace), uncompressed: false }
+    }
+
+    /// The same options, with the input known to be uncompressed or not.
+    pub fn uncompressed(mut self, uncompressed: bool) -> Self {
+        self.uncompressed = uncompressed;
+        self
     }
 
     /// The same options with whiteouts stored in `format`.
@@ -117,11 +126,20 @@ pub const MAX_SPARSE_SIZE: u64 = 64 << 30;
 #[cfg(fuzzing)]
 pub const MAX_SPARSE_SIZE: u64 = 64 << 20;
 
-/// Applies the layer tar read from `input` (plain, gzip or zstd) onto the tree at `root`.
+/// Applies the layer tar read from `input` (plain, gzip or zstd; taken as plain when
+/// `opts.uncompressed`) onto the tree at `root`. The report's diff_id is the digest of
+/// the uncompressed stream, hashed here, as it is read.
 pub fn apply_layer(root: &Path, input: impl Read, opts: &ApplyOptions) -> Result<ApplyReport> {
     let layer = opts.layer.as_str();
-    let (_, reader) = crate::compress::decompress(input)
-        .map_err(|e| Error::layer(layer, Cause::BadTar(format!("cannot read the stream: {e}"))))?;
+    let reader: Box<dyn Read + '_> = if opts.uncompressed {
+        Box::new(input)
+    } else {
+        Box::new(
+            crate::compress::decompress(input)
+                .map_err(|e| Error::layer(layer, Cause::BadTar(format!("cannot read the stream: {e}"))))?
+                .1,
+        )
+    };
     let mut hashing = Hashing::new(reader);
     let root_fd = sys::open_dir(root).map_err(|e| Error::at(layer, root, e))?;
     let mut applier = Applier::new(opts, root_fd);

@@ -477,8 +477,8 @@ impl LayerFs for Btrfs {
         self.stage(staging)
     }
 
-    fn apply(&self, staging: &Staging, tar: &mut dyn Read) -> Result<Applied> {
-        Ok(apply_layer(&staging.path, tar, &ApplyOptions::new(&staging.id))?.into())
+    fn apply(&self, staging: &Staging, tar: &mut dyn Read, uncompressed: bool) -> Result<Applied> {
+        Ok(apply_layer(&staging.path, tar, &ApplyOptions::new(&staging.id).uncompressed(uncompressed))?.into())
     }
 
     fn committed(&self, meta: &LayerMeta) -> Result<()> {

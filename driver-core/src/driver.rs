@@ -120,8 +120,14 @@ pub enum LayerDirKind {
 pub struct LayerTar {
     pub id: String,
     pub parent: Option<String>,
-    /// The layer tar (plain, gzip or zstd).
+    /// The layer tar (plain, gzip or zstd, unless `uncompressed`).
     pub tar: Box<dyn Read + Send + 'static>,
+    /// The tar is known to be uncompressed (the caller decompressed the blob where it
+    /// read it), so the apply does not look for gzip or zstd again.
+    pub uncompressed: bool,
+    /// The digest the uncompressed tar must have (an image's diff_id). The apply
+    /// hashes the stream anyway; a layer whose digest differs is not committed.
+    pub diff_id: Option<String>,
 }
 
 /// Called as each layer of a chain is committed: its index and the bytes applied.
@@ -144,9 +150,7 @@ pub trait Driver: Send + Sync {
     /// layers below it committed. A driver whose layers do not start from their
     /// parent's tree (overlay) extracts them in parallel; the default applies them one
     /// after the other, reading the next layer's stream ahead on another thread.
-    fn apply_chain(&self, layers: Vec<LayerTar>, progress: ChainProgress<'_>) -> Result<Vec<u64>> {
-        crate::lifecycle::sequential_chain(self, layers, progress)
-    }
+    fn apply_chain(&self, layers: Vec<LayerTar>, progress: ChainProgress<'_>) -> Result<Vec<u64>>;
 
     /// Mounts (or shares the existing mount of) the merged view of `id`; returns its path.
     fn mount(&self, id: &str) -> Result<PathBuf>;

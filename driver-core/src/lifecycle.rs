@@ -30,7 +30,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::driver::{ChainProgress, Change, Driver, LayerDir, LayerInfo, LayerTar, Status, Usage};
-use crate::error::Result;
+use crate::error::{Cause, Error, Result};
 use crate::store::{LayerMeta, Staging, Store};
 
 /// What applying a layer tar gave.
@@ -77,9 +77,9 @@ pub trait LayerFs: Send + Sync + Sized {
     /// and a chain is applied (then it may still be being made).
     fn make(&self, staging: &Staging, why: Making) -> Result<()>;
 
-    /// Applies the layer tar (plain, gzip or zstd) to the directory [`LayerFs::make`]
-    /// made.
-    fn apply(&self, staging: &Staging, tar: &mut dyn Read) -> Result<Applied>;
+    /// Applies the layer tar (plain, gzip or zstd; `uncompressed` when the caller knows
+    /// it is plain) to the directory [`LayerFs::make`] made.
+    fn apply(&self, staging: &Staging, tar: &mut dyn Read, uncompressed: bool) -> Result<Applied>;
 
     /// Runs before an applied layer is committed, once its parent is: a layer applied
     /// without its parent's content fixes up here what needs the parent.
@@ -166,7 +166,18 @@ impl<F: LayerFs> Layered<F> {
         self.fs.committed(&self.store.get(&id)?)
     }
 
-    fn commit_applied(&self, staging: Staging, applied: Applied) -> Result<u64> {
+    /// Commits an applied layer: refused (and its staging discarded) when the tar was
+    /// not the `expected` one.
+    fn commit_applied(&self, staging: Staging, applied: Applied, expected: Option<&str>) -> Result<u64> {
+        if let Some(want) = expected.filter(|w| *w != applied.diff_id) {
+            return Err(Error::layer(
+                &staging.id,
+                Cause::Other(format!(
+                    "the uncompressed layer (diff_id) has digest {}, not {want} (tampered or corrupt)",
+                    applied.diff_id
+                )),
+            ));
+        }
         self.fs.before_commit(&staging, &applied)?;
         let size = applied.size;
         self.commit(staging, LayerMeta { diff_id: Some(applied.diff_id), size, ..Default::default() })?;
@@ -194,10 +205,7 @@ impl<F: LayerFs> Driver for Layered<F> {
     }
 
     fn apply_diff(&self, id: &str, parent: Option<&str>, tar: &mut dyn Read) -> Result<u64> {
-        let staging = self.store.begin(id, parent)?;
-        self.fs.make(&staging, Making::Apply)?;
-        let applied = self.fs.apply(&staging, tar)?;
-        self.commit_applied(staging, applied)
+        self.apply_one(id, parent, tar, false, None)
     }
 
     /// Independent layers are extracted all at once (one per core), then committed
@@ -205,22 +213,22 @@ impl<F: LayerFs> Driver for Layered<F> {
     /// ahead on another thread.
     fn apply_chain(&self, layers: Vec<LayerTar>, progress: ChainProgress<'_>) -> Result<Vec<u64>> {
         if !self.fs.independent() {
-            return sequential_chain(self, layers, progress);
+            return self.sequential_chain(layers, progress);
         }
-        let staged: Vec<Result<(Staging, Applied)>> = layers
+        let staged: Vec<Result<(Staging, Applied, Option<String>)>> = layers
             .into_par_iter()
             .map(|mut l| {
                 let staging = self.store.begin_before_parent(&l.id, l.parent.as_deref())?;
                 self.fs.make(&staging, Making::Apply)?;
-                let applied = self.fs.apply(&staging, &mut l.tar)?;
-                Ok((staging, applied))
+                let applied = self.fs.apply(&staging, &mut l.tar, l.uncompressed)?;
+                Ok((staging, applied, l.diff_id))
             })
             .collect();
         let mut sizes = Vec::new();
         for (i, s) in staged.into_iter().enumerate() {
             // On the first error the rest are dropped, which discards their staging.
-            let (staging, applied) = s?;
-            let n = self.commit_applied(staging, applied)?;
+            let (staging, applied, expected) = s?;
+            let n = self.commit_applied(staging, applied, expected.as_deref())?;
             progress(i, n);
             sizes.push(n);
         }
@@ -280,25 +288,41 @@ impl<F: LayerFs> Driver for Layered<F> {
     }
 }
 
-/// Applies a chain one layer after the other (each starts from its parent's tree),
-/// reading the next layer's stream ahead on another thread meanwhile.
-pub fn sequential_chain<D: Driver + ?Sized>(
-    driver: &D,
-    layers: Vec<LayerTar>,
-    progress: ChainProgress<'_>,
-) -> Result<Vec<u64>> {
-    use crate::readahead::ReadAhead;
-    let mut sizes = Vec::with_capacity(layers.len());
-    let mut layers = layers.into_iter().map(|l| (l.id, l.parent, l.tar));
-    let start =
-        |(id, parent, tar): (String, Option<String>, Box<dyn Read + Send>)| (id, parent, ReadAhead::spawn(tar, 64));
-    let mut next = layers.next().map(start);
-    while let Some((id, parent, mut stream)) = next.take() {
-        // Start on the next layer while this one is applied.
-        next = layers.next().map(start);
-        let n = driver.apply_diff(&id, parent.as_deref(), &mut stream)?;
-        progress(sizes.len(), n);
-        sizes.push(n);
+impl<F: LayerFs> Layered<F> {
+    /// Stages, applies and commits one layer; see [`Layered::commit_applied`].
+    fn apply_one(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        tar: &mut dyn Read,
+        uncompressed: bool,
+        expected: Option<&str>,
+    ) -> Result<u64> {
+        let staging = self.store.begin(id, parent)?;
+        self.fs.make(&staging, Making::Apply)?;
+        let applied = self.fs.apply(&staging, tar, uncompressed)?;
+        self.commit_applied(staging, applied, expected)
     }
-    Ok(sizes)
+
+    /// Applies a chain one layer after the other (each starts from its parent's tree),
+    /// reading the next layer's stream ahead on another thread meanwhile (there it is
+    /// also decompressed, when the stream decompresses as it is read).
+    fn sequential_chain(&self, layers: Vec<LayerTar>, progress: ChainProgress<'_>) -> Result<Vec<u64>> {
+        use crate::readahead::ReadAhead;
+        let mut sizes = Vec::with_capacity(layers.len());
+        let mut layers = layers.into_iter();
+        let start = |l: LayerTar| {
+            let stream = ReadAhead::spawn(l.tar, 64);
+            (LayerTar { tar: Box::new(std::io::empty()), ..l }, stream)
+        };
+        let mut next = layers.next().map(start);
+        while let Some((l, mut stream)) = next.take() {
+            // Start on the next layer while this one is applied.
+            next = layers.next().map(start);
+            let n = self.apply_one(&l.id, l.parent.as_deref(), &mut stream, l.uncompressed, l.diff_id.as_deref())?;
+            progress(sizes.len(), n);
+            sizes.push(n);
+        }
+        Ok(sizes)
+    }
 }

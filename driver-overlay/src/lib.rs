@@ -452,8 +452,9 @@ impl LayerFs for Overlay {
         Ok(())
     }
 
-    fn apply(&self, staging: &Staging, tar: &mut dyn Read) -> Result<Applied> {
-        Ok(apply_layer(&staging.path.join("diff"), tar, &self.apply_opts(&staging.id))?.into())
+    fn apply(&self, staging: &Staging, tar: &mut dyn Read, uncompressed: bool) -> Result<Applied> {
+        let opts = self.apply_opts(&staging.id).uncompressed(uncompressed);
+        Ok(apply_layer(&staging.path.join("diff"), tar, &opts)?.into())
     }
 
     /// Directories the tar did not describe take their metadata from the lower layers

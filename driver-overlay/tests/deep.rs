@@ -58,6 +58,8 @@ fn run(api: &str) {
             id: ids[i].clone(),
             parent: i.checked_sub(1).map(|p| ids[p].clone()),
             tar: Box::new(std::io::Cursor::new(layer_tar(i))),
+            uncompressed: false,
+            diff_id: None,
         })
         .collect();
     driver.apply_chain(chain, &|_, _| {}).unwrap();

@@ -70,8 +70,8 @@ impl LayerFs for Vfs {
         Ok(())
     }
 
-    fn apply(&self, staging: &Staging, tar: &mut dyn Read) -> Result<Applied> {
-        Ok(apply_layer(&staging.path, tar, &ApplyOptions::new(&staging.id))?.into())
+    fn apply(&self, staging: &Staging, tar: &mut dyn Read, uncompressed: bool) -> Result<Applied> {
+        Ok(apply_layer(&staging.path, tar, &ApplyOptions::new(&staging.id).uncompressed(uncompressed))?.into())
     }
 
     /// A container's view is its own directory. A committed layer's is a read-only

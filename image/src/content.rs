@@ -28,7 +28,9 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::image::{blob_path, BlobSource, Image, LayoutDir, VerifyingReader, MAX_CONFIG, MAX_MANIFEST};
+use crate::image::{
+    blob_path, check_not_over, check_whole, BlobSource, Image, LayoutDir, VerifyingReader, MAX_CONFIG, MAX_MANIFEST,
+};
 use driver_core::digest::Hashing;
 use driver_core::error::{Cause, Context, Error, Result};
 
@@ -131,6 +133,51 @@ impl Drop for BlobWriter {
     }
 }
 
+/// A blob read for an unpack and written to the store as it is read, so that it is
+/// read and hashed once (the writer's hash is the check). When it ends, its size and
+/// digest are checked against its descriptor: only a blob that is what its descriptor
+/// says is kept, and the read fails otherwise.
+pub struct Keeping<R> {
+    inner: R,
+    writer: Option<BlobWriter>,
+    expected: String,
+    size: Option<u64>,
+    what: String,
+    /// The error the end of the stream gave, given again on every later read.
+    failed: Option<(io::ErrorKind, String)>,
+}
+
+impl<R: Read> Read for Keeping<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some((kind, msg)) = &self.failed {
+            return Err(io::Error::new(*kind, msg.clone()));
+        }
+        let n = self.inner.read(buf)?;
+        if let Err(e) = self.keep(&buf[..n], n == 0 && !buf.is_empty()) {
+            // The partial blob goes with its writer.
+            self.writer = None;
+            self.failed = Some((e.kind(), e.to_string()));
+            return Err(e);
+        }
+        Ok(n)
+    }
+}
+
+impl<R> Keeping<R> {
+    fn keep(&mut self, data: &[u8], end: bool) -> io::Result<()> {
+        let Some(w) = self.writer.as_mut() else { return Ok(()) };
+        w.write_all(data)?;
+        let hashed = w.file.as_ref().expect("an unfinished blob");
+        check_not_over(&self.what, hashed.byte_count(), self.size)?;
+        if end {
+            check_whole(&self.what, hashed.byte_count(), self.size, &hashed.digest(), &self.expected)?;
+            let w = self.writer.take().expect("a writer");
+            w.finish().map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
 fn missing_content(name: &str) -> Error {
     Error::new(Cause::Other(format!(
         "image {name} was stored by an older strata, which kept only its layers, not its blobs, \
@@ -166,6 +213,19 @@ impl ContentStore {
             file: Some(Hashing::new(io::BufWriter::with_capacity(1 << 20, file))),
             tmp,
             store: self.clone(),
+        })
+    }
+
+    /// `blob` as it is read, written to the store and kept when it is whole and has
+    /// the digest `expected` (and `size`); see [`Keeping`].
+    pub fn keeping<R: Read>(&self, blob: R, expected: &str, size: Option<u64>, what: String) -> Result<Keeping<R>> {
+        Ok(Keeping {
+            inner: blob,
+            writer: Some(self.writer()?),
+            expected: expected.to_string(),
+            size,
+            what,
+            failed: None,
         })
     }
 
@@ -345,10 +405,15 @@ impl ContentStore {
             }
             let blob = source.open(locator).map_err(|e| fail(locator, &e))?;
             match digest {
-                Some(d) => self.put_stream(&mut VerifyingReader::new(blob, d, size, format!("blob {d}")), Some(d)),
-                None => self.put_stream(&mut { blob }, None),
+                // Hashed once, as it is written.
+                Some(d) => {
+                    let mut kept = self.keeping(blob, d, size, format!("blob {d}"))?;
+                    io::copy(&mut kept, &mut io::sink()).map_err(|e| fail(locator, &e))?;
+                    let len = fs::metadata(self.path(d)?).map(|m| m.len()).unwrap_or_default();
+                    Ok((d.to_string(), len))
+                }
+                None => self.put_stream(&mut { blob }, None).map_err(|e| fail(locator, &e)),
             }
-            .map_err(|e| fail(locator, &e))
         };
         let (config_digest, config_size) = copy(&image.config_locator, Some(&image.config_digest), None)?;
         let mut layers = Vec::new();
@@ -391,5 +456,48 @@ impl BlobSource for ContentStore {
 
     fn shared(&self) -> Option<Arc<dyn BlobSource>> {
         Some(Arc::new(self.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(r: &mut dyn Read) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).map(|_| out)
+    }
+
+    #[test]
+    fn a_blob_read_for_an_unpack_is_kept_only_when_it_is_what_its_descriptor_says() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(tmp.path()).unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let good = driver_core::digest::sha256(&data);
+        let n = Some(data.len() as u64);
+
+        // Tampered, truncated, longer than said: the read fails and nothing is kept.
+        let mut tampered = data.clone();
+        tampered[1000] ^= 1;
+        let mut long = data.clone();
+        long.push(0);
+        for (what, bytes, want) in [
+            ("tampered", &tampered[..], "tampered or corrupt"),
+            ("truncated", &data[..1000], "truncated?"),
+            ("longer", &long[..], "more than the"),
+        ] {
+            let mut r = store.keeping(bytes, &good, n, "blob x".into()).unwrap();
+            let e = read_all(&mut r).expect_err(what).to_string();
+            assert!(e.contains("blob x") && e.contains(want), "{what}: {e}");
+            assert!(r.read(&mut [0u8; 8]).is_err(), "{what}: the failure is given again");
+            assert!(!store.has(&good), "{what}: kept");
+            assert_eq!(fs::read_dir(tmp.path().join("content/ingest")).unwrap().count(), 0, "{what}: ingest left");
+        }
+
+        // Whole and right: passed through unchanged and kept under its digest.
+        let mut r = store.keeping(&data[..], &good, n, "blob x".into()).unwrap();
+        assert_eq!(read_all(&mut r).unwrap(), data);
+        assert!(store.has(&good));
+        assert_eq!(read_all(&mut store.read_blob(&good, n).unwrap()).unwrap(), data);
     }
 }

@@ -18,6 +18,8 @@ use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use driver_core::digest::{sha256, Hashing};
 use driver_core::error::{Cause, Error, Result};
 
+use crate::content::ContentStore;
+
 /// The annotation that tags a manifest in an image layout's index.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -282,33 +284,40 @@ impl<R: Read> Read for VerifyingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         let read = self.inner.byte_count();
-        if let Some(size) = self.size {
-            if read > size {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{} has more than the {size} bytes its descriptor says", self.what),
-                ));
-            }
-        }
+        check_not_over(&self.what, read, self.size)?;
         if n == 0 && !buf.is_empty() {
-            if let Some(size) = self.size {
-                if read != size {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{} has {} bytes, not the {size} its descriptor says (truncated?)", self.what, read),
-                    ));
-                }
-            }
-            let got = self.inner.digest();
-            if got != self.expected {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{} has digest {got}, not {} (tampered or corrupt)", self.what, self.expected),
-                ));
-            }
+            check_whole(&self.what, read, self.size, &self.inner.digest(), &self.expected)?;
         }
         Ok(n)
     }
+}
+
+/// Refuses a stream longer than its descriptor's `size`, as soon as it is.
+pub(crate) fn check_not_over(what: &str, read: u64, size: Option<u64>) -> io::Result<()> {
+    match size {
+        Some(size) if read > size => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{what} has more than the {size} bytes its descriptor says"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a stream that ended against its descriptor's size and digest.
+pub(crate) fn check_whole(what: &str, read: u64, size: Option<u64>, got: &str, expected: &str) -> io::Result<()> {
+    if let Some(size) = size.filter(|s| *s != read) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{what} has {read} bytes, not the {size} its descriptor says (truncated?)"),
+        ));
+    }
+    if got != expected {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{what} has digest {got}, not {expected} (tampered or corrupt)"),
+        ));
+    }
+    Ok(())
 }
 
 /// Chain IDs of a list of diff_ids.
@@ -742,34 +751,55 @@ fn resolve_docker(archive: &TarArchive, src: &str, tag: Option<&str>) -> Result<
     })
 }
 
-/// Opens layer `i` of `image` as its verified, uncompressed tar stream: the blob is
-/// checked against its digest and the tar against its diff_id, each when it ends.
-pub fn open_layer(source: &dyn BlobSource, image: &Image, i: usize) -> Result<Box<dyn Read + Send>> {
-    open_layer_blob(source, &image.layers[i], i)
+/// Opens layer `i` of `image` as its uncompressed tar stream, the blob checked against
+/// its digest when it ends. The tar is not hashed here: whoever applies it does (the
+/// driver's apply computes the diff_id anyway) and checks it against the diff_id.
+///
+/// With `keep`, a blob that store does not hold yet is written there as it is read (and
+/// kept once whole and verified), so that an unpack reads and hashes each blob once.
+pub fn open_layer(
+    source: &dyn BlobSource,
+    image: &Image,
+    i: usize,
+    keep: Option<&ContentStore>,
+) -> Result<Box<dyn Read + Send>> {
+    open_layer_blob(source, &image.layers[i], i, keep)
 }
 
-fn open_layer_blob(source: &dyn BlobSource, layer: &LayerBlob, i: usize) -> Result<Box<dyn Read + Send>> {
+fn open_layer_blob(
+    source: &dyn BlobSource,
+    layer: &LayerBlob,
+    i: usize,
+    keep: Option<&ContentStore>,
+) -> Result<Box<dyn Read + Send>> {
     let what = format!("layer {} (blob {})", i + 1, layer.locator);
     let fail = |e: io::Error| Error::new(Cause::Other(format!("{what}: {e}")));
     check_stored_size(source, &layer.locator, layer.size).map_err(fail)?;
     let blob = source.open(&layer.locator).map_err(fail)?;
-    let blob: Box<dyn Read + Send> = match &layer.digest {
-        Some(d) => Box::new(VerifyingReader::new(blob, d, layer.size, format!("blob {d}"))),
-        None => blob,
+    let blob: Box<dyn Read + Send> = match (&layer.digest, keep) {
+        (Some(d), Some(store)) if !store.has(d) => Box::new(store.keeping(blob, d, layer.size, format!("blob {d}"))?),
+        (Some(d), _) => Box::new(VerifyingReader::new(blob, d, layer.size, format!("blob {d}"))),
+        (None, _) => blob,
     };
     let (_, plain) =
         strata_archive::compress::decompress(blob).map_err(|e| Error::new(Cause::Other(format!("{what}: {e}"))))?;
-    Ok(Box::new(VerifyingReader::new(plain, &layer.diff_id, None, format!("the uncompressed {what} (diff_id)"))))
+    Ok(Box::new(plain))
 }
 
 /// [`open_layer`], deferred to the stream's first read when the source can be shared:
 /// an image of a thousand layers then holds one decompressor at a time (per applying
 /// thread), not a thousand, and no file descriptor per layer up front.
-pub fn open_layer_lazily(source: &dyn BlobSource, image: &Image, i: usize) -> Result<Box<dyn Read + Send>> {
-    let Some(shared) = source.shared() else { return open_layer(source, image, i) };
+pub fn open_layer_lazily(
+    source: &dyn BlobSource,
+    image: &Image,
+    i: usize,
+    keep: Option<&ContentStore>,
+) -> Result<Box<dyn Read + Send>> {
+    let Some(shared) = source.shared() else { return open_layer(source, image, i, keep) };
     let layer = image.layers[i].clone();
+    let keep = keep.cloned();
     Ok(Box::new(Lazy::Pending(Box::new(move || {
-        open_layer_blob(shared.as_ref(), &layer, i)
+        open_layer_blob(shared.as_ref(), &layer, i, keep.as_ref())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
     }))))
 }

@@ -510,7 +510,9 @@ pub fn unpack(
             chain.push(LayerTar {
                 id: image.chain_ids[i].clone(),
                 parent: i.checked_sub(1).map(|p| image.chain_ids[p].clone()),
-                tar: open_layer_lazily(source, image, i)?,
+                tar: open_layer_lazily(source, image, i, Some(&images.content))?,
+                uncompressed: true,
+                diff_id: Some(image.layers[i].diff_id.clone()),
             });
         }
         let done = |i: usize, n: u64| {
