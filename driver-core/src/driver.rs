@@ -85,7 +85,8 @@ pub struct Usage {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub driver: String,
-    /// Filesystem type under the driver's folder (`ext4`, `xfs`, `btrfs`, `tmpfs`, …).
+    /// Filesystem type under the driver's folder, as the kernel names it (`ext4`, `xfs`,
+    /// `tmpfs`, …).
     pub backing_fs: String,
     /// Features in use, as `name=value` pairs (for example `reflink=true`, `metacopy=on`).
     pub features: Vec<(String, String)>,
@@ -96,8 +97,8 @@ pub struct Status {
 /// `strata layer explain` (what a student sees with `ls -l` in the driver's folder).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerDir {
-    /// The layer's own directory: overlay's `layers/<id>/diff`, vfs's full copy,
-    /// btrfs's subvolume.
+    /// The layer's own directory: an upper directory of changes, a full copy or a
+    /// snapshot, as the driver keeps it.
     pub path: PathBuf,
     pub kind: LayerDirKind,
 }
@@ -107,12 +108,12 @@ pub struct LayerDir {
 #[serde(rename_all = "kebab-case")]
 pub enum LayerDirKind {
     /// Only what the layer changed: a deletion is a 0/0 character device, a directory
-    /// that hides everything below carries `<xattr_prefix>opaque=y` (overlay).
+    /// that hides everything below carries `<xattr_prefix>opaque=y` (a union mount's upper).
     Changes { xattr_prefix: String },
     /// A full copy of the tree: a deleted file is simply absent (vfs).
     FullCopy,
     /// A full tree made as a snapshot of the parent, sharing its unchanged extents;
-    /// a deleted file is absent (btrfs).
+    /// a deleted file is absent (a copy-on-write filesystem's subvolume).
     Snapshot,
 }
 
@@ -135,7 +136,7 @@ pub type ChainProgress<'a> = &'a (dyn Fn(usize, u64) + Sync);
 
 /// A storage driver. See the module documentation for the lifecycle.
 pub trait Driver: Send + Sync {
-    /// The driver's short name: `vfs`, `overlay` or `btrfs`.
+    /// The driver's short name (`vfs`, say).
     fn name(&self) -> &'static str;
 
     /// Makes an empty layer `id` over `parent`: a container layer when `writable`.
@@ -148,7 +149,7 @@ pub trait Driver: Send + Sync {
     /// Applies a chain of layers, each over the one before (the first over its own
     /// `parent`), committing them bottom to top; stops at the first error, leaving the
     /// layers below it committed. A driver whose layers do not start from their
-    /// parent's tree (overlay) extracts them in parallel; the default applies them one
+    /// parent's tree extracts them in parallel; the default applies them one
     /// after the other, reading the next layer's stream ahead on another thread.
     fn apply_chain(&self, layers: Vec<LayerTar>, progress: ChainProgress<'_>) -> Result<Vec<u64>>;
 

@@ -1,7 +1,7 @@
 //! A reader that runs its source on another thread, a bounded number of chunks ahead.
-//! Unpacking a chain on vfs or btrfs applies one layer at a time (each starts from its
-//! parent's tree), so the next layer's decompression and digest checks run here, on
-//! the other core, while the current layer is being written.
+//! A driver whose layers start from their parent's tree applies a chain one layer at
+//! a time, so the next layer's read, decompression and blob digest check run here, on
+//! the other core, while the current layer is being written (and hashed).
 
 use std::io::{self, Read};
 use std::sync::mpsc::{sync_channel, Receiver};

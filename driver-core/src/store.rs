@@ -52,7 +52,7 @@ pub struct LayerMeta {
     pub size: u64,
     pub mounts: u32,
     pub created: u64,
-    /// Driver-specific facts (overlay: short link name, mount options used).
+    /// Driver-specific facts (a short link name, the mount options used, ...).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -71,8 +71,8 @@ impl LayerMeta {
     }
 }
 
-/// How a driver throws away a directory it made (a btrfs layer is a subvolume and
-/// needs an ioctl; the others are plain trees).
+/// How a driver throws away a directory it made (a layer that is a subvolume needs an
+/// ioctl; plain trees are removed).
 pub type Discard = Arc<dyn Fn(&Path) -> io::Result<()> + Send + Sync>;
 
 /// Discards a plain directory tree.
@@ -440,7 +440,7 @@ impl Store {
                 let _ = fs::remove_file(&path);
             } else {
                 // Leftovers that cannot be discarded now stay for the next start: one
-                // (a btrfs layer with a path beyond PATH_MAX did) must not make every
+                // (a subvolume layer with a path beyond PATH_MAX did) must not make every
                 // command on the store fail, `layer ls` included.
                 let _ = (self.discard)(&path);
             }

@@ -30,7 +30,7 @@ pub fn confined() -> ResolveFlag {
 
 /// `O_NOATIME` where this process may use it (the file's owner, or CAP_FOWNER): reading
 /// a layer to diff it must not change it, and an atime update rewrites the inode
-/// (on btrfs, every read file would then look changed since the snapshot).
+/// (on a snapshot, every read file would then look changed since it was taken).
 fn noatime(flags: OFlag) -> OFlag {
     flags | OFlag::O_NOATIME
 }
@@ -375,23 +375,19 @@ pub fn set_metadata(node: Node<'_>, meta: &NodeMeta) -> io::Result<()> {
     }
 }
 
-/// The type of the filesystem under `path`, from `statfs`'s magic number.
+/// The type of the filesystem under `path`, as the kernel names it: the type of the
+/// mount that holds it (the last-mounted of the longest mount point above it, from
+/// mountinfo). No table of `statfs` magic numbers to keep up: every filesystem the
+/// kernel mounts has its name, `fuse.sshfs` and the like included.
 pub fn fs_type(path: &Path) -> io::Result<String> {
-    let st = nix::sys::statfs::statfs(path).map_err(errno)?;
-    let magic = st.filesystem_type().0 as u64;
-    Ok(match magic {
-        0x9123683e => "btrfs",
-        0xef53 => "ext4",
-        0x58465342 => "xfs",
-        0x01021994 => "tmpfs",
-        0x794c7630 => "overlay",
-        0x6969 => "nfs",
-        0x65735546 => "fuse",
-        0x2fc12fc1 => "zfs",
-        0xf2f52010 => "f2fs",
-        _ => return Ok(format!("unknown (0x{magic:x})")),
-    }
-    .to_string())
+    let path = std::fs::canonicalize(path)?;
+    mounts()
+        .into_iter()
+        .filter(|m| path.starts_with(&m.point))
+        // max_by_key keeps the last of equals: the mount on top.
+        .max_by_key(|m| m.point.components().count())
+        .map(|m| m.fs_type)
+        .ok_or_else(|| io::Error::other(format!("no mount holds {} in /proc/self/mountinfo", path.display())))
 }
 
 /// Bytes (allocated blocks) and inodes held by the tree at `root`; a file with several
@@ -442,36 +438,59 @@ pub fn unmount(target: &Path) -> io::Result<()> {
     }
 }
 
-/// The mount points of this process (field 5 of `/proc/self/mountinfo`), in mount order.
-pub fn mount_points() -> Vec<PathBuf> {
-    mount_points_in(&std::fs::read("/proc/self/mountinfo").unwrap_or_default())
+/// One line of `/proc/self/mountinfo`: where, and what filesystem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountEntry {
+    /// The mount point (field 5).
+    pub point: PathBuf,
+    /// The filesystem type (the first field after the ` - ` separator).
+    pub fs_type: String,
 }
 
-/// The mount points in a mountinfo text. The kernel writes a space, tab, newline or
+/// This process's mounts, in mount order.
+pub fn mounts() -> Vec<MountEntry> {
+    mounts_in(&std::fs::read("/proc/self/mountinfo").unwrap_or_default())
+}
+
+/// The mount points of this process (field 5 of `/proc/self/mountinfo`), in mount order.
+pub fn mount_points() -> Vec<PathBuf> {
+    mounts().into_iter().map(|m| m.point).collect()
+}
+
+/// The mounts in a mountinfo text. The kernel writes a space, tab, newline or
 /// backslash in a path as an octal escape (`\040`, `\011`, `\012`, `\134`; fs/proc_namespace.c
-/// `mangle`), so a line always has its fields apart by single spaces.
-fn mount_points_in(info: &[u8]) -> Vec<PathBuf> {
+/// `mangle`), so a line always has its fields apart by single spaces; a variable number
+/// of optional fields ends with a lone `-`, then comes the type.
+fn mounts_in(info: &[u8]) -> Vec<MountEntry> {
     info.split(|&b| b == b'\n')
-        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
-        .map(|field| {
-            let mut out = Vec::with_capacity(field.len());
-            let mut i = 0;
-            while i < field.len() {
-                let octal = field.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-                match (field[i], octal) {
-                    (b'\\', Some(d)) => {
-                        out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8).wrapping_add(c - b'0')));
-                        i += 4;
-                    }
-                    (b, _) => {
-                        out.push(b);
-                        i += 1;
-                    }
-                }
-            }
-            PathBuf::from(OsStr::from_bytes(&out))
+        .filter_map(|line| {
+            let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+            let point = fields.get(4)?;
+            let sep = fields.iter().skip(6).position(|f| *f == b"-")? + 6;
+            let fs_type = String::from_utf8_lossy(&unescape(fields.get(sep + 1)?)).into_owned();
+            Some(MountEntry { point: PathBuf::from(OsStr::from_bytes(&unescape(point))), fs_type })
         })
         .collect()
+}
+
+/// Undoes mountinfo's octal escapes.
+fn unescape(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let octal = field.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (field[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8).wrapping_add(c - b'0')));
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Whether `path` is a mount point (listed in this process's mountinfo).
@@ -493,8 +512,8 @@ pub fn pid_alive(pid: u32) -> bool {
 }
 
 /// Bytes of a file's data extents: all of them, and those the filesystem marks shared
-/// with another file or snapshot (`FIEMAP_EXTENT_SHARED`, set by btrfs and by xfs for
-/// reflinks; never by ext4 or tmpfs, where `shared` is 0).
+/// with another file or snapshot (`FIEMAP_EXTENT_SHARED`, set by copy-on-write
+/// filesystems for snapshots and reflinks; never by ext4 or tmpfs, where `shared` is 0).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExtentBytes {
     pub total: u64,
@@ -559,8 +578,28 @@ mod tests {
             "98 22 0:53 / /tmp/tab\\011nl\\012bs\\134end rw shared:41 - tmpfs tmpfs rw\n",
             "99 22 0:54 / /tmp/not\\8octal rw shared:42 - tmpfs tmpfs rw\n",
         );
-        let got = mount_points_in(info.as_bytes());
+        let got: Vec<PathBuf> = mounts_in(info.as_bytes()).into_iter().map(|m| m.point).collect();
         let want = ["/", "/tmp/a b", "/tmp/tab\tnl\nbs\\end", "/tmp/not\\8octal"];
         assert_eq!(got, want.iter().map(PathBuf::from).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn mountinfo_types_follow_the_optional_fields() {
+        let info = concat!(
+            "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw\n",
+            "97 22 0:52 / /mnt rw shared:40 master:3 - fuse.sshfs host:/ rw\n",
+            "98 22 0:53 / /none rw - xfs /dev/loop0 rw\n",
+        );
+        let got: Vec<(String, String)> =
+            mounts_in(info.as_bytes()).into_iter().map(|m| (m.point.display().to_string(), m.fs_type)).collect();
+        let want = [("/", "ext4"), ("/mnt", "fuse.sshfs"), ("/none", "xfs")];
+        assert_eq!(got, want.iter().map(|(p, t)| (p.to_string(), t.to_string())).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn fs_type_names_the_mount_that_holds_a_path() {
+        // /proc is procfs wherever this runs; a path inside it takes its type, not /'s.
+        assert_eq!(fs_type(Path::new("/proc/self")).unwrap(), "proc");
+        assert_eq!(fs_type(Path::new("/proc")).unwrap(), "proc");
     }
 }
