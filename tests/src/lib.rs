@@ -81,11 +81,14 @@ impl Strata {
         String::from_utf8(o.stdout).expect("utf-8 stdout")
     }
 
-    /// Runs a command that must fail with exactly one `error:` line; returns it.
+    /// Runs a command that must fail with exit code 1 and exactly one `error:` line;
+    /// returns the line.
     pub fn fails(&self, args: &[&str]) -> String {
         let o = self.run(args);
-        assert!(!o.status.success(), "strata {args:?} should have failed");
         let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        // Exit 1 is a command that ran and failed; clap's usage errors exit 2, a
+        // rolled-back Ctrl-C 130 (tests of those check the code themselves).
+        assert_eq!(o.status.code(), Some(1), "strata {args:?} should have failed with exit code 1: {stderr}");
         let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
         assert_eq!(errors.len(), 1, "one error line expected, got: {stderr}");
         errors[0].to_string()
