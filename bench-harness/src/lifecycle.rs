@@ -225,32 +225,6 @@ fn used_blobs(cache: &Path, blobs: &BTreeMap<String, u64>, records: &[ImageRecor
     used
 }
 
-/// The blobs of the content store that stored images name: each record's manifest and
-/// what it names. A manifest that no longer reads as a whole image (a blob of it lost)
-/// still keeps every digest it names; one that does not read at all is an error, so
-/// nothing is swept on a guess.
-fn named_content(images: &ImageStore) -> Result<BTreeSet<String>, Error> {
-    let mut named = BTreeSet::new();
-    for r in images.list()? {
-        let Some(m) = r.manifest.as_deref() else { continue };
-        if let Ok(img) = images.content.load(&r.name, Some(m)) {
-            named.extend(img.blobs());
-            continue;
-        }
-        let p = images.content.path(m)?;
-        let v: serde_json::Value =
-            fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(|| {
-                Error::new(Cause::Other(format!("image {}: its manifest {m} does not read", r.name))).with_path(&p)
-            })?;
-        named.insert(m.to_string());
-        named.extend(v["config"]["digest"].as_str().map(String::from));
-        for l in v["layers"].as_array().into_iter().flatten() {
-            named.extend(l["digest"].as_str().map(String::from));
-        }
-    }
-    Ok(named)
-}
-
 /// Sweeps the content store (`<driver dir>/content/blobs`): removes the blobs no image
 /// record names. Under the store lock, which records are written under (a writer
 /// checks its blobs are all there under it, and copies again what went), so no record
@@ -260,7 +234,7 @@ fn named_content(images: &ImageStore) -> Result<BTreeSet<String>, Error> {
 fn prune_content(images: &ImageStore, dry_run: bool, pruned: &mut Pruned) -> Result<(), Error> {
     let began = images.content.clock()?;
     let _lock = images.lock()?;
-    let named = named_content(images)?;
+    let named = images.named_blobs()?;
     let mut gone = BTreeSet::new();
     for (digest, size, written) in images.content.stored()? {
         if named.contains(&digest) || written >= began {

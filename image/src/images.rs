@@ -29,6 +29,7 @@
 //! `a/../b`) can reach or collide with the store's own files; names are checked against
 //! the reference grammar ([`crate::image::validate_name`]) as well.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -367,6 +368,51 @@ impl ImageStore {
         Ok(())
     }
 
+    /// The blobs of the content store that stored images name: each record's manifest and
+    /// what it names. A manifest that no longer reads as a whole image (a blob of it lost)
+    /// still keeps every digest it names; one that does not read at all is an error, so
+    /// nothing is swept on a guess.
+    pub fn named_blobs(&self) -> Result<BTreeSet<String>> {
+        let mut named = BTreeSet::new();
+        for r in self.list()? {
+            let Some(m) = r.manifest.as_deref() else { continue };
+            if let Ok(img) = self.content.load(&r.name, Some(m)) {
+                named.extend(img.blobs());
+                continue;
+            }
+            let p = self.content.path(m)?;
+            let v: serde_json::Value =
+                fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(|| {
+                    Error::new(Cause::Other(format!("image {}: its manifest {m} does not read", r.name))).with_path(&p)
+                })?;
+            named.insert(m.to_string());
+            named.extend(v["config"]["digest"].as_str().map(String::from));
+            for l in v["layers"].as_array().into_iter().flatten() {
+                named.extend(l["digest"].as_str().map(String::from));
+            }
+        }
+        Ok(named)
+    }
+
+    /// A failed unpack keeps no blob: of `kept` (the layer blobs the content store
+    /// lacked when the unpack began, which it wrote there as it read them), those no
+    /// record names go, under the store lock as in a prune. Another unpack that counted
+    /// on one of them copies it again when it writes its record (it checks its blobs
+    /// under that lock).
+    fn drop_kept(&self, kept: &[String]) -> Result<()> {
+        let _lock = self.lock()?;
+        let named = self.named_blobs()?;
+        let gone: BTreeSet<String> =
+            kept.iter().filter(|d| !named.contains(*d) && self.content.has(d)).cloned().collect();
+        for d in &gone {
+            self.content.remove(d)?;
+        }
+        if !gone.is_empty() {
+            self.content.forget_locations(&gone)?;
+        }
+        Ok(())
+    }
+
     /// Starts an unpack: a pending record, locked by this process, naming the layers.
     pub(crate) fn begin(&self, name: &str, layers: &[String], preexisting: usize) -> Result<Pending> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -482,6 +528,10 @@ pub fn unpack(
 ) -> Result<Option<String>> {
     validate_name(name)?;
     let preexisting = present_prefix(driver, image)?;
+    // The layer blobs this unpack will write to the content store as it reads them
+    // (what a failed unpack must not leave there).
+    let kept: Vec<String> =
+        image.layers.iter().filter_map(|l| l.digest.clone()).filter(|d| !images.content.has(d)).collect();
     let pending = images.begin(name, &image.chain_ids, preexisting)?;
     let count = image.chain_ids.len();
     let start = Instant::now();
@@ -562,6 +612,7 @@ pub fn unpack(
         }
         Err(e) => {
             let _ = images.abandon(driver, pending);
+            let _ = images.drop_kept(&kept);
             Err(e)
         }
     }
