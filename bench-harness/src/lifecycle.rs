@@ -240,19 +240,13 @@ fn prune_content(images: &ImageStore, dry_run: bool, pruned: &mut Pruned) -> Res
         if named.contains(&digest) || written >= began {
             continue;
         }
-        if !dry_run {
-            images.content.remove(&digest)?;
-        }
         gone.insert(digest.clone());
         pruned.blobs.push((digest, size));
     }
     if !dry_run {
+        images.content.remove_all(&gone)?;
         // Half-written blobs of writers that died.
         images.content.sweep_ingest();
-    }
-    if !dry_run && !gone.is_empty() {
-        // Where a push may mount a blob from is noted per blob: drop what is gone.
-        images.content.forget_locations(&gone)?;
     }
     Ok(())
 }

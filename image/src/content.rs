@@ -287,6 +287,18 @@ impl ContentStore {
         Ok(out)
     }
 
+    /// Removes blobs nothing names (the caller holds the store lock) and forgets where a
+    /// push could have mounted them from.
+    pub fn remove_all(&self, gone: &std::collections::BTreeSet<String>) -> Result<()> {
+        for d in gone {
+            self.remove(d)?;
+        }
+        if !gone.is_empty() {
+            self.forget_locations(gone)?;
+        }
+        Ok(())
+    }
+
     /// Removes a blob (the caller holds the store lock and knows nothing names it).
     pub fn remove(&self, digest: &str) -> Result<()> {
         let p = self.path(digest)?;

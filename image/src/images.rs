@@ -404,13 +404,7 @@ impl ImageStore {
         let named = self.named_blobs()?;
         let gone: BTreeSet<String> =
             kept.iter().filter(|d| !named.contains(*d) && self.content.has(d)).cloned().collect();
-        for d in &gone {
-            self.content.remove(d)?;
-        }
-        if !gone.is_empty() {
-            self.content.forget_locations(&gone)?;
-        }
-        Ok(())
+        self.content.remove_all(&gone)
     }
 
     /// Starts an unpack: a pending record, locked by this process, naming the layers.
