@@ -89,6 +89,14 @@ macro_rules! conformance_tests {
             forty_long_hardlink_names_are_all_carried
             changes_beyond_path_max_round_trip
             layer_with_path_beyond_path_max_is_removed
+            metadata_changes_of_big_lower_files
+            renamed_lower_tree_with_nested_directories
+            rename_of_a_renamed_directory
+            parent_renamed_after_its_child_was
+            new_directory_at_a_renamed_directorys_old_name
+            file_moved_out_of_a_renamed_directory
+            hardlinked_lower_file_chmodded
+            lower_directory_moved_into_a_renamed_directory
         );
     };
     (@cases ($driver:literal, $backing:expr, $factory:expr) $($case:ident)*) => {

@@ -28,6 +28,9 @@ use crate::tree::{CompareOptions, Tree};
 use driver_core::driver::{Change, ChangeKind};
 use driver_core::sys;
 
+mod copy_up;
+pub use copy_up::*;
+
 /// Runs `script` in container `ctr` over `base`; diffs while the view is in use, then
 /// reads the view, unmounts and diffs again (the same tar); each diff is the naive
 /// walk's. Returns the changes, the tar and the view.
