@@ -337,7 +337,15 @@ fn main() -> ExitCode {
         // can be).
         driver_core::interrupt::install();
     }
-    match run(cli) {
+    quiet_when_stdout_closes();
+    let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
+        Ok(outcome) => outcome,
+        // As a shell reports a command ended by SIGPIPE (128 + 13); the unwind has already
+        // released what the command held (mounts, staging, the store lock).
+        Err(payload) if is_closed_stdout(payload.as_ref()) => return ExitCode::from(141),
+        Err(payload) => std::panic::resume_unwind(payload),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", printable(&e.to_string()));
@@ -349,6 +357,31 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `strata image ls | head -1`: the reader goes away, and Rust, which ignores SIGPIPE,
+/// makes `println!` panic on EPIPE. That panic is the way out (it unwinds through the
+/// guards that unmount and discard staging, where a default SIGPIPE would kill the process
+/// with mounts held), but its message and backtrace are noise: the hook says nothing for
+/// it and `main` exits as a pipe-killed command would.
+fn quiet_when_stdout_closes() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !is_closed_stdout(info.payload()) {
+            report(info)
+        }
+    }));
+}
+
+/// Whether a panic is std's "failed printing to stdout" for a closed pipe (EPIPE).
+fn is_closed_stdout(payload: &(dyn std::any::Any + Send)) -> bool {
+    let msg = match (payload.downcast_ref::<String>(), payload.downcast_ref::<&str>()) {
+        (Some(s), _) => s.as_str(),
+        (None, Some(s)) => s,
+        (None, None) => return false,
+    };
+    let epipe = std::io::Error::from_raw_os_error(libc::EPIPE).to_string();
+    msg.starts_with("failed printing to stdout") && msg.ends_with(&epipe)
 }
 
 /// The error line with control characters escaped: a message can quote bytes from a

@@ -177,3 +177,26 @@ fn a_root_keeps_the_driver_it_was_made_with() {
     assert!(String::from_utf8_lossy(&adopted.stdout).contains("\"base\""));
     assert_eq!(std::fs::read_to_string(root.join("driver")).unwrap(), "vfs\n");
 }
+
+/// `strata image ls | head -0`: a reader that goes away ends a listing quietly, with the
+/// exit status a shell gives a pipe-killed command, and changes nothing.
+#[test]
+fn a_closed_stdout_ends_a_listing_quietly() {
+    let s = Strata::new("vfs");
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("l.tar");
+    std::fs::write(&tar, TarBuilder::new().file("a", b"a").build()).unwrap();
+    for id in ["one", "two", "three"] {
+        s.ok(&["layer", "apply", id, tar.to_str().unwrap()]);
+    }
+    let before = s.state();
+    for args in [&["layer", "ls"][..], &["layer", "ls", "--json"], &["image", "ls"], &["container", "ls"]] {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        drop(read);
+        let out = s.command(args).stdout(std::process::Stdio::from(write)).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?} said something on a closed pipe: {stderr}");
+        assert_eq!(s.state(), before, "{args:?} changed the store");
+    }
+}
