@@ -1,7 +1,9 @@
 //! The parallel tree copy (`driver_vfs::copy::Copier`) against a generated tree: many
 //! more files than the pool queues, hardlinks across directories (their first name met
-//! before and after the others), sparse files, xattrs on files, directories and
-//! symlinks, setuid, fifos, read-only directories, and set times. The copy must equal
+//! before and after the others; one inode with a name in every directory), sparse
+//! files, xattrs on files, directories and symlinks, setuid, modes the umask would
+//! change, owners differing in group only, fifos, read-only directories, a path near
+//! PATH_MAX, and set times. The copy must equal
 //! the source for `strata_testkit::tree` (type, mode, owner, size, content, link target,
 //! xattrs, hardlink groups, mtimes), and a sparse file must stay sparse.
 
@@ -57,6 +59,10 @@ fn generate(root: &Path, seed: u32) -> std::path::PathBuf {
             0 => xattr(&p, "user.strata.test", format!("v{i}").as_bytes()),
             1 => fs::set_permissions(&p, fs::Permissions::from_mode(0o4755)).unwrap(),
             2 => nix::unistd::chown(&p, Some(1000.into()), Some(1001.into())).unwrap(),
+            // Modes the umask would change at creation, and an owner differing in group only.
+            3 => fs::set_permissions(&p, fs::Permissions::from_mode(0o777)).unwrap(),
+            4 => fs::set_permissions(&p, fs::Permissions::from_mode(0o000)).unwrap(),
+            5 => nix::unistd::chown(&p, None, Some(1001.into())).unwrap(),
             _ => {}
         }
         if i % 50 == 0 {
@@ -74,6 +80,19 @@ fn generate(root: &Path, seed: u32) -> std::path::PathBuf {
         }
         set_times(&p, 1_500_000_000 + i as i64);
     }
+    // One inode with many names, in every directory.
+    let many = dirs[2].join("many");
+    fs::write(&many, b"one inode").unwrap();
+    for (k, d) in dirs.iter().enumerate() {
+        fs::hard_link(&many, d.join("sub").join(format!("many-{k}"))).unwrap();
+    }
+    // A path near PATH_MAX: 17 directories of 200-byte names under the root.
+    let mut deep = dirs[3].clone();
+    for k in 0..17 {
+        deep.push(format!("{k:02}{}", "d".repeat(198)));
+        fs::create_dir(&deep).unwrap();
+    }
+    fs::write(deep.join("deepest"), b"far down").unwrap();
     let sparse = dirs[0].join("sparse");
     let f = fs::File::create(&sparse).unwrap();
     f.set_len(64 << 20).unwrap();
