@@ -28,6 +28,11 @@ pub struct Features {
     pub index: bool,
     pub volatile: bool,
     pub userxattr: bool,
+    /// `metacopy=on` and `redirect_dir=on` mount together (Linux 4.19+; metacopy needs
+    /// redirects: a metacopy file's data is found by following its redirect).
+    pub metacopy_pair: bool,
+    /// Why the kernel refused that pair, when it did (one line).
+    pub metacopy_pair_error: Option<String>,
     /// Why overlay does not mount, when it does not.
     pub error: Option<String>,
 }
@@ -49,6 +54,56 @@ impl Features {
             ("volatile".into(), b(self.volatile)),
             ("userxattr".into(), b(self.userxattr)),
         ]
+    }
+}
+
+/// How a container's writable view copies up what it changes of the layers below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyUp {
+    /// `redirect_dir=off`, `metacopy=off`: a changed lower file is copied whole, and
+    /// renaming a lower directory answers EXDEV (`mv` then copies the tree). The upper
+    /// directory alone says what changed.
+    Full,
+    /// `redirect_dir=on`: a lower directory renames in place, leaving a redirect xattr
+    /// (and a whiteout at its old name); files are still copied whole. An absolute
+    /// redirect longer than the overlay module's `redirect_max` (256 bytes by default)
+    /// is refused with EXDEV, and `mv` copies as before.
+    Redirect,
+    /// `metacopy=on` as well: chmod, chown, utime and xattr changes of a lower file copy
+    /// its metadata only (an empty stub whose data stays below). Opt-in: overlayfs
+    /// then needs an absolute redirect on the stub for link(2) and for RENAME_EXCHANGE
+    /// of a lower file, and answers EXDEV when the path is over `redirect_max`, where
+    /// neither call has a fallback (Linux 6.1 and 6.18, fs/overlayfs/dir.c
+    /// `ovl_set_link_redirect`; found by the diff property test on ext4: `ln` of a
+    /// lower file 3 KiB deep failed).
+    Metacopy,
+}
+
+impl CopyUp {
+    /// The name recorded in layer metadata and shown by `strata probe`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CopyUp::Full => "full",
+            CopyUp::Redirect => "redirect_dir",
+            CopyUp::Metacopy => "metacopy+redirect_dir",
+        }
+    }
+
+    /// The way chosen for `f`: `asked` (`full`, `redirect_dir` or `metacopy`, from
+    /// STRATA_OVERLAY_COPY_UP) where the kernel has it, else redirect_dir where it has
+    /// that, else full; with the one-line reason when it is less than asked.
+    pub fn choose(f: &Features, asked: Option<&str>) -> (CopyUp, Option<String>) {
+        let best_default = if f.redirect_dir { CopyUp::Redirect } else { CopyUp::Full };
+        match asked {
+            Some("full") => (CopyUp::Full, None),
+            Some("metacopy") if f.metacopy_pair => (CopyUp::Metacopy, None),
+            Some("metacopy") => (best_default, f.metacopy_pair_error.clone()),
+            Some("redirect_dir") | None if f.redirect_dir => (CopyUp::Redirect, None),
+            Some("redirect_dir") | None => {
+                (CopyUp::Full, Some("the kernel refused redirect_dir=on: lower directories rename by copy".into()))
+            }
+            Some(other) => (best_default, Some(format!("unknown STRATA_OVERLAY_COPY_UP={other}"))),
+        }
     }
 }
 
@@ -163,5 +218,12 @@ fn probe_now(dir: &Path) -> Features {
     f.index = attempt(&with("index", "on"), false).is_ok();
     f.volatile = attempt(&with("volatile", ""), false).is_ok();
     f.userxattr = attempt(&with("userxattr", ""), false).is_ok();
+    let mut both = with("redirect_dir", "on");
+    both.options.push(("metacopy".into(), "on".into()));
+    both.options.push(("index".into(), "off".into()));
+    match attempt(&both, false) {
+        Ok(()) => f.metacopy_pair = true,
+        Err(e) => f.metacopy_pair_error = Some(format!("the kernel refused metacopy=on,redirect_dir=on: {e}")),
+    }
     f
 }

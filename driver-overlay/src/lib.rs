@@ -20,12 +20,19 @@
 //! * **diff** walks only the layer's own `diff`, looking at the parent's view (a
 //!   private read-only mount) only where something changed: its cost follows the
 //!   number of changes, not the image's size.
-//! * Mounts are made with `index=off`, `redirect_dir=off` and `metacopy=off` (when the
-//!   kernel knows those options): with redirect_dir or metacopy the layer directory no
-//!   longer says what changed (a renamed directory becomes a redirect xattr, a chmod'd
-//!   file an empty metacopy stub), and moby falls back to its naive diff for exactly
-//!   that reason. The options used are recorded in each layer's metadata.
+//! * Mounts are made with `index=off`, `redirect_dir=on` and `metacopy=on` where the
+//!   kernel takes the pair (probed once, [`features`]): a chmod of a lower file then
+//!   copies up its metadata only, and a lower directory renames in place instead of
+//!   EXDEV (which makes `mv` copy the tree). The upper directory then no longer says
+//!   what changed (a renamed directory is a redirect xattr, a chmod'd file an empty
+//!   metacopy stub), and moby falls back to its naive diff for exactly that reason;
+//!   here the diff of such a layer reads the entries from the layer's view where the
+//!   upper says something changed ([`copyup`]). Otherwise (or with
+//!   `STRATA_OVERLAY_COPY_UP=full`) both are `off`, as before, and the diff walks the
+//!   upper alone. Each writable layer records in its metadata (`copy_up`) which way
+//!   its view was mounted, and its diff follows that record.
 
+pub mod copyup;
 pub mod features;
 pub mod mount;
 pub mod whiteout;
@@ -48,18 +55,41 @@ use sha2::Digest;
 use strata_archive::apply::{apply_layer, ApplyOptions};
 use strata_archive::diff::{walk_diff, write_tar, LayerKind, NaiveDiff};
 
-use crate::features::Features;
+use crate::features::{CopyUp, Features};
 use crate::mount::OverlayMount;
 use crate::whiteout::{is_whiteout, OverlayWhiteouts};
 
 /// The overlay driver.
 pub type OverlayDriver = Layered<Overlay>;
 
+/// The overlay driver over `root` whose writable views copy up as `copy_up`
+/// (whatever STRATA_OVERLAY_COPY_UP says); refused where the kernel lacks it.
+pub fn open_copying_up(root: &Path, copy_up: CopyUp) -> Result<OverlayDriver> {
+    let asked = match copy_up {
+        CopyUp::Full => "full",
+        CopyUp::Redirect => "redirect_dir",
+        CopyUp::Metacopy => "metacopy",
+    };
+    let fs = Overlay::open_dir(root, Some(asked))?;
+    if fs.copy_up != copy_up {
+        return Err(Error::new(Cause::Unsupported(format!(
+            "overlay cannot copy up as {}: {}",
+            copy_up.name(),
+            fs.copy_up_why.clone().unwrap_or_default()
+        ))));
+    }
+    Ok(Layered::from_parts(fs.store.clone(), fs))
+}
+
 /// What overlay does its own way: upper directories, whiteouts recorded, stacked mounts.
 pub struct Overlay {
     store: Arc<Store>,
     dir: PathBuf,
     features: Features,
+    /// How writable views copy up (and so which options every view is mounted with).
+    copy_up: CopyUp,
+    /// Why it is less than asked for, when it is.
+    copy_up_why: Option<String>,
     /// Where mounts, whiteout devices and opaque xattrs are made ([`Real`] but in unit
     /// tests).
     sys: Arc<dyn Syscalls>,
@@ -94,7 +124,7 @@ impl Drop for TempView {
 
 impl Overlay {
     /// Opens (creating) the driver folder `root`; refuses where overlay cannot work.
-    fn open_dir(root: &Path) -> Result<Overlay> {
+    fn open_dir(root: &Path, asked: Option<&str>) -> Result<Overlay> {
         fs::create_dir_all(root).map_err(|e| Error::new(e).with_path(root))?;
         let mut features = features::probe(root);
         // STRATA_OVERLAY_MOUNT_API=classic forces mount(2) with short links, to test
@@ -102,6 +132,7 @@ impl Overlay {
         if std::env::var("STRATA_OVERLAY_MOUNT_API").as_deref() == Ok("classic") {
             features.lowerdir_plus = false;
         }
+
         if !features.mounts {
             return Err(Error::new(Cause::Unsupported(format!(
                 "overlayfs does not mount in {}: {}",
@@ -117,17 +148,24 @@ impl Overlay {
                 root.display()
             ))));
         }
-        Overlay::with(root, features, Arc::new(Real))
+        let (copy_up, why) = CopyUp::choose(&features, asked);
+        Overlay::with(root, features, (copy_up, why), Arc::new(Real))
     }
 
     /// The driver over `root` with the `features` given (probed, or chosen by a test)
     /// and its calls made through `sys`.
-    fn with(root: &Path, features: Features, sys: Arc<dyn Syscalls>) -> Result<Overlay> {
+    fn with(
+        root: &Path,
+        features: Features,
+        copy_up: (CopyUp, Option<String>),
+        sys: Arc<dyn Syscalls>,
+    ) -> Result<Overlay> {
         for sub in ["l", "empty", "tmp"] {
             fs::create_dir_all(root.join(sub)).map_err(|e| Error::new(e).with_path(root.join(sub)))?;
         }
         let store = Arc::new(Store::open(root, Arc::new(discard_tree))?);
-        let driver = Overlay { store, dir: root.to_path_buf(), features, sys };
+        let driver =
+            Overlay { store, dir: root.to_path_buf(), features, copy_up: copy_up.0, copy_up_why: copy_up.1, sys };
         driver.recover()?;
         Ok(driver)
     }
@@ -190,14 +228,22 @@ impl Overlay {
     fn options(&self) -> Vec<(String, String)> {
         let f = &self.features;
         let mut o = Vec::new();
+        // Every view, read-only ones too: a container's upper holding redirects and
+        // metacopy stubs can be a lower (a layer made over a container), and overlayfs
+        // refuses to follow a metacopy stub with metacopy=off.
+        let (redirect, metacopy) = match self.copy_up {
+            CopyUp::Full => ("off", "off"),
+            CopyUp::Redirect => ("on", "off"),
+            CopyUp::Metacopy => ("on", "on"),
+        };
         if f.index {
             o.push(("index".into(), "off".into()));
         }
         if f.redirect_dir {
-            o.push(("redirect_dir".into(), "off".into()));
+            o.push(("redirect_dir".into(), redirect.into()));
         }
         if f.metacopy {
-            o.push(("metacopy".into(), "off".into()));
+            o.push(("metacopy".into(), metacopy.into()));
         }
         o
     }
@@ -378,24 +424,68 @@ impl Overlay {
     /// The layer's diff, and the parent's view it was taken against: kept mounted
     /// until the tar is written, since an entry can be read from it (a name of a split
     /// hardlink that the layer did not touch).
-    fn walk(&self, meta: &LayerMeta) -> Result<ViewDiff> {
+    fn walk(&self, meta: &LayerMeta) -> Result<ViewDiff<'_>> {
         let view = match &meta.parent {
             Some(p) => Some(self.temp_view(p)?),
             None => None,
         };
         let kind = LayerKind::Upper(self.whiteouts());
         let diff = walk_diff(&meta.id, &self.diff_dir(&meta.id), view.as_ref().map(|v| v.path.as_path()), &kind)?;
-        Ok(ViewDiff { diff, _view: view })
+        Ok(ViewDiff { diff, _view: view, _own: None })
+    }
+
+    /// The diff of a layer whose view was mounted with metacopy and redirect_dir: the
+    /// upper says where, the layer's own view what (see [`copyup`]).
+    fn walk_view(&self, meta: &LayerMeta) -> Result<ViewDiff<'_>> {
+        let id = meta.id.clone();
+        let mut path = PathBuf::new();
+        self.store.acquire_mount(&id, |m, first| {
+            path = LayerFs::mount(self, m, first)?;
+            Ok(())
+        })?;
+        let own = HeldView { fs: self, id: id.clone(), path };
+        let parent = match &meta.parent {
+            Some(p) => Some(self.temp_view(p)?),
+            None => None,
+        };
+        let upper = self.diff_dir(&id);
+        let t =
+            copyup::touched(&upper, &own.path, self.features.xattr_prefix()).map_err(|e| Error::at(&id, &upper, e))?;
+        let kind = LayerKind::Filtered { paths: t.paths, dirs: t.dirs, all_links: false };
+        let diff = walk_diff(&id, &own.path, parent.as_ref().map(|v| v.path.as_path()), &kind)?;
+        Ok(ViewDiff { diff, _view: parent, _own: Some(own) })
     }
 }
 
-/// A layer's diff with the parent's view it was taken against.
-struct ViewDiff {
+/// A layer's diff with the views it was taken against (kept until the tar is written).
+struct ViewDiff<'a> {
     diff: NaiveDiff,
     _view: Option<TempView>,
+    _own: Option<HeldView<'a>>,
 }
 
-impl LayerDiff for ViewDiff {
+/// The metadata key recording how a writable layer's view copies up
+/// ([`CopyUp::name`]), and its value when the upper holds neither redirects nor
+/// metacopy stubs.
+const COPY_UP: &str = "copy_up";
+const FULL: &str = "full";
+
+/// A layer's own view, mounted and counted as [`Driver::mount`](driver_core::Driver::mount)
+/// mounts it (the same overlay, so the same inode numbers as the view users and the
+/// naive walk see), released on drop.
+struct HeldView<'a> {
+    fs: &'a Overlay,
+    id: String,
+    path: PathBuf,
+}
+
+impl Drop for HeldView<'_> {
+    fn drop(&mut self) {
+        let _ = self.fs.store.release_mount(&self.id, || LayerFs::unmount(self.fs, &self.id));
+    }
+}
+
+impl LayerDiff for ViewDiff<'_> {
     fn changes(self: Box<Self>) -> Vec<Change> {
         self.diff.changes
     }
@@ -433,7 +523,9 @@ impl LayerFs for Overlay {
     }
 
     fn open(root: &Path) -> Result<(Arc<Store>, Overlay)> {
-        let fs = Overlay::open_dir(root)?;
+        // STRATA_OVERLAY_COPY_UP=full|redirect_dir|metacopy, see [`CopyUp`].
+        let asked = std::env::var("STRATA_OVERLAY_COPY_UP").ok();
+        let fs = Overlay::open_dir(root, asked.as_deref())?;
         Ok((fs.store.clone(), fs))
     }
 
@@ -494,6 +586,12 @@ impl LayerFs for Overlay {
             );
             m.extra
                 .insert("mount_api".into(), if self.features.lowerdir_plus { "lowerdir+" } else { "mount(2)" }.into());
+            // Once a writable view was mounted with redirects (or metacopy) its upper
+            // may hold them for good: the record never goes back to "full".
+            let before = m.extra.get(COPY_UP).and_then(|v| v.as_str()).unwrap_or(FULL);
+            if m.writable && (before == FULL || self.copy_up == CopyUp::Metacopy) {
+                m.extra.insert(COPY_UP.into(), self.copy_up.name().into());
+            }
         }
         Ok(target)
     }
@@ -504,6 +602,9 @@ impl LayerFs for Overlay {
     }
 
     fn diff(&self, meta: &LayerMeta) -> Result<Box<dyn LayerDiff + '_>> {
+        if meta.extra.get(COPY_UP).and_then(|v| v.as_str()).is_some_and(|c| c != FULL) {
+            return Ok(Box::new(self.walk_view(meta)?));
+        }
         Ok(Box::new(self.walk(meta)?))
     }
 
@@ -524,6 +625,11 @@ impl LayerFs for Overlay {
 
     fn features(&self) -> Vec<(String, String)> {
         let mut features = self.features.pairs();
+        let copy_up = match &self.copy_up_why {
+            Some(why) => format!("{} ({why})", self.copy_up.name()),
+            None => self.copy_up.name().to_string(),
+        };
+        features.push(("copy_up".into(), copy_up));
         features.push(("mount_api".into(), if self.features.lowerdir_plus { "lowerdir+" } else { "mount(2)" }.into()));
         features
     }
@@ -551,6 +657,8 @@ mod mount_options {
             index: known,
             volatile: known,
             userxattr: known,
+            metacopy_pair: known,
+            metacopy_pair_error: None,
             error: None,
         }
     }
@@ -558,9 +666,9 @@ mod mount_options {
     /// base (a file), mid over it (a whiteout of base's file, and directories the tar
     /// does not describe), a writable ctr over mid; ctr and mid mounted and ctr
     /// unmounted. Returns the calls made.
-    fn run(root: &Path, f: Features) -> Vec<Call> {
+    fn run(root: &Path, f: Features, copy_up: CopyUp) -> Vec<Call> {
         let rec = Arc::new(Recording::default());
-        let fs = Overlay::with(root, f, rec.clone()).unwrap();
+        let fs = Overlay::with(root, f, (copy_up, None), rec.clone()).unwrap();
         let driver = Layered::from_parts(fs.store.clone(), fs);
         let base = TarBuilder::new().dir("etc").file("etc/a", b"a").build();
         driver.apply_diff("base", None, &mut &base[..]).unwrap();
@@ -598,7 +706,7 @@ mod mount_options {
             let tmp = tempfile::tempdir().unwrap();
             let root = tmp.path();
             let diff = |id: &str| root.join("layers").join(id).join("diff");
-            let calls = run(root, features(true, known));
+            let calls = run(root, features(true, known), CopyUp::Full);
             let m = mounts(&calls);
             assert_eq!(m.len(), 3, "the parent's view for mid's implicit directories, ctr, mid: {m:#?}");
 
@@ -643,11 +751,40 @@ mod mount_options {
         }
     }
 
+    /// With redirects (and metacopy) on, every view, read-only ones too (they may have
+    /// a container's upper as a lower), is mounted with them and index off; the
+    /// writable layer records how it copies up, and a later mount without metacopy
+    /// does not erase that record.
+    #[test]
+    fn redirect_and_metacopy_views_and_their_record() {
+        for (copy_up, redirect, metacopy) in [(CopyUp::Redirect, "on", "off"), (CopyUp::Metacopy, "on", "on")] {
+            let tmp = tempfile::tempdir().unwrap();
+            let root = tmp.path();
+            let m = mounts(&run(root, features(true, true), copy_up));
+            assert_eq!(m.len(), 3);
+            let want: Vec<(String, String)> = [("index", "off"), ("redirect_dir", redirect), ("metacopy", metacopy)]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            for (spec, at) in &m {
+                assert!(spec.options.ends_with(&want), "{at:?}: {:?}", spec.options);
+            }
+            let rec = Arc::new(Recording::default());
+            let fs = Overlay::with(root, features(true, true), (CopyUp::Full, None), rec).unwrap();
+            let driver = Layered::from_parts(fs.store.clone(), fs);
+            driver.mount("ctr").unwrap();
+            let store = driver.store();
+            let extra = store.get("ctr").unwrap().extra;
+            assert_eq!(extra.get(COPY_UP).and_then(|v| v.as_str()), Some(copy_up.name()), "{extra:?}");
+            assert_eq!(store.get("mid").unwrap().extra.get(COPY_UP), None, "a read-only view copies nothing up");
+        }
+    }
+
     #[test]
     fn classic_mounts_name_lowers_by_short_links_from_the_driver_folder() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
-        let calls = run(root, features(false, true));
+        let calls = run(root, features(false, true), CopyUp::Full);
         let m = mounts(&calls);
         let (ctr, _) = &m[1];
         assert_eq!(ctr.api, MountApi::Classic { cwd: Some(root.to_path_buf()) });

@@ -1,0 +1,125 @@
+//! Where the kernel takes `metacopy=on` with `redirect_dir=on` (opt-in), a container's
+//! chmod of a big lower file copies up its metadata only and a lower directory renames
+//! in place (no EXDEV); with redirect_dir alone (the default) the rename is in place
+//! and the file copied whole; with both off the rename is EXDEV. Each layer records
+//! how its view was mounted, and its diff is the naive walk's. (The conformance suite,
+//! run by overlay with each, checks the diffs of many more changes.)
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use driver_core::driver::{ChangeKind, Driver};
+use driver_core::sys::{self, XattrTarget};
+use driver_overlay::features::{probe, CopyUp};
+use driver_overlay::{open_copying_up, OverlayDriver};
+use strata_archive::diff::{naive_diff, write_tar};
+use strata_archive::tarbuild::TarBuilder;
+
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    sys::get_xattr(XattrTarget::NoFollow(&c), name).unwrap()
+}
+
+/// The copy_up record in the layer's metadata file.
+fn recorded(root: &Path, id: &str) -> String {
+    let meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(root.join("meta").join(format!("{id}.json"))).unwrap()).unwrap();
+    let find =
+        |v: &serde_json::Value| v.get("copy_up").or_else(|| v.get("extra").and_then(|e| e.get("copy_up"))).cloned();
+    find(&meta).and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
+/// The base: a 32 MiB file and a directory of 1,000 files.
+fn base() -> Vec<u8> {
+    let mut t = TarBuilder::new();
+    t.dir("big").file("big/blob", &vec![7u8; 32 << 20]).dir("tree");
+    for i in 0..1000 {
+        t.file(&format!("tree/f{i}"), b"f");
+    }
+    t.build()
+}
+
+/// chmod of big/blob and rename of tree in container ctr; returns the rename's result
+/// (Err = the errno) and the driver.
+fn run(root: &Path, copy_up: CopyUp) -> (Result<(), i32>, OverlayDriver) {
+    let d = open_copying_up(root, copy_up).unwrap();
+    d.apply_diff("base", None, &mut &base()[..]).unwrap();
+    d.create("ctr", Some("base"), true).unwrap();
+    let v = d.mount("ctr").unwrap();
+    fs::set_permissions(v.join("big/blob"), fs::Permissions::from_mode(0o600)).unwrap();
+    let renamed = fs::rename(v.join("tree"), v.join("moved")).map_err(|e| e.raw_os_error().unwrap_or(0));
+    (renamed, d)
+}
+
+/// The driver's diff of `id` (over `parent`) is the naive walk's over both views.
+fn assert_diff_is_naive(d: &OverlayDriver, id: &str, parent: &str) {
+    let mut tar = Vec::new();
+    d.diff(id, &mut tar).unwrap();
+    let (v, b) = (d.mount(id).unwrap(), d.mount(parent).unwrap());
+    let naive = naive_diff(id, &v, Some(&b)).unwrap();
+    let mut want = Vec::new();
+    write_tar(id, naive.entries, &mut want).unwrap();
+    d.unmount(parent).unwrap();
+    d.unmount(id).unwrap();
+    assert!(tar == want, "the diff of {id} is not the naive walk's");
+}
+
+/// Unmounts whatever is left mounted under its folder (a failed check leaves views).
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        for m in sys::mounts_under(&self.0) {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+#[test]
+fn metacopy_and_redirects_where_the_kernel_has_them() {
+    if !strata_scratch::privileged("overlay copy-up (mounts, trusted xattrs)") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let _guard = Unmount(tmp.path().to_path_buf());
+    let features = probe(tmp.path());
+    if !features.metacopy_pair {
+        eprintln!("skipped: {}", features.metacopy_pair_error.unwrap_or_default());
+        return;
+    }
+
+    let root = tmp.path().join("metacopy");
+    let (renamed, d) = run(&root, CopyUp::Metacopy);
+    assert_eq!(renamed, Ok(()), "a lower directory renames in place");
+    let upper = root.join("layers/ctr/diff");
+    let stub = upper.join("big/blob");
+    assert!(xattr(&stub, "trusted.overlay.metacopy").is_some(), "the chmod'd file is a metacopy stub");
+    // ext4 may give the xattrs a block of their own: 8 sectors, not the 65,536 of the data.
+    let blocks = fs::symlink_metadata(&stub).unwrap().blocks();
+    assert!(blocks <= 8, "no data was copied up: {blocks} sectors");
+    assert!(xattr(&upper.join("moved"), "trusted.overlay.redirect").is_some(), "the renamed directory redirects");
+    assert_eq!(fs::read_dir(upper.join("moved")).unwrap().count(), 0, "no file of the tree was copied");
+    assert_eq!(recorded(&root, "ctr"), "metacopy+redirect_dir");
+    let changes = d.changes("ctr").unwrap();
+    assert!(changes.iter().any(|c| c.path == Path::new("big/blob") && c.kind == ChangeKind::Modified));
+    assert!(changes.iter().any(|c| c.path == Path::new("tree") && c.kind == ChangeKind::Deleted));
+    let moved = changes.iter().filter(|c| c.path.starts_with("moved") && c.kind == ChangeKind::Added).count();
+    assert_eq!(moved, 1001, "the renamed directory and its 1,000 files");
+    assert_diff_is_naive(&d, "ctr", "base");
+    d.unmount("ctr").unwrap();
+    assert_diff_is_naive(&d, "ctr", "base");
+
+    // The default: redirects only (the file is copied whole), or both off.
+    for (copy_up, rename) in [(CopyUp::Redirect, Ok(())), (CopyUp::Full, Err(libc::EXDEV))] {
+        let root = tmp.path().join(copy_up.name());
+        let (renamed, d) = run(&root, copy_up);
+        assert_eq!(renamed, rename, "{copy_up:?}: a lower directory renames in place only with redirect_dir");
+        let stub = root.join("layers/ctr/diff/big/blob");
+        assert!(xattr(&stub, "trusted.overlay.metacopy").is_none());
+        assert_eq!(fs::metadata(&stub).unwrap().len(), 32 << 20);
+        assert_eq!(recorded(&root, "ctr"), copy_up.name());
+        d.unmount("ctr").unwrap();
+        assert_diff_is_naive(&d, "ctr", "base");
+    }
+}
