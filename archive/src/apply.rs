@@ -41,6 +41,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 
 use driver_core::digest::Hashing;
@@ -143,21 +144,108 @@ pub fn apply_layer(root: &Path, input: impl Read, opts: &ApplyOptions) -> Result
     let mut hashing = Hashing::new(reader);
     let root_fd = sys::open_dir(root).map_err(|e| Error::at(layer, root, e))?;
     let mut applier = Applier::new(opts, root_fd);
-    {
-        let mut archive = tar::Archive::new(&mut hashing);
-        let entries = archive.entries().map_err(|e| bad_stream(layer, e))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| bad_stream(layer, e))?;
-            applier.entry(&mut entry)?;
-        }
+    // Inflating and hashing run on this thread while another parses the tar and writes
+    // the files, so one big layer keeps two cores busy (issue 17: a single layer used
+    // one). The stream goes between them in a few recycled buffers: memory stays bounded
+    // whatever the layer's size.
+    let (full_tx, full_rx) = sync_channel::<io::Result<(Vec<u8>, usize)>>(PIPE_BUFFERS);
+    let (free_tx, free_rx) = channel::<Vec<u8>>();
+    for _ in 0..PIPE_BUFFERS + 2 {
+        let _ = free_tx.send(vec![0u8; PIPE_BUFFER]);
     }
-    // Read to the end so that the digest covers the whole stream (the tar's trailing
-    // blocks) and a gzip/zstd trailer is checked.
-    io::copy(&mut hashing, &mut io::sink()).map_err(|e| bad_stream(layer, e))?;
-    applier.finish()?;
-    let mut report = applier.report;
+    let (written, pumped) = std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> Result<ApplyReport> {
+            let mut pipe = PipeReader { full: full_rx, free: free_tx, cur: None, pos: 0 };
+            {
+                let mut archive = tar::Archive::new(&mut pipe);
+                let entries = archive.entries().map_err(|e| bad_stream(layer, e))?;
+                for entry in entries {
+                    let mut entry = entry.map_err(|e| bad_stream(layer, e))?;
+                    applier.entry(&mut entry)?;
+                }
+            }
+            // Read to the end so that the digest covers the whole stream (the tar's
+            // trailing blocks) and a gzip/zstd trailer is checked.
+            io::copy(&mut pipe, &mut io::sink()).map_err(|e| bad_stream(layer, e))?;
+            applier.finish()?;
+            Ok(applier.report)
+        });
+        let pumped = pump(&mut hashing, full_tx, free_rx);
+        (writer.join(), pumped)
+    });
+    // A stream that cannot be read (truncated, corrupt, a digest that does not match)
+    // is the cause of whatever the writer then saw; else the writer's error stands
+    // (a refused entry stops the pump).
+    pumped.map_err(|e| bad_stream(layer, e))?;
+    let mut report = written.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
     (_, report.diff_id, report.tar_bytes) = hashing.finish();
     Ok(report)
+}
+
+/// Buffers in flight between the inflating thread and the writing one, and their size.
+const PIPE_BUFFERS: usize = 8;
+const PIPE_BUFFER: usize = 256 << 10;
+
+/// Reads `input` to its end into buffers from `free` and sends them, full, to the
+/// writer. Stops early, with no error, when the writer has stopped (it reports why);
+/// a read error is sent on to the writer and returned.
+fn pump(
+    input: &mut impl Read,
+    full: SyncSender<io::Result<(Vec<u8>, usize)>>,
+    free: Receiver<Vec<u8>>,
+) -> io::Result<()> {
+    loop {
+        let Ok(mut buf) = free.recv() else { return Ok(()) };
+        let mut len = 0;
+        while len < buf.len() {
+            match input.read(&mut buf[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = full.send(Err(io::Error::new(e.kind(), e.to_string())));
+                    return Err(e);
+                }
+            }
+        }
+        if len == 0 {
+            return Ok(()); // the end: dropping `full` is the writer's end of stream
+        }
+        if full.send(Ok((buf, len))).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// The writer's side of the pipe: the stream as the pump sends it.
+struct PipeReader {
+    full: Receiver<io::Result<(Vec<u8>, usize)>>,
+    free: Sender<Vec<u8>>,
+    cur: Option<(Vec<u8>, usize)>,
+    pos: usize,
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some((buf, len)) = &self.cur {
+                if self.pos < *len {
+                    let n = out.len().min(len - self.pos);
+                    out[..n].copy_from_slice(&buf[self.pos..self.pos + n]);
+                    self.pos += n;
+                    return Ok(n);
+                }
+            }
+            if let Some((buf, _)) = self.cur.take() {
+                let _ = self.free.send(buf);
+            }
+            match self.full.recv() {
+                Ok(Ok(next)) => (self.cur, self.pos) = (Some(next), 0),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+    }
 }
 
 fn bad_stream(layer: &str, e: io::Error) -> Error {
@@ -852,5 +940,69 @@ mod tests {
         assert_eq!(parse_pax_time(b"12"), Some(TimeSpec::new(12, 0)));
         assert_eq!(parse_pax_time(b"-1.5"), Some(TimeSpec::new(-2, 500_000_000)));
         assert_eq!(parse_pax_time(b"x"), None);
+    }
+
+    /// Reads `data`, counting what was read; fails with `fail` once `fail_at` bytes
+    /// are read, if given.
+    struct Source<'a> {
+        data: &'a [u8],
+        read: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        fail_at: Option<usize>,
+    }
+
+    impl Read for Source<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let at = self.read.load(std::sync::atomic::Ordering::Relaxed);
+            if self.fail_at.is_some_and(|f| at >= f) {
+                return Err(io::Error::other("the disk under the blob failed"));
+            }
+            let n = buf.len().min(self.data.len() - at);
+            buf[..n].copy_from_slice(&self.data[at..at + n]);
+            self.read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            Ok(n)
+        }
+    }
+
+    /// A tar of many files, far more bytes than the pipe between the inflating thread
+    /// and the writing one holds.
+    fn big_tar(first: Option<&[u8]>) -> Vec<u8> {
+        let mut t = crate::tarbuild::TarBuilder::new();
+        if let Some(name) = first {
+            t.raw_file(name, b"x", crate::tarbuild::EntryMeta::default());
+        }
+        for i in 0..80 {
+            t.file(&format!("f{i}"), &vec![i as u8; 256 << 10]);
+        }
+        t.build()
+    }
+
+    #[test]
+    fn a_refused_entry_stops_the_reading_too() {
+        let tar = big_tar(Some(b"../escape"));
+        let tmp = tempfile::tempdir().unwrap();
+        let read = std::sync::Arc::default();
+        let src = Source { data: &tar, read: std::sync::Arc::clone(&read), fail_at: None };
+        let err = apply_layer(tmp.path(), src, &ApplyOptions::new("l").uncompressed(true)).unwrap_err();
+        assert!(err.to_string().contains(".."), "{err}");
+        // The pump stops when the writer does: at most the buffers in flight are read.
+        let read = read.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(read <= (PIPE_BUFFERS + 3) * PIPE_BUFFER, "read {read} of {} bytes", tar.len());
+        assert!(!tmp.path().parent().unwrap().join("escape").exists());
+    }
+
+    #[test]
+    fn a_stream_that_fails_is_the_error_reported() {
+        let tar = big_tar(None);
+        for fail_at in [0, 1000, 5 << 20, tar.len() - 512] {
+            let tmp = tempfile::tempdir().unwrap();
+            let src = Source { data: &tar, read: std::sync::Arc::default(), fail_at: Some(fail_at) };
+            let err = apply_layer(tmp.path(), src, &ApplyOptions::new("l").uncompressed(true)).unwrap_err();
+            assert!(err.to_string().contains("the disk under the blob failed"), "at {fail_at}: {err}");
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let src = Source { data: &tar, read: std::sync::Arc::default(), fail_at: None };
+        let report = apply_layer(tmp.path(), src, &ApplyOptions::new("l").uncompressed(true)).unwrap();
+        assert_eq!((report.tar_bytes, report.size), (tar.len() as u64, 80 * (256 << 10)));
+        assert_eq!(std::fs::read(tmp.path().join("f79")).unwrap(), vec![79u8; 256 << 10]);
     }
 }
