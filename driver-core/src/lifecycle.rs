@@ -18,6 +18,9 @@
 //!
 //! ```text
 //!   create / apply_diff:  Store::begin ─► make ─► [apply ─► before_commit] ─► Store::commit ─► committed
+//!   apply_chain (independent layers): all staged and applied at once ─► Store::prepare each
+//!                         ─► one Store::sync ─► per layer: before_commit ─► Store::list_prepared
+//!                         ─► committed ─► one Store::seal
 //!   mount / unmount:      Store::acquire_mount(mount)   Store::release_mount(unmount)
 //!   diff / changes:       diff(meta) ─► LayerDiff::write_tar / LayerDiff::changes
 //!   remove:               Store::remove(before_remove) ─► after_remove
@@ -82,7 +85,9 @@ pub trait LayerFs: Send + Sync + Sized {
     fn apply(&self, staging: &Staging, tar: &mut dyn Read, uncompressed: bool) -> Result<Applied>;
 
     /// Runs before an applied layer is committed, once its parent is: a layer applied
-    /// without its parent's content fixes up here what needs the parent.
+    /// without its parent's content fixes up here what needs the parent. In a chain
+    /// this runs after the chain's content was synced; the lifecycle syncs again only
+    /// when `applied.implicit_dirs` is not empty, so change nothing otherwise.
     fn before_commit(&self, _staging: &Staging, _applied: &Applied) -> Result<()> {
         Ok(())
     }
@@ -169,19 +174,85 @@ impl<F: LayerFs> Layered<F> {
     /// Commits an applied layer: refused (and its staging discarded) when the tar was
     /// not the `expected` one.
     fn commit_applied(&self, staging: Staging, applied: Applied, expected: Option<&str>) -> Result<u64> {
-        if let Some(want) = expected.filter(|w| *w != applied.diff_id) {
-            return Err(Error::layer(
-                &staging.id,
-                Cause::Other(format!(
-                    "the uncompressed layer (diff_id) has digest {}, not {want} (tampered or corrupt)",
-                    applied.diff_id
-                )),
-            ));
-        }
+        check_diff_id(&staging, &applied, expected)?;
         self.fs.before_commit(&staging, &applied)?;
         let size = applied.size;
         self.commit(staging, LayerMeta { diff_id: Some(applied.diff_id), size, ..Default::default() })?;
         Ok(size)
+    }
+
+    /// Commits a chain of applied layers bottom to top with one sync for all of them
+    /// (see [`crate::store`]): records prepared, one `syncfs`, then each layer's
+    /// `before_commit` (which needs its parent listed; what it changed is synced again,
+    /// which happens only when the tar left implicit directories) and listing, and one
+    /// seal at the end. On the first error the layers below it stay committed and the
+    /// rest are dropped (which discards their staging).
+    fn commit_chain(
+        &self,
+        staged: Vec<Result<(Staging, Applied, Option<String>)>>,
+        progress: ChainProgress<'_>,
+    ) -> Result<Vec<u64>> {
+        let mut ready = Vec::new();
+        let mut failed = None;
+        for s in staged {
+            let prepared = s.and_then(|(mut staging, applied, expected)| {
+                check_diff_id(&staging, &applied, expected.as_deref())?;
+                let meta = LayerMeta {
+                    diff_id: Some(applied.diff_id.clone()),
+                    size: applied.size,
+                    extra: self.fs.extra(&staging.id),
+                    ..Default::default()
+                };
+                self.store.prepare(&mut staging, meta)?;
+                Ok((staging, applied))
+            });
+            match prepared {
+                Ok(p) => ready.push(p),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let mut sizes = Vec::new();
+        let listed = (|| -> Result<()> {
+            if let Some((first, _)) = ready.first() {
+                self.store.sync(&first.id)?;
+            }
+            for (i, (staging, applied)) in ready.into_iter().enumerate() {
+                self.fs.before_commit(&staging, &applied)?;
+                if !applied.implicit_dirs.is_empty() {
+                    self.store.sync(&staging.id)?;
+                }
+                let id = staging.id.clone();
+                self.store.list_prepared(staging)?;
+                self.fs.committed(&self.store.get(&id)?)?;
+                progress(i, applied.size);
+                sizes.push(applied.size);
+            }
+            Ok(())
+        })();
+        if !sizes.is_empty() {
+            self.store.seal()?;
+        }
+        match (listed, failed) {
+            (Err(e), _) | (Ok(()), Some(e)) => Err(e),
+            (Ok(()), None) => Ok(sizes),
+        }
+    }
+}
+
+/// Refuses a layer whose tar was not the `expected` one (its staging is discarded).
+fn check_diff_id(staging: &Staging, applied: &Applied, expected: Option<&str>) -> Result<()> {
+    match expected.filter(|w| *w != applied.diff_id) {
+        Some(want) => Err(Error::layer(
+            &staging.id,
+            Cause::Other(format!(
+                "the uncompressed layer (diff_id) has digest {}, not {want} (tampered or corrupt)",
+                applied.diff_id
+            )),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -224,15 +295,7 @@ impl<F: LayerFs> Driver for Layered<F> {
                 Ok((staging, applied, l.diff_id))
             })
             .collect();
-        let mut sizes = Vec::new();
-        for (i, s) in staged.into_iter().enumerate() {
-            // On the first error the rest are dropped, which discards their staging.
-            let (staging, applied, expected) = s?;
-            let n = self.commit_applied(staging, applied, expected.as_deref())?;
-            progress(i, n);
-            sizes.push(n);
-        }
-        Ok(sizes)
+        self.commit_chain(staged, progress)
     }
 
     fn mount(&self, id: &str) -> Result<PathBuf> {

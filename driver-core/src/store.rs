@@ -6,20 +6,29 @@
 //! <driver dir>/layers/<id>/      the layer's content, laid out by the driver
 //! <driver dir>/staging/<n>/      work in progress (an apply, a removal)
 //! <driver dir>/staging/<n>.lock  flock held by the process doing that work
+//! <driver dir>/staging/<n>.meta  the record of a staged layer, before it is listed
 //! ```
 //!
 //! # Atomicity
 //! A layer is made in `staging/`, without the store lock, so a long apply blocks no
-//! one. To commit, under the lock: the content is synced (`syncfs`), renamed into
-//! `layers/<id>`, and only then is `meta/<id>.json` written (temp file, fsync, rename,
-//! fsync of the directory). A process killed at any moment therefore leaves either
-//! nothing listed, or a complete layer. Removal unlists first (deletes the meta file)
-//! and deletes the content after.
+//! one. Its record is written beside it (`staging/<n>.meta`, [`Store::prepare`]). Then
+//! the filesystem is synced once (`syncfs`, [`Store::sync`]): content and record are on
+//! disk. Listing ([`Store::list_prepared`], under the lock) renames the content into
+//! `layers/<id>` and only then the record to `meta/<id>.json`; [`Store::seal`] fsyncs
+//! those two directories, after which the layer survives a power cut. A chain of layers
+//! is synced once and sealed once; [`Store::commit`] does all four for one layer.
+//!
+//! A crash before the seal may keep any subset of those renames, and recovery makes
+//! every subset whole: content without a record is discarded, a record without content
+//! is dropped, and so is a record whose parent is not listed (its parent's renames were
+//! lost), so a listed layer always has its whole content and its whole chain. Removal
+//! unlists first (deletes the meta file) and deletes the content after.
 //!
 //! # Recovery
 //! [`Store::open`] (every command's start) takes the lock and discards what dead
-//! processes left: staging entries whose `.lock` no one holds, content in `layers/`
-//! without a meta file, meta files whose content is gone, and temp files.
+//! processes left: staging entries (and the records beside them) whose `.lock` no one
+//! holds, content in `layers/` without a meta file, meta files whose content or parent
+//! is gone, and temp files.
 //!
 //! # Locking
 //! One exclusive `flock` per driver folder, held only for metadata transactions
@@ -117,7 +126,15 @@ impl Drop for Staging {
         if !self.done {
             let _ = (self.discard)(&self.path);
         }
+        let _ = fs::remove_file(self.record_path());
         let _ = fs::remove_file(&self.lock_path);
+    }
+}
+
+impl Staging {
+    /// `staging/<n>.meta`: the layer's record, written by [`Store::prepare`].
+    fn record_path(&self) -> PathBuf {
+        self.lock_path.with_extension("meta")
     }
 }
 
@@ -346,24 +363,49 @@ impl Store {
         })
     }
 
-    /// Commits staged content as layer `meta.id`. If another process committed the
-    /// same ID meanwhile, the staged work is dropped and [`Cause::Exists`] returned.
-    pub fn commit(&self, mut staging: Staging, mut meta: LayerMeta) -> Result<()> {
-        let id = staging.id.clone();
-        meta.id = id.clone();
+    /// Commits staged content as layer `meta.id`: [`Store::prepare`], [`Store::sync`],
+    /// [`Store::list_prepared`] and [`Store::seal`] for one layer. If another process
+    /// committed the same ID meanwhile, the staged work is dropped and [`Cause::Exists`]
+    /// returned.
+    pub fn commit(&self, mut staging: Staging, meta: LayerMeta) -> Result<()> {
+        self.prepare(&mut staging, meta)?;
+        self.sync(&staging.id)?;
+        self.list_prepared(staging)?;
+        self.seal()
+    }
+
+    /// Writes the record of staged layer `staging.id` beside its staging entry, not
+    /// synced yet: [`Store::sync`] does, with the content.
+    pub fn prepare(&self, staging: &mut Staging, mut meta: LayerMeta) -> Result<()> {
+        meta.id = staging.id.clone();
         meta.parent = staging.parent.clone();
         if meta.created == 0 {
             meta.created = now_secs();
         }
-        // Data first: the layer is listed only once its content is on disk.
-        if let Ok(f) = File::open(&staging.path) {
-            nix::unistd::syncfs(f.as_raw_fd()).map_err(|e| Error::at(&id, &staging.path, e))?;
-        }
-        let lock = self.lock()?;
+        let path = staging.record_path();
+        fs::write(&path, crate::json::to_bytes(&meta).map_err(|e| Error::at(&meta.id, &path, e))?)
+            .map_err(|e| Error::at(&meta.id, &path, e))
+    }
+
+    /// Syncs the store's filesystem (`syncfs`): everything staged and prepared so far
+    /// is on disk. `id` names errors.
+    pub fn sync(&self, id: &str) -> Result<()> {
+        let dir = self.dir.join("staging");
+        let f = File::open(&dir).map_err(|e| Error::at(id, &dir, e))?;
+        nix::unistd::syncfs(f.as_raw_fd()).map_err(|e| Error::at(id, &dir, e))
+    }
+
+    /// Lists a prepared (and synced) layer: under the lock, renames its content into
+    /// `layers/<id>`, then its record into `meta/<id>.json`. Durable once
+    /// [`Store::seal`] returns. [`Cause::Exists`] when another process listed the ID
+    /// first (the staged work is dropped).
+    pub fn list_prepared(&self, mut staging: Staging) -> Result<()> {
+        let id = staging.id.clone();
+        let _lock = self.lock()?;
         if self.exists(&id) {
             return Err(Error::layer(&id, Cause::Exists));
         }
-        if let Some(p) = &meta.parent {
+        if let Some(p) = &staging.parent {
             if !self.exists(p) {
                 return Err(Error::layer(&id, Cause::ParentNotFound(p.clone())));
             }
@@ -375,11 +417,20 @@ impl Store {
         }
         fs::rename(&staging.path, &dest).map_err(|e| Error::at(&id, &dest, e))?;
         staging.done = true;
-        let layers = self.dir.join("layers");
-        fsync_dir(&layers).map_err(|e| Error::at(&id, &layers, e))?;
-        if let Err(e) = self.put(&lock, &meta) {
+        let record = staging.record_path();
+        let meta = self.meta_path(&id);
+        if let Err(e) = fs::rename(&record, &meta) {
             let _ = (self.discard)(&dest);
-            return Err(e);
+            return Err(Error::at(&id, &record, e));
+        }
+        Ok(())
+    }
+
+    /// Makes the layers listed so far survive a power cut: fsyncs `layers/`, then `meta/`.
+    pub fn seal(&self) -> Result<()> {
+        for sub in ["layers", "meta"] {
+            let dir = self.dir.join(sub);
+            fsync_dir(&dir).map_err(|e| Error::new(e).with_path(&dir))?;
         }
         Ok(())
     }
@@ -425,18 +476,50 @@ impl Store {
         Ok(meta)
     }
 
+    /// Unlists layers whose parent is not listed: a crash before [`Store::seal`] can
+    /// keep a layer's record and lose its parent's (the renames of a chain reach the
+    /// disk in any order). Records that do not parse are left as they are. Needs the lock.
+    fn drop_orphans(&self) -> Result<()> {
+        let metas: Vec<LayerMeta> = {
+            let dir = self.dir.join("meta");
+            let mut v = Vec::new();
+            for entry in fs::read_dir(&dir).at_path(&dir)? {
+                let name = entry.at_path(&dir)?.file_name().to_string_lossy().into_owned();
+                if let Some(id) = name.strip_suffix(".json").filter(|_| !name.starts_with('.')) {
+                    v.extend(self.get(id).ok());
+                }
+            }
+            v
+        };
+        let mut listed: std::collections::HashSet<&str> = metas.iter().map(|m| m.id.as_str()).collect();
+        loop {
+            let orphans: Vec<&LayerMeta> = metas
+                .iter()
+                .filter(|m| listed.contains(m.id.as_str()))
+                .filter(|m| m.parent.as_deref().is_some_and(|p| !listed.contains(p) && !self.exists(p)))
+                .collect();
+            if orphans.is_empty() {
+                return Ok(());
+            }
+            for m in orphans {
+                let _ = fs::remove_file(self.meta_path(&m.id));
+                listed.remove(m.id.as_str());
+            }
+        }
+    }
+
     /// Discards what dead processes left behind. Needs the lock.
     fn recover(&self, _lock: &StoreLock) -> Result<()> {
         let staging = self.dir.join("staging");
         let live: Vec<PathBuf> = self.live_staging()?.into_iter().map(|(p, _)| p).collect();
         for entry in fs::read_dir(&staging).at_path(&staging)? {
             let path = entry.at_path(&staging)?.path();
-            let base =
-                if path.extension().is_some_and(|e| e == "lock") { path.with_extension("") } else { path.clone() };
+            let beside = path.extension().is_some_and(|e| e == "lock" || e == "meta");
+            let base = if beside { path.with_extension("") } else { path.clone() };
             if live.contains(&base) {
                 continue;
             }
-            if path.extension().is_some_and(|e| e == "lock") {
+            if beside {
                 let _ = fs::remove_file(&path);
             } else {
                 // Leftovers that cannot be discarded now stay for the next start: one
@@ -458,6 +541,7 @@ impl Store {
                 }
             }
         }
+        self.drop_orphans()?;
         let layers = self.dir.join("layers");
         for entry in fs::read_dir(&layers).at_path(&layers)? {
             let entry = entry.at_path(&layers)?;
@@ -553,6 +637,82 @@ mod tests {
         // Once it can be discarded, the next start does.
         store(tmp.path());
         assert!(!tmp.path().join("staging/rm-1-0-0").exists() && !tmp.path().join("layers/orphan").exists());
+    }
+
+    /// Every state a crash can leave of a chain of three layers listed with one sync and
+    /// one seal (the renames of content and records reached the disk in any subset):
+    /// recovery lists a prefix of the chain, each layer with its content, and nothing else.
+    #[test]
+    fn recovery_after_a_crash_mid_chain_lists_a_whole_prefix() {
+        let ids = ["a", "b", "c"];
+        // 6 renames: content then record, per layer; each kept or lost.
+        for kept in 0u32..64 {
+            let tmp = tempfile::tempdir().unwrap();
+            let s = store(tmp.path());
+            let mut staged = Vec::new();
+            for (i, id) in ids.iter().enumerate() {
+                let parent = i.checked_sub(1).map(|p| ids[p]);
+                let mut st = s.begin_before_parent(id, parent).unwrap();
+                fs::create_dir(&st.path).unwrap();
+                fs::write(st.path.join("f"), id).unwrap();
+                s.prepare(&mut st, LayerMeta::default()).unwrap();
+                staged.push(st);
+            }
+            s.sync("a").unwrap();
+            // What reached the disk: the renames `kept` names, done by hand.
+            for (i, st) in staged.iter_mut().enumerate() {
+                if kept & (1 << (2 * i)) != 0 {
+                    fs::rename(&st.path, s.layer_dir(&st.id)).unwrap();
+                }
+                if kept & (1 << (2 * i + 1)) != 0 {
+                    fs::rename(st.record_path(), s.meta_path(&st.id)).unwrap();
+                }
+                // The process died: nothing of its own is cleaned up.
+                st.done = true;
+                st.lock_path = PathBuf::new();
+            }
+            drop(staged);
+            let s = store(tmp.path());
+            let listed: Vec<String> = s.list().unwrap().into_iter().map(|m| m.id).collect();
+            let prefix = ids.iter().take_while(|id| {
+                let i = ids.iter().position(|x| x == *id).unwrap();
+                kept & (3 << (2 * i)) == 3 << (2 * i)
+            });
+            assert_eq!(listed, prefix.map(|s| s.to_string()).collect::<Vec<_>>(), "renames kept {kept:06b}");
+            for id in &listed {
+                assert_eq!(fs::read_to_string(s.layer_dir(id).join("f")).unwrap(), *id, "{kept:06b}");
+            }
+            let mut left: Vec<String> = fs::read_dir(tmp.path().join("layers"))
+                .unwrap()
+                .chain(fs::read_dir(tmp.path().join("staging")).unwrap())
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            left.sort();
+            assert_eq!(left, listed, "only listed layers left ({kept:06b})");
+        }
+    }
+
+    #[test]
+    fn a_chain_listed_with_one_sync_and_one_seal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = store(tmp.path());
+        let mut a = s.begin("a", None).unwrap();
+        let mut b = s.begin_before_parent("b", Some("a")).unwrap();
+        for st in [&a, &b] {
+            fs::create_dir(&st.path).unwrap();
+        }
+        s.prepare(&mut a, LayerMeta { size: 7, ..Default::default() }).unwrap();
+        s.prepare(&mut b, LayerMeta::default()).unwrap();
+        s.sync("a").unwrap();
+        // Listed bottom to top: a child before its parent is refused.
+        let b_path = b.path.clone();
+        assert!(matches!(s.list_prepared(b).unwrap_err().cause, Cause::ParentNotFound(_)));
+        assert!(!b_path.exists(), "the refused layer's staging is dropped");
+        s.list_prepared(a).unwrap();
+        s.seal().unwrap();
+        let got = s.get("a").unwrap();
+        assert_eq!((got.size, got.parent, got.created > 0), (7, None, true));
+        assert_eq!(fs::read_dir(tmp.path().join("staging")).unwrap().count(), 0);
     }
 
     #[test]
