@@ -110,6 +110,20 @@ fn metacopy_and_redirects_where_the_kernel_has_them() {
     d.unmount("ctr").unwrap();
     assert_diff_is_naive(&d, "ctr", "base");
 
+    // A commit diffs the container into a tar (no redirect or stub leaves it), but a
+    // layer made over the container has its upper as a lower: the kernel follows the
+    // redirect and the stub's data there, since every view is mounted with both.
+    d.create("over", Some("ctr"), true).unwrap();
+    let v = d.mount("over").unwrap();
+    assert_eq!(fs::read_dir(v.join("moved")).unwrap().count(), 1000, "the renamed tree, through a lower redirect");
+    assert!(!v.join("tree").exists());
+    let blob = fs::read(v.join("big/blob")).unwrap();
+    assert!(blob.len() == 32 << 20 && blob.iter().all(|&b| b == 7), "the stub's data, from below it");
+    assert_eq!(fs::metadata(v.join("big/blob")).unwrap().mode() & 0o777, 0o600);
+    fs::rename(v.join("moved"), v.join("again")).unwrap();
+    d.unmount("over").unwrap();
+    assert_diff_is_naive(&d, "over", "ctr");
+
     // The default: redirects only (the file is copied whole), or both off.
     for (copy_up, rename) in [(CopyUp::Redirect, Ok(())), (CopyUp::Full, Err(libc::EXDEV))] {
         let root = tmp.path().join(copy_up.name());
