@@ -16,6 +16,13 @@ pub use strata_scratch::privileged;
 /// use: the binary lives in another package, so `cargo test --workspace` on a fresh
 /// clone would otherwise run these tests before anything built it. `cargo build` is
 /// cheap when the binary is up to date, and it also rebuilds a stale one.
+///
+/// The build must resolve the features `cargo test --workspace` resolved, or cargo
+/// compiles serde, flate2 and everything above them a second time (minutes in a fresh
+/// target directory): so it selects the whole workspace (which turns on
+/// strata-archive's default), and the dependencies' features that only dev-dependencies
+/// turned on (serde's alloc, flate2's defaults, either's std) are turned on in
+/// Cargo.toml for every build.
 pub fn strata_bin() -> PathBuf {
     // STRATA_BIN runs the tests against another build (the code before a fix, to see
     // its regression test fail there).
@@ -33,7 +40,7 @@ pub fn strata_bin() -> PathBuf {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
             let mut build = Command::new(cargo);
-            build.args(["build", "--quiet", "-p", "bench-harness", "--bin", "strata"]);
+            build.args(["build", "--quiet", "--workspace", "--bin", "strata"]);
             build.arg("--manifest-path").arg(&manifest).arg("--target-dir").arg(target_dir);
             build.args(["--profile", if profile == "debug" { "dev" } else { profile }]);
             let status = build.status().expect("run cargo build for the strata binary");
