@@ -15,7 +15,9 @@
 //!   lower layers are not in the layer's directory;
 //! * a 0/0 character device is refused: overlayfs would read it as a whiteout while
 //!   vfs and btrfs kept a device, and the drivers would disagree about what exists;
-//! * a layer may not set `trusted.overlay.*` or `user.overlay.*` xattrs.
+//! * a layer may not set an xattr in a namespace a storage driver reserves for its own
+//!   bookkeeping ([`ApplyOptions::reserved_xattrs`], data from the driver set: see
+//!   `driver_core::reserved`), on any driver.
 //!
 //! # Whiteouts
 //! `.wh.NAME` hides NAME of the *lower* layers and `.wh..wh..opq` all lower content of
@@ -51,6 +53,7 @@ use nix::sys::time::TimeSpec;
 
 use driver_core::error::{Cause, Error, Result};
 use driver_core::sys::{self, errno, XattrTarget};
+use driver_core::ReservedXattrs;
 
 use crate::whiteout::{DeleteInPlace, WhiteoutFormat};
 
@@ -64,17 +67,31 @@ pub struct ApplyOptions {
     /// The input is an uncompressed tar (decompressed where the blob was read): taken
     /// as it is, without looking for gzip or zstd and buffering it a second time.
     pub uncompressed: bool,
+    /// Xattr namespaces the layer may not set (none by default): every driver's
+    /// bookkeeping namespaces, so that all drivers refuse the same layers.
+    pub reserved_xattrs: ReservedXattrs,
 }
 
 impl ApplyOptions {
     /// Options for layer `layer`, whiteouts deleted in place.
     pub fn new(layer: impl Into<String>) -> Self {
-        ApplyOptions { layer: layer.into(), whiteouts: Arc::new(DeleteInPlace), uncompressed: false }
+        ApplyOptions {
+            layer: layer.into(),
+            whiteouts: Arc::new(DeleteInPlace),
+            uncompressed: false,
+            reserved_xattrs: ReservedXattrs::none(),
+        }
     }
 
     /// The same options, with the input known to be uncompressed or not.
     pub fn uncompressed(mut self, uncompressed: bool) -> Self {
         self.uncompressed = uncompressed;
+        self
+    }
+
+    /// The same options, refusing the xattr namespaces in `reserved`.
+    pub fn reserving(mut self, reserved: &ReservedXattrs) -> Self {
+        self.reserved_xattrs = reserved.clone();
         self
     }
 
@@ -336,7 +353,7 @@ fn parse_pax_time(v: &[u8]) -> Option<TimeSpec> {
 }
 
 /// Reads owner, mode, times and xattrs from the header and its PAX records.
-fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> std::result::Result<Meta, Cause> {
+fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, reserved: &ReservedXattrs) -> std::result::Result<Meta, Cause> {
     let header = entry.header();
     let bad = |what: &str, e: io::Error| Cause::BadTar(format!("bad {what} in header: {e}"));
     let mode = header.mode().map_err(|e| bad("mode", e))? & 0o7777;
@@ -384,9 +401,9 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> std::result::Result<Meta
     }
     meta.atime = atime.unwrap_or(meta.mtime);
     for (name, _) in &meta.xattrs {
-        if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
+        if let Some(ns) = reserved.matching(name) {
             return Err(Cause::Refused(format!(
-                "the layer sets the overlayfs xattr {name}; only the storage driver may set those"
+                "the layer sets the xattr {name}; {ns}* is a storage driver's own namespace, which only it may set"
             )));
         }
     }
@@ -454,7 +471,7 @@ impl<'a> Applier<'a> {
             return Ok(());
         }
         let path = normalize(&raw).map_err(|c| self.err(&raw, c))?;
-        let meta = read_meta(entry).map_err(|c| self.err(&path, c))?;
+        let meta = read_meta(entry, &self.opts.reserved_xattrs).map_err(|c| self.err(&path, c))?;
         self.entry_at(&path, kind, meta, entry).map_err(|e| e.in_layer(&self.opts.layer).with_path(show(&path)))
     }
 

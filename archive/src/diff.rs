@@ -17,7 +17,9 @@
 //!   ([`deletions`] is that rule; the overlay native diff calls it too);
 //! * a deleted tree is one whiteout, at its top;
 //! * times keep nanoseconds (in a PAX `mtime` record when not whole seconds), xattrs go
-//!   in `SCHILY.xattr.*` records, never the driver's own `*.overlay.*` ones.
+//!   in `SCHILY.xattr.*` records, never those in a namespace a driver reserves
+//!   (`driver_core::reserved`): a changed node carrying one is refused, and the
+//!   whiteout format's own bookkeeping is left out.
 //!
 //! The naive diff compares owner, mode, size, mtime, xattrs, link target and device
 //! numbers; when a file's size and mtime are equal but both mtimes are whole seconds
@@ -41,6 +43,7 @@ use crate::whiteout::WhiteoutFormat;
 use driver_core::driver::{Change, ChangeKind};
 use driver_core::error::{Cause, Context, Error, Result};
 use driver_core::sys::{self, XattrTarget};
+use driver_core::ReservedXattrs;
 
 /// One entry of a layer diff.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,20 +107,17 @@ impl Write for Counting<'_> {
     }
 }
 
-fn is_overlay_xattr(name: &str) -> bool {
-    name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
-}
-
-/// Reads the xattrs of `path` (not following a final symlink), without overlay's own.
-pub fn xattrs_of(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
+/// Reads the xattrs of `path` (not following a final symlink), without those in the
+/// `reserved` namespaces.
+pub fn xattrs_of(path: &Path, reserved: &ReservedXattrs) -> io::Result<Vec<(String, Vec<u8>)>> {
     let c =
         std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    xattrs_at(&c)
+    xattrs_at(&c, reserved)
 }
 
-fn xattrs_at(path: &std::ffi::CStr) -> io::Result<Vec<(String, Vec<u8>)>> {
+fn xattrs_at(path: &std::ffi::CStr, reserved: &ReservedXattrs) -> io::Result<Vec<(String, Vec<u8>)>> {
     let mut all = sys::read_xattrs(XattrTarget::NoFollow(path))?;
-    all.retain(|(n, _)| !is_overlay_xattr(n));
+    all.retain(|(n, _)| !reserved.contains(n));
     Ok(all)
 }
 
@@ -138,9 +138,16 @@ impl SourceDir {
     }
 }
 
-/// Writes `entries` as an uncompressed OCI layer tar (sorted, hardlinks kept); returns
-/// the bytes written. `layer` names the layer in errors.
-pub fn write_tar(layer: &str, mut entries: Vec<DiffEntry>, out: &mut dyn Write) -> Result<u64> {
+/// Writes `entries` as an uncompressed OCI layer tar (sorted, hardlinks kept), without
+/// the xattrs in the `reserved` namespaces (the walk refused every other use of them,
+/// so what is left is a whiteout format's bookkeeping); returns the bytes written.
+/// `layer` names the layer in errors.
+pub fn write_tar(
+    layer: &str,
+    mut entries: Vec<DiffEntry>,
+    reserved: &ReservedXattrs,
+    out: &mut dyn Write,
+) -> Result<u64> {
     entries.sort_by_key(|e| e.tar_path());
     entries.dedup_by_key(|e| e.tar_path());
     let mut counting = Counting { inner: out, bytes: 0 };
@@ -150,7 +157,7 @@ pub fn write_tar(layer: &str, mut entries: Vec<DiffEntry>, out: &mut dyn Write) 
         let (mut dirs, mut data_dirs) = (SourceDir::default(), SourceDir::default());
         for entry in &entries {
             let tar_path = entry.tar_path();
-            write_entry(&mut builder, entry, &tar_path, &mut links, &mut dirs, &mut data_dirs)
+            write_entry(&mut builder, entry, &tar_path, reserved, &mut links, &mut dirs, &mut data_dirs)
                 .map_err(|e| e.in_layer(layer).with_path(&tar_path))?;
         }
         builder.finish().map_err(|e| Error::layer(layer, e))?;
@@ -163,6 +170,7 @@ fn write_entry<W: Write>(
     builder: &mut tar::Builder<W>,
     entry: &DiffEntry,
     tar_path: &Path,
+    reserved: &ReservedXattrs,
     links: &mut HashMap<(u64, u64), PathBuf>,
     dirs: &mut SourceDir,
     data_dirs: &mut SourceDir,
@@ -201,7 +209,7 @@ fn write_entry<W: Write>(
         let (s, ns) = (t.div_euclid(1_000_000_000), t.rem_euclid(1_000_000_000));
         pax.push(("mtime".into(), format!("{s}.{ns:09}").into_bytes()));
     }
-    for (name, value) in xattrs_at(&sys::proc_path(dir, name)).at_path(source)? {
+    for (name, value) in xattrs_at(&sys::proc_path(dir, name), reserved).at_path(source)? {
         pax.push((format!("SCHILY.xattr.{name}"), value));
     }
     let write_pax = |builder: &mut tar::Builder<W>| -> io::Result<()> {
@@ -288,6 +296,8 @@ impl<R: Read> Read for ExactReader<R> {
 pub struct NaiveDiff {
     pub entries: Vec<DiffEntry>,
     pub changes: Vec<Change>,
+    /// The namespaces the walk refused, left out of the tar.
+    pub reserved: ReservedXattrs,
 }
 
 impl driver_core::lifecycle::LayerDiff for NaiveDiff {
@@ -295,7 +305,7 @@ impl driver_core::lifecycle::LayerDiff for NaiveDiff {
         self.changes
     }
     fn write_tar(self: Box<Self>, layer: &str, out: &mut dyn Write) -> Result<u64> {
-        write_tar(layer, self.entries, out)
+        write_tar(layer, self.entries, &self.reserved, out)
     }
 }
 
@@ -319,18 +329,25 @@ pub enum LayerKind {
 }
 
 /// The naive diff: walks `layer` and `parent` (None = empty) side by side.
-pub fn naive_diff(layer_id: &str, layer: &Path, parent: Option<&Path>) -> Result<NaiveDiff> {
-    walk_diff(layer_id, layer, parent, &LayerKind::Full)
+pub fn naive_diff(layer_id: &str, layer: &Path, parent: Option<&Path>, reserved: &ReservedXattrs) -> Result<NaiveDiff> {
+    walk_diff(layer_id, layer, parent, &LayerKind::Full, reserved)
 }
 
 /// Finds the entries and changes of `layer` against the full view `parent`; with
 /// [`LayerKind::Upper`], `layer` is the layer's own directory and the parent
-/// is only looked at where the layer changed something.
-pub fn walk_diff(layer_id: &str, layer: &Path, parent: Option<&Path>, kind: &LayerKind) -> Result<NaiveDiff> {
+/// is only looked at where the layer changed something. A changed node with an xattr
+/// in a `reserved` namespace (not the whiteout format's own) is refused.
+pub fn walk_diff(
+    layer_id: &str,
+    layer: &Path,
+    parent: Option<&Path>,
+    kind: &LayerKind,
+    reserved: &ReservedXattrs,
+) -> Result<NaiveDiff> {
     let mut walk = Walk {
         layer_root: layer.to_path_buf(),
         parent_root: parent.map(Path::to_path_buf),
-        out: NaiveDiff::default(),
+        out: NaiveDiff { reserved: reserved.clone(), ..NaiveDiff::default() },
         inodes: BTreeMap::new(),
         kind: kind.clone(),
         linked: Vec::new(),
@@ -426,9 +443,10 @@ impl Walk {
         Ok(())
     }
 
-    /// Refuses what a layer tar cannot carry: the overlayfs xattr namespaces (apply
-    /// refuses them; overlay would read them as its own) and a 0/0 character device
-    /// (overlayfs's whiteout; on an overlay upper those are deletions, not entries).
+    /// Refuses what a layer tar cannot carry: an xattr in a namespace a driver reserves
+    /// (apply refuses them; that driver would read them as its own) and a 0/0 character
+    /// device (overlayfs's whiteout; where whiteouts are recorded so, those are
+    /// deletions, not entries).
     fn check_carriable(&self, dir: BorrowedFd<'_>, name: &OsStr, st: &nix::sys::stat::FileStat) -> Result<()> {
         if is_null_device(st) {
             return Err(refused(
@@ -436,9 +454,9 @@ impl Walk {
             ));
         }
         for x in sys::list_xattrs(XattrTarget::NoFollow(&sys::proc_path(dir, name)))? {
-            if is_overlay_xattr(&x) && !is_internal_xattr(&self.kind, &x) {
+            if let Some(ns) = self.out.reserved.matching(&x).filter(|_| !is_internal_xattr(&self.kind, &x)) {
                 return Err(refused(format!(
-                    "the xattr {} is in overlayfs's reserved namespace, which an OCI layer cannot carry",
+                    "the xattr {} is in {ns}*, a storage driver's reserved namespace, which an OCI layer cannot carry",
                     user_xattr_name(&self.kind, &x)
                 )));
             }
@@ -722,8 +740,8 @@ impl Walk {
         }
         let lx = sys::read_xattrs(XattrTarget::NoFollow(&sys::proc_path(lfd, name)))?;
         let px = sys::read_xattrs(XattrTarget::NoFollow(&sys::proc_path(pfd, name)))?;
-        // Only the driver's own bookkeeping is left out: an overlay xattr a user set
-        // is a change (which the diff then refuses).
+        // Only the whiteout format's own bookkeeping is left out: a reserved xattr a
+        // user set is a change (which the diff then refuses).
         let strip = |v: Vec<(String, Vec<u8>)>| {
             v.into_iter().filter(|(n, _)| !is_internal_xattr(&self.kind, n)).collect::<Vec<_>>()
         };

@@ -169,7 +169,7 @@ mod tests {
         assert_eq!(format.opaque.lock().unwrap().len(), 1, "b is recorded opaque");
         assert!(upper.join("c").exists() && !upper.join("b/z").exists(), "recorded, not deleted in place");
 
-        let d = walk_diff("upper", &upper, Some(&lower), &LayerKind::Upper(format)).unwrap();
+        let d = walk_diff("upper", &upper, Some(&lower), &LayerKind::Upper(format), &Default::default()).unwrap();
         let mut tar_paths: Vec<PathBuf> = d.entries.iter().map(|e| e.tar_path()).collect();
         tar_paths.sort();
         for want in [".wh.c", "a/.wh.x", "b/.wh..wh..opq", "b/new"] {

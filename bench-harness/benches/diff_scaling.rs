@@ -45,11 +45,12 @@ fn benches(c: &mut Criterion) {
     let scratch = ScratchFs::new(FsKind::Btrfs, 4 << 30).unwrap();
     let d = BtrfsDriver::new(&scratch.path().join("big")).unwrap();
     prepare(&d, 50_000);
-    assert_eq!(d.follow("ctr").unwrap().changes, d.naive("ctr").unwrap().changes);
+    let r = d.reserved();
+    assert_eq!(d.follow("ctr", r).unwrap().changes, d.naive("ctr", r).unwrap().changes);
     let mut g = c.benchmark_group("btrfs diff, 10 changed files over 50000");
     g.sample_size(10);
-    g.bench_function("following generations", |b| b.iter(|| d.follow("ctr").unwrap()));
-    g.bench_function("naive walk", |b| b.iter(|| d.naive("ctr").unwrap()));
+    g.bench_function("following generations", |b| b.iter(|| d.follow("ctr", r).unwrap()));
+    g.bench_function("naive walk", |b| b.iter(|| d.naive("ctr", r).unwrap()));
     g.finish();
 
     let empty = BtrfsDriver::new(&scratch.path().join("empty")).unwrap();

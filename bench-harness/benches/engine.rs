@@ -68,7 +68,7 @@ fn benches(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Elements((size.base_files + size.app_files) as u64));
     g.bench_function("walk and compare, files/s", |b| {
-        b.iter(|| naive_diff("bench", upper.path(), Some(lower.path())).unwrap())
+        b.iter(|| naive_diff("bench", upper.path(), Some(lower.path()), &Default::default()).unwrap())
     });
     g.finish();
 

@@ -384,7 +384,7 @@ fn cp_a(from: &Path, to: &Path) -> Result<(), Error> {
 }
 
 fn open_driver(name: &str, root: &Path) -> Result<Box<dyn Driver>, Error> {
-    crate::drivers::open(name, root)
+    bench_harness::drivers::open(name, root)
 }
 
 /// Bytes of disk the filesystem holds beyond `base`, after a sync (so btrfs has

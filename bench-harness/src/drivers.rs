@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use driver_core::{Cause, Driver, Error};
+use driver_core::{Cause, Driver, Error, ReservedXattrs};
 
 /// The drivers strata has, by name.
 const DRIVERS: [&str; 3] = ["overlay", "vfs", "btrfs"];
@@ -39,11 +39,19 @@ pub fn open(name: &str, root: &Path) -> Result<Box<dyn Driver>, Error> {
     open_named(&chosen, root)
 }
 
+/// The xattr namespaces some driver of the set keeps its bookkeeping in (overlayfs's;
+/// vfs and btrfs keep none): every driver refuses them, so that a layer one driver
+/// takes or makes, every other takes too (see `driver_core::reserved`).
+pub fn reserved_xattrs() -> ReservedXattrs {
+    driver_overlay::whiteout::reserved_xattrs()
+}
+
 fn open_named(name: &str, root: &Path) -> Result<Box<dyn Driver>, Error> {
+    let set = reserved_xattrs();
     match name {
-        "vfs" => Ok(Box::new(driver_vfs::VfsDriver::new(&root.join("vfs"))?)),
-        "overlay" => Ok(Box::new(driver_overlay::OverlayDriver::new(&root.join("overlay"))?)),
-        "btrfs" => Ok(Box::new(driver_btrfs::BtrfsDriver::new(&root.join("btrfs"))?)),
+        "vfs" => Ok(Box::new(driver_vfs::VfsDriver::new(&root.join("vfs"))?.reserving(&set))),
+        "overlay" => Ok(Box::new(driver_overlay::OverlayDriver::new(&root.join("overlay"))?.reserving(&set))),
+        "btrfs" => Ok(Box::new(driver_btrfs::BtrfsDriver::new(&root.join("btrfs"))?.reserving(&set))),
         other => Err(Error::new(Cause::Corrupt(format!("{}: unknown driver {other:?}", root.join(RECORD).display())))),
     }
 }

@@ -6,7 +6,6 @@
 
 mod bench;
 mod commit;
-mod drivers;
 mod explain;
 mod fleet;
 mod lifecycle;
@@ -23,6 +22,7 @@ use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use bench_harness::drivers;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use driver_core::{Driver, Error};

@@ -44,7 +44,7 @@ use driver_core::error::{Cause, Error, Result};
 use driver_core::lifecycle::{Applied, LayerDiff, LayerFs, Layered, Making};
 use driver_core::store::{LayerMeta, Staging, Store};
 use driver_core::sys;
-use driver_core::Usage;
+use driver_core::{ReservedXattrs, Usage};
 use strata_archive::apply::{apply_layer, ApplyOptions};
 use strata_archive::diff::{naive_diff, walk_diff, LayerKind, NaiveDiff};
 
@@ -330,30 +330,30 @@ impl Btrfs {
 
     /// The naive diff, walking both trees whole: the reference the follow-the-changes
     /// diff is checked against.
-    pub fn naive(&self, id: &str) -> Result<NaiveDiff> {
+    pub fn naive(&self, id: &str, reserved: &ReservedXattrs) -> Result<NaiveDiff> {
         let meta = self.store.get(id)?;
         let parent = meta.parent.as_deref().map(|p| self.layer(p));
-        naive_diff(id, &self.layer(id), parent.as_deref())
+        naive_diff(id, &self.layer(id), parent.as_deref(), reserved)
     }
 
     /// The diff from btrfs's own record of what changed since the snapshot.
-    pub fn follow(&self, id: &str) -> Result<NaiveDiff> {
-        self.follow_meta(&self.store.get(id)?)
+    pub fn follow(&self, id: &str, reserved: &ReservedXattrs) -> Result<NaiveDiff> {
+        self.follow_meta(&self.store.get(id)?, reserved)
     }
 
-    fn follow_meta(&self, meta: &LayerMeta) -> Result<NaiveDiff> {
+    fn follow_meta(&self, meta: &LayerMeta, reserved: &ReservedXattrs) -> Result<NaiveDiff> {
         let id = meta.id.as_str();
         let Some(parent) = meta.parent.as_deref() else {
-            return naive_diff(id, &self.layer(id), None);
+            return naive_diff(id, &self.layer(id), None, reserved);
         };
         let layer = self.layer(id);
         let parent_dir = self.layer(parent);
         let visit = self.changed(&layer, &parent_dir, self.store.get(parent)?.writable).map_err(io_at(id, &layer))?;
         let Some(Visit { paths, dirs }) = visit else {
-            return naive_diff(id, &layer, Some(&parent_dir));
+            return naive_diff(id, &layer, Some(&parent_dir), reserved);
         };
         // Every name of a linked file the walk compares is in `paths`, on both sides.
-        walk_diff(id, &layer, Some(&parent_dir), &LayerKind::Filtered { paths, dirs, all_links: true })
+        walk_diff(id, &layer, Some(&parent_dir), &LayerKind::Filtered { paths, dirs, all_links: true }, reserved)
     }
 
     /// What can differ between a layer and the parent it is a snapshot of; `None` when
@@ -477,8 +477,19 @@ impl LayerFs for Btrfs {
         self.stage(staging)
     }
 
-    fn apply(&self, staging: &Staging, tar: &mut dyn Read, uncompressed: bool) -> Result<Applied> {
-        Ok(apply_layer(&staging.path, tar, &ApplyOptions::new(&staging.id).uncompressed(uncompressed))?.into())
+    fn apply(
+        &self,
+        staging: &Staging,
+        tar: &mut dyn Read,
+        uncompressed: bool,
+        reserved: &ReservedXattrs,
+    ) -> Result<Applied> {
+        Ok(apply_layer(
+            &staging.path,
+            tar,
+            &ApplyOptions::new(&staging.id).uncompressed(uncompressed).reserving(reserved),
+        )?
+        .into())
     }
 
     fn committed(&self, meta: &LayerMeta) -> Result<()> {
@@ -497,8 +508,8 @@ impl LayerFs for Btrfs {
         Ok(())
     }
 
-    fn diff(&self, meta: &LayerMeta) -> Result<Box<dyn LayerDiff + '_>> {
-        Ok(Box::new(self.follow_meta(meta)?))
+    fn diff(&self, meta: &LayerMeta, reserved: &ReservedXattrs) -> Result<Box<dyn LayerDiff + '_>> {
+        Ok(Box::new(self.follow_meta(meta, reserved)?))
     }
 
     /// The store moves the layer aside before deleting it, and btrfs will not move a
@@ -513,7 +524,8 @@ impl LayerFs for Btrfs {
     fn usage(&self, meta: &LayerMeta) -> Result<Usage> {
         let layer = self.layer(&meta.id);
         let bytes = exclusive_bytes(&layer).map_err(io_at(&meta.id, &layer))?;
-        let changed = self.follow_meta(meta)?.changes.len() as u64;
+        // Counting changes refuses none: a layer whose diff would be refused still has a size.
+        let changed = self.follow_meta(meta, &ReservedXattrs::none())?.changes.len() as u64;
         Ok(Usage { bytes, inodes: changed })
     }
 

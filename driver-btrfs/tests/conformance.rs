@@ -14,7 +14,9 @@ use strata_testkit::conformance::{self, Backing};
 
 const BACKING: Backing = Backing::Scratch(FsKind::Btrfs, 2 << 30);
 
-strata_testkit::conformance_tests!("btrfs", BACKING, |root| Ok(Box::new(BtrfsDriver::new(root)?)));
+strata_testkit::conformance_tests!("btrfs", BACKING, |root| Ok(Box::new(
+    BtrfsDriver::new(root)?.reserving(&strata_testkit::hostile::reserved_xattrs())
+)));
 
 #[test]
 fn btrfs_driver() {

@@ -146,11 +146,11 @@ fn change(rng: &mut fastrand::Rng, v: &Path, n: usize) {
 
 fn tar_of(id: &str, e: strata_archive::diff::NaiveDiff) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    write_tar(id, e.entries, &mut out).map(|_| out).map_err(|e| e.to_string())
+    write_tar(id, e.entries, &e.reserved, &mut out).map(|_| out).map_err(|e| e.to_string())
 }
 
 fn assert_same(d: &BtrfsDriver, id: &str, seed: u64, when: &str) {
-    let (follow, naive) = (d.follow(id), d.naive(id));
+    let (follow, naive) = (d.follow(id, d.reserved()), d.naive(id, d.reserved()));
     match (follow, naive) {
         (Ok(f), Ok(n)) => {
             assert_eq!(f.changes, n.changes, "seed {seed}, {when}: changes differ from the naive walk");

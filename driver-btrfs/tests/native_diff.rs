@@ -45,12 +45,12 @@ fn apply(d: &BtrfsDriver, id: &str, parent: Option<&str>, tar: &[u8]) {
 /// The layer's diff by following generations must be the naive walk's, change for
 /// change and byte for byte; returns the tar.
 fn assert_same_as_naive(d: &BtrfsDriver, id: &str) -> Vec<u8> {
-    let follow = d.follow(id).unwrap();
-    let naive = d.naive(id).unwrap();
+    let follow = d.follow(id, d.reserved()).unwrap();
+    let naive = d.naive(id, d.reserved()).unwrap();
     assert_eq!(follow.changes, naive.changes, "changes: following generations vs the naive walk");
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    write_tar(id, follow.entries, &mut a).unwrap();
-    write_tar(id, naive.entries, &mut b).unwrap();
+    write_tar(id, follow.entries, &follow.reserved, &mut a).unwrap();
+    write_tar(id, naive.entries, &naive.reserved, &mut b).unwrap();
     assert_eq!(tar_listing(&a), tar_listing(&b));
     assert!(a == b, "the two tars differ in bytes");
     let mut public = Vec::new();

@@ -14,9 +14,11 @@ pub mod interrupt;
 pub mod json;
 pub mod lifecycle;
 pub mod readahead;
+pub mod reserved;
 pub mod store;
 pub mod sys;
 pub mod syscall;
 
 pub use driver::{Change, ChangeKind, Driver, LayerDir, LayerDirKind, LayerInfo, Status, Usage};
 pub use error::{Cause, Context, Error, Result};
+pub use reserved::ReservedXattrs;

@@ -34,6 +34,7 @@ use rayon::prelude::*;
 
 use crate::driver::{ChainProgress, Change, Driver, LayerDir, LayerInfo, LayerTar, Status, Usage};
 use crate::error::{Cause, Error, Result};
+use crate::reserved::ReservedXattrs;
 use crate::store::{LayerMeta, Staging, Store};
 
 /// What applying a layer tar gave.
@@ -81,8 +82,22 @@ pub trait LayerFs: Send + Sync + Sized {
     fn make(&self, staging: &Staging, why: Making) -> Result<()>;
 
     /// Applies the layer tar (plain, gzip or zstd; `uncompressed` when the caller knows
-    /// it is plain) to the directory [`LayerFs::make`] made.
-    fn apply(&self, staging: &Staging, tar: &mut dyn Read, uncompressed: bool) -> Result<Applied>;
+    /// it is plain) to the directory [`LayerFs::make`] made, refusing the `reserved`
+    /// xattr namespaces.
+    fn apply(
+        &self,
+        staging: &Staging,
+        tar: &mut dyn Read,
+        uncompressed: bool,
+        reserved: &ReservedXattrs,
+    ) -> Result<Applied>;
+
+    /// The xattr namespaces this driver's filesystem keeps its own bookkeeping in: no
+    /// layer may carry them, on this driver or any other of the set (see
+    /// [`crate::reserved`]).
+    fn reserved_xattrs(&self) -> ReservedXattrs {
+        ReservedXattrs::none()
+    }
 
     /// Runs before an applied layer is committed, once its parent is: a layer applied
     /// without its parent's content fixes up here what needs the parent. In a chain
@@ -115,8 +130,9 @@ pub trait LayerFs: Send + Sync + Sized {
     /// Releases the view of `id`: its last user has gone. Runs under the store lock.
     fn unmount(&self, id: &str) -> Result<()>;
 
-    /// The changes of a layer against its parent.
-    fn diff(&self, meta: &LayerMeta) -> Result<Box<dyn LayerDiff + '_>>;
+    /// The changes of a layer against its parent; a change that sets an xattr in a
+    /// `reserved` namespace is refused.
+    fn diff(&self, meta: &LayerMeta, reserved: &ReservedXattrs) -> Result<Box<dyn LayerDiff + '_>>;
 
     /// Runs under the store lock once removal is allowed, before anything changes.
     fn before_remove(&self, _meta: &LayerMeta) -> Result<()> {
@@ -140,19 +156,34 @@ pub trait LayerFs: Send + Sync + Sized {
 pub struct Layered<F> {
     store: Arc<Store>,
     fs: F,
+    /// The driver's own reserved xattr namespaces and those of the set it runs in.
+    reserved: ReservedXattrs,
 }
 
 impl<F: LayerFs> Layered<F> {
     /// Opens (creating) the driver folder `root`.
     pub fn new(root: &Path) -> Result<Self> {
         let (store, fs) = F::open(root)?;
-        Ok(Layered { store, fs })
+        Ok(Self::from_parts(store, fs))
     }
 
     /// The driver from a store and a filesystem part already opened over it (a test's,
     /// say, whose calls go to a recording double).
     pub fn from_parts(store: Arc<Store>, fs: F) -> Self {
-        Layered { store, fs }
+        let reserved = fs.reserved_xattrs();
+        Layered { store, fs, reserved }
+    }
+
+    /// The same driver, refusing also the xattr namespaces `set` reserves (the union
+    /// of every driver's, so that a layer one driver takes every other takes too).
+    pub fn reserving(mut self, set: &ReservedXattrs) -> Self {
+        self.reserved = self.reserved.union(set);
+        self
+    }
+
+    /// The xattr namespaces this driver refuses.
+    pub fn reserved(&self) -> &ReservedXattrs {
+        &self.reserved
     }
 
     /// The filesystem part, for what only this driver offers.
@@ -291,7 +322,7 @@ impl<F: LayerFs> Driver for Layered<F> {
             .map(|mut l| {
                 let staging = self.store.begin_before_parent(&l.id, l.parent.as_deref())?;
                 self.fs.make(&staging, Making::Apply)?;
-                let applied = self.fs.apply(&staging, &mut l.tar, l.uncompressed)?;
+                let applied = self.fs.apply(&staging, &mut l.tar, l.uncompressed, &self.reserved)?;
                 Ok((staging, applied, l.diff_id))
             })
             .collect();
@@ -312,11 +343,11 @@ impl<F: LayerFs> Driver for Layered<F> {
     }
 
     fn diff(&self, id: &str, out: &mut dyn Write) -> Result<u64> {
-        self.fs.diff(&self.store.get(id)?)?.write_tar(id, out)
+        self.fs.diff(&self.store.get(id)?, &self.reserved)?.write_tar(id, out)
     }
 
     fn changes(&self, id: &str) -> Result<Vec<Change>> {
-        Ok(self.fs.diff(&self.store.get(id)?)?.changes())
+        Ok(self.fs.diff(&self.store.get(id)?, &self.reserved)?.changes())
     }
 
     fn remove(&self, id: &str) -> Result<()> {
@@ -363,7 +394,7 @@ impl<F: LayerFs> Layered<F> {
     ) -> Result<u64> {
         let staging = self.store.begin(id, parent)?;
         self.fs.make(&staging, Making::Apply)?;
-        let applied = self.fs.apply(&staging, tar, uncompressed)?;
+        let applied = self.fs.apply(&staging, tar, uncompressed, &self.reserved)?;
         self.commit_applied(staging, applied, expected)
     }
 

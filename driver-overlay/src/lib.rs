@@ -50,7 +50,7 @@ use driver_core::lifecycle::{Applied, LayerDiff, LayerFs, Layered, Making};
 use driver_core::store::{discard_tree, LayerMeta, Staging, Store};
 use driver_core::sys::{self, XattrTarget};
 use driver_core::syscall::{Real, Syscalls};
-use driver_core::Usage;
+use driver_core::{ReservedXattrs, Usage};
 use sha2::Digest;
 use strata_archive::apply::{apply_layer, ApplyOptions};
 use strata_archive::diff::{walk_diff, write_tar, LayerKind, NaiveDiff};
@@ -324,8 +324,8 @@ impl Overlay {
         Ok(())
     }
 
-    fn apply_opts(&self, id: &str) -> ApplyOptions {
-        ApplyOptions::new(id).with_whiteouts(self.whiteouts())
+    fn apply_opts(&self, id: &str, reserved: &ReservedXattrs) -> ApplyOptions {
+        ApplyOptions::new(id).with_whiteouts(self.whiteouts()).reserving(reserved)
     }
 
     /// Gives the directories the tar did not describe the metadata they have in the
@@ -424,19 +424,20 @@ impl Overlay {
     /// The layer's diff, and the parent's view it was taken against: kept mounted
     /// until the tar is written, since an entry can be read from it (a name of a split
     /// hardlink that the layer did not touch).
-    fn walk(&self, meta: &LayerMeta) -> Result<ViewDiff<'_>> {
+    fn walk(&self, meta: &LayerMeta, reserved: &ReservedXattrs) -> Result<ViewDiff<'_>> {
         let view = match &meta.parent {
             Some(p) => Some(self.temp_view(p)?),
             None => None,
         };
         let kind = LayerKind::Upper(self.whiteouts());
-        let diff = walk_diff(&meta.id, &self.diff_dir(&meta.id), view.as_ref().map(|v| v.path.as_path()), &kind)?;
+        let diff =
+            walk_diff(&meta.id, &self.diff_dir(&meta.id), view.as_ref().map(|v| v.path.as_path()), &kind, reserved)?;
         Ok(ViewDiff { diff, _view: view, _own: None })
     }
 
     /// The diff of a layer whose view was mounted with metacopy and redirect_dir: the
     /// upper says where, the layer's own view what (see [`copyup`]).
-    fn walk_view(&self, meta: &LayerMeta) -> Result<ViewDiff<'_>> {
+    fn walk_view(&self, meta: &LayerMeta, reserved: &ReservedXattrs) -> Result<ViewDiff<'_>> {
         let id = meta.id.clone();
         let mut path = PathBuf::new();
         self.store.acquire_mount(&id, |m, first| {
@@ -452,7 +453,7 @@ impl Overlay {
         let t =
             copyup::touched(&upper, &own.path, self.features.xattr_prefix()).map_err(|e| Error::at(&id, &upper, e))?;
         let kind = LayerKind::Filtered { paths: t.paths, dirs: t.dirs, all_links: false };
-        let diff = walk_diff(&id, &own.path, parent.as_ref().map(|v| v.path.as_path()), &kind)?;
+        let diff = walk_diff(&id, &own.path, parent.as_ref().map(|v| v.path.as_path()), &kind, reserved)?;
         Ok(ViewDiff { diff, _view: parent, _own: Some(own) })
     }
 }
@@ -490,14 +491,15 @@ impl LayerDiff for ViewDiff<'_> {
         self.diff.changes
     }
     fn write_tar(self: Box<Self>, layer: &str, out: &mut dyn Write) -> Result<u64> {
-        write_tar(layer, self.diff.entries, out)
+        write_tar(layer, self.diff.entries, &self.diff.reserved, out)
     }
 }
 
 /// Copies owner, mode, xattrs (not overlay's own) and times of directory `from` to `to`.
 fn copy_dir_meta(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> std::io::Result<()> {
     let mut xattrs = sys::read_xattrs(XattrTarget::Fd(from.as_raw_fd()))?;
-    xattrs.retain(|(name, _)| !(name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")));
+    let own = crate::whiteout::reserved_xattrs();
+    xattrs.retain(|(name, _)| !own.contains(name));
     sys::set_metadata(sys::Node::Open(to), &sys::NodeMeta::from_stat(&sys::fstat(from)?, xattrs))
 }
 
@@ -518,6 +520,10 @@ fn only_whiteouts(dir: BorrowedFd<'_>) -> std::io::Result<bool> {
 }
 
 impl LayerFs for Overlay {
+    fn reserved_xattrs(&self) -> ReservedXattrs {
+        crate::whiteout::reserved_xattrs()
+    }
+
     fn name(&self) -> &'static str {
         "overlay"
     }
@@ -544,8 +550,14 @@ impl LayerFs for Overlay {
         Ok(())
     }
 
-    fn apply(&self, staging: &Staging, tar: &mut dyn Read, uncompressed: bool) -> Result<Applied> {
-        let opts = self.apply_opts(&staging.id).uncompressed(uncompressed);
+    fn apply(
+        &self,
+        staging: &Staging,
+        tar: &mut dyn Read,
+        uncompressed: bool,
+        reserved: &ReservedXattrs,
+    ) -> Result<Applied> {
+        let opts = self.apply_opts(&staging.id, reserved).uncompressed(uncompressed);
         Ok(apply_layer(&staging.path.join("diff"), tar, &opts)?.into())
     }
 
@@ -601,11 +613,11 @@ impl LayerFs for Overlay {
         self.sys.unmount(&target).map_err(|e| Error::at(id, &target, e))
     }
 
-    fn diff(&self, meta: &LayerMeta) -> Result<Box<dyn LayerDiff + '_>> {
+    fn diff(&self, meta: &LayerMeta, reserved: &ReservedXattrs) -> Result<Box<dyn LayerDiff + '_>> {
         if meta.extra.get(COPY_UP).and_then(|v| v.as_str()).is_some_and(|c| c != FULL) {
-            return Ok(Box::new(self.walk_view(meta)?));
+            return Ok(Box::new(self.walk_view(meta, reserved)?));
         }
-        Ok(Box::new(self.walk(meta)?))
+        Ok(Box::new(self.walk(meta, reserved)?))
     }
 
     fn after_remove(&self, id: &str) {

@@ -19,7 +19,10 @@ use nix::sys::stat::{FileStat, Mode, SFlag};
 
 use driver_core::sys::{self, XattrTarget};
 use driver_core::syscall::{Real, Syscalls};
+use driver_core::ReservedXattrs;
 use strata_archive::WhiteoutFormat;
+
+use crate::features::{TRUSTED_PREFIX, USER_PREFIX};
 
 /// overlayfs's whiteouts: 0/0 character devices and the opaque xattr.
 #[derive(Clone, Debug)]
@@ -39,6 +42,13 @@ impl OverlayWhiteouts {
     fn opaque_xattr(&self) -> String {
         format!("{}opaque", self.xattr_prefix)
     }
+}
+
+/// The xattr namespaces overlayfs reads as its own, under either prefix: no layer may
+/// carry them, on overlay or on any other driver (see `driver_core::reserved`), or a
+/// layer taken on vfs would turn into whiteouts, redirects or metacopy stubs here.
+pub fn reserved_xattrs() -> ReservedXattrs {
+    ReservedXattrs::new([TRUSTED_PREFIX, USER_PREFIX])
 }
 
 /// Whether `st` is an overlayfs whiteout (a 0/0 character device).

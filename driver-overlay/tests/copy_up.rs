@@ -57,9 +57,9 @@ fn assert_diff_is_naive(d: &OverlayDriver, id: &str, parent: &str) {
     let mut tar = Vec::new();
     d.diff(id, &mut tar).unwrap();
     let (v, b) = (d.mount(id).unwrap(), d.mount(parent).unwrap());
-    let naive = naive_diff(id, &v, Some(&b)).unwrap();
+    let naive = naive_diff(id, &v, Some(&b), d.reserved()).unwrap();
     let mut want = Vec::new();
-    write_tar(id, naive.entries, &mut want).unwrap();
+    write_tar(id, naive.entries, &naive.reserved, &mut want).unwrap();
     d.unmount(parent).unwrap();
     d.unmount(id).unwrap();
     assert!(tar == want, "the diff of {id} is not the naive walk's");

@@ -21,7 +21,7 @@ use driver_core::error::{Cause, Error, Result};
 use driver_core::lifecycle::{Applied, LayerDiff, LayerFs, Layered, Making};
 use driver_core::store::{discard_tree, LayerMeta, Staging, Store};
 use driver_core::sys;
-use driver_core::Usage;
+use driver_core::{ReservedXattrs, Usage};
 use strata_archive::apply::{apply_layer, ApplyOptions};
 use strata_archive::diff::naive_diff;
 
@@ -70,8 +70,19 @@ impl LayerFs for Vfs {
         Ok(())
     }
 
-    fn apply(&self, staging: &Staging, tar: &mut dyn Read, uncompressed: bool) -> Result<Applied> {
-        Ok(apply_layer(&staging.path, tar, &ApplyOptions::new(&staging.id).uncompressed(uncompressed))?.into())
+    fn apply(
+        &self,
+        staging: &Staging,
+        tar: &mut dyn Read,
+        uncompressed: bool,
+        reserved: &ReservedXattrs,
+    ) -> Result<Applied> {
+        Ok(apply_layer(
+            &staging.path,
+            tar,
+            &ApplyOptions::new(&staging.id).uncompressed(uncompressed).reserving(reserved),
+        )?
+        .into())
     }
 
     /// A container's view is its own directory. A committed layer's is a read-only
@@ -104,9 +115,9 @@ impl LayerFs for Vfs {
         Ok(())
     }
 
-    fn diff(&self, meta: &LayerMeta) -> Result<Box<dyn LayerDiff + '_>> {
+    fn diff(&self, meta: &LayerMeta, reserved: &ReservedXattrs) -> Result<Box<dyn LayerDiff + '_>> {
         let parent = meta.parent.as_deref().map(|p| self.store.layer_dir(p));
-        Ok(Box::new(naive_diff(&meta.id, &self.store.layer_dir(&meta.id), parent.as_deref())?))
+        Ok(Box::new(naive_diff(&meta.id, &self.store.layer_dir(&meta.id), parent.as_deref(), reserved)?))
     }
 
     /// A view left mounted by a process killed before it counted the mount.

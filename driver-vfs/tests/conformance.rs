@@ -3,4 +3,6 @@
 use driver_vfs::VfsDriver;
 use strata_testkit::conformance::Backing;
 
-strata_testkit::conformance_tests!("vfs", Backing::TempDir, |root| Ok(Box::new(VfsDriver::new(root)?)));
+strata_testkit::conformance_tests!("vfs", Backing::TempDir, |root| Ok(Box::new(
+    VfsDriver::new(root)?.reserving(&strata_testkit::hostile::reserved_xattrs())
+)));

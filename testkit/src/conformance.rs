@@ -29,6 +29,7 @@ use std::sync::{Mutex, OnceLock};
 use crate::tree::{CompareOptions, Tree};
 use driver_core::driver::{Change, ChangeKind, Driver};
 use driver_core::error::{Cause, Result};
+use driver_core::ReservedXattrs;
 use strata_archive::diff::{naive_diff, write_tar};
 pub use strata_archive::tarbuild::{EntryMeta, TarBuilder};
 use strata_scratch::{FsKind, ScratchFs};
@@ -240,9 +241,11 @@ fn diff_same_as_naive(ctx: &Ctx, id: &str, parent: &str) -> (Vec<Change>, Vec<u8
     ctx.driver.diff(id, &mut tar).unwrap_or_else(|e| panic!("diff: {e}"));
     let naive = with_view(ctx, id, |v| {
         with_view(ctx, parent, |b| {
-            let naive = naive_diff(id, v, Some(b)).unwrap_or_else(|e| panic!("the naive walk: {e}"));
+            let naive =
+                naive_diff(id, v, Some(b), &ReservedXattrs::none()).unwrap_or_else(|e| panic!("the naive walk: {e}"));
             let mut tar = Vec::new();
-            write_tar(id, naive.entries, &mut tar).unwrap_or_else(|e| panic!("the naive walk's tar: {e}"));
+            write_tar(id, naive.entries, &naive.reserved, &mut tar)
+                .unwrap_or_else(|e| panic!("the naive walk's tar: {e}"));
             (naive.changes, tar)
         })
     });
@@ -448,7 +451,7 @@ pub fn special_files_and_metadata(ctx: &Ctx) {
         assert_eq!(md("d/sgid").mode() & 0o7777, 0o2755);
         assert_eq!(md("d/sticky").mode() & 0o7777, 0o1777);
         assert_eq!((md("d/bigids").uid(), md("d/bigids").gid()), (70000, 4_000_000_000));
-        let x = strata_archive::diff::xattrs_of(&v.join("d/xattrs")).unwrap();
+        let x = strata_archive::diff::xattrs_of(&v.join("d/xattrs"), &ReservedXattrs::none()).unwrap();
         assert!(x.contains(&("user.strata".to_string(), b"yes".to_vec())), "{x:?}");
         assert!(x.iter().any(|(n, val)| n == "security.capability" && *val == caps), "{x:?}");
         assert_eq!(md("d/hard").ino(), md("d/target").ino());

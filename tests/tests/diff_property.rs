@@ -39,20 +39,24 @@ fn rig() -> Rig {
     let on = |n: &str| want.is_empty() || want.split(',').any(|w| w == n);
     let mut drivers: Vec<(&'static str, Box<dyn Driver>)> = Vec::new();
     let mut fss = Vec::new();
+    // As the `strata` binary opens them: refusing every driver's reserved xattrs.
+    let set = bench_harness::drivers::reserved_xattrs();
     if on("vfs") {
-        drivers.push(("vfs", Box::new(VfsDriver::new(&tmp.path().join("vfs")).unwrap())));
+        drivers.push(("vfs", Box::new(VfsDriver::new(&tmp.path().join("vfs")).unwrap().reserving(&set))));
     }
     if on("overlay-ext4") {
-        drivers.push(("overlay-ext4", Box::new(OverlayDriver::new(&tmp.path().join("overlay")).unwrap())));
+        drivers
+            .push(("overlay-ext4", Box::new(OverlayDriver::new(&tmp.path().join("overlay")).unwrap().reserving(&set))));
     }
     if on("overlay-xfs") {
         let xfs = ScratchFs::new(FsKind::Xfs, 1 << 30).expect("a loop-mounted xfs");
-        drivers.push(("overlay-xfs", Box::new(OverlayDriver::new(&xfs.path().join("overlay")).unwrap())));
+        drivers
+            .push(("overlay-xfs", Box::new(OverlayDriver::new(&xfs.path().join("overlay")).unwrap().reserving(&set))));
         fss.push(xfs);
     }
     if on("btrfs") {
         let btrfs = ScratchFs::new(FsKind::Btrfs, 1 << 30).expect("a loop-mounted btrfs");
-        drivers.push(("btrfs", Box::new(BtrfsDriver::new(&btrfs.path().join("btrfs")).unwrap())));
+        drivers.push(("btrfs", Box::new(BtrfsDriver::new(&btrfs.path().join("btrfs")).unwrap().reserving(&set))));
         fss.push(btrfs);
     }
     Rig { drivers, _fs: fss, _tmp: tmp }
