@@ -859,7 +859,7 @@ fn compare_hosts(args: &BenchArgs) -> Result<(), Error> {
     let fleet = crate::fleet::Fleet::load(&args.from, &args.profiles)?;
     crate::fleet::print(&fleet);
     if let Some(path) = &args.report {
-        fs::write(path, crate::report::fleet_html(&fleet)).map_err(|e| Error::new(e).with_path(path))?;
+        fs::write(path, crate::fleet::html(&fleet)).map_err(|e| Error::new(e).with_path(path))?;
         eprintln!("strata bench: wrote {}", path.display());
     }
     if let Some(path) = &args.openmetrics {

@@ -3,14 +3,15 @@
 //! runs of one hostname apart); the runs must be of the same workload, or their figures
 //! would not compare. The terminal gets a table per image (figure × target, a column
 //! per host, each host's median over the first host's) and each host's verdict per
-//! profile; `--report` gets the same as a page (crate::report::fleet_html).
+//! profile; `--report` gets the same as a page ([`html`], drawn with the single-run
+//! report's pieces: this module uses `report`, never the other way round).
 
 use std::path::{Path, PathBuf};
 
 use driver_core::Error;
 
 use crate::model::{err, Dist, Run, TargetResult, Workload};
-use crate::report::{figure_docs, utc, Unit};
+use crate::report::{cell, chart_or_note, copyup_chart, escape, figure_docs, missing, utc, Unit, STYLE};
 use crate::verdict::Profile;
 
 /// One host's run, as read from its file.
@@ -244,6 +245,129 @@ pub fn print(fleet: &Fleet) {
             println!("not run on {}: {}: {}", h.name, r.label(), r.error.as_deref().unwrap_or_default());
         }
     }
+}
+
+/// The page for several hosts' runs of one workload (`--from a.json --from b.json`):
+/// the hosts' facts, each host's verdict per profile, every figure side by side with
+/// each host's median over the first host's, and the first-write chart per host.
+pub fn html(fleet: &Fleet) -> String {
+    let w = fleet.workload();
+    let n = fleet.hosts.len();
+    let first = &fleet.hosts[0].name;
+    let mut h = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>strata bench: {n} hosts</title>\
+         <style>{STYLE}</style></head><body>\n<h1>strata bench: {n} hosts side by side</h1>\n<p class=\"host\">\
+         One workload: {}; {} containers per target; {} unpack(s) per target; copy-up timed as {}{}. Each figure \
+         is a host's median with the interval that covers it; the last columns are each host's median over {}'s.\
+         </p>\n",
+        escape(&w.images.join(", ")),
+        w.containers,
+        w.unpack_runs,
+        escape(&w.copyup_timing),
+        if w.quick { " (quick mode: smaller files, fewer samples)" } else { "" },
+        escape(first),
+    );
+    let header = |first_col: &str| {
+        let mut t = format!("<tr><th>{first_col}</th>");
+        for host in &fleet.hosts {
+            t += &format!("<th class=\"hostname\">{}</th>", escape(&host.name));
+        }
+        t
+    };
+    h += "<h2>Hosts</h2>\n<table>";
+    h += &header("");
+    h += "</tr>\n";
+    type Fact = fn(&FleetHost) -> String;
+    let facts: [(&str, Fact); 9] = [
+        ("hostname", |f| f.run.host.hostname.clone()),
+        ("kernel", |f| f.run.host.kernel.clone()),
+        ("machine", |f| f.run.host.machine.clone()),
+        ("cpus", |f| f.run.host.cpus.to_string()),
+        ("strata", |f| f.run.host.strata.clone()),
+        ("--root on", |f| format!("{} ({})", f.run.host.root_fs, f.run.host.root.display())),
+        ("scratch on", |f| format!("{} ({})", f.run.host.scratch_fs, f.run.host.scratch_dir.display())),
+        ("run", |f| utc(f.run.host.time)),
+        ("file", |f| f.path.display().to_string()),
+    ];
+    for (name, get) in facts {
+        h += &format!("<tr><td>{name}</td>");
+        for host in &fleet.hosts {
+            h += &format!("<td>{}</td>", escape(&get(host)));
+        }
+        h += "</tr>\n";
+    }
+    h += "</table>\n<h2>Verdict per workload, host by host</h2>\n<table>";
+    h += &header("profile");
+    h += "</tr>\n";
+    let images = fleet.images();
+    for v in &fleet.hosts[0].run.verdicts {
+        let tag = if images.len() > 1 { format!(" [{}]", v.image) } else { String::new() };
+        h += &format!("<tr><td>{}{}</td>", escape(&v.profile), escape(&tag));
+        for host in &fleet.hosts {
+            let mine = host.run.verdicts.iter().find(|m| m.profile == v.profile && m.image == v.image);
+            h += &match mine {
+                Some(m) => format!(
+                    "<td class=\"l\"><b>{}</b>{}<br><span class=\"why\">{}</span></td>",
+                    escape(m.pick.as_deref().unwrap_or("none")),
+                    if m.tie { " (a tie)" } else { "" },
+                    escape(&m.summary)
+                ),
+                None => "<td>no verdict</td>".into(),
+            };
+        }
+        h += "</tr>\n";
+    }
+    h += "</table>\n";
+    for image in &images {
+        h += &format!(
+            "<h2>Image: {}</h2>\n<table class=\"fig\"><tr><th>figure</th><th>target</th><th>unit</th>",
+            escape(image)
+        );
+        for host in &fleet.hosts {
+            h += &format!("<th class=\"hostname\">{}</th>", escape(&host.name));
+        }
+        for host in &fleet.hosts[1..] {
+            h += &format!("<th>{} / {}</th>", escape(&host.name), escape(first));
+        }
+        h += "</tr>\n";
+        for (figure, target, unit, per_host) in fleet.rows(image) {
+            let unit_name = match unit {
+                Unit::Seconds => "seconds",
+                Unit::Bytes => "bytes",
+            };
+            h += &format!("<tr><td>{}</td><td>{}</td><td>{unit_name}</td>", escape(&figure), escape(&target));
+            for d in &per_host {
+                h += &format!("<td>{}</td>", d.as_ref().map(|d| cell(d, unit)).unwrap_or_else(|| "not run".into()));
+            }
+            let medians: Vec<Option<f64>> = per_host.iter().map(|d| d.as_ref().map(|d| d.p50)).collect();
+            for m in &medians[1..] {
+                h += &format!("<td>{}</td>", ratio(medians[0], *m));
+            }
+            h += "</tr>\n";
+        }
+        h += "</table>\n";
+        let panels: Vec<(String, &TargetResult)> = fleet
+            .hosts
+            .iter()
+            .flat_map(|host| {
+                host.run
+                    .results
+                    .iter()
+                    .filter(|r| &r.image == image && r.ok())
+                    .map(|r| (format!("{} · {}", host.name, r.label()), r))
+            })
+            .collect();
+        h += &chart_or_note(copyup_chart(&panels), "No first-write figures to chart.");
+        for host in &fleet.hosts {
+            let mine: Vec<&TargetResult> = host.run.results.iter().filter(|r| &r.image == image).collect();
+            if host.run.skipped.is_empty() && mine.iter().all(|r| r.ok()) {
+                continue;
+            }
+            h += &format!("<p class=\"note\">On {}:</p>", escape(&host.name));
+            h += &missing(&host.run);
+        }
+    }
+    h + "</body></html>\n"
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 
 use plotters::prelude::*;
 
-use crate::fleet::{Fleet, FleetHost};
 use crate::model::{secs, size, Dist, PeerResult, Run, TargetResult, Verdict, Workload};
 
 const PALETTE: [RGBColor; 8] = [
@@ -21,7 +20,7 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
 ];
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
@@ -160,7 +159,7 @@ fn point(x: f64, d: &Dist, scale: f64) -> Point {
 
 /// Copy-up: first-write latency (ms) against the lower file's size, one panel per
 /// named target (a host's name prefixes it when hosts are compared).
-fn copyup_chart(results: &[(String, &TargetResult)]) -> Option<String> {
+pub(crate) fn copyup_chart(results: &[(String, &TargetResult)]) -> Option<String> {
     let panels: Panels = results
         .iter()
         .map(|(name, r)| {
@@ -327,7 +326,7 @@ pub(crate) fn figure_docs(r: &TargetResult, w: &Workload) -> Vec<(FigureDoc, Get
     v
 }
 
-fn cell(d: &Dist, unit: Unit) -> String {
+pub(crate) fn cell(d: &Dist, unit: Unit) -> String {
     let f = |v: f64| match unit {
         Unit::Seconds => secs(v),
         Unit::Bytes => size(v),
@@ -413,7 +412,7 @@ fn verdict_block(v: &Verdict) -> String {
     h + "</table></div>\n"
 }
 
-fn missing(run: &Run) -> String {
+pub(crate) fn missing(run: &Run) -> String {
     let failed: Vec<&TargetResult> = run.results.iter().filter(|r| !r.ok()).collect();
     if run.skipped.is_empty() && failed.is_empty() {
         return String::new();
@@ -479,7 +478,7 @@ fn peers_table(peers: &[&PeerResult]) -> String {
     h + "</table>\n"
 }
 
-const STYLE: &str = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}\
+pub(crate) const STYLE: &str = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}\
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}\
 td:first-child,th:first-child,td[colspan],td.l{text-align:left}th{background:#f3f3f3}\
 .verdict{background:#f6f8fb;border-left:4px solid #36c;padding:.3em 1em;margin:1em 0}.verdict.tie{border-color:#c90}\
@@ -493,7 +492,7 @@ pub(crate) fn utc(secs: i64) -> String {
 }
 
 /// A chart, or a line saying why it is missing.
-fn chart_or_note(chart: Option<String>, missing: &str) -> String {
+pub(crate) fn chart_or_note(chart: Option<String>, missing: &str) -> String {
     match chart {
         Some(svg) => format!("<div class=\"chart\">{svg}</div>\n"),
         None => format!("<p class=\"note\">{missing}</p>\n"),
@@ -579,129 +578,6 @@ pub fn html(run: &Run) -> String {
         h += &chart_or_note(unpack_chart(&ok), "No per-layer unpack figures to chart.");
         let mine_peers: Vec<&PeerResult> = run.peers.iter().filter(|p| &p.image == image).collect();
         h += &peers_table(&mine_peers);
-    }
-    h + "</body></html>\n"
-}
-
-/// The page for several hosts' runs of one workload (`--from a.json --from b.json`):
-/// the hosts' facts, each host's verdict per profile, every figure side by side with
-/// each host's median over the first host's, and the first-write chart per host.
-pub fn fleet_html(fleet: &Fleet) -> String {
-    let w = fleet.workload();
-    let n = fleet.hosts.len();
-    let first = &fleet.hosts[0].name;
-    let mut h = format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>strata bench: {n} hosts</title>\
-         <style>{STYLE}</style></head><body>\n<h1>strata bench: {n} hosts side by side</h1>\n<p class=\"host\">\
-         One workload: {}; {} containers per target; {} unpack(s) per target; copy-up timed as {}{}. Each figure \
-         is a host's median with the interval that covers it; the last columns are each host's median over {}'s.\
-         </p>\n",
-        escape(&w.images.join(", ")),
-        w.containers,
-        w.unpack_runs,
-        escape(&w.copyup_timing),
-        if w.quick { " (quick mode: smaller files, fewer samples)" } else { "" },
-        escape(first),
-    );
-    let header = |first_col: &str| {
-        let mut t = format!("<tr><th>{first_col}</th>");
-        for host in &fleet.hosts {
-            t += &format!("<th class=\"hostname\">{}</th>", escape(&host.name));
-        }
-        t
-    };
-    h += "<h2>Hosts</h2>\n<table>";
-    h += &header("");
-    h += "</tr>\n";
-    type Fact = fn(&FleetHost) -> String;
-    let facts: [(&str, Fact); 9] = [
-        ("hostname", |f| f.run.host.hostname.clone()),
-        ("kernel", |f| f.run.host.kernel.clone()),
-        ("machine", |f| f.run.host.machine.clone()),
-        ("cpus", |f| f.run.host.cpus.to_string()),
-        ("strata", |f| f.run.host.strata.clone()),
-        ("--root on", |f| format!("{} ({})", f.run.host.root_fs, f.run.host.root.display())),
-        ("scratch on", |f| format!("{} ({})", f.run.host.scratch_fs, f.run.host.scratch_dir.display())),
-        ("run", |f| utc(f.run.host.time)),
-        ("file", |f| f.path.display().to_string()),
-    ];
-    for (name, get) in facts {
-        h += &format!("<tr><td>{name}</td>");
-        for host in &fleet.hosts {
-            h += &format!("<td>{}</td>", escape(&get(host)));
-        }
-        h += "</tr>\n";
-    }
-    h += "</table>\n<h2>Verdict per workload, host by host</h2>\n<table>";
-    h += &header("profile");
-    h += "</tr>\n";
-    let images = fleet.images();
-    for v in &fleet.hosts[0].run.verdicts {
-        let tag = if images.len() > 1 { format!(" [{}]", v.image) } else { String::new() };
-        h += &format!("<tr><td>{}{}</td>", escape(&v.profile), escape(&tag));
-        for host in &fleet.hosts {
-            let mine = host.run.verdicts.iter().find(|m| m.profile == v.profile && m.image == v.image);
-            h += &match mine {
-                Some(m) => format!(
-                    "<td class=\"l\"><b>{}</b>{}<br><span class=\"why\">{}</span></td>",
-                    escape(m.pick.as_deref().unwrap_or("none")),
-                    if m.tie { " (a tie)" } else { "" },
-                    escape(&m.summary)
-                ),
-                None => "<td>no verdict</td>".into(),
-            };
-        }
-        h += "</tr>\n";
-    }
-    h += "</table>\n";
-    for image in &images {
-        h += &format!(
-            "<h2>Image: {}</h2>\n<table class=\"fig\"><tr><th>figure</th><th>target</th><th>unit</th>",
-            escape(image)
-        );
-        for host in &fleet.hosts {
-            h += &format!("<th class=\"hostname\">{}</th>", escape(&host.name));
-        }
-        for host in &fleet.hosts[1..] {
-            h += &format!("<th>{} / {}</th>", escape(&host.name), escape(first));
-        }
-        h += "</tr>\n";
-        for (figure, target, unit, per_host) in fleet.rows(image) {
-            let unit_name = match unit {
-                Unit::Seconds => "seconds",
-                Unit::Bytes => "bytes",
-            };
-            h += &format!("<tr><td>{}</td><td>{}</td><td>{unit_name}</td>", escape(&figure), escape(&target));
-            for d in &per_host {
-                h += &format!("<td>{}</td>", d.as_ref().map(|d| cell(d, unit)).unwrap_or_else(|| "not run".into()));
-            }
-            let medians: Vec<Option<f64>> = per_host.iter().map(|d| d.as_ref().map(|d| d.p50)).collect();
-            for m in &medians[1..] {
-                h += &format!("<td>{}</td>", crate::fleet::ratio(medians[0], *m));
-            }
-            h += "</tr>\n";
-        }
-        h += "</table>\n";
-        let panels: Vec<(String, &TargetResult)> = fleet
-            .hosts
-            .iter()
-            .flat_map(|host| {
-                host.run
-                    .results
-                    .iter()
-                    .filter(|r| &r.image == image && r.ok())
-                    .map(|r| (format!("{} · {}", host.name, r.label()), r))
-            })
-            .collect();
-        h += &chart_or_note(copyup_chart(&panels), "No first-write figures to chart.");
-        for host in &fleet.hosts {
-            let mine: Vec<&TargetResult> = host.run.results.iter().filter(|r| &r.image == image).collect();
-            if host.run.skipped.is_empty() && mine.iter().all(|r| r.ok()) {
-                continue;
-            }
-            h += &format!("<p class=\"note\">On {}:</p>", escape(&host.name));
-            h += &missing(&host.run);
-        }
     }
     h + "</body></html>\n"
 }
