@@ -10,6 +10,9 @@
 //! renamed to its digest: a reader never sees a half-written blob under a digest, and a
 //! killed writer leaves only an ingest file (removed by the next writer that finds its
 //! process gone). Reads are verified against the digest ([`ContentStore::read_blob`]).
+//! An unpack writes its blobs unsynced ([`BlobWriter::finish_unsettled`]) and settles
+//! them all at once before its record names them ([`ContentStore::settle`]: one
+//! `syncfs`, the renames, one fsync of `blobs/sha256`), not two fsyncs per blob.
 //!
 //! An [`crate::images::ImageRecord`] names its manifest here (`manifest`); the manifest
 //! names the config and layer blobs. The image store writes records and removes blobs
@@ -20,6 +23,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +52,31 @@ type Locations = std::collections::BTreeMap<String, std::collections::BTreeMap<S
 #[derive(Clone)]
 pub struct ContentStore {
     dir: PathBuf,
+    /// Blobs written but not yet synced and renamed to their digest, shared by clones.
+    unsettled: Arc<Unsettled>,
+}
+
+/// Whole blobs still in `ingest/` (path, digest, size), waiting for
+/// [`ContentStore::settle`]; those never settled go with the last clone of the store.
+#[derive(Default)]
+struct Unsettled(std::sync::Mutex<Vec<(PathBuf, String, u64)>>);
+
+impl Unsettled {
+    fn take(&self) -> Vec<(PathBuf, String, u64)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn size_of(&self, digest: &str) -> Option<u64> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(_, d, _)| d == digest).map(|(_, _, n)| *n)
+    }
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        for (tmp, _, _) in self.take() {
+            let _ = fs::remove_file(tmp);
+        }
+    }
 }
 
 /// A stored image's manifest and config, read and verified.
@@ -123,6 +152,18 @@ impl BlobWriter {
         }
         Ok((digest, size))
     }
+
+    /// Ends the blob without syncing or naming it: it stays in `ingest/` until
+    /// [`ContentStore::settle`] (and is removed if it never is). Returns the digest and size.
+    pub fn finish_unsettled(mut self) -> Result<(String, u64)> {
+        let (file, digest, size) = self.file.take().expect("an unfinished blob").finish();
+        if let Err(e) = file.into_inner() {
+            let _ = fs::remove_file(&self.tmp);
+            return Err(Error::new(e.into_error()).with_path(&self.tmp));
+        }
+        self.store.unsettled.0.lock().unwrap_or_else(|e| e.into_inner()).push((self.tmp.clone(), digest.clone(), size));
+        Ok((digest, size))
+    }
 }
 
 impl Drop for BlobWriter {
@@ -172,7 +213,7 @@ impl<R> Keeping<R> {
         if end {
             check_whole(&self.what, hashed.byte_count(), self.size, &hashed.digest(), &self.expected)?;
             let w = self.writer.take().expect("a writer");
-            w.finish().map_err(|e| io::Error::other(e.to_string()))?;
+            w.finish_unsettled().map_err(|e| io::Error::other(e.to_string()))?;
         }
         Ok(())
     }
@@ -191,7 +232,51 @@ impl ContentStore {
         for sub in ["blobs/sha256", "ingest"] {
             fs::create_dir_all(dir.join(sub)).at_path(dir.join(sub))?;
         }
-        Ok(ContentStore { dir })
+        Ok(ContentStore { dir, unsettled: Arc::default() })
+    }
+
+    /// Makes the blobs written unsettled ([`BlobWriter::finish_unsettled`]) whole blobs
+    /// of the store that survive a power cut: one `syncfs` of the store's filesystem (for
+    /// an unpack, what the layers' own sync left is little), then each renamed to its
+    /// digest, then one fsync of `blobs/sha256`. Call it before a record names them.
+    pub fn settle(&self) -> Result<()> {
+        let blobs = self.unsettled.take();
+        if blobs.is_empty() {
+            return Ok(());
+        }
+        let settled = (|| -> Result<()> {
+            let ingest = self.dir.join("ingest");
+            let f = File::open(&ingest).at_path(&ingest)?;
+            nix::unistd::syncfs(f.as_raw_fd()).map_err(|e| Error::new(e).with_path(&ingest))?;
+            for (tmp, digest, _) in &blobs {
+                let to = self.path(digest)?;
+                fs::rename(tmp, &to).at_path(&to)?;
+            }
+            let dir = self.dir.join("blobs/sha256");
+            File::open(&dir).and_then(|d| d.sync_all()).at_path(&dir)
+        })();
+        if settled.is_err() {
+            for (tmp, _, _) in &blobs {
+                let _ = fs::remove_file(tmp);
+            }
+        }
+        settled
+    }
+
+    /// Removes the blobs written unsettled and not settled yet (an unpack that failed).
+    pub fn discard_unsettled(&self) {
+        for (tmp, _, _) in self.unsettled.take() {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+
+    /// Whether blob `digest` is kept or written here unsettled (by this process, to be
+    /// settled); its size if so.
+    pub fn kept_size(&self, digest: &str) -> Option<u64> {
+        match self.path(digest).ok().and_then(|p| fs::metadata(p).ok()).filter(|m| m.is_file()) {
+            Some(m) => Some(m.len()),
+            None => self.unsettled.size_of(digest),
+        }
     }
 
     /// Where blob `digest` is kept (whether or not it is there).
@@ -248,6 +333,17 @@ impl ContentStore {
             let mut w = self.writer()?;
             w.write_all(data).at_path(&w.tmp)?;
             w.finish()?;
+        }
+        Ok(digest)
+    }
+
+    /// [`ContentStore::put_bytes`], the blob left unsettled ([`ContentStore::settle`]).
+    fn put_bytes_unsettled(&self, data: &[u8]) -> Result<String> {
+        let digest = digest_of(data);
+        if self.kept_size(&digest).is_none() {
+            let mut w = self.writer()?;
+            w.write_all(data).at_path(&w.tmp)?;
+            w.finish_unsettled()?;
         }
         Ok(digest)
     }
@@ -405,14 +501,15 @@ impl ContentStore {
 
     /// Copies the blobs of `image` from `source` into the store, verified, and returns
     /// the digest of its manifest: the source's own manifest when it has one (a layout,
-    /// an oci-archive, a registry), else (a docker-archive) one written for it.
+    /// an oci-archive, a registry), else (a docker-archive) one written for it. The
+    /// blobs it writes are unsettled: [`ContentStore::settle`] them before a record
+    /// names them.
     pub fn import(&self, source: &dyn BlobSource, image: &Image) -> Result<String> {
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             Error::new(Cause::Other(format!("image {}: keeping {what}: {e}", image.name)))
         };
         let copy = |locator: &str, digest: Option<&str>, size: Option<u64>| -> Result<(String, u64)> {
-            if let Some(d) = digest.filter(|d| self.has(d)) {
-                let len = fs::metadata(self.path(d)?).map(|m| m.len()).unwrap_or_default();
+            if let Some((d, len)) = digest.and_then(|d| Some((d, self.kept_size(d)?))) {
                 return Ok((d.to_string(), len));
             }
             let blob = source.open(locator).map_err(|e| fail(locator, &e))?;
@@ -421,8 +518,7 @@ impl ContentStore {
                 Some(d) => {
                     let mut kept = self.keeping(blob, d, size, format!("blob {d}"))?;
                     io::copy(&mut kept, &mut io::sink()).map_err(|e| fail(locator, &e))?;
-                    let len = fs::metadata(self.path(d)?).map(|m| m.len()).unwrap_or_default();
-                    Ok((d.to_string(), len))
+                    Ok((d.to_string(), self.kept_size(d).unwrap_or_default()))
                 }
                 None => self.put_stream(&mut { blob }, None).map_err(|e| fail(locator, &e)),
             }
@@ -434,12 +530,12 @@ impl ContentStore {
             layers.push((digest, size, l.media_type.clone()));
         }
         if let Some(manifest) = &image.manifest {
-            return self.put_bytes(manifest);
+            return self.put_bytes_unsettled(manifest);
         }
         let mut descriptors = Vec::new();
         for (digest, size, media_type) in layers {
             let mut head = [0u8; 4];
-            let n = self.read_blob(&digest, None)?.read(&mut head).unwrap_or(0);
+            let n = self.read_head(&digest, &mut head);
             let media = match strata_archive::compress::Compression::detect(&head[..n]) {
                 strata_archive::compress::Compression::Gzip => OCI_LAYER_GZIP,
                 strata_archive::compress::Compression::Zstd => OCI_LAYER_ZSTD,
@@ -453,7 +549,27 @@ impl ContentStore {
             "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_size},
             "layers": descriptors,
         });
-        self.put_bytes(&serde_json::to_vec(&manifest).expect("json"))
+        self.put_bytes_unsettled(&serde_json::to_vec(&manifest).expect("json"))
+    }
+
+    /// The first bytes of a blob kept or unsettled (to tell its compression).
+    fn read_head(&self, digest: &str, head: &mut [u8]) -> usize {
+        let unsettled = self
+            .unsettled
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(_, d, _)| d == digest)
+            .map(|(p, _, _)| p.clone());
+        let path = match unsettled {
+            Some(p) => p,
+            None => match self.path(digest) {
+                Ok(p) => p,
+                Err(_) => return 0,
+            },
+        };
+        File::open(path).and_then(|mut f| f.read(head)).unwrap_or(0)
     }
 }
 
@@ -506,10 +622,40 @@ mod tests {
             assert_eq!(fs::read_dir(tmp.path().join("content/ingest")).unwrap().count(), 0, "{what}: ingest left");
         }
 
-        // Whole and right: passed through unchanged and kept under its digest.
+        // Whole and right: passed through unchanged, and kept under its digest once
+        // settled (until then it is in ingest/, known to this store only).
         let mut r = store.keeping(&data[..], &good, n, "blob x".into()).unwrap();
         assert_eq!(read_all(&mut r).unwrap(), data);
+        assert!(!store.has(&good), "named before it is synced");
+        assert_eq!(store.clone().kept_size(&good), n);
+        store.settle().unwrap();
         assert!(store.has(&good));
+        assert_eq!(fs::read_dir(tmp.path().join("content/ingest")).unwrap().count(), 0);
         assert_eq!(read_all(&mut store.read_blob(&good, n).unwrap()).unwrap(), data);
+    }
+
+    #[test]
+    fn unsettled_blobs_go_when_discarded_or_with_the_last_clone_of_the_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ingest = tmp.path().join("content/ingest");
+        let count = || fs::read_dir(&ingest).unwrap().count();
+        let store = ContentStore::open(tmp.path()).unwrap();
+        for data in [&b"one"[..], b"two"] {
+            let mut w = store.writer().unwrap();
+            w.write_all(data).unwrap();
+            w.finish_unsettled().unwrap();
+        }
+        assert_eq!(count(), 2);
+        store.discard_unsettled();
+        assert_eq!(count(), 0);
+        let clone = store.clone();
+        let mut w = clone.writer().unwrap();
+        w.write_all(b"three").unwrap();
+        let (d, _) = w.finish_unsettled().unwrap();
+        drop(store);
+        assert_eq!((count(), clone.kept_size(&d)), (1, Some(5)), "a clone still holds it");
+        drop(clone);
+        assert_eq!(count(), 0);
+        assert!(!ContentStore::open(tmp.path()).unwrap().has(&d));
     }
 }

@@ -777,7 +777,9 @@ fn open_layer_blob(
     check_stored_size(source, &layer.locator, layer.size).map_err(fail)?;
     let blob = source.open(&layer.locator).map_err(fail)?;
     let blob: Box<dyn Read + Send> = match (&layer.digest, keep) {
-        (Some(d), Some(store)) if !store.has(d) => Box::new(store.keeping(blob, d, layer.size, format!("blob {d}"))?),
+        (Some(d), Some(store)) if store.kept_size(d).is_none() => {
+            Box::new(store.keeping(blob, d, layer.size, format!("blob {d}"))?)
+        }
         (Some(d), _) => Box::new(VerifyingReader::new(blob, d, layer.size, format!("blob {d}"))),
         (None, _) => blob,
     };

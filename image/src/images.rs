@@ -545,7 +545,13 @@ pub fn unpack(
             });
         }
         reported.fetch_max(present, Ordering::SeqCst);
-        let finish = || images.finish(driver, &pending, image, &images.content.import(source, image)?);
+        // The blobs written as the layers were read, and those import writes, are
+        // settled at once (one sync) before the record names them.
+        let finish = || {
+            let manifest = images.content.import(source, image)?;
+            images.content.settle()?;
+            images.finish(driver, &pending, image, &manifest)
+        };
         if present == count {
             return finish();
         }
@@ -605,6 +611,7 @@ pub fn unpack(
             Ok(image.chain_ids.last().cloned())
         }
         Err(e) => {
+            images.content.discard_unsettled();
             let _ = images.abandon(driver, pending);
             let _ = images.drop_kept(&kept);
             Err(e)
