@@ -223,27 +223,9 @@ pub fn run_measured(cmd: Command, deadline: std::time::Duration) -> Measured {
 #[macro_export]
 macro_rules! on_every_driver {
     ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn vfs() {
-                if $crate::privileged(stringify!($name)) {
-                    super::$name(&$crate::Strata::new("vfs"));
-                }
-            }
-            #[test]
-            fn overlay() {
-                if $crate::privileged(stringify!($name)) {
-                    super::$name(&$crate::Strata::new("overlay"));
-                }
-            }
-            #[test]
-            fn btrfs() {
-                if $crate::privileged(stringify!($name)) {
-                    let scratch = ::strata_scratch::ScratchFs::new(::strata_scratch::FsKind::Btrfs, 1 << 30).unwrap();
-                    super::$name(&$crate::Strata::at(&scratch.path().join("strata"), "btrfs"));
-                }
-            }
-        }
+        $crate::per_driver!($name, |driver: &str, base: &::std::path::Path| {
+            super::$name(&$crate::Strata::at(&base.join("strata"), driver))
+        });
     )*};
 }
 
@@ -287,28 +269,42 @@ pub fn strata_plain_ok(args: &[&str]) -> String {
 #[macro_export]
 macro_rules! on_every_driver_in {
     ($($name:ident),* $(,)?) => {$(
+        $crate::per_driver!($name, super::$name);
+    )*};
+}
+
+/// The one body of [`on_every_driver!`] and [`on_every_driver_in!`]: a module `$name`
+/// with a test per driver that calls `$run(driver, base)`, `base` a temp dir (vfs,
+/// overlay) or a loop-mounted btrfs of its own (btrfs), each skipping with a printed
+/// reason without privileges.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! per_driver {
+    ($name:ident, $run:expr) => {
         mod $name {
             #[test]
             fn vfs() {
                 if $crate::privileged(stringify!($name)) {
-                    super::$name("vfs", ::tempfile::tempdir().unwrap().path());
+                    let tmp = ::tempfile::tempdir().unwrap();
+                    ($run)("vfs", tmp.path());
                 }
             }
             #[test]
             fn overlay() {
                 if $crate::privileged(stringify!($name)) {
-                    super::$name("overlay", ::tempfile::tempdir().unwrap().path());
+                    let tmp = ::tempfile::tempdir().unwrap();
+                    ($run)("overlay", tmp.path());
                 }
             }
             #[test]
             fn btrfs() {
                 if $crate::privileged(stringify!($name)) {
                     let scratch = ::strata_scratch::ScratchFs::new(::strata_scratch::FsKind::Btrfs, 1 << 30).unwrap();
-                    super::$name("btrfs", scratch.path());
+                    ($run)("btrfs", scratch.path());
                 }
             }
         }
-    )*};
+    };
 }
 
 /// A spawned command, killed and reaped on drop (a failed assertion must not leave it
