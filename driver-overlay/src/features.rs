@@ -57,8 +57,9 @@ impl Features {
     }
 }
 
-/// How a container's writable view copies up what it changes of the layers below.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a container's writable view copies up what it changes of the layers below,
+/// ordered by what a mount must follow (each way's upper needs at least its options).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CopyUp {
     /// `redirect_dir=off`, `metacopy=off`: a changed lower file is copied whole, and
     /// renaming a lower directory answers EXDEV (`mv` then copies the tree). The upper
@@ -87,6 +88,11 @@ impl CopyUp {
             CopyUp::Redirect => "redirect_dir",
             CopyUp::Metacopy => "metacopy+redirect_dir",
         }
+    }
+
+    /// The way [`CopyUp::name`] names.
+    pub fn named(name: &str) -> Option<CopyUp> {
+        [CopyUp::Full, CopyUp::Redirect, CopyUp::Metacopy].into_iter().find(|c| c.name() == name)
     }
 
     /// The way chosen for `f`: `asked` (`full`, `redirect_dir` or `metacopy`, from

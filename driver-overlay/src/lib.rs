@@ -225,13 +225,34 @@ impl Overlay {
         Ok(out)
     }
 
-    fn options(&self) -> Vec<(String, String)> {
+    /// How the views over `ids` copy up: the driver's own way, or more where a layer of
+    /// the chain recorded more. An upper that holds redirects or metacopy stubs needs
+    /// them followed for good, whatever STRATA_OVERLAY_COPY_UP says today: with
+    /// metacopy=off overlayfs answers EPERM to a stub ("refusing to follow metacopy
+    /// origin"), and with redirect_dir off a renamed directory shows only its upper part.
+    fn copy_up_for(&self, ids: &[String]) -> Result<CopyUp> {
+        let mut way = self.copy_up;
+        for id in ids {
+            let meta = self.store.get(id)?;
+            if let Some(recorded) = meta.extra.get(COPY_UP).and_then(|v| v.as_str()).and_then(CopyUp::named) {
+                way = way.max(recorded);
+            }
+        }
+        let (f, top) = (&self.features, &ids[0]);
+        if (way == CopyUp::Metacopy && !f.metacopy_pair) || (way >= CopyUp::Redirect && !f.redirect_dir) {
+            let why = format!("its chain was written with overlayfs {}, which this kernel refuses", way.name());
+            return Err(Error::layer(top, Cause::Other(why)));
+        }
+        Ok(way)
+    }
+
+    fn options(&self, copy_up: CopyUp) -> Vec<(String, String)> {
         let f = &self.features;
         let mut o = Vec::new();
         // Every view, read-only ones too: a container's upper holding redirects and
         // metacopy stubs can be a lower (a layer made over a container), and overlayfs
         // refuses to follow a metacopy stub with metacopy=off.
-        let (redirect, metacopy) = match self.copy_up {
+        let (redirect, metacopy) = match copy_up {
             CopyUp::Full => ("off", "off"),
             CopyUp::Redirect => ("on", "off"),
             CopyUp::Metacopy => ("on", "on"),
@@ -250,7 +271,7 @@ impl Overlay {
 
     /// The overlay for `ids` (top first): read-only over all of them, or writable with
     /// the first as upper.
-    fn overlay_for(&self, ids: &[String], writable: bool) -> OverlayMount {
+    fn overlay_for(&self, ids: &[String], writable: bool) -> Result<OverlayMount> {
         let (upper, lower_ids) = if writable { (Some(&ids[0]), &ids[1..]) } else { (None, ids) };
         let mut lowers: Vec<PathBuf> = lower_ids.iter().map(|i| self.diff_dir(i)).collect();
         // overlayfs wants two lowers for a lower-only mount and one lower under an
@@ -259,12 +280,12 @@ impl Overlay {
         while lowers.len() < min {
             lowers.push(self.dir.join("empty"));
         }
-        OverlayMount {
+        Ok(OverlayMount {
             lowers,
             upper: upper.map(|u| (self.diff_dir(u), self.store.layer_dir(u).join("work"))),
-            options: self.options(),
+            options: self.options(self.copy_up_for(ids)?),
             readonly: !writable,
-        }
+        })
     }
 
     /// Mounts `m` at `target`: `lowerdir+` where the kernel has it, else classic mount
@@ -307,7 +328,7 @@ impl Overlay {
             .map_err(|e| Error::at(id, self.dir.join("tmp"), e))?
             .keep();
         let view = TempView { path, sys: self.sys.clone() };
-        let m = self.overlay_for(&ids, false);
+        let m = self.overlay_for(&ids, false)?;
         self.mount_at(&ids, &m, &view.path).map_err(|e| Error::at(id, &view.path, e))?;
         Ok(view)
     }
@@ -590,7 +611,7 @@ impl LayerFs for Overlay {
         // A count left by a process killed mid-mount is no proof of a mount.
         if first || !sys::is_mount_point(&target) {
             let ids = self.chain(&id)?;
-            let om = self.overlay_for(&ids, m.writable);
+            let om = self.overlay_for(&ids, m.writable)?;
             self.mount_at(&ids, &om, &target).map_err(|e| Error::at(&id, &target, e))?;
             m.extra.insert(
                 "mount_options".into(),
@@ -599,10 +620,10 @@ impl LayerFs for Overlay {
             m.extra
                 .insert("mount_api".into(), if self.features.lowerdir_plus { "lowerdir+" } else { "mount(2)" }.into());
             // Once a writable view was mounted with redirects (or metacopy) its upper
-            // may hold them for good: the record never goes back to "full".
-            let before = m.extra.get(COPY_UP).and_then(|v| v.as_str()).unwrap_or(FULL);
-            if m.writable && (before == FULL || self.copy_up == CopyUp::Metacopy) {
-                m.extra.insert(COPY_UP.into(), self.copy_up.name().into());
+            // may hold them for good: the record never goes back (copy_up_for mounts
+            // it with at least what it recorded).
+            if m.writable {
+                m.extra.insert(COPY_UP.into(), self.copy_up_for(&ids)?.name().into());
             }
         }
         Ok(target)
@@ -765,8 +786,8 @@ mod mount_options {
 
     /// With redirects (and metacopy) on, every view, read-only ones too (they may have
     /// a container's upper as a lower), is mounted with them and index off; the
-    /// writable layer records how it copies up, and a later mount without metacopy
-    /// does not erase that record.
+    /// writable layer records how it copies up, and a later mount by a driver asked for
+    /// less neither erases that record nor mounts with less.
     #[test]
     fn redirect_and_metacopy_views_and_their_record() {
         for (copy_up, redirect, metacopy) in [(CopyUp::Redirect, "on", "off"), (CopyUp::Metacopy, "on", "on")] {
@@ -782,9 +803,14 @@ mod mount_options {
                 assert!(spec.options.ends_with(&want), "{at:?}: {:?}", spec.options);
             }
             let rec = Arc::new(Recording::default());
-            let fs = Overlay::with(root, features(true, true), (CopyUp::Full, None), rec).unwrap();
+            let fs = Overlay::with(root, features(true, true), (CopyUp::Full, None), rec.clone()).unwrap();
             let driver = Layered::from_parts(fs.store.clone(), fs);
             driver.mount("ctr").unwrap();
+            // Asked for full copy-up now, the container's view still follows what its
+            // upper may hold.
+            let again = mounts(&rec.calls());
+            assert_eq!(again.len(), 1);
+            assert!(again[0].0.options.ends_with(&want), "{:?}", again[0].0.options);
             let store = driver.store();
             let extra = store.get("ctr").unwrap().extra;
             assert_eq!(extra.get(COPY_UP).and_then(|v| v.as_str()), Some(copy_up.name()), "{extra:?}");

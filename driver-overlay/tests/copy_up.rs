@@ -124,6 +124,18 @@ fn metacopy_and_redirects_where_the_kernel_has_them() {
     d.unmount("over").unwrap();
     assert_diff_is_naive(&d, "over", "ctr");
 
+    // The same store opened by a driver asked for full copy-up (STRATA_OVERLAY_COPY_UP
+    // changed between two runs): the container's view still follows its stub and its
+    // redirect, as recorded, instead of EPERM on the stub and an empty renamed tree.
+    drop(d);
+    let d = open_copying_up(&root, CopyUp::Full).unwrap();
+    let v = d.mount("ctr").unwrap();
+    let blob = fs::read(v.join("big/blob")).unwrap();
+    assert!(blob.len() == 32 << 20 && blob.iter().all(|&b| b == 7), "the stub's data, read by a full driver");
+    assert_eq!(fs::read_dir(v.join("moved")).unwrap().count(), 1000, "the renamed tree, read by a full driver");
+    d.unmount("ctr").unwrap();
+    assert_eq!(recorded(&root, "ctr"), "metacopy+redirect_dir", "the record stays");
+
     // The default: redirects only (the file is copied whole), or both off.
     for (copy_up, rename) in [(CopyUp::Redirect, Ok(())), (CopyUp::Full, Err(libc::EXDEV))] {
         let root = tmp.path().join(copy_up.name());
