@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -245,16 +245,24 @@ fn copyup_layer(quick: bool) -> (Vec<u8>, CopyupShape) {
     (t.build(), CopyupShape { sizes, big_file_bytes, rename_files })
 }
 
-/// The layer blobs (compressed as they come) of the embedded default workload.
-fn default_blobs(quick: bool) -> Vec<Vec<u8>> {
+/// The layer blobs (compressed as they come) of the embedded default workload, as
+/// files in `dir`.
+fn default_blobs(quick: bool, dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let size = if quick { WorkloadSize::small() } else { WorkloadSize::default_image() };
-    generate(1, size).iter().map(|l| gzip(&l.tar)).collect()
+    generate(1, size).iter().enumerate().map(|(i, l)| blob_file(dir, &format!("layer-{i}"), &gzip(&l.tar))).collect()
+}
+
+fn blob_file(dir: &Path, name: &str, data: &[u8]) -> Result<PathBuf, Error> {
+    let path = dir.join(name);
+    fs::write(&path, data).map_err(|e| Error::new(e).with_path(&path))?;
+    Ok(path)
 }
 
 /// The layer blobs of a real image, read from any source `image unpack` takes (a
-/// docker://REF is pulled, every blob, into a folder that goes afterwards). They are
+/// docker://REF is pulled, every blob, into a folder that goes afterwards), streamed
+/// into files in `dir`: an image of gigabytes is never held in memory. They are
 /// verified when each tool unpacks them.
-fn image_blobs(spec: &str, args: &BenchArgs) -> Result<Vec<Vec<u8>>, Error> {
+fn image_blobs(spec: &str, args: &BenchArgs, dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let pulled;
     let cache = strata_scratch::work_dir("strata-bench-pull-").map_err(Error::new)?;
     let (source, image): (Box<dyn BlobSource>, _) = if spec.starts_with("docker://") {
@@ -272,23 +280,25 @@ fn image_blobs(spec: &str, args: &BenchArgs) -> Result<Vec<Vec<u8>>, Error> {
     image
         .layers
         .iter()
-        .map(|l| {
-            let mut data = Vec::new();
-            source
-                .open(&l.locator)
-                .and_then(|mut r| r.read_to_end(&mut data))
+        .enumerate()
+        .map(|(i, l)| {
+            let path = dir.join(format!("layer-{i}"));
+            fs::File::create(&path)
+                .and_then(|mut out| std::io::copy(&mut source.open(&l.locator)?, &mut out))
                 .map_err(|e| err(format!("{spec}: layer blob {}: {e}", l.locator)))?;
-            Ok(data)
+            Ok(path)
         })
         .collect()
 }
 
 /// Writes the bench's image as an OCI layout tagged `default`: the image's layers plus
 /// the copy-up layer on top. Returns what the copy-up layer holds.
-fn bench_layout(dir: &Path, blobs: &[Vec<u8>], quick: bool) -> Result<CopyupShape, Error> {
+fn bench_layout(dir: &Path, blobs: &[PathBuf], quick: bool) -> Result<CopyupShape, Error> {
     let (copyup, shape) = copyup_layer(quick);
     let mut all = blobs.to_vec();
-    all.push(gzip(&copyup));
+    let parent = dir.parent().unwrap_or(dir);
+    all.push(blob_file(parent, "copyup-layer", &gzip(&copyup))?);
+    drop(copyup);
     write_layout(dir, "default", &all)?;
     Ok(shape)
 }
@@ -735,7 +745,7 @@ struct Plan {
 }
 
 /// Runs every target on one image; adds peers when asked.
-fn bench_image(args: &BenchArgs, label: &str, blobs: &[Vec<u8>], work: &Path, run: &mut Run) -> Result<(), Error> {
+fn bench_image(args: &BenchArgs, label: &str, blobs: &[PathBuf], work: &Path, run: &mut Run) -> Result<(), Error> {
     let layout = work.join("bench-image");
     let shape = bench_layout(&layout, blobs, args.quick)?;
     run.workload.big_file_bytes = shape.big_file_bytes;
@@ -786,7 +796,7 @@ fn bench_image(args: &BenchArgs, label: &str, blobs: &[Vec<u8>], work: &Path, ru
 
 /// The scratch filesystem's size: 12 GiB, or more when the image and its containers
 /// (vfs copies the image for each) could need more.
-fn fs_size(args: &BenchArgs, blobs: &[Vec<u8>]) -> u64 {
+fn fs_size(args: &BenchArgs, blobs: &[PathBuf]) -> u64 {
     (12u64 << 30).max(need(args, blobs))
 }
 
@@ -794,11 +804,16 @@ fn fs_size(args: &BenchArgs, blobs: &[Vec<u8>]) -> u64 {
 /// size, uncompressed) and the copy-up layer per layer and per container, as vfs on
 /// ext4 stores it, plus overlay/ext4's three full copies of the largest file per
 /// container (its first write, chmod and chown).
-fn need(args: &BenchArgs, blobs: &[Vec<u8>]) -> u64 {
-    let image: u64 = blobs.iter().map(|b| b.len() as u64 * 3).sum();
+fn need(args: &BenchArgs, blobs: &[PathBuf]) -> u64 {
+    let image: u64 = blob_bytes(blobs) * 3;
     let (copyup, largest): (u64, u64) = if args.quick { (48 << 20, 16 << 20) } else { (620 << 20, 512 << 20) };
     let containers = args.containers as u64;
     (image + copyup) * (containers + blobs.len() as u64 + 2) + containers * 3 * largest
+}
+
+/// The size of the blob files together.
+fn blob_bytes(blobs: &[PathBuf]) -> u64 {
+    blobs.iter().map(|b| fs::metadata(b).map_or(0, |m| m.len())).sum()
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), Error> {
@@ -945,14 +960,15 @@ fn measure(args: &BenchArgs) -> Result<Run, Error> {
         ..Default::default()
     };
     for label in &images {
+        let work = strata_scratch::work_dir("strata-bench-").map_err(Error::new)?;
         let blobs = if args.images.is_empty() {
             eprintln!("strata bench: generating the embedded default workload...");
-            default_blobs(args.quick)
+            default_blobs(args.quick, work.path())?
         } else {
             eprintln!("strata bench: reading {label}...");
-            image_blobs(label, args)?
+            image_blobs(label, args, work.path())?
         };
-        let layout_bytes: u64 = blobs.iter().map(|b| b.len() as u64).sum::<u64>() * 2;
+        let layout_bytes: u64 = blob_bytes(&blobs) * 2;
         check_scratch(need(args, &blobs).min(fs_size(args, &blobs)) + layout_bytes)?;
         eprintln!(
             "strata bench: scratch in {} ({}); verdict for --root {} ({})",
@@ -961,7 +977,6 @@ fn measure(args: &BenchArgs) -> Result<Run, Error> {
             run.host.root.display(),
             run.host.root_fs
         );
-        let work = strata_scratch::work_dir("strata-bench-").map_err(Error::new)?;
         bench_image(args, label, &blobs, work.path(), &mut run)?;
     }
     Ok(run)

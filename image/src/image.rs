@@ -830,7 +830,7 @@ impl Read for Lazy {
 /// Writes an OCI image layout holding one image of the given layer blobs (each plain,
 /// gzip or zstd; the media type follows the magic bytes), tagged `tag`. Used to make
 /// test images and to hand the generated workload to containerd and podman.
-pub fn write_layout(dir: &Path, tag: &str, layer_blobs: &[Vec<u8>]) -> Result<()> {
+pub fn write_layout<B: LayoutBlob>(dir: &Path, tag: &str, layer_blobs: &[B]) -> Result<()> {
     use std::io::Write as _;
     let io_err = |e: io::Error| Error::new(e).with_path(dir);
     std::fs::create_dir_all(dir.join("blobs/sha256")).map_err(io_err)?;
@@ -845,7 +845,15 @@ pub fn write_layout(dir: &Path, tag: &str, layer_blobs: &[Vec<u8>]) -> Result<()
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
     for blob in layer_blobs {
-        let (kind, mut plain) = strata_archive::compress::decompress(&blob[..]).map_err(io_err)?;
+        // Streamed in, then read back for the diff_id: a layer is never whole in memory.
+        let incoming = tempfile::NamedTempFile::new_in(dir.join("blobs/sha256")).map_err(io_err)?;
+        let mut kept = Hashing::new(incoming);
+        let size = blob.reader().and_then(|mut r| io::copy(&mut r, &mut kept)).map_err(io_err)?;
+        let (incoming, digest, _) = kept.finish();
+        let path = dir.join(blob_path(&digest).map_err(io_err)?);
+        incoming.persist(&path).map_err(|e| io_err(e.error))?;
+        let blob_file = io::BufReader::new(File::open(&path).map_err(io_err)?);
+        let (kind, mut plain) = strata_archive::compress::decompress(blob_file).map_err(io_err)?;
         let mut h = Hashing::new(io::sink());
         io::copy(&mut plain, &mut h).map_err(io_err)?;
         diff_ids.push(h.digest());
@@ -854,7 +862,7 @@ pub fn write_layout(dir: &Path, tag: &str, layer_blobs: &[Vec<u8>]) -> Result<()
             strata_archive::compress::Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
             strata_archive::compress::Compression::None => "application/vnd.oci.image.layer.v1.tar",
         };
-        layers.push(serde_json::json!({"mediaType": media, "digest": put(blob)?, "size": blob.len()}));
+        layers.push(serde_json::json!({"mediaType": media, "digest": digest, "size": size}));
     }
     let config = serde_json::json!({
         "architecture": host_arch(), "os": "linux",
@@ -886,6 +894,24 @@ pub fn write_layout(dir: &Path, tag: &str, layer_blobs: &[Vec<u8>]) -> Result<()
     std::fs::write(&index_path, serde_json::to_vec(&index).expect("json")).map_err(io_err)?;
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io_err)?;
     Ok(())
+}
+
+/// A layer blob [`write_layout`] reads: bytes in memory (generated layers), or a file
+/// on disk (a real image's layer, which the bench streams rather than holds).
+pub trait LayoutBlob {
+    fn reader(&self) -> io::Result<Box<dyn Read + '_>>;
+}
+
+impl LayoutBlob for Vec<u8> {
+    fn reader(&self) -> io::Result<Box<dyn Read + '_>> {
+        Ok(Box::new(&self[..]))
+    }
+}
+
+impl LayoutBlob for PathBuf {
+    fn reader(&self) -> io::Result<Box<dyn Read + '_>> {
+        Ok(Box::new(io::BufReader::new(File::open(self)?)))
+    }
 }
 
 /// A blob source whose streams are [`Checked`](driver_core::interrupt::Checked): an unpack from it stops at the next
