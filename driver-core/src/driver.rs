@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 
 /// What a layer is, as listed by the metadata store.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerInfo {
     pub id: String,
     pub parent: Option<String>,

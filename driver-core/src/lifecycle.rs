@@ -208,7 +208,7 @@ impl<F: LayerFs> Layered<F> {
         check_diff_id(&staging, &applied, expected)?;
         self.fs.before_commit(&staging, &applied)?;
         let size = applied.size;
-        self.commit(staging, LayerMeta { diff_id: Some(applied.diff_id), size, ..Default::default() })?;
+        self.commit(staging, LayerMeta::of(LayerInfo { diff_id: Some(applied.diff_id), size, ..Default::default() }))?;
         Ok(size)
     }
 
@@ -229,10 +229,12 @@ impl<F: LayerFs> Layered<F> {
             let prepared = s.and_then(|(mut staging, applied, expected)| {
                 check_diff_id(&staging, &applied, expected.as_deref())?;
                 let meta = LayerMeta {
-                    diff_id: Some(applied.diff_id.clone()),
-                    size: applied.size,
+                    layer: LayerInfo {
+                        diff_id: Some(applied.diff_id.clone()),
+                        size: applied.size,
+                        ..Default::default()
+                    },
                     extra: self.fs.extra(&staging.id),
-                    ..Default::default()
                 };
                 self.store.prepare(&mut staging, meta)?;
                 Ok((staging, applied))
@@ -303,7 +305,7 @@ impl<F: LayerFs> Driver for Layered<F> {
     fn create(&self, id: &str, parent: Option<&str>, writable: bool) -> Result<()> {
         let staging = self.store.begin(id, parent)?;
         self.fs.make(&staging, Making::Create { writable })?;
-        self.commit(staging, LayerMeta { writable, ..Default::default() })
+        self.commit(staging, LayerMeta::of(LayerInfo { writable, ..Default::default() }))
     }
 
     fn apply_diff(&self, id: &str, parent: Option<&str>, tar: &mut dyn Read) -> Result<u64> {

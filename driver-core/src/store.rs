@@ -51,32 +51,39 @@ use serde::{Deserialize, Serialize};
 use crate::driver::LayerInfo;
 use crate::error::{Cause, Context, Error, Result};
 
-/// Everything the store records about a layer.
+/// Everything the store records about a layer: what the [`Driver`](crate::Driver)
+/// tells of it ([`LayerInfo`], whose fields it reads as its own) and the driver's own
+/// facts. On disk one flat JSON object, as before the two were one type.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LayerMeta {
-    pub id: String,
-    pub parent: Option<String>,
-    pub writable: bool,
-    pub diff_id: Option<String>,
-    pub size: u64,
-    pub mounts: u32,
-    pub created: u64,
+    #[serde(flatten)]
+    pub layer: LayerInfo,
     /// Driver-specific facts (a short link name, the mount options used, ...).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl LayerMeta {
+    /// The record of `layer`, with no driver facts yet.
+    pub fn of(layer: LayerInfo) -> LayerMeta {
+        LayerMeta { layer, extra: serde_json::Map::new() }
+    }
+
     pub fn info(&self) -> LayerInfo {
-        LayerInfo {
-            id: self.id.clone(),
-            parent: self.parent.clone(),
-            writable: self.writable,
-            diff_id: self.diff_id.clone(),
-            size: self.size,
-            mounts: self.mounts,
-            created: self.created,
-        }
+        self.layer.clone()
+    }
+}
+
+impl std::ops::Deref for LayerMeta {
+    type Target = LayerInfo;
+    fn deref(&self) -> &LayerInfo {
+        &self.layer
+    }
+}
+
+impl std::ops::DerefMut for LayerMeta {
+    fn deref_mut(&mut self) -> &mut LayerInfo {
+        &mut self.layer
     }
 }
 
@@ -285,7 +292,7 @@ impl Store {
     /// IDs of the layers whose parent is `id`, listed or being made.
     pub fn children(&self, id: &str) -> Result<Vec<String>> {
         let mut out: Vec<String> =
-            self.list()?.into_iter().filter(|m| m.parent.as_deref() == Some(id)).map(|m| m.id).collect();
+            self.list()?.into_iter().filter(|m| m.parent.as_deref() == Some(id)).map(|m| m.layer.id).collect();
         for (_, parent) in self.live_staging()? {
             if parent.as_deref() == Some(id) {
                 out.push("(a layer being applied)".into());
@@ -569,7 +576,7 @@ mod tests {
         let st = s.begin("a", None).unwrap();
         fs::create_dir(&st.path).unwrap();
         fs::write(st.path.join("f"), b"x").unwrap();
-        s.commit(st, LayerMeta { size: 1, ..Default::default() }).unwrap();
+        s.commit(st, LayerMeta::of(LayerInfo { size: 1, ..Default::default() })).unwrap();
         assert_eq!(s.list().unwrap().len(), 1);
         assert!(s.layer_dir("a").join("f").exists());
         assert!(matches!(s.begin("a", None).unwrap_err().cause, Cause::Exists));
@@ -673,7 +680,7 @@ mod tests {
             }
             drop(staged);
             let s = store(tmp.path());
-            let listed: Vec<String> = s.list().unwrap().into_iter().map(|m| m.id).collect();
+            let listed: Vec<String> = s.list().unwrap().into_iter().map(|m| m.layer.id).collect();
             let prefix = ids.iter().take_while(|id| {
                 let i = ids.iter().position(|x| x == *id).unwrap();
                 kept & (3 << (2 * i)) == 3 << (2 * i)
@@ -701,7 +708,7 @@ mod tests {
         for st in [&a, &b] {
             fs::create_dir(&st.path).unwrap();
         }
-        s.prepare(&mut a, LayerMeta { size: 7, ..Default::default() }).unwrap();
+        s.prepare(&mut a, LayerMeta::of(LayerInfo { size: 7, ..Default::default() })).unwrap();
         s.prepare(&mut b, LayerMeta::default()).unwrap();
         s.sync("a").unwrap();
         // Listed bottom to top: a child before its parent is refused.
@@ -711,8 +718,24 @@ mod tests {
         s.list_prepared(a).unwrap();
         s.seal().unwrap();
         let got = s.get("a").unwrap();
-        assert_eq!((got.size, got.parent, got.created > 0), (7, None, true));
+        assert_eq!((got.size, got.parent.clone(), got.created > 0), (7, None, true));
         assert_eq!(fs::read_dir(tmp.path().join("staging")).unwrap().count(), 0);
+    }
+
+    /// A record is one flat JSON object, as the store wrote it when LayerMeta had its
+    /// own copy of LayerInfo's fields: records of older stores read back whole.
+    #[test]
+    fn a_record_is_one_flat_object() {
+        let flat = r#"{"id":"a","parent":"p","writable":true,"diff_id":"sha256:00","size":3,"mounts":1,"created":9,"extra":{"link":"L"}}"#;
+        let m: LayerMeta = serde_json::from_str(flat).unwrap();
+        assert_eq!((m.id.as_str(), m.parent.as_deref(), m.writable, m.size, m.mounts), ("a", Some("p"), true, 3, 1));
+        assert_eq!((m.diff_id.as_deref(), m.created, m.extra["link"].as_str()), (Some("sha256:00"), 9, Some("L")));
+        assert_eq!(serde_json::to_string(&m).unwrap(), flat);
+        let bare: LayerMeta = serde_json::from_str(
+            r#"{"id":"b","parent":null,"writable":false,"diff_id":null,"size":0,"mounts":0,"created":1}"#,
+        )
+        .unwrap();
+        assert!(bare.extra.is_empty() && bare.parent.is_none() && bare.diff_id.is_none());
     }
 
     #[test]

@@ -162,7 +162,7 @@ fn which_and_explain_show_how_each_driver_stores_a_change(s: &Strata) {
     assert_eq!(json(s, &["layer", "which", "c", "/opq/y"])["provided_by"], top);
 
     if overlay {
-        // metacopy is off here, so simulate what overlayfs leaves when it is on: the
+        // metacopy is opt-in (off in this test), so simulate what overlayfs leaves with it: the
         // upper file carries the metacopy xattr and its data stays below.
         let e = json(s, &["layer", "explain", "c", "/up"]);
         let disk = std::ffi::CString::new(e["disk_path"].as_str().unwrap()).unwrap();
