@@ -9,27 +9,30 @@
 //!
 //! Without reflinks the copy is the whole cost of a vfs layer, so it runs in parallel:
 //! one walker creates every node in order (directories, links, devices, and each
-//! regular file empty, so that a hardlink can point at it at once), and a pool of
-//! threads copies the files' data and sets their metadata. Only creating a node changes
+//! regular file empty, so that a hardlink can point at it at once) and hands the files
+//! of a directory to a pool in batches, by name; the pool copies their data in the
+//! kernel (`copy_file_range`) and sets their metadata. Only creating a node changes
 //! its directory's times, so the walker can still set a directory's times after its
 //! children while the pool is writing into them. (moby considered a parallel copy for
 //! its vfs driver and never merged one.)
 //!
-//! Against `cp -a` and a syncfs of the same tree on ext4 (issue 17 asks for 1.5x), two
-//! things made the difference: each worker starts its file's writeback as it copies, so
-//! the disk works during the copy rather than all at the layer commit's syncfs; and a
-//! file costs as few syscalls as `cp -a`'s (created with its mode, no chown or chmod
-//! that changes nothing, no hole search in a file without holes).
+//! Against `cp -a` and a syncfs of the same tree on ext4 (issue 17 asks for 1.5x), both
+//! write the same bytes, and the disk's part is as large as the CPU's: so a flusher
+//! thread syncs the filesystem each time the pool has copied another 32 MiB, and the
+//! disk writes while the pool copies instead of all of it at the layer commit's syncfs.
+//! A file costs as few syscalls as `cp -a`'s (created with its mode, no chown or chmod
+//! that changes nothing, no hole search in a file without holes), and a batch of files
+//! costs one hand-over (a futex wake) instead of one per file.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use driver_core::sys::{self, Node, NodeMeta, XattrTarget};
 use nix::fcntl::{AtFlags, OFlag};
@@ -73,36 +76,57 @@ impl Copier {
 
     /// Copies the directory tree `src` to `dst` (which must not exist).
     pub fn copy_tree(&self, src: &Path, dst: &Path) -> io::Result<()> {
-        let sfd = sys::open_dir(src)?;
+        let sfd = Arc::new(sys::open_dir(src)?);
         let st = sys::fstat(sfd.as_fd())?;
         nix::unistd::mkdir(dst, Mode::from_bits_truncate(0o700)).map_err(sys::errno)?;
-        let dfd = sys::open_dir(dst)?;
-        // Without reflinks a copy waits on the disk as much as on the CPU (each worker
-        // starts its file's writeback), so it runs a few more threads than cores.
+        let dfd = Arc::new(sys::open_dir(dst)?);
+        // Without reflinks a copy waits on the disk as much as on the CPU, so it runs a
+        // few more threads than cores.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = if self.reflinks() { cores } else { (cores * 2).max(4) }.min(MAX_THREADS);
-        // One file queued per thread keeps the pool busy; every queued job holds two open
-        // descriptors, so a deeper queue made a copy fail under a low `ulimit -n` (a pull
-        // of 300 layers under `ulimit -n 64` did, at layer 230: test pull_resources).
-        let (tx, rx) = sync_channel::<FileJob>(threads);
+        // A batch holds no open file, only its two directories (shared), so the queue
+        // costs no descriptors: one queued file per thread holding two made a pull of 300
+        // layers under `ulimit -n 64` fail at layer 230 (test pull_resources).
+        let (tx, rx) = sync_channel::<Batch>(threads);
         let rx = Mutex::new(rx);
+        let (flush_tx, flush_rx) = sync_channel::<()>(1);
         let failed = Failed::default();
         let creator = Creator::of(dfd.as_fd())?;
+        let copied = AtomicU64::new(0);
         let walked = std::thread::scope(|scope| {
             for _ in 0..threads {
-                scope.spawn(|| loop {
-                    let Ok(job) = rx.lock().unwrap_or_else(|e| e.into_inner()).recv() else { break };
-                    if failed.is_set() {
-                        continue; // drain what is queued
-                    }
-                    if let Err(e) = self.copy_file(&job, &creator) {
-                        failed.set(e);
+                let flush = flush_tx.clone();
+                let pool = Pool { creator: &creator, copied: &copied, flush };
+                let (rx, failed) = (&rx, &failed);
+                scope.spawn(move || loop {
+                    let Ok(batch) = rx.lock().unwrap_or_else(|e| e.into_inner()).recv() else { break };
+                    for job in &batch.files {
+                        if failed.is_set() {
+                            break; // drain what is queued
+                        }
+                        if let Err(e) = self.copy_file(&batch, job, &pool) {
+                            failed.set(e);
+                        }
                     }
                 });
             }
-            let walk = Walk { files: tx, failed: &failed };
-            self.copy_dir(sfd.as_fd(), dfd.as_fd(), &mut HashMap::new(), &walk)
-            // The walk (and its sender) ends here; the pool drains the queue and stops.
+            drop(flush_tx);
+            // Writes the data copied so far back while the pool copies more: the
+            // commit's syncfs then finds little left. One syncfs writes every dirty file
+            // in a few large requests (as the final one would); starting each file's
+            // writeback as it was copied (sync_file_range) sent the python3 image to
+            // the disk in 6,145 requests instead of 811, and was no faster.
+            let root = dfd.clone();
+            scope.spawn(move || {
+                while flush_rx.recv().is_ok() {
+                    // A head start only: the commit's syncfs reports what fails.
+                    let _ = nix::unistd::syncfs(root.as_raw_fd());
+                }
+            });
+            let walk = Walk { files: tx, failed: &failed, creator: &creator };
+            self.copy_dir(&sfd, &dfd, &mut HashMap::new(), &walk)
+            // The walk (and its sender) ends here; the pool drains the queue and stops,
+            // and with it the flusher.
         });
         if let Some(e) = failed.error.into_inner().unwrap_or_else(|e| e.into_inner()) {
             return Err(e);
@@ -116,11 +140,17 @@ impl Copier {
     /// [`sys::set_metadata`], but the owner and mode the file was created with are not
     /// set again (`cp -a` skips them too; on a root-owned image that is two syscalls
     /// of the seven a small file costs).
-    fn copy_file(&self, job: &FileJob, creator: &Creator) -> io::Result<()> {
+    fn copy_file(&self, batch: &Batch, job: &FileJob, pool: &Pool<'_>) -> io::Result<()> {
         use nix::sys::stat::{fchmod, futimens};
         let st = &job.st;
-        self.copy_data(&job.src, &job.dst, st)?;
-        let fd = job.dst.as_raw_fd();
+        let src = File::from(sys::open_at(batch.src.as_fd(), &job.name, OFlag::O_RDONLY, 0)?);
+        let dst = File::from(sys::open_at(batch.dst.as_fd(), &job.name, OFlag::O_WRONLY, 0)?);
+        let copied = self.copy_data(&src, &dst, st)?;
+        if copied > 0 {
+            pool.copied(copied);
+        }
+        let fd = dst.as_raw_fd();
+        let creator = pool.creator;
         if (st.st_uid, st.st_gid) != (creator.uid, creator.gid) {
             nix::unistd::fchown(fd, Some(st.st_uid.into()), Some(st.st_gid.into())).map_err(sys::errno)?;
         }
@@ -130,7 +160,7 @@ impl Copier {
         if Some(mode) != creator.created_mode(mode) {
             fchmod(fd, Mode::from_bits_truncate(mode)).map_err(sys::errno)?;
         }
-        let xattrs = sys::read_xattrs(XattrTarget::Fd(job.src.as_raw_fd()))?;
+        let xattrs = sys::read_xattrs(XattrTarget::Fd(src.as_raw_fd()))?;
         sys::set_xattrs(XattrTarget::Fd(fd), &xattrs)?;
         let meta = NodeMeta::from_stat(st, Vec::new());
         futimens(fd, &meta.atime, &meta.mtime).map_err(sys::errno)
@@ -138,18 +168,19 @@ impl Copier {
 
     fn copy_dir(
         &self,
-        src: BorrowedFd<'_>,
-        dst: BorrowedFd<'_>,
-        links: &mut HashMap<(u64, u64), (OwnedFd, std::ffi::OsString)>,
+        src: &Arc<OwnedFd>,
+        dst: &Arc<OwnedFd>,
+        links: &mut HashMap<(u64, u64), (Arc<OwnedFd>, OsString)>,
         walk: &Walk<'_>,
     ) -> io::Result<()> {
-        let mut names = sys::read_dir_names(src)?;
+        let mut names = sys::read_dir_names(src.as_fd())?;
         names.sort();
+        let mut batch = Batch::new(src, dst);
         for name in names {
             if walk.failed.is_set() {
                 return Ok(()); // the pool's error is the one reported
             }
-            let st = match sys::lstat_at(src, &name)? {
+            let st = match sys::lstat_at(src.as_fd(), &name)? {
                 Some(st) => st,
                 None => continue,
             };
@@ -166,30 +197,44 @@ impl Copier {
                     .map_err(sys::errno)?;
                     continue;
                 }
+                links.insert((st.st_dev, st.st_ino), (dst.clone(), name.clone()));
             }
             match kind {
                 SFlag::S_IFDIR => {
+                    // The files met so far go to the pool before the walk goes down.
+                    if !walk.send(&mut batch) {
+                        return Ok(());
+                    }
                     nix::sys::stat::mkdirat(Some(dst.as_raw_fd()), name.as_os_str(), Mode::from_bits_truncate(0o700))
                         .map_err(sys::errno)?;
-                    let s = sys::open_at(src, &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
-                    let d = sys::open_at(dst, &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
-                    self.copy_dir(s.as_fd(), d.as_fd(), links, walk)?;
+                    let s = Arc::new(sys::open_at(src.as_fd(), &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?);
+                    let d = Arc::new(sys::open_at(dst.as_fd(), &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?);
+                    self.copy_dir(&s, &d, links, walk)?;
                     finish_meta(d.as_fd(), &st, s.as_fd())?;
                 }
                 SFlag::S_IFREG => {
-                    let s = File::from(sys::open_at(src, &name, OFlag::O_RDONLY, 0)?);
-                    // Created with its final permission bits, so most files need no chmod.
-                    let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY;
-                    let d = File::from(sys::open_at(dst, &name, flags, st.st_mode & 0o777)?);
-                    if walk.files.send(FileJob { src: s, dst: d, st }).is_err() {
-                        return Ok(()); // the pool stopped on an error, reported by copy_tree
+                    // Created empty here, so that a hardlink met later can point at it at
+                    // once, with its final permission bits, so most files need no chmod.
+                    let mode = walk.creator.creation_mode(st.st_mode);
+                    nix::sys::stat::mknodat(
+                        Some(dst.as_raw_fd()),
+                        name.as_os_str(),
+                        SFlag::S_IFREG,
+                        Mode::from_bits_truncate(mode),
+                        0,
+                    )
+                    .map_err(sys::errno)?;
+                    batch.bytes += st.st_size as u64;
+                    batch.files.push(FileJob { name, st });
+                    if (batch.files.len() >= BATCH_FILES || batch.bytes >= BATCH_BYTES) && !walk.send(&mut batch) {
+                        return Ok(());
                     }
                 }
                 SFlag::S_IFLNK => {
                     let target = nix::fcntl::readlinkat(Some(src.as_raw_fd()), name.as_os_str()).map_err(sys::errno)?;
                     nix::unistd::symlinkat(target.as_os_str(), Some(dst.as_raw_fd()), name.as_os_str())
                         .map_err(sys::errno)?;
-                    finish_node(src, dst, &name, &st, true)?;
+                    finish_node(src.as_fd(), dst.as_fd(), &name, &st, true)?;
                 }
                 SFlag::S_IFCHR | SFlag::S_IFBLK | SFlag::S_IFIFO | SFlag::S_IFSOCK => {
                     nix::sys::stat::mknodat(
@@ -200,27 +245,25 @@ impl Copier {
                         st.st_rdev,
                     )
                     .map_err(sys::errno)?;
-                    finish_node(src, dst, &name, &st, false)?;
+                    finish_node(src.as_fd(), dst.as_fd(), &name, &st, false)?;
                 }
                 _ => {}
             }
-            if kind != SFlag::S_IFDIR && st.st_nlink > 1 {
-                let keep = sys::open_at(dst, OsStr::new("."), OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
-                links.insert((st.st_dev, st.st_ino), (keep, name.clone()));
-            }
         }
+        walk.send(&mut batch);
         Ok(())
     }
 
-    fn copy_data(&self, src: &File, dst: &File, st: &FileStat) -> io::Result<()> {
+    /// Copies a file's data; returns the bytes copied (not cloned).
+    fn copy_data(&self, src: &File, dst: &File, st: &FileStat) -> io::Result<u64> {
         let size = st.st_size as u64;
         if size == 0 {
-            return Ok(());
+            return Ok(0);
         }
         if self.reflink.load(Ordering::Relaxed) {
             // SAFETY: FICLONE takes the source descriptor as its argument.
             match unsafe { ficlone(dst.as_raw_fd(), src.as_raw_fd() as u64) } {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(0),
                 Err(
                     nix::errno::Errno::EOPNOTSUPP
                     | nix::errno::Errno::EXDEV
@@ -240,10 +283,10 @@ impl Copier {
             if copied < end {
                 dst.set_len(size)?; // the file shrank meanwhile: keep the size seen
             }
-            return Ok(());
+            return Ok(copied as u64);
         }
         // Copy data segments only, so holes stay holes.
-        let mut off: i64 = 0;
+        let (mut off, mut copied) = (0i64, 0u64);
         while off < end {
             let data = match nix::unistd::lseek(src.as_raw_fd(), off, nix::unistd::Whence::SeekData) {
                 Ok(d) => d,
@@ -251,59 +294,104 @@ impl Copier {
                 Err(e) => return Err(sys::errno(e)),
             };
             let hole = nix::unistd::lseek(src.as_raw_fd(), data, nix::unistd::Whence::SeekHole).map_err(sys::errno)?;
-            copy_range(src, dst, data, hole)?;
+            copied += (copy_range(src, dst, data, hole)? - data) as u64;
             off = hole;
         }
-        dst.set_len(size)
+        dst.set_len(size)?;
+        Ok(copied)
     }
 }
 
-/// Copies bytes `from..to` of `src` to the same offsets of `dst`; returns where the
-/// copy stopped (before `to` only when the source ended first). Each piece's writeback
-/// starts as soon as it is written: the layer's commit syncs the filesystem, and the
-/// disk then writes while the pool still copies instead of all of it at that sync (the
-/// copy's side of `cp -a` + syncfs, which writes back only at the end).
+/// Copies bytes `from..to` of `src` to the same offsets of `dst` in the kernel; returns
+/// where the copy stopped (before `to` only when the source ended first).
 fn copy_range(src: &File, dst: &File, from: i64, to: i64) -> io::Result<i64> {
     let mut pos = from;
     while pos < to {
         let (mut in_off, mut out_off) = (pos, pos);
-        let want = ((to - pos) as usize).min(WRITEBACK_CHUNK);
-        let n = nix::fcntl::copy_file_range(src.as_fd(), Some(&mut in_off), dst.as_fd(), Some(&mut out_off), want)
-            .map_err(sys::errno)?;
+        let n = nix::fcntl::copy_file_range(
+            src.as_fd(),
+            Some(&mut in_off),
+            dst.as_fd(),
+            Some(&mut out_off),
+            (to - pos) as usize,
+        )
+        .map_err(sys::errno)?;
         if n == 0 {
             break;
         }
-        start_writeback(dst, pos, n as i64);
         pos += n as i64;
     }
     Ok(pos)
 }
 
-/// Starts writing `len` bytes at `off` of `file` back to disk and does not wait for it
-/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`; nix 0.29 has no wrapper). Only a head
-/// start for the sync that makes the layer durable, so a failure is ignored.
-fn start_writeback(file: &File, off: i64, len: i64) {
-    // SAFETY: a plain syscall on a descriptor we own; no memory is passed.
-    unsafe { libc::sync_file_range(file.as_raw_fd(), off, len, libc::SYNC_FILE_RANGE_WRITE) };
-}
+/// Bytes copied between two wake-ups of the flusher (8 to 128 MiB made no difference
+/// beyond the noise on the python3 image).
+const FLUSH_BYTES: u64 = 32 << 20;
 
-/// Bytes copied between two writeback starts: big files go to disk while they copy.
-const WRITEBACK_CHUNK: usize = 8 << 20;
+/// Most files, and most bytes, in one batch for the pool: handing each file over on
+/// its own cost a context switch per file (8,800 futex calls for the python3 image).
+const BATCH_FILES: usize = 32;
+const BATCH_BYTES: u64 = 4 << 20;
 
 /// Most threads a copy uses (with reflinks or on a small disk, more do not help).
 const MAX_THREADS: usize = 8;
 
 /// A regular file the walker created empty, for the pool to fill.
 struct FileJob {
-    src: File,
-    dst: File,
+    name: OsString,
     st: FileStat,
+}
+
+/// Files of one directory, by name in it.
+struct Batch {
+    src: Arc<OwnedFd>,
+    dst: Arc<OwnedFd>,
+    files: Vec<FileJob>,
+    bytes: u64,
+}
+
+impl Batch {
+    fn new(src: &Arc<OwnedFd>, dst: &Arc<OwnedFd>) -> Batch {
+        Batch { src: src.clone(), dst: dst.clone(), files: Vec::new(), bytes: 0 }
+    }
 }
 
 /// What the walker hands work to, and how it learns that the pool failed.
 struct Walk<'a> {
-    files: SyncSender<FileJob>,
+    files: SyncSender<Batch>,
     failed: &'a Failed,
+    creator: &'a Creator,
+}
+
+impl Walk<'_> {
+    /// Hands the batch's files (if any) to the pool and leaves it empty; false when the
+    /// pool stopped on an error (reported by `copy_tree`).
+    fn send(&self, batch: &mut Batch) -> bool {
+        if batch.files.is_empty() {
+            return true;
+        }
+        let full = Batch::new(&batch.src, &batch.dst);
+        self.files.send(std::mem::replace(batch, full)).is_ok()
+    }
+}
+
+/// What a pool thread shares with the others.
+struct Pool<'a> {
+    creator: &'a Creator,
+    /// Bytes copied so far by the whole pool.
+    copied: &'a AtomicU64,
+    flush: SyncSender<()>,
+}
+
+impl Pool<'_> {
+    /// Counts `n` bytes copied; each [`FLUSH_BYTES`] wakes the flusher.
+    fn copied(&self, n: u64) {
+        let before = self.copied.fetch_add(n, Ordering::Relaxed);
+        if (before + n) / FLUSH_BYTES > before / FLUSH_BYTES {
+            // Already woken when full: the flush under way catches these bytes too.
+            let _ = self.flush.try_send(());
+        }
+    }
 }
 
 /// The pool's first error; the flag is read for every node without taking the lock.
@@ -351,13 +439,24 @@ impl Creator {
         Ok(Creator { uid, gid, umask })
     }
 
-    /// The mode a file created with `mode & 0o777` has, when known: setuid, setgid and
-    /// sticky are always set by chmod (after the chown that would clear them).
+    /// The permission bits the walker creates a file of mode `mode` with: its own,
+    /// but owner-writable when not root, as a pool thread opens it for writing later.
+    fn creation_mode(&self, mode: u32) -> u32 {
+        let mode = mode & 0o777;
+        if self.uid == 0 {
+            mode
+        } else {
+            mode | 0o600
+        }
+    }
+
+    /// The mode a file created with [`Creator::creation_mode`] has, when known: setuid,
+    /// setgid and sticky are always set by chmod (after the chown that would clear them).
     fn created_mode(&self, mode: u32) -> Option<u32> {
         if mode & 0o7000 != 0 {
             return None;
         }
-        Some(mode & 0o777 & !self.umask?)
+        Some(self.creation_mode(mode) & !self.umask?)
     }
 }
 
