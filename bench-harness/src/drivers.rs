@@ -110,7 +110,13 @@ pub fn open_with_dir(name: &str, root: &Path) -> Result<(Box<dyn Driver>, std::p
 /// `auto`: overlay when it works here, else btrfs when the root is on btrfs, else vfs.
 pub fn choose(root: &Path) -> (&'static str, String) {
     let _ = std::fs::create_dir_all(root);
-    let f = driver_overlay::features::probe(root);
+    // Where overlay ran before, its record answers without mounting.
+    let overlay_dir = root.join("overlay");
+    let f = if overlay_dir.is_dir() {
+        driver_overlay::features::probe_recorded(&overlay_dir)
+    } else {
+        driver_overlay::features::probe(root)
+    };
     let fs = driver_core::sys::fs_type(root).unwrap_or_else(|_| "unknown".into());
     if f.mounts && f.d_type {
         return ("overlay", format!("overlayfs mounts on this {fs} filesystem, which has d_type"));

@@ -1,6 +1,10 @@
-//! What the kernel's overlayfs offers here, probed once per process by trying small
-//! mounts in the driver's folder (Documentation/filesystems/overlayfs.rst lists the
-//! options; which ones a kernel accepts is only known by trying).
+//! What the kernel's overlayfs offers here, found by trying small mounts in the driver's
+//! folder (Documentation/filesystems/overlayfs.rst lists the options; which ones a kernel
+//! accepts is only known by trying). The probe takes 8 mounts (about 0.3 s, paid by
+//! every command), so the driver keeps its answer in its folder (`overlay-features.json`,
+//! [`probe_recorded`]) with what it depends on: the kernel release, the overlay
+//! module's parameters and the folder's filesystem. Any of those different, and the
+//! kernel is probed again before anything is mounted.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +18,7 @@ use crate::mount::{mount_classic, mount_fsconfig, unmount, OverlayMount};
 pub const TRUSTED_PREFIX: &str = "trusted.overlay.";
 pub const USER_PREFIX: &str = "user.overlay.";
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Features {
     /// An overlay mounts at all.
     pub mounts: bool,
@@ -113,16 +117,98 @@ impl CopyUp {
     }
 }
 
-/// Probes (once per directory per process).
+/// The features of overlay in `dir`, probed once per directory per process (a probe
+/// leaves nothing behind: `strata probe` runs it in any folder).
 pub fn probe(dir: &Path) -> Features {
+    cached(dir, probe_now)
+}
+
+/// [`probe`] for the driver's own folder: read from the folder's record while the
+/// kernel, the module's parameters and the filesystem are the ones it was probed on,
+/// else probed and recorded.
+pub fn probe_recorded(dir: &Path) -> Features {
+    cached(dir, |dir| {
+        recorded(dir).unwrap_or_else(|| {
+            let f = probe_now(dir);
+            record(dir, &f);
+            f
+        })
+    })
+}
+
+fn cached(dir: &Path, find: impl FnOnce(&Path) -> Features) -> Features {
     static CACHE: OnceLock<Mutex<HashMap<PathBuf, Features>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(f) = cache.lock().expect("probe cache").get(dir) {
         return f.clone();
     }
-    let f = probe_now(dir);
+    let f = find(dir);
     cache.lock().expect("probe cache").insert(dir.to_path_buf(), f.clone());
     f
+}
+
+/// Where a folder's probe is recorded.
+pub const RECORD: &str = "overlay-features.json";
+
+/// What a probe's answer depends on, besides the kernel's code: its release, the
+/// overlay module's parameters (`redirect_max`, `metacopy`, ... change what mounts do
+/// and are set at load time or through /sys), and the filesystem the probe mounted on
+/// (its type and device: d_type and xattr support are the filesystem's).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProbedOn {
+    pub kernel: String,
+    pub module_params: Vec<(String, String)>,
+    pub fs_type: String,
+    pub dev: u64,
+}
+
+impl ProbedOn {
+    /// Where `dir` stands now; `None` when that cannot be read (then nothing is trusted).
+    pub fn now(dir: &Path) -> Option<ProbedOn> {
+        use std::os::unix::fs::MetadataExt;
+        let kernel = nix::sys::utsname::uname().ok()?.release().to_str()?.to_string();
+        let mut module_params = Vec::new();
+        // A kernel with overlay built in and no parameters, or not loaded yet, has none.
+        if let Ok(rd) = std::fs::read_dir("/sys/module/overlay/parameters") {
+            for e in rd.flatten() {
+                let v = std::fs::read_to_string(e.path()).unwrap_or_default();
+                module_params.push((e.file_name().to_string_lossy().into_owned(), v.trim().to_string()));
+            }
+        }
+        module_params.sort();
+        let dev = std::fs::metadata(dir).ok()?.dev();
+        let fs_type = driver_core::sys::fs_type(dir).ok()?;
+        Some(ProbedOn { kernel, module_params, fs_type, dev })
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Recorded {
+    probed_on: ProbedOn,
+    features: Features,
+}
+
+/// The recorded probe of `dir`, if it was made where `dir` stands now.
+fn recorded(dir: &Path) -> Option<Features> {
+    let r: Recorded = serde_json::from_slice(&std::fs::read(dir.join(RECORD)).ok()?).ok()?;
+    (Some(&r.probed_on) == ProbedOn::now(dir).as_ref()).then_some(r.features)
+}
+
+/// Records a probe that found overlay mounting (a failure is probed again next time:
+/// the module may be loaded by then). Written whole or not at all; a failure to
+/// write only means probing again.
+fn record(dir: &Path, f: &Features) {
+    // After the probe: its first mount may have loaded the module, and with it the
+    // parameters.
+    let Some(probed_on) = ProbedOn::now(dir) else { return };
+    if !f.mounts {
+        return;
+    }
+    let Ok(json) = serde_json::to_vec_pretty(&Recorded { probed_on, features: f.clone() }) else { return };
+    let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) else { return };
+    if std::io::Write::write_all(&mut tmp, &json).is_ok() {
+        let _ = tmp.persist(dir.join(RECORD));
+    }
 }
 
 fn has_d_type(dir: &Path) -> bool {

@@ -21,7 +21,7 @@
 //!   private read-only mount) only where something changed: its cost follows the
 //!   number of changes, not the image's size.
 //! * Mounts are made with `index=off`, `redirect_dir=on` and `metacopy=on` where the
-//!   kernel takes the pair (probed once, [`features`]): a chmod of a lower file then
+//!   kernel takes the pair (probed once and recorded, [`features`]): a chmod of a lower file then
 //!   copies up its metadata only, and a lower directory renames in place instead of
 //!   EXDEV (which makes `mv` copy the tree). The upper directory then no longer says
 //!   what changed (a renamed directory is a redirect xattr, a chmod'd file an empty
@@ -126,7 +126,7 @@ impl Overlay {
     /// Opens (creating) the driver folder `root`; refuses where overlay cannot work.
     fn open_dir(root: &Path, asked: Option<&str>) -> Result<Overlay> {
         fs::create_dir_all(root).map_err(|e| Error::new(e).with_path(root))?;
-        let mut features = features::probe(root);
+        let mut features = features::probe_recorded(root);
         // STRATA_OVERLAY_MOUNT_API=classic forces mount(2) with short links, to test
         // (and measure) the path older kernels take.
         if std::env::var("STRATA_OVERLAY_MOUNT_API").as_deref() == Ok("classic") {
