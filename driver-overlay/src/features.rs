@@ -136,14 +136,36 @@ pub fn probe_recorded(dir: &Path) -> Features {
     })
 }
 
-fn cached(dir: &Path, find: impl FnOnce(&Path) -> Features) -> Features {
+/// What this process found of `dir` already, or the folder's record if it was made
+/// where `dir` stands now; `None` when only a probe (mounts) can tell.
+pub fn recorded_probe(dir: &Path) -> Option<Features> {
+    if let Some(f) = cache().lock().expect("probe cache").get(dir) {
+        return Some(f.clone());
+    }
+    let f = recorded(dir)?;
+    cache().lock().expect("probe cache").insert(dir.to_path_buf(), f.clone());
+    Some(f)
+}
+
+/// Whether this kernel has overlay registered as a filesystem (`/proc/filesystems`):
+/// when it has not, its module is not loaded yet (the first overlay mount loads it),
+/// or there is none.
+pub fn overlay_registered() -> bool {
+    std::fs::read_to_string("/proc/filesystems")
+        .is_ok_and(|t| t.lines().any(|l| l.split_whitespace().last() == Some("overlay")))
+}
+
+fn cache() -> &'static Mutex<HashMap<PathBuf, Features>> {
     static CACHE: OnceLock<Mutex<HashMap<PathBuf, Features>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(f) = cache.lock().expect("probe cache").get(dir) {
+    CACHE.get_or_init(Default::default)
+}
+
+fn cached(dir: &Path, find: impl FnOnce(&Path) -> Features) -> Features {
+    if let Some(f) = cache().lock().expect("probe cache").get(dir) {
         return f.clone();
     }
     let f = find(dir);
-    cache.lock().expect("probe cache").insert(dir.to_path_buf(), f.clone());
+    cache().lock().expect("probe cache").insert(dir.to_path_buf(), f.clone());
     f
 }
 
@@ -211,30 +233,16 @@ fn record(dir: &Path, f: &Features) {
     }
 }
 
-fn has_d_type(dir: &Path) -> bool {
-    let f = dir.join("d_type-check");
-    if std::fs::write(&f, b"").is_err() {
+/// Whether readdir in `dir` reports file types (a file of its own is made and
+/// removed to see: processes opening the driver at once check side by side).
+pub fn has_d_type(dir: &Path) -> bool {
+    let Ok(f) = tempfile::Builder::new().prefix(".d_type-check-").tempfile_in(dir) else { return false };
+    let Some(name) = f.path().file_name().map(|n| n.as_encoded_bytes().to_vec()) else { return false };
+    // Through readdir itself: std falls back to lstat when d_type is DT_UNKNOWN.
+    let Ok(mut d) = nix::dir::Dir::open(dir, nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty()) else {
         return false;
-    }
-    let found = std::fs::read_dir(dir)
-        .ok()
-        .and_then(|mut rd| {
-            rd.find_map(|e| {
-                let e = e.ok()?;
-                (e.file_name() == "d_type-check").then(|| {
-                    // std falls back to lstat when d_type is DT_UNKNOWN; ask readdir itself.
-                    let d = nix::dir::Dir::open(dir, nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty()).ok();
-                    d.map(|mut d| {
-                        d.iter()
-                            .flatten()
-                            .any(|e| e.file_name().to_bytes() == b"d_type-check" && e.file_type().is_some())
-                    })
-                    .unwrap_or(false)
-                })
-            })
-        })
-        .unwrap_or(false);
-    let _ = std::fs::remove_file(&f);
+    };
+    let found = d.iter().flatten().any(|e| e.file_name().to_bytes() == name.as_slice() && e.file_type().is_some());
     found
 }
 

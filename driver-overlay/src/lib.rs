@@ -62,6 +62,10 @@ use crate::whiteout::{is_whiteout, OverlayWhiteouts};
 /// The overlay driver.
 pub type OverlayDriver = Layered<Overlay>;
 
+/// The xattr namespace overlayfs keeps its bookkeeping in here ([`Features::xattr_prefix`]:
+/// `trusted.`; rootless `userxattr` mounts would use `user.`).
+const XATTR_PREFIX: &str = features::TRUSTED_PREFIX;
+
 /// The overlay driver over `root` whose writable views copy up as `copy_up`
 /// (whatever STRATA_OVERLAY_COPY_UP says); refused where the kernel lacks it.
 pub fn open_copying_up(root: &Path, copy_up: CopyUp) -> Result<OverlayDriver> {
@@ -71,11 +75,12 @@ pub fn open_copying_up(root: &Path, copy_up: CopyUp) -> Result<OverlayDriver> {
         CopyUp::Metacopy => "metacopy",
     };
     let fs = Overlay::open_dir(root, Some(asked))?;
-    if fs.copy_up != copy_up {
+    let probed = fs.probed()?;
+    if probed.copy_up != copy_up {
         return Err(Error::new(Cause::Unsupported(format!(
             "overlay cannot copy up as {}: {}",
             copy_up.name(),
-            fs.copy_up_why.clone().unwrap_or_default()
+            probed.copy_up_why.clone().unwrap_or_default()
         ))));
     }
     Ok(Layered::from_parts(fs.store.clone(), fs))
@@ -85,14 +90,57 @@ pub fn open_copying_up(root: &Path, copy_up: CopyUp) -> Result<OverlayDriver> {
 pub struct Overlay {
     store: Arc<Store>,
     dir: PathBuf,
+    /// What the kernel offers and how views copy up: from the folder's record, else
+    /// probed at the first mount (an `image unpack` mounts nothing, and so pays for no
+    /// probe: [`Overlay::probed`]).
+    probed: std::sync::OnceLock<Probed>,
+    /// The copy-up asked for (STRATA_OVERLAY_COPY_UP, or [`open_copying_up`]'s).
+    asked: Option<String>,
+    /// Where mounts, whiteout devices and opaque xattrs are made ([`Real`] but in unit
+    /// tests).
+    sys: Arc<dyn Syscalls>,
+}
+
+/// The kernel's overlay features here, and the copy-up chosen from them.
+struct Probed {
     features: Features,
     /// How writable views copy up (and so which options every view is mounted with).
     copy_up: CopyUp,
     /// Why it is less than asked for, when it is.
     copy_up_why: Option<String>,
-    /// Where mounts, whiteout devices and opaque xattrs are made ([`Real`] but in unit
-    /// tests).
-    sys: Arc<dyn Syscalls>,
+}
+
+impl Probed {
+    /// `features` where overlay can work (it mounts, the filesystem has d_type), with
+    /// the copy-up `asked` for chosen.
+    fn of(root: &Path, mut features: Features, asked: Option<&str>) -> Result<Probed> {
+        // STRATA_OVERLAY_MOUNT_API=classic forces mount(2) with short links, to test
+        // (and measure) the path older kernels take.
+        if std::env::var("STRATA_OVERLAY_MOUNT_API").as_deref() == Ok("classic") {
+            features.lowerdir_plus = false;
+        }
+        if !features.mounts {
+            return Err(Error::new(Cause::Unsupported(format!(
+                "overlayfs does not mount in {}: {}",
+                root.display(),
+                features.error.clone().unwrap_or_default()
+            ))));
+        }
+        if !features.d_type {
+            return Err(no_d_type(root));
+        }
+        let (copy_up, copy_up_why) = CopyUp::choose(&features, asked);
+        Ok(Probed { features, copy_up, copy_up_why })
+    }
+}
+
+fn no_d_type(root: &Path) -> Error {
+    let fs = sys::fs_type(root).unwrap_or_default();
+    Error::new(Cause::Unsupported(format!(
+        "the {fs} filesystem under {} does not report file types (d_type); overlayfs needs them \
+         (xfs must be made with ftype=1)",
+        root.display()
+    )))
 }
 
 /// A short, stable link name for a layer (10 characters of base32 of its ID's digest).
@@ -124,50 +172,67 @@ impl Drop for TempView {
 
 impl Overlay {
     /// Opens (creating) the driver folder `root`; refuses where overlay cannot work.
+    /// The kernel's features come from the folder's record; without one (a new
+    /// folder, another kernel) they are probed at the first mount, and here only what
+    /// needs no mount is checked: the filesystem reports d_type, and overlay is a
+    /// filesystem this kernel has. Where it has not registered it (the module not
+    /// loaded yet: a probe's mount loads it) or the user is not root (overlay would
+    /// answer EPERM), the probe runs here, so that the command fails up front.
     fn open_dir(root: &Path, asked: Option<&str>) -> Result<Overlay> {
         fs::create_dir_all(root).map_err(|e| Error::new(e).with_path(root))?;
-        let mut features = features::probe_recorded(root);
-        // STRATA_OVERLAY_MOUNT_API=classic forces mount(2) with short links, to test
-        // (and measure) the path older kernels take.
-        if std::env::var("STRATA_OVERLAY_MOUNT_API").as_deref() == Ok("classic") {
-            features.lowerdir_plus = false;
+        let probed = match features::recorded_probe(root) {
+            Some(f) => Some(Probed::of(root, f, asked)?),
+            None if !nix::unistd::geteuid().is_root() || !features::overlay_registered() => {
+                Some(Probed::of(root, features::probe_recorded(root), asked)?)
+            }
+            None if !features::has_d_type(root) => return Err(no_d_type(root)),
+            None => None,
+        };
+        let fs = Overlay::new(root, asked, Arc::new(Real))?;
+        if let Some(p) = probed {
+            let _ = fs.probed.set(p);
         }
-
-        if !features.mounts {
-            return Err(Error::new(Cause::Unsupported(format!(
-                "overlayfs does not mount in {}: {}",
-                root.display(),
-                features.error.clone().unwrap_or_default()
-            ))));
-        }
-        if !features.d_type {
-            let fs = sys::fs_type(root).unwrap_or_default();
-            return Err(Error::new(Cause::Unsupported(format!(
-                "the {fs} filesystem under {} does not report file types (d_type); overlayfs needs them \
-                 (xfs must be made with ftype=1)",
-                root.display()
-            ))));
-        }
-        let (copy_up, why) = CopyUp::choose(&features, asked);
-        Overlay::with(root, features, (copy_up, why), Arc::new(Real))
+        fs.recover()?;
+        Ok(fs)
     }
 
-    /// The driver over `root` with the `features` given (probed, or chosen by a test)
-    /// and its calls made through `sys`.
+    /// The driver over `root` with the `features` given (chosen by a test) and its
+    /// calls made through `sys`.
+    #[cfg(test)]
     fn with(
         root: &Path,
         features: Features,
         copy_up: (CopyUp, Option<String>),
         sys: Arc<dyn Syscalls>,
     ) -> Result<Overlay> {
+        let fs = Overlay::new(root, None, sys)?;
+        let _ = fs.probed.set(Probed { features, copy_up: copy_up.0, copy_up_why: copy_up.1 });
+        fs.recover()?;
+        Ok(fs)
+    }
+
+    fn new(root: &Path, asked: Option<&str>, sys: Arc<dyn Syscalls>) -> Result<Overlay> {
         for sub in ["l", "empty", "tmp"] {
             fs::create_dir_all(root.join(sub)).map_err(|e| Error::new(e).with_path(root.join(sub)))?;
         }
         let store = Arc::new(Store::open(root, Arc::new(discard_tree))?);
-        let driver =
-            Overlay { store, dir: root.to_path_buf(), features, copy_up: copy_up.0, copy_up_why: copy_up.1, sys };
-        driver.recover()?;
-        Ok(driver)
+        Ok(Overlay {
+            store,
+            dir: root.to_path_buf(),
+            probed: Default::default(),
+            asked: asked.map(str::to_string),
+            sys,
+        })
+    }
+
+    /// The kernel's features and the copy-up chosen, probed (and recorded) the first
+    /// time they are needed.
+    fn probed(&self) -> Result<&Probed> {
+        if let Some(p) = self.probed.get() {
+            return Ok(p);
+        }
+        let p = Probed::of(&self.dir, features::probe_recorded(&self.dir), self.asked.as_deref())?;
+        Ok(self.probed.get_or_init(|| p))
     }
 
     /// Puts mounts in line with the metadata after a crash or a reboot. Every command
@@ -211,7 +276,7 @@ impl Overlay {
     }
     /// How this driver's layers store whiteouts, for apply and diff alike.
     fn whiteouts(&self) -> Arc<OverlayWhiteouts> {
-        Arc::new(OverlayWhiteouts { xattr_prefix: self.features.xattr_prefix(), sys: self.sys.clone() })
+        Arc::new(OverlayWhiteouts { xattr_prefix: XATTR_PREFIX, sys: self.sys.clone() })
     }
 
     /// IDs from `id` down to the bottom layer.
@@ -231,14 +296,15 @@ impl Overlay {
     /// metacopy=off overlayfs answers EPERM to a stub ("refusing to follow metacopy
     /// origin"), and with redirect_dir off a renamed directory shows only its upper part.
     fn copy_up_for(&self, ids: &[String]) -> Result<CopyUp> {
-        let mut way = self.copy_up;
+        let probed = self.probed()?;
+        let mut way = probed.copy_up;
         for id in ids {
             let meta = self.store.get(id)?;
             if let Some(recorded) = meta.extra.get(COPY_UP).and_then(|v| v.as_str()).and_then(CopyUp::named) {
                 way = way.max(recorded);
             }
         }
-        let (f, top) = (&self.features, &ids[0]);
+        let (f, top) = (&probed.features, &ids[0]);
         if (way == CopyUp::Metacopy && !f.metacopy_pair) || (way >= CopyUp::Redirect && !f.redirect_dir) {
             let why = format!("its chain was written with overlayfs {}, which this kernel refuses", way.name());
             return Err(Error::layer(top, Cause::Other(why)));
@@ -246,8 +312,8 @@ impl Overlay {
         Ok(way)
     }
 
-    fn options(&self, copy_up: CopyUp) -> Vec<(String, String)> {
-        let f = &self.features;
+    fn options(&self, copy_up: CopyUp) -> Result<Vec<(String, String)>> {
+        let f = &self.probed()?.features;
         let mut o = Vec::new();
         // Every view, read-only ones too: a container's upper holding redirects and
         // metacopy stubs can be a lower (a layer made over a container), and overlayfs
@@ -266,7 +332,7 @@ impl Overlay {
         if f.metacopy {
             o.push(("metacopy".into(), metacopy.into()));
         }
-        o
+        Ok(o)
     }
 
     /// The overlay for `ids` (top first): read-only over all of them, or writable with
@@ -283,7 +349,7 @@ impl Overlay {
         Ok(OverlayMount {
             lowers,
             upper: upper.map(|u| (self.diff_dir(u), self.store.layer_dir(u).join("work"))),
-            options: self.options(self.copy_up_for(ids)?),
+            options: self.options(self.copy_up_for(ids)?)?,
             readonly: !writable,
         })
     }
@@ -291,7 +357,7 @@ impl Overlay {
     /// Mounts `m` at `target`: `lowerdir+` where the kernel has it, else classic mount
     /// data with the short links, from the driver's folder.
     fn mount_at(&self, ids: &[String], m: &OverlayMount, target: &Path) -> std::io::Result<()> {
-        if self.features.lowerdir_plus {
+        if self.probed().map_err(std::io::Error::other)?.features.lowerdir_plus {
             return self.sys.mount(&m.fsconfig_spec(), target);
         }
         let mut rel = m.clone();
@@ -471,8 +537,7 @@ impl Overlay {
             None => None,
         };
         let upper = self.diff_dir(&id);
-        let t =
-            copyup::touched(&upper, &own.path, self.features.xattr_prefix()).map_err(|e| Error::at(&id, &upper, e))?;
+        let t = copyup::touched(&upper, &own.path, XATTR_PREFIX).map_err(|e| Error::at(&id, &upper, e))?;
         let kind = LayerKind::Filtered { paths: t.paths, dirs: t.dirs, all_links: false };
         let diff = walk_diff(&id, &own.path, parent.as_ref().map(|v| v.path.as_path()), &kind, reserved)?;
         Ok(ViewDiff { diff, _view: parent, _own: Some(own) })
@@ -617,8 +682,10 @@ impl LayerFs for Overlay {
                 "mount_options".into(),
                 mount::mount_data(&om).split(',').skip(1).collect::<Vec<_>>().join(",").into(),
             );
-            m.extra
-                .insert("mount_api".into(), if self.features.lowerdir_plus { "lowerdir+" } else { "mount(2)" }.into());
+            m.extra.insert(
+                "mount_api".into(),
+                if self.probed()?.features.lowerdir_plus { "lowerdir+" } else { "mount(2)" }.into(),
+            );
             // Once a writable view was mounted with redirects (or metacopy) its upper
             // may hold them for good: the record never goes back (copy_up_for mounts
             // it with at least what it recorded).
@@ -652,18 +719,22 @@ impl LayerFs for Overlay {
 
     fn layer_dir(&self, id: &str) -> Result<driver_core::LayerDir> {
         self.store.get(id)?;
-        let kind = driver_core::LayerDirKind::Changes { xattr_prefix: self.features.xattr_prefix().to_string() };
+        let kind = driver_core::LayerDirKind::Changes { xattr_prefix: XATTR_PREFIX.to_string() };
         Ok(driver_core::LayerDir { path: self.diff_dir(id), kind })
     }
 
     fn features(&self) -> Vec<(String, String)> {
-        let mut features = self.features.pairs();
-        let copy_up = match &self.copy_up_why {
-            Some(why) => format!("{} ({why})", self.copy_up.name()),
-            None => self.copy_up.name().to_string(),
+        let p = match self.probed() {
+            Ok(p) => p,
+            Err(e) => return vec![("error".into(), e.to_string())],
+        };
+        let mut features = p.features.pairs();
+        let copy_up = match &p.copy_up_why {
+            Some(why) => format!("{} ({why})", p.copy_up.name()),
+            None => p.copy_up.name().to_string(),
         };
         features.push(("copy_up".into(), copy_up));
-        features.push(("mount_api".into(), if self.features.lowerdir_plus { "lowerdir+" } else { "mount(2)" }.into()));
+        features.push(("mount_api".into(), if p.features.lowerdir_plus { "lowerdir+" } else { "mount(2)" }.into()));
         features
     }
 }
@@ -816,6 +887,25 @@ mod mount_options {
             assert_eq!(extra.get(COPY_UP).and_then(|v| v.as_str()), Some(copy_up.name()), "{extra:?}");
             assert_eq!(store.get("mid").unwrap().extra.get(COPY_UP), None, "a read-only view copies nothing up");
         }
+    }
+
+    /// Applying layers (all an `image unpack` does here) mounts nothing, so it probes
+    /// nothing: the kernel's features are probed at the first mount (issue 17: every
+    /// command paid about 0.3 s of probe mounts), and nothing is recorded meanwhile.
+    #[test]
+    fn applying_layers_probes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let rec = Arc::new(Recording::default());
+        let fs = Overlay::new(root, None, rec.clone()).unwrap();
+        let driver = Layered::from_parts(fs.store.clone(), fs);
+        let base = TarBuilder::new().dir("etc").file("etc/a", b"a").build();
+        driver.apply_diff("base", None, &mut &base[..]).unwrap();
+        let mid = TarBuilder::new().dir("etc").whiteout("etc/a").dir("usr").file("usr/x", b"x").build();
+        driver.apply_diff("mid", Some("base"), &mut &mid[..]).unwrap();
+        assert!(driver.fs().probed.get().is_none(), "the features were probed");
+        assert!(!root.join(features::RECORD).exists());
+        assert_eq!(mounts(&rec.calls()), vec![]);
     }
 
     #[test]
