@@ -468,6 +468,9 @@ fn run_target(
             res?;
             cp.push(s);
             fs::remove_dir_all(&to).map_err(|e| Error::new(e).with_path(&to))?;
+            // Synced outside the timing, as after each create above: else the next
+            // copy's syncfs also writes this removal.
+            nix::unistd::sync();
         }
         r.create_cp_a = Dist::of(cp);
     }
