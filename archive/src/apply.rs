@@ -149,7 +149,7 @@ pub const MAX_SPARSE_SIZE: u64 = 64 << 20;
 /// the uncompressed stream, hashed here, as it is read.
 pub fn apply_layer(root: &Path, input: impl Read, opts: &ApplyOptions) -> Result<ApplyReport> {
     let layer = opts.layer.as_str();
-    let reader: Box<dyn Read + '_> = if opts.uncompressed {
+    let mut reader: Box<dyn Read + '_> = if opts.uncompressed {
         Box::new(input)
     } else {
         Box::new(
@@ -158,19 +158,21 @@ pub fn apply_layer(root: &Path, input: impl Read, opts: &ApplyOptions) -> Result
                 .1,
         )
     };
-    let mut hashing = Hashing::new(reader);
     let root_fd = sys::open_dir(root).map_err(|e| Error::at(layer, root, e))?;
     let mut applier = Applier::new(opts, root_fd);
-    // Inflating and hashing run on this thread while another parses the tar and writes
-    // the files, so one big layer keeps two cores busy (issue 17: a single layer used
-    // one). The stream goes between them in a few recycled buffers: memory stays bounded
-    // whatever the layer's size.
-    let (full_tx, full_rx) = sync_channel::<io::Result<(Vec<u8>, usize)>>(PIPE_BUFFERS);
+    // Three threads per layer: this one inflates, one hashes the tar (its diff_id), one
+    // parses the tar and writes the files, so one big layer keeps two cores busy (issue
+    // 17: a single layer used one; then the inflating thread, hashing too, was the one
+    // the others waited for). The stream goes from one to the next in a few recycled
+    // buffers: memory stays bounded whatever the layer's size.
+    let (full_tx, to_hash) = sync_channel::<io::Result<(Vec<u8>, usize)>>(PIPE_BUFFERS);
+    let (hashed, full_rx) = sync_channel::<io::Result<(Vec<u8>, usize)>>(PIPE_BUFFERS);
     let (free_tx, free_rx) = channel::<Vec<u8>>();
     for _ in 0..PIPE_BUFFERS + 2 {
         let _ = free_tx.send(vec![0u8; PIPE_BUFFER]);
     }
-    let (written, pumped) = std::thread::scope(|scope| {
+    let (written, hash, pumped) = std::thread::scope(|scope| {
+        let hasher = scope.spawn(move || hash_through(to_hash, hashed));
         let writer = scope.spawn(move || -> Result<ApplyReport> {
             let mut pipe = PipeReader { full: full_rx, free: free_tx, cur: None, pos: 0 };
             {
@@ -187,16 +189,36 @@ pub fn apply_layer(root: &Path, input: impl Read, opts: &ApplyOptions) -> Result
             applier.finish()?;
             Ok(applier.report)
         });
-        let pumped = pump(&mut hashing, full_tx, free_rx);
-        (writer.join(), pumped)
+        let pumped = pump(&mut reader, full_tx, free_rx);
+        (writer.join(), hasher.join(), pumped)
     });
     // A stream that cannot be read (truncated, corrupt, a digest that does not match)
     // is the cause of whatever the writer then saw; else the writer's error stands
     // (a refused entry stops the pump).
     pumped.map_err(|e| bad_stream(layer, e))?;
     let mut report = written.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-    (_, report.diff_id, report.tar_bytes) = hashing.finish();
+    (report.diff_id, report.tar_bytes) = hash.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
     Ok(report)
+}
+
+/// Hashes each buffer on its way from the pump to the writer: the digest and size of
+/// the whole stream once the pump has ended it (or of what passed, when the writer
+/// stopped first: then the writer's error is what counts).
+fn hash_through(
+    from: Receiver<io::Result<(Vec<u8>, usize)>>,
+    to: SyncSender<io::Result<(Vec<u8>, usize)>>,
+) -> (String, u64) {
+    let mut hashing = Hashing::new(io::sink());
+    for item in from {
+        if let Ok((buf, len)) = &item {
+            io::Write::write_all(&mut hashing, &buf[..*len]).expect("a sink takes every byte");
+        }
+        if to.send(item).is_err() {
+            break;
+        }
+    }
+    let (_, digest, bytes) = hashing.finish();
+    (digest, bytes)
 }
 
 /// Buffers in flight between the inflating thread and the writing one, and their size.
