@@ -39,7 +39,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -398,8 +397,7 @@ impl Store {
     /// is on disk. `id` names errors.
     pub fn sync(&self, id: &str) -> Result<()> {
         let dir = self.dir.join("staging");
-        let f = File::open(&dir).map_err(|e| Error::at(id, &dir, e))?;
-        nix::unistd::syncfs(f.as_raw_fd()).map_err(|e| Error::at(id, &dir, e))
+        crate::sys::syncfs(&dir).map_err(|e| Error::at(id, &dir, e))
     }
 
     /// Lists a prepared (and synced) layer: under the lock, renames its content into

@@ -12,7 +12,8 @@
 //! process gone). Reads are verified against the digest ([`ContentStore::read_blob`]).
 //! An unpack writes its blobs unsynced ([`BlobWriter::finish_unsettled`]) and settles
 //! them all at once before its record names them ([`ContentStore::settle`]: one
-//! `syncfs`, the renames, one fsync of `blobs/sha256`), not two fsyncs per blob.
+//! `syncfs`, or none when the layers' sync came after them, the renames, one fsync of
+//! `blobs/sha256`), not two fsyncs per blob.
 //!
 //! An [`crate::images::ImageRecord`] names its manifest here (`manifest`); the manifest
 //! names the config and layer blobs. The image store writes records and removes blobs
@@ -23,7 +24,6 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +37,7 @@ use crate::image::{
 };
 use driver_core::digest::Hashing;
 use driver_core::error::{Cause, Context, Error, Result};
+use driver_core::sys;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -56,24 +57,25 @@ pub struct ContentStore {
     unsettled: Arc<Unsettled>,
 }
 
-/// Whole blobs still in `ingest/` (path, digest, size), waiting for
-/// [`ContentStore::settle`]; those never settled go with the last clone of the store.
+/// Whole blobs still in `ingest/` (path, digest, size, and the write mark taken once
+/// written: [`sys::synced_since`]), waiting for [`ContentStore::settle`]; those never
+/// settled go with the last clone of the store.
 #[derive(Default)]
-struct Unsettled(std::sync::Mutex<Vec<(PathBuf, String, u64)>>);
+struct Unsettled(std::sync::Mutex<Vec<(PathBuf, String, u64, u64)>>);
 
 impl Unsettled {
-    fn take(&self) -> Vec<(PathBuf, String, u64)> {
+    fn take(&self) -> Vec<(PathBuf, String, u64, u64)> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn size_of(&self, digest: &str) -> Option<u64> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(_, d, _)| d == digest).map(|(_, _, n)| *n)
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(_, d, _, _)| d == digest).map(|(_, _, n, _)| *n)
     }
 }
 
 impl Drop for Unsettled {
     fn drop(&mut self) {
-        for (tmp, _, _) in self.take() {
+        for (tmp, ..) in self.take() {
             let _ = fs::remove_file(tmp);
         }
     }
@@ -161,7 +163,9 @@ impl BlobWriter {
             let _ = fs::remove_file(&self.tmp);
             return Err(Error::new(e.into_error()).with_path(&self.tmp));
         }
-        self.store.unsettled.0.lock().unwrap_or_else(|e| e.into_inner()).push((self.tmp.clone(), digest.clone(), size));
+        let written = sys::write_mark();
+        let blob = (self.tmp.clone(), digest.clone(), size, written);
+        self.store.unsettled.0.lock().unwrap_or_else(|e| e.into_inner()).push(blob);
         Ok((digest, size))
     }
 }
@@ -236,9 +240,10 @@ impl ContentStore {
     }
 
     /// Makes the blobs written unsettled ([`BlobWriter::finish_unsettled`]) whole blobs
-    /// of the store that survive a power cut: one `syncfs` of the store's filesystem (for
-    /// an unpack, what the layers' own sync left is little), then each renamed to its
-    /// digest, then one fsync of `blobs/sha256`. Call it before a record names them.
+    /// of the store that survive a power cut: one `syncfs` of the store's filesystem
+    /// (none when one began after the last of them was written: an unpack's layers were
+    /// synced after it kept their blobs, its config and manifest), then each renamed to
+    /// its digest, then one fsync of `blobs/sha256`. Call it before a record names them.
     pub fn settle(&self) -> Result<()> {
         let blobs = self.unsettled.take();
         if blobs.is_empty() {
@@ -246,9 +251,11 @@ impl ContentStore {
         }
         let settled = (|| -> Result<()> {
             let ingest = self.dir.join("ingest");
-            let f = File::open(&ingest).at_path(&ingest)?;
-            nix::unistd::syncfs(f.as_raw_fd()).map_err(|e| Error::new(e).with_path(&ingest))?;
-            for (tmp, digest, _) in &blobs {
+            let last_written = blobs.iter().map(|b| b.3).max().unwrap_or_default();
+            if !sys::synced_since(&ingest, last_written) {
+                sys::syncfs(&ingest).at_path(&ingest)?;
+            }
+            for (tmp, digest, ..) in &blobs {
                 let to = self.path(digest)?;
                 fs::rename(tmp, &to).at_path(&to)?;
             }
@@ -256,7 +263,7 @@ impl ContentStore {
             File::open(&dir).and_then(|d| d.sync_all()).at_path(&dir)
         })();
         if settled.is_err() {
-            for (tmp, _, _) in &blobs {
+            for (tmp, ..) in &blobs {
                 let _ = fs::remove_file(tmp);
             }
         }
@@ -265,7 +272,7 @@ impl ContentStore {
 
     /// Removes the blobs written unsettled and not settled yet (an unpack that failed).
     pub fn discard_unsettled(&self) {
-        for (tmp, _, _) in self.unsettled.take() {
+        for (tmp, ..) in self.unsettled.take() {
             let _ = fs::remove_file(tmp);
         }
     }
@@ -499,30 +506,54 @@ impl ContentStore {
         self.load(name, Some(manifest)).is_ok_and(|img| img.blobs().iter().all(|b| self.has(b)))
     }
 
+    /// Keeps the config of `image`, and its manifest when the source has one,
+    /// unsettled, as [`ContentStore::import`] would: an unpack does it before applying
+    /// the layers, so that their sync covers these blobs too and
+    /// [`ContentStore::settle`] has nothing left to sync.
+    pub fn import_config(&self, source: &dyn BlobSource, image: &Image) -> Result<()> {
+        self.copy_in(source, image, &image.config_locator, Some(&image.config_digest), None)?;
+        if let Some(manifest) = &image.manifest {
+            self.put_bytes_unsettled(manifest)?;
+        }
+        Ok(())
+    }
+
+    /// Copies blob `locator` of `image` from `source` unsettled, verified against
+    /// `digest` and `size` when given, unless it is kept already; its digest and size.
+    fn copy_in(
+        &self,
+        source: &dyn BlobSource,
+        image: &Image,
+        locator: &str,
+        digest: Option<&str>,
+        size: Option<u64>,
+    ) -> Result<(String, u64)> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            Error::new(Cause::Other(format!("image {}: keeping {what}: {e}", image.name)))
+        };
+        if let Some((d, len)) = digest.and_then(|d| Some((d, self.kept_size(d)?))) {
+            return Ok((d.to_string(), len));
+        }
+        let blob = source.open(locator).map_err(|e| fail(locator, &e))?;
+        match digest {
+            // Hashed once, as it is written.
+            Some(d) => {
+                let mut kept = self.keeping(blob, d, size, format!("blob {d}"))?;
+                io::copy(&mut kept, &mut io::sink()).map_err(|e| fail(locator, &e))?;
+                Ok((d.to_string(), self.kept_size(d).unwrap_or_default()))
+            }
+            None => self.put_stream(&mut { blob }, None).map_err(|e| fail(locator, &e)),
+        }
+    }
+
     /// Copies the blobs of `image` from `source` into the store, verified, and returns
     /// the digest of its manifest: the source's own manifest when it has one (a layout,
     /// an oci-archive, a registry), else (a docker-archive) one written for it. The
     /// blobs it writes are unsettled: [`ContentStore::settle`] them before a record
     /// names them.
     pub fn import(&self, source: &dyn BlobSource, image: &Image) -> Result<String> {
-        let fail = |what: &str, e: &dyn std::fmt::Display| {
-            Error::new(Cause::Other(format!("image {}: keeping {what}: {e}", image.name)))
-        };
-        let copy = |locator: &str, digest: Option<&str>, size: Option<u64>| -> Result<(String, u64)> {
-            if let Some((d, len)) = digest.and_then(|d| Some((d, self.kept_size(d)?))) {
-                return Ok((d.to_string(), len));
-            }
-            let blob = source.open(locator).map_err(|e| fail(locator, &e))?;
-            match digest {
-                // Hashed once, as it is written.
-                Some(d) => {
-                    let mut kept = self.keeping(blob, d, size, format!("blob {d}"))?;
-                    io::copy(&mut kept, &mut io::sink()).map_err(|e| fail(locator, &e))?;
-                    Ok((d.to_string(), self.kept_size(d).unwrap_or_default()))
-                }
-                None => self.put_stream(&mut { blob }, None).map_err(|e| fail(locator, &e)),
-            }
-        };
+        let copy =
+            |locator: &str, digest: Option<&str>, size: Option<u64>| self.copy_in(source, image, locator, digest, size);
         let (config_digest, config_size) = copy(&image.config_locator, Some(&image.config_digest), None)?;
         let mut layers = Vec::new();
         for l in &image.layers {
@@ -560,8 +591,8 @@ impl ContentStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .find(|(_, d, _)| d == digest)
-            .map(|(p, _, _)| p.clone());
+            .find(|(_, d, ..)| d == digest)
+            .map(|(p, ..)| p.clone());
         let path = match unsettled {
             Some(p) => p,
             None => match self.path(digest) {

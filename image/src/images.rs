@@ -555,6 +555,9 @@ pub fn unpack(
         if present == count {
             return finish();
         }
+        // The config and manifest are kept first, so that the layers' sync (after their
+        // blobs are kept, as they are read) covers every blob and settling syncs nothing.
+        images.content.import_config(source, image)?;
         let mut chain = Vec::new();
         for i in present..count {
             chain.push(LayerTar {
