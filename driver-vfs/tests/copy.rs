@@ -3,7 +3,7 @@
 //! before and after the others; one inode with a name in every directory), sparse
 //! files, xattrs on files, directories and symlinks, setuid, modes the umask would
 //! change, owners differing in group only, fifos, read-only directories, a path near
-//! PATH_MAX, and set times. The copy must equal
+//! PATH_MAX, files copied in several pieces, and set times. The copy must equal
 //! the source for `strata_testkit::tree` (type, mode, owner, size, content, link target,
 //! xattrs, hardlink groups, mtimes), and a sparse file must stay sparse.
 
@@ -98,6 +98,15 @@ fn generate(root: &Path, seed: u32) -> std::path::PathBuf {
     f.set_len(64 << 20).unwrap();
     std::os::unix::fs::FileExt::write_at(&f, b"middle", 32 << 20).unwrap();
     std::os::unix::fs::FileExt::write_at(&f, b"end", (64 << 20) - 3).unwrap();
+    drop(f);
+    // Bigger than a copy piece (8 MiB), so copied in several: one dense, one sparse
+    // with a 12 MiB data segment; no two pieces hold the same bytes.
+    let piece = |j: usize| (j as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3];
+    fs::write(dirs[4].join("big"), (0..(20 << 20) + 5).map(piece).collect::<Vec<u8>>()).unwrap();
+    let f = fs::File::create(dirs[5].join("big-sparse")).unwrap();
+    f.set_len(40 << 20).unwrap();
+    let segment: Vec<u8> = (0..12 << 20).map(|j| piece(j + 7)).collect();
+    std::os::unix::fs::FileExt::write_at(&f, &segment, 16 << 20).unwrap();
     drop(f);
     nix::unistd::mkfifo(&dirs[1].join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o640)).unwrap();
     for (k, d) in dirs.iter().enumerate() {
