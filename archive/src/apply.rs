@@ -52,6 +52,7 @@ use nix::sys::stat::{Mode, SFlag};
 use nix::sys::time::TimeSpec;
 
 use driver_core::error::{Cause, Error, Result};
+use driver_core::lifecycle::{Applied, LayerInput};
 use driver_core::sys::{self, errno, XattrTarget};
 use driver_core::ReservedXattrs;
 
@@ -81,6 +82,12 @@ impl ApplyOptions {
             uncompressed: false,
             reserved_xattrs: ReservedXattrs::none(),
         }
+    }
+
+    /// The options for a layer as the lifecycle hands it to a driver: its ID, whether
+    /// the tar is known to be plain, the reserved namespaces; whiteouts deleted in place.
+    pub fn of(input: &LayerInput<'_>) -> Self {
+        ApplyOptions::new(&input.staging.id).uncompressed(input.uncompressed).reserving(input.reserved)
     }
 
     /// The same options, with the input known to be uncompressed or not.
@@ -120,10 +127,18 @@ pub struct ApplyReport {
     pub implicit_dirs: Vec<PathBuf>,
 }
 
-impl From<ApplyReport> for driver_core::lifecycle::Applied {
+impl From<ApplyReport> for Applied {
     fn from(r: ApplyReport) -> Self {
-        driver_core::lifecycle::Applied { size: r.size, diff_id: r.diff_id, implicit_dirs: r.implicit_dirs }
+        Applied { size: r.size, diff_id: r.diff_id, implicit_dirs: r.implicit_dirs }
     }
+}
+
+/// [`LayerFs::apply`](driver_core::lifecycle::LayerFs::apply) for a driver whose layer
+/// directory holds its parent's content (a copy, a snapshot): the tar applied to the
+/// staging directory itself, whiteouts deleted in place.
+pub fn apply_in_place(input: LayerInput<'_>) -> Result<Applied> {
+    let opts = ApplyOptions::of(&input);
+    Ok(apply_layer(&input.staging.path, input.tar, &opts)?.into())
 }
 
 /// The OCI whiteout prefix and the opaque-directory marker.

@@ -31,7 +31,6 @@ pub mod ioctl;
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -41,11 +40,11 @@ use nix::fcntl::OFlag;
 use nix::unistd::UnlinkatFlags;
 
 use driver_core::error::{Cause, Error, Result};
-use driver_core::lifecycle::{Applied, LayerDiff, LayerFs, Layered, Making};
+use driver_core::lifecycle::{Applied, LayerDiff, LayerFs, LayerInput, Layered, Making};
 use driver_core::store::{LayerMeta, Staging, Store};
 use driver_core::sys;
 use driver_core::{ReservedXattrs, Usage};
-use strata_archive::apply::{apply_layer, ApplyOptions};
+use strata_archive::apply::apply_in_place;
 use strata_archive::diff::{naive_diff, walk_diff, LayerKind, NaiveDiff};
 
 /// The btrfs driver.
@@ -477,19 +476,8 @@ impl LayerFs for Btrfs {
         self.stage(staging)
     }
 
-    fn apply(
-        &self,
-        staging: &Staging,
-        tar: &mut dyn Read,
-        uncompressed: bool,
-        reserved: &ReservedXattrs,
-    ) -> Result<Applied> {
-        Ok(apply_layer(
-            &staging.path,
-            tar,
-            &ApplyOptions::new(&staging.id).uncompressed(uncompressed).reserving(reserved),
-        )?
-        .into())
+    fn apply(&self, input: LayerInput<'_>) -> Result<Applied> {
+        apply_in_place(input)
     }
 
     fn committed(&self, meta: &LayerMeta) -> Result<()> {

@@ -58,6 +58,18 @@ pub trait LayerDiff {
     fn write_tar(self: Box<Self>, layer: &str, out: &mut dyn Write) -> Result<u64>;
 }
 
+/// A layer tar as the lifecycle hands it to [`LayerFs::apply`].
+pub struct LayerInput<'a> {
+    /// The layer being made; its directory is `staging.path`.
+    pub staging: &'a Staging,
+    /// The layer tar: plain, gzip or zstd.
+    pub tar: &'a mut dyn Read,
+    /// The caller knows the tar is plain (it was decompressed where the blob was read).
+    pub uncompressed: bool,
+    /// The xattr namespaces the layer may not set.
+    pub reserved: &'a ReservedXattrs,
+}
+
 /// Why a layer directory is being made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Making {
@@ -81,16 +93,10 @@ pub trait LayerFs: Send + Sync + Sized {
     /// and a chain is applied (then it may still be being made).
     fn make(&self, staging: &Staging, why: Making) -> Result<()>;
 
-    /// Applies the layer tar (plain, gzip or zstd; `uncompressed` when the caller knows
-    /// it is plain) to the directory [`LayerFs::make`] made, refusing the `reserved`
-    /// xattr namespaces.
-    fn apply(
-        &self,
-        staging: &Staging,
-        tar: &mut dyn Read,
-        uncompressed: bool,
-        reserved: &ReservedXattrs,
-    ) -> Result<Applied>;
+    /// Applies the layer tar to the directory [`LayerFs::make`] made (see
+    /// [`LayerInput`]). A driver whose layer directory holds its parent's content calls
+    /// the tar engine with whiteouts deleted in place (`strata_archive::apply::apply_in_place`).
+    fn apply(&self, input: LayerInput<'_>) -> Result<Applied>;
 
     /// The xattr namespaces this driver's filesystem keeps its own bookkeeping in: no
     /// layer may carry them, on this driver or any other of the set (see
@@ -324,7 +330,12 @@ impl<F: LayerFs> Driver for Layered<F> {
             .map(|mut l| {
                 let staging = self.store.begin_before_parent(&l.id, l.parent.as_deref())?;
                 self.fs.make(&staging, Making::Apply)?;
-                let applied = self.fs.apply(&staging, &mut l.tar, l.uncompressed, &self.reserved)?;
+                let applied = self.fs.apply(LayerInput {
+                    staging: &staging,
+                    tar: &mut l.tar,
+                    uncompressed: l.uncompressed,
+                    reserved: &self.reserved,
+                })?;
                 Ok((staging, applied, l.diff_id))
             })
             .collect();
@@ -396,7 +407,7 @@ impl<F: LayerFs> Layered<F> {
     ) -> Result<u64> {
         let staging = self.store.begin(id, parent)?;
         self.fs.make(&staging, Making::Apply)?;
-        let applied = self.fs.apply(&staging, tar, uncompressed, &self.reserved)?;
+        let applied = self.fs.apply(LayerInput { staging: &staging, tar, uncompressed, reserved: &self.reserved })?;
         self.commit_applied(staging, applied, expected)
     }
 

@@ -38,7 +38,7 @@ pub mod mount;
 pub mod whiteout;
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -46,7 +46,7 @@ use std::sync::Arc;
 
 use driver_core::driver::Change;
 use driver_core::error::{Cause, Error, Result};
-use driver_core::lifecycle::{Applied, LayerDiff, LayerFs, Layered, Making};
+use driver_core::lifecycle::{Applied, LayerDiff, LayerFs, LayerInput, Layered, Making};
 use driver_core::store::{discard_tree, LayerMeta, Staging, Store};
 use driver_core::sys::{self, XattrTarget};
 use driver_core::syscall::{Real, Syscalls};
@@ -411,10 +411,6 @@ impl Overlay {
         Ok(())
     }
 
-    fn apply_opts(&self, id: &str, reserved: &ReservedXattrs) -> ApplyOptions {
-        ApplyOptions::new(id).with_whiteouts(self.whiteouts()).reserving(reserved)
-    }
-
     /// Gives the directories the tar did not describe the metadata they have in the
     /// lower layers (the root always: every layer's diff root shows through as the
     /// view's root), refuses a path that is a non-directory below, and drops implicit
@@ -636,15 +632,9 @@ impl LayerFs for Overlay {
         Ok(())
     }
 
-    fn apply(
-        &self,
-        staging: &Staging,
-        tar: &mut dyn Read,
-        uncompressed: bool,
-        reserved: &ReservedXattrs,
-    ) -> Result<Applied> {
-        let opts = self.apply_opts(&staging.id, reserved).uncompressed(uncompressed);
-        Ok(apply_layer(&staging.path.join("diff"), tar, &opts)?.into())
+    fn apply(&self, input: LayerInput<'_>) -> Result<Applied> {
+        let opts = ApplyOptions::of(&input).with_whiteouts(self.whiteouts());
+        Ok(apply_layer(&input.staging.path.join("diff"), input.tar, &opts)?.into())
     }
 
     /// Directories the tar did not describe take their metadata from the lower layers

@@ -13,16 +13,15 @@
 pub mod copy;
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use driver_core::error::{Cause, Error, Result};
-use driver_core::lifecycle::{Applied, LayerDiff, LayerFs, Layered, Making};
+use driver_core::lifecycle::{Applied, LayerDiff, LayerFs, LayerInput, Layered, Making};
 use driver_core::store::{discard_tree, LayerMeta, Staging, Store};
 use driver_core::sys;
 use driver_core::{ReservedXattrs, Usage};
-use strata_archive::apply::{apply_layer, ApplyOptions};
+use strata_archive::apply::apply_in_place;
 use strata_archive::diff::naive_diff;
 
 /// The vfs driver.
@@ -70,19 +69,8 @@ impl LayerFs for Vfs {
         Ok(())
     }
 
-    fn apply(
-        &self,
-        staging: &Staging,
-        tar: &mut dyn Read,
-        uncompressed: bool,
-        reserved: &ReservedXattrs,
-    ) -> Result<Applied> {
-        Ok(apply_layer(
-            &staging.path,
-            tar,
-            &ApplyOptions::new(&staging.id).uncompressed(uncompressed).reserving(reserved),
-        )?
-        .into())
+    fn apply(&self, input: LayerInput<'_>) -> Result<Applied> {
+        apply_in_place(input)
     }
 
     /// A container's view is its own directory. A committed layer's is a read-only
