@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nix::fcntl::OFlag;
-use nix::sys::stat::SFlag;
+use nix::sys::stat::{FileStat, SFlag};
 
 use crate::apply::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 use crate::whiteout::WhiteoutFormat;
@@ -318,14 +318,73 @@ pub enum LayerKind {
     /// the given format (see [`crate::whiteout`]). Only this directory is walked, so the
     /// cost follows the number of changes, not the image's size.
     Upper(Arc<dyn WhiteoutFormat>),
-    /// The whole view, but only `paths` (changed paths and their ancestors) can have
-    /// changed, and only the directories in `dirs` can have lost entries: what a
-    /// filesystem that tracks changes (by generation numbers, say) says. The walk
-    /// visits those.
-    /// `all_links`: `paths` holds every name, in layer and parent, of each file with
-    /// several names that it holds one name of, so the parent need not be searched
-    /// for the others (which costs a walk of the whole parent).
-    Filtered { paths: BTreeSet<PathBuf>, dirs: BTreeSet<PathBuf>, all_links: bool },
+    /// The whole view, but only what `visit` names can have changed: what a driver
+    /// that knows where its changes are (an upper directory, a filesystem's change
+    /// record) says. The walk visits those.
+    /// `all_links`: `visit.paths` holds every name, in layer and parent, of each file
+    /// with several names that it holds one name of, so the parent need not be
+    /// searched for the others (which costs a walk of the whole parent).
+    Filtered { visit: Visit, all_links: bool },
+}
+
+/// What a filtered walk ([`LayerKind::Filtered`]) visits: `paths` can have changed
+/// (each is there with its ancestors), the directories in `dirs` can have lost names.
+#[derive(Clone, Debug, Default)]
+pub struct Visit {
+    pub paths: BTreeSet<PathBuf>,
+    pub dirs: BTreeSet<PathBuf>,
+}
+
+impl Visit {
+    /// The root, its listing compared.
+    pub fn root() -> Visit {
+        Visit { paths: BTreeSet::from([PathBuf::new()]), dirs: BTreeSet::from([PathBuf::new()]) }
+    }
+
+    /// `p` and its ancestors.
+    pub fn path(&mut self, p: &Path) {
+        let mut a = p;
+        if !self.paths.insert(a.to_path_buf()) {
+            return;
+        }
+        while let Some(up) = a.parent() {
+            if !self.paths.insert(up.to_path_buf()) {
+                break;
+            }
+            a = up;
+        }
+    }
+
+    /// Every name below the directory `dir` (at `rel`), the directories' listings
+    /// compared too: a tree all of whose paths changed (renamed, say).
+    pub fn tree(&mut self, dir: BorrowedFd<'_>, rel: &Path) -> io::Result<()> {
+        walk_tree(dir, rel, &mut |child, st| {
+            self.paths.insert(child.to_path_buf());
+            if sys::is_dir(st) {
+                self.dirs.insert(child.to_path_buf());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Calls `each` with every node below the directory `dir` (at `rel`) and its lstat,
+/// a directory before what it holds.
+pub fn walk_tree(
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    each: &mut dyn FnMut(&Path, &FileStat) -> io::Result<()>,
+) -> io::Result<()> {
+    for name in sys::read_dir_names(dir)? {
+        let child = rel.join(&name);
+        let Some(st) = sys::lstat_at(dir, &name)? else { continue };
+        each(&child, &st)?;
+        if sys::is_dir(&st) {
+            let sub = sys::open_at(dir, &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
+            walk_tree(sub.as_fd(), &child, each)?;
+        }
+    }
+    Ok(())
 }
 
 /// The naive diff: walks `layer` and `parent` (None = empty) side by side.
@@ -621,9 +680,10 @@ impl Walk {
                 let p = parent_names()?;
                 (Some(layer_names.clone()), p)
             }
-            LayerKind::Filtered { paths, dirs, .. } => {
-                let lists = if dirs.contains(rel) { Some((Some(layer_names.clone()), parent_names()?)) } else { None };
-                layer_names.retain(|n| paths.contains(&rel.join(n)));
+            LayerKind::Filtered { visit, .. } => {
+                let lists =
+                    if visit.dirs.contains(rel) { Some((Some(layer_names.clone()), parent_names()?)) } else { None };
+                layer_names.retain(|n| visit.paths.contains(&rel.join(n)));
                 lists.unwrap_or((None, BTreeSet::new()))
             }
             LayerKind::Upper(format) => {

@@ -28,7 +28,7 @@
 
 pub mod ioctl;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -45,7 +45,7 @@ use driver_core::store::{LayerMeta, Staging, Store};
 use driver_core::sys;
 use driver_core::{ReservedXattrs, Usage};
 use strata_archive::apply::apply_in_place;
-use strata_archive::diff::{naive_diff, walk_diff, LayerKind, NaiveDiff};
+use strata_archive::diff::{naive_diff, walk_diff, walk_tree, LayerKind, NaiveDiff, Visit};
 
 /// The btrfs driver.
 pub type BtrfsDriver = Layered<Btrfs>;
@@ -179,82 +179,54 @@ impl<'a> DirPaths<'a> {
     }
 }
 
-/// What a filtered diff walk must visit: changed paths with their ancestors, and the
-/// directories whose listing must be compared with the parent's.
-#[derive(Default)]
-struct Visit {
-    paths: BTreeSet<PathBuf>,
-    dirs: BTreeSet<PathBuf>,
+/// Every name of inode `ino` of the tree `names` resolves in (link structure is
+/// content: when one name of an inode is compared, all are).
+fn names_of(visit: &mut Visit, names: &mut DirPaths<'_>, ino: u64) -> std::io::Result<()> {
+    if let Some(inode) = ioctl::inode(names.fd, names.tree, ino)? {
+        for (dir, name) in &inode.names {
+            if let Some(at) = names.dir(*dir)? {
+                visit.path(&at.join(name));
+            }
+        }
+    }
+    Ok(())
 }
 
-impl Visit {
-    fn path(&mut self, p: &Path) {
-        let mut a = p;
-        if !self.paths.insert(a.to_path_buf()) {
-            return;
-        }
-        while let Some(up) = a.parent() {
-            if !self.paths.insert(up.to_path_buf()) {
-                break;
-            }
-            a = up;
-        }
-    }
+/// Everything below `rel` in the layer (and the listings of its directories), and
+/// every other name of the linked files in it, in the layer and in the parent: for
+/// a tree whose items the search does not return although its paths changed.
+fn subtree(visit: &mut Visit, layer: &mut Side<'_>, parent: &mut Side<'_>, rel: &Path) -> std::io::Result<()> {
+    visit.path(rel);
+    visit.dirs.insert(rel.to_path_buf());
+    side_tree(visit, layer, rel, true)?;
+    side_tree(visit, parent, rel, false)
+}
 
-    /// Every name of inode `ino` of the tree `names` resolves in (link structure is
-    /// content: when one name of an inode is compared, all are).
-    fn names_of(&mut self, names: &mut DirPaths<'_>, ino: u64) -> std::io::Result<()> {
-        if let Some(inode) = ioctl::inode(names.fd, names.tree, ino)? {
-            for (dir, name) in &inode.names {
-                if let Some(at) = names.dir(*dir)? {
-                    self.path(&at.join(name));
-                }
+fn side_tree(visit: &mut Visit, side: &mut Side<'_>, rel: &Path, listed: bool) -> std::io::Result<()> {
+    match open_rel(side.names.fd, rel) {
+        Ok(fd) => below(visit, side, fd.as_fd(), rel, listed),
+        // Not a directory there (any more): the path alone is compared.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Walks `dir` (at `rel`) on one side: `listed`, its paths are compared; either
+/// way, the names of its linked files are.
+fn below(visit: &mut Visit, side: &mut Side<'_>, dir: BorrowedFd<'_>, rel: &Path, listed: bool) -> std::io::Result<()> {
+    walk_tree(dir, rel, &mut |child, st| {
+        if listed {
+            visit.paths.insert(child.to_path_buf());
+            if sys::is_dir(st) {
+                visit.dirs.insert(child.to_path_buf());
             }
+        }
+        // Inside a nested subvolume (another st_dev) every name is in the walk.
+        if !sys::is_dir(st) && st.st_nlink > 1 && st.st_dev == side.dev {
+            names_of(visit, &mut side.names, st.st_ino)?;
         }
         Ok(())
-    }
-
-    /// Everything below `rel` in the layer (and the listings of its directories), and
-    /// every other name of the linked files in it, in the layer and in the parent: for
-    /// a tree whose items the search does not return although its paths changed.
-    fn subtree(&mut self, layer: &mut Side<'_>, parent: &mut Side<'_>, rel: &Path) -> std::io::Result<()> {
-        self.path(rel);
-        self.dirs.insert(rel.to_path_buf());
-        self.side(layer, rel, true)?;
-        self.side(parent, rel, false)
-    }
-
-    fn side(&mut self, side: &mut Side<'_>, rel: &Path, listed: bool) -> std::io::Result<()> {
-        match open_rel(side.names.fd, rel) {
-            Ok(fd) => self.below(side, fd.as_fd(), rel, listed),
-            // Not a directory there (any more): the path alone is compared.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Walks `dir` (at `rel`) on one side: `listed`, its paths are compared; either
-    /// way, the names of its linked files are.
-    fn below(&mut self, side: &mut Side<'_>, dir: BorrowedFd<'_>, rel: &Path, listed: bool) -> std::io::Result<()> {
-        for name in sys::read_dir_names(dir)? {
-            let child = rel.join(&name);
-            let Some(st) = sys::lstat_at(dir, &name)? else { continue };
-            if listed {
-                self.paths.insert(child.clone());
-            }
-            if sys::is_dir(&st) {
-                if listed {
-                    self.dirs.insert(child.clone());
-                }
-                let sub = sys::open_at(dir, &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
-                self.below(side, sub.as_fd(), &child, listed)?;
-            } else if st.st_nlink > 1 && st.st_dev == side.dev {
-                // Inside a nested subvolume (another st_dev) every name is in the walk.
-                self.names_of(&mut side.names, st.st_ino)?;
-            }
-        }
-        Ok(())
-    }
+    })
 }
 
 /// One tree of a diff (the layer or its parent): its device number and its paths.
@@ -348,11 +320,11 @@ impl Btrfs {
         let layer = self.layer(id);
         let parent_dir = self.layer(parent);
         let visit = self.changed(&layer, &parent_dir, self.store.get(parent)?.writable).map_err(io_at(id, &layer))?;
-        let Some(Visit { paths, dirs }) = visit else {
+        let Some(visit) = visit else {
             return naive_diff(id, &layer, Some(&parent_dir), reserved);
         };
-        // Every name of a linked file the walk compares is in `paths`, on both sides.
-        walk_diff(id, &layer, Some(&parent_dir), &LayerKind::Filtered { paths, dirs, all_links: true }, reserved)
+        // Every name of a linked file the walk compares is in `visit.paths`, on both sides.
+        walk_diff(id, &layer, Some(&parent_dir), &LayerKind::Filtered { visit, all_links: true }, reserved)
     }
 
     /// What can differ between a layer and the parent it is a snapshot of; `None` when
@@ -374,11 +346,9 @@ impl Btrfs {
         if parent_writable && !ioctl::changed_inodes(pfd.as_fd(), info.otransid + 1)?.is_empty() {
             return Ok(None);
         }
-        let mut visit = Visit::default();
         // The root directory's items are keyed 256, which the search skips; its
         // entries are always compared (one listing).
-        visit.dirs.insert(PathBuf::new());
-        visit.paths.insert(PathBuf::new());
+        let mut visit = Visit::root();
         let side =
             |fd| -> std::io::Result<Side<'_>> { Ok(Side { dev: sys::fstat(fd)?.st_dev, names: DirPaths::new(fd, 0) }) };
         let (mut here, mut there) = (side(fd.as_fd())?, side(pfd.as_fd())?);
@@ -405,7 +375,7 @@ impl Btrfs {
             }
             // The parent's other names of a linked file (a split pair) are compared too.
             if before.is_some_and(|p| !p.is_dir() && p.names.len() > 1) {
-                visit.names_of(&mut there.names, ino)?;
+                names_of(&mut visit, &mut there.names, ino)?;
             }
         }
         // Subvolumes made inside the layer (and snapshots made into it) have their own
@@ -424,7 +394,7 @@ impl Btrfs {
             }
         }
         for p in subtrees {
-            visit.subtree(&mut here, &mut there, &p)?;
+            subtree(&mut visit, &mut here, &mut there, &p)?;
         }
         Ok(Some(visit))
     }

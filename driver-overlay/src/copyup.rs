@@ -27,35 +27,13 @@
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use driver_core::sys::{self, XattrTarget};
 use nix::fcntl::OFlag;
+use strata_archive::diff::{walk_tree, Visit};
 
 use crate::whiteout::is_whiteout;
-
-/// What the filtered walk visits: `paths` (with their ancestors) can have changed,
-/// `dirs` can have lost names.
-#[derive(Debug, Default)]
-pub struct Touched {
-    pub paths: BTreeSet<PathBuf>,
-    pub dirs: BTreeSet<PathBuf>,
-}
-
-impl Touched {
-    fn path(&mut self, p: &Path) {
-        let mut a = p;
-        if !self.paths.insert(a.to_path_buf()) {
-            return;
-        }
-        while let Some(up) = a.parent() {
-            if !self.paths.insert(up.to_path_buf()) {
-                break;
-            }
-            a = up;
-        }
-    }
-}
 
 /// Whether the upper directory entry `name` in `dir` carries a redirect.
 fn redirected(dir: BorrowedFd<'_>, name: &OsStr, xattr_prefix: &str) -> std::io::Result<bool> {
@@ -65,10 +43,8 @@ fn redirected(dir: BorrowedFd<'_>, name: &OsStr, xattr_prefix: &str) -> std::io:
 
 /// The paths a layer's upper `upper` (with the layer's mounted view `view`) can have
 /// changed, see the module documentation.
-pub fn touched(upper: &Path, view: &Path, xattr_prefix: &str) -> std::io::Result<Touched> {
-    let mut t = Touched::default();
-    t.paths.insert(PathBuf::new());
-    t.dirs.insert(PathBuf::new());
+pub fn touched(upper: &Path, view: &Path, xattr_prefix: &str) -> std::io::Result<Visit> {
+    let mut t = Visit::root();
     let ufd = sys::open_dir(upper)?;
     let vfd = sys::open_dir(view)?;
     upper_dir(&mut t, ufd.as_fd(), vfd.as_fd(), Path::new(""), xattr_prefix)?;
@@ -77,7 +53,7 @@ pub fn touched(upper: &Path, view: &Path, xattr_prefix: &str) -> std::io::Result
 }
 
 fn upper_dir(
-    t: &mut Touched,
+    t: &mut Visit,
     dir: BorrowedFd<'_>,
     view: BorrowedFd<'_>,
     rel: &Path,
@@ -94,7 +70,7 @@ fn upper_dir(
         if redirected(dir, &name, prefix)? {
             // The whole tree shows at its new path: every name below it in the view.
             let sub = sys::open_dir_in(view, &child)?;
-            view_tree(t, sub.as_fd(), &child)?;
+            t.tree(sub.as_fd(), &child)?;
         } else {
             let sub = sys::open_at(dir, &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
             upper_dir(t, sub.as_fd(), view, &child, prefix)?;
@@ -103,24 +79,9 @@ fn upper_dir(
     Ok(())
 }
 
-/// Every name below `rel` in the view.
-fn view_tree(t: &mut Touched, dir: BorrowedFd<'_>, rel: &Path) -> std::io::Result<()> {
-    for name in sys::read_dir_names(dir)? {
-        let child = rel.join(&name);
-        let Some(st) = sys::lstat_at(dir, &name)? else { continue };
-        t.paths.insert(child.clone());
-        if sys::is_dir(&st) {
-            t.dirs.insert(child.clone());
-            let sub = sys::open_at(dir, &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
-            view_tree(t, sub.as_fd(), &child)?;
-        }
-    }
-    Ok(())
-}
-
 /// Adds every name in the view of the inodes that touched non-directories with
 /// several names have there (one walk of the view, only when there are any).
-fn links(t: &mut Touched, view: BorrowedFd<'_>) -> std::io::Result<()> {
+fn links(t: &mut Visit, view: BorrowedFd<'_>) -> std::io::Result<()> {
     let mut want = BTreeSet::new();
     for p in &t.paths {
         let (Some(dir), Some(name)) = (p.parent(), p.file_name()) else { continue };
@@ -135,23 +96,14 @@ fn links(t: &mut Touched, view: BorrowedFd<'_>) -> std::io::Result<()> {
         return Ok(());
     }
     let mut found = Vec::new();
-    scan(view, Path::new(""), &want, &mut found)?;
+    walk_tree(view, Path::new(""), &mut |child, st| {
+        if !sys::is_dir(st) && st.st_nlink > 1 && want.contains(&(st.st_dev, st.st_ino)) {
+            found.push(child.to_path_buf());
+        }
+        Ok(())
+    })?;
     for p in found {
         t.path(&p);
-    }
-    Ok(())
-}
-
-fn scan(dir: BorrowedFd<'_>, rel: &Path, want: &BTreeSet<(u64, u64)>, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for name in sys::read_dir_names(dir)? {
-        let child = rel.join(&name);
-        let Some(st) = sys::lstat_at(dir, &name)? else { continue };
-        if sys::is_dir(&st) {
-            let sub = sys::open_at(dir, &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
-            scan(sub.as_fd(), &child, want, out)?;
-        } else if st.st_nlink > 1 && want.contains(&(st.st_dev, st.st_ino)) {
-            out.push(child);
-        }
     }
     Ok(())
 }

@@ -533,8 +533,8 @@ impl Overlay {
             None => None,
         };
         let upper = self.diff_dir(&id);
-        let t = copyup::touched(&upper, &own.path, XATTR_PREFIX).map_err(|e| Error::at(&id, &upper, e))?;
-        let kind = LayerKind::Filtered { paths: t.paths, dirs: t.dirs, all_links: false };
+        let visit = copyup::touched(&upper, &own.path, XATTR_PREFIX).map_err(|e| Error::at(&id, &upper, e))?;
+        let kind = LayerKind::Filtered { visit, all_links: false };
         let diff = walk_diff(&id, &own.path, parent.as_ref().map(|v| v.path.as_path()), &kind, reserved)?;
         Ok(ViewDiff { diff, _view: parent, _own: Some(own) })
     }
