@@ -15,7 +15,7 @@
 
 use serde_json::{json, Value};
 
-use crate::content::{oci_layer_type, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST};
+use crate::content::{oci_layer_type, Settle, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST};
 use crate::image::{chain_ids, validate_name, Image, LayerBlob};
 use crate::images::{present_prefix, remove_unused, ImageRecord, ImageStore};
 use driver_core::digest::Hashing;
@@ -110,7 +110,7 @@ pub fn commit(
             (enc.finish().map_err(|e| Error::layer(container, e))?, diff_id, size)
         }
     };
-    let (blob_digest, blob_size) = blob.finish()?;
+    let (blob_digest, blob_size) = blob.finish(Settle::Now)?;
 
     // 2. Config and manifest.
     let now = driver_core::store::now_secs();
@@ -128,7 +128,7 @@ pub fn commit(
         None => config["history"] = json!([entry]),
     }
     let config_bytes = serde_json::to_vec(&config).expect("json");
-    let config_digest = content.put_bytes(&config_bytes)?;
+    let config_digest = content.put_bytes(&config_bytes, Settle::Now)?;
     let media = match opts.compression {
         LayerCompression::Gzip => OCI_LAYER_GZIP,
         LayerCompression::Zstd => OCI_LAYER_ZSTD,
@@ -150,7 +150,7 @@ pub fn commit(
         "layers": layers,
     });
     let manifest_bytes = serde_json::to_vec(&manifest).expect("json");
-    let manifest_digest = content.put_bytes(&manifest_bytes)?;
+    let manifest_digest = content.put_bytes(&manifest_bytes, Settle::Now)?;
 
     // 3. The committed layer, under its chain ID, over the container's parent.
     let ids = chain_ids(&diff_ids);

@@ -10,7 +10,7 @@
 //! renamed to its digest: a reader never sees a half-written blob under a digest, and a
 //! killed writer leaves only an ingest file (removed by the next writer that finds its
 //! process gone). Reads are verified against the digest ([`ContentStore::read_blob`]).
-//! An unpack writes its blobs unsynced ([`BlobWriter::finish_unsettled`]) and settles
+//! An unpack writes its blobs unsynced ([`Settle::Later`]) and settles
 //! them all at once before its record names them ([`ContentStore::settle`]: one
 //! `syncfs`, or none when the layers' sync came after them, the renames, one fsync of
 //! `blobs/sha256`), not two fsyncs per blob.
@@ -141,32 +141,40 @@ impl Write for BlobWriter {
     }
 }
 
-impl BlobWriter {
-    /// Syncs the blob and renames it to its digest; returns the digest and size.
-    pub fn finish(mut self) -> Result<(String, u64)> {
-        let (file, digest, size) = self.file.take().expect("an unfinished blob").finish();
-        let file = file.into_inner().map_err(|e| Error::new(e.into_error()).with_path(&self.tmp))?;
-        file.sync_all().at_path(&self.tmp)?;
-        let to = self.store.path(&digest)?;
-        fs::rename(&self.tmp, &to).at_path(&to)?;
-        if let Some(dir) = to.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).at_path(dir)?;
-        }
-        Ok((digest, size))
-    }
+/// When a finished blob becomes a blob of the store, under its digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settle {
+    /// At once: the blob synced, renamed to its digest, and `blobs/sha256` synced.
+    Now,
+    /// With the next [`ContentStore::settle`], which settles all such blobs at once (an
+    /// unpack's): until then it stays unsynced in `ingest/`, and goes if never settled.
+    Later,
+}
 
-    /// Ends the blob without syncing or naming it: it stays in `ingest/` until
-    /// [`ContentStore::settle`] (and is removed if it never is). Returns the digest and size.
-    pub fn finish_unsettled(mut self) -> Result<(String, u64)> {
+impl BlobWriter {
+    /// Ends the blob, settled `settle`; returns its digest and size.
+    pub fn finish(mut self, settle: Settle) -> Result<(String, u64)> {
         let (file, digest, size) = self.file.take().expect("an unfinished blob").finish();
-        if let Err(e) = file.into_inner() {
-            let _ = fs::remove_file(&self.tmp);
-            return Err(Error::new(e.into_error()).with_path(&self.tmp));
+        let tmp = &self.tmp;
+        let ended = (|| -> Result<()> {
+            let file = file.into_inner().map_err(|e| Error::new(e.into_error()).with_path(tmp))?;
+            if settle == Settle::Later {
+                let blob = (tmp.clone(), digest.clone(), size, sys::write_mark());
+                self.store.unsettled.0.lock().unwrap_or_else(|e| e.into_inner()).push(blob);
+                return Ok(());
+            }
+            file.sync_all().at_path(tmp)?;
+            let to = self.store.path(&digest)?;
+            fs::rename(tmp, &to).at_path(&to)?;
+            match to.parent() {
+                Some(dir) => File::open(dir).and_then(|d| d.sync_all()).at_path(dir),
+                None => Ok(()),
+            }
+        })();
+        if ended.is_err() {
+            let _ = fs::remove_file(tmp);
         }
-        let written = sys::write_mark();
-        let blob = (self.tmp.clone(), digest.clone(), size, written);
-        self.store.unsettled.0.lock().unwrap_or_else(|e| e.into_inner()).push(blob);
-        Ok((digest, size))
+        ended.map(|()| (digest, size))
     }
 }
 
@@ -217,7 +225,7 @@ impl<R> Keeping<R> {
         if end {
             check_whole(&self.what, hashed.byte_count(), self.size, &hashed.digest(), &self.expected)?;
             let w = self.writer.take().expect("a writer");
-            w.finish_unsettled().map_err(|e| io::Error::other(e.to_string()))?;
+            w.finish(Settle::Later).map_err(|e| io::Error::other(e.to_string()))?;
         }
         Ok(())
     }
@@ -239,7 +247,7 @@ impl ContentStore {
         Ok(ContentStore { dir, unsettled: Arc::default() })
     }
 
-    /// Makes the blobs written unsettled ([`BlobWriter::finish_unsettled`]) whole blobs
+    /// Makes the blobs written unsettled ([`Settle::Later`]) whole blobs
     /// of the store that survive a power cut: one `syncfs` of the store's filesystem
     /// (none when one began after the last of them was written: an unpack's layers were
     /// synced after it kept their blobs, its config and manifest), then each renamed to
@@ -333,24 +341,17 @@ impl ContentStore {
         }
     }
 
-    /// Stores `data`; returns its digest.
-    pub fn put_bytes(&self, data: &[u8]) -> Result<String> {
+    /// Stores `data`, settled `settle`; returns its digest.
+    pub fn put_bytes(&self, data: &[u8], settle: Settle) -> Result<String> {
         let digest = digest_of(data);
-        if !self.has(&digest) {
+        let kept = match settle {
+            Settle::Now => self.has(&digest),
+            Settle::Later => self.kept_size(&digest).is_some(),
+        };
+        if !kept {
             let mut w = self.writer()?;
             w.write_all(data).at_path(&w.tmp)?;
-            w.finish()?;
-        }
-        Ok(digest)
-    }
-
-    /// [`ContentStore::put_bytes`], the blob left unsettled ([`ContentStore::settle`]).
-    fn put_bytes_unsettled(&self, data: &[u8]) -> Result<String> {
-        let digest = digest_of(data);
-        if self.kept_size(&digest).is_none() {
-            let mut w = self.writer()?;
-            w.write_all(data).at_path(&w.tmp)?;
-            w.finish_unsettled()?;
+            w.finish(settle)?;
         }
         Ok(digest)
     }
@@ -360,7 +361,7 @@ impl ContentStore {
     pub fn put_stream(&self, r: &mut dyn Read, expected: Option<&str>) -> Result<(String, u64)> {
         let mut w = self.writer()?;
         io::copy(r, &mut w).at_path(&w.tmp)?;
-        let (digest, size) = w.finish()?;
+        let (digest, size) = w.finish(Settle::Now)?;
         if let Some(want) = expected {
             if digest != want {
                 let _ = fs::remove_file(self.path(&digest)?);
@@ -513,7 +514,7 @@ impl ContentStore {
     pub fn import_config(&self, source: &dyn BlobSource, image: &Image) -> Result<()> {
         self.copy_in(source, image, &image.config_locator, Some(&image.config_digest), None)?;
         if let Some(manifest) = &image.manifest {
-            self.put_bytes_unsettled(manifest)?;
+            self.put_bytes(manifest, Settle::Later)?;
         }
         Ok(())
     }
@@ -561,7 +562,7 @@ impl ContentStore {
             layers.push((digest, size, l.media_type.clone()));
         }
         if let Some(manifest) = &image.manifest {
-            return self.put_bytes_unsettled(manifest);
+            return self.put_bytes(manifest, Settle::Later);
         }
         let mut descriptors = Vec::new();
         for (digest, size, media_type) in layers {
@@ -580,7 +581,7 @@ impl ContentStore {
             "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_size},
             "layers": descriptors,
         });
-        self.put_bytes_unsettled(&serde_json::to_vec(&manifest).expect("json"))
+        self.put_bytes(&serde_json::to_vec(&manifest).expect("json"), Settle::Later)
     }
 
     /// The first bytes of a blob kept or unsettled (to tell its compression).
@@ -674,7 +675,7 @@ mod tests {
         for data in [&b"one"[..], b"two"] {
             let mut w = store.writer().unwrap();
             w.write_all(data).unwrap();
-            w.finish_unsettled().unwrap();
+            w.finish(Settle::Later).unwrap();
         }
         assert_eq!(count(), 2);
         store.discard_unsettled();
@@ -682,7 +683,7 @@ mod tests {
         let clone = store.clone();
         let mut w = clone.writer().unwrap();
         w.write_all(b"three").unwrap();
-        let (d, _) = w.finish_unsettled().unwrap();
+        let (d, _) = w.finish(Settle::Later).unwrap();
         drop(store);
         assert_eq!((count(), clone.kept_size(&d)), (1, Some(5)), "a clone still holds it");
         drop(clone);
