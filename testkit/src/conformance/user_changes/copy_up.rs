@@ -12,7 +12,7 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::Path;
 
 use super::super::{mmap_write, move_tree, set_mtime, Ctx, TarBuilder};
-use super::{assert_replays, diff_at_once, lost};
+use super::{assert_changes_include, assert_replays, diff_at_once};
 use driver_core::driver::ChangeKind;
 
 /// Content of a "big" lower file: larger than any inline or single-extent case, with
@@ -66,8 +66,7 @@ pub fn metadata_changes_of_big_lower_files(ctx: &Ctx) {
     });
     let expected: Vec<String> = names.iter().map(|n| format!("big/{n}")).collect();
     let expected: Vec<(&str, ChangeKind)> = expected.iter().map(|p| (p.as_str(), ChangeKind::Modified)).collect();
-    let missing = lost(&changes, &expected);
-    assert!(missing.is_empty(), "lost: {missing:?}");
+    assert_changes_include(&changes, &expected);
     assert!(!changes.iter().any(|c| c.path == Path::new("big/untouched")), "an untouched file is no change");
     assert_replays(ctx, &tar, &view);
 }
@@ -81,7 +80,7 @@ pub fn renamed_lower_tree_with_nested_directories(ctx: &Ctx) {
     let (changes, tar, view) = diff_at_once(ctx, &t.build(), |v| move_tree(&v.join("src"), &v.join("dst")));
     let added = changes.iter().filter(|c| c.path.starts_with("dst") && c.kind == ChangeKind::Added).count();
     assert_eq!(added, 1 + 400 + 3 * (1 + 2 * 2 + 1), "dst and everything below it are added: {changes:?}");
-    assert!(lost(&changes, &[("src", ChangeKind::Deleted)]).is_empty(), "{changes:?}");
+    assert_changes_include(&changes, &[("src", ChangeKind::Deleted)]);
     assert_replays(ctx, &tar, &view);
 }
 
@@ -94,7 +93,7 @@ pub fn rename_of_a_renamed_directory(ctx: &Ctx) {
         fs::write(v.join("b/f0003"), b"changed in b").unwrap();
         move_tree(&v.join("b"), &v.join("c"));
     });
-    let missing = lost(
+    assert_changes_include(
         &changes,
         &[
             ("a", ChangeKind::Deleted),
@@ -103,7 +102,6 @@ pub fn rename_of_a_renamed_directory(ctx: &Ctx) {
             ("c/n2/m1/leaf", ChangeKind::Added),
         ],
     );
-    assert!(missing.is_empty(), "lost: {missing:?}");
     assert!(!changes.iter().any(|c| c.path.starts_with("b")), "b was only passed through: {changes:?}");
     assert_replays(ctx, &tar, &view);
 }
@@ -119,7 +117,7 @@ pub fn parent_renamed_after_its_child_was(ctx: &Ctx) {
         move_tree(&v.join("p"), &v.join("q"));
         move_tree(&v.join("q/kid/n1"), &v.join("q/kid/n9"));
     });
-    let missing = lost(
+    assert_changes_include(
         &changes,
         &[
             ("p", ChangeKind::Deleted),
@@ -129,7 +127,6 @@ pub fn parent_renamed_after_its_child_was(ctx: &Ctx) {
             ("q/kid/n0/mid", ChangeKind::Added),
         ],
     );
-    assert!(missing.is_empty(), "lost: {missing:?}");
     assert!(!changes.iter().any(|c| c.path.starts_with("q/kid/n1")), "{changes:?}");
     assert_replays(ctx, &tar, &view);
 }
@@ -145,11 +142,10 @@ pub fn new_directory_at_a_renamed_directorys_old_name(ctx: &Ctx) {
         fs::write(v.join("a/fresh"), b"fresh").unwrap();
         move_tree(&v.join("b/n0"), &v.join("a/n0"));
     });
-    let missing = lost(
+    assert_changes_include(
         &changes,
         &[("a/fresh", ChangeKind::Added), ("b/f0000", ChangeKind::Added), ("a/f0000", ChangeKind::Deleted)],
     );
-    assert!(missing.is_empty(), "lost: {missing:?}");
     assert_replays(ctx, &tar, &view);
 }
 
@@ -164,8 +160,7 @@ pub fn file_moved_out_of_a_renamed_directory(ctx: &Ctx) {
         move_tree(&v.join("b/n2"), &v.join("n2"));
         fs::remove_file(v.join("b/f0006")).unwrap();
     });
-    let missing = lost(&changes, &[("out", ChangeKind::Added), ("n2/m1/leaf", ChangeKind::Added)]);
-    assert!(missing.is_empty(), "lost: {missing:?}");
+    assert_changes_include(&changes, &[("out", ChangeKind::Added), ("n2/m1/leaf", ChangeKind::Added)]);
     for gone in ["b/f0005", "b/f0006", "b/n2"] {
         assert!(!changes.iter().any(|c| c.path == Path::new(gone)), "{gone} is not in the view: {changes:?}");
     }
@@ -182,7 +177,7 @@ pub fn hardlinked_lower_file_chmodded(ctx: &Ctx) {
         fs::set_permissions(v.join("l/b"), fs::Permissions::from_mode(0o600)).unwrap();
         fs::OpenOptions::new().write(true).open(v.join("m/w2")).unwrap().write_all_at(b"W", 0).unwrap();
     });
-    assert!(lost(&changes, &[("l/b", ChangeKind::Modified), ("m/w2", ChangeKind::Modified)]).is_empty(), "{changes:?}");
+    assert_changes_include(&changes, &[("l/b", ChangeKind::Modified), ("m/w2", ChangeKind::Modified)]);
     let mode = view.entries.get(Path::new("l/b")).map(|e| e.mode & 0o7777);
     assert_eq!(mode, Some(0o600), "the chmodded name");
     assert_replays(ctx, &tar, &view);
@@ -201,7 +196,7 @@ pub fn lower_directory_moved_into_a_renamed_directory(ctx: &Ctx) {
         fs::rename(v.join("loose"), v.join("d2/loose")).unwrap();
         move_tree(&v.join("d2"), &v.join("d3"));
     });
-    let missing = lost(
+    assert_changes_include(
         &changes,
         &[
             ("d1", ChangeKind::Deleted),
@@ -212,6 +207,5 @@ pub fn lower_directory_moved_into_a_renamed_directory(ctx: &Ctx) {
             ("d3/f0007", ChangeKind::Added),
         ],
     );
-    assert!(missing.is_empty(), "lost: {missing:?}");
     assert_replays(ctx, &tar, &view);
 }
