@@ -18,6 +18,13 @@ use strata_tests::{privileged, strata_bin, Strata};
 const USER: &str = "alice";
 /// With a ':' inside: only the first one separates user from password.
 const PASSWORD: &str = "s3cret:pw";
+/// `--creds`: USER:PASSWORD (checked in `fixed_credentials_agree`).
+const CREDS: &str = "alice:s3cret:pw";
+
+#[test]
+fn fixed_credentials_agree() {
+    assert_eq!(CREDS, format!("{USER}:{PASSWORD}"));
+}
 
 /// Where credentials may come from, as each test sets it: nothing of the user's own.
 #[derive(Default)]
@@ -89,19 +96,36 @@ fn layout(dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
-#[test]
-fn pull_with_htpasswd_credentials_from_each_source() {
-    if !privileged("registry credential tests")
-        || !strata_tests::installed(&["htpasswd", "docker-registry", "skopeo"], "registry credential tests")
-    {
-        return;
+/// Debian's docker-registry behind htpasswd (USER, PASSWORD), holding the generated
+/// two-layer image (also an OCI layout in `img`) at `<repo>:v1`.
+struct Private {
+    work: tempfile::TempDir,
+    img: PathBuf,
+    reg: DockerRegistry,
+    /// `127.0.0.1:PORT/<repo>:v1`
+    reference: String,
+}
+
+/// The registry for test `what`; `None` (the test skips) where it cannot run.
+fn private_registry(what: &str, repo: &str) -> Option<Private> {
+    if !privileged(what) || !strata_tests::installed(&["htpasswd", "docker-registry", "skopeo"], what) {
+        return None;
     }
     let work = tempfile::tempdir().unwrap();
     let img = layout(&work.path().join("img"));
     let reg = DockerRegistry::start(&[(USER, PASSWORD)]);
+    reg.skopeo_push(&format!("oci:{}:v1", img.display()), &format!("{repo}:v1"), Some(CREDS));
+    let reference = format!("127.0.0.1:{}/{repo}:v1", reg.port);
+    Some(Private { work, img, reg, reference })
+}
+
+#[test]
+fn pull_with_htpasswd_credentials_from_each_source() {
+    let Some(Private { work, img, reg, reference }) = private_registry("registry credential tests", "strata/private")
+    else {
+        return;
+    };
     let host = format!("127.0.0.1:{}", reg.port);
-    reg.skopeo_push(&format!("oci:{}:v1", img.display()), "strata/private:v1", Some(&format!("{USER}:{PASSWORD}")));
-    let reference = format!("{host}/strata/private:v1");
 
     let local = Strata::new("vfs");
     let want_top = local.ok(&["image", "unpack", &format!("{}:v1", img.display())]).trim().to_string();
@@ -119,21 +143,20 @@ fn pull_with_htpasswd_credentials_from_each_source() {
     // Each source of credentials below serves a push too: the pulled image goes up to a
     // repository of its own, which then pulls back (with --creds) to the same layers;
     // without credentials the push is refused in one line.
-    let creds = format!("{USER}:{PASSWORD}");
     let pushed = |s: &Strata, env: &Env, args: &[&str], repo: &str| {
         let to = format!("{host}/pushed/{repo}:v1");
         let o = push(s, env, &reference, &to, args);
         assert!(o.status.success(), "push via {repo}: {}", String::from_utf8_lossy(&o.stderr));
         let back = Strata::new("vfs");
-        assert_eq!(top(&pull(&back, &Env::default(), &to, &["--creds", &creds])), want_top, "{repo}");
+        assert_eq!(top(&pull(&back, &Env::default(), &to, &["--creds", CREDS])), want_top, "{repo}");
         let e = one_error(&push(s, &Env::default(), &reference, &format!("{host}/pushed/anonymous:v1"), &[]));
         assert!(e.contains(&format!("{host} needs credentials")), "{e}");
     };
 
     // --creds: the tree is the one the layout unpacks to.
     let s = Strata::new("vfs");
-    let got = top(&pull(&s, &Env::default(), &reference, &["--creds", &format!("{USER}:{PASSWORD}")]));
-    pushed(&s, &Env::default(), &["--creds", &creds], "creds");
+    let got = top(&pull(&s, &Env::default(), &reference, &["--creds", CREDS]));
+    pushed(&s, &Env::default(), &["--creds", CREDS], "creds");
     assert_eq!(got, want_top);
     let tree = strata_testkit::tree::Tree::capture(Path::new(s.ok(&["layer", "mount", &got]).trim())).unwrap();
     let d = tree.differences(&want, &strata_testkit::tree::CompareOptions::default());
@@ -173,7 +196,7 @@ fn pull_with_htpasswd_credentials_from_each_source() {
     // Docker's ~/.docker/config.json: plain `auths`.
     let home = work.path().join("home");
     fs::create_dir_all(home.join(".docker")).unwrap();
-    let config = serde_json::json!({"auths": {&host: {"auth": b64(&format!("{USER}:{PASSWORD}"))}}});
+    let config = serde_json::json!({"auths": {&host: {"auth": b64(CREDS)}}});
     fs::write(home.join(".docker/config.json"), config.to_string()).unwrap();
     let s = Strata::new("vfs");
     let env = Env { home: Some(home.clone()), ..Env::default() };
@@ -235,7 +258,7 @@ fn pull_with(scheme: Scheme) {
         other_img.answer(REPO, r)
     }));
     let other_port = other.port;
-    let basic = format!("Basic {}", b64(&format!("{USER}:{PASSWORD}")));
+    let basic = format!("Basic {}", b64(CREDS));
     // The token realm "here" is the registry itself: its port is known once it runs.
     let main_port = Arc::new(AtomicU16::new(0));
     let main = {
@@ -275,7 +298,7 @@ fn pull_with(scheme: Scheme) {
     main_port.store(main.port, Ordering::SeqCst);
     let s = Strata::new("vfs");
     let reference = format!("127.0.0.1:{}/{REPO}:v1", main.port);
-    let o = pull(&s, &Env::default(), &reference, &["--creds", &format!("{USER}:{PASSWORD}")]);
+    let o = pull(&s, &Env::default(), &reference, &["--creds", CREDS]);
     assert!(o.status.success(), "{scheme:?}: {}", String::from_utf8_lossy(&o.stderr));
     let (main_seen, other_seen) = (main.requests(), other.requests());
     assert!(other_seen.iter().any(|r| r.path.contains("/blobs/")), "{scheme:?}: the blobs came from the other port");
@@ -362,7 +385,7 @@ fn storage(held: Arc<Mutex<Held>>) -> Server {
 /// every cross-repository mount (202 and a session) when `decline_mounts`, else mounts
 /// what the source repository holds.
 fn push_registry(scheme: Scheme, held: Arc<Mutex<Held>>, store_port: u16, decline_mounts: bool) -> Server {
-    let basic = format!("Basic {}", b64(&format!("{USER}:{PASSWORD}")));
+    let basic = format!("Basic {}", b64(CREDS));
     let own_port = Arc::new(AtomicU16::new(0));
     let port = own_port.clone();
     let server = Server::start(Arc::new(move |r: &Request| {
@@ -447,15 +470,6 @@ fn push_registry(scheme: Scheme, held: Arc<Mutex<Held>>, store_port: u16, declin
     server
 }
 
-fn strata_push(s: &Strata, name: &str, reference: &str) -> Output {
-    s.command(&["image", "push", "--insecure", "--creds", &format!("{USER}:{PASSWORD}"), name, reference])
-        .env_remove("REGISTRY_AUTH_FILE")
-        .env_remove("XDG_RUNTIME_DIR")
-        .env("HOME", "/nonexistent")
-        .output()
-        .unwrap()
-}
-
 /// A push whose blob reads and uploads go to another port: that port sees every blob
 /// and no credential or token; the registry declines every cross-repository mount
 /// (202), so each blob goes up through the session the decline opened; the image pulls
@@ -472,7 +486,7 @@ fn push_with(scheme: Scheme) {
     // each blob from it first.
     let src = format!("{host}/strata/src:v1");
     let want_top = s.ok(&["image", "unpack", &format!("{}:v1", img.display()), "--name", &src]).trim().to_string();
-    let o = strata_push(&s, &src, &format!("{host}/strata/dst:v1"));
+    let o = push(&s, &Env::default(), &src, &format!("{host}/strata/dst:v1"), &["--creds", CREDS]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{scheme:?}: {stderr}");
     let blobs = 3; // two layers and the config
@@ -495,7 +509,7 @@ fn push_with(scheme: Scheme) {
 
     // Pushed again: every blob's HEAD is redirected to the storage host, which has it.
     let before = store.requests().len();
-    let o = strata_push(&s, &src, &format!("{host}/strata/dst:v1"));
+    let o = push(&s, &Env::default(), &src, &format!("{host}/strata/dst:v1"), &["--creds", CREDS]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{scheme:?}: {stderr}");
     assert_eq!(stderr.matches("already there").count(), blobs, "{scheme:?}: {stderr}");
@@ -505,12 +519,7 @@ fn push_with(scheme: Scheme) {
 
     // What went up is the image: pulled back by a fresh store, the same layers.
     let back = Strata::new("vfs");
-    let got = top(&pull(
-        &back,
-        &Env::default(),
-        &format!("{host}/strata/dst:v1"),
-        &["--creds", &format!("{USER}:{PASSWORD}")],
-    ));
+    let got = top(&pull(&back, &Env::default(), &format!("{host}/strata/dst:v1"), &["--creds", CREDS]));
     assert_eq!(got, want_top, "{scheme:?}");
     assert!(store.requests().iter().all(|r| r.authorization.is_none()), "{scheme:?}");
 }
@@ -531,17 +540,10 @@ fn push_credentials_never_reach_another_host_and_a_declined_mount_uploads() {
 /// credentials it stops at once with one line.
 #[test]
 fn bench_takes_an_image_from_a_registry_with_credentials() {
-    if !privileged("bench --image docker://")
-        || !strata_tests::installed(&["htpasswd", "docker-registry", "skopeo"], "bench --image docker://")
-    {
+    let Some(Private { work, reference, .. }) = private_registry("bench --image docker://", "strata/bench") else {
         return;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let img = layout(&work.path().join("img"));
-    let reg = DockerRegistry::start(&[(USER, PASSWORD)]);
-    let creds = format!("{USER}:{PASSWORD}");
-    reg.skopeo_push(&format!("oci:{}:v1", img.display()), "strata/bench:v1", Some(&creds));
-    let reference = format!("docker://127.0.0.1:{}/strata/bench:v1", reg.port);
+    };
+    let reference = format!("docker://{reference}");
     let bench = |extra: &[&str]| -> Output {
         let mut c = Command::new(strata_bin());
         c.arg("--root").arg(work.path().join("root"));
@@ -554,7 +556,7 @@ fn bench_takes_an_image_from_a_registry_with_credentials() {
     assert!(e.contains("needs credentials"), "{e}");
 
     let json = work.path().join("run.json");
-    let o = bench(&["--creds", &creds, "--json", json.to_str().unwrap()]);
+    let o = bench(&["--creds", CREDS, "--json", json.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let run: serde_json::Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
     assert_eq!(run["workload"]["images"], serde_json::json!([reference]));
