@@ -701,20 +701,22 @@ fn layer(driver: &dyn Driver, images: &ImageStore, cmd: LayerCmd) -> Result<(), 
     }
 }
 
-/// Writes to `path` through a temp file renamed at the end, so a failure leaves no
-/// half-written file.
+/// Writes `path` whole or not at all ([`driver_core::json::write_atomic`]: a temp file
+/// beside it, synced and renamed over it), `f` writing through a buffer; an error of
+/// `f` is returned as it is.
 fn write_atomically(path: &Path, f: impl FnOnce(&mut dyn Write) -> Result<(), Error>) -> Result<(), Error> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let result = (|| {
-        let file = File::create(&tmp).map_err(|e| Error::new(e).with_path(&tmp))?;
+    let mut failed = None;
+    let written = driver_core::json::write_atomic(path, |file| {
         let mut w = io::BufWriter::with_capacity(1 << 20, file);
-        f(&mut w)?;
-        let file = w.into_inner().map_err(|e| Error::new(e.into_error()).with_path(&tmp))?;
-        file.sync_all().map_err(|e| Error::new(e).with_path(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::new(e).with_path(path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        if let Err(e) = f(&mut w) {
+            failed = Some(e);
+            return Err(io::Error::other("the writer failed"));
+        }
+        w.flush()
+    });
+    match (written, failed) {
+        (_, Some(e)) => Err(e),
+        (Err(e), None) => Err(Error::new(e).with_path(path)),
+        (Ok(_), None) => Ok(()),
     }
-    result
 }
