@@ -746,7 +746,7 @@ impl<'a> Applier<'a> {
 
     /// Owner, mode, xattrs and times of a non-directory reached as `name` in `pfd`.
     fn finish_node(&self, pfd: BorrowedFd<'_>, name: &OsStr, meta: &Meta, symlink: bool) -> Result<()> {
-        Ok(sys::set_metadata(sys::Node::Named { dir: pfd, name, symlink }, meta)?)
+        Ok(sys::set_metadata(sys::Node::Named { dir: pfd, name, symlink }, meta, sys::Made::default())?)
     }
 
     fn regular<R: Read>(
@@ -764,7 +764,7 @@ impl<'a> Applier<'a> {
         let file = std::fs::File::from(fd);
         let size = entry.size();
         self.write_data(&file, entry, size, sparse)?;
-        sys::set_metadata(sys::Node::Open(file.as_fd()), &meta)?;
+        sys::set_metadata(sys::Node::Open(file.as_fd()), &meta, sys::Made::default())?;
         self.report.size += size;
         self.mark_extracted(path);
         Ok(())

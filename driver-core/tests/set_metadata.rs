@@ -55,9 +55,11 @@ fn set_metadata_keeps_owner_mode_xattrs_and_times() {
             xattrs.push(("security.capability".to_string(), CAP.to_vec()));
         }
         xattrs.sort();
+        // Every third node keeps its creator's (root's) owner.
+        let owner = |n: u64| if r.is_multiple_of(3) { 0 } else { 1000 + n as u32 % 60000 };
         let meta = NodeMeta {
-            uid: 1000 + (r >> 20) as u32 % 60000,
-            gid: 1000 + (r >> 40) as u32 % 60000,
+            uid: owner(r >> 20),
+            gid: owner(r >> 40),
             mode,
             xattrs,
             atime: TimeSpec::new(1_000_000_000 + (r >> 8) as i64 % 1_000_000, (r >> 3) as i64 % 1_000_000_000),
@@ -73,7 +75,15 @@ fn set_metadata_keeps_owner_mode_xattrs_and_times() {
                     sys::open_at(dir.as_fd(), name, nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY, 0)
                 }
                 .unwrap();
-                sys::set_metadata(Node::Open(fd.as_fd()), &meta).unwrap();
+                // Half the files say how they were made, as the vfs copy does: what
+                // they have already is skipped, and the result must be the same.
+                let made = if i % 2 == 0 && matches!(kind, Kind::File) {
+                    let st = sys::fstat(fd.as_fd()).unwrap();
+                    sys::Made { owner: Some((st.st_uid, st.st_gid)), mode: Some(st.st_mode & 0o7777) }
+                } else {
+                    sys::Made::default()
+                };
+                sys::set_metadata(Node::Open(fd.as_fd()), &meta, made).unwrap();
             }
             Kind::Symlink | Kind::Fifo | Kind::CharDev => {
                 match kind {
@@ -91,7 +101,8 @@ fn set_metadata_keeps_owner_mode_xattrs_and_times() {
                     .unwrap(),
                 }
                 let symlink = matches!(kind, Kind::Symlink);
-                sys::set_metadata(Node::Named { dir: dir.as_fd(), name, symlink }, &meta).unwrap();
+                sys::set_metadata(Node::Named { dir: dir.as_fd(), name, symlink }, &meta, sys::Made::default())
+                    .unwrap();
             }
         }
         let st = sys::lstat_at(dir.as_fd(), name).unwrap().unwrap();
@@ -102,4 +113,29 @@ fn set_metadata_keeps_owner_mode_xattrs_and_times() {
         }
         assert_eq!(NodeMeta::from_stat(&st, got_xattrs), want, "case {i}: {kind:?}");
     }
+}
+
+/// What `Made` says a node has is not set again (the syscalls a copy saves), except
+/// setuid, setgid and sticky, which a chown would have cleared.
+#[test]
+fn what_a_node_was_made_with_is_not_set_again() {
+    if !strata_scratch::privileged("set_metadata (chown)") {
+        return;
+    }
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = sys::open_dir(tmp.path()).unwrap();
+    let t = TimeSpec::new(1_600_000_000, 0);
+    let mode_after = |name: &str, mode: u32| {
+        let fd =
+            sys::open_at(dir.as_fd(), OsStr::new(name), nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_WRONLY, 0)
+                .unwrap();
+        nix::sys::stat::fchmod(std::os::fd::AsRawFd::as_raw_fd(&fd), Mode::from_bits_truncate(0o644)).unwrap();
+        let meta = NodeMeta { uid: 0, gid: 0, mode, xattrs: Vec::new(), atime: t, mtime: t };
+        // Told (wrongly, to see it) that the file was made with `mode` by root.
+        let made = sys::Made { owner: Some((0, 0)), mode: Some(mode) };
+        sys::set_metadata(Node::Open(fd.as_fd()), &meta, made).unwrap();
+        sys::fstat(fd.as_fd()).unwrap().st_mode & 0o7777
+    };
+    assert_eq!(mode_after("plain", 0o600), 0o644, "the mode it was made with is not set again");
+    assert_eq!(mode_after("setuid", 0o4600), 0o4600, "setuid is always set");
 }

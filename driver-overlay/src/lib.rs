@@ -582,7 +582,8 @@ fn copy_dir_meta(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> std::io::Result<()
     let mut xattrs = sys::read_xattrs(XattrTarget::Fd(from.as_raw_fd()))?;
     let own = crate::whiteout::reserved_xattrs();
     xattrs.retain(|(name, _)| !own.contains(name));
-    sys::set_metadata(sys::Node::Open(to), &sys::NodeMeta::from_stat(&sys::fstat(from)?, xattrs))
+    let meta = sys::NodeMeta::from_stat(&sys::fstat(from)?, xattrs);
+    sys::set_metadata(sys::Node::Open(to), &meta, sys::Made::default())
 }
 
 /// Whether a directory holds nothing but whiteout devices (and such directories).

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 
-use driver_core::sys::{self, Node, NodeMeta, XattrTarget};
+use driver_core::sys::{self, Made, Node, NodeMeta, XattrTarget};
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
 
@@ -136,31 +136,16 @@ impl Copier {
         Ok(())
     }
 
-    /// A regular file's data, then its owner, mode, xattrs and times: the same order as
-    /// [`sys::set_metadata`], but the owner and mode the file was created with are not
-    /// set again (`cp -a` skips them too; on a root-owned image that is two syscalls
-    /// of the seven a small file costs).
+    /// A regular file's data, then its owner, mode, xattrs and times, leaving what it
+    /// was created with ([`Creator::made`]).
     fn copy_file(&self, batch: &Batch, job: &FileJob, pool: &Pool<'_>) -> io::Result<()> {
-        use nix::sys::stat::{fchmod, futimens};
         let st = &job.st;
         let src = File::from(sys::open_at(batch.src.as_fd(), &job.name, OFlag::O_RDONLY, 0)?);
         let dst = File::from(sys::open_at(batch.dst.as_fd(), &job.name, OFlag::O_WRONLY, 0)?);
         self.copy_data(&src, &dst, st, pool)?;
-        let fd = dst.as_raw_fd();
-        let creator = pool.creator;
-        if (st.st_uid, st.st_gid) != (creator.uid, creator.gid) {
-            nix::unistd::fchown(fd, Some(st.st_uid.into()), Some(st.st_gid.into())).map_err(sys::errno)?;
-        }
-        // chown cleared setuid/setgid; without them the mode given at creation stands
-        // unless the umask took bits from it.
-        let mode = st.st_mode & 0o7777;
-        if Some(mode) != creator.created_mode(mode) {
-            fchmod(fd, Mode::from_bits_truncate(mode)).map_err(sys::errno)?;
-        }
         let xattrs = sys::read_xattrs(XattrTarget::Fd(src.as_raw_fd()))?;
-        sys::set_xattrs(XattrTarget::Fd(fd), &xattrs)?;
-        let meta = NodeMeta::from_stat(st, Vec::new());
-        futimens(fd, &meta.atime, &meta.mtime).map_err(sys::errno)
+        let meta = NodeMeta::from_stat(st, xattrs);
+        sys::set_metadata(Node::Open(dst.as_fd()), &meta, pool.creator.made(st.st_mode))
     }
 
     fn copy_dir(
@@ -447,24 +432,21 @@ impl Creator {
         }
     }
 
-    /// The mode a file created with [`Creator::creation_mode`] has, when known: setuid,
-    /// setgid and sticky are always set by chmod (after the chown that would clear them).
-    fn created_mode(&self, mode: u32) -> Option<u32> {
-        if mode & 0o7000 != 0 {
-            return None;
-        }
-        Some(self.creation_mode(mode) & !self.umask?)
+    /// What a file created with [`Creator::creation_mode`] has: its creator's owner,
+    /// and that mode less the umask, when known.
+    fn made(&self, mode: u32) -> Made {
+        Made { owner: Some((self.uid, self.gid)), mode: self.umask.map(|u| self.creation_mode(mode) & !u) }
     }
 }
 
 /// Owner, mode, xattrs, times of an open file or directory, from its source.
 fn finish_meta(dst: BorrowedFd<'_>, st: &FileStat, src: BorrowedFd<'_>) -> io::Result<()> {
     let xattrs = sys::read_xattrs(XattrTarget::Fd(src.as_raw_fd()))?;
-    sys::set_metadata(Node::Open(dst), &NodeMeta::from_stat(st, xattrs))
+    sys::set_metadata(Node::Open(dst), &NodeMeta::from_stat(st, xattrs), Made::default())
 }
 
 /// The same for a symlink or device, reached by name in its directory.
 fn finish_node(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, name: &OsStr, st: &FileStat, symlink: bool) -> io::Result<()> {
     let xattrs = sys::read_xattrs(XattrTarget::NoFollow(&sys::proc_path(src, name)))?;
-    sys::set_metadata(Node::Named { dir: dst, name, symlink }, &NodeMeta::from_stat(st, xattrs))
+    sys::set_metadata(Node::Named { dir: dst, name, symlink }, &NodeMeta::from_stat(st, xattrs), Made::default())
 }
