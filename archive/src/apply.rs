@@ -11,10 +11,11 @@
 //!   containerd do);
 //! * an entry may not be written *through* a symbolic link (`ELOOP` from the resolver):
 //!   diff tools walk real trees, so only a crafted tar does this;
-//! * a hardlink's target must be an entry this same tar made, as on overlay, where
-//!   lower layers are not in the layer's directory;
-//! * a 0/0 character device is refused: overlayfs would read it as a whiteout while
-//!   vfs and btrfs kept a device, and the drivers would disagree about what exists;
+//! * a hardlink's target must be an entry this same tar made, as where the lower
+//!   layers are not in the layer's directory (a union mount's upper);
+//! * a 0/0 character device is refused: a union mount would read it as a whiteout
+//!   while a driver that copies or snapshots kept a device, and the drivers would
+//!   disagree about what exists;
 //! * a layer may not set an xattr in a namespace a storage driver reserves for its own
 //!   bookkeeping ([`ApplyOptions::reserved_xattrs`], data from the driver set: see
 //!   `driver_core::reserved`), on any driver.
@@ -123,7 +124,7 @@ pub struct ApplyReport {
     /// Directories the tar did not describe but the engine had to create (parents of
     /// entries), relative to the root; `""` is the root itself when the tar did not
     /// describe it. A driver whose layer directory does not hold the lower layers
-    /// (overlay) copies their metadata from the lower layers at commit time.
+    /// (a union mount's upper) copies their metadata from the lower layers at commit time.
     pub implicit_dirs: Vec<PathBuf>,
 }
 
@@ -563,7 +564,7 @@ impl<'a> Applier<'a> {
                 let minor = header.device_minor().ok().flatten().unwrap_or(0);
                 if kind == tar::EntryType::Char && major == 0 && minor == 0 {
                     return Err(Cause::Refused(
-                        "a 0/0 character device is an overlayfs whiteout, not layer content; \
+                        "a 0/0 character device is a union-mount whiteout, not layer content; \
                          OCI layers delete with .wh. entries"
                             .into(),
                     )

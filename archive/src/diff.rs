@@ -6,15 +6,15 @@
 //! Every driver must give the same tar for the same changes, so the choices that OCI
 //! leaves open are fixed here:
 //! * entries are sorted by path, component by component, so a directory precedes
-//!   what is in it; metadata comes from the layer, content too (or, for an overlay
-//!   metacopy file, from the lower file that holds the data);
+//!   what is in it; metadata comes from the layer, content too (or, for a
+//!   metadata-only copy, from the lower file that holds the data: [`DiffEntry::Node`]);
 //! * a changed inode with several names is written once, the other names as hardlinks
 //!   to it, and all its names in the layer are written when any is (or applying the
 //!   tar would split the link);
 //! * deletions inside a directory that exists in both layer and parent are written as
 //!   one `.wh.NAME` per deleted name, except when *none* of the parent's names is left
 //!   in it: then the directory was replaced, and one `.wh..wh..opq` marker says so
-//!   ([`deletions`] is that rule; the overlay native diff calls it too);
+//!   ([`deletions`] is that rule; a driver's native diff calls it too);
 //! * a deleted tree is one whiteout, at its top;
 //! * times keep nanoseconds (in a PAX `mtime` record when not whole seconds), xattrs go
 //!   in `SCHILY.xattr.*` records, never those in a namespace a driver reserves
@@ -49,7 +49,8 @@ use driver_core::ReservedXattrs;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DiffEntry {
     /// A file, directory, link or device at `path` (relative). Metadata is read from
-    /// `source`; a regular file's content from `data` when set (overlay metacopy).
+    /// `source`; a regular file's content from `data` when set (a metadata-only copy-up,
+    /// whose data stays in a lower layer's file).
     Node { path: PathBuf, source: PathBuf, data: Option<PathBuf> },
     /// `path` (relative) was deleted.
     Whiteout { path: PathBuf },
@@ -76,8 +77,8 @@ impl DiffEntry {
 /// The deletions inside a directory `dir` present in both layer and parent, by the
 /// canonical rule: one whiteout per parent name gone from the layer, or one opaque
 /// marker when the parent had names and none of them is left. Never at the layer root:
-/// overlayfs ignores an opaque xattr on a layer's root directory (Linux 6.18: the
-/// deleted names came back on overlay), so the root gets one whiteout per name.
+/// the kernel's union mount ignores an opaque marker on a layer's root directory
+/// (Linux 6.18: the deleted names came back), so the root gets one whiteout per name.
 pub fn deletions(dir: &Path, parent_names: &BTreeSet<OsString>, layer_names: &BTreeSet<OsString>) -> Vec<DiffEntry> {
     let root = dir.as_os_str().is_empty();
     if !root && !parent_names.is_empty() && parent_names.iter().all(|n| !layer_names.contains(n)) {
@@ -235,7 +236,7 @@ fn write_entry<W: Write>(
         SFlag::S_IFREG => {
             h.set_entry_type(tar::EntryType::Regular);
             let file = match data {
-                // An overlay metacopy file: the data is in a lower layer's file.
+                // A metadata-only copy-up: the data is in a lower layer's file.
                 Some(from) => {
                     let (d, n) = data_dirs.of(from).at_path(from)?;
                     sys::open_at(d, n, OFlag::O_RDONLY, 0).at_path(from)?
@@ -436,7 +437,7 @@ struct Walk {
 }
 
 /// Which inode a name has in the layer's view: one of the layer's own, or (on an
-/// overlay upper, for a name the layer did not touch) the parent's.
+/// layer that holds only its changes, for a name it did not touch) the parent's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Ident {
     Layer(u64, u64),
@@ -473,8 +474,8 @@ fn refused(msg: impl Into<String>) -> Error {
     Error::new(Cause::Refused(msg.into()))
 }
 
-/// Whether `st` is a 0/0 character device: what overlayfs reads as a whiteout, so no
-/// layer may carry one as a file.
+/// Whether `st` is a 0/0 character device: what the kernel's union mount reads as a
+/// whiteout, so no layer may carry one as a file.
 fn is_null_device(st: &nix::sys::stat::FileStat) -> bool {
     sys::file_type(st) == nix::sys::stat::SFlag::S_IFCHR && st.st_rdev == 0
 }
@@ -504,12 +505,12 @@ impl Walk {
 
     /// Refuses what a layer tar cannot carry: an xattr in a namespace a driver reserves
     /// (apply refuses them; that driver would read them as its own) and a 0/0 character
-    /// device (overlayfs's whiteout; where whiteouts are recorded so, those are
+    /// device (the union mount's whiteout; where whiteouts are recorded so, those are
     /// deletions, not entries).
     fn check_carriable(&self, dir: BorrowedFd<'_>, name: &OsStr, st: &nix::sys::stat::FileStat) -> Result<()> {
         if is_null_device(st) {
             return Err(refused(
-                "a 0/0 character device is an overlayfs whiteout, which an OCI layer cannot carry as a file",
+                "a 0/0 character device is a union-mount whiteout, which an OCI layer cannot carry as a file",
             ));
         }
         for x in sys::list_xattrs(XattrTarget::NoFollow(&sys::proc_path(dir, name)))? {
@@ -546,8 +547,8 @@ impl Walk {
     /// making it again (same content, same mtime), or two files joined by a link, is a
     /// change even when every name's own metadata is equal. A parent inode whose
     /// surviving names no longer share one inode, and a layer inode whose names were
-    /// different inodes in the parent, have all those names written. On an overlay
-    /// upper or a filtered walk the parent's other names of an inode are found by one
+    /// different inodes in the parent, have all those names written. On an upper
+    /// ([`LayerKind::Upper`]) or a filtered walk the parent's other names of an inode are found by one
     /// walk of the parent, made only when a visited name's parent inode has several.
     fn link_groups(&mut self, lfd: BorrowedFd<'_>, pfd: Option<BorrowedFd<'_>>) -> Result<()> {
         let mut by_parent: BTreeMap<(u64, u64), BTreeMap<PathBuf, Ident>> = BTreeMap::new();
@@ -593,7 +594,7 @@ impl Walk {
                 continue;
             }
             match (ident, &self.parent_root) {
-                // A name the overlay layer did not touch shows the parent's inode.
+                // A name the upper layer did not touch shows the parent's inode.
                 (Ident::Parent(..), Some(parent)) => {
                     let source = parent.join(&path);
                     self.node_from(&path, source, ChangeKind::Modified)?
@@ -661,8 +662,8 @@ impl Walk {
     }
 
     /// Walks directory `rel`. `hidden`: an ancestor hides the parent's content (an
-    /// overlay upper's opaque directory hides everything below it, not just its own
-    /// names: a directory made inside it has no lower either).
+    /// upper's opaque directory hides everything below it, not just its own names: a
+    /// directory made inside it has no lower either).
     fn dir(&mut self, rel: &Path, lfd: BorrowedFd<'_>, pfd: Option<BorrowedFd<'_>>, hidden: bool) -> Result<()> {
         let mut layer_names: BTreeSet<OsString> = sys::read_dir_names(lfd).at_path(rel)?.into_iter().collect();
         let parent_names = || -> Result<BTreeSet<OsString>> {
@@ -672,7 +673,7 @@ impl Walk {
             }
         };
         // Which names the layer's view of this directory holds, and which were in the
-        // parent's: every name on a full tree; on an overlay upper, only where the
+        // parent's: every name on a full tree; on an upper, only where the
         // layer deleted something (whiteouts, an opaque directory) is the parent read.
         let mut hides_lower = false;
         let (view_names, parent_list) = match &self.kind {
@@ -808,7 +809,7 @@ impl Walk {
         if strip(lx) != strip(px) {
             return Ok(true);
         }
-        // Same inode (a btrfs snapshot shares them, a hardlinked copy too): unchanged.
+        // Same inode (a snapshot's files share them, a hardlinked copy's too): unchanged.
         if l.st_dev == p.st_dev && l.st_ino == p.st_ino {
             return Ok(false);
         }

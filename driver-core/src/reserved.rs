@@ -1,7 +1,7 @@
 //! Xattr namespaces that a layer may not carry, as data.
 //!
-//! Some drivers keep their own bookkeeping in xattrs of a layer's files (overlayfs reads
-//! its whiteouts, redirects and metacopy stubs from them). A layer tar that set such an
+//! Some drivers keep their own bookkeeping in xattrs of a layer's files (a union
+//! filesystem reads its whiteouts, redirects and metadata-only copies from them). A layer tar that set such an
 //! xattr would be read as that bookkeeping by the driver that owns the namespace, while
 //! every other driver kept it as content: the drivers would disagree about what exists.
 //! So every driver refuses, in apply and in diff, the namespaces *any* driver of the set
@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-/// A list of reserved xattr name prefixes (`"trusted.overlay."`, say).
+/// A list of reserved xattr name prefixes (`"trusted.<fs>."`, say).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReservedXattrs(Arc<[String]>);
 
