@@ -84,8 +84,11 @@ fn metacopy_and_redirects_where_the_kernel_has_them() {
     let tmp = tempfile::tempdir().unwrap();
     let _guard = Unmount(tmp.path().to_path_buf());
     let features = probe(tmp.path());
-    if !features.metacopy_pair {
-        eprintln!("skipped: {}", features.metacopy_pair_error.unwrap_or_default());
+    let missing = (!features.metacopy_pair).then(|| {
+        let why = features.metacopy_pair_error.as_deref().unwrap_or("refused");
+        format!("a kernel that mounts overlay with metacopy=on and redirect_dir=on ({why})")
+    });
+    if !strata_scratch::require("overlay copy-up with metacopy and redirect_dir", missing.as_deref()) {
         return;
     }
 

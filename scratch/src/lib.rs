@@ -342,17 +342,22 @@ impl Drop for ScratchFs {
     }
 }
 
-/// Whether a test that needs root (mounts, devices, loop devices) can run. Without
-/// root it is skipped with a printed reason, unless `STRATA_REQUIRE_PRIVILEGED=1` (as
-/// CI sets), where a skip would hide a missing capability: then it fails.
+/// Whether a test that needs root (mounts, devices, loop devices) can run; see
+/// [`require`].
 pub fn privileged(reason: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
+    require(reason, (!nix::unistd::geteuid().is_root()).then_some("root"))
+}
+
+/// Whether the test `reason` can run on this host: `missing` names what it needs and
+/// the host lacks (root, a tool, a kernel feature). Then it is skipped with a printed
+/// reason, unless `STRATA_REQUIRE_PRIVILEGED=1` (as CI sets), where a skip would hide a
+/// missing capability: then it fails.
+pub fn require(reason: &str, missing: Option<&str>) -> bool {
+    let Some(missing) = missing else { return true };
     if std::env::var("STRATA_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("{reason} needs root, and STRATA_REQUIRE_PRIVILEGED=1 forbids skipping it");
+        panic!("{reason} needs {missing}, and STRATA_REQUIRE_PRIVILEGED=1 forbids skipping it");
     }
-    eprintln!("skipped: {reason}: needs root");
+    eprintln!("skipped: {reason}: needs {missing}");
     false
 }
 

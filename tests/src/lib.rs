@@ -130,14 +130,8 @@ pub fn debian_fixture() -> PathBuf {
 pub fn installed(programs: &[&str], reason: &str) -> bool {
     let missing: Vec<&str> =
         programs.iter().copied().filter(|p| Command::new(p).arg("--version").output().is_err()).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var("STRATA_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("{reason} needs {} installed, and STRATA_REQUIRE_PRIVILEGED=1 forbids skipping it", missing.join(", "));
-    }
-    eprintln!("skipped: {reason}: {} not installed", missing.join(", "));
-    false
+    let missing = (!missing.is_empty()).then(|| format!("{} installed", missing.join(", ")));
+    strata_scratch::require(reason, missing.as_deref())
 }
 
 /// The `peak-rss` helper of this crate, built beside the test binaries (cargo builds a
