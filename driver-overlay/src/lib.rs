@@ -279,32 +279,29 @@ impl Overlay {
         Arc::new(OverlayWhiteouts { xattr_prefix: XATTR_PREFIX, sys: self.sys.clone() })
     }
 
-    /// IDs from `id` down to the bottom layer.
-    fn chain(&self, id: &str) -> Result<Vec<String>> {
-        let mut out = vec![id.to_string()];
-        let mut cur = self.store.get(id)?;
-        while let Some(p) = cur.parent.clone() {
-            cur = self.store.get(&p).map_err(|e| e.in_layer(id))?;
-            out.push(p);
+    /// The records of `id` and of the layers below it, top first, each read once.
+    fn chain(&self, id: &str) -> Result<Vec<LayerMeta>> {
+        let mut out = vec![self.store.get(id)?];
+        while let Some(p) = out.last().and_then(|m| m.parent.clone()) {
+            out.push(self.store.get(&p).map_err(|e| e.in_layer(id))?);
         }
         Ok(out)
     }
 
-    /// How the views over `ids` copy up: the driver's own way, or more where a layer of
+    /// How the views over `chain` copy up: the driver's own way, or more where a layer of
     /// the chain recorded more. An upper that holds redirects or metacopy stubs needs
     /// them followed for good, whatever STRATA_OVERLAY_COPY_UP says today: with
     /// metacopy=off overlayfs answers EPERM to a stub ("refusing to follow metacopy
     /// origin"), and with redirect_dir off a renamed directory shows only its upper part.
-    fn copy_up_for(&self, ids: &[String]) -> Result<CopyUp> {
+    fn copy_up_for(&self, chain: &[LayerMeta]) -> Result<CopyUp> {
         let probed = self.probed()?;
         let mut way = probed.copy_up;
-        for id in ids {
-            let meta = self.store.get(id)?;
+        for meta in chain {
             if let Some(recorded) = meta.extra.get(COPY_UP).and_then(|v| v.as_str()).and_then(CopyUp::named) {
                 way = way.max(recorded);
             }
         }
-        let (f, top) = (&probed.features, &ids[0]);
+        let (f, top) = (&probed.features, &chain[0].id);
         if (way == CopyUp::Metacopy && !f.metacopy_pair) || (way >= CopyUp::Redirect && !f.redirect_dir) {
             let why = format!("its chain was written with overlayfs {}, which this kernel refuses", way.name());
             return Err(Error::layer(top, Cause::Other(why)));
@@ -335,11 +332,11 @@ impl Overlay {
         Ok(o)
     }
 
-    /// The overlay for `ids` (top first): read-only over all of them, or writable with
-    /// the first as upper.
-    fn overlay_for(&self, ids: &[String], writable: bool) -> Result<OverlayMount> {
-        let (upper, lower_ids) = if writable { (Some(&ids[0]), &ids[1..]) } else { (None, ids) };
-        let mut lowers: Vec<PathBuf> = lower_ids.iter().map(|i| self.diff_dir(i)).collect();
+    /// The overlay for `chain` (top first), copying up `copy_up`: read-only over all of
+    /// it, or writable with the first as upper.
+    fn overlay_for(&self, chain: &[LayerMeta], writable: bool, copy_up: CopyUp) -> Result<OverlayMount> {
+        let (upper, lowers) = if writable { (Some(&chain[0].id), &chain[1..]) } else { (None, chain) };
+        let mut lowers: Vec<PathBuf> = lowers.iter().map(|l| self.diff_dir(&l.id)).collect();
         // overlayfs wants two lowers for a lower-only mount and one lower under an
         // upper; an empty directory stands in.
         let min = if writable { 1 } else { 2 };
@@ -349,22 +346,22 @@ impl Overlay {
         Ok(OverlayMount {
             lowers,
             upper: upper.map(|u| (self.diff_dir(u), self.store.layer_dir(u).join("work"))),
-            options: self.options(self.copy_up_for(ids)?)?,
+            options: self.options(copy_up)?,
             readonly: !writable,
         })
     }
 
     /// Mounts `m` at `target`: `lowerdir+` where the kernel has it, else classic mount
     /// data with the short links, from the driver's folder.
-    fn mount_at(&self, ids: &[String], m: &OverlayMount, target: &Path) -> std::io::Result<()> {
+    fn mount_at(&self, chain: &[LayerMeta], m: &OverlayMount, target: &Path) -> std::io::Result<()> {
         if self.probed().map_err(std::io::Error::other)?.features.lowerdir_plus {
             return self.sys.mount(&m.fsconfig_spec(), target);
         }
         let mut rel = m.clone();
         for (i, l) in rel.lowers.iter_mut().enumerate() {
-            if let Some(id) = ids.get(i + usize::from(m.upper.is_some())) {
-                self.ensure_link(id)?;
-                *l = PathBuf::from("l").join(short_link(id));
+            if let Some(layer) = chain.get(i + usize::from(m.upper.is_some())) {
+                self.ensure_link(&layer.id)?;
+                *l = PathBuf::from("l").join(short_link(&layer.id));
             } else {
                 *l = PathBuf::from("empty");
             }
@@ -386,7 +383,7 @@ impl Overlay {
 
     /// A private read-only view of layer `id` (and below), for lookups.
     fn temp_view(&self, id: &str) -> Result<TempView> {
-        let ids = self.chain(id)?;
+        let chain = self.chain(id)?;
         let path = tempfile::Builder::new()
             // view-<pid>-: recover() leaves the views of live processes alone.
             .prefix(&format!("view-{}-", std::process::id()))
@@ -394,8 +391,8 @@ impl Overlay {
             .map_err(|e| Error::at(id, self.dir.join("tmp"), e))?
             .keep();
         let view = TempView { path, sys: self.sys.clone() };
-        let m = self.overlay_for(&ids, false)?;
-        self.mount_at(&ids, &m, &view.path).map_err(|e| Error::at(id, &view.path, e))?;
+        let m = self.overlay_for(&chain, false, self.copy_up_for(&chain)?)?;
+        self.mount_at(&chain, &m, &view.path).map_err(|e| Error::at(id, &view.path, e))?;
         Ok(view)
     }
 
@@ -666,9 +663,10 @@ impl LayerFs for Overlay {
         let target = self.merged(&id);
         // A count left by a process killed mid-mount is no proof of a mount.
         if first || !sys::is_mount_point(&target) {
-            let ids = self.chain(&id)?;
-            let om = self.overlay_for(&ids, m.writable)?;
-            self.mount_at(&ids, &om, &target).map_err(|e| Error::at(&id, &target, e))?;
+            let chain = self.chain(&id)?;
+            let copy_up = self.copy_up_for(&chain)?;
+            let om = self.overlay_for(&chain, m.writable, copy_up)?;
+            self.mount_at(&chain, &om, &target).map_err(|e| Error::at(&id, &target, e))?;
             m.extra.insert(
                 "mount_options".into(),
                 mount::mount_data(&om).split(',').skip(1).collect::<Vec<_>>().join(",").into(),
@@ -681,7 +679,7 @@ impl LayerFs for Overlay {
             // may hold them for good: the record never goes back (copy_up_for mounts
             // it with at least what it recorded).
             if m.writable {
-                m.extra.insert(COPY_UP.into(), self.copy_up_for(&ids)?.name().into());
+                m.extra.insert(COPY_UP.into(), copy_up.name().into());
             }
         }
         Ok(target)
