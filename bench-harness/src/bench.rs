@@ -891,7 +891,9 @@ fn compare_hosts(args: &BenchArgs) -> Result<(), Error> {
 /// (the temp name does not end in `.prom`, so the collector skips it).
 fn write_openmetrics(path: &Path, runs: &[&Run]) -> Result<(), Error> {
     let text = crate::openmetrics::text(runs);
-    crate::write_atomically(path, |w| w.write_all(text.as_bytes()).map_err(|e| Error::new(e).with_path(path)))?;
+    driver_core::json::write_atomic_with(path, |w| {
+        w.write_all(text.as_bytes()).map_err(|e| Error::new(e).with_path(path))
+    })?;
     eprintln!("strata bench: wrote {}", path.display());
     Ok(())
 }

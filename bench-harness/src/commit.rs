@@ -7,6 +7,8 @@ use driver_core::{Driver, Error};
 use strata_image::commit::{CommitOptions, LayerCompression};
 use strata_image::images::ImageStore;
 
+use crate::lifecycle::human_bytes;
+
 pub fn commit(
     driver: &dyn Driver,
     images: &ImageStore,
@@ -21,8 +23,8 @@ pub fn commit(
         "committed {container} (over image {}) as image {image}: layer {} ({} tar, {} blob), manifest {}",
         c.base,
         &c.chain_id[..c.chain_id.len().min(19)],
-        crate::human_bytes(c.tar_size),
-        crate::human_bytes(c.blob_size),
+        human_bytes(c.tar_size),
+        human_bytes(c.blob_size),
         c.manifest_digest
     );
     println!("{}", c.chain_id);
@@ -66,12 +68,12 @@ pub fn history(images: &ImageStore, name: &str, json: bool) -> Result<(), Error>
         println!(
             "{:<12} {:>10} {:>10} {:>6} {:>7} {:>7} {:>10}  {made}",
             short(&r.chain_id),
-            crate::human_bytes(r.compressed),
-            crate::human_bytes(r.unpacked),
+            human_bytes(r.compressed),
+            human_bytes(r.unpacked),
             r.added,
             r.changed,
             r.deleted,
-            crate::human_bytes(r.hidden)
+            human_bytes(r.hidden)
         );
     }
     Ok(())
@@ -102,14 +104,14 @@ pub fn inspect(
         println!("efficiency: {:.4}", e.efficiency);
         println!(
             "wasted: {} ({} bytes) of {} in all layers",
-            crate::human_bytes(e.wasted_bytes),
+            human_bytes(e.wasted_bytes),
             e.wasted_bytes,
-            crate::human_bytes(e.total_bytes)
+            human_bytes(e.total_bytes)
         );
         if !e.top_wasted.is_empty() {
             println!("{:>6} {:>12}  PATH", "COUNT", "WASTED");
             for w in &e.top_wasted {
-                println!("{:>6} {:>12}  {}", w.count, crate::human_bytes(w.bytes), w.path);
+                println!("{:>6} {:>12}  {}", w.count, human_bytes(w.bytes), w.path);
             }
         }
     }

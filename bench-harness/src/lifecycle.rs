@@ -350,7 +350,7 @@ pub fn list_layers(driver: &dyn Driver, images: &ImageStore, json: bool, no_trun
             "{:<w$}  {:<w$}  {:>10}  {mounted:<7}  {used}",
             short(&l.id, no_trunc),
             l.parent.as_deref().map_or("-", |p| short(p, no_trunc)),
-            crate::human_bytes(l.size),
+            human_bytes(l.size),
         );
     }
     Ok(())
@@ -389,10 +389,26 @@ pub fn list_images(driver: &dyn Driver, images: &ImageStore, json: bool, no_trun
             "{:<w$}  {:>6}  {:>10}  {:<19}  {}",
             r.name,
             r.layers.len(),
-            crate::human_bytes(size_of(r)),
+            human_bytes(size_of(r)),
             r.top().map_or("-", |t| short(t, no_trunc)),
             if c.is_empty() { "-".to_string() } else { c.join(", ") }
         );
     }
     Ok(())
+}
+
+/// `n` bytes in B, KiB, MiB, ... (one decimal), for the tables people read.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }

@@ -29,6 +29,8 @@ use driver_core::{Driver, Error};
 use strata_image::images::ImageStore;
 use strata_image::registry;
 
+use crate::lifecycle::human_bytes;
+
 #[derive(Parser)]
 #[command(name = "strata", version, about = "Container-image storage drivers (overlay, vfs, btrfs), side by side")]
 struct Cli {
@@ -619,21 +621,6 @@ fn unpack_and_report(
     Ok(())
 }
 
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 fn layer(driver: &dyn Driver, images: &ImageStore, cmd: LayerCmd) -> Result<(), Error> {
     match cmd {
         LayerCmd::Create { id, parent } => driver.create(&id, parent.as_deref(), true),
@@ -653,7 +640,7 @@ fn layer(driver: &dyn Driver, images: &ImageStore, cmd: LayerCmd) -> Result<(), 
         }
         LayerCmd::Unmount { id } => driver.unmount(&id),
         LayerCmd::Diff { id, output } => match output {
-            Some(path) => write_atomically(&path, |out| driver.diff(&id, out).map(|_| ())),
+            Some(path) => driver_core::json::write_atomic_with(&path, |out| driver.diff(&id, out).map(|_| ())),
             None => {
                 let stdout = io::stdout();
                 if stdout.is_terminal() {
@@ -698,25 +685,5 @@ fn layer(driver: &dyn Driver, images: &ImageStore, cmd: LayerCmd) -> Result<(), 
             Ok(())
         }
         LayerCmd::Ls { json, no_trunc } => lifecycle::list_layers(driver, images, json, no_trunc),
-    }
-}
-
-/// Writes `path` whole or not at all ([`driver_core::json::write_atomic`]: a temp file
-/// beside it, synced and renamed over it), `f` writing through a buffer; an error of
-/// `f` is returned as it is.
-fn write_atomically(path: &Path, f: impl FnOnce(&mut dyn Write) -> Result<(), Error>) -> Result<(), Error> {
-    let mut failed = None;
-    let written = driver_core::json::write_atomic(path, |file| {
-        let mut w = io::BufWriter::with_capacity(1 << 20, file);
-        if let Err(e) = f(&mut w) {
-            failed = Some(e);
-            return Err(io::Error::other("the writer failed"));
-        }
-        w.flush()
-    });
-    match (written, failed) {
-        (_, Some(e)) => Err(e),
-        (Err(e), None) => Err(Error::new(e).with_path(path)),
-        (Ok(_), None) => Ok(()),
     }
 }

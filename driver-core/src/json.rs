@@ -42,6 +42,25 @@ pub fn write_atomic(p: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) ->
     })
 }
 
+/// Writes `path` whole or not at all ([`write_atomic`]), `fill` writing through a
+/// buffer: a layer diff, a metrics file. An error of `fill` is returned as it is.
+pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    let mut failed = None;
+    let written = write_atomic(path, |file| {
+        let mut w = io::BufWriter::with_capacity(1 << 20, file);
+        if let Err(e) = fill(&mut w) {
+            failed = Some(e);
+            return Err(io::Error::other("the writer failed"));
+        }
+        w.flush()
+    });
+    match (written, failed) {
+        (_, Some(e)) => Err(e),
+        (Err(e), None) => Err(Error::new(e).with_path(path)),
+        (Ok(_), None) => Ok(()),
+    }
+}
+
 /// `value` as the records keep it (pretty JSON).
 pub fn to_bytes<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
     serde_json::to_vec_pretty(value).map_err(io::Error::other)
