@@ -32,7 +32,9 @@ pub fn strata_bin() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
-            // target/<profile>/deps/<test>-<hash> → target/<profile>/strata
+            // target/<profile>/deps/<test>-<hash> → target/<profile>/strata. Under
+            // `cargo test --workspace` the binary is built already, with these features
+            // (bench-harness/tests/binary.rs needs it), so this build compiles nothing.
             let exe = std::env::current_exe().expect("current_exe");
             let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
             let target_dir = profile_dir.parent().expect("target dir");
