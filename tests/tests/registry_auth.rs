@@ -540,7 +540,9 @@ fn push_credentials_never_reach_another_host_and_a_declined_mount_uploads() {
 /// credentials it stops at once with one line.
 #[test]
 fn bench_takes_an_image_from_a_registry_with_credentials() {
-    let Some(Private { work, reference, .. }) = private_registry("bench --image docker://", "strata/bench") else {
+    // `_reg` keeps the registry running (a field left to `..` would stop it here).
+    let Some(Private { work, reference, reg: _reg, .. }) = private_registry("bench --image docker://", "strata/bench")
+    else {
         return;
     };
     let reference = format!("docker://{reference}");
