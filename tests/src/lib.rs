@@ -42,6 +42,23 @@ pub fn strata_bin() -> PathBuf {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
             let mut build = Command::new(cargo);
+            // What cargo sets for a running test, not for the build that made it: ring's
+            // build script reruns when CARGO_PKG_* or OUT_DIR change, and with it ring,
+            // rustls, strata-image and the binary were compiled again here.
+            const PER_TEST: [&str; 6] = [
+                "OUT_DIR",
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+            ];
+            for (var, _) in std::env::vars_os() {
+                let v = var.to_string_lossy();
+                if v.starts_with("CARGO_PKG_") || v.starts_with("CARGO_BIN_EXE_") || PER_TEST.contains(&v.as_ref()) {
+                    build.env_remove(&var);
+                }
+            }
             build.args(["build", "--quiet", "--workspace", "--bin", "strata"]);
             build.arg("--manifest-path").arg(&manifest).arg("--target-dir").arg(target_dir);
             build.args(["--profile", if profile == "debug" { "dev" } else { profile }]);
