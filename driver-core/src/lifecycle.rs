@@ -329,13 +329,18 @@ impl<F: LayerFs> Driver for Layered<F> {
             .into_par_iter()
             .map(|mut l| {
                 let staging = self.store.begin_before_parent(&l.id, l.parent.as_deref())?;
-                self.fs.make(&staging, Making::Apply)?;
-                let applied = self.fs.apply(LayerInput {
-                    staging: &staging,
-                    tar: &mut l.tar,
-                    uncompressed: l.uncompressed,
-                    reserved: &self.reserved,
-                })?;
+                self.fs.make(&staging, Making::Apply).map_err(|e| e.in_layer(&l.id))?;
+                let applied = self
+                    .fs
+                    .apply(LayerInput {
+                        staging: &staging,
+                        tar: &mut l.tar,
+                        uncompressed: l.uncompressed,
+                        reserved: &self.reserved,
+                    })
+                    // What failed the stream (its blob kept as it is read, say, on a full
+                    // disk) is this layer's error too.
+                    .map_err(|e| e.in_layer(&l.id))?;
                 Ok((staging, applied, l.diff_id))
             })
             .collect();
@@ -406,9 +411,12 @@ impl<F: LayerFs> Layered<F> {
         expected: Option<&str>,
     ) -> Result<u64> {
         let staging = self.store.begin(id, parent)?;
-        self.fs.make(&staging, Making::Apply)?;
-        let applied = self.fs.apply(LayerInput { staging: &staging, tar, uncompressed, reserved: &self.reserved })?;
-        self.commit_applied(staging, applied, expected)
+        self.fs.make(&staging, Making::Apply).map_err(|e| e.in_layer(id))?;
+        let applied = self
+            .fs
+            .apply(LayerInput { staging: &staging, tar, uncompressed, reserved: &self.reserved })
+            .map_err(|e| e.in_layer(id))?;
+        self.commit_applied(staging, applied, expected).map_err(|e| e.in_layer(id))
     }
 
     /// Applies a chain one layer after the other (each starts from its parent's tree),
