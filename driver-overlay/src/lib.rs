@@ -34,12 +34,13 @@
 
 pub mod copyup;
 pub mod features;
+mod lower;
 pub mod mount;
 pub mod whiteout;
 
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,6 +57,7 @@ use strata_archive::apply::{apply_layer, ApplyOptions};
 use strata_archive::diff::{walk_diff, write_tar, LayerKind, NaiveDiff};
 
 use crate::features::{CopyUp, Features};
+use crate::lower::{Found, LowerDirs};
 use crate::mount::OverlayMount;
 use crate::whiteout::{is_whiteout, OverlayWhiteouts};
 
@@ -427,12 +429,8 @@ impl Overlay {
         if others.is_empty() {
             return Ok(());
         }
-        let view = match &staging.parent {
-            Some(p) => Some(self.temp_view(p)?),
-            None => None,
-        };
-        let view_fd = match &view {
-            Some(v) => Some(sys::open_dir(&v.path).map_err(|e| Error::at(id, &v.path, e))?),
+        let lowers = match &staging.parent {
+            Some(p) => Some(self.lowers_of(p)?),
             None => None,
         };
         // Deepest first, so that a parent emptied of whiteout-only children goes too.
@@ -440,30 +438,14 @@ impl Overlay {
         others.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
         for rel in others {
             let upper = sys::open_dir_in(diff_fd.as_fd(), rel).map_err(|e| Error::at(id, rel, e))?;
-            let lower = match &view_fd {
-                Some(v) => match sys::open_in(v.as_fd(), rel, nix::fcntl::OFlag::O_PATH) {
-                    Ok(fd) => Some(fd),
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
-                    // A symlink (or a file) on the way: found below by its type.
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
-                        return Err(self.not_a_dir_below(id, v.as_fd(), rel))
-                    }
-                    Err(e) => return Err(Error::at(id, rel, e)),
-                },
-                None => None,
+            let found = match &lowers {
+                Some(l) => l.lookup(rel).map_err(|e| Error::at(id, rel, e))?,
+                None => Found::Missing,
             };
-            let lower_st = match &lower {
-                Some(fd) => Some(sys::fstat(fd.as_fd()).map_err(|e| Error::at(id, rel, e))?),
-                None => None,
-            };
-            match lower_st {
-                Some(st) if sys::is_dir(&st) => {
-                    let v = view_fd.as_ref().expect("a lower");
-                    let from = sys::open_dir_in(v.as_fd(), rel).map_err(|e| Error::at(id, rel, e))?;
-                    copy_dir_meta(from.as_fd(), upper.as_fd()).map_err(|e| Error::at(id, rel, e))?
-                }
-                Some(_) => return Err(self.not_a_dir_below(id, view_fd.as_ref().expect("a lower").as_fd(), rel)),
-                None => {
+            match found {
+                Found::Dir(from) => copy_dir_meta(from.as_fd(), upper.as_fd()).map_err(|e| Error::at(id, rel, e))?,
+                Found::NotDir { at, symlink } => return Err(not_a_dir(id, &at, symlink)),
+                Found::Missing => {
                     if only_whiteouts(upper.as_fd()).map_err(|e| Error::at(id, rel, e))? {
                         drop(upper);
                         let parent = rel.parent().unwrap_or(Path::new(""));
@@ -477,28 +459,28 @@ impl Overlay {
         Ok(())
     }
 
-    /// The error for an implicit directory `rel` whose lower is not a directory (or
-    /// that a symlink leads to), naming the first component that is not one.
-    fn not_a_dir_below(&self, id: &str, view: std::os::fd::BorrowedFd<'_>, rel: &Path) -> Error {
-        let mut prefix = PathBuf::new();
-        for c in rel.iter() {
-            prefix.push(c);
-            let st = sys::open_in(view, &prefix, nix::fcntl::OFlag::O_PATH).and_then(|fd| sys::fstat(fd.as_fd()));
-            match st {
-                Ok(st) if sys::is_dir(&st) => continue,
-                Ok(st) if sys::file_type(&st) == nix::sys::stat::SFlag::S_IFLNK => {
-                    return Error::at(
-                        id,
-                        &prefix,
-                        Cause::Refused(
-                            "the path goes through a symbolic link; a layer may not write through a link".into(),
-                        ),
-                    )
-                }
-                _ => break,
-            }
+    /// What implicit directories are looked up in: the diff directories of `parent`'s
+    /// chain, read as overlayfs reads them, where no layer of it holds redirects or
+    /// metacopy stubs (a layer made from a tar never does: their xattrs are refused);
+    /// else a private view of the chain, mounted, so that overlayfs follows them.
+    fn lowers_of(&self, parent: &str) -> Result<Lowers> {
+        let chain = self.chain(parent)?;
+        let follows = |m: &LayerMeta| {
+            m.extra.get(COPY_UP).and_then(|v| v.as_str()).and_then(CopyUp::named).is_some_and(|c| c > CopyUp::Full)
+        };
+        if chain.iter().any(follows) {
+            let view = self.temp_view(parent)?;
+            let fd = sys::open_dir(&view.path).map_err(|e| Error::at(parent, &view.path, e))?;
+            return Ok(Lowers::View(view, fd));
         }
-        Error::at(id, &prefix, Cause::BadTar("a parent of the entry is not a directory".into()))
+        let roots = chain
+            .iter()
+            .map(|m| {
+                let diff = self.diff_dir(&m.id);
+                sys::open_dir(&diff).map_err(|e| Error::at(&m.id, &diff, e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Lowers::Dirs(LowerDirs { roots, whiteouts: self.whiteouts() }))
     }
 
     /// The layer's diff, and the parent's view it was taken against: kept mounted
@@ -572,6 +554,57 @@ impl LayerDiff for ViewDiff<'_> {
     fn write_tar(self: Box<Self>, layer: &str, out: &mut dyn Write) -> Result<u64> {
         write_tar(layer, self.diff.entries, &self.diff.reserved, out)
     }
+}
+
+/// Where an applied layer's implicit directories are looked up (see
+/// [`Overlay::lowers_of`]).
+enum Lowers {
+    Dirs(LowerDirs),
+    /// A mounted view of the chain, and its root.
+    View(TempView, OwnedFd),
+}
+
+impl Lowers {
+    fn lookup(&self, rel: &Path) -> std::io::Result<Found> {
+        let (_, view) = match self {
+            Lowers::Dirs(dirs) => return dirs.lookup(rel),
+            Lowers::View(v, fd) => (v, fd.as_fd()),
+        };
+        let at = match sys::open_in(view, rel, nix::fcntl::OFlag::O_PATH) {
+            Ok(fd) if sys::is_dir(&sys::fstat(fd.as_fd())?) => return Ok(Found::Dir(sys::open_dir_in(view, rel)?)),
+            Ok(_) => rel,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Found::Missing),
+            // A symlink (or a file) on the way: found below by its type.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => rel,
+            Err(e) => return Err(e),
+        };
+        // The first component that is not a directory, and whether it is a link.
+        let mut prefix = PathBuf::new();
+        for c in at.iter() {
+            prefix.push(c);
+            match sys::open_in(view, &prefix, nix::fcntl::OFlag::O_PATH).and_then(|fd| sys::fstat(fd.as_fd())) {
+                Ok(st) if sys::is_dir(&st) => continue,
+                Ok(st) => {
+                    return Ok(Found::NotDir {
+                        at: prefix,
+                        symlink: sys::file_type(&st) == nix::sys::stat::SFlag::S_IFLNK,
+                    })
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(Found::NotDir { at: prefix, symlink: false })
+    }
+}
+
+/// The error for an implicit directory whose lower `at` (a prefix of it) is not a
+/// directory.
+fn not_a_dir(id: &str, at: &Path, symlink: bool) -> Error {
+    if symlink {
+        let why = "the path goes through a symbolic link; a layer may not write through a link";
+        return Error::at(id, at, Cause::Refused(why.into()));
+    }
+    Error::at(id, at, Cause::BadTar("a parent of the entry is not a directory".into()))
 }
 
 /// Copies owner, mode, xattrs (not overlay's own) and times of directory `from` to `to`.
@@ -801,21 +834,13 @@ mod mount_options {
             let diff = |id: &str| root.join("layers").join(id).join("diff");
             let calls = run(root, features(true, known), CopyUp::Full);
             let m = mounts(&calls);
-            assert_eq!(m.len(), 3, "the parent's view for mid's implicit directories, ctr, mid: {m:#?}");
-
-            // mid's implicit usr and usr/lib take their metadata from base's view: a
-            // private read-only mount, with the empty lower making up the two lowers
-            // overlayfs wants without an upper, unmounted once done.
-            let (view, view_at) = &m[0];
-            assert!(view_at.starts_with(root.join("tmp")), "{view_at:?}");
-            let mut want = opts(&[("lowerdir+", &diff("base")), ("lowerdir+", &root.join("empty"))]);
-            want.extend(off(known));
-            assert_eq!(view.options, want, "known={known}");
-            assert!(view.readonly && view.api == MountApi::Fsconfig && view.fstype == "overlay");
-            assert!(calls.contains(&Call::Unmount { target: view_at.clone() }), "the view is released");
+            // mid's implicit usr and usr/lib take their metadata from base's diff
+            // directory, looked up as overlayfs would: no view mounted for them.
+            assert_eq!(m.len(), 2, "ctr, mid: {m:#?}");
+            assert!(m.iter().all(|(_, at)| !at.starts_with(root.join("tmp"))), "{m:#?}");
 
             // The container: its lowers top first, its own diff as upper.
-            let (ctr, ctr_at) = &m[1];
+            let (ctr, ctr_at) = &m[0];
             assert_eq!(ctr_at, &root.join("layers/ctr/merged"));
             let mut want = opts(&[
                 ("lowerdir+", &diff("mid")),
@@ -832,7 +857,7 @@ mod mount_options {
             assert!(calls.contains(&Call::Unmount { target: ctr_at.clone() }));
 
             // A committed layer's view: its own diff on top, read-only.
-            let (mid, mid_at) = &m[2];
+            let (mid, mid_at) = &m[1];
             assert_eq!(mid_at, &root.join("layers/mid/merged"));
             let mut want = opts(&[("lowerdir+", &diff("mid")), ("lowerdir+", &diff("base"))]);
             want.extend(off(known));
@@ -854,7 +879,7 @@ mod mount_options {
             let tmp = tempfile::tempdir().unwrap();
             let root = tmp.path();
             let m = mounts(&run(root, features(true, true), copy_up));
-            assert_eq!(m.len(), 3);
+            assert_eq!(m.len(), 2);
             let want: Vec<(String, String)> = [("index", "off"), ("redirect_dir", redirect), ("metacopy", metacopy)]
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -890,11 +915,30 @@ mod mount_options {
         let driver = Layered::from_parts(fs.store.clone(), fs);
         let base = TarBuilder::new().dir("etc").file("etc/a", b"a").build();
         driver.apply_diff("base", None, &mut &base[..]).unwrap();
-        let mid = TarBuilder::new().dir("etc").whiteout("etc/a").dir("usr").file("usr/x", b"x").build();
+        // etc, usr and usr/lib are implicit: looked up in base's diff, not in a view.
+        let mid = TarBuilder::new().whiteout("etc/a").file("usr/lib/x", b"x").build();
         driver.apply_diff("mid", Some("base"), &mut &mid[..]).unwrap();
         assert!(driver.fs().probed.get().is_none(), "the features were probed");
         assert!(!root.join(features::RECORD).exists());
         assert_eq!(mounts(&rec.calls()), vec![]);
+    }
+
+    /// A layer applied over a container that copied up with redirects looks its
+    /// implicit directories up in a mounted view, where overlayfs follows them: the
+    /// diff directories alone would miss a renamed directory's lower part.
+    #[test]
+    fn implicit_dirs_over_a_redirecting_container_are_looked_up_in_a_view() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        run(root, features(true, true), CopyUp::Redirect);
+        let rec = Arc::new(Recording::default());
+        let fs = Overlay::with(root, features(true, true), (CopyUp::Redirect, None), rec.clone()).unwrap();
+        let driver = Layered::from_parts(fs.store.clone(), fs);
+        let over = TarBuilder::new().file("usr/lib/y", b"y").build();
+        driver.apply_diff("over", Some("ctr"), &mut &over[..]).unwrap();
+        let m = mounts(&rec.calls());
+        assert_eq!(m.len(), 1, "{m:#?}");
+        assert!(m[0].1.starts_with(root.join("tmp")), "{m:#?}");
     }
 
     #[test]
@@ -903,7 +947,7 @@ mod mount_options {
         let root = tmp.path();
         let calls = run(root, features(false, true), CopyUp::Full);
         let m = mounts(&calls);
-        let (ctr, _) = &m[1];
+        let (ctr, _) = &m[0];
         assert_eq!(ctr.api, MountApi::Classic { cwd: Some(root.to_path_buf()) });
         let link = |id: &str| format!("l/{}", short_link(id));
         let mut want = vec![

@@ -15,6 +15,7 @@ use driver_overlay::features::{probe, CopyUp};
 use driver_overlay::{open_copying_up, OverlayDriver};
 use strata_archive::diff::{naive_diff, write_tar};
 use strata_archive::tarbuild::TarBuilder;
+use strata_testkit::conformance::UnmountUnder;
 
 fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
@@ -65,24 +66,13 @@ fn assert_diff_is_naive(d: &OverlayDriver, id: &str, parent: &str) {
     assert!(tar == want, "the diff of {id} is not the naive walk's");
 }
 
-/// Unmounts whatever is left mounted under its folder (a failed check leaves views).
-struct Unmount(std::path::PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        for m in sys::mounts_under(&self.0) {
-            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-}
-
 #[test]
 fn metacopy_and_redirects_where_the_kernel_has_them() {
     if !strata_scratch::privileged("overlay copy-up (mounts, trusted xattrs)") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let _guard = Unmount(tmp.path().to_path_buf());
+    let _guard = UnmountUnder(tmp.path().to_path_buf());
     let features = probe(tmp.path());
     let missing = (!features.metacopy_pair).then(|| {
         let why = features.metacopy_pair_error.as_deref().unwrap_or("refused");

@@ -207,6 +207,16 @@ fn unmount_all_under(dir: &Path) {
     }
 }
 
+/// Unmounts whatever is left mounted under its folder when dropped: a failed check
+/// leaves views mounted.
+pub struct UnmountUnder(pub std::path::PathBuf);
+
+impl Drop for UnmountUnder {
+    fn drop(&mut self) {
+        unmount_all_under(&self.0);
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Helpers for the cases.
 
