@@ -389,8 +389,7 @@ fn cp_a(from: &Path, to: &Path) -> Result<(), Error> {
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    let dir = fs::File::open(to).map_err(|e| Error::new(e).with_path(to))?;
-    nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)).map_err(|e| err(format!("syncfs {}: {e}", to.display())))
+    driver_core::sys::syncfs(to).map_err(|e| Error::new(e).with_path(to))
 }
 
 fn open_driver(name: &str, root: &Path) -> Result<Box<dyn Driver>, Error> {

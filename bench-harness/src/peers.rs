@@ -104,11 +104,6 @@ fn run_checked(cmd: &mut Command, what: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn syncfs(path: &Path) -> Result<(), Error> {
-    let dir = File::open(path).map_err(|e| Error::new(e).with_path(path))?;
-    nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)).map_err(|e| Error::new(e).with_path(path))
-}
-
 /// A private containerd daemon; stopped (and waited for) on drop.
 struct Containerd {
     child: Child,
@@ -277,7 +272,7 @@ fn once(tool: &str, strata_driver: &str, kind: FsKind, image: &PeerImage) -> Res
         "floor" => floor(&image.layers, &root)?,
         other => return Err(err(format!("unknown tool {other}"))),
     }
-    syncfs(scratch.path())?;
+    driver_core::sys::syncfs(scratch.path()).map_err(|e| Error::new(e).with_path(scratch.path()))?;
     let secs = start.elapsed().as_secs_f64();
     drop(daemon);
     let bytes = used(scratch.path()).bytes.saturating_sub(base.bytes);
