@@ -835,11 +835,11 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         print_missing(&run);
     }
     if let Some(path) = &args.json {
-        fs::write(path, serde_json::to_vec_pretty(&run).expect("json")).map_err(|e| Error::new(e).with_path(path))?;
+        write_output(path, &serde_json::to_vec_pretty(&run).expect("json"))?;
         eprintln!("strata bench: wrote {}", path.display());
     }
     if let Some(path) = &args.report {
-        fs::write(path, crate::report::html(&run)).map_err(|e| Error::new(e).with_path(path))?;
+        write_output(path, crate::report::html(&run).as_bytes())?;
         eprintln!("strata bench: wrote {}", path.display());
     }
     if let Some(path) = &args.openmetrics {
@@ -876,7 +876,7 @@ fn compare_hosts(args: &BenchArgs) -> Result<(), Error> {
     let fleet = crate::fleet::Fleet::load(&args.from, &args.profiles)?;
     crate::fleet::print(&fleet);
     if let Some(path) = &args.report {
-        fs::write(path, crate::fleet::html(&fleet)).map_err(|e| Error::new(e).with_path(path))?;
+        write_output(path, crate::fleet::html(&fleet).as_bytes())?;
         eprintln!("strata bench: wrote {}", path.display());
     }
     if let Some(path) = &args.openmetrics {
@@ -888,11 +888,14 @@ fn compare_hosts(args: &BenchArgs) -> Result<(), Error> {
 /// Writes the OpenMetrics text through a temp file renamed over `path`: node-exporter's
 /// textfile collector may read the file at any moment and must never see half of it
 /// (the temp name does not end in `.prom`, so the collector skips it).
+/// Writes one of the bench's outputs whole or not at all: a bench killed while writing
+/// its `--json` must not leave half a baseline for the next run to compare against.
+fn write_output(path: &Path, data: &[u8]) -> Result<(), Error> {
+    driver_core::json::write_atomic_with(path, |w| w.write_all(data).map_err(|e| Error::new(e).with_path(path)))
+}
+
 fn write_openmetrics(path: &Path, runs: &[&Run]) -> Result<(), Error> {
-    let text = crate::openmetrics::text(runs);
-    driver_core::json::write_atomic_with(path, |w| {
-        w.write_all(text.as_bytes()).map_err(|e| Error::new(e).with_path(path))
-    })?;
+    write_output(path, crate::openmetrics::text(runs).as_bytes())?;
     eprintln!("strata bench: wrote {}", path.display());
     Ok(())
 }

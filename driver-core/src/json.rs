@@ -27,7 +27,11 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<Option<T>> {
 /// mix. Returns the file, still open: a lock `fill` took on it stays, under the new name.
 pub fn write_atomic(p: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<File> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = p.parent().expect("a record has a directory");
+    // A bare file name (`--json out.json`) has the parent "", which open(2) refuses.
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
     let write = || -> io::Result<File> {
         let mut f = File::create(&tmp)?;
@@ -74,6 +78,29 @@ pub fn write_json<T: Serialize>(p: &Path, value: &T) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bare file name is written in the working directory (it failed with ENOENT:
+    /// its parent is "", which cannot be opened to sync).
+    #[test]
+    fn a_bare_file_name_is_written_in_the_working_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "json::tests::bare_name_child", "--nocapture", "--include-ignored"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(fs::read(dir.path().join("bare.json")).unwrap(), b"{}");
+        assert_eq!(names(dir.path()), ["bare.json"], "no temp file is left");
+    }
+
+    /// Run by [`a_bare_file_name_is_written_in_the_working_directory`] in its own
+    /// process, whose working directory it chose.
+    #[test]
+    #[ignore = "run in a child process by a_bare_file_name_is_written_in_the_working_directory"]
+    fn bare_name_child() {
+        write_atomic_with(Path::new("bare.json"), |w| w.write_all(b"{}").map_err(Error::new)).unwrap();
+    }
 
     fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> =
