@@ -126,11 +126,14 @@ pub struct ApplyReport {
     /// describe it. A driver whose layer directory does not hold the lower layers
     /// (a union mount's upper) copies their metadata from the lower layers at commit time.
     pub implicit_dirs: Vec<PathBuf>,
+    /// Bytes of the longest path the layer holds, relative to its root (a whiteout's
+    /// is its directory's: it hides, it holds nothing there).
+    pub longest_path: usize,
 }
 
 impl From<ApplyReport> for Applied {
     fn from(r: ApplyReport) -> Self {
-        Applied { size: r.size, diff_id: r.diff_id, implicit_dirs: r.implicit_dirs }
+        Applied { size: r.size, diff_id: r.diff_id, implicit_dirs: r.implicit_dirs, longest_path: r.longest_path }
     }
 }
 
@@ -509,6 +512,9 @@ impl<'a> Applier<'a> {
             return Ok(());
         }
         let path = normalize(&raw).map_err(|c| self.err(&raw, c))?;
+        let (parent, name) = split(&path);
+        let held = if name.starts_with(WHITEOUT_PREFIX.as_bytes()) { parent.len() } else { path.len() };
+        self.report.longest_path = self.report.longest_path.max(held);
         let meta = read_meta(entry, &self.opts.reserved_xattrs).map_err(|c| self.err(&path, c))?;
         self.entry_at(&path, kind, meta, entry).map_err(|e| e.in_layer(&self.opts.layer).with_path(show(&path)))
     }

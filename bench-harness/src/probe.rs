@@ -30,6 +30,8 @@ pub struct OverlayFacts {
     pub volatile: bool,
     pub userxattr: bool,
     pub lowerdir_plus: bool,
+    /// How containers copy up here (STRATA_OVERLAY_COPY_UP included), in one line.
+    pub copy_up: String,
     pub error: Option<String>,
 }
 
@@ -93,6 +95,7 @@ pub fn probe(root: &Path) -> Probe {
         volatile: f.volatile,
         userxattr: f.userxattr,
         lowerdir_plus: f.lowerdir_plus,
+        copy_up: driver_overlay::copy_up_line(&f, std::env::var("STRATA_OVERLAY_COPY_UP").ok().as_deref()),
         error: f.error.clone(),
     };
     let btrfs = BtrfsFacts {
@@ -209,6 +212,7 @@ pub fn print(p: &Probe) {
             yes(o.userxattr),
             yes(o.lowerdir_plus)
         );
+        println!("  copy-up        {}", o.copy_up);
     } else {
         println!("overlay          does not mount: {}", o.error.as_deref().unwrap_or("unknown reason"));
     }

@@ -48,6 +48,9 @@ pub struct Applied {
     /// entries), relative to the layer root; `""` is the root when the tar did not
     /// describe it. For [`LayerFs::before_commit`].
     pub implicit_dirs: Vec<PathBuf>,
+    /// Bytes of the longest path the layer holds (relative to its root), for
+    /// [`LayerFs::extra`] (overlay decides from it where metacopy is safe).
+    pub longest_path: usize,
 }
 
 /// A layer's changes against its parent, found and ready to be listed or written.
@@ -119,8 +122,9 @@ pub trait LayerFs: Send + Sync + Sized {
         false
     }
 
-    /// Driver-specific facts recorded in a new layer's metadata.
-    fn extra(&self, _id: &str) -> serde_json::Map<String, serde_json::Value> {
+    /// Driver-specific facts recorded in a new layer's metadata; `applied` is what its
+    /// tar's apply found, when it was applied.
+    fn extra(&self, _id: &str, _applied: Option<&Applied>) -> serde_json::Map<String, serde_json::Value> {
         serde_json::Map::new()
     }
 
@@ -201,8 +205,8 @@ impl<F: LayerFs> Layered<F> {
         &self.store
     }
 
-    fn commit(&self, staging: Staging, mut meta: LayerMeta) -> Result<()> {
-        meta.extra = self.fs.extra(&staging.id);
+    fn commit(&self, staging: Staging, mut meta: LayerMeta, applied: Option<&Applied>) -> Result<()> {
+        meta.extra = self.fs.extra(&staging.id, applied);
         let id = staging.id.clone();
         self.store.commit(staging, meta)?;
         self.fs.committed(&self.store.get(&id)?)
@@ -213,8 +217,8 @@ impl<F: LayerFs> Layered<F> {
     fn commit_applied(&self, staging: Staging, applied: Applied, expected: Option<&str>) -> Result<u64> {
         check_diff_id(&staging, &applied, expected)?;
         self.fs.before_commit(&staging, &applied)?;
-        let size = applied.size;
-        self.commit(staging, LayerMeta::of(LayerInfo { diff_id: Some(applied.diff_id), size, ..Default::default() }))?;
+        let (size, diff_id) = (applied.size, Some(applied.diff_id.clone()));
+        self.commit(staging, LayerMeta::of(LayerInfo { diff_id, size, ..Default::default() }), Some(&applied))?;
         Ok(size)
     }
 
@@ -240,7 +244,7 @@ impl<F: LayerFs> Layered<F> {
                         size: applied.size,
                         ..Default::default()
                     },
-                    extra: self.fs.extra(&staging.id),
+                    extra: self.fs.extra(&staging.id, Some(&applied)),
                 };
                 self.store.prepare(&mut staging, meta)?;
                 Ok((staging, applied))
@@ -311,7 +315,7 @@ impl<F: LayerFs> Driver for Layered<F> {
     fn create(&self, id: &str, parent: Option<&str>, writable: bool) -> Result<()> {
         let staging = self.store.begin(id, parent)?;
         self.fs.make(&staging, Making::Create { writable })?;
-        self.commit(staging, LayerMeta::of(LayerInfo { writable, ..Default::default() }))
+        self.commit(staging, LayerMeta::of(LayerInfo { writable, ..Default::default() }), None)
     }
 
     fn apply_diff(&self, id: &str, parent: Option<&str>, tar: &mut dyn Read) -> Result<u64> {

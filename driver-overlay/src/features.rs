@@ -75,12 +75,13 @@ pub enum CopyUp {
     /// is refused with EXDEV, and `mv` copies as before.
     Redirect,
     /// `metacopy=on` as well: chmod, chown, utime and xattr changes of a lower file copy
-    /// its metadata only (an empty stub whose data stays below). Opt-in: overlayfs
-    /// then needs an absolute redirect on the stub for link(2) and for RENAME_EXCHANGE
-    /// of a lower file, and answers EXDEV when the path is over `redirect_max`, where
-    /// neither call has a fallback (Linux 6.1 and 6.18, fs/overlayfs/dir.c
-    /// `ovl_set_link_redirect`; found by the diff property test on ext4: `ln` of a
-    /// lower file 3 KiB deep failed).
+    /// its metadata only (an empty stub whose data stays below). overlayfs then needs
+    /// an absolute redirect on the stub for link(2) and for RENAME_EXCHANGE of a lower
+    /// file, and answers EXDEV when the path is over `redirect_max`, where neither call
+    /// has a fallback (Linux 6.1 and 6.18, fs/overlayfs/dir.c `ovl_set_link_redirect`;
+    /// found by the diff property test on ext4: `ln` of a lower file 3 KiB deep
+    /// failed). So it is the default only where no such path can be too long, see
+    /// [`metacopy_fits`].
     Metacopy,
 }
 
@@ -99,9 +100,16 @@ impl CopyUp {
         [CopyUp::Full, CopyUp::Redirect, CopyUp::Metacopy].into_iter().find(|c| c.name() == name)
     }
 
+    /// Whether, with nothing `asked`, a container's view takes metacopy where its
+    /// lower layers' paths fit ([`metacopy_fits`]): where the kernel has the pair.
+    pub fn metacopy_where_paths_fit(f: &Features, asked: Option<&str>) -> bool {
+        asked.is_none() && f.metacopy_pair
+    }
+
     /// The way chosen for `f`: `asked` (`full`, `redirect_dir` or `metacopy`, from
     /// STRATA_OVERLAY_COPY_UP) where the kernel has it, else redirect_dir where it has
-    /// that, else full; with the one-line reason when it is less than asked.
+    /// that, else full; with the one-line reason when it is less than asked. (With
+    /// nothing asked, redirect_dir is the way for chains [`metacopy_fits`] refuses.)
     pub fn choose(f: &Features, asked: Option<&str>) -> (CopyUp, Option<String>) {
         let best_default = if f.redirect_dir { CopyUp::Redirect } else { CopyUp::Full };
         match asked {
@@ -115,6 +123,49 @@ impl CopyUp {
             Some(other) => (best_default, Some(format!("unknown STRATA_OVERLAY_COPY_UP={other}"))),
         }
     }
+}
+
+/// The overlay module's `redirect_max` now: the longest redirect overlayfs writes (256
+/// bytes by default; a module parameter, host-wide, changeable at any time through
+/// /sys, so read at each mount). `None` where it cannot be read.
+pub fn redirect_max() -> Option<u64> {
+    std::fs::read_to_string("/sys/module/overlay/parameters/redirect_max").ok()?.trim().parse().ok()
+}
+
+/// Whether a container's view over `lowers` (each layer's ID and the bytes of the
+/// longest path it holds, `None` where its metadata has no record: a layer made before
+/// strata recorded it, or not made from a tar) can mount with `metacopy=on`, so that
+/// no link(2) or RENAME_EXCHANGE of a lower file answers EXDEV; else why not, in one
+/// line.
+///
+/// Why the longest paths of the lowers decide it: the redirect overlayfs writes for
+/// them is built by `ovl_get_redirect` (fs/overlayfs/dir.c, the same in Linux 6.1 and
+/// 6.18), which walks up from the file's dentry taking, at each level, the dentry's
+/// own redirect where it has one (a renamed lower directory's names where it came
+/// from) or else its name, until an absolute redirect or the root, and answers EXDEV
+/// once the result (with its leading '/') would be over `redirect_max`. So it builds
+/// the path the file has in the lower layers, also for a file inside a renamed or
+/// moved directory, and a directory moved across directories gets the same. A layer
+/// made from a tar holds no redirect of its own (`trusted.overlay.*` is refused), so
+/// that path is one some lower layer holds: it fits when every lower's longest path
+/// plus the '/' does.
+pub fn metacopy_fits(lowers: &[(&str, Option<u64>)], redirect_max: Option<u64>) -> Result<(), String> {
+    let Some(max) = redirect_max else {
+        return Err("the overlay module's redirect_max cannot be read".into());
+    };
+    for (id, longest) in lowers {
+        match longest {
+            None => return Err(format!("layer {id} has no record of its longest path")),
+            Some(n) if n + 1 > max => {
+                return Err(format!(
+                    "layer {id} holds a path of {n} bytes, over the overlay module's redirect_max ({max}) with its \
+                     leading '/': metacopy would make ln of it fail with EXDEV"
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// The features of overlay in `dir`, probed once per directory per process (a probe
@@ -326,4 +377,21 @@ fn probe_now(dir: &Path) -> Features {
         Err(e) => f.metacopy_pair_error = Some(format!("the kernel refused metacopy=on,redirect_dir=on: {e}")),
     }
     f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metacopy_fits_when_every_lower_path_and_its_slash_fit_redirect_max() {
+        assert_eq!(metacopy_fits(&[], Some(256)), Ok(()));
+        assert_eq!(metacopy_fits(&[("a", Some(255)), ("b", Some(3))], Some(256)), Ok(()));
+        let over = metacopy_fits(&[("a", Some(10)), ("b", Some(256))], Some(256)).unwrap_err();
+        assert!(over.contains("layer b") && over.contains("256 bytes") && over.contains("(256)"), "{over}");
+        let unknown = metacopy_fits(&[("a", Some(10)), ("old", None)], Some(256)).unwrap_err();
+        assert!(unknown.contains("layer old"), "{unknown}");
+        assert!(metacopy_fits(&[("a", Some(1))], None).is_err());
+        assert_eq!(metacopy_fits(&[("a", Some(4095))], Some(4096)), Ok(()));
+    }
 }

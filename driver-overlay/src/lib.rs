@@ -20,17 +20,22 @@
 //! * **diff** walks only the layer's own `diff`, looking at the parent's view (a
 //!   private read-only mount) only where something changed: its cost follows the
 //!   number of changes, not the image's size.
-//! * Mounts are made with `index=off`, `redirect_dir=on` and `metacopy=on` where the
-//!   kernel takes the pair (probed once and recorded, [`features`]): a chmod of a lower file then
-//!   copies up its metadata only, and a lower directory renames in place instead of
-//!   EXDEV (which makes `mv` copy the tree). The upper directory then no longer says
-//!   what changed (a renamed directory is a redirect xattr, a chmod'd file an empty
-//!   metacopy stub), and moby falls back to its naive diff for exactly that reason;
-//!   here the diff of such a layer reads the entries from the layer's view where the
-//!   upper says something changed ([`copyup`]). Otherwise (or with
-//!   `STRATA_OVERLAY_COPY_UP=full`) both are `off`, as before, and the diff walks the
-//!   upper alone. Each writable layer records in its metadata (`copy_up`) which way
-//!   its view was mounted, and its diff follows that record.
+//! * Mounts are made with `index=off` and `redirect_dir=on` where the kernel has it
+//!   (probed once and recorded, [`features`]): a lower directory renames in place
+//!   instead of EXDEV (which makes `mv` copy the tree). A container's view adds
+//!   `metacopy=on` where the kernel takes the pair and every layer below it recorded
+//!   (at apply) a longest path that fits the overlay module's `redirect_max` with its
+//!   leading '/' ([`features::metacopy_fits`] says why that suffices): a chmod of a
+//!   lower file then copies up its metadata only, and no `ln` of a lower file can
+//!   meet EXDEV. The upper directory then no longer says what changed (a renamed
+//!   directory is a redirect xattr, a chmod'd file an empty metacopy stub), and moby
+//!   falls back to its naive diff for exactly that reason; here the diff of such a
+//!   layer reads the entries from the layer's view where the upper says something
+//!   changed ([`copyup`]). `STRATA_OVERLAY_COPY_UP=full|redirect_dir|metacopy` forces a
+//!   way (full: both `off`, and the diff walks the upper alone). Each writable layer
+//!   records in its metadata (`copy_up`, and `copy_up_why` when it is less than
+//!   metacopy by default) which way its view was mounted, and its diff follows that
+//!   record.
 
 pub mod copyup;
 pub mod features;
@@ -110,6 +115,9 @@ struct Probed {
     copy_up: CopyUp,
     /// Why it is less than asked for, when it is.
     copy_up_why: Option<String>,
+    /// Nothing was asked and the kernel has metacopy: a container's view takes it where
+    /// its lowers' paths fit ([`features::metacopy_fits`]), else `copy_up`.
+    metacopy_where_paths_fit: bool,
 }
 
 impl Probed {
@@ -132,7 +140,8 @@ impl Probed {
             return Err(no_d_type(root));
         }
         let (copy_up, copy_up_why) = CopyUp::choose(&features, asked);
-        Ok(Probed { features, copy_up, copy_up_why })
+        let metacopy_where_paths_fit = CopyUp::metacopy_where_paths_fit(&features, asked);
+        Ok(Probed { features, copy_up, copy_up_why, metacopy_where_paths_fit })
     }
 }
 
@@ -208,7 +217,12 @@ impl Overlay {
         sys: Arc<dyn Syscalls>,
     ) -> Result<Overlay> {
         let fs = Overlay::new(root, None, sys)?;
-        let _ = fs.probed.set(Probed { features, copy_up: copy_up.0, copy_up_why: copy_up.1 });
+        let _ = fs.probed.set(Probed {
+            features,
+            copy_up: copy_up.0,
+            copy_up_why: copy_up.1,
+            metacopy_where_paths_fit: false,
+        });
         fs.recover()?;
         Ok(fs)
     }
@@ -290,14 +304,27 @@ impl Overlay {
         Ok(out)
     }
 
-    /// How the views over `chain` copy up: the driver's own way, or more where a layer of
-    /// the chain recorded more. An upper that holds redirects or metacopy stubs needs
-    /// them followed for good, whatever STRATA_OVERLAY_COPY_UP says today: with
-    /// metacopy=off overlayfs answers EPERM to a stub ("refusing to follow metacopy
-    /// origin"), and with redirect_dir off a renamed directory shows only its upper part.
-    fn copy_up_for(&self, chain: &[LayerMeta]) -> Result<CopyUp> {
+    /// How the views over `chain` copy up: the driver's own way (for a `writable` view
+    /// by default metacopy where the lowers' paths fit, [`features::metacopy_fits`],
+    /// with the reason when they do not), or more where a layer of the chain recorded
+    /// more. An upper that holds redirects or metacopy stubs needs them followed for
+    /// good, whatever STRATA_OVERLAY_COPY_UP says today: with metacopy=off overlayfs
+    /// answers EPERM to a stub ("refusing to follow metacopy origin"), and with
+    /// redirect_dir off a renamed directory shows only its upper part.
+    fn copy_up_for(&self, chain: &[LayerMeta], writable: bool) -> Result<(CopyUp, Option<String>)> {
         let probed = self.probed()?;
         let mut way = probed.copy_up;
+        let mut why = None;
+        if writable && probed.metacopy_where_paths_fit {
+            let lowers: Vec<(&str, Option<u64>)> = chain[1..]
+                .iter()
+                .map(|m| (m.id.as_str(), m.extra.get(LONGEST_PATH).and_then(|v| v.as_u64())))
+                .collect();
+            match features::metacopy_fits(&lowers, features::redirect_max()) {
+                Ok(()) => way = CopyUp::Metacopy,
+                Err(e) => why = Some(e),
+            }
+        }
         for meta in chain {
             if let Some(recorded) = meta.extra.get(COPY_UP).and_then(|v| v.as_str()).and_then(CopyUp::named) {
                 way = way.max(recorded);
@@ -308,7 +335,7 @@ impl Overlay {
             let why = format!("its chain was written with overlayfs {}, which this kernel refuses", way.name());
             return Err(Error::layer(top, Cause::Other(why)));
         }
-        Ok(way)
+        Ok((way, why.filter(|_| way < CopyUp::Metacopy)))
     }
 
     fn options(&self, copy_up: CopyUp) -> Result<Vec<(String, String)>> {
@@ -393,7 +420,7 @@ impl Overlay {
             .map_err(|e| Error::at(id, self.dir.join("tmp"), e))?
             .keep();
         let view = TempView { path, sys: self.sys.clone() };
-        let m = self.overlay_for(&chain, false, self.copy_up_for(&chain)?)?;
+        let m = self.overlay_for(&chain, false, self.copy_up_for(&chain, false)?.0)?;
         self.mount_at(&chain, &m, &view.path).map_err(|e| Error::at(id, &view.path, e))?;
         Ok(view)
     }
@@ -519,6 +546,25 @@ impl Overlay {
     }
 }
 
+/// How containers' views copy up on a kernel with `f`, `asked` (STRATA_OVERLAY_COPY_UP)
+/// or not, in one line for `strata probe` and the status: by default metacopy over
+/// layers whose paths fit `redirect_max` where the kernel has it.
+pub fn copy_up_line(f: &Features, asked: Option<&str>) -> String {
+    let (way, why) = CopyUp::choose(f, asked);
+    if let Some(why) = why {
+        return format!("{} ({why})", way.name());
+    }
+    if !CopyUp::metacopy_where_paths_fit(f, asked) {
+        return way.name().to_string();
+    }
+    let max = features::redirect_max().map_or("unreadable".to_string(), |m| m.to_string());
+    format!(
+        "{} where every lower layer's longest path fits redirect_max ({max}), else {}",
+        CopyUp::Metacopy.name(),
+        way.name()
+    )
+}
+
 /// A layer's diff with the views it was taken against (kept until the tar is written).
 struct ViewDiff<'a> {
     diff: NaiveDiff,
@@ -531,6 +577,11 @@ struct ViewDiff<'a> {
 /// metacopy stubs.
 const COPY_UP: &str = "copy_up";
 const FULL: &str = "full";
+/// Why a container's view copies up less than metacopy by default, when it does.
+const COPY_UP_WHY: &str = "copy_up_why";
+/// The metadata key recording the bytes of the longest path an applied layer holds
+/// (what [`features::metacopy_fits`] decides from).
+const LONGEST_PATH: &str = "longest_path";
 
 /// A layer's own view, mounted and counted as [`Driver::mount`](driver_core::Driver::mount)
 /// mounts it (the same overlay, so the same inode numbers as the view users and the
@@ -680,9 +731,12 @@ impl LayerFs for Overlay {
         true
     }
 
-    fn extra(&self, id: &str) -> serde_json::Map<String, serde_json::Value> {
+    fn extra(&self, id: &str, applied: Option<&Applied>) -> serde_json::Map<String, serde_json::Value> {
         let mut extra = serde_json::Map::new();
         extra.insert("link".into(), short_link(id).into());
+        if let Some(a) = applied {
+            extra.insert(LONGEST_PATH.into(), a.longest_path.into());
+        }
         extra
     }
 
@@ -697,7 +751,7 @@ impl LayerFs for Overlay {
         // A count left by a process killed mid-mount is no proof of a mount.
         if first || !sys::is_mount_point(&target) {
             let chain = self.chain(&id)?;
-            let copy_up = self.copy_up_for(&chain)?;
+            let (copy_up, why) = self.copy_up_for(&chain, m.writable)?;
             let om = self.overlay_for(&chain, m.writable, copy_up)?;
             self.mount_at(&chain, &om, &target).map_err(|e| Error::at(&id, &target, e))?;
             m.extra.insert(
@@ -713,6 +767,10 @@ impl LayerFs for Overlay {
             // it with at least what it recorded).
             if m.writable {
                 m.extra.insert(COPY_UP.into(), copy_up.name().into());
+                match why {
+                    Some(why) => m.extra.insert(COPY_UP_WHY.into(), why.into()),
+                    None => m.extra.remove(COPY_UP_WHY),
+                };
             }
         }
         Ok(target)
@@ -751,11 +809,7 @@ impl LayerFs for Overlay {
             Err(e) => return vec![("error".into(), e.to_string())],
         };
         let mut features = p.features.pairs();
-        let copy_up = match &p.copy_up_why {
-            Some(why) => format!("{} ({why})", p.copy_up.name()),
-            None => p.copy_up.name().to_string(),
-        };
-        features.push(("copy_up".into(), copy_up));
+        features.push(("copy_up".into(), copy_up_line(&p.features, self.asked.as_deref())));
         features.push(("mount_api".into(), if p.features.lowerdir_plus { "lowerdir+" } else { "mount(2)" }.into()));
         features
     }
@@ -923,22 +977,61 @@ mod mount_options {
         assert_eq!(mounts(&rec.calls()), vec![]);
     }
 
-    /// A layer applied over a container that copied up with redirects looks its
-    /// implicit directories up in a mounted view, where overlayfs follows them: the
-    /// diff directories alone would miss a renamed directory's lower part.
+    /// A layer applied over a container that copied up with redirects (or metacopy)
+    /// looks its implicit directories up in a mounted view, where overlayfs follows
+    /// them: the diff directories alone would miss a renamed directory's lower part.
     #[test]
     fn implicit_dirs_over_a_redirecting_container_are_looked_up_in_a_view() {
+        for copy_up in [CopyUp::Redirect, CopyUp::Metacopy] {
+            let tmp = tempfile::tempdir().unwrap();
+            let root = tmp.path();
+            run(root, features(true, true), copy_up);
+            let rec = Arc::new(Recording::default());
+            let fs = Overlay::with(root, features(true, true), (CopyUp::Full, None), rec.clone()).unwrap();
+            let driver = Layered::from_parts(fs.store.clone(), fs);
+            let over = TarBuilder::new().file("usr/lib/y", b"y").build();
+            driver.apply_diff("over", Some("ctr"), &mut &over[..]).unwrap();
+            let m = mounts(&rec.calls());
+            assert_eq!(m.len(), 1, "{copy_up:?}: {m:#?}");
+            assert!(m[0].1.starts_with(root.join("tmp")), "{m:#?}");
+            let metacopy = if copy_up == CopyUp::Metacopy { "on" } else { "off" };
+            assert!(m[0].0.options.contains(&("metacopy".into(), metacopy.into())), "{:?}", m[0].0.options);
+        }
+    }
+
+    /// Every applied layer records the bytes of the longest path it holds (a
+    /// whiteout's is its directory's: it holds nothing at its own name); a created
+    /// one records none (its content is unknown until its view is written).
+    #[test]
+    fn applied_layers_record_their_longest_path() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
-        run(root, features(true, true), CopyUp::Redirect);
-        let rec = Arc::new(Recording::default());
-        let fs = Overlay::with(root, features(true, true), (CopyUp::Redirect, None), rec.clone()).unwrap();
+        let fs = Overlay::new(root, None, Arc::new(Recording::default())).unwrap();
         let driver = Layered::from_parts(fs.store.clone(), fs);
-        let over = TarBuilder::new().file("usr/lib/y", b"y").build();
-        driver.apply_diff("over", Some("ctr"), &mut &over[..]).unwrap();
-        let m = mounts(&rec.calls());
-        assert_eq!(m.len(), 1, "{m:#?}");
-        assert!(m[0].1.starts_with(root.join("tmp")), "{m:#?}");
+        let longest = |id: &str| driver.store().get(id).unwrap().extra.get(LONGEST_PATH).and_then(|v| v.as_u64());
+        let base = TarBuilder::new().dir("etc").file("etc/a", b"a").build();
+        driver.apply_diff("base", None, &mut &base[..]).unwrap();
+        assert_eq!(longest("base"), Some(5));
+        let deep = format!("{}/{}", "d".repeat(200), "n".repeat(100));
+        let mid = TarBuilder::new().whiteout(&format!("{deep}/{}", "w".repeat(250))).file("usr/lib/x", b"x").build();
+        driver.apply_diff("mid", Some("base"), &mut &mid[..]).unwrap();
+        assert_eq!(longest("mid"), Some(301), "the whiteout's directory");
+        let chain = TarBuilder::new().dir("etc").file(&format!("etc/{}", "f".repeat(255)), b"f").build();
+        driver
+            .apply_chain(
+                vec![driver_core::driver::LayerTar {
+                    id: "top".into(),
+                    parent: Some("mid".into()),
+                    tar: Box::new(std::io::Cursor::new(chain)),
+                    uncompressed: false,
+                    diff_id: None,
+                }],
+                &|_, _| {},
+            )
+            .unwrap();
+        assert_eq!(longest("top"), Some(259), "through apply_chain");
+        driver.create("ctr", Some("top"), true).unwrap();
+        assert_eq!(longest("ctr"), None);
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! Where the kernel takes `metacopy=on` with `redirect_dir=on` (opt-in), a container's
-//! chmod of a big lower file copies up its metadata only and a lower directory renames
-//! in place (no EXDEV); with redirect_dir alone (the default) the rename is in place
-//! and the file copied whole; with both off the rename is EXDEV. Each layer records
+//! Where the kernel takes `metacopy=on` with `redirect_dir=on` (forced here; the
+//! default where the lower paths fit, see tests/tests/metacopy_default.rs), a
+//! container's chmod of a big lower file copies up its metadata only and a lower
+//! directory renames in place (no EXDEV); with redirect_dir alone the rename is in
+//! place and the file copied whole; with both off the rename is EXDEV. Each layer records
 //! how its view was mounted, and its diff is the naive walk's. (The conformance suite,
 //! run by overlay with each, checks the diffs of many more changes.)
 

@@ -162,8 +162,9 @@ fn which_and_explain_show_how_each_driver_stores_a_change(s: &Strata) {
     assert_eq!(json(s, &["layer", "which", "c", "/opq/y"])["provided_by"], top);
 
     if overlay {
-        // metacopy is opt-in (off in this test), so simulate what overlayfs leaves with it: the
-        // upper file carries the metacopy xattr and its data stays below.
+        // /up was appended to, so its data was copied up (metacopy or not): simulate what
+        // overlayfs leaves after a chmod with metacopy: the upper file carries the
+        // metacopy xattr and its data stays below.
         let e = json(s, &["layer", "explain", "c", "/up"]);
         let disk = std::ffi::CString::new(e["disk_path"].as_str().unwrap()).unwrap();
         driver_core::sys::set_xattr(driver_core::sys::XattrTarget::NoFollow(&disk), "trusted.overlay.metacopy", b"")
