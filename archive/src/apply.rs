@@ -55,6 +55,7 @@ use nix::sys::time::TimeSpec;
 use driver_core::error::{Cause, Error, Result};
 use driver_core::lifecycle::{Applied, LayerInput};
 use driver_core::sys::{self, errno, XattrTarget};
+use driver_core::writeback::Flusher;
 use driver_core::ReservedXattrs;
 
 use crate::whiteout::{DeleteInPlace, WhiteoutFormat};
@@ -178,7 +179,8 @@ pub fn apply_layer(root: &Path, input: impl Read, opts: &ApplyOptions) -> Result
         )
     };
     let root_fd = sys::open_dir(root).map_err(|e| Error::at(layer, root, e))?;
-    let mut applier = Applier::new(opts, root_fd);
+    // Early writeback is a head start only: without it the commit's syncfs writes all.
+    let mut applier = Applier::new(opts, root_fd, Flusher::of(root).ok());
     // Three threads per layer: this one inflates, one hashes the tar (its diff_id), one
     // parses the tar and writes the files, so one big layer keeps two cores busy (issue
     // 17: a single layer used one; then the inflating thread, hashing too, was the one
@@ -478,10 +480,12 @@ struct Applier<'a> {
     described: HashSet<RelPath>,
     buf: Vec<u8>,
     report: ApplyReport,
+    /// Starts the disk on the data written so far (see [`driver_core::writeback`]).
+    flusher: Option<Arc<Flusher>>,
 }
 
 impl<'a> Applier<'a> {
-    fn new(opts: &'a ApplyOptions, root: OwnedFd) -> Self {
+    fn new(opts: &'a ApplyOptions, root: OwnedFd, flusher: Option<Arc<Flusher>>) -> Self {
         Applier {
             opts,
             root,
@@ -493,6 +497,7 @@ impl<'a> Applier<'a> {
             described: HashSet::new(),
             buf: vec![0u8; 1 << 20],
             report: ApplyReport::default(),
+            flusher,
         }
     }
 
@@ -810,6 +815,9 @@ impl<'a> Applier<'a> {
                     }
                 } else {
                     file.write_all_at(&buf[..n], off)?;
+                }
+                if let Some(f) = &self.flusher {
+                    f.wrote(n as u64);
                 }
                 off += n as u64;
             }

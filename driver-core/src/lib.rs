@@ -18,6 +18,7 @@ pub mod reserved;
 pub mod store;
 pub mod sys;
 pub mod syscall;
+pub mod writeback;
 
 pub use driver::{Change, ChangeKind, Driver, LayerDir, LayerDirKind, LayerInfo, Status, Usage};
 pub use error::{Cause, Context, Error, Result};

@@ -38,6 +38,7 @@ use crate::image::{
 use driver_core::digest::Hashing;
 use driver_core::error::{Cause, Context, Error, Result};
 use driver_core::sys;
+use driver_core::writeback::Flusher;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -129,11 +130,17 @@ pub struct BlobWriter {
     file: Option<Hashing<io::BufWriter<File>>>,
     tmp: PathBuf,
     store: ContentStore,
+    /// Starts the disk on the blob as it is written (see [`driver_core::writeback`]).
+    flusher: Option<Arc<Flusher>>,
 }
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.as_mut().expect("an unfinished blob").write(buf)
+        let n = self.file.as_mut().expect("an unfinished blob").write(buf)?;
+        if let Some(f) = &self.flusher {
+            f.wrote(n as u64);
+        }
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -311,6 +318,7 @@ impl ContentStore {
         let file = File::create(&tmp).at_path(&tmp)?;
         Ok(BlobWriter {
             file: Some(Hashing::new(io::BufWriter::with_capacity(1 << 20, file))),
+            flusher: Flusher::of(&self.dir).ok(),
             tmp,
             store: self.clone(),
         })
