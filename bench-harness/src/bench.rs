@@ -702,8 +702,15 @@ fn print_metadata_ops(w: &Workload, results: &[&TargetResult]) {
         let big = largest.trim_start_matches("write ");
         let mounted: Vec<String> = r.mounted.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mounted = if mounted.is_empty() { String::new() } else { format!(" [{}]", mounted.join(", ")) };
+        // Without metacopy, what the driver does by default and when (overlay takes it
+        // only over layers whose paths fit the module's redirect_max).
+        let metacopy_off = r.mounted.iter().any(|(k, v)| k == "metacopy" && v == "off");
+        let policy = match r.features.iter().find(|(k, _)| k == "copy_up") {
+            Some((_, how)) if metacopy_off => format!("; copy-up: {how}"),
+            _ => String::new(),
+        };
         println!(
-            "{}{mounted}: chmod {big} {}, chown {big} {}, rename of a {}-file dir {} ({})",
+            "{}{mounted}: chmod {big} {}, chown {big} {}, rename of a {}-file dir {} ({}){policy}",
             r.label(),
             op(r, "chmod big file"),
             op(r, "chown big file"),
