@@ -8,13 +8,15 @@
 //! times are set after its children are written.
 //!
 //! Without reflinks the copy is the whole cost of a vfs layer, so it runs in parallel:
-//! one walker creates every node in order (directories, links, devices, and each
-//! regular file empty, so that a hardlink can point at it at once) and hands the files
-//! of a directory to a pool in batches, by name; the pool copies their data in the
-//! kernel (`copy_file_range`) and sets their metadata. Only creating a node changes
-//! its directory's times, so the walker can still set a directory's times after its
-//! children while the pool is writing into them. (moby considered a parallel copy for
-//! its vfs driver and never merged one.)
+//! one walker makes directories, symlinks, devices and hardlinked files (so that a
+//! file's next name can point at it at once) in order, and hands the other files of a
+//! directory to a pool in batches, by name; the pool creates them, copies their data in
+//! the kernel (`copy_file_range`) and sets their metadata. Creating a file (an inode
+//! and a directory entry) cost the walker more than all else it does, and made it the
+//! slowest thread of the copy. Only making a node changes a directory's times, so a
+//! directory's metadata is set by whoever finishes its last part, the walker or the
+//! pool ([`Dir`]). (moby considered a parallel copy for its vfs driver and never
+//! merged one.)
 //!
 //! Against `cp -a` and a syncfs of the same tree on ext4 (issue 17 asks for 1.5x), both
 //! write the same bytes, and the disk's part is as large as the CPU's: so a flusher
@@ -30,7 +32,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 
@@ -108,6 +110,11 @@ impl Copier {
                             failed.set(e);
                         }
                     }
+                    if !failed.is_set() {
+                        if let Err(e) = batch.dir.release() {
+                            failed.set(e);
+                        }
+                    }
                 });
             }
             drop(flush_tx);
@@ -124,7 +131,8 @@ impl Copier {
                 }
             });
             let walk = Walk { files: tx, failed: &failed, creator: &creator };
-            self.copy_dir(&sfd, &dfd, &mut HashMap::new(), &walk)
+            let root = Arc::new(Dir { src: sfd.clone(), dst: dfd.clone(), st: None, pending: AtomicUsize::new(1) });
+            self.copy_dir(&root, &mut HashMap::new(), &walk)
             // The walk (and its sender) ends here; the pool drains the queue and stops,
             // and with it the flusher.
         });
@@ -140,8 +148,16 @@ impl Copier {
     /// was created with ([`Creator::made`]).
     fn copy_file(&self, batch: &Batch, job: &FileJob, pool: &Pool<'_>) -> io::Result<()> {
         let st = &job.st;
-        let src = File::from(sys::open_at(batch.src.as_fd(), &job.name, OFlag::O_RDONLY, 0)?);
-        let dst = File::from(sys::open_at(batch.dst.as_fd(), &job.name, OFlag::O_WRONLY, 0)?);
+        let src = File::from(sys::open_at(batch.dir.src.as_fd(), &job.name, OFlag::O_RDONLY, 0)?);
+        let dst = File::from(match job.create {
+            // Made here, not by the walker: creating a node is most of what a small file
+            // costs (ext4 allocates its inode and adds the name to the directory), and the
+            // pool does it in parallel where the walker would do it alone.
+            Some(mode) => {
+                sys::open_at(batch.dir.dst.as_fd(), &job.name, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL, mode)?
+            }
+            None => sys::open_at(batch.dir.dst.as_fd(), &job.name, OFlag::O_WRONLY, 0)?,
+        });
         self.copy_data(&src, &dst, st, pool)?;
         let xattrs = sys::read_xattrs(XattrTarget::Fd(src.as_raw_fd()))?;
         let meta = NodeMeta::from_stat(st, xattrs);
@@ -150,14 +166,14 @@ impl Copier {
 
     fn copy_dir(
         &self,
-        src: &Arc<OwnedFd>,
-        dst: &Arc<OwnedFd>,
+        dir: &Arc<Dir>,
         links: &mut HashMap<(u64, u64), (Arc<OwnedFd>, OsString)>,
         walk: &Walk<'_>,
     ) -> io::Result<()> {
+        let (src, dst) = (&dir.src, &dir.dst);
         let mut names = sys::read_dir_names(src.as_fd())?;
         names.sort();
-        let mut batch = Batch::new(src, dst);
+        let mut batch = Batch::new(dir);
         for name in names {
             if walk.failed.is_set() {
                 return Ok(()); // the pool's error is the one reported
@@ -167,7 +183,8 @@ impl Copier {
                 None => continue,
             };
             let kind = sys::file_type(&st);
-            if kind != SFlag::S_IFDIR && st.st_nlink > 1 {
+            let linked = kind != SFlag::S_IFDIR && st.st_nlink > 1;
+            if linked {
                 if let Some((ldir, lname)) = links.get(&(st.st_dev, st.st_ino)) {
                     nix::unistd::linkat(
                         Some(ldir.as_raw_fd()),
@@ -191,23 +208,31 @@ impl Copier {
                         .map_err(sys::errno)?;
                     let s = Arc::new(sys::open_at(src.as_fd(), &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?);
                     let d = Arc::new(sys::open_at(dst.as_fd(), &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?);
-                    self.copy_dir(&s, &d, links, walk)?;
-                    finish_meta(d.as_fd(), &st, s.as_fd())?;
+                    let sub = Arc::new(Dir { src: s, dst: d, st: Some(st), pending: AtomicUsize::new(1) });
+                    self.copy_dir(&sub, links, walk)?;
+                    // Its metadata once the pool has made its files too.
+                    sub.release()?;
                 }
                 SFlag::S_IFREG => {
-                    // Created empty here, so that a hardlink met later can point at it at
-                    // once, with its final permission bits, so most files need no chmod.
+                    // With its final permission bits, so most files need no chmod.
                     let mode = walk.creator.creation_mode(st.st_mode);
-                    nix::sys::stat::mknodat(
-                        Some(dst.as_raw_fd()),
-                        name.as_os_str(),
-                        SFlag::S_IFREG,
-                        Mode::from_bits_truncate(mode),
-                        0,
-                    )
-                    .map_err(sys::errno)?;
+                    let create = if linked {
+                        // Made here, so that the next name of the inode can point at it
+                        // at once.
+                        nix::sys::stat::mknodat(
+                            Some(dst.as_raw_fd()),
+                            name.as_os_str(),
+                            SFlag::S_IFREG,
+                            Mode::from_bits_truncate(mode),
+                            0,
+                        )
+                        .map_err(sys::errno)?;
+                        None
+                    } else {
+                        Some(mode)
+                    };
                     batch.bytes += st.st_size as u64;
-                    batch.files.push(FileJob { name, st });
+                    batch.files.push(FileJob { name, st, create });
                     if (batch.files.len() >= BATCH_FILES || batch.bytes >= BATCH_BYTES) && !walk.send(&mut batch) {
                         return Ok(());
                     }
@@ -318,23 +343,48 @@ const BATCH_BYTES: u64 = 4 << 20;
 /// Most threads a copy uses (with reflinks or on a small disk, more do not help).
 const MAX_THREADS: usize = 8;
 
-/// A regular file the walker created empty, for the pool to fill.
+/// A regular file for the pool to create (with the permission bits given) and fill,
+/// or to fill only when the walker created it (a hardlinked one).
 struct FileJob {
     name: OsString,
     st: FileStat,
+    create: Option<u32>,
+}
+
+/// A directory being copied: its metadata is set once the walker has made its
+/// subdirectories, links and special files and the pool has made its files, since only
+/// making a node changes a directory's times.
+struct Dir {
+    src: Arc<OwnedFd>,
+    dst: Arc<OwnedFd>,
+    /// `None` for the copy's root, which `copy_tree` finishes.
+    st: Option<FileStat>,
+    /// The walker (until it is done with the directory) and the batches not yet copied.
+    pending: AtomicUsize,
+}
+
+impl Dir {
+    /// One of the pending parts is done; the last sets the directory's metadata.
+    fn release(&self) -> io::Result<()> {
+        match &self.st {
+            Some(st) if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 => {
+                finish_meta(self.dst.as_fd(), st, self.src.as_fd())
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Files of one directory, by name in it.
 struct Batch {
-    src: Arc<OwnedFd>,
-    dst: Arc<OwnedFd>,
+    dir: Arc<Dir>,
     files: Vec<FileJob>,
     bytes: u64,
 }
 
 impl Batch {
-    fn new(src: &Arc<OwnedFd>, dst: &Arc<OwnedFd>) -> Batch {
-        Batch { src: src.clone(), dst: dst.clone(), files: Vec::new(), bytes: 0 }
+    fn new(dir: &Arc<Dir>) -> Batch {
+        Batch { dir: dir.clone(), files: Vec::new(), bytes: 0 }
     }
 }
 
@@ -352,7 +402,8 @@ impl Walk<'_> {
         if batch.files.is_empty() {
             return true;
         }
-        let full = Batch::new(&batch.src, &batch.dst);
+        let full = Batch::new(&batch.dir);
+        batch.dir.pending.fetch_add(1, Ordering::AcqRel);
         self.files.send(std::mem::replace(batch, full)).is_ok()
     }
 }
