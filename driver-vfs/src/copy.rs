@@ -19,9 +19,10 @@
 //! merged one.)
 //!
 //! Against `cp -a` and a syncfs of the same tree on ext4 (issue 17 asks for 1.5x), both
-//! write the same bytes, and the disk's part is as large as the CPU's: so a flusher
-//! thread syncs the filesystem each time the pool has copied another 32 MiB, and the
-//! disk writes while the pool copies instead of all of it at the layer commit's syncfs.
+//! write the same bytes, and the disk's part is as large as the CPU's: so the pool
+//! counts what it copies on the filesystem's [`Flusher`], which syncs it every 32 MiB,
+//! and the disk writes while the pool copies instead of all of it at the layer commit's
+//! syncfs.
 //! A file costs as few syscalls as `cp -a`'s (created with its mode, no chown or chmod
 //! that changes nothing, no hole search in a file without holes), and a batch of files
 //! costs one hand-over (a futex wake) instead of one per file.
@@ -32,11 +33,12 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use driver_core::sys::{self, Made, Node, NodeMeta, XattrTarget};
+use driver_core::writeback::Flusher;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
 
@@ -91,14 +93,14 @@ impl Copier {
         // layers under `ulimit -n 64` fail at layer 230 (test pull_resources).
         let (tx, rx) = sync_channel::<Batch>(threads);
         let rx = Mutex::new(rx);
-        let (flush_tx, flush_rx) = sync_channel::<()>(1);
+        // Writes the data copied so far back while the pool copies more: the commit's
+        // syncfs then finds little left.
+        let flusher = Flusher::of(dst)?;
         let failed = Failed::default();
         let creator = Creator::of(dfd.as_fd())?;
-        let copied = AtomicU64::new(0);
         let walked = std::thread::scope(|scope| {
             for _ in 0..threads {
-                let flush = flush_tx.clone();
-                let pool = Pool { creator: &creator, copied: &copied, flush };
+                let pool = Pool { creator: &creator, flusher: &flusher };
                 let (rx, failed) = (&rx, &failed);
                 scope.spawn(move || loop {
                     let Ok(batch) = rx.lock().unwrap_or_else(|e| e.into_inner()).recv() else { break };
@@ -117,24 +119,10 @@ impl Copier {
                     }
                 });
             }
-            drop(flush_tx);
-            // Writes the data copied so far back while the pool copies more: the
-            // commit's syncfs then finds little left. One syncfs writes every dirty file
-            // in a few large requests (as the final one would); starting each file's
-            // writeback as it was copied (sync_file_range) sent the python3 image to
-            // the disk in 6,145 requests instead of 811, and was no faster.
-            let root = dfd.clone();
-            scope.spawn(move || {
-                while flush_rx.recv().is_ok() {
-                    // A head start only: the commit's syncfs reports what fails.
-                    let _ = nix::unistd::syncfs(root.as_raw_fd());
-                }
-            });
             let walk = Walk { files: tx, failed: &failed, creator: &creator };
             let root = Arc::new(Dir { src: sfd.clone(), dst: dfd.clone(), st: None, pending: AtomicUsize::new(1) });
             self.copy_dir(&root, &mut HashMap::new(), &walk)
-            // The walk (and its sender) ends here; the pool drains the queue and stops,
-            // and with it the flusher.
+            // The walk (and its sender) ends here; the pool drains the queue and stops.
         });
         if let Some(e) = failed.error.into_inner().unwrap_or_else(|e| e.into_inner()) {
             return Err(e);
@@ -322,7 +310,7 @@ fn copy_range(src: &File, dst: &File, from: i64, to: i64, pool: &Pool<'_>) -> io
         if n == 0 {
             break;
         }
-        pool.copied(n as u64);
+        pool.flusher.wrote(n as u64);
         pos += n as i64;
     }
     Ok(pos)
@@ -330,10 +318,6 @@ fn copy_range(src: &File, dst: &File, from: i64, to: i64, pool: &Pool<'_>) -> io
 
 /// Most bytes one `copy_file_range` copies.
 const COPY_PIECE: usize = 8 << 20;
-
-/// Bytes copied between two wake-ups of the flusher (8 to 128 MiB made no difference
-/// beyond the noise on the python3 image).
-const FLUSH_BYTES: u64 = 32 << 20;
 
 /// Most files, and most bytes, in one batch for the pool: handing each file over on
 /// its own cost a context switch per file (8,800 futex calls for the python3 image).
@@ -411,20 +395,8 @@ impl Walk<'_> {
 /// What a pool thread shares with the others.
 struct Pool<'a> {
     creator: &'a Creator,
-    /// Bytes copied so far by the whole pool.
-    copied: &'a AtomicU64,
-    flush: SyncSender<()>,
-}
-
-impl Pool<'_> {
-    /// Counts `n` bytes copied; each [`FLUSH_BYTES`] wakes the flusher.
-    fn copied(&self, n: u64) {
-        let before = self.copied.fetch_add(n, Ordering::Relaxed);
-        if (before + n) / FLUSH_BYTES > before / FLUSH_BYTES {
-            // Already woken when full: the flush under way catches these bytes too.
-            let _ = self.flush.try_send(());
-        }
-    }
+    /// The copy's filesystem's: what the pool copies is counted on it.
+    flusher: &'a Flusher,
 }
 
 /// The pool's first error; the flag is read for every node without taking the lock.
