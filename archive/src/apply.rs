@@ -482,6 +482,19 @@ struct Applier<'a> {
     report: ApplyReport,
     /// Starts the disk on the data written so far (see [`driver_core::writeback`]).
     flusher: Option<Arc<Flusher>>,
+    /// The directory the last file, symlink or device was made in, kept open.
+    last_dir: Option<LastDir>,
+}
+
+/// A directory kept open for the next entry: a tar lists a directory's files together,
+/// so most files are made where the one before was, without resolving their parent
+/// again. Only files, symlinks and devices reuse it: they change only a name inside
+/// it, while a directory, link or whiteout entry (which may replace or remove a
+/// directory) drops it, and so does an entry in another directory.
+struct LastDir {
+    path: RelPath,
+    fd: OwnedFd,
+    creator: sys::Creator,
 }
 
 impl<'a> Applier<'a> {
@@ -498,6 +511,7 @@ impl<'a> Applier<'a> {
             buf: vec![0u8; 1 << 20],
             report: ApplyReport::default(),
             flusher,
+            last_dir: None,
         }
     }
 
@@ -535,6 +549,19 @@ impl<'a> Applier<'a> {
             return self.root_entry(kind, meta);
         }
         let (parent, name) = split(path);
+        let makes_a_file = matches!(
+            kind,
+            tar::EntryType::Regular
+                | tar::EntryType::Continuous
+                | tar::EntryType::GNUSparse
+                | tar::EntryType::Symlink
+                | tar::EntryType::Char
+                | tar::EntryType::Block
+                | tar::EntryType::Fifo
+        );
+        if !makes_a_file || name.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+            self.last_dir = None;
+        }
         if let Some(target) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
             if name == OPAQUE_MARKER.as_bytes() {
                 return self.opaque(parent, meta.mtime);
@@ -696,6 +723,32 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
+    /// The directory `parent` for a new file, symlink or device: the last one when it
+    /// is the same ([`LastDir`]), else opened (made) as [`Applier::dir`] does. Put it
+    /// back in `last_dir` once the entry is made.
+    fn take_dir(&mut self, parent: &[u8], mtime: TimeSpec) -> Result<LastDir> {
+        if let Some(d) = self.last_dir.take().filter(|d| d.path == parent) {
+            return Ok(d);
+        }
+        let fd = self.dir(parent, mtime)?;
+        let creator = sys::Creator::in_dir(fd.as_fd())?;
+        self.touch(parent, fd.as_fd())?;
+        Ok(LastDir { path: parent.to_vec(), fd, creator })
+    }
+
+    /// Makes `name` in `d` with `make`; when the slot is taken (EEXIST), empties it first,
+    /// as a later entry of a tar replaces an earlier one. Trying first saves an unlink
+    /// per entry, nearly all of which find the slot free.
+    fn make_in<T>(d: &LastDir, name: &OsStr, make: impl Fn() -> io::Result<T>) -> Result<T> {
+        match make() {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                sys::remove_all_at(d.fd.as_fd(), name)?;
+                Ok(make()?)
+            }
+            made => Ok(made?),
+        }
+    }
+
     fn root_entry(&mut self, kind: tar::EntryType, meta: Meta) -> Result<()> {
         if kind != tar::EntryType::Directory {
             return Err(Cause::BadTar("the entry for the layer root is not a directory".into()).into());
@@ -756,11 +809,6 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    /// Owner, mode, xattrs and times of a non-directory reached as `name` in `pfd`.
-    fn finish_node(&self, pfd: BorrowedFd<'_>, name: &OsStr, meta: &Meta, symlink: bool) -> Result<()> {
-        Ok(sys::set_metadata(sys::Node::Named { dir: pfd, name, symlink }, meta, sys::Made::default())?)
-    }
-
     fn regular<R: Read>(
         &mut self,
         path: &[u8],
@@ -770,13 +818,18 @@ impl<'a> Applier<'a> {
         entry: &mut tar::Entry<'_, R>,
         sparse: bool,
     ) -> Result<()> {
-        let pfd = self.dir(parent, meta.mtime)?;
-        self.clear_slot(parent, pfd.as_fd(), name)?;
-        let fd = sys::open_at(pfd.as_fd(), name, OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY, 0o600)?;
+        let d = self.take_dir(parent, meta.mtime)?;
+        // Made with its own permission bits, so that the chmod is needed only where
+        // the umask took some away (or for setuid, setgid, sticky).
+        let mode = meta.mode & 0o777;
+        let fd = Self::make_in(&d, name, || {
+            sys::open_at(d.fd.as_fd(), name, OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY, mode)
+        })?;
         let file = std::fs::File::from(fd);
         let size = entry.size();
         self.write_data(&file, entry, size, sparse)?;
-        sys::set_metadata(sys::Node::Open(file.as_fd()), &meta, sys::Made::default())?;
+        sys::set_metadata(sys::Node::Open(file.as_fd()), &meta, d.creator.made(mode))?;
+        self.last_dir = Some(d);
         self.report.size += size;
         self.mark_extracted(path);
         Ok(())
@@ -837,10 +890,13 @@ impl<'a> Applier<'a> {
         if target.is_empty() || target.len() > MAX_PATH {
             return Err(Cause::BadTar(format!("symlink target of {} bytes", target.len())).into());
         }
-        let pfd = self.dir(parent, meta.mtime)?;
-        self.clear_slot(parent, pfd.as_fd(), name)?;
-        nix::unistd::symlinkat(OsStr::from_bytes(target), Some(pfd.as_raw_fd()), name)?;
-        self.finish_node(pfd.as_fd(), name, &meta, true)?;
+        let d = self.take_dir(parent, meta.mtime)?;
+        Self::make_in(&d, name, || {
+            nix::unistd::symlinkat(OsStr::from_bytes(target), Some(d.fd.as_raw_fd()), name).map_err(errno)
+        })?;
+        let node = sys::Node::Named { dir: d.fd.as_fd(), name, symlink: true };
+        sys::set_metadata(node, &meta, d.creator.made(0o777))?;
+        self.last_dir = Some(d);
         self.mark_extracted(path);
         Ok(())
     }
@@ -882,10 +938,15 @@ impl<'a> Applier<'a> {
         kind: SFlag,
         dev: libc::dev_t,
     ) -> Result<()> {
-        let pfd = self.dir(parent, meta.mtime)?;
-        self.clear_slot(parent, pfd.as_fd(), name)?;
-        nix::sys::stat::mknodat(Some(pfd.as_raw_fd()), name, kind, Mode::from_bits_truncate(0o600), dev)?;
-        self.finish_node(pfd.as_fd(), name, &meta, false)?;
+        let d = self.take_dir(parent, meta.mtime)?;
+        let mode = meta.mode & 0o777;
+        Self::make_in(&d, name, || {
+            nix::sys::stat::mknodat(Some(d.fd.as_raw_fd()), name, kind, Mode::from_bits_truncate(mode), dev)
+                .map_err(errno)
+        })?;
+        let node = sys::Node::Named { dir: d.fd.as_fd(), name, symlink: false };
+        sys::set_metadata(node, &meta, d.creator.made(mode))?;
+        self.last_dir = Some(d);
         self.mark_extracted(path);
         Ok(())
     }

@@ -353,6 +353,45 @@ pub struct Made {
     pub mode: Option<u32>,
 }
 
+/// Who makes nodes in a directory, and so what a node made there has before any
+/// chown or chmod ([`Creator::made`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Creator {
+    owner: Option<(u32, u32)>,
+    umask: Option<u32>,
+}
+
+impl Creator {
+    /// This process making nodes in `dir`. A new node's owner is the process's, and its
+    /// group too unless `dir`'s group differs (a setgid directory or a `grpid` mount
+    /// give the directory's: known only when the two are the same); its mode is the
+    /// one asked for less the umask, unless `dir` has a default ACL, which replaces
+    /// the umask (unknown then).
+    pub fn in_dir(dir: BorrowedFd<'_>) -> io::Result<Creator> {
+        let st = fstat(dir)?;
+        let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+        let owner = (st.st_gid == gid).then_some((uid, gid));
+        let acl = get_xattr(XattrTarget::Fd(dir.as_raw_fd()), "system.posix_acl_default")?.is_some();
+        Ok(Creator { owner, umask: umask().filter(|_| !acl) })
+    }
+
+    /// What a node made with permission bits `mode` has: see [`Made`].
+    pub fn made(&self, mode: u32) -> Made {
+        Made { owner: self.owner, mode: self.umask.map(|u| mode & 0o777 & !u) }
+    }
+}
+
+/// The process's umask, read once from /proc/self/status (`umask(2)` cannot read it
+/// without changing it); `None` when unknown.
+pub fn umask() -> Option<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let v = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(v.trim(), 8).ok()
+    })
+}
+
 /// Sets owner, mode, xattrs and times of `node`, in that order, because each step can
 /// undo an earlier one: chown clears the setuid/setgid bits (so mode comes after it) and
 /// `security.capability` (so xattrs come after both), and every change moves ctime and

@@ -139,3 +139,62 @@ fn what_a_node_was_made_with_is_not_set_again() {
     assert_eq!(mode_after("plain", 0o600), 0o644, "the mode it was made with is not set again");
     assert_eq!(mode_after("setuid", 0o4600), 0o4600, "setuid is always set");
 }
+
+/// `Creator::made` says only what a new node really has: checked on files made (as the
+/// tar engine makes them, with their own permission bits) in a plain directory, a
+/// setgid directory of another group (new files take its group) and a directory with
+/// a default ACL (which replaces the umask), for generated modes (fixed seed).
+#[test]
+fn a_creator_claims_only_what_a_new_node_has() {
+    if !strata_scratch::privileged("Creator (chown of a setgid directory)") {
+        return;
+    }
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let make_dir = |name: &str| {
+        let p = tmp.path().join(name);
+        std::fs::create_dir(&p).unwrap();
+        sys::open_dir(&p).unwrap()
+    };
+    let plain = make_dir("plain");
+    let setgid = make_dir("setgid");
+    nix::unistd::fchown(std::os::fd::AsRawFd::as_raw_fd(&setgid), None, Some(1234.into())).unwrap();
+    nix::sys::stat::fchmod(std::os::fd::AsRawFd::as_raw_fd(&setgid), Mode::from_bits_truncate(0o2755)).unwrap();
+    let acl = make_dir("acl");
+    // posix_acl_xattr: version 2, then (tag, perm, id): user::rw-, group::---, other::---.
+    let mut entries = 2u32.to_le_bytes().to_vec();
+    for (tag, perm) in [(0x01u16, 6u16), (0x04, 0), (0x20, 0)] {
+        entries.extend(tag.to_le_bytes());
+        entries.extend(perm.to_le_bytes());
+        entries.extend(u32::MAX.to_le_bytes());
+    }
+    let has_acl =
+        sys::set_xattr(XattrTarget::Fd(std::os::fd::AsRawFd::as_raw_fd(&acl)), "system.posix_acl_default", &entries)
+            .is_ok();
+    let creator = |d: &std::os::fd::OwnedFd| sys::Creator::in_dir(d.as_fd()).unwrap();
+    // Where nothing stands in the way, the owner and (with the umask known) mode are known.
+    let made = creator(&plain).made(0o644);
+    assert_eq!(made.owner, Some((nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())));
+    assert!(made.mode.is_some(), "the umask is read from /proc/self/status");
+    assert_eq!(creator(&setgid).made(0o644).owner, None, "a setgid directory's group is not the creator's");
+    if has_acl {
+        assert_eq!(creator(&acl).made(0o644).mode, None, "a default ACL replaces the umask");
+    }
+    let mut rng = Rng(0x0c4e_a702);
+    for (d, dir) in [("plain", &plain), ("setgid", &setgid), ("acl", &acl)] {
+        let c = creator(dir);
+        for i in 0..40 {
+            let mode = (rng.next() & 0o777) as u32;
+            let name = format!("f{i}");
+            let flags = nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_EXCL | nix::fcntl::OFlag::O_WRONLY;
+            let fd = sys::open_at(dir.as_fd(), OsStr::new(&name), flags, mode).unwrap();
+            let st = sys::fstat(fd.as_fd()).unwrap();
+            let made = c.made(mode);
+            if let Some(owner) = made.owner {
+                assert_eq!(owner, (st.st_uid, st.st_gid), "{d}/{name}: the owner claimed");
+            }
+            if let Some(m) = made.mode {
+                assert_eq!(m, st.st_mode & 0o7777, "{d}/{name} made with {mode:o}: the mode claimed");
+            }
+        }
+    }
+}
