@@ -58,26 +58,40 @@ pub struct ContentStore {
     unsettled: Arc<Unsettled>,
 }
 
-/// Whole blobs still in `ingest/` (path, digest, size, and the write mark taken once
-/// written: [`sys::synced_since`]), waiting for [`ContentStore::settle`]; those never
+/// Whole blobs still in `ingest/`, waiting for [`ContentStore::settle`]; those never
 /// settled go with the last clone of the store.
 #[derive(Default)]
-struct Unsettled(std::sync::Mutex<Vec<(PathBuf, String, u64, u64)>>);
+struct Unsettled(std::sync::Mutex<Vec<UnsettledBlob>>);
+
+/// A whole blob in `ingest/`, not yet synced and renamed to its digest.
+struct UnsettledBlob {
+    tmp: PathBuf,
+    digest: String,
+    size: u64,
+    /// Taken once it was written: a `syncfs` begun after it covers it ([`sys::synced_since`]).
+    written: u64,
+}
 
 impl Unsettled {
-    fn take(&self) -> Vec<(PathBuf, String, u64, u64)> {
+    fn take(&self) -> Vec<UnsettledBlob> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn size_of(&self, digest: &str) -> Option<u64> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(_, d, _, _)| d == digest).map(|(_, _, n, _)| *n)
+    fn push(&self, blob: UnsettledBlob) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(blob);
+    }
+
+    /// The temp file and size of blob `digest`, if it is unsettled here.
+    fn find(&self, digest: &str) -> Option<(PathBuf, u64)> {
+        let blobs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        blobs.iter().find(|b| b.digest == digest).map(|b| (b.tmp.clone(), b.size))
     }
 }
 
 impl Drop for Unsettled {
     fn drop(&mut self) {
-        for (tmp, ..) in self.take() {
-            let _ = fs::remove_file(tmp);
+        for blob in self.take() {
+            let _ = fs::remove_file(blob.tmp);
         }
     }
 }
@@ -166,8 +180,8 @@ impl BlobWriter {
         let ended = (|| -> Result<()> {
             let file = file.into_inner().map_err(|e| Error::new(e.into_error()).with_path(tmp))?;
             if settle == Settle::Later {
-                let blob = (tmp.clone(), digest.clone(), size, sys::write_mark());
-                self.store.unsettled.0.lock().unwrap_or_else(|e| e.into_inner()).push(blob);
+                let blob = UnsettledBlob { tmp: tmp.clone(), digest: digest.clone(), size, written: sys::write_mark() };
+                self.store.unsettled.push(blob);
                 return Ok(());
             }
             file.sync_all().at_path(tmp)?;
@@ -266,20 +280,20 @@ impl ContentStore {
         }
         let settled = (|| -> Result<()> {
             let ingest = self.dir.join("ingest");
-            let last_written = blobs.iter().map(|b| b.3).max().unwrap_or_default();
+            let last_written = blobs.iter().map(|b| b.written).max().unwrap_or_default();
             if !sys::synced_since(&ingest, last_written) {
                 sys::syncfs(&ingest).at_path(&ingest)?;
             }
-            for (tmp, digest, ..) in &blobs {
-                let to = self.path(digest)?;
-                fs::rename(tmp, &to).at_path(&to)?;
+            for blob in &blobs {
+                let to = self.path(&blob.digest)?;
+                fs::rename(&blob.tmp, &to).at_path(&to)?;
             }
             let dir = self.dir.join("blobs/sha256");
             File::open(&dir).and_then(|d| d.sync_all()).at_path(&dir)
         })();
         if settled.is_err() {
-            for (tmp, ..) in &blobs {
-                let _ = fs::remove_file(tmp);
+            for blob in &blobs {
+                let _ = fs::remove_file(&blob.tmp);
             }
         }
         settled
@@ -287,8 +301,8 @@ impl ContentStore {
 
     /// Removes the blobs written unsettled and not settled yet (an unpack that failed).
     pub fn discard_unsettled(&self) {
-        for (tmp, ..) in self.unsettled.take() {
-            let _ = fs::remove_file(tmp);
+        for blob in self.unsettled.take() {
+            let _ = fs::remove_file(blob.tmp);
         }
     }
 
@@ -297,7 +311,7 @@ impl ContentStore {
     pub fn kept_size(&self, digest: &str) -> Option<u64> {
         match self.path(digest).ok().and_then(|p| fs::metadata(p).ok()).filter(|m| m.is_file()) {
             Some(m) => Some(m.len()),
-            None => self.unsettled.size_of(digest),
+            None => self.unsettled.find(digest).map(|(_, size)| size),
         }
     }
 
@@ -594,15 +608,7 @@ impl ContentStore {
 
     /// The first bytes of a blob kept or unsettled (to tell its compression).
     fn read_head(&self, digest: &str, head: &mut [u8]) -> usize {
-        let unsettled = self
-            .unsettled
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .find(|(_, d, ..)| d == digest)
-            .map(|(p, ..)| p.clone());
-        let path = match unsettled {
+        let path = match self.unsettled.find(digest).map(|(tmp, _)| tmp) {
             Some(p) => p,
             None => match self.path(digest) {
                 Ok(p) => p,
