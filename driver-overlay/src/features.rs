@@ -277,11 +277,7 @@ fn record(dir: &Path, f: &Features) {
     if !f.mounts {
         return;
     }
-    let Ok(json) = serde_json::to_vec_pretty(&Recorded { probed_on, features: f.clone() }) else { return };
-    let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) else { return };
-    if std::io::Write::write_all(&mut tmp, &json).is_ok() {
-        let _ = tmp.persist(dir.join(RECORD));
-    }
+    let _ = driver_core::json::write_json(&dir.join(RECORD), &Recorded { probed_on, features: f.clone() });
 }
 
 /// Whether readdir in `dir` reports file types (a file of its own is made and
