@@ -283,7 +283,8 @@ fn record(dir: &Path, f: &Features) {
 /// Whether readdir in `dir` reports file types (a file of its own is made and
 /// removed to see: processes opening the driver at once check side by side).
 pub fn has_d_type(dir: &Path) -> bool {
-    let Ok(f) = tempfile::Builder::new().prefix(".d_type-check-").tempfile_in(dir) else { return false };
+    let prefix = format!("{D_TYPE_CHECK}{}-", std::process::id());
+    let Ok(f) = tempfile::Builder::new().prefix(&prefix).tempfile_in(dir) else { return false };
     let Some(name) = f.path().file_name().map(|n| n.as_encoded_bytes().to_vec()) else { return false };
     // Through readdir itself: std falls back to lstat when d_type is DT_UNKNOWN.
     let Ok(mut d) = nix::dir::Dir::open(dir, nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty()) else {
@@ -293,26 +294,43 @@ pub fn has_d_type(dir: &Path) -> bool {
     found
 }
 
-/// Probe directories are named `probe-<pid>-…`. One whose process died (killed during
-/// its probe) may still have the probe's overlay mounted: unmount it and remove it.
-fn clear_stale_probes(dir: &Path) {
+/// The name [`has_d_type`]'s file starts with, followed by its process's ID.
+const D_TYPE_CHECK: &str = ".d_type-check-";
+
+/// Removes what a process killed while probing left in the driver folder `dir`, each
+/// named after its process ID: a probe directory `probe-<pid>-…` (its overlay maybe
+/// still mounted: unmounted first), a d_type check file `.d_type-check-<pid>-…`, and
+/// a half-written probe record `.tmp-<pid>-…` ([`driver_core::json::write_atomic`]).
+/// What a live process is using stays.
+pub fn clear_stale(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let name = e.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("probe-")) else { continue };
+        let Some(name) = name.to_str() else { continue };
+        let (rest, probe) = match [("probe-", true), (D_TYPE_CHECK, false), (".tmp-", false)]
+            .into_iter()
+            .find_map(|(prefix, probe)| Some((name.strip_prefix(prefix)?, probe)))
+        {
+            Some(found) => found,
+            None => continue,
+        };
         let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-        if pid.is_none_or(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+        if pid.is_none_or(driver_core::sys::pid_alive) {
             continue;
         }
-        let merged = e.path().join("merged");
-        let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_dir_all(e.path());
+        if probe {
+            let merged = e.path().join("merged");
+            let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_dir_all(e.path());
+        } else {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 
 fn probe_now(dir: &Path) -> Features {
     let mut f = Features::default();
-    clear_stale_probes(dir);
+    clear_stale(dir);
     let prefix = format!("probe-{}-", std::process::id());
     let tmp = match tempfile::Builder::new().prefix(&prefix).tempdir_in(dir) {
         Ok(t) => t,

@@ -258,6 +258,7 @@ impl Overlay {
     /// of processes that are gone.
     fn recover(&self) -> Result<()> {
         let lock = self.store.lock()?;
+        features::clear_stale(&self.dir);
         let tmp = self.dir.join("tmp");
         if let Ok(rd) = fs::read_dir(&tmp) {
             for e in rd.flatten() {

@@ -87,3 +87,34 @@ fn a_probe_is_recorded_and_trusted_only_where_it_was_made() {
     fs::write(broken.join(RECORD), b"{\"probed_on\":").unwrap();
     assert_eq!(probe_recorded(&broken), real);
 }
+
+/// What a process killed while checking or probing left in the driver folder goes when
+/// the driver is next opened; what a live process is using stays (a `.d_type-check-`
+/// file stayed for good: the check runs only while the folder has no record).
+#[test]
+fn what_a_killed_probe_left_goes_at_the_next_open() {
+    if !strata_scratch::privileged("opens the overlay driver") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("overlay");
+    fs::create_dir(&root).unwrap();
+    // No process has an ID over pid_max; this test's own process is alive.
+    let pid_max: u32 = fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
+    let (dead, alive) = (pid_max + 1, std::process::id());
+    let names =
+        |pid: u32| [format!(".d_type-check-{pid}-x1"), format!(".tmp-{pid}-4000000000"), format!("probe-{pid}-y2")];
+    for pid in [dead, alive] {
+        let [check, record, probe] = names(pid);
+        fs::write(root.join(check), b"").unwrap();
+        fs::write(root.join(record), b"{").unwrap();
+        fs::create_dir_all(root.join(probe).join("merged")).unwrap();
+    }
+    drop(driver_overlay::open_copying_up(&root, driver_overlay::features::CopyUp::Full).unwrap());
+    for name in names(dead) {
+        assert!(!root.join(&name).exists(), "{name} of a dead process is left");
+    }
+    for name in names(alive) {
+        assert!(root.join(&name).exists(), "{name} of a live process was removed");
+    }
+}
