@@ -97,7 +97,7 @@ impl Copier {
         // syncfs then finds little left.
         let flusher = Flusher::of(dst)?;
         let failed = Failed::default();
-        let creator = Creator::of(dfd.as_fd())?;
+        let creator = sys::Creator::in_dir(dfd.as_fd())?;
         let walked = std::thread::scope(|scope| {
             for _ in 0..threads {
                 let pool = Pool { creator: &creator, flusher: &flusher };
@@ -119,7 +119,7 @@ impl Copier {
                     }
                 });
             }
-            let walk = Walk { files: tx, failed: &failed, creator: &creator };
+            let walk = Walk { files: tx, failed: &failed };
             let root = Arc::new(Dir { src: sfd.clone(), dst: dfd.clone(), st: None, pending: AtomicUsize::new(1) });
             self.copy_dir(&root, &mut HashMap::new(), &walk)
             // The walk (and its sender) ends here; the pool drains the queue and stops.
@@ -133,7 +133,7 @@ impl Copier {
     }
 
     /// A regular file's data, then its owner, mode, xattrs and times, leaving what it
-    /// was created with ([`Creator::made`]).
+    /// was created with ([`sys::Creator::made`]).
     fn copy_file(&self, batch: &Batch, job: &FileJob, pool: &Pool<'_>) -> io::Result<()> {
         let st = &job.st;
         let src = File::from(sys::open_at(batch.dir.src.as_fd(), &job.name, OFlag::O_RDONLY, 0)?);
@@ -149,7 +149,7 @@ impl Copier {
         self.copy_data(&src, &dst, st, pool)?;
         let xattrs = sys::read_xattrs(XattrTarget::Fd(src.as_raw_fd()))?;
         let meta = NodeMeta::from_stat(st, xattrs);
-        sys::set_metadata(Node::Open(dst.as_fd()), &meta, pool.creator.made(st.st_mode))
+        sys::set_metadata(Node::Open(dst.as_fd()), &meta, pool.creator.made(creation_mode(st.st_mode)))
     }
 
     fn copy_dir(
@@ -203,7 +203,7 @@ impl Copier {
                 }
                 SFlag::S_IFREG => {
                     // With its final permission bits, so most files need no chmod.
-                    let mode = walk.creator.creation_mode(st.st_mode);
+                    let mode = creation_mode(st.st_mode);
                     let create = if linked {
                         // Made here, so that the next name of the inode can point at it
                         // at once.
@@ -376,7 +376,6 @@ impl Batch {
 struct Walk<'a> {
     files: SyncSender<Batch>,
     failed: &'a Failed,
-    creator: &'a Creator,
 }
 
 impl Walk<'_> {
@@ -394,7 +393,7 @@ impl Walk<'_> {
 
 /// What a pool thread shares with the others.
 struct Pool<'a> {
-    creator: &'a Creator,
+    creator: &'a sys::Creator,
     /// The copy's filesystem's: what the pool copies is counted on it.
     flusher: &'a Flusher,
 }
@@ -417,48 +416,15 @@ impl Failed {
     }
 }
 
-/// Who creates the copy's files, and so what owner and mode a new file has before any
-/// chown or chmod.
-struct Creator {
-    uid: u32,
-    gid: u32,
-    /// The process's umask, from /proc/self/status (`umask(2)` cannot read it without
-    /// changing it); `None` when unknown, and then every file is chmodded.
-    umask: Option<u32>,
-}
-
-impl Creator {
-    /// The creator of files under `dst`, the copy's root directory. The copy's
-    /// directories get their owners and modes after their children are made, so a new
-    /// file's group is the caller's, or the root's when the root is setgid or the
-    /// filesystem is mounted `grpid`: known only when the two are the same.
-    fn of(dst: BorrowedFd<'_>) -> io::Result<Creator> {
-        let st = sys::fstat(dst)?;
-        let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
-        // u32::MAX is no group (-1 means "unchanged" to chown): every file is chowned.
-        let gid = if st.st_gid == gid { gid } else { u32::MAX };
-        let umask = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-            let v = s.lines().find_map(|l| l.strip_prefix("Umask:"))?;
-            u32::from_str_radix(v.trim(), 8).ok()
-        });
-        Ok(Creator { uid, gid, umask })
-    }
-
-    /// The permission bits the walker creates a file of mode `mode` with: its own,
-    /// but owner-writable when not root, as a pool thread opens it for writing later.
-    fn creation_mode(&self, mode: u32) -> u32 {
-        let mode = mode & 0o777;
-        if self.uid == 0 {
-            mode
-        } else {
-            mode | 0o600
-        }
-    }
-
-    /// What a file created with [`Creator::creation_mode`] has: its creator's owner,
-    /// and that mode less the umask, when known.
-    fn made(&self, mode: u32) -> Made {
-        Made { owner: Some((self.uid, self.gid)), mode: self.umask.map(|u| self.creation_mode(mode) & !u) }
+/// The permission bits a file of mode `mode` is created with: its own, but
+/// owner-writable when not root, as a pool thread may open it for writing after the
+/// walker made it (a hardlinked file).
+fn creation_mode(mode: u32) -> u32 {
+    let mode = mode & 0o777;
+    if nix::unistd::geteuid().is_root() {
+        mode
+    } else {
+        mode | 0o600
     }
 }
 
