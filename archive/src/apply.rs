@@ -58,7 +58,7 @@ use driver_core::sys::{self, errno, XattrTarget};
 use driver_core::writeback::Flusher;
 use driver_core::ReservedXattrs;
 
-use crate::whiteout::{DeleteInPlace, WhiteoutFormat};
+use crate::whiteout::{DeleteInPlace, WhiteoutFormat, OPAQUE_MARKER, WHITEOUT_PREFIX};
 
 /// What the engine needs to know besides the tar and the root.
 #[derive(Clone, Debug)]
@@ -145,10 +145,6 @@ pub fn apply_in_place(input: LayerInput<'_>) -> Result<Applied> {
     let opts = ApplyOptions::of(&input);
     Ok(apply_layer(&input.staging.path, input.tar, &opts)?.into())
 }
-
-/// The OCI whiteout prefix and the opaque-directory marker.
-pub const WHITEOUT_PREFIX: &str = ".wh.";
-pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 
 /// Longest path the engine accepts (PATH_MAX less the terminating NUL).
 const MAX_PATH: usize = 4095;

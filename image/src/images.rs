@@ -432,8 +432,19 @@ impl ImageStore {
     /// pending record. Any older image of that name is untouched.
     pub(crate) fn abandon(&self, driver: &dyn Driver, mut p: Pending) -> Result<()> {
         p.rec.failed = true;
-        overwrite(&p.path, &p.rec)?;
-        remove_unused(driver, &p.rec.layers[p.rec.preexisting..])?;
+        let made = &p.rec.layers[p.rec.preexisting..];
+        if overwrite(&p.path, &p.rec).is_err() {
+            // A full disk can refuse even this rewrite: on btrfs the failed layer's
+            // staging subvolume gives its space back only when btrfs's cleaner has run,
+            // so after an ENOSPC in a layer the disk stays full (seen on 6.x kernels;
+            // the record stayed behind). Unmarked, the record keeps its own layers in
+            // use, so it goes first (an unlink, which btrfs lets use its reserve on a
+            // full disk), then the layers: a crash between the two leaves them listed
+            // nowhere, for `image prune`.
+            fs::remove_file(&p.path).at_path(&p.path)?;
+            return remove_unused(driver, made).map(drop);
+        }
+        remove_unused(driver, made)?;
         fs::remove_file(&p.path).at_path(&p.path)
     }
 
