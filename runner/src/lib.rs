@@ -19,5 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod container;
+pub mod record;
 pub mod replay;
 pub mod trace;
