@@ -15,6 +15,7 @@ mod peers;
 mod probe;
 mod progress;
 mod report;
+mod runcmd;
 mod verdict;
 
 use std::fs::File;
@@ -255,6 +256,38 @@ enum ContainerCmd {
         #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
         compression: String,
     },
+    /// Run CMD in the container's view: its own mount and network namespaces (loopback
+    /// only), the view as /, a fresh /proc and a minimal /dev, the image's Env and
+    /// WorkingDir, as root unless --user. Exits with CMD's status (128+signal when a
+    /// signal ended it) and leaves nothing mounted.
+    ///
+    /// NOT a security boundary: no user namespace, cgroups, seccomp policy or capability
+    /// dropping. It makes real filesystem work in a container, it is not a runtime.
+    Run {
+        name: String,
+        /// Record every filesystem change CMD and its children make (ptrace) to TRACE
+        /// (docs/trace.md).
+        #[arg(long, value_name = "TRACE")]
+        record: Option<PathBuf>,
+        /// Keep the bytes written in the trace (default: sizes, offsets and how well
+        /// the bytes compress).
+        #[arg(long, requires = "record")]
+        record_data: bool,
+        /// Run as UID[:GID] (GID defaults to UID), no supplementary groups.
+        #[arg(long, value_name = "UID[:GID]")]
+        user: Option<String>,
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Perform a recorded trace's operations in the container's view, in order, as fast
+    /// as they go; prints what each class of operations and the copy-ups cost.
+    Replay {
+        name: String,
+        trace: PathBuf,
+        /// The figures as JSON (strata_run::replay::ReplayStats).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -461,6 +494,12 @@ fn container(driver: &dyn Driver, images: &ImageStore, cmd: ContainerCmd) -> Res
         ContainerCmd::Commit { name, image, message, compression } => {
             commit::commit(driver, images, &name, &image, message, &compression)?
         }
+        ContainerCmd::Run { name, record, record_data, user, command } => {
+            let code = runcmd::run_container(driver, images, &name, record.as_deref(), record_data, user, command)?;
+            // The command's status is strata's; the view is unmounted already.
+            std::process::exit(code);
+        }
+        ContainerCmd::Replay { name, trace, json } => runcmd::replay_container(driver, &name, &trace, json)?,
     }
     Ok(())
 }
