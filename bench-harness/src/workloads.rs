@@ -643,6 +643,37 @@ mod tests {
     }
 
     #[test]
+    fn workloads_are_named_after_the_trace_or_the_label_and_bad_options_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("pip-install.trace");
+        std::fs::write(&trace, "{\"strata_trace\":1,\"command\":[\"pip\"]}\n").unwrap();
+        let mut a = WorkloadArgs {
+            replay: vec![trace.clone()],
+            run: vec!["true".into(), "make".into()],
+            label: vec!["noop".into()],
+            ..Default::default()
+        };
+        a.check().unwrap();
+        let names: Vec<&str> = a.specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["pip-install", "noop", "run-2"]);
+        let mut two_labels =
+            WorkloadArgs { run: vec!["true".into()], label: vec!["a".into(), "b".into()], ..Default::default() };
+        assert!(two_labels.check().unwrap_err().contains("2 label(s) for 1 command(s)"));
+        let mut same = WorkloadArgs {
+            replay: vec![trace.clone()],
+            run: vec!["true".into()],
+            label: vec!["pip-install".into()],
+            ..Default::default()
+        };
+        assert!(same.check().unwrap_err().contains("two workloads are named \"pip-install\""));
+        let mut missing = WorkloadArgs { replay: vec![dir.path().join("nope.trace")], ..Default::default() };
+        assert!(missing.check().unwrap_err().starts_with("--replay "));
+        std::fs::write(&trace, "not a trace\n").unwrap();
+        let mut bad = WorkloadArgs { replay: vec![trace], ..Default::default() };
+        assert!(bad.check().unwrap_err().contains("trace line 1"));
+    }
+
+    #[test]
     fn sizes_fall_in_their_buckets() {
         assert_eq!(bucket(0), "4KiB");
         assert_eq!(bucket(4096), "4KiB");
