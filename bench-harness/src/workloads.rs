@@ -301,15 +301,17 @@ pub fn sentence(r: &TargetResult, w: &WorkloadResult) -> String {
     }
     let (files, bytes) = w.copied_files();
     let first = if r.driver == "overlay" { "copied up" } else { "changed for the first time" };
+    let copied = if files == 0 {
+        "it changed no file of the image".to_string()
+    } else {
+        format!("it {first} {files} file(s) of the image, {}, in {}", size(bytes as f64), secs(w.copyup_seconds().p50))
+    };
     format!(
-        "{} on {}: {} a replay of {} operations; it {first} {files} file(s) of the image, {}, in {}; the \
-         container layer added {} on disk; its diff took {} ({})",
+        "{} on {}: {} a replay of {} operations; {copied}; the container layer added {} on disk; its diff took {} ({})",
         w.name,
         r.label(),
         spread(&w.wall),
         w.ops,
-        size(bytes as f64),
-        secs(w.copyup_seconds().p50),
         size(w.layer_bytes.p50),
         secs(w.diff.p50),
         size(w.diff_bytes as f64)
@@ -423,99 +425,107 @@ pub fn verdict_lines(profile: &str, results: &[&TargetResult], weights: &[Weight
     out
 }
 
-const COLORS: [RGBColor; 3] = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44)];
+const COLORS: [RGBColor; 4] =
+    [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
 
-/// One workload's chart: per target, bars for the replay, its copy-ups and the diff
-/// (median, whisker over the interval), and the disk the layer added.
+/// One bar per target (median, whisker over the interval), and inside it, when given, a
+/// narrower bar for a part of it (the copy-ups within a replay).
+fn bars<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    caption: &str,
+    unit: &str,
+    labels: &[String],
+    values: &[Dist],
+    part: Option<&[Dist]>,
+    color: RGBColor,
+) -> Option<()> {
+    let n = values.len();
+    let ymax = values.iter().map(|d| d.hi.max(d.p50)).fold(0.0, f64::max) * 1.15;
+    let x_format = |x: &f64| -> String {
+        let i = (x - 0.5).round();
+        if (x - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
+            labels[i as usize].clone()
+        } else {
+            String::new()
+        }
+    };
+    let mut c = ChartBuilder::on(area)
+        .margin(10)
+        .caption(caption, ("sans-serif", 15))
+        .x_label_area_size(30)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0f64..n as f64, 0f64..ymax.max(1e-6))
+        .ok()?;
+    c.configure_mesh()
+        .x_labels(2 * n + 1)
+        .x_label_formatter(&x_format)
+        .y_desc(unit)
+        .disable_x_mesh()
+        .label_style(("sans-serif", 12))
+        .draw()
+        .ok()?;
+    c.draw_series(
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, d)| Rectangle::new([(i as f64 + 0.2, 0.0), (i as f64 + 0.8, d.p50)], color.filled())),
+    )
+    .ok()?;
+    if let Some(part) = part {
+        let orange = COLORS[1];
+        c.draw_series(
+            part.iter()
+                .enumerate()
+                .map(|(i, d)| Rectangle::new([(i as f64 + 0.35, 0.0), (i as f64 + 0.65, d.p50)], orange.filled())),
+        )
+        .ok()?
+        .label("of which copy-ups")
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], orange.filled()));
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 12))
+            .draw()
+            .ok()?;
+    }
+    for (i, d) in values.iter().enumerate().filter(|(_, d)| d.n() > 1) {
+        let x = i as f64 + 0.5;
+        for seg in [
+            vec![(x, d.lo), (x, d.hi)],
+            vec![(x - 0.08, d.lo), (x + 0.08, d.lo)],
+            vec![(x - 0.08, d.hi), (x + 0.08, d.hi)],
+        ] {
+            c.draw_series(std::iter::once(PathElement::new(seg, BLACK.stroke_width(2)))).ok()?;
+        }
+    }
+    Some(())
+}
+
+/// One workload's chart, three panels with their own scales: per target, the replay
+/// (its copy-ups inside), the diff after it, and the disk the layer added.
 fn chart(name: &str, rows: &[(&TargetResult, &WorkloadResult)]) -> Option<String> {
     let rows: Vec<_> = rows.iter().filter(|(_, w)| w.ok()).collect();
     if rows.is_empty() {
         return None;
     }
-    let n = rows.len();
-    let series: [(&str, Vec<Dist>); 3] = [
-        ("replay", rows.iter().map(|(_, w)| w.wall.clone()).collect()),
-        ("copy-ups", rows.iter().map(|(_, w)| w.copyup_seconds()).collect()),
-        ("diff", rows.iter().map(|(_, w)| w.diff.clone()).collect()),
-    ];
-    let ymax = series.iter().flat_map(|(_, d)| d.iter().map(|d| d.hi.max(d.p50))).fold(0.0, f64::max) * 1.15;
-    let dmax = rows.iter().map(|(_, w)| w.layer_bytes.hi.max(w.layer_bytes.p50) / 1e6).fold(0.0, f64::max) * 1.15;
     let labels: Vec<String> = rows.iter().map(|(r, _)| r.label()).collect();
-    let width = (260 * n as u32).max(520) * 2;
+    let wall: Vec<Dist> = rows.iter().map(|(_, w)| w.wall.clone()).collect();
+    let copyups: Vec<Dist> = rows.iter().map(|(_, w)| w.copyup_seconds()).collect();
+    let diff: Vec<Dist> = rows.iter().map(|(_, w)| w.diff.clone()).collect();
+    let disk: Vec<Dist> =
+        rows.iter().map(|(_, w)| Dist::of(w.layer_bytes.samples.iter().map(|b| b / 1e6).collect())).collect();
+    let width = (120 * rows.len() as u32).max(330) * 3;
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (width, 330)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (width, 320)).into_drawing_area();
         root.fill(&WHITE).ok()?;
         let root = root
-            .titled(&format!("Workload {name}: median and interval over the containers"), ("sans-serif", 20))
+            .titled(&format!("Workload {name}: median and interval over the containers"), ("sans-serif", 19))
             .ok()?;
-        let (left, right) = root.split_horizontally(width / 2);
-        let x_format = |x: &f64| -> String {
-            let i = (x - 0.5).round();
-            if (x - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
-                labels[i as usize].clone()
-            } else {
-                String::new()
-            }
-        };
-        let mut c = ChartBuilder::on(&left)
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..n as f64, 0f64..ymax.max(1e-6))
-            .ok()?;
-        c.configure_mesh()
-            .x_labels(2 * n + 1)
-            .x_label_formatter(&x_format)
-            .y_desc("seconds")
-            .disable_x_mesh()
-            .label_style(("sans-serif", 13))
-            .draw()
-            .ok()?;
-        for (s, (what, dists)) in series.iter().enumerate() {
-            let color = COLORS[s];
-            let bars = dists.iter().enumerate().map(|(i, d)| {
-                let x0 = i as f64 + 0.1 + s as f64 * 0.27;
-                Rectangle::new([(x0, 0.0), (x0 + 0.25, d.p50)], color.filled())
-            });
-            c.draw_series(bars)
-                .ok()?
-                .label(*what)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
-            for (i, d) in dists.iter().enumerate().filter(|(_, d)| d.n() > 1) {
-                let x = i as f64 + 0.225 + s as f64 * 0.27;
-                c.draw_series(std::iter::once(PathElement::new(vec![(x, d.lo), (x, d.hi)], BLACK.stroke_width(2))))
-                    .ok()?;
-            }
-        }
-        c.configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .ok()?;
-        let mut d = ChartBuilder::on(&right)
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(60)
-            .caption("disk the container layer added", ("sans-serif", 15))
-            .build_cartesian_2d(0f64..n as f64, 0f64..dmax.max(1e-3))
-            .ok()?;
-        d.configure_mesh()
-            .x_labels(2 * n + 1)
-            .x_label_formatter(&x_format)
-            .y_desc("MB")
-            .disable_x_mesh()
-            .label_style(("sans-serif", 13))
-            .draw()
-            .ok()?;
-        d.draw_series(rows.iter().enumerate().map(|(i, (_, w))| {
-            Rectangle::new(
-                [(i as f64 + 0.25, 0.0), (i as f64 + 0.75, w.layer_bytes.p50 / 1e6)],
-                RGBColor(148, 103, 189).filled(),
-            )
-        }))
-        .ok()?;
+        let areas = root.split_evenly((1, 3));
+        bars(&areas[0], "replay of the trace", "seconds", &labels, &wall, Some(&copyups), COLORS[0])?;
+        bars(&areas[1], "diff of the container after it", "seconds", &labels, &diff, None, COLORS[2])?;
+        bars(&areas[2], "disk the container layer added", "MB", &labels, &disk, None, COLORS[3])?;
         root.present().ok()?;
     }
     Some(svg)
