@@ -107,6 +107,8 @@ pub struct BenchArgs {
     /// `--root`: the disk the verdict is for (its filesystem decides what is available).
     #[arg(skip)]
     pub root: PathBuf,
+    #[command(flatten)]
+    pub workloads: crate::workloads::WorkloadArgs,
 }
 
 const DRIVERS: [&str; 3] = ["overlay", "vfs", "btrfs"];
@@ -125,6 +127,7 @@ impl BenchArgs {
             driver_given,
             self.from.is_empty(),
         )?;
+        self.workloads.check()?;
         if self.from.len() > 1 {
             if !self.baseline.is_empty() {
                 return Err("--baseline compares one run with earlier runs of its host; with several --from files \
@@ -529,6 +532,18 @@ fn run_target(
         r.diff_bytes = sink.0;
     }
     r.diff = Dist::of(diffs);
+    if !plan.workloads.is_empty() {
+        let t = crate::workloads::Target {
+            driver: driver.as_ref(),
+            top: &top,
+            image: &plan.image,
+            fs: scratch.path(),
+            base: &base,
+            env: &plan.env,
+            containers,
+        };
+        r.workloads = crate::workloads::measure(&t, &plan.workloads, progress);
+    }
 
     // More unpacks for a spread, each into a fresh driver root on the same filesystem,
     // after the disk figures were taken.
@@ -685,6 +700,7 @@ fn print_table(run: &Run) {
             );
         }
         print_metadata_ops(&run.workload, &results);
+        crate::workloads::print(&results);
         for r in results.iter().filter(|r| r.ok() && r.create_cp_a.n() > 0) {
             println!(
                 "{}: container create {} beside cp -a of the same tree {} (synced): {:.2}x cp -a's time",
@@ -755,6 +771,10 @@ struct Plan {
     shape: CopyupShape,
     fs_size: u64,
     unpack_runs: usize,
+    /// `--replay` and `--run`, with the image's label and its config's `Env`.
+    workloads: Vec<crate::workloads::Spec>,
+    image: String,
+    env: Vec<String>,
 }
 
 /// Runs every target on one image; adds peers when asked.
@@ -763,7 +783,15 @@ fn bench_image(args: &BenchArgs, label: &str, blobs: &[PathBuf], work: &Path, ru
     let shape = bench_layout(&layout, blobs, args.quick)?;
     run.workload.big_file_bytes = shape.big_file_bytes;
     run.workload.rename_files = shape.rename_files;
-    let plan = Plan { layout, shape, fs_size: fs_size(args, blobs), unpack_runs: run.workload.unpack_runs };
+    let plan = Plan {
+        layout,
+        shape,
+        fs_size: fs_size(args, blobs),
+        unpack_runs: run.workload.unpack_runs,
+        workloads: args.workloads.specs.clone(),
+        image: label.to_string(),
+        env: if args.images.is_empty() { Vec::new() } else { crate::workloads::image_env(label) },
+    };
     let all = targets(args);
     for (i, (d, kind)) in all.iter().enumerate() {
         let tag = format!("[{label}] [{}/{}] {d} on {}", i + 1, all.len(), kind.name());
@@ -974,6 +1002,7 @@ fn measure(args: &BenchArgs) -> Result<Run, Error> {
             copyup_timing: "open + 1-byte append + close, no fsync".into(),
             big_file_bytes: 0,
             rename_files: 0,
+            workloads: args.workloads.specs.iter().map(|s| s.name.clone()).collect(),
         },
         ..Default::default()
     };

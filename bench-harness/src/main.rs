@@ -17,6 +17,7 @@ mod progress;
 mod report;
 mod runcmd;
 mod verdict;
+mod workloads;
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
