@@ -15,6 +15,7 @@ mod peers;
 mod probe;
 mod progress;
 mod report;
+mod syncmodes;
 mod verdict;
 
 use std::fs::File;
@@ -25,7 +26,7 @@ use std::process::ExitCode;
 use bench_harness::drivers;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use driver_core::{Driver, Error};
+use driver_core::{Driver, Durability, Error};
 use strata_image::images::ImageStore;
 use strata_image::registry;
 
@@ -111,6 +112,11 @@ enum ImageCmd {
         insecure: bool,
         #[command(flatten)]
         auth: AuthArgs,
+        /// What is synced before the command exits 0, and so survives a power cut:
+        /// none, chain (one syncfs per chain of layers, then the records) or file (each
+        /// file and directory fsynced as written). See docs/durability.md.
+        #[arg(long, value_enum, default_value_t = Durability::Chain)]
+        sync: Durability,
     },
     /// Pull an image from a registry (OCI distribution protocol) and unpack it.
     ///
@@ -122,6 +128,12 @@ enum ImageCmd {
         /// Plain http, for a local registry.
         #[arg(long)]
         insecure: bool,
+        /// What is synced before the command exits 0, and so survives a power cut:
+        /// none, chain (one syncfs per chain of layers, then the records) or file (each
+        /// file and directory fsynced as written). See docs/durability.md.
+        #[arg(long, value_enum, default_value_t = Durability::Chain)]
+        sync: Durability,
+
         #[command(flatten)]
         auth: AuthArgs,
         /// Seconds the whole download (manifests, config, layers) may take.
@@ -254,6 +266,11 @@ enum ContainerCmd {
         /// How the new layer's blob is compressed: gzip or zstd.
         #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
         compression: String,
+        /// What is synced before the command exits 0, and so survives a power cut:
+        /// none, chain (one syncfs per chain of layers, then the records) or file (each
+        /// file and directory fsynced as written). See docs/durability.md.
+        #[arg(long, value_enum, default_value_t = Durability::Chain)]
+        sync: Durability,
     },
 }
 
@@ -406,7 +423,12 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Image(cmd) => {
             let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
-            image(driver.as_ref(), &dir, cmd)
+            let mode = match &cmd {
+                ImageCmd::Pull { sync, .. } | ImageCmd::Unpack { sync, .. } => *sync,
+                _ => Durability::Chain,
+            };
+            driver.set_durability(mode);
+            image(driver.as_ref(), &dir, mode, cmd)
         }
         Command::Probe { json } => {
             let p = probe::probe(&cli.root);
@@ -423,7 +445,12 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Container(cmd) => {
             let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
-            let images = ImageStore::open(&dir)?;
+            let mode = match &cmd {
+                ContainerCmd::Commit { sync, .. } => *sync,
+                _ => Durability::Chain,
+            };
+            driver.set_durability(mode);
+            let images = ImageStore::open(&dir)?.with_durability(mode);
             images.collect(driver.as_ref())?;
             container(driver.as_ref(), &images, cmd)
         }
@@ -458,20 +485,20 @@ fn container(driver: &dyn Driver, images: &ImageStore, cmd: ContainerCmd) -> Res
             lifecycle::remove_container(driver, &name)?;
             info!("removed container {name}");
         }
-        ContainerCmd::Commit { name, image, message, compression } => {
+        ContainerCmd::Commit { name, image, message, compression, .. } => {
             commit::commit(driver, images, &name, &image, message, &compression)?
         }
     }
     Ok(())
 }
 
-fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
+fn image(driver: &dyn Driver, dir: &Path, mode: Durability, cmd: ImageCmd) -> Result<(), Error> {
     debug!("driver {} in {}", driver.name(), dir.display());
-    let images = ImageStore::open(dir)?;
+    let images = ImageStore::open(dir)?.with_durability(mode);
     let collected = images.collect(driver)?;
     debug!("removed {} layer(s) left by killed unpacks: {:?}", collected.len(), collected);
     match cmd {
-        ImageCmd::Pull { reference, insecure, auth, timeout, low_speed_limit, low_speed_time } => {
+        ImageCmd::Pull { reference, insecure, auth, timeout, low_speed_limit, low_speed_time, .. } => {
             let limits = registry::Limits {
                 timeout: std::time::Duration::from_secs(timeout),
                 low_speed_limit,
@@ -479,7 +506,7 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
             };
             pull(driver, dir, &images, &reference, insecure, auth, limits)
         }
-        ImageCmd::Unpack { src, name, platform, insecure, auth } if src.starts_with("docker://") => {
+        ImageCmd::Unpack { src, name, platform, insecure, auth, .. } if src.starts_with("docker://") => {
             if name.is_some() || platform.is_some() {
                 return Err(Error::new(driver_core::Cause::Other(format!(
                     "{src}: --name and --platform are for local images; a registry image is recorded under its \

@@ -139,6 +139,10 @@ pub trait Driver: Send + Sync {
     /// The driver's short name (`vfs`, say).
     fn name(&self) -> &'static str;
 
+    /// How the work done through this driver from now on is synced (`--sync`, see
+    /// [`crate::durability`]); `chain` until set.
+    fn set_durability(&self, _mode: crate::Durability) {}
+
     /// Makes an empty layer `id` over `parent`: a container layer when `writable`.
     fn create(&self, id: &str, parent: Option<&str>, writable: bool) -> Result<()>;
 

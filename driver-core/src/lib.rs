@@ -8,6 +8,7 @@
 
 pub mod digest;
 pub mod driver;
+pub mod durability;
 pub mod error;
 pub mod holds;
 pub mod interrupt;
@@ -21,5 +22,6 @@ pub mod syscall;
 pub mod writeback;
 
 pub use driver::{Change, ChangeKind, Driver, LayerDir, LayerDirKind, LayerInfo, Status, Usage};
+pub use durability::Durability;
 pub use error::{Cause, Context, Error, Result};
 pub use reserved::ReservedXattrs;

@@ -33,6 +33,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::driver::{ChainProgress, Change, Driver, LayerDir, LayerInfo, LayerTar, Status, Usage};
+use crate::durability::Durability;
 use crate::error::{Cause, Error, Result};
 use crate::reserved::ReservedXattrs;
 use crate::store::{LayerMeta, Staging, Store};
@@ -96,6 +97,14 @@ pub trait LayerFs: Send + Sync + Sized {
     /// and a chain is applied (then it may still be being made).
     fn make(&self, staging: &Staging, why: Making) -> Result<()>;
 
+    /// Under `--sync file` ([`Durability::File`]), right after [`LayerFs::make`]: makes
+    /// what it wrote durable by `fsync(2)`, as the tar engine does with what it writes.
+    /// By default every file and directory of the layer's directory (a copy of the
+    /// parent is a whole tree written anew).
+    fn sync_made(&self, staging: &Staging) -> Result<()> {
+        crate::durability::sync_tree(&staging.path).map_err(|e| Error::at(&staging.id, &staging.path, e))
+    }
+
     /// Applies the layer tar to the directory [`LayerFs::make`] made (see
     /// [`LayerInput`]). A driver whose layer directory holds its parent's content calls
     /// the tar engine with whiteouts deleted in place (`strata_archive::apply::apply_in_place`).
@@ -111,7 +120,8 @@ pub trait LayerFs: Send + Sync + Sized {
     /// Runs before an applied layer is committed, once its parent is: a layer applied
     /// without its parent's content fixes up here what needs the parent. In a chain
     /// this runs after the chain's content was synced; the lifecycle syncs again only
-    /// when `applied.implicit_dirs` is not empty, so change nothing otherwise.
+    /// when `applied.implicit_dirs` is not empty, so change nothing otherwise. Under
+    /// `--sync file` (`staging.durability`) fsync what you change.
     fn before_commit(&self, _staging: &Staging, _applied: &Applied) -> Result<()> {
         Ok(())
     }
@@ -203,6 +213,15 @@ impl<F: LayerFs> Layered<F> {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// [`LayerFs::make`], then, under `--sync file`, [`LayerFs::sync_made`].
+    fn make(&self, staging: &Staging, why: Making) -> Result<()> {
+        self.fs.make(staging, why)?;
+        if staging.durability == Durability::File {
+            self.fs.sync_made(staging)?;
+        }
+        Ok(())
     }
 
     fn commit(&self, staging: Staging, mut meta: LayerMeta, applied: Option<&Applied>) -> Result<()> {
@@ -312,9 +331,13 @@ impl<F: LayerFs> Driver for Layered<F> {
         self.fs.name()
     }
 
+    fn set_durability(&self, mode: Durability) {
+        self.store.set_durability(mode);
+    }
+
     fn create(&self, id: &str, parent: Option<&str>, writable: bool) -> Result<()> {
         let staging = self.store.begin(id, parent)?;
-        self.fs.make(&staging, Making::Create { writable })?;
+        self.make(&staging, Making::Create { writable })?;
         self.commit(staging, LayerMeta::of(LayerInfo { writable, ..Default::default() }), None)
     }
 
@@ -333,7 +356,7 @@ impl<F: LayerFs> Driver for Layered<F> {
             .into_par_iter()
             .map(|mut l| {
                 let staging = self.store.begin_before_parent(&l.id, l.parent.as_deref())?;
-                self.fs.make(&staging, Making::Apply).map_err(|e| e.in_layer(&l.id))?;
+                self.make(&staging, Making::Apply).map_err(|e| e.in_layer(&l.id))?;
                 let applied = self
                     .fs
                     .apply(LayerInput {
@@ -415,7 +438,7 @@ impl<F: LayerFs> Layered<F> {
         expected: Option<&str>,
     ) -> Result<u64> {
         let staging = self.store.begin(id, parent)?;
-        self.fs.make(&staging, Making::Apply).map_err(|e| e.in_layer(id))?;
+        self.make(&staging, Making::Apply).map_err(|e| e.in_layer(id))?;
         let applied = self
             .fs
             .apply(LayerInput { staging: &staging, tar, uncompressed, reserved: &self.reserved })

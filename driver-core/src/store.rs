@@ -18,6 +18,10 @@
 //! those two directories, after which the layer survives a power cut. A chain of layers
 //! is synced once and sealed once; [`Store::commit`] does all four for one layer.
 //!
+//! Under `--sync none` ([`Durability`], kept by the store: [`Store::set_durability`])
+//! nothing is synced; under `--sync file` the sync is one `fsync(2)` per file and
+//! directory as they are written, and the record's own, instead of the `syncfs`.
+//!
 //! A crash before the seal may keep any subset of those renames, and recovery makes
 //! every subset whole: content without a record is discarded, a record without content
 //! is dropped, and so is a record whose parent is not listed (its parent's renames were
@@ -40,7 +44,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -48,6 +52,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::driver::LayerInfo;
+use crate::durability::Durability;
 use crate::error::{Cause, Context, Error, Result};
 
 /// Everything the store records about a layer: what the [`Driver`](crate::Driver)
@@ -102,6 +107,8 @@ pub fn discard_tree(path: &Path) -> io::Result<()> {
 pub struct Store {
     dir: PathBuf,
     discard: Discard,
+    /// The `--sync` mode ([`Durability`]) of the work done through this store.
+    durability: AtomicU8,
 }
 
 /// The exclusive store lock; released on drop.
@@ -115,6 +122,8 @@ pub struct Staging {
     pub path: PathBuf,
     pub id: String,
     pub parent: Option<String>,
+    /// How the content made here is synced (the store's mode when the work began).
+    pub durability: Durability,
     lock_path: PathBuf,
     _lock: Option<Flock<File>>,
     discard: Discard,
@@ -168,10 +177,6 @@ pub fn validate_id(id: &str) -> Result<()> {
     }
 }
 
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 impl Store {
     /// Opens (creating if needed) the store in `dir` and recovers from any process
     /// that died mid-change.
@@ -179,7 +184,7 @@ impl Store {
         for sub in ["meta", "layers", "staging"] {
             fs::create_dir_all(dir.join(sub)).at_path(dir.join(sub))?;
         }
-        let store = Store { dir: dir.to_path_buf(), discard };
+        let store = Store { dir: dir.to_path_buf(), discard, durability: AtomicU8::new(Durability::Chain.to_u8()) };
         let lock = store.lock()?;
         store.recover(&lock)?;
         Ok(store)
@@ -187,6 +192,15 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// How the work done through this store from now on is synced (`--sync`).
+    pub fn set_durability(&self, mode: Durability) {
+        self.durability.store(mode.to_u8(), Ordering::Relaxed);
+    }
+
+    pub fn durability(&self) -> Durability {
+        Durability::from_u8(self.durability.load(Ordering::Relaxed))
     }
 
     pub fn discarder(&self) -> Discard {
@@ -362,6 +376,7 @@ impl Store {
             path: staging.join(name),
             id: id.to_string(),
             parent: parent.map(str::to_string),
+            durability: self.durability(),
             lock_path,
             _lock: Some(lock),
             discard: self.discard.clone(),
@@ -389,15 +404,28 @@ impl Store {
             meta.created = now_secs();
         }
         let path = staging.record_path();
-        fs::write(&path, crate::json::to_bytes(&meta).map_err(|e| Error::at(&meta.id, &path, e))?)
-            .map_err(|e| Error::at(&meta.id, &path, e))
+        let mut f = File::create(&path).map_err(|e| Error::at(&meta.id, &path, e))?;
+        f.write_all(&crate::json::to_bytes(&meta).map_err(|e| Error::at(&meta.id, &path, e))?)
+            .map_err(|e| Error::at(&meta.id, &path, e))?;
+        // Under `file` the record is synced by itself, and so are the layer's top
+        // directory (the driver made it) and the staging folder naming both: no syncfs
+        // follows.
+        let mode = staging.durability;
+        mode.sync_written(&f).map_err(|e| Error::at(&meta.id, &path, e))?;
+        for dir in [staging.path.as_path(), &self.dir.join("staging")] {
+            if dir.exists() {
+                mode.sync_written_dir(dir).map_err(|e| Error::at(&meta.id, dir, e))?;
+            }
+        }
+        Ok(())
     }
 
     /// Syncs the store's filesystem (`syncfs`): everything staged and prepared so far
     /// is on disk. `id` names errors.
+    /// Under `--sync none` and `--sync file` it syncs nothing (see [`Durability`]).
     pub fn sync(&self, id: &str) -> Result<()> {
         let dir = self.dir.join("staging");
-        crate::sys::syncfs(&dir).map_err(|e| Error::at(id, &dir, e))
+        self.durability().sync_fs(&dir).map_err(|e| Error::at(id, &dir, e))
     }
 
     /// Lists a prepared (and synced) layer: under the lock, renames its content into
@@ -435,7 +463,7 @@ impl Store {
     pub fn seal(&self) -> Result<()> {
         for sub in ["layers", "meta"] {
             let dir = self.dir.join(sub);
-            fsync_dir(&dir).map_err(|e| Error::new(e).with_path(&dir))?;
+            self.durability().sync_record_dir(&dir).map_err(|e| Error::new(e).with_path(&dir))?;
         }
         Ok(())
     }
@@ -463,7 +491,7 @@ impl Store {
         // start discards.
         let meta_path = self.meta_path(id);
         fs::remove_file(&meta_path).map_err(|e| Error::at(id, &meta_path, e))?;
-        fsync_dir(&self.dir.join("meta")).map_err(|e| Error::at(id, &meta_path, e))?;
+        self.durability().sync_record_dir(&self.dir.join("meta")).map_err(|e| Error::at(id, &meta_path, e))?;
         // The content moves, still under the lock, into a staging entry this process
         // holds: another process's recovery neither races the move nor discards it.
         let content = self.layer_dir(id);
