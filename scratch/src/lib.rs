@@ -155,6 +155,34 @@ impl ScratchFs {
         Ok(s)
     }
 
+    /// Mounts the filesystem of `kind` already in `image` (made by another
+    /// [`ScratchFs`] or by hand; a file served through FUSE too) on a loop device, with
+    /// the mount data `options` (`commit=1`, say). Drop unmounts and detaches; the image
+    /// stays.
+    pub fn mount_image(kind: FsKind, image: &Path, options: &str) -> io::Result<ScratchFs> {
+        let dir = owned_dir("strata-mount-")?;
+        let mountpoint = dir.path().join("mnt");
+        fs::create_dir(&mountpoint)?;
+        let (device, loop_file) = attach(image)?;
+        let mut s = ScratchFs { kind, dir: Some(dir), mountpoint, device, loop_file: Some(loop_file), mounted: false };
+        let data = Some(options).filter(|o| !o.is_empty());
+        mount(Some(&s.device), &s.mountpoint, Some(kind.name()), MsFlags::empty(), data).map_err(|e| {
+            err(format!("mount {} on {} ({} {options})", s.device.display(), s.mountpoint.display(), kind.name()), e)
+        })?;
+        s.mounted = true;
+        Ok(s)
+    }
+
+    /// Makes a `size_bytes` filesystem of `kind` in the file `image` (sparse), not mounted.
+    pub fn make_image(kind: FsKind, image: &Path, size_bytes: u64) -> io::Result<()> {
+        File::create(image)?.set_len(size_bytes)?;
+        let out = kind.mkfs(image).output().map_err(|e| err(format!("mkfs.{} (is it installed?)", kind.name()), e))?;
+        if !out.status.success() {
+            return Err(err(format!("mkfs.{}", kind.name()), String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        Ok(())
+    }
+
     pub fn path(&self) -> &Path {
         &self.mountpoint
     }
