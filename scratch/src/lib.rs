@@ -228,11 +228,15 @@ fn owner_alive(owner: &str) -> bool {
 
 /// A directory in [`scratch_parent`] with this process's owner file, listed until dropped.
 fn owned_dir(prefix: &str) -> io::Result<tempfile::TempDir> {
+    owned_dir_in(&scratch_parent(), prefix)
+}
+
+fn owned_dir_in(parent: &Path, prefix: &str) -> io::Result<tempfile::TempDir> {
     let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     if STOPPING.load(Ordering::SeqCst) {
         return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted: no new scratch"));
     }
-    let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(scratch_parent())?;
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(parent)?;
     let me = std::process::id();
     fs::write(dir.path().join(OWNER), format!("{me} {}\n", start_time(me).unwrap_or(0)))?;
     live.push(dir.path().to_path_buf());
@@ -264,6 +268,11 @@ impl Drop for WorkDir {
 
 pub fn work_dir(prefix: &str) -> io::Result<WorkDir> {
     owned_dir(prefix).map(|d| WorkDir(Some(d)))
+}
+
+/// A [`work_dir`] in `parent` (a tmpfs, for files that are written over and over).
+pub fn work_dir_in(parent: &Path, prefix: &str) -> io::Result<WorkDir> {
+    owned_dir_in(parent, prefix).map(|d| WorkDir(Some(d)))
 }
 
 /// Loop devices whose backing file lies under `dir`.

@@ -262,7 +262,14 @@ impl RecordedDisk {
     /// A fresh filesystem of `kind` and `size` bytes, mounted with the mount data
     /// `options`; logging starts after mkfs.
     pub fn new(kind: FsKind, size: u64, options: &str) -> io::Result<RecordedDisk> {
-        let work = strata_scratch::work_dir("strata-powercut-")?;
+        // Each cut point copies and mounts a disk image: in memory when there is a
+        // tmpfs, not through the page cache of a busy disk.
+        let shm = Path::new("/dev/shm");
+        let work = if shm.is_dir() {
+            strata_scratch::work_dir_in(shm, "strata-powercut-")?
+        } else {
+            strata_scratch::work_dir("strata-powercut-")?
+        };
         let disk = work.path().join("disk.img");
         ScratchFs::make_image(kind, &disk, size)?;
         sparse_copy(&disk, &work.path().join("base.img"))?;
@@ -499,7 +506,7 @@ mod tests {
     /// flush to its backing file (FUSE_FSYNC), after the writes it covers.
     #[test]
     fn a_synced_write_is_followed_by_a_flush() {
-        if !strata_scratch::require("the power-cut disk (FUSE, loop devices, mount)", None) {
+        if !strata_scratch::privileged("the power-cut disk (FUSE, loop devices, mount)") {
             return;
         }
         let disk = RecordedDisk::new(FsKind::Ext4, 64 << 20, "").unwrap();
