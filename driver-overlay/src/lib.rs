@@ -726,6 +726,11 @@ impl LayerFs for Overlay {
         self.fix_implicit_dirs(staging, &applied.implicit_dirs)
     }
 
+    /// A layer's own tree is its upper directory; `work/` and `merged/` are the mount's.
+    fn own_tree(&self, dir: &Path) -> PathBuf {
+        dir.join("diff")
+    }
+
     /// The layers of an image are independent directories here: extract them all at
     /// once (one per core), then commit them bottom to top.
     fn independent(&self) -> bool {
