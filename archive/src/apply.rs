@@ -138,11 +138,20 @@ pub struct ApplyReport {
     /// Bytes of the longest path the layer holds, relative to its root (a whiteout's
     /// is its directory's: it hides, it holds nothing there).
     pub longest_path: usize,
+    /// sha256 of each regular file's content, hashed as it was written, by path: the
+    /// layer's content record takes them from here (`driver_core::record`).
+    pub content: driver_core::record::Written,
 }
 
 impl From<ApplyReport> for Applied {
     fn from(r: ApplyReport) -> Self {
-        Applied { size: r.size, diff_id: r.diff_id, implicit_dirs: r.implicit_dirs, longest_path: r.longest_path }
+        Applied {
+            size: r.size,
+            diff_id: r.diff_id,
+            implicit_dirs: r.implicit_dirs,
+            longest_path: r.longest_path,
+            content: r.content,
+        }
     }
 }
 
@@ -837,7 +846,8 @@ impl<'a> Applier<'a> {
         })?;
         let file = std::fs::File::from(fd);
         let size = entry.size();
-        self.write_data(&file, entry, size, sparse)?;
+        let digest = self.write_data(&file, entry, size, sparse)?;
+        self.report.content.insert(path.to_vec(), digest);
         sys::set_metadata(sys::Node::Open(file.as_fd()), &meta, d.creator.made(mode))?;
         self.opts.durability.sync_written(&file)?;
         self.last_dir = Some(d);
@@ -846,7 +856,8 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    /// Copies the entry's data. A sparse entry's holes (and any all-zero block of it)
+    /// Copies the entry's data and returns its sha256 (hashed here, where it passes,
+    /// for the content record). A sparse entry's holes (and any all-zero block of it)
     /// are skipped rather than written, so the file keeps its holes on disk.
     fn write_data<R: Read>(
         &mut self,
@@ -854,7 +865,9 @@ impl<'a> Applier<'a> {
         entry: &mut tar::Entry<'_, R>,
         size: u64,
         sparse: bool,
-    ) -> Result<()> {
+    ) -> Result<[u8; 32]> {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
         if sparse && size > MAX_SPARSE_SIZE {
             return Err(Cause::BadTar(format!(
                 "a sparse file of {size} bytes (strata applies sparse files of up to {MAX_SPARSE_SIZE} bytes)"
@@ -871,6 +884,7 @@ impl<'a> Applier<'a> {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(bad_stream(&self.opts.layer, e)),
                 };
+                hasher.update(&buf[..n]);
                 if sparse {
                     for (i, block) in buf[..n].chunks(4096).enumerate() {
                         if block.iter().any(|&b| b != 0) {
@@ -894,7 +908,7 @@ impl<'a> Applier<'a> {
             Ok(())
         })();
         self.buf = buf;
-        result
+        result.map(|()| hasher.finalize().into())
     }
 
     fn symlink(&mut self, path: &[u8], parent: &[u8], name: &OsStr, meta: Meta, target: &[u8]) -> Result<()> {

@@ -27,6 +27,7 @@ use bench_harness::drivers;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use driver_core::{Driver, Durability, Error};
+use strata_image::check;
 use strata_image::images::ImageStore;
 use strata_image::registry;
 
@@ -91,6 +92,18 @@ enum Command {
     },
     /// Run the drivers side by side on the same work and recommend one for this host.
     Bench(Box<bench::BenchArgs>),
+    /// Verify the whole store: every layer against the content record made when it was
+    /// committed, every layer and image record, every kept blob, leftovers of killed
+    /// processes. One line per problem; exit 0 only when there is none (docs/check.md).
+    Check {
+        /// Heal what the store keeps enough to heal (layers applied again from their
+        /// blobs, image records rebuilt), remove what cannot be trusted, and check again.
+        #[arg(long)]
+        repair: bool,
+        /// The versioned schema of docs/json.md.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -442,6 +455,63 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Bench(mut args) => {
             args.root = cli.root;
             bench::run(&args)
+        }
+        Command::Check { repair, json } => {
+            // What killed processes left in staging, seen before the open discards it.
+            let left = drivers::dir_of(&cli.driver, &cli.root).map(|d| check::leftovers(&d)).unwrap_or_default();
+            let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
+            let images = ImageStore::open(&dir)?;
+            let mut found = check::check(driver.as_ref(), &images)?;
+            found.problems.splice(0..0, left);
+            let (repairs, after) = if repair {
+                let done = check::repair(driver.as_ref(), &images, &found)?;
+                (done, Some(check::check(driver.as_ref(), &images)?))
+            } else {
+                (Vec::new(), None)
+            };
+            let healthy = after.as_ref().unwrap_or(&found).healthy();
+            if json {
+                let out = serde_json::json!({
+                    "version": 1,
+                    "driver": driver.name(),
+                    "healthy": healthy,
+                    "checked": {"layers": found.layers, "images": found.images, "blobs": found.blobs},
+                    "problems": found.problems,
+                    "repairs": repairs,
+                    "remaining": after.as_ref().map(|a| &a.problems),
+                });
+                println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+            } else {
+                for p in &found.problems {
+                    println!("{p}");
+                }
+                for r in &repairs {
+                    println!("repaired {}: {}", r.subject, r.action);
+                }
+                if let Some(a) = &after {
+                    for p in &a.problems {
+                        println!("still: {p}");
+                    }
+                }
+            }
+            info!(
+                "checked {} layers, {} images, {} blobs: {} problem(s){}",
+                found.layers,
+                found.images,
+                found.blobs,
+                found.problems.len(),
+                after.as_ref().map(|a| format!(", {} left after repair", a.problems.len())).unwrap_or_default()
+            );
+            if healthy {
+                Ok(())
+            } else {
+                let n = after.as_ref().unwrap_or(&found).problems.len();
+                Err(Error::new(driver_core::Cause::Other(format!(
+                    "the {} store has {n} problem(s){}",
+                    driver.name(),
+                    if repair { " that repair could not heal" } else { " (strata check --repair heals what it can)" }
+                ))))
+            }
         }
         Command::Container(cmd) => {
             let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;

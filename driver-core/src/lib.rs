@@ -15,6 +15,7 @@ pub mod interrupt;
 pub mod json;
 pub mod lifecycle;
 pub mod readahead;
+pub mod record;
 pub mod reserved;
 pub mod store;
 pub mod sys;

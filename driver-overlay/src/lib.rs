@@ -735,6 +735,11 @@ impl LayerFs for Overlay {
         Ok(())
     }
 
+    /// A layer's own tree is its upper directory; `work/` and `merged/` are the mount's.
+    fn own_tree(&self, dir: &Path) -> PathBuf {
+        dir.join("diff")
+    }
+
     /// The layers of an image are independent directories here: extract them all at
     /// once (one per core), then commit them bottom to top.
     fn independent(&self) -> bool {

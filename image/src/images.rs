@@ -97,6 +97,10 @@ pub struct ImageStore {
 
 /// The file a record of image `name` is kept in: a digest, so that the name never
 /// becomes a path.
+pub(crate) fn record_file_name(name: &str) -> String {
+    file_name(name)
+}
+
 fn file_name(name: &str) -> String {
     format!("{}.json", driver_core::digest::sha256(name.as_bytes()).trim_start_matches("sha256:"))
 }
@@ -203,6 +207,28 @@ impl ImageStore {
 
     pub fn durability(&self) -> Durability {
         self.durability
+    }
+
+    /// The folder of the image records.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Pending records whose unpack died (no one holds their lock), for `strata check`.
+    pub fn dead_pending(&self) -> Result<Vec<PathBuf>> {
+        let pending = self.dir.join("pending");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&pending).at_path(&pending)? {
+            let p = e.at_path(&pending)?.path();
+            if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(".tmp-")) {
+                continue;
+            }
+            if !locked_by_someone(&p) {
+                out.push(p);
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// The driver's store lock (the same file [`driver_core::store::Store`] locks): record
