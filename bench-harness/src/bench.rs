@@ -80,6 +80,10 @@ pub struct BenchArgs {
     /// A small workload (a smaller image, 16 MiB largest file), for tests.
     #[arg(long)]
     pub quick: bool,
+    /// How the phases' unpacks are synced (none, chain, file; see docs/durability.md).
+    /// Each mode's unpack is also timed on its own, whatever this says.
+    #[arg(long, value_enum, default_value_t = driver_core::Durability::Chain)]
+    pub sync: driver_core::Durability,
     /// Also unpack the same image with these tools (containerd, podman), beside
     /// strata and the floor (the fastest gzip decompressor piped into `tar -x`).
     #[arg(long, value_delimiter = ',')]
@@ -408,9 +412,15 @@ fn grown(path: &Path, base: &DiskUse) -> DiskUse {
 }
 
 /// Unpacks the bench image into a fresh driver root under `root`: (seconds, per-layer times).
-fn unpack_once(driver: &dyn Driver, root: &Path, image: &Path) -> Result<(String, f64, Vec<LayerTime>), Error> {
+fn unpack_once(
+    driver: &dyn Driver,
+    root: &Path,
+    image: &Path,
+    sync: driver_core::Durability,
+) -> Result<(String, f64, Vec<LayerTime>), Error> {
     let (source, img) = open_source(&format!("{}:default", image.display()), None)?;
-    let images = ImageStore::open(&root.join(driver.name()))?;
+    driver.set_durability(sync);
+    let images = ImageStore::open(&root.join(driver.name()))?.with_durability(sync);
     let layers = std::sync::Mutex::new(Vec::new());
     let (top, secs) = time(|| {
         unpack(driver, &images, source.as_ref(), &img, "bench", &|ev| {
@@ -442,7 +452,7 @@ fn run_target(
 
     progress("pull replay");
     let cpu0 = cpu_seconds();
-    let (top, first, layers) = unpack_once(driver.as_ref(), &root, &plan.layout)?;
+    let (top, first, layers) = unpack_once(driver.as_ref(), &root, &plan.layout, plan.sync)?;
     r.unpack_cpu_seconds = cpu_seconds() - cpu0;
     r.unpack_bytes = layers.iter().map(|l| l.bytes).sum();
     r.unpack_layers = layers;
@@ -552,10 +562,12 @@ fn run_target(
         progress(&format!("pull replay {}/{}", i + 1, plan.unpack_runs));
         let again = scratch.path().join(format!("strata-{i}"));
         let d = open_driver(driver_name, &again)?;
-        let (_, s, _) = unpack_once(d.as_ref(), &again, &plan.layout)?;
+        let (_, s, _) = unpack_once(d.as_ref(), &again, &plan.layout, plan.sync)?;
         unpacks.push(s);
     }
     r.unpack = Dist::of(unpacks);
+    (r.unpack_by_sync, r.unpack_by_sync_on_disk) =
+        crate::syncmodes::unpack_by_mode(driver_name, scratch.path(), &plan.layout, plan.unpack_runs, progress)?;
     drop(driver);
     drop(scratch);
     Ok(r)
@@ -701,6 +713,7 @@ fn print_table(run: &Run) {
         }
         print_metadata_ops(&run.workload, &results);
         crate::workloads::print(&results);
+        crate::syncmodes::print(&results);
         for r in results.iter().filter(|r| r.ok() && r.create_cp_a.n() > 0) {
             println!(
                 "{}: container create {} beside cp -a of the same tree {} (synced): {:.2}x cp -a's time",
@@ -775,6 +788,7 @@ struct Plan {
     workloads: Vec<crate::workloads::Spec>,
     image: String,
     env: Vec<String>,
+    sync: driver_core::Durability,
 }
 
 /// Runs every target on one image; adds peers when asked.
@@ -791,6 +805,7 @@ fn bench_image(args: &BenchArgs, label: &str, blobs: &[PathBuf], work: &Path, ru
         workloads: args.workloads.specs.clone(),
         image: label.to_string(),
         env: if args.images.is_empty() { Vec::new() } else { crate::workloads::image_env(label) },
+        sync: args.sync,
     };
     let all = targets(args);
     for (i, (d, kind)) in all.iter().enumerate() {

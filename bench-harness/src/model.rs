@@ -184,6 +184,12 @@ pub struct TargetResult {
     pub unpack: Dist,
     /// Bytes of uncompressed tar one unpack applies.
     pub unpack_bytes: u64,
+    /// Seconds per unpack under each `--sync` mode (`none`, `chain`, `file`), until the
+    /// unpack returned, and until its data was on disk (a syncfs after it).
+    #[serde(default)]
+    pub unpack_by_sync: BTreeMap<String, Dist>,
+    #[serde(default)]
+    pub unpack_by_sync_on_disk: BTreeMap<String, Dist>,
     pub unpack_cpu_seconds: f64,
     /// Seconds per container create, one sample per container.
     pub create: Dist,
