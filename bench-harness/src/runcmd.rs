@@ -9,20 +9,26 @@ use strata_run::trace::{Header, Trace, VERSION};
 
 use crate::lifecycle::human_bytes;
 
-/// The image container `name` was made on (the first whose top layer is its parent),
-/// and that image's `Env` and `WorkingDir`.
-fn image_of(
-    driver: &dyn Driver,
-    images: &ImageStore,
-    name: &str,
-) -> Result<(Option<String>, Option<String>, Vec<String>, Option<String>), Error> {
+/// What a container runs with, from the image it was made on.
+#[derive(Default)]
+struct ImageOf {
+    /// The image's name (the first image whose top layer is the container's parent).
+    image: Option<String>,
+    /// The container's parent layer.
+    layer: Option<String>,
+    env: Vec<String>,
+    workdir: Option<String>,
+}
+
+/// The image container `name` was made on, and that image's `Env` and `WorkingDir`.
+fn image_of(driver: &dyn Driver, images: &ImageStore, name: &str) -> Result<ImageOf, Error> {
     let info = driver.get(name)?;
     if !info.writable {
         return Err(Error::layer(name, Cause::Refused("is not a container (a committed layer)".into())));
     }
-    let Some(parent) = info.parent.clone() else { return Ok((None, None, Vec::new(), None)) };
+    let Some(parent) = info.parent.clone() else { return Ok(ImageOf::default()) };
     let rec = images.list()?.into_iter().find(|r| r.top() == Some(parent.as_str()));
-    let Some(rec) = rec else { return Ok((None, Some(parent), Vec::new(), None)) };
+    let Some(rec) = rec else { return Ok(ImageOf { layer: Some(parent), ..Default::default() }) };
     let config = images.content.load(&rec.name, rec.manifest.as_deref()).ok().map(|i| i.config);
     let cfg = config.as_ref().map(|c| &c["config"]);
     let env = cfg
@@ -30,7 +36,7 @@ fn image_of(
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
     let workdir = cfg.and_then(|c| c["WorkingDir"].as_str()).map(str::to_string);
-    Ok((Some(rec.name), Some(parent), env, workdir))
+    Ok(ImageOf { image: Some(rec.name), layer: Some(parent), env, workdir })
 }
 
 /// Unmounts on drop, so an error or a panic leaves the view as it found it.
@@ -60,7 +66,7 @@ pub fn run_container(
         .map(|u| strata_run::container::parse_user(&u))
         .transpose()
         .map_err(|e| Error::layer(name, Cause::Other(e)))?;
-    let (image, layer, env, workdir) = image_of(driver, images, name)?;
+    let ImageOf { image, layer, env, workdir } = image_of(driver, images, name)?;
     let record = match record {
         Some(p) => {
             let f = std::fs::File::create(p).map_err(|e| Error::new(e).with_path(p))?;

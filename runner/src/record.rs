@@ -307,6 +307,16 @@ impl Recorder {
         pos.checked_sub(written)
     }
 
+    /// Whether descriptor `fd` was opened with O_APPEND.
+    fn appends(&self, pid: Pid, fd: u64) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd as i32))
+            .ok()
+            .and_then(|info| {
+                info.lines().find_map(|l| l.strip_prefix("flags:").and_then(|v| u64::from_str_radix(v.trim(), 8).ok()))
+            })
+            .is_some_and(|flags| flags & libc::O_APPEND as u64 != 0)
+    }
+
     /// A write record for `len` bytes at `offset` of the file `path` (read back from
     /// the file for their compressibility, or kept with --record-data).
     fn write_op(&self, path: String, offset: u64, len: u64, via: Option<&str>) -> Op {
@@ -446,7 +456,15 @@ impl Recorder {
                     return Ok(());
                 }
                 let Some(path) = self.fd_path(pid, a[0]).and_then(|p| rel(&p)) else { return Ok(()) };
+                // On an O_APPEND descriptor (or with RWF_APPEND) Linux appends whatever
+                // offset pwrite names (pwrite(2), BUGS): the bytes end at the file's end.
+                let rwf_append = nr == libc::SYS_pwritev2 && a[5] & libc::RWF_APPEND as u64 != 0;
                 let offset = match nr {
+                    libc::SYS_pwrite64 | libc::SYS_pwritev | libc::SYS_pwritev2
+                        if rwf_append || self.appends(pid, a[0]) =>
+                    {
+                        std::fs::metadata(Path::new("/").join(&path)).ok().and_then(|m| m.len().checked_sub(ret as u64))
+                    }
                     libc::SYS_pwrite64 | libc::SYS_pwritev => Some(a[3]),
                     libc::SYS_pwritev2 if a[3] as i64 != -1 => Some(a[3]),
                     _ => self.pos_before(pid, a[0], ret as u64),
