@@ -36,9 +36,9 @@ pub fn write_atomic(p: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) ->
     let write = || -> io::Result<File> {
         let mut f = File::create(&tmp)?;
         fill(&mut f)?;
-        f.sync_all()?;
+        crate::sys::fsync(&f)?;
         fs::rename(&tmp, p)?;
-        File::open(dir)?.sync_all()?;
+        crate::sys::fsync(&File::open(dir)?)?;
         Ok(f)
     };
     write().inspect_err(|_| {

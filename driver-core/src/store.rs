@@ -169,7 +169,7 @@ pub fn validate_id(id: &str) -> Result<()> {
 }
 
 fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    crate::sys::fsync(&File::open(dir)?)
 }
 
 impl Store {

@@ -184,11 +184,11 @@ impl BlobWriter {
                 self.store.unsettled.push(blob);
                 return Ok(());
             }
-            file.sync_all().at_path(tmp)?;
+            sys::fsync(&file).at_path(tmp)?;
             let to = self.store.path(&digest)?;
             fs::rename(tmp, &to).at_path(&to)?;
             match to.parent() {
-                Some(dir) => File::open(dir).and_then(|d| d.sync_all()).at_path(dir),
+                Some(dir) => File::open(dir).and_then(|d| sys::fsync(&d)).at_path(dir),
                 None => Ok(()),
             }
         })();
@@ -289,7 +289,7 @@ impl ContentStore {
                 fs::rename(&blob.tmp, &to).at_path(&to)?;
             }
             let dir = self.dir.join("blobs/sha256");
-            File::open(&dir).and_then(|d| d.sync_all()).at_path(&dir)
+            File::open(&dir).and_then(|d| sys::fsync(&d)).at_path(&dir)
         })();
         if settled.is_err() {
             for blob in &blobs {
