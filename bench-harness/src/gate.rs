@@ -10,11 +10,13 @@
 //!   the other slows both and the ratio stays. From the stored samples only: a saved or
 //!   doctored run is judged exactly as a fresh one. The change of a figure is the ratio
 //!   of the median ratios, now over then, with a percentile bootstrap interval (fixed
-//!   seed per figure, `RESAMPLES` resamples, both sides resampled); the interval's
-//!   confidence is `1 − FALSE_ALARM / m` for `m` gated timings (Bonferroni), so an
-//!   unchanged run fails with at most `FALSE_ALARM` when the reference cancels the
-//!   host's drift. A timing regresses when its whole interval lies above
+//!   seed per figure, `RESAMPLES` resamples, both sides resampled); each end of the
+//!   interval is a one-sided bound at `FALSE_ALARM / m` for `m` gated timings
+//!   (Bonferroni), so an unchanged run fails with at most `FALSE_ALARM` when the
+//!   reference cancels the host's drift. A timing regresses when its whole interval lies above
 //!   `1 + threshold` (`--max-regress`), improves when it lies below `1 / (1 + threshold)`.
+//!   The unpack's and create's CPU seconds (`TargetResult::cpu`) are judged the same way:
+//!   a loaded host stretches wall time far more than CPU time.
 //!
 //! Exit codes (`exit_code`): 0 nothing regressed, 1 a regression, 2 usage or inputs
 //! (a baseline of another host or workload, or unreadable), 3 could not measure.
