@@ -4,7 +4,8 @@
 //!
 //! 1. **pull replay** — unpack the image from its compressed layers (per layer, total,
 //!    MB/s of uncompressed data, CPU time), synced; timed again on fresh driver roots
-//!    at the end, so the unpack has a spread too;
+//!    at the end (7 in all), so the unpack has a spread too, each beside the igzip|tar
+//!    floor as its reference for the regression gate (meter.rs, gate.rs);
 //! 2. **container create** × N;
 //! 3. **copy-up** — in each container, the first 1-byte append to lower files of
 //!    4 KiB, 1 MiB, 64 MiB and 512 MiB (and the disk each added); a chmod and a chown
