@@ -956,7 +956,8 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
 /// `--from a.json --from b.json ...`: the hosts side by side, in the terminal and in
 /// `--report`; `--openmetrics` writes every host's figures into one file.
 fn compare_hosts(args: &BenchArgs) -> Result<(), Error> {
-    let fleet = crate::fleet::Fleet::load(&args.from, &args.profiles)?;
+    let fleet =
+        crate::fleet::Fleet::load(&args.from, &args.profiles).map_err(|e| crate::gate::fail(crate::gate::INPUTS, e))?;
     crate::fleet::print(&fleet);
     if let Some(path) = &args.report {
         write_output(path, crate::fleet::html(&fleet).as_bytes())?;
