@@ -8,7 +8,9 @@ mod bench;
 mod commit;
 mod explain;
 mod fleet;
+mod gate;
 mod lifecycle;
+mod meter;
 mod model;
 mod openmetrics;
 mod peers;
@@ -404,6 +406,7 @@ fn main() -> ExitCode {
         driver_core::interrupt::install();
     }
     quiet_when_stdout_closes();
+    let bench = matches!(cli.command, Command::Bench(_));
     let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
         Ok(outcome) => outcome,
         // As a shell reports a command ended by SIGPIPE (128 + 13); the unwind has already
@@ -418,6 +421,9 @@ fn main() -> ExitCode {
             // As a shell reports a command stopped by Ctrl-C, after it rolled back.
             if driver_core::interrupt::requested() {
                 ExitCode::from(130)
+            } else if bench {
+                // 1 regression, 2 usage or inputs, 3 could not measure (docs/ci.md).
+                ExitCode::from(gate::exit_code())
             } else {
                 ExitCode::FAILURE
             }

@@ -117,11 +117,6 @@ impl Dist {
         Dist { samples, p50, lo: s[k - 1], hi: s[n - k], confidence }
     }
 
-    /// A single figure (a disk size, one reading) as a distribution of one.
-    pub fn one(v: f64) -> Dist {
-        Dist::of(vec![v])
-    }
-
     pub fn n(&self) -> usize {
         self.samples.len()
     }
@@ -224,6 +219,24 @@ pub struct TargetResult {
     /// `--replay` and `--run`: each workload's figures on this target.
     #[serde(default)]
     pub workloads: Vec<WorkloadResult>,
+    /// Exact figures, `phase.counter` → count (bytes the scratch device wrote and read,
+    /// its flushes, read/write syscalls, fsync and syncfs calls, bytes and inodes held,
+    /// per copy-up operation too): what the regression gate compares exactly (docs/ci.md).
+    /// Empty in runs made before they were recorded.
+    #[serde(default)]
+    pub counts: BTreeMap<String, i64>,
+    /// The reference measured in this run, interleaved with a timed figure (one sample
+    /// beside each of its samples): `unpack` → the igzip|tar floor, `create` → `cp -a`
+    /// (full-copy drivers) or the write+fsync loop, `copyup` and `diff` → the
+    /// write+fsync loop. The gate judges `figure ÷ reference` (docs/ci.md).
+    #[serde(default)]
+    pub reference: BTreeMap<String, Dist>,
+    /// CPU seconds (user + system) per sample of `unpack` and `create` and of their
+    /// references (`unpack reference`, `create reference`: the floor's and `cp -a`'s
+    /// processes, the write+fsync loop): what a loaded host changes far less than the
+    /// wall time, judged the same way by the gate.
+    #[serde(default)]
+    pub cpu: BTreeMap<String, Dist>,
     pub error: Option<String>,
 }
 

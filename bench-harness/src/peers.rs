@@ -192,7 +192,7 @@ pub fn floor_gunzip() -> &'static str {
 }
 
 /// Decompresses and extracts every layer at once, each into its own directory.
-fn floor(layers: &[PathBuf], into: &Path) -> Result<(), Error> {
+pub fn floor(layers: &[PathBuf], into: &Path) -> Result<(), Error> {
     let gunzip = floor_gunzip();
     let mut running = Vec::new();
     for (i, blob) in layers.iter().enumerate() {

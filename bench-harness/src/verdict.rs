@@ -7,16 +7,14 @@
 //! is not on, or that holds more than the disk budget is out. The cheapest remaining
 //! target is the pick; when its interval overlaps the runner-up's, the verdict is a tie
 //! and says so. The figures that decided it are named in plain words.
-//!
-//! Also here: the regression check of one run against a baseline, by intervals.
+//! (The regression check of a run against a baseline is crate::gate.)
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use driver_core::Error;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{err, per_day, secs, size, Cost, Dist, Run, TargetCost, TargetResult, Verdict};
+use crate::model::{per_day, secs, size, Cost, Dist, Run, TargetCost, TargetResult, Verdict};
 
 /// A workload: how often each measured operation happens in a day, and what is held.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -108,12 +106,6 @@ impl Part {
         Cost { p50: self.each.p50 * self.count, lo: self.each.lo * self.count, hi: self.each.hi * self.count }
     }
 }
-
-/// How far whole runs drift apart, beyond the intervals of their medians: the interval
-/// only covers the noise within one run, and back to back on one shared host the medians
-/// of a figure move further (in tests/fixtures/bench, up to about 1.25x beyond the
-/// intervals). A regression must clear this too.
-const RUN_TO_RUN: f64 = 1.25;
 
 /// Whether two costs overlap within the noise of this run.
 fn overlaps(a: &Cost, b: &Cost) -> bool {
@@ -517,105 +509,6 @@ pub fn verdicts(run: &Run, profiles: &[Profile]) -> Vec<Verdict> {
     out
 }
 
-/// The figures a baseline comparison checks, by name, each with the smallest change
-/// that is more than noise in its unit; all "lower is better".
-fn figures(r: &TargetResult) -> Vec<(String, Dist, f64)> {
-    let p = match r.image.as_str() {
-        "" | crate::model::DEFAULT_IMAGE => r.label(),
-        image => format!("{image} {}", r.label()),
-    };
-    // Below 5 ms, a busy 2-core host's scheduling alone moves a figure (measured: delete
-    // tree 1.4 ms vs 4.1 ms in back-to-back runs); below 1 MB, journal and allocation.
-    const SECOND: f64 = 5e-3;
-    const BYTE: f64 = 1e6;
-    let mut v = vec![
-        (format!("{p} unpack seconds"), r.unpack.clone(), SECOND),
-        (format!("{p} create seconds"), r.create.clone(), SECOND),
-        (format!("{p} diff seconds"), r.diff.clone(), SECOND),
-        (format!("{p} disk per container bytes"), r.per_container_disk(), BYTE),
-    ];
-    for (k, d) in &r.copyup {
-        v.push((format!("{p} {k} seconds"), d.clone(), SECOND));
-    }
-    for (k, d) in &r.copyup_disk {
-        v.push((format!("{p} {k} disk bytes"), d.clone(), BYTE));
-    }
-    for (k, d) in &r.disk {
-        v.push((format!("{p} disk {k} bytes"), Dist::one(d.bytes as f64), BYTE));
-    }
-    v
-}
-
-/// Names every figure of `current` whose interval lies above the baselines' by more
-/// than `pct`% beyond the drift between whole runs (`RUN_TO_RUN`), and by more than the
-/// unit's noise floor. With several baseline runs
-/// (on a shared host, where whole runs drift), a figure's baseline interval spans all of
-/// theirs. Refuses a baseline from another host or workload, or one without results.
-pub fn regressions(current: &Run, baselines: &[(Run, std::path::PathBuf)], pct: f64) -> Result<Vec<String>, Error> {
-    if !current.results.iter().any(TargetResult::ok) {
-        return Err(err("this run measured nothing to compare with the baseline"));
-    }
-    let mut base: BTreeMap<String, Dist> = BTreeMap::new();
-    for (baseline, path) in baselines {
-        let b = path.display();
-        if !baseline.results.iter().any(TargetResult::ok) {
-            return Err(err(format!("baseline {b} holds no results to compare with")));
-        }
-        let (h0, h1) = (&baseline.host, &current.host);
-        if (h0.hostname.as_str(), h0.machine.as_str(), h0.cpus) != (h1.hostname.as_str(), h1.machine.as_str(), h1.cpus)
-        {
-            return Err(err(format!(
-                "baseline {b} is from another host ({} {} with {} cpus; this is {} {} with {} cpus): figures from \
-                 two hosts are not a regression check",
-                h0.hostname, h0.machine, h0.cpus, h1.hostname, h1.machine, h1.cpus
-            )));
-        }
-        if baseline.workload != current.workload {
-            return Err(err(format!(
-                "baseline {b} ran another workload ({:?}; this run: {:?})",
-                baseline.workload, current.workload
-            )));
-        }
-        for (name, d, _) in baseline.results.iter().filter(|r| r.ok()).flat_map(figures) {
-            let e = base.entry(name).or_insert_with(|| d.clone());
-            e.lo = e.lo.min(d.lo);
-            e.hi = e.hi.max(d.hi);
-        }
-    }
-    let mut out = Vec::new();
-    for r in &current.results {
-        if let Some(e) = &r.error {
-            if baselines
-                .iter()
-                .any(|(b, _)| b.results.iter().any(|o| o.ok() && o.image == r.image && o.label() == r.label()))
-            {
-                out.push(format!("{} ran in the baseline and did not run now: {e}", r.label()));
-            }
-            continue;
-        }
-        for (name, now, floor) in figures(r) {
-            let Some(was) = base.get(&name) else { continue };
-            if now.n() == 0 || was.n() == 0 {
-                continue;
-            }
-            // Beyond the baseline's interval, the drift between whole runs, and the threshold.
-            if now.lo > was.hi * RUN_TO_RUN * (1.0 + pct / 100.0) && now.lo - was.hi > floor {
-                out.push(format!(
-                    "{name}: {:.4} [{:.4}–{:.4}] vs {:.4} [{:.4}–{:.4}] in the baseline (even the best case is {:.0}% worse)",
-                    now.p50,
-                    now.lo,
-                    now.hi,
-                    was.p50,
-                    was.lo,
-                    was.hi,
-                    (now.lo / was.hi.max(1e-12) - 1.0) * 100.0
-                ));
-            }
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,12 +517,6 @@ mod tests {
 
     /// A full default run recorded on the project's 2-core test machine (all five targets).
     const RECORDED: &str = include_str!("../../tests/fixtures/bench/run-full.json");
-    /// Three back-to-back `--quick --containers 3` runs recorded on the same machine.
-    const QUICK: [&str; 3] = [
-        include_str!("../../tests/fixtures/bench/run-quick-1.json"),
-        include_str!("../../tests/fixtures/bench/run-quick-2.json"),
-        include_str!("../../tests/fixtures/bench/run-quick-3.json"),
-    ];
 
     fn recorded() -> Run {
         let run: Run = serde_json::from_str(RECORDED).expect("the recorded run parses");
@@ -843,56 +730,5 @@ mod tests {
         assert!((at_size(&pts, 32 << 20).p50 - 64.0).abs() < 1.0, "{}", at_size(&pts, 32 << 20).p50);
         let flat = [(1 << 10, c(5.0)), (1 << 20, c(1.0))];
         assert_eq!(at_size(&flat, 1 << 30).p50, 1.0, "no negative extrapolation");
-    }
-
-    fn quick(i: usize) -> Run {
-        serde_json::from_str(QUICK[i]).unwrap()
-    }
-
-    #[test]
-    fn three_recorded_identical_runs_have_no_regression_and_a_doctored_slowdown_is_caught() {
-        let b = |r: Run| vec![(r, std::path::PathBuf::from("base.json"))];
-        for i in 0..3 {
-            for j in 0..3 {
-                let r = regressions(&quick(i), &b(quick(j)), 25.0).unwrap();
-                assert!(r.is_empty(), "run {i} against run {j}: {r:?}");
-            }
-        }
-        // Twice as slow: every sample of one figure doubled. 2x is seen where the figure's
-        // own spread leaves room: 2 lo > hi × 1.25 (drift) × 1.25 (threshold).
-        let mut slow = quick(0);
-        let target = slow.results.iter_mut().find(|r| r.label() == "overlay/ext4").unwrap();
-        assert!(target.unpack.hi / target.unpack.lo < 1.28, "the recording's spread is narrow enough to see 2x");
-        target.unpack = target.unpack.scaled(2.0);
-        for j in 0..3 {
-            let r = regressions(&slow, &b(quick(j)), 25.0).unwrap();
-            assert_eq!(r.len(), 1, "{r:?}");
-            assert!(r[0].starts_with("overlay/ext4 unpack seconds"), "{r:?}");
-        }
-        // With all three recorded runs as the baseline, too.
-        let all: Vec<(Run, std::path::PathBuf)> = (0..3).map(|j| (quick(j), std::path::PathBuf::from("b"))).collect();
-        assert_eq!(regressions(&slow, &all, 25.0).unwrap().len(), 1);
-        assert!(regressions(&quick(0), &all, 25.0).unwrap().is_empty());
-    }
-
-    #[test]
-    fn baselines_from_elsewhere_or_without_results_are_refused() {
-        let b = |r: Run| vec![(r, std::path::PathBuf::from("base.json"))];
-        let mut other = quick(1);
-        other.host.hostname = "elsewhere".into();
-        assert!(regressions(&quick(0), &b(other.clone()), 25.0).unwrap_err().to_string().contains("another host"));
-        let mut other = quick(1);
-        other.workload.containers += 1;
-        assert!(regressions(&quick(0), &b(other.clone()), 25.0).unwrap_err().to_string().contains("another workload"));
-        let mut empty = quick(1);
-        empty.results.iter_mut().for_each(|r| r.error = Some("failed".into()));
-        assert!(regressions(&quick(0), &b(empty.clone()), 25.0).unwrap_err().to_string().contains("no results"));
-        assert!(regressions(&empty, &b(quick(0)), 25.0).unwrap_err().to_string().contains("measured nothing"));
-        // A target that ran in the baseline and failed now is named, not a percentage.
-        let mut failed = quick(0);
-        failed.results[0].error = Some("mkfs failed".into());
-        let r = regressions(&failed, &b(quick(1)), 25.0).unwrap();
-        assert_eq!(r.len(), 1, "{r:?}");
-        assert!(r[0].contains("ran in the baseline and did not run now: mkfs failed"));
     }
 }

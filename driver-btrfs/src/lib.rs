@@ -341,7 +341,7 @@ impl Btrfs {
         // generation does not see them and the diff silently lacked them. `syncfs`
         // writes back dirty data, waits for it, and commits (BTRFS_IOC_START_SYNC and
         // WAIT_SYNC only commit, which missed in-place writes).
-        nix::unistd::syncfs(fd.as_raw_fd())?;
+        driver_core::sys::syncfs_fd(fd.as_fd())?;
         let info = ioctl::subvolume_info(fd.as_fd())?;
         if parent_writable && !ioctl::changed_inodes(pfd.as_fd(), info.otransid + 1)?.is_empty() {
             return Ok(None);

@@ -67,7 +67,7 @@ impl Durability {
     /// A file's data, as it is written: under `file` only.
     pub fn sync_written(self, file: &File) -> io::Result<()> {
         match self {
-            Durability::File => file.sync_all(),
+            Durability::File => crate::sys::fsync(file),
             Durability::None | Durability::Chain => Ok(()),
         }
     }
@@ -75,7 +75,7 @@ impl Durability {
     /// A directory the command changed, as it is written: under `file` only.
     pub fn sync_written_dir(self, dir: &Path) -> io::Result<()> {
         match self {
-            Durability::File => File::open(dir)?.sync_all(),
+            Durability::File => crate::sys::fsync(&File::open(dir)?),
             Durability::None | Durability::Chain => Ok(()),
         }
     }
@@ -85,7 +85,7 @@ impl Durability {
     pub fn sync_record(self, file: &File) -> io::Result<()> {
         match self {
             Durability::None => Ok(()),
-            Durability::Chain | Durability::File => file.sync_all(),
+            Durability::Chain | Durability::File => crate::sys::fsync(file),
         }
     }
 
@@ -93,7 +93,7 @@ impl Durability {
     pub fn sync_record_dir(self, dir: &Path) -> io::Result<()> {
         match self {
             Durability::None => Ok(()),
-            Durability::Chain | Durability::File => File::open(dir)?.sync_all(),
+            Durability::Chain | Durability::File => crate::sys::fsync(&File::open(dir)?),
         }
     }
 }
@@ -126,7 +126,7 @@ pub fn sync_tree(root: &Path) -> io::Result<()> {
         }
         i += 1;
     }
-    files.par_iter().try_for_each(|f| File::open(f)?.sync_all())?;
+    files.par_iter().try_for_each(|f| crate::sys::fsync(&File::open(f)?))?;
     // Deepest first: a directory's fsync after those of the directories in it.
-    dirs.iter().rev().try_for_each(|d| File::open(d)?.sync_all())
+    dirs.iter().rev().try_for_each(|d| crate::sys::fsync(&File::open(d)?))
 }

@@ -115,7 +115,7 @@ fn legacy_file_name(name: &str) -> String {
 fn overwrite(p: &Path, rec: &PendingRecord) -> Result<()> {
     let mut f = OpenOptions::new().write(true).truncate(true).open(p).at_path(p)?;
     f.write_all(&to_bytes(rec).at_path(p)?).at_path(p)?;
-    f.sync_all().at_path(p)
+    driver_core::sys::fsync(&f).at_path(p)
 }
 
 /// Whether layer `info` can stand as layer `i` of `image`: a committed layer made from

@@ -1,7 +1,7 @@
 //! `strata bench` and `strata probe` end to end: every phase for every driver in the
 //! JSON with its raw samples and intervals, a verdict per profile, the HTML report of a
-//! recorded run rendered in headless Chromium, usage errors (exit 2), baselines compared
-//! by interval on three recorded runs, scratch removed on SIGINT/SIGTERM and after a
+//! recorded run rendered in headless Chromium, usage errors (exit 2), the regression
+//! gate's exit codes and its Markdown and JUnit outputs on recorded runs, scratch removed on SIGINT/SIGTERM and after a
 //! SIGKILL, the peers beside strata (and a plain word when one is missing), and probe's
 //! verdicts on ext4, on btrfs and without root.
 
@@ -200,65 +200,194 @@ fn usage_errors_exit_2_before_anything_runs() {
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "no scratch was made");
 }
 
-#[test]
-fn baselines_compare_by_interval_and_bad_ones_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let [a, b, c] = ["run-quick-1.json", "run-quick-2.json", "run-quick-3.json"].map(recorded);
-    for (now, base) in [(&a, &b), (&b, &c), (&c, &a)] {
-        let o = strata(&["bench", "--from", now, "--baseline", base]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert!(String::from_utf8_lossy(&o.stderr).contains("no figure regressed past 25%"));
-    }
-    // A doctored 2x slowdown of one figure: that figure, and only it, is named.
-    let mut slow = read_json(Path::new(&a));
-    assert_eq!(slow["results"][0]["driver"], "overlay");
-    let unpack = &mut slow["results"][0]["unpack"];
-    for k in ["p50", "lo", "hi"] {
-        unpack[k] = (unpack[k].as_f64().unwrap() * 2.0).into();
-    }
-    let doubled: Vec<f64> = unpack["samples"].as_array().unwrap().iter().map(|s| s.as_f64().unwrap() * 2.0).collect();
-    unpack["samples"] = doubled.into();
-    let slow_path = dir.path().join("slow.json");
-    fs::write(&slow_path, serde_json::to_vec(&slow).unwrap()).unwrap();
-    let o = strata(&["bench", "--from", slow_path.to_str().unwrap(), "--baseline", &b]);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "a 2x regression must fail the run");
-    assert!(stderr.contains("1 figure(s) regressed") && stderr.contains("overlay/ext4 unpack seconds"), "{stderr}");
+/// The JUnit file as a real JUnit reader sees it (Python's junitparser, Debian's
+/// python3-junitparser): per test case (class name, name, result: passed, failure,
+/// error or skipped, its message), and the suite's (tests, failures, errors, skipped).
+/// A JUnit test case as read: (class name, name, result, message).
+type Case = (String, String, String, String);
 
-    // Refused: an empty object, a baseline from another host, and one with no results.
-    let empty = dir.path().join("empty.json");
+fn junit_cases(path: &Path) -> (Vec<Case>, [u64; 4]) {
+    let script = r#"
+import json, sys
+from junitparser import JUnitXml, Failure, Error, Skipped
+xml = JUnitXml.fromfile(sys.argv[1])
+cases, totals = [], [0, 0, 0, 0]
+for suite in xml:
+    totals = [totals[0] + suite.tests, totals[1] + suite.failures, totals[2] + suite.errors, totals[3] + suite.skipped]
+    for case in suite:
+        kind, message = "passed", ""
+        for r in case.result:
+            kind = {Failure: "failure", Error: "error", Skipped: "skipped"}.get(type(r), "other")
+            message = r.message or ""
+        cases.append([case.classname or "", case.name or "", kind, message])
+print(json.dumps({"cases": cases, "totals": totals}))
+"#;
+    let o = Command::new("/usr/bin/python3").arg("-c").arg(script).arg(path).output().expect("/usr/bin/python3 runs");
+    assert!(
+        o.status.success(),
+        "junitparser could not read {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cases = v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (0..4).map(|i| c[i].as_str().unwrap().to_string()).collect::<Vec<_>>())
+        .map(|c| (c[0].clone(), c[1].clone(), c[2].clone(), c[3].clone()))
+        .collect();
+    let t: Vec<u64> = v["totals"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    (cases, [t[0], t[1], t[2], t[3]])
+}
+
+/// Whether Python's junitparser is there (Debian: python3-junitparser, in .ci/run).
+fn junitparser() -> bool {
+    let ok =
+        Command::new("/usr/bin/python3").args(["-c", "import junitparser"]).output().is_ok_and(|o| o.status.success());
+    strata_scratch::require("the JUnit output test", (!ok).then_some("python3-junitparser installed"))
+}
+
+/// `strata bench --from NOW --baseline BASE --summary-md --junit`: (exit code, stderr,
+/// Markdown, JUnit file).
+fn gate(dir: &Path, now: &Path, bases: &[&Path], extra: &[&str]) -> (i32, String, String, PathBuf) {
+    let (md, xml) = (dir.join("summary.md"), dir.join("junit.xml"));
+    let _ = (fs::remove_file(&md), fs::remove_file(&xml));
+    let mut args: Vec<String> = vec!["bench".into(), "--from".into(), now.display().to_string()];
+    for b in bases {
+        args.extend(["--baseline".into(), b.display().to_string()]);
+    }
+    args.extend(["--summary-md".into(), md.display().to_string(), "--junit".into(), xml.display().to_string()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let o = Command::new(strata_bin()).args(&args).output().unwrap();
+    let summary = fs::read_to_string(&md).unwrap_or_default();
+    (code(&o), String::from_utf8_lossy(&o.stderr).into_owned(), summary, xml)
+}
+
+/// A copy of a recorded run with `edit` applied, written to `dir/name`.
+fn doctored(dir: &Path, from: &str, name: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
+    let mut run = read_json(Path::new(&recorded(from)));
+    edit(&mut run);
+    let path = dir.join(name);
+    fs::write(&path, serde_json::to_vec(&run).unwrap()).unwrap();
+    path
+}
+
+fn scale_samples(d: &mut Value, f: f64) {
+    let scaled: Vec<f64> = d["samples"].as_array().unwrap().iter().map(|s| s.as_f64().unwrap() * f).collect();
+    d["samples"] = scaled.into();
+}
+
+#[test]
+fn the_gate_exits_0_1_2_3_and_writes_a_summary_and_a_junit_file_a_junit_reader_reads() {
+    if !junitparser() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let [a, b] = ["gate-1.json", "gate-2.json"].map(|n| PathBuf::from(recorded(n)));
+
+    // 0: two identical recorded runs. Every figure is a test case; none failed.
+    let (rc, stderr, md, xml) = gate(d, &b, &[&a], &[]);
+    assert_eq!(rc, 0, "{stderr}");
+    assert!(stderr.contains(" 0 regressed, "), "{stderr}");
+    assert!(md.starts_with("## strata bench: no regression\n"), "{md}");
+    assert!(md.contains("| result | figure | baseline | now | change [interval] | note |"), "{md}");
+    let (cases, [tests, failures, errors, skipped]) = junit_cases(&xml);
+    let rows = md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| result")).count();
+    assert_eq!((tests as usize, cases.len(), rows), (cases.len(), rows, rows), "one case and one row per figure");
+    assert_eq!((failures, errors), (0, 0), "{cases:?}");
+    let unpack = cases.iter().find(|c| c.0 == "overlay/ext4" && c.1 == "unpack ÷ floor").expect("the unpack case");
+    assert_eq!(unpack.2, "passed", "{unpack:?}");
+    assert!(cases.iter().any(|c| c.1 == "unpack.dev_write_bytes" && c.2 == "passed"), "{cases:?}");
+    assert!(skipped > 0 && cases.iter().filter(|c| c.2 == "skipped").all(|c| !c.3.is_empty()), "skips say why");
+
+    // 1: every unpack and create sample, wall and CPU, 1.5x slower, and the unpack
+    // writing 3% more bytes than the baseline's: those figures, with both numbers and
+    // the change.
+    let was = read_json(&a)["results"][0]["counts"]["unpack.dev_write_bytes"].as_i64().unwrap();
+    let slow = doctored(d, "gate-2.json", "slow.json", |run| {
+        let r = &mut run["results"][0];
+        for k in ["unpack", "create"] {
+            scale_samples(&mut r[k], 1.5);
+            scale_samples(&mut r["cpu"][k], 1.5);
+        }
+        r["counts"]["unpack.dev_write_bytes"] = (was + was * 3 / 100).into();
+    });
+    let (rc, stderr, md, xml) = gate(d, &slow, &[&a], &[]);
+    assert_eq!(rc, 1, "{stderr}");
+    assert!(stderr.contains("overlay/ext4 unpack CPU ÷ floor CPU: ") && stderr.contains("REGRESSED"), "{stderr}");
+    assert!(md.starts_with("## strata bench: REGRESSION\n"), "{md}");
+    let row = md.lines().find(|l| l.contains("| overlay/ext4 unpack.dev_write_bytes |")).expect("the exact row");
+    assert!(
+        row.starts_with("| **REGRESSED** |") && row.contains(&format!("| {was} |")) && row.contains("+3.0%"),
+        "{row}"
+    );
+    let (cases, [_, failures, _, _]) = junit_cases(&xml);
+    let failed: Vec<&str> = cases.iter().filter(|c| c.2 == "failure").map(|c| c.1.as_str()).collect();
+    assert!(failed.contains(&"unpack CPU ÷ floor CPU") && failed.contains(&"unpack.dev_write_bytes"), "{failed:?}");
+    assert_eq!(failures as usize, failed.len());
+    assert!(cases.iter().filter(|c| c.2 == "failure").all(|c| c.3.contains(" -> ") && c.3.contains("REGRESSED")));
+
+    // 2: usage and inputs. --junit without a baseline; a baseline of another host; one
+    // recorded before the bench kept exact figures; not a run at all.
+    let o = strata(&["bench", "--from", a.to_str().unwrap(), "--junit", "x.xml"]);
+    assert_eq!(code(&o), 2, "{}", String::from_utf8_lossy(&o.stderr));
+    let other = doctored(d, "gate-1.json", "other.json", |run| run["host"]["hostname"] = "elsewhere".into());
+    let old = PathBuf::from(recorded("run-quick-1.json"));
+    let empty = d.join("empty.json");
     fs::write(&empty, "{}").unwrap();
-    let mut other = read_json(Path::new(&b));
-    other["host"]["hostname"] = "elsewhere".into();
-    let other_path = dir.path().join("other.json");
-    fs::write(&other_path, serde_json::to_vec(&other).unwrap()).unwrap();
-    let mut none = read_json(Path::new(&b));
-    for r in none["results"].as_array_mut().unwrap() {
-        r["error"] = "failed".into();
+    for (base, says) in [
+        (&other, "another host"),
+        (&old, "recorded before the bench kept exact figures"),
+        (&empty, "not a strata bench run"),
+    ] {
+        let now = if base == &old { PathBuf::from(recorded("run-quick-2.json")) } else { b.clone() };
+        let (rc, stderr, md, xml) = gate(d, &now, &[base], &[]);
+        assert_eq!(rc, 2, "{}: {stderr}", base.display());
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(md.starts_with("## strata bench: could not compare (exit 2)") && md.contains(says), "{md}");
+        let (cases, [_, _, errors, _]) = junit_cases(&xml);
+        assert_eq!((errors, cases.len()), (1, 1), "{cases:?}");
+        assert!(cases[0].3.contains(says), "{cases:?}");
     }
-    let none_path = dir.path().join("none.json");
-    fs::write(&none_path, serde_json::to_vec(&none).unwrap()).unwrap();
-    for (base, says) in [(&empty, "not a strata bench run"), (&other_path, "another host"), (&none_path, "no results")]
-    {
-        let o = strata(&["bench", "--from", &a, "--baseline", base.to_str().unwrap()]);
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success() && stderr.contains(says), "{}: {stderr}", base.display());
-    }
-    // A run where nothing ran exits non-zero, whatever the baseline.
-    let o = strata(&["bench", "--from", none_path.to_str().unwrap()]);
-    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no target ran"));
+
+    // 3: nothing was measured (every target failed), or a target that ran in the
+    // baseline did not run now.
+    let none = doctored(d, "gate-2.json", "none.json", |run| run["results"][0]["error"] = "mkfs failed".into());
+    let (rc, stderr, md, _) = gate(d, &none, &[&a], &[]);
+    assert_eq!(rc, 3, "{stderr}");
+    assert!(stderr.contains("this run measured nothing"), "{stderr}");
+    assert!(md.starts_with("## strata bench: could not measure (exit 3)"), "{md}");
+    let o = strata(&["bench", "--from", none.to_str().unwrap()]);
+    assert_eq!(code(&o), 3, "without a baseline too: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no target ran"));
+    let mut two = read_json(&b);
+    let mut lost = two["results"][0].clone();
+    lost["fs"] = "xfs".into();
+    two["results"].as_array_mut().unwrap().push(lost.clone());
+    let two_path = d.join("two.json");
+    fs::write(&two_path, serde_json::to_vec(&two).unwrap()).unwrap();
+    lost["error"] = "mkfs.xfs failed".into();
+    two["results"][1] = lost;
+    let failed_now = d.join("failed-now.json");
+    fs::write(&failed_now, serde_json::to_vec(&two).unwrap()).unwrap();
+    let (rc, stderr, md, _) = gate(d, &failed_now, &[&two_path], &[]);
+    assert_eq!(rc, 3, "{stderr}");
+    assert!(stderr.contains("overlay/xfs ran in the baseline and did not run now: mkfs.xfs failed"), "{stderr}");
+    assert!(md.contains("**did not run:**"), "{md}");
 }
 
 #[test]
 fn the_json_schema_is_documented_field_by_field() {
     let doc = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/json.md")).unwrap();
-    let run = read_json(Path::new(&recorded("run-full.json")));
     fn keys(v: &Value, out: &mut std::collections::BTreeSet<String>) {
         match v {
             Value::Object(m) => {
                 for (k, v) in m {
-                    // Maps keyed by data (operation names, disk phases) document their keys in prose.
-                    if !k.contains(' ') && !k.starts_with("after_") {
+                    // Maps keyed by data (operation names, disk phases, `phase.counter`)
+                    // document their keys in prose.
+                    if !k.contains(' ') && !k.contains('.') && !k.starts_with("after_") {
                         out.insert(k.clone());
                     }
                     keys(v, out);
@@ -269,7 +398,9 @@ fn the_json_schema_is_documented_field_by_field() {
         }
     }
     let mut all = Default::default();
-    keys(&run, &mut all);
+    for f in ["run-full.json", "gate-1.json"] {
+        keys(&read_json(Path::new(&recorded(f))), &mut all);
+    }
     // The names the doc spells in code spans: `results[].copyup_disk` names results and copyup_disk.
     let documented: std::collections::BTreeSet<&str> = doc
         .split('`')

@@ -193,7 +193,7 @@ fn two_hosts_compare_side_by_side_in_the_terminal_and_in_chromium() {
     fs::write(&po, serde_json::to_vec(&other).unwrap()).unwrap();
     let o = strata(&["bench", "--from", pa, "--from", po.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert_eq!(o.status.code(), Some(2), "inputs (docs/ci.md's exit codes): {stderr}");
     assert!(stderr.contains("another workload than") && stderr.contains("containers 2 vs 3"), "{stderr}");
     let o = strata(&["bench", "--from", pa, "--from", pb, "--json", dir.path().join("x.json").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));

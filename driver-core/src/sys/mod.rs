@@ -32,7 +32,7 @@ pub use resolve::{
     AsFdBorrowed,
 };
 pub use space::{disk_usage, extent_bytes, ExtentBytes};
-pub use sync::{synced_since, syncfs, write_mark};
+pub use sync::{fsync, sync_calls, synced_since, syncfs, syncfs_fd, write_mark, SyncCalls};
 pub use tree::{clear_dir, read_dir_names, remove_all_at};
 pub use xattr::{get_xattr, list_xattrs, read_xattrs, remove_xattr, set_xattr, set_xattrs, XattrTarget};
 
