@@ -552,7 +552,7 @@ fn run_target(
     }
     r.unpack = Dist::of(unpacks);
     (r.unpack_by_sync, r.unpack_by_sync_on_disk) =
-        crate::syncmodes::unpack_by_mode(driver_name, scratch.path(), &plan.layout, plan.unpack_runs, progress)?;
+        crate::syncmodes::unpack_by_mode(driver_name, scratch.path(), &plan.layout, plan.unpack_runs.max(3), progress)?;
     drop(driver);
     drop(scratch);
     Ok(r)
