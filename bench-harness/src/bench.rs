@@ -552,7 +552,7 @@ fn run_target(
     }
     r.unpack = Dist::of(unpacks);
     (r.unpack_by_sync, r.unpack_by_sync_on_disk) =
-        crate::syncmodes::unpack_by_mode(driver_name, scratch.path(), &plan.layout, plan.unpack_runs.max(3), progress)?;
+        crate::syncmodes::unpack_by_mode(driver_name, scratch.path(), &plan.layout, plan.sync_rounds, progress)?;
     drop(driver);
     drop(scratch);
     Ok(r)
@@ -769,6 +769,8 @@ struct Plan {
     fs_size: u64,
     unpack_runs: usize,
     sync: driver_core::Durability,
+    /// Rounds of the per-`--sync`-mode unpacks (one with --quick: the tests' runs).
+    sync_rounds: usize,
 }
 
 /// Runs every target on one image; adds peers when asked.
@@ -777,8 +779,14 @@ fn bench_image(args: &BenchArgs, label: &str, blobs: &[PathBuf], work: &Path, ru
     let shape = bench_layout(&layout, blobs, args.quick)?;
     run.workload.big_file_bytes = shape.big_file_bytes;
     run.workload.rename_files = shape.rename_files;
-    let plan =
-        Plan { layout, shape, fs_size: fs_size(args, blobs), unpack_runs: run.workload.unpack_runs, sync: args.sync };
+    let plan = Plan {
+        layout,
+        shape,
+        fs_size: fs_size(args, blobs),
+        unpack_runs: run.workload.unpack_runs,
+        sync: args.sync,
+        sync_rounds: if args.quick { 1 } else { run.workload.unpack_runs.max(3) },
+    };
     let all = targets(args);
     for (i, (d, kind)) in all.iter().enumerate() {
         let tag = format!("[{label}] [{}/{}] {d} on {}", i + 1, all.len(), kind.name());
