@@ -638,9 +638,8 @@ fn run_target(
         nix::unistd::sync();
     }
     r.unpack = Dist::of(unpacks);
-    // Each durability mode's unpack, at most 3 rounds: the price of safety on this host.
     (r.unpack_by_sync, r.unpack_by_sync_on_disk) =
-        crate::syncmodes::unpack_by_mode(driver_name, scratch.path(), &plan.layout, plan.unpack_runs.min(3), progress)?;
+        crate::syncmodes::unpack_by_mode(driver_name, scratch.path(), &plan.layout, plan.sync_rounds, progress)?;
     r.reference = refs.into_iter().map(|(k, v)| (k, Dist::of(v))).collect();
     r.cpu = cpu.into_iter().map(|(k, v)| (k, Dist::of(v))).collect();
     drop(driver);
@@ -866,6 +865,8 @@ struct Plan {
     image: String,
     env: Vec<String>,
     sync: driver_core::Durability,
+    /// Rounds of the per-`--sync`-mode unpacks (one with --quick: the tests' runs).
+    sync_rounds: usize,
 }
 
 /// Runs every target on one image; adds peers when asked.
@@ -885,6 +886,8 @@ fn bench_image(args: &BenchArgs, label: &str, blobs: &[PathBuf], work: &Path, ru
         image: label.to_string(),
         env: if args.images.is_empty() { Vec::new() } else { crate::workloads::image_env(label) },
         sync: args.sync,
+        // Three rounds of each mode at most beside the gate's unpacks (one with --quick).
+        sync_rounds: if args.quick { 1 } else { run.workload.unpack_runs.min(3) },
     };
     let all = targets(args);
     for (i, (d, kind)) in all.iter().enumerate() {

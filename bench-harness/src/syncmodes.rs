@@ -15,6 +15,9 @@ use strata_image::images::{unpack, ImageStore};
 
 use crate::model::{Dist, TargetResult};
 
+/// Seconds per `--sync` mode name.
+pub type ByMode = BTreeMap<String, Dist>;
+
 /// Unpacks the bench image `rounds` times per mode into fresh driver roots under
 /// `scratch` (each removed after it was timed) and returns, per mode name, the
 /// seconds until the unpack returned and until its data was on disk.
@@ -24,7 +27,7 @@ pub fn unpack_by_mode(
     layout: &Path,
     rounds: usize,
     progress: &dyn Fn(&str),
-) -> Result<(BTreeMap<String, Dist>, BTreeMap<String, Dist>), Error> {
+) -> Result<(ByMode, ByMode), Error> {
     let mut returned: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut on_disk: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for round in 0..rounds.max(1) {
