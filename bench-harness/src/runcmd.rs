@@ -95,6 +95,8 @@ pub fn replay_container(driver: &dyn Driver, name: &str, trace: &Path, json: boo
             );
         }
     }
+    // Ctrl-C stops the replay between two operations; the view is then unmounted.
+    driver_core::interrupt::install();
     let view = driver.mount(name)?;
     let _mounted = View { driver, name };
     let stats = strata_run::replay::replay(&view, &t).map_err(|e| Error::layer(name, Cause::Other(e.to_string())))?;
