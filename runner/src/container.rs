@@ -185,6 +185,8 @@ fn child(spec: RunSpec, err_w: &OwnedFd) -> Result<i32, String> {
                 ForkResult::Child => {
                     let res = (|| -> Result<(), String> {
                         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("prctl: {e}"))?;
+                        // While root (CAP_SYS_ADMIN allows it without no_new_privs).
+                        crate::record::install_filter().map_err(|e| format!("seccomp filter: {e}"))?;
                         become_user(spec.user)?;
                         nix::sys::ptrace::traceme().map_err(|e| format!("ptrace: {e}"))?;
                         nix::sys::signal::raise(Signal::SIGSTOP).map_err(|e| format!("raise: {e}"))?;
