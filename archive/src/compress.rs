@@ -169,7 +169,7 @@ pub fn decompress<R: Read>(mut input: R) -> io::Result<(Compression, LayerStream
     // The magic bytes are read whole, however few bytes each read of `input` gives (a
     // slow network source may give one), then handed on in front of the rest.
     let mut magic = [0u8; 8];
-    let len = crate::diff::read_full(&mut input, &mut magic)?;
+    let len = crate::reading::read_full(&mut input, &mut magic)?;
     let head = &magic[..len];
     let buf = BufReader::with_capacity(256 * 1024, io::Cursor::new(magic).take(len as u64).chain(input));
     if head.is_empty() {

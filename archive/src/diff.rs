@@ -38,8 +38,8 @@ use std::sync::Arc;
 use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, SFlag};
 
-use crate::apply::{OPAQUE_MARKER, WHITEOUT_PREFIX};
-use crate::whiteout::WhiteoutFormat;
+use crate::reading::read_full;
+use crate::whiteout::{WhiteoutFormat, OPAQUE_MARKER, WHITEOUT_PREFIX};
 use driver_core::driver::{Change, ChangeKind};
 use driver_core::error::{Cause, Context, Error, Result};
 use driver_core::sys::{self, XattrTarget};
@@ -863,21 +863,6 @@ fn contents_differ(lfd: BorrowedFd<'_>, pfd: BorrowedFd<'_>, name: &OsStr) -> io
             return Ok(false);
         }
     }
-}
-
-/// Reads until `buf` is full or the input ends, however little each read gives;
-/// the bytes read.
-pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// For errors that have no better cause.

@@ -10,6 +10,7 @@ pub mod compress;
 pub mod diff;
 #[cfg(feature = "isal")]
 mod igzip;
+mod reading;
 pub mod tarbuild;
 pub mod whiteout;
 

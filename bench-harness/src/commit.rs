@@ -39,7 +39,7 @@ pub fn save(images: &ImageStore, name: &str, out: &Path, format: Option<&str>) -
         None => SaveFormat::OciArchive,
     };
     strata_image::save::save(images, name, out, format)?;
-    eprintln!("saved image {name} to {} ({format:?})", out.display());
+    eprintln!("saved image {name} to {} ({format})", out.display());
     Ok(())
 }
 

@@ -125,14 +125,80 @@ fn short(id: &str) -> &str {
     &id[..id.len().min(19)]
 }
 
-/// A symbolic link on the way is resolved by the view, not here: the lesson asks for the
-/// path it points to (in Debian, `/lib` is `usr/lib`).
-fn through_link(id: &str, at: &Path, disk: &Path) -> Error {
-    let target = std::fs::read_link(disk).map(|t| t.display().to_string()).unwrap_or_default();
-    Error::new(Cause::Other(format!(
-        "{} is a symbolic link (to {target}) in layer {id}; ask for the path it points to",
-        slash(at)
-    )))
+/// The most symbolic links one lookup follows: the kernel's MAXSYMLINKS (40), past
+/// which a path lookup fails with ELOOP.
+const MAX_LINKS: usize = 40;
+
+/// A symbolic link followed on the way to the path looked up (`layer which --json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Followed {
+    /// Where the link is in the view.
+    pub at: String,
+    /// What it points to, as stored.
+    pub target: String,
+}
+
+/// The node the view of `layers` (a chain, top first) shows at `rel`, whose ancestors
+/// are directories in that view; `None` when the view has nothing there.
+fn shown_node(driver: &dyn Driver, layers: &[LayerInfo], rel: &Path) -> Result<Option<(PathBuf, Metadata)>, Error> {
+    for info in layers {
+        let dir = driver.layer_dir(&info.id)?;
+        let found = lookup(&dir.path, rel, prefix(&dir)).map_err(|e| Error::at(&info.id, dir.path.join(rel), e))?;
+        // A full copy or a snapshot holds the whole view: its answer is the view's.
+        let changes = matches!(dir.kind, LayerDirKind::Changes { .. });
+        match found {
+            Lookup::Found { disk, md } if !(changes && is_whiteout(&md)) => return Ok(Some((disk, md))),
+            Lookup::Absent { opaque_above: None } if changes => {}
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+/// `rel` as the container sees it in the view of `layers` (top first): each symbolic
+/// link on the way is followed, as the view shows it, and the last name is not (the
+/// question is about the entry itself, as `lstat` asks). Confined to the view's root as
+/// the container is: an absolute target starts again at the root and `..` stops there
+/// (what `RESOLVE_IN_ROOT` does). Debian's merged /usr makes this the common case:
+/// `/bin` is `usr/bin`, `/lib` is `usr/lib`. Returns the path looked up and the links
+/// followed on the way.
+fn resolve(driver: &dyn Driver, id: &str, layers: &[LayerInfo], rel: &Path) -> Result<(PathBuf, Vec<Followed>), Error> {
+    use std::ffi::OsString;
+    // Names still to walk, the next on top.
+    let mut todo: Vec<OsString> = rel.iter().rev().map(|n| n.to_os_string()).collect();
+    let mut done = PathBuf::new();
+    let mut followed = Vec::new();
+    while let Some(name) = todo.pop() {
+        if name == ".." {
+            done.pop();
+            continue;
+        }
+        if name == "." || name == "/" || name.is_empty() {
+            continue;
+        }
+        let here = done.join(&name);
+        if todo.is_empty() {
+            return Ok((here, followed));
+        }
+        match shown_node(driver, layers, &here)? {
+            Some((disk, md)) if md.file_type().is_symlink() => {
+                if followed.len() == MAX_LINKS {
+                    return Err(Error::at(id, slash(&here), io::Error::from_raw_os_error(libc::ELOOP)));
+                }
+                let target = std::fs::read_link(&disk).map_err(|e| Error::at(id, &disk, e))?;
+                followed.push(Followed { at: slash(&here), target: target.display().to_string() });
+                if target.is_absolute() {
+                    done = PathBuf::new();
+                }
+                todo.extend(target.iter().rev().map(|n| n.to_os_string()));
+            }
+            // A directory is walked into; anything else ends the walk when the
+            // lookup reaches it (the view has nothing below a file).
+            _ => done = here,
+        }
+    }
+    // The last name of a path given by the user is a plain name, so this is not reached.
+    Err(Error::new(Cause::Other(format!("path {}: it names the root", slash(rel)))))
 }
 
 /// What one layer of a chain holds for the path, as `layer which --json` lists it.
@@ -164,6 +230,11 @@ pub struct Which {
     pub layer: String,
     pub driver: String,
     pub path: String,
+    /// `path` with the symbolic links on the way followed as the view resolves them
+    /// (the same as `path` when there are none): what the layers were asked.
+    pub looked_up: String,
+    /// The links followed, in order.
+    pub links: Vec<Followed>,
     /// Whether the path is in the layer's view.
     pub present: bool,
     /// The layer whose version the view shows (null when absent).
@@ -206,12 +277,10 @@ fn entry(driver: &dyn Driver, info: &LayerInfo, rel: &Path) -> Result<(LayerEntr
         at: None,
         shown: false,
     };
+    // The path is resolved in the view, so a layer with a link where the view has a
+    // directory is one whose link a layer above replaced: a non-directory hiding what
+    // the layers below hold, as a file there would.
     let found = lookup(&dir.path, rel, prefix(&dir)).map_err(io_err)?;
-    if let Lookup::Blocked { at, disk, md } = &found {
-        if md.file_type().is_symlink() {
-            return Err(through_link(&info.id, at, disk));
-        }
-    }
     match dir.kind {
         LayerDirKind::Changes { .. } => match found {
             Lookup::Found { disk, md } if is_whiteout(&md) => {
@@ -261,13 +330,16 @@ fn entry(driver: &dyn Driver, info: &LayerInfo, rel: &Path) -> Result<(LayerEntr
 }
 
 pub fn which(driver: &dyn Driver, id: &str, path: &str) -> Result<Which, Error> {
-    let rel = relative(path)?;
     let layers = chain(driver, id)?;
+    let asked = relative(path)?;
+    let (rel, links) = resolve(driver, id, &layers, &asked)?;
     let mut out = Which {
         version: 1,
         layer: id.to_string(),
         driver: driver.name().to_string(),
-        path: slash(&rel),
+        path: slash(&asked),
+        looked_up: slash(&rel),
+        links,
         present: false,
         provided_by: None,
         copied_up: None,
@@ -306,6 +378,10 @@ pub fn which(driver: &dyn Driver, id: &str, path: &str) -> Result<Which, Error> 
 }
 
 pub fn print_which(w: &Which) {
+    if !w.links.is_empty() {
+        let via: Vec<String> = w.links.iter().map(|l| format!("{} -> {}", l.at, l.target)).collect();
+        println!("{} in {}: looked up as {} (through {})", w.path, w.layer, w.looked_up, via.join(", "));
+    }
     match (&w.provided_by, w.copied_up) {
         (Some(p), Some(true)) => {
             let how = match (w.driver.as_str(), w.copy) {
@@ -356,6 +432,9 @@ pub struct Explain {
     pub layer: String,
     pub driver: String,
     pub path: String,
+    /// `path` with the symbolic links on the way followed as the layer's view resolves
+    /// them (as `layer which` says).
+    pub looked_up: String,
     /// The layer's own folder and how it stores files: `changes` (overlay), `full-copy`
     /// (vfs), `snapshot` (btrfs).
     pub layer_dir: PathBuf,
@@ -379,12 +458,15 @@ pub struct Explain {
 }
 
 pub fn explain(driver: &dyn Driver, id: &str, path: &str) -> Result<Explain, Error> {
-    let rel = relative(path)?;
-    let info = driver.get(id)?;
+    let asked = relative(path)?;
+    let layers = chain(driver, id)?;
+    let info = &layers[0];
+    // The links on the way, as the layer's own view resolves them.
+    let (rel, _) = resolve(driver, id, &layers, &asked)?;
     let dir = driver.layer_dir(id)?;
     let io_err = |e: io::Error| Error::at(id, dir.path.join(&rel), e);
     let parent_has = match &info.parent {
-        Some(p) => which(driver, p, path)?.present,
+        Some(p) => which(driver, p, &slash(&rel))?.present,
         None => false,
     };
     let layer_kind = match dir.kind {
@@ -396,7 +478,8 @@ pub fn explain(driver: &dyn Driver, id: &str, path: &str) -> Result<Explain, Err
         version: 1,
         layer: id.to_string(),
         driver: driver.name().to_string(),
-        path: slash(&rel),
+        path: slash(&asked),
+        looked_up: slash(&rel),
         layer_dir: dir.path.clone(),
         layer_kind,
         stored: "absent",
@@ -458,7 +541,6 @@ pub fn explain(driver: &dyn Driver, id: &str, path: &str) -> Result<Explain, Err
             );
             out.disk_path = Some(disk);
         }
-        Lookup::Blocked { at, disk, md } if md.file_type().is_symlink() => return Err(through_link(id, &at, &disk)),
         Lookup::Blocked { at, disk, md } => {
             out.stored = "absent";
             out.meaning = format!("{} is a {} in this layer, so nothing can be below it", slash(&at), type_name(&md));
@@ -495,9 +577,11 @@ pub fn explain(driver: &dyn Driver, id: &str, path: &str) -> Result<Explain, Err
 
 pub fn print_explain(e: &Explain) {
     println!("layer {} ({}, {}): {}", short(&e.layer), e.driver, e.layer_kind, e.layer_dir.display());
+    let path =
+        if e.looked_up == e.path { e.path.clone() } else { format!("{} (looked up as {})", e.path, e.looked_up) };
     match &e.disk_path {
-        Some(d) => println!("{}: {} at {}, {} bytes on disk", e.path, e.stored, d.display(), e.bytes.unwrap_or(0)),
-        None => println!("{}: {}", e.path, e.stored),
+        Some(d) => println!("{path}: {} at {}, {} bytes on disk", e.stored, d.display(), e.bytes.unwrap_or(0)),
+        None => println!("{path}: {}", e.stored),
     }
     println!("{}", e.meaning);
 }

@@ -327,7 +327,12 @@ pub fn used_by(layers: &[LayerInfo], records: &[ImageRecord]) -> BTreeMap<String
 
 /// `layer ls`.
 pub fn list_layers(driver: &dyn Driver, images: &ImageStore, json: bool, no_trunc: bool) -> Result<(), Error> {
-    let layers = driver.list()?;
+    let mut layers = driver.list()?;
+    // A container layer's recorded size is its creation's (0): what it holds is its
+    // writes, as `container ls` counts them.
+    for l in layers.iter_mut().filter(|l| l.writable) {
+        l.size = driver.usage(&l.id)?.bytes;
+    }
     let users = used_by(&layers, &images.list()?);
     let none = Vec::new();
     if json {

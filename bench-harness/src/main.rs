@@ -16,7 +16,9 @@ mod probe;
 mod progress;
 mod report;
 mod runcmd;
+mod syncmodes;
 mod verdict;
+mod workloads;
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
@@ -26,7 +28,8 @@ use std::process::ExitCode;
 use bench_harness::drivers;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use driver_core::{Driver, Error};
+use driver_core::{Driver, Durability, Error};
+use strata_image::check;
 use strata_image::images::ImageStore;
 use strata_image::registry;
 
@@ -91,6 +94,18 @@ enum Command {
     },
     /// Run the drivers side by side on the same work and recommend one for this host.
     Bench(Box<bench::BenchArgs>),
+    /// Verify the whole store: every layer against the content record made when it was
+    /// committed, every layer and image record, every kept blob, leftovers of killed
+    /// processes. One line per problem; exit 0 only when there is none (docs/check.md).
+    Check {
+        /// Heal what the store keeps enough to heal (layers applied again from their
+        /// blobs, image records rebuilt), remove what cannot be trusted, and check again.
+        #[arg(long)]
+        repair: bool,
+        /// The versioned schema of docs/json.md.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -112,6 +127,11 @@ enum ImageCmd {
         insecure: bool,
         #[command(flatten)]
         auth: AuthArgs,
+        /// What is synced before the command exits 0, and so survives a power cut:
+        /// none, chain (one syncfs per chain of layers, then the records) or file (each
+        /// file and directory fsynced as written). See docs/durability.md.
+        #[arg(long, value_enum, default_value_t = Durability::Chain)]
+        sync: Durability,
     },
     /// Pull an image from a registry (OCI distribution protocol) and unpack it.
     ///
@@ -123,6 +143,12 @@ enum ImageCmd {
         /// Plain http, for a local registry.
         #[arg(long)]
         insecure: bool,
+        /// What is synced before the command exits 0, and so survives a power cut:
+        /// none, chain (one syncfs per chain of layers, then the records) or file (each
+        /// file and directory fsynced as written). See docs/durability.md.
+        #[arg(long, value_enum, default_value_t = Durability::Chain)]
+        sync: Durability,
+
         #[command(flatten)]
         auth: AuthArgs,
         /// Seconds the whole download (manifests, config, layers) may take.
@@ -255,6 +281,11 @@ enum ContainerCmd {
         /// How the new layer's blob is compressed: gzip or zstd.
         #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
         compression: String,
+        /// What is synced before the command exits 0, and so survives a power cut:
+        /// none, chain (one syncfs per chain of layers, then the records) or file (each
+        /// file and directory fsynced as written). See docs/durability.md.
+        #[arg(long, value_enum, default_value_t = Durability::Chain)]
+        sync: Durability,
     },
     /// Run CMD in the container's view: its own mount and network namespaces (loopback
     /// only), the view as /, a fresh /proc and a minimal /dev, the image's Env and
@@ -439,7 +470,12 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Image(cmd) => {
             let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
-            image(driver.as_ref(), &dir, cmd)
+            let mode = match &cmd {
+                ImageCmd::Pull { sync, .. } | ImageCmd::Unpack { sync, .. } => *sync,
+                _ => Durability::Chain,
+            };
+            driver.set_durability(mode);
+            image(driver.as_ref(), &dir, mode, cmd)
         }
         Command::Probe { json } => {
             let p = probe::probe(&cli.root);
@@ -454,9 +490,71 @@ fn run(cli: Cli) -> Result<(), Error> {
             args.root = cli.root;
             bench::run(&args)
         }
-        Command::Container(cmd) => {
+        Command::Check { repair, json } => {
+            // What killed processes left in staging, seen before the open discards it.
+            let left = drivers::dir_of(&cli.driver, &cli.root).map(|d| check::leftovers(&d)).unwrap_or_default();
             let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
             let images = ImageStore::open(&dir)?;
+            let mut found = check::check(driver.as_ref(), &images)?;
+            found.problems.splice(0..0, left);
+            let (repairs, after) = if repair {
+                let done = check::repair(driver.as_ref(), &images, &found)?;
+                (done, Some(check::check(driver.as_ref(), &images)?))
+            } else {
+                (Vec::new(), None)
+            };
+            let healthy = after.as_ref().unwrap_or(&found).healthy();
+            if json {
+                let out = serde_json::json!({
+                    "version": 1,
+                    "driver": driver.name(),
+                    "healthy": healthy,
+                    "checked": {"layers": found.layers, "images": found.images, "blobs": found.blobs},
+                    "problems": found.problems,
+                    "repairs": repairs,
+                    "remaining": after.as_ref().map(|a| &a.problems),
+                });
+                println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+            } else {
+                for p in &found.problems {
+                    println!("{p}");
+                }
+                for r in &repairs {
+                    println!("repaired {}: {}", r.subject, r.action);
+                }
+                if let Some(a) = &after {
+                    for p in &a.problems {
+                        println!("still: {p}");
+                    }
+                }
+            }
+            info!(
+                "checked {} layers, {} images, {} blobs: {} problem(s){}",
+                found.layers,
+                found.images,
+                found.blobs,
+                found.problems.len(),
+                after.as_ref().map(|a| format!(", {} left after repair", a.problems.len())).unwrap_or_default()
+            );
+            if healthy {
+                Ok(())
+            } else {
+                let n = after.as_ref().unwrap_or(&found).problems.len();
+                Err(Error::new(driver_core::Cause::Other(format!(
+                    "the {} store has {n} problem(s){}",
+                    driver.name(),
+                    if repair { " that repair could not heal" } else { " (strata check --repair heals what it can)" }
+                ))))
+            }
+        }
+        Command::Container(cmd) => {
+            let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
+            let mode = match &cmd {
+                ContainerCmd::Commit { sync, .. } => *sync,
+                _ => Durability::Chain,
+            };
+            driver.set_durability(mode);
+            let images = ImageStore::open(&dir)?.with_durability(mode);
             images.collect(driver.as_ref())?;
             container(driver.as_ref(), &images, cmd)
         }
@@ -491,7 +589,7 @@ fn container(driver: &dyn Driver, images: &ImageStore, cmd: ContainerCmd) -> Res
             lifecycle::remove_container(driver, &name)?;
             info!("removed container {name}");
         }
-        ContainerCmd::Commit { name, image, message, compression } => {
+        ContainerCmd::Commit { name, image, message, compression, .. } => {
             commit::commit(driver, images, &name, &image, message, &compression)?
         }
         ContainerCmd::Run { name, record, record_data, user, command } => {
@@ -504,13 +602,13 @@ fn container(driver: &dyn Driver, images: &ImageStore, cmd: ContainerCmd) -> Res
     Ok(())
 }
 
-fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
+fn image(driver: &dyn Driver, dir: &Path, mode: Durability, cmd: ImageCmd) -> Result<(), Error> {
     debug!("driver {} in {}", driver.name(), dir.display());
-    let images = ImageStore::open(dir)?;
+    let images = ImageStore::open(dir)?.with_durability(mode);
     let collected = images.collect(driver)?;
     debug!("removed {} layer(s) left by killed unpacks: {:?}", collected.len(), collected);
     match cmd {
-        ImageCmd::Pull { reference, insecure, auth, timeout, low_speed_limit, low_speed_time } => {
+        ImageCmd::Pull { reference, insecure, auth, timeout, low_speed_limit, low_speed_time, .. } => {
             let limits = registry::Limits {
                 timeout: std::time::Duration::from_secs(timeout),
                 low_speed_limit,
@@ -518,7 +616,7 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
             };
             pull(driver, dir, &images, &reference, insecure, auth, limits)
         }
-        ImageCmd::Unpack { src, name, platform, insecure, auth } if src.starts_with("docker://") => {
+        ImageCmd::Unpack { src, name, platform, insecure, auth, .. } if src.starts_with("docker://") => {
             if name.is_some() || platform.is_some() {
                 return Err(Error::new(driver_core::Cause::Other(format!(
                     "{src}: --name and --platform are for local images; a registry image is recorded under its \

@@ -89,14 +89,7 @@ impl Syscalls for Real {
     }
 
     fn unmount(&self, target: &Path) -> io::Result<()> {
-        use nix::mount::{umount2, MntFlags};
-        match umount2(target, MntFlags::empty()) {
-            Ok(()) => Ok(()),
-            Err(nix::errno::Errno::EINVAL) => Ok(()), // not mounted
-            Err(nix::errno::Errno::EBUSY) => umount2(target, MntFlags::MNT_DETACH)
-                .map_err(|e| io::Error::other(format!("unmount {}: {e}", target.display()))),
-            Err(e) => Err(io::Error::other(format!("unmount {}: {e}", target.display()))),
-        }
+        sys::unmount(target)
     }
 }
 

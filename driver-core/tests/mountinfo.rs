@@ -38,3 +38,26 @@ fn escaped_mount_points_are_found() {
     assert_eq!(sys::mounts_under(tmp.path()), Vec::<PathBuf>::new());
     assert!(!sys::is_mount_point(&tmp.path().join(Path::new("a space"))));
 }
+
+/// The one unmount (`sys::unmount`, also behind `Syscalls::unmount`): a mount goes, and
+/// a path that is not mounted (EINVAL) or no longer exists (ENOENT) is already as
+/// asked. The syscall layer's own copy failed on ENOENT and turned errors into strings.
+#[test]
+fn one_unmount_for_mounted_unmounted_and_missing_paths() {
+    if !strata_scratch::privileged("unmount test (mounts a tmpfs)") {
+        return;
+    }
+    use driver_core::syscall::{Real, Syscalls};
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tmp.path().join("m");
+    std::fs::create_dir(&dir).unwrap();
+    for how in ["sys", "syscalls"] {
+        let unmount = |p: &Path| if how == "sys" { sys::unmount(p) } else { Real.unmount(p) };
+        nix::mount::mount(Some("tmpfs"), &dir, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=1m")).unwrap();
+        let _guard = Mounted(dir.clone());
+        unmount(&dir).unwrap();
+        assert!(!sys::is_mount_point(&dir), "{how}: unmounted");
+        unmount(&dir).unwrap_or_else(|e| panic!("{how}: not mounted is fine: {e}"));
+        unmount(&tmp.path().join("missing")).unwrap_or_else(|e| panic!("{how}: a missing path is fine: {e}"));
+    }
+}

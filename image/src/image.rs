@@ -32,6 +32,47 @@ pub const MAX_MANIFEST: u64 = 4 << 20;
 /// The most an image config may hold (long histories make configs the biggest JSON).
 pub const MAX_CONFIG: u64 = 16 << 20;
 
+/// The deepest a manifest or config may nest arrays and objects; real ones nest 4 or 5
+/// levels. The typed parsers (oci-spec over serde_json) skip an unknown key's value
+/// without counting its levels, but the content store reads a kept manifest and config
+/// back as `serde_json::Value`, which stops at 128: an image that passed here failed at
+/// the end of its unpack, once its blobs were written. Checked here, it is refused
+/// before anything is written.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Refuses a JSON document nesting arrays and objects more than [`MAX_JSON_DEPTH`]
+/// levels deep. A scan of the brackets outside strings, not a parse: a parse into a
+/// `Value` would take several times the document's size in memory to find out.
+fn check_depth(src: &str, what: &str, json: &[u8]) -> Result<()> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(bad(
+                        src,
+                        format!("{what}: JSON nested more than {MAX_JSON_DEPTH} levels deep (real ones nest 5)"),
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The most members an archive may have: each costs an entry in the index of members.
 pub const MAX_ARCHIVE_MEMBERS: usize = 1_000_000;
 
@@ -661,9 +702,11 @@ fn resolve_oci(source: &dyn BlobSource, src: &str, index: &[u8], tag: Option<&st
 /// An OCI or Docker schema 2 manifest (the same shape) to an [`Image`].
 pub fn image_from_manifest(source: &dyn BlobSource, src: &str, name: String, manifest: &[u8]) -> Result<Image> {
     let manifest_bytes = manifest.to_vec();
+    check_depth(src, "manifest", manifest)?;
     let manifest = ImageManifest::from_reader(manifest).map_err(|e| bad(src, format!("manifest: {e}")))?;
     let cfg_digest = manifest.config().digest().to_string();
     let cfg = read_small(source, src, &cfg_digest, Some(manifest.config().size()), MAX_CONFIG)?;
+    check_depth(src, &format!("config {cfg_digest}"), &cfg)?;
     let config =
         ImageConfiguration::from_reader(&cfg[..]).map_err(|e| bad(src, format!("config {cfg_digest}: {e}")))?;
     let diff_ids = config.rootfs().diff_ids().clone();
@@ -746,6 +789,7 @@ fn resolve_docker(archive: &TarArchive, src: &str, tag: Option<&str>) -> Result<
     if cfg.len() as u64 > MAX_CONFIG {
         return Err(bad(src, format!("config {} has more than {MAX_CONFIG} bytes", entry.config)));
     }
+    check_depth(src, &format!("config {cfg_digest}"), &cfg)?;
     let config = ImageConfiguration::from_reader(&cfg[..]).map_err(|e| bad(src, format!("config: {e}")))?;
     let diff_ids = config.rootfs().diff_ids().clone();
     if diff_ids.len() != entry.layers.len() {
@@ -974,6 +1018,41 @@ where
 
 #[cfg(test)]
 mod tests {
+    /// The depth check agrees with a parse into `serde_json::Value` (what the content
+    /// store does) on every document it accepts, and counts no bracket inside a string,
+    /// on generated documents (fixed seed) of every depth around the limit.
+    #[test]
+    fn the_depth_check_accepts_only_what_the_store_can_read_back() {
+        let mut x: u64 = 0x0dd_5eed;
+        for depth in 1..=200usize {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Arrays and objects mixed, with strings full of brackets and escapes.
+            let mut doc = String::new();
+            let mut closers = Vec::new();
+            for level in 0..depth {
+                if (x >> (level % 64)) & 1 == 0 {
+                    doc.push_str(r#"{"k\"[{": "]]}\\", "v": "#);
+                    closers.push('}');
+                } else {
+                    doc.push_str(r#"["[[[\"{{", "#);
+                    closers.push(']');
+                }
+            }
+            doc.push_str("null");
+            doc.extend(closers.iter().rev());
+            let checked = super::check_depth("src", "config", doc.as_bytes());
+            assert_eq!(checked.is_ok(), depth <= super::MAX_JSON_DEPTH, "depth {depth}: {doc}");
+            match checked {
+                Ok(()) => {
+                    serde_json::from_str::<serde_json::Value>(&doc).unwrap_or_else(|e| panic!("depth {depth}: {e}"));
+                }
+                Err(e) => assert!(e.to_string().contains("config: JSON nested more than 64 levels"), "{e}"),
+            }
+        }
+    }
+
     #[test]
     fn plainly_valid_names_are_valid_references() {
         for name in ["bench", "debian", "repo/app:tag", "registry.local/a/b_c:1.0-rc", "a.b-c/d_e:Latest"] {

@@ -29,6 +29,15 @@ pub enum SaveFormat {
 }
 
 impl SaveFormat {
+    /// As `--format` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SaveFormat::Oci => "oci",
+            SaveFormat::OciArchive => "oci-archive",
+            SaveFormat::DockerArchive => "docker-archive",
+        }
+    }
+
     pub fn parse(s: &str) -> Result<SaveFormat> {
         match s {
             "oci" => Ok(SaveFormat::Oci),
@@ -38,6 +47,12 @@ impl SaveFormat {
                 "unknown format {other:?}: use oci, oci-archive or docker-archive"
             )))),
         }
+    }
+}
+
+impl std::fmt::Display for SaveFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -92,3 +92,54 @@ fn btrfs_on_a_full_disk() {
         full_disk("btrfs", FsKind::Btrfs, 320 << 20);
     }
 }
+
+/// A small zstd layer (a few KiB) that expands past the free space: its blob is kept
+/// and the apply fails with ENOSPC. The unpack must end as any failed one does: one
+/// "no space" error, nothing listed, and no pending record left in images/pending (on
+/// btrfs `images/pending/<pid>-0.json` stayed until the next command); once space is
+/// freed, the same unpack succeeds.
+fn small_layer_past_the_free_space(driver: &str, kind: FsKind, size: u64) {
+    let scratch = ScratchFs::new(kind, size).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    // 96 MiB of one repeated pattern, which zstd turns into a few KiB.
+    let data: Vec<u8> = (0..96u32 << 20).map(|i| (i % 251) as u8).collect();
+    let tar = strata_archive::tarbuild::TarBuilder::new().file("big", &data).build();
+    let blob = zstd::encode_all(&tar[..], 3).unwrap();
+    assert!(blob.len() < 1 << 20, "the layer blob is small ({} bytes)", blob.len());
+    strata_image::image::write_layout(work.path(), "img", &[blob]).unwrap();
+    let src = work.path().to_str().unwrap();
+
+    let s = Strata::at(&scratch.path().join("strata"), driver);
+    s.ok(&["layer", "ls"]);
+    fill(scratch.path(), 24 << 20);
+
+    let e = s.fails(&["image", "unpack", src]);
+    assert!(e.to_lowercase().contains("no space"), "{driver}: not a clear no-space error: {e}");
+    // Looked at before any other command runs: the next one removes a dead process's
+    // pending record, and so hid this one.
+    let pending = s.root.join(driver).join("images/pending");
+    let left: Vec<_> = fs::read_dir(&pending).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "{driver}: images/pending holds {left:?} after the failed unpack");
+    let layers: Value = serde_json::from_str(&s.ok(&["layer", "ls", "--json"])).unwrap();
+    assert!(layers.as_array().unwrap().is_empty(), "{driver}: nothing half-made is listed: {layers}");
+    let images: Value = serde_json::from_str(&s.ok(&["image", "ls", "--json"])).unwrap();
+    assert!(images.as_array().unwrap().is_empty(), "{driver}: no image recorded: {images}");
+
+    fs::remove_file(scratch.path().join("filler")).unwrap();
+    let top = s.ok(&["image", "unpack", src]).trim().to_string();
+    assert!(top.starts_with("sha256:"), "{driver}: {top}");
+}
+
+#[test]
+fn btrfs_small_zstd_layer_past_the_free_space_leaves_no_pending_record() {
+    if privileged("the full-disk tests") {
+        small_layer_past_the_free_space("btrfs", FsKind::Btrfs, 320 << 20);
+    }
+}
+
+#[test]
+fn overlay_small_zstd_layer_past_the_free_space_leaves_no_pending_record() {
+    if privileged("the full-disk tests") {
+        small_layer_past_the_free_space("overlay", FsKind::Ext4, 160 << 20);
+    }
+}

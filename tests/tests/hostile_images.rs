@@ -8,8 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use strata_scratch::{FsKind, ScratchFs};
-use strata_testkit::hostile_images::{corpus, many_layers, Expect};
+use strata_testkit::hostile_images::{corpus, many_layers, small_tar, Expect, Layout};
 use strata_testkit::tree::{CompareOptions, Tree};
+use strata_tests::changes::gz;
 use strata_tests::{privileged, run_measured, Strata};
 
 /// Peak memory any unpack may reach, whatever the input.
@@ -109,3 +110,51 @@ fn a_thousand_layers_unpack_in_bounded_memory() {
         assert!(m.peak_rss < 128 << 20, "{}: peak RSS {} MiB for 1000 empty layers", s.driver, m.peak_rss >> 20);
     }
 }
+
+/// The files under `dir` (relative paths, sorted); none when it does not exist yet.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&p) else { continue };
+        for e in entries.flatten() {
+            let path = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A config holding a value nested 100,000 levels deep under a key no reader knows.
+/// The config parser skips unknown keys without counting levels, but the content store
+/// reads the config back as JSON before it records the image, and serde_json stops at
+/// 128 levels: the unpack went round 16 times, said its layers "kept changing under
+/// other processes", and left the blobs it had kept in content/blobs. It must be
+/// refused up front with an error about the config, the store (blobs too) as it was.
+fn a_deeply_nested_config_is_refused_and_leaves_the_store(driver: &str, base: &Path) {
+    let s = Strata::at(&base.join("strata"), driver);
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::new(tmp.path(), "v1", &[gz(&small_tar("base")), gz(&small_tar("app"))]);
+    let mut cfg = serde_json::to_string(&layout.config()).unwrap();
+    assert_eq!(cfg.pop(), Some('}'));
+    cfg.push_str(r#","x-deep":"#);
+    cfg.push_str(&"[".repeat(100_000));
+    cfg.push_str(&"]".repeat(100_000));
+    cfg.push('}');
+    layout.set_config_bytes(cfg.as_bytes());
+    let blobs = s.root.join(driver).join("content");
+    s.ok(&["layer", "ls"]);
+    let before = (s.state(), files_under(&blobs));
+
+    let e = s.fails(&["image", "unpack", &format!("{}:v1", layout.dir.display()), "--name", "deep"]);
+    assert!(e.contains("config sha256:") && e.contains("nested"), "{driver}: not an error about the config: {e}");
+    assert!(!e.contains("kept changing"), "{driver}: {e}");
+    assert_eq!((s.state(), files_under(&blobs)), before, "{driver}: the refusal changed the store");
+}
+
+strata_tests::on_every_driver_in!(a_deeply_nested_config_is_refused_and_leaves_the_store);

@@ -257,3 +257,32 @@ fn lifecycle_and_prune(driver: &str, base: &Path) {
 }
 
 strata_tests::on_every_driver_in!(lifecycle_and_prune);
+
+/// `layer ls` of a container layer that holds writes: SIZE said `0 B` (and JSON
+/// `"size": 0`), the size recorded when the layer was created, while `container ls`
+/// showed its bytes on disk. A container layer's size is what its writes hold now.
+fn a_container_layer_lists_the_size_of_its_writes(driver: &str, base: &Path) {
+    let s = Strata::at(&base.join("store"), driver);
+    let tmp = tempfile::tempdir().unwrap();
+    let blobs: Vec<Vec<u8>> = generate(7, WorkloadSize::small()).iter().take(1).map(|l| gzip(&l.tar)).collect();
+    strata_image::image::write_layout(tmp.path(), "img", &blobs).unwrap();
+    s.ok(&["image", "unpack", tmp.path().to_str().unwrap(), "--name", "img"]);
+    s.ok(&["container", "create", "c1", "--image", "img"]);
+    {
+        let view = strata_tests::Mounted::new(&s, "c1");
+        let data: Vec<u8> = (0..3u32 << 20).map(|i| (i * 31 % 253) as u8).collect();
+        std::fs::write(view.path.join("written"), &data).unwrap();
+        std::fs::File::open(view.path.join("written")).unwrap().sync_all().unwrap();
+    }
+    let layers: Value = serde_json::from_str(&s.ok(&["layer", "ls", "--json"])).unwrap();
+    let c1 = layers.as_array().unwrap().iter().find(|l| l["id"] == "c1").expect("c1 listed");
+    let size = c1["size"].as_u64().unwrap();
+    assert!(size >= 3 << 20, "{driver}: c1 holds 3 MiB of writes, layer ls says {size}: {c1}");
+    let containers: Value = serde_json::from_str(&s.ok(&["container", "ls", "--json"])).unwrap();
+    assert_eq!(containers[0]["size"].as_u64(), Some(size), "{driver}: container ls and layer ls agree");
+    let table = s.ok(&["layer", "ls"]);
+    let row = table.lines().find(|l| l.starts_with("c1 ")).expect("c1's row");
+    assert!(row.contains(" MiB"), "{driver}: {row}");
+}
+
+strata_tests::on_every_driver_in!(a_container_layer_lists_the_size_of_its_writes);

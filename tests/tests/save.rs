@@ -209,3 +209,30 @@ fn images_stored_before_content_was_kept_say_so() {
     s.ok(&["image", "unpack", &format!("{}:base", layout.dir.display()), "--name", "base"]);
     s.ok(&["image", "save", "base", "-o", &tmp.path().join("x.tar").display().to_string()]);
 }
+
+/// `image save` ends by naming the format as the user spells it (`--format
+/// oci-archive`), not as a Rust enum (it printed `(OciArchive)`), also when the format
+/// was the default.
+#[test]
+fn save_names_the_format_as_the_user_spells_it() {
+    if !privileged("image save's closing line") {
+        return;
+    }
+    let s = Strata::new("vfs");
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = base_layout(&tmp.path().join("layout"));
+    s.ok(&["image", "unpack", &format!("{}:base", layout.dir.display()), "--name", "base"]);
+    for (format, out) in
+        [(None, "default.tar"), (Some("oci-archive"), "a.tar"), (Some("docker-archive"), "d.tar"), (Some("oci"), "dir")]
+    {
+        let out = tmp.path().join(out).display().to_string();
+        let mut args = vec!["image", "save", "base", "-o", &out];
+        args.extend(format.iter().flat_map(|f| ["--format", f]));
+        let o = s.run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{args:?}: {err}");
+        let last = err.lines().last().unwrap_or("");
+        let want = format!("({})", format.unwrap_or("oci-archive"));
+        assert!(last.starts_with("saved image base to ") && last.ends_with(&want), "{args:?}: {last}");
+    }
+}

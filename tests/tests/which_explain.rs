@@ -15,7 +15,10 @@ use strata_testkit::hostile_images::Layout;
 use strata_tests::changes::gz;
 use strata_tests::{on_every_driver, Strata};
 
-on_every_driver!(which_and_explain_show_how_each_driver_stores_a_change);
+on_every_driver!(
+    which_and_explain_show_how_each_driver_stores_a_change,
+    which_follows_symlinked_directories_as_the_container_does
+);
 
 fn bytes(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed)).collect()
@@ -177,4 +180,68 @@ fn which_and_explain_show_how_each_driver_stores_a_change(s: &Strata) {
     assert!(out.contains("from the container layer c"), "{out}");
     let err = s.fails(&["layer", "which", "c", "../x"]);
     assert!(err.contains("../x"), "{err}");
+}
+
+/// Debian bookworm's merged /usr: `/bin` is a symbolic link to `usr/bin`, so `layer
+/// which c1 /bin/sh` refused ("/bin is a symbolic link … ask for the path it points
+/// to"). A directory link on the way is followed as the container's view resolves it,
+/// confined to its root (`..` and absolute targets stay inside), and the answer says
+/// which path was looked up; the last name of the path is not followed.
+fn which_follows_symlinked_directories_as_the_container_does(s: &Strata) {
+    let tmp = tempfile::tempdir().unwrap();
+    let l1 = TarBuilder::new()
+        .dir("usr")
+        .dir("usr/bin")
+        .file("usr/bin/dash", &bytes(100, 1))
+        .symlink("usr/bin/sh", "dash")
+        .dir("usr/lib")
+        .file("usr/lib/libc.so", &bytes(100, 2))
+        .symlink("bin", "usr/bin")
+        .symlink("lib", "/usr/lib")
+        .dir("etc")
+        .symlink("etc/up", "../..")
+        .symlink("etc/escape", "../../../../../../usr")
+        .symlink("loop1", "loop2")
+        .symlink("loop2", "loop1")
+        .build();
+    let l2 = TarBuilder::new().dir("usr").dir("usr/bin").file("usr/bin/tool", &bytes(50, 3)).build();
+    let layout = Layout::new(&tmp.path().join("layout"), "t", &[gz(&l1), gz(&l2)]);
+    let top = s.ok(&["image", "unpack", &format!("{}:t", layout.dir.display()), "--name", "t"]).trim().to_string();
+    s.ok(&["container", "create", "c1", "--image", "t"]);
+    {
+        let view = strata_tests::Mounted::new(s, "c1");
+        // Written through the link, as a user in the container does.
+        fs::write(view.path.join("bin/new"), b"new").unwrap();
+    }
+    let base = json(s, &["layer", "which", "c1", "/usr/bin/dash"])["provided_by"].as_str().unwrap().to_string();
+    assert_ne!(base, top);
+
+    // The question of the report: /bin/sh, through /bin -> usr/bin.
+    let w = json(s, &["layer", "which", "c1", "/bin/sh"]);
+    assert_eq!(w["path"], "/bin/sh", "{w}");
+    assert_eq!(w["looked_up"], "/usr/bin/sh", "{w}");
+    assert_eq!(w["present"], true, "{w}");
+    assert_eq!(w["provided_by"], base.as_str(), "{w}");
+    assert_eq!(w["layers"][2]["type"], "symlink", "the last name is not followed: {w}");
+    let out = s.ok(&["layer", "which", "c1", "/bin/sh"]);
+    assert!(out.contains("/usr/bin/sh") && out.contains("/bin -> usr/bin"), "{out}");
+
+    for (path, looked_up, provided_by) in [
+        ("/bin/tool", "/usr/bin/tool", top.as_str()),
+        ("/bin/new", "/usr/bin/new", "c1"),
+        ("/lib/libc.so", "/usr/lib/libc.so", base.as_str()),
+        // `..` out of the root stays at the root, as in the container.
+        ("/etc/up/bin/dash", "/usr/bin/dash", base.as_str()),
+        ("/etc/escape/bin/dash", "/usr/bin/dash", base.as_str()),
+        // A link as the last name is the answer itself.
+        ("/bin", "/bin", base.as_str()),
+    ] {
+        let w = json(s, &["layer", "which", "c1", path]);
+        assert_eq!((w["looked_up"].as_str(), w["provided_by"].as_str()), (Some(looked_up), Some(provided_by)), "{w}");
+    }
+    assert_eq!(json(s, &["layer", "which", "c1", "/bin/absent"])["present"], false);
+    let e = json(s, &["layer", "explain", "c1", "/bin/new"]);
+    assert_eq!((e["looked_up"].as_str(), e["stored"].as_str()), (Some("/usr/bin/new"), Some("file")), "{e}");
+    let err = s.fails(&["layer", "which", "c1", "/loop1/x"]);
+    assert!(err.contains("/loop1") && err.contains("symbolic links"), "{err}");
 }
