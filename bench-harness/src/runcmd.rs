@@ -83,6 +83,20 @@ pub fn run_container(
 
 pub fn replay_container(driver: &dyn Driver, name: &str, trace: &Path, json: bool) -> Result<(), Error> {
     let t = Trace::read(trace).map_err(|e| Error::new(Cause::Other(format!("{}: {e}", trace.display()))))?;
+    // Replayed on another image, the trace's paths may not be there: said, not refused
+    // (a trace is also a workload to try elsewhere).
+    let parent = driver.get(name)?.parent;
+    if let (Some(recorded), Some(here)) = (&t.header.layer, &parent) {
+        if recorded != here {
+            eprintln!(
+                "warning: {} was recorded on layer {recorded}{}; container {name} is on {here}",
+                trace.display(),
+                t.header.image.as_deref().map(|i| format!(" (image {i})")).unwrap_or_default()
+            );
+        }
+    }
+    // Ctrl-C stops the replay between two operations; the view is then unmounted.
+    driver_core::interrupt::install();
     let view = driver.mount(name)?;
     let _mounted = View { driver, name };
     let stats = strata_run::replay::replay(&view, &t).map_err(|e| Error::layer(name, Cause::Other(e.to_string())))?;

@@ -71,7 +71,13 @@ static PENDING: AtomicI32 = AtomicI32::new(0);
 
 /// Passes SIGINT, SIGTERM, SIGHUP and SIGQUIT that another process sent (not a
 /// terminal's, which reaches the command's process group itself) to `FORWARD_TO`.
+/// Idempotent: a bench that runs many containers registers the handlers once.
 pub(crate) fn forward_signals() -> Result<(), RunError> {
+    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    DONE.get_or_init(register_forwarding).clone().map_err(RunError::Setup)
+}
+
+fn register_forwarding() -> Result<(), String> {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
         // SAFETY: the action only reads atomics and calls kill(2), both async-signal-safe.
         unsafe {
@@ -89,7 +95,7 @@ pub(crate) fn forward_signals() -> Result<(), RunError> {
                 }
             })
         }
-        .map_err(|e| RunError::Setup(format!("handling signal {sig}: {e}")))?;
+        .map_err(|e| format!("handling signal {sig}: {e}"))?;
     }
     Ok(())
 }
@@ -185,6 +191,8 @@ fn child(spec: RunSpec, err_w: &OwnedFd) -> Result<i32, String> {
                 ForkResult::Child => {
                     let res = (|| -> Result<(), String> {
                         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("prctl: {e}"))?;
+                        // While root (CAP_SYS_ADMIN allows it without no_new_privs).
+                        crate::record::install_filter().map_err(|e| format!("seccomp filter: {e}"))?;
                         become_user(spec.user)?;
                         nix::sys::ptrace::traceme().map_err(|e| format!("ptrace: {e}"))?;
                         nix::sys::signal::raise(Signal::SIGSTOP).map_err(|e| format!("raise: {e}"))?;

@@ -3,8 +3,11 @@
 //! ptrace sees every system call, whatever the binary (static ones too, where an
 //! `LD_PRELOAD` shim sees nothing). The tracer runs inside the container (after
 //! pivot_root), so `/proc/PID/fd/N`, `/proc/PID/cwd` and paths the command passes read
-//! exactly as the command sees them. Each call stops the tracee twice (entry and exit);
-//! only at the exit of a call that changes the filesystem and succeeded (its return
+//! exactly as the command sees them. A seccomp filter installed in the command before it
+//! execs (inherited by everything it starts) stops only the calls that may change the
+//! filesystem (SECCOMP_RET_TRACE, PTRACE_O_TRACESECCOMP); the tracer steps each to its
+//! exit (PTRACE_SYSCALL), so reads, stats and the rest run at full speed. Only at the
+//! exit of a call that succeeded (its return
 //! value not negative) does the tracer read its arguments, resolve its paths (the
 //! directory through `/proc/PID/cwd` or the dirfd's link, symlinks resolved as the
 //! kernel did) and write a [`Record`]. What it cannot see is listed in docs/trace.md
@@ -54,9 +57,129 @@ pub fn trace(child: Pid, out: File, header: Header) -> io::Result<i32> {
     }
 }
 
+/// What the seccomp filter sends to the tracer: every call [`Recorder`] records, and
+/// the mapping calls; besides these, open and openat only with a flag that may write,
+/// mmap only shared and writable (tested on their arguments in `install_filter`). Every other call runs without stopping: a command pays for the calls
+/// recorded, not for its reads and stats.
+#[cfg(target_arch = "x86_64")]
+const TRACED: &[i64] = &[
+    libc::SYS_creat,
+    libc::SYS_openat2,
+    libc::SYS_write,
+    libc::SYS_writev,
+    libc::SYS_pwrite64,
+    libc::SYS_pwritev,
+    libc::SYS_pwritev2,
+    libc::SYS_copy_file_range,
+    libc::SYS_splice,
+    libc::SYS_sendfile,
+    libc::SYS_truncate,
+    libc::SYS_ftruncate,
+    libc::SYS_fallocate,
+    libc::SYS_mkdir,
+    libc::SYS_mkdirat,
+    libc::SYS_rmdir,
+    libc::SYS_unlink,
+    libc::SYS_unlinkat,
+    libc::SYS_rename,
+    libc::SYS_renameat,
+    libc::SYS_renameat2,
+    libc::SYS_link,
+    libc::SYS_linkat,
+    libc::SYS_symlink,
+    libc::SYS_symlinkat,
+    libc::SYS_mknod,
+    libc::SYS_mknodat,
+    libc::SYS_bind,
+    libc::SYS_chmod,
+    libc::SYS_fchmod,
+    libc::SYS_fchmodat,
+    452, // fchmodat2
+    libc::SYS_chown,
+    libc::SYS_lchown,
+    libc::SYS_fchown,
+    libc::SYS_fchownat,
+    libc::SYS_utime,
+    libc::SYS_utimes,
+    libc::SYS_futimesat,
+    libc::SYS_utimensat,
+    libc::SYS_setxattr,
+    libc::SYS_lsetxattr,
+    libc::SYS_fsetxattr,
+    libc::SYS_removexattr,
+    libc::SYS_lremovexattr,
+    libc::SYS_fremovexattr,
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_sync_file_range,
+    libc::SYS_syncfs,
+    libc::SYS_sync,
+    libc::SYS_munmap,
+    libc::SYS_mremap,
+    libc::SYS_msync,
+];
+
+/// Installs the seccomp filter of [`TRACED`] in the calling process (the command,
+/// before it execs; it is inherited by all it starts). SECCOMP_RET_TRACE stops the
+/// call for the tracer (PTRACE_O_TRACESECCOMP), which then steps to its exit.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn install_filter() -> io::Result<()> {
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    let ins = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter { code: code as u16, jt, jf, k };
+    let ld = |off: u32| ins(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, off, 0, 0);
+    let jeq = |k: u32, jt: u8, jf: u8| ins(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, k, jt, jf);
+    let jset = |k: u32, jt: u8, jf: u8| ins(libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K, k, jt, jf);
+    let ret = |k: u32| ins(libc::BPF_RET | libc::BPF_K, k, 0, 0);
+    let (allow, trace) = (libc::SECCOMP_RET_ALLOW, libc::SECCOMP_RET_TRACE);
+    // struct seccomp_data { int nr; u32 arch; u64 ip; u64 args[6]; }: the low half
+    // of args[i] (little endian) is at 16 + 8i.
+    let arg = |i: u32| 16 + 8 * i;
+    let mut prog = vec![ld(4), jeq(AUDIT_ARCH_X86_64, 1, 0), ret(allow), ld(0)];
+    for nr in TRACED {
+        prog.extend([jeq(*nr as u32, 0, 1), ret(trace)]);
+    }
+    let writes = (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) as u32;
+    for (nr, flags_arg) in [(libc::SYS_open, 1), (libc::SYS_openat, 2)] {
+        prog.extend([jeq(nr as u32, 0, 4), ld(arg(flags_arg)), jset(writes, 0, 1), ret(trace), ret(allow)]);
+    }
+    // mmap(addr, len, prot, flags, fd, off): MAP_SHARED (bit 0, in MAP_SHARED_VALIDATE
+    // too) and PROT_WRITE.
+    prog.extend([
+        jeq(libc::SYS_mmap as u32, 0, 6),
+        ld(arg(3)),
+        jset(libc::MAP_SHARED as u32, 0, 3),
+        ld(arg(2)),
+        jset(libc::PROT_WRITE as u32, 0, 1),
+        ret(trace),
+        ret(allow),
+    ]);
+    prog.push(ret(allow));
+    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_mut_ptr() };
+    // SAFETY: fprog points at `prog`, alive for the call; nix has no seccomp wrapper.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &fprog as *const _ as libc::c_ulong,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn install_filter() -> io::Result<()> {
+    Err(io::Error::other("recording is implemented for x86_64 only"))
+}
+
 struct Proc {
     tgid: i32,
     mem: Option<File>,
+    /// Stepped from a seccomp stop to the call's exit: resumed with PTRACE_SYSCALL
+    /// until that exit is seen (a signal may stop it in between).
+    in_call: bool,
 }
 
 /// A shared writable mapping of a file.
@@ -131,12 +254,13 @@ impl Recorder {
                 | ptrace::Options::PTRACE_O_TRACEVFORK
                 | ptrace::Options::PTRACE_O_TRACECLONE
                 | ptrace::Options::PTRACE_O_TRACEEXEC
+                | ptrace::Options::PTRACE_O_TRACESECCOMP
                 | ptrace::Options::PTRACE_O_EXITKILL,
         )
         .map_err(errno)?;
-        self.procs.insert(child.as_raw(), Proc { tgid: child.as_raw(), mem: None });
+        self.procs.insert(child.as_raw(), Proc { tgid: child.as_raw(), mem: None, in_call: false });
         self.start = Instant::now();
-        ptrace::syscall(child, None).map_err(errno)?;
+        ptrace::cont(child, None).map_err(errno)?;
         let mut status = None;
         loop {
             let ws = match waitpid(None, Some(WaitPidFlag::__WALL)) {
@@ -168,10 +292,16 @@ impl Recorder {
                             eprintln!("warning: recording pid {pid}: {e}");
                         }
                     }
-                    let _ = ptrace::syscall(pid, None);
+                    self.resume(pid, None);
                 }
                 WaitStatus::PtraceEvent(pid, _, ev) => {
                     self.known(pid);
+                    if ev == ptrace::Event::PTRACE_EVENT_SECCOMP as i32 {
+                        // The entry of a call the filter picked: on to its exit.
+                        self.procs.get_mut(&pid.as_raw()).expect("known").in_call = true;
+                        let _ = ptrace::syscall(pid, None);
+                        continue;
+                    }
                     if ev == ptrace::Event::PTRACE_EVENT_EXEC as i32 {
                         // The old address space is gone: its mappings end here, and
                         // the memory file must be opened anew.
@@ -183,14 +313,14 @@ impl Recorder {
                             p.tgid = pid.as_raw();
                         }
                     }
-                    let _ = ptrace::syscall(pid, None);
+                    self.resume(pid, None);
                 }
                 WaitStatus::Stopped(pid, sig) => {
                     let new = !self.procs.contains_key(&pid.as_raw());
                     self.known(pid);
                     // A new process's first stop is the tracer's, not a signal to pass.
                     let inject = if new && sig == Signal::SIGSTOP { None } else { Some(sig) };
-                    let _ = ptrace::syscall(pid, inject);
+                    self.resume(pid, inject);
                 }
                 _ => {}
             }
@@ -199,13 +329,24 @@ impl Recorder {
         Ok(status.unwrap_or(125))
     }
 
+    /// Lets `pid` run on: to the exit of the call it is in when a seccomp stop sent it
+    /// there (and that exit was not seen yet), else to the next stop the filter or an
+    /// event makes.
+    fn resume(&mut self, pid: Pid, sig: Option<Signal>) {
+        if self.procs.get(&pid.as_raw()).is_some_and(|p| p.in_call) {
+            let _ = ptrace::syscall(pid, sig);
+        } else {
+            let _ = ptrace::cont(pid, sig);
+        }
+    }
+
     fn known(&mut self, pid: Pid) {
         self.procs.entry(pid.as_raw()).or_insert_with(|| {
             let tgid = std::fs::read_to_string(format!("/proc/{pid}/status"))
                 .ok()
                 .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Tgid:").and_then(|v| v.trim().parse().ok())))
                 .unwrap_or(pid.as_raw());
-            Proc { tgid, mem: None }
+            Proc { tgid, mem: None, in_call: false }
         });
     }
 
@@ -399,6 +540,10 @@ impl Recorder {
     }
 
     fn syscall_stop(&mut self, pid: Pid) -> io::Result<()> {
+        // The exit of the call a seccomp stop stepped to.
+        if let Some(p) = self.procs.get_mut(&pid.as_raw()) {
+            p.in_call = false;
+        }
         let regs = ptrace::getregs(pid).map_err(errno)?;
         // At the entry of a call the kernel has put -ENOSYS in rax: nothing to do yet.
         if regs.rax as i64 == -(libc::ENOSYS as i64) {

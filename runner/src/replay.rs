@@ -100,6 +100,11 @@ pub fn replay(view_root: &Path, trace: &Trace) -> Result<ReplayStats, ReplayErro
     for (i, rec) in trace.records.iter().enumerate() {
         let op = &rec.op;
         let fail = |cause: io::Error| ReplayError { line: i + 2, op: op.class(), path: op.paths().join(" -> "), cause };
+        // Ctrl-C (when the caller routed it, driver_core::interrupt::install) stops
+        // between two operations, so the caller can unmount.
+        if driver_core::interrupt::requested() {
+            return Err(fail(io::Error::new(io::ErrorKind::Interrupted, "interrupted (SIGINT or SIGTERM)")));
+        }
         // A first change to a node from below: found before the clock starts.
         let first = r.first_touch(op).map_err(fail)?;
         r.syscalls = 0;
