@@ -452,7 +452,14 @@ impl<F: LayerFs> Driver for Layered<F> {
             extra: self.fs.extra(id, Some(&applied)),
         };
         self.store.prepare_files(&staging, &self.record(&staging, Some(&applied))?)?;
-        self.store.swap(staging, meta, || self.refuse_if_viewed(id))?;
+        self.store.swap(staging, meta, || {
+            self.refuse_if_viewed(id)?;
+            // What the driver does before a layer goes (btrfs: the read-only subvolume
+            // made writable, so that it can be moved and deleted).
+            let old =
+                self.store.get(id).unwrap_or_else(|_| LayerMeta::of(LayerInfo { id: id.into(), ..Default::default() }));
+            self.fs.before_remove(&old)
+        })?;
         self.fs.committed(&self.store.get(id)?)?;
         Ok(applied.size)
     }
