@@ -24,6 +24,7 @@ on_every_driver_in!(
     a_truncated_blob,
     a_leftover_staging_directory,
     a_healthy_store_passes,
+    the_debian_image_damaged_and_repaired,
 );
 
 fn gz(data: &[u8]) -> Vec<u8> {
@@ -306,4 +307,59 @@ fn a_leftover_staging_directory(driver: &str, base: &Path) {
     assert!(!left.exists(), "{driver}: opening the store discards it");
     t.s.ok(&["check"]);
     container_kept(&t);
+}
+
+/// The real python3 image of the Debian fixture: a flipped byte in the python binary
+/// and a 0-byte bash, each in another layer; check names both, repair restores every
+/// layer's view as unpacked, and a container over the image keeps its write.
+fn the_debian_image_damaged_and_repaired(driver: &str, base: &Path) {
+    let fixture = strata_tests::debian_fixture();
+    let s = Strata::at(&base.join("strata"), driver);
+    let src = format!("{}:debian", fixture.join("layout").display());
+    s.ok(&["image", "unpack", &src, "--name", "py"]);
+    let v: Value = serde_json::from_str(&s.ok(&["image", "history", "py", "--json"])).unwrap();
+    let mut layers: Vec<String> =
+        v.as_array().unwrap().iter().map(|l| l["chain_id"].as_str().unwrap().to_string()).collect();
+    layers.reverse();
+    let before: Vec<Tree> = layers.iter().map(|l| view(&s, l)).collect();
+    s.ok(&["container", "create", "c", "--image", "py"]);
+    {
+        let m = Mounted::new(&s, "c");
+        fs::write(m.path.join("root/notes"), b"kept").unwrap();
+    }
+    s.ok(&["check"]);
+    let python = "usr/bin/python3.11";
+    let owner = layers.iter().position(|l| own_tree(&s, l).join(python).exists()).expect("a layer holds python");
+    {
+        let w = Writable::new(&s, &layers[owner]);
+        let path = w.1.join(python);
+        let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+        let f = OpenOptions::new().write(true).read(true).open(&path).unwrap();
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, 4096).unwrap();
+        f.write_all_at(&[!b[0]], 4096).unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+    let bash_size = {
+        let w = Writable::new(&s, &layers[0]);
+        let path = w.1.join("usr/bin/bash");
+        let size = fs::metadata(&path).unwrap().len();
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+        size
+    };
+    let o = s.run(&["check"]);
+    assert_eq!(o.status.code(), Some(1), "{driver}");
+    let out = String::from_utf8(o.stdout).unwrap();
+    let flipped =
+        format!("layer {}: file /{python}: content differs from the record (same size: a byte differs)", layers[owner]);
+    let zeroed = format!("layer {}: file /usr/bin/bash: 0 bytes, recorded {bash_size}", layers[0]);
+    assert!(out.lines().any(|l| l == flipped) && out.lines().any(|l| l == zeroed), "{driver}: {out}");
+    s.ok(&["check", "--repair"]);
+    s.ok(&["check"]);
+    for (l, want) in layers.iter().zip(&before) {
+        let diffs = want.differences(&view(&s, l), &opts());
+        assert!(diffs.is_empty(), "{driver}: layer {l} after repair: {diffs:?}");
+    }
+    let m = Mounted::new(&s, "c");
+    assert_eq!(fs::read(m.path.join("root/notes")).unwrap(), b"kept", "{driver}");
 }
