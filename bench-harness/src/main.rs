@@ -96,6 +96,14 @@ enum Command {
     },
     /// Run the drivers side by side on the same work and recommend one for this host.
     Bench(Box<bench::BenchArgs>),
+    /// Disk used per image and per container (total, shared with another image or
+    /// container, unique to it; bytes and inodes) and the store's total, from counts
+    /// kept when each layer was committed.
+    Df {
+        /// The versioned schema of docs/json.md.
+        #[arg(long)]
+        json: bool,
+    },
     /// Verify the whole store: every layer against the content record made when it was
     /// committed, every layer and image record, every kept blob, leftovers of killed
     /// processes. One line per problem; exit 0 only when there is none (docs/check.md).
@@ -495,6 +503,44 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Bench(mut args) => {
             args.root = cli.root;
             bench::run(&args)
+        }
+        Command::Df { json } => {
+            let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
+            let images = ImageStore::open(&dir)?;
+            let d = strata_image::df::df(driver.as_ref(), &images)?;
+            if json {
+                let mut v = serde_json::to_value(&d).expect("json");
+                v["version"] = 1.into();
+                println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            } else {
+                println!(
+                    "{:<10} {:<32} {:>6} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
+                    "TYPE", "NAME", "LAYERS", "TOTAL", "SHARED", "UNIQUE", "INODES", "SHARED", "UNIQUE"
+                );
+                let rows = d.images.iter().map(|u| ("image", u)).chain(d.containers.iter().map(|u| ("container", u)));
+                for (kind, u) in rows {
+                    println!(
+                        "{kind:<10} {:<32} {:>6} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
+                        u.name,
+                        u.layers,
+                        human_bytes(u.total.bytes),
+                        human_bytes(u.shared.bytes),
+                        human_bytes(u.unique.bytes),
+                        u.total.inodes,
+                        u.shared.inodes,
+                        u.unique.inodes
+                    );
+                }
+                println!(
+                    "store: layers {} ({} inodes), blobs {} ({}), total {}",
+                    human_bytes(d.layers.bytes),
+                    d.layers.inodes,
+                    human_bytes(d.blobs.bytes),
+                    d.blobs.inodes,
+                    human_bytes(d.total.bytes)
+                );
+            }
+            Ok(())
         }
         Command::Check { repair, json } => {
             // What killed processes left in staging, seen before the open discards it.

@@ -254,7 +254,10 @@ impl Btrfs {
         let driver = Btrfs { store };
         // A process killed between a commit and making the layer read-only left it
         // writable: finish the job.
-        for meta in driver.store.list()? {
+        // A record that does not read is `strata check`'s to name, not a reason to
+        // refuse opening the store (check could not run).
+        for (_, meta) in driver.store.list_raw()? {
+            let Ok(meta) = meta else { continue };
             if !meta.writable {
                 driver.seal(&meta.id)?;
             }

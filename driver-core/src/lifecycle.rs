@@ -250,10 +250,18 @@ impl<F: LayerFs> Layered<F> {
             .map_err(|e| Error::at(&staging.id, &root, e).in_layer(&staging.id))
     }
 
+    /// Makes and stages the content record of `staging`, and notes its disk use in
+    /// `meta` (what `strata df` adds up: counted here, once, not at every call).
+    fn prepare_record(&self, staging: &Staging, applied: Option<&Applied>, meta: &mut LayerMeta) -> Result<()> {
+        let record = self.record(staging, applied)?;
+        note_usage(meta, record.usage);
+        self.store.prepare_files(staging, &record)
+    }
+
     fn commit(&self, staging: Staging, mut meta: LayerMeta, applied: Option<&Applied>) -> Result<()> {
         meta.extra = self.fs.extra(&staging.id, applied);
         if !meta.writable {
-            self.store.prepare_files(&staging, &self.record(&staging, applied)?)?;
+            self.prepare_record(&staging, applied, &mut meta)?;
         }
         let id = staging.id.clone();
         self.store.commit(staging, meta)?;
@@ -276,17 +284,13 @@ impl<F: LayerFs> Layered<F> {
     /// which happens only when the tar left implicit directories) and listing, and one
     /// seal at the end. On the first error the layers below it stay committed and the
     /// rest are dropped (which discards their staging).
-    fn commit_chain(
-        &self,
-        staged: Vec<Result<(Staging, Applied, Option<String>)>>,
-        progress: ChainProgress<'_>,
-    ) -> Result<Vec<u64>> {
+    fn commit_chain(&self, staged: Vec<Result<Staged>>, progress: ChainProgress<'_>) -> Result<Vec<u64>> {
         let mut ready = Vec::new();
         let mut failed = None;
         for s in staged {
-            let prepared = s.and_then(|(mut staging, applied, expected)| {
+            let prepared = s.and_then(|(mut staging, applied, expected, usage)| {
                 check_diff_id(&staging, &applied, expected.as_deref())?;
-                let meta = LayerMeta {
+                let mut meta = LayerMeta {
                     layer: LayerInfo {
                         diff_id: Some(applied.diff_id.clone()),
                         size: applied.size,
@@ -294,8 +298,9 @@ impl<F: LayerFs> Layered<F> {
                     },
                     extra: self.fs.extra(&staging.id, Some(&applied)),
                 };
-                self.store.prepare(&mut staging, meta)?;
-                Ok((staging, applied))
+                note_usage(&mut meta, usage);
+                self.store.prepare(&mut staging, meta.clone())?;
+                Ok((staging, applied, meta))
             });
             match prepared {
                 Ok(p) => ready.push(p),
@@ -307,15 +312,16 @@ impl<F: LayerFs> Layered<F> {
         }
         let mut sizes = Vec::new();
         let listed = (|| -> Result<()> {
-            if let Some((first, _)) = ready.first() {
+            if let Some((first, _, _)) = ready.first() {
                 self.store.sync(&first.id)?;
             }
-            for (i, (staging, applied)) in ready.into_iter().enumerate() {
+            for (i, (mut staging, applied, mut meta)) in ready.into_iter().enumerate() {
                 self.fs.before_commit(&staging, &applied)?;
                 if !applied.implicit_dirs.is_empty() {
                     // before_commit gave directories metadata (or dropped some): recorded
                     // again (a walk of names, the digests are the apply's).
-                    self.store.prepare_files(&staging, &self.record(&staging, Some(&applied))?)?;
+                    self.prepare_record(&staging, Some(&applied), &mut meta)?;
+                    self.store.prepare(&mut staging, meta)?;
                     self.store.sync(&staging.id)?;
                 }
                 let id = staging.id.clone();
@@ -334,6 +340,23 @@ impl<F: LayerFs> Layered<F> {
             (Ok(()), None) => Ok(sizes),
         }
     }
+}
+
+/// A layer of a chain staged and applied in parallel: its staging, what the apply
+/// gave, the diff_id it must have, the disk use its content record counted.
+type Staged = (Staging, Applied, Option<String>, Usage);
+
+/// The key of a layer's metadata under which its disk use, counted when its content
+/// was recorded, is kept (`strata df` reads it; a container's changes, so it has none).
+pub const USAGE_KEY: &str = "usage";
+
+fn note_usage(meta: &mut LayerMeta, usage: Usage) {
+    meta.extra.insert(USAGE_KEY.into(), serde_json::json!({"bytes": usage.bytes, "inodes": usage.inodes}));
+}
+
+/// The disk use noted in a layer's metadata when it was committed, if any.
+pub fn noted_usage(meta: &LayerMeta) -> Option<Usage> {
+    serde_json::from_value(meta.extra.get(USAGE_KEY)?.clone()).ok()
 }
 
 /// Refuses a layer whose tar was not the `expected` one (its staging is discarded).
@@ -384,7 +407,7 @@ impl<F: LayerFs> Driver for Layered<F> {
         if !self.fs.independent() {
             return self.sequential_chain(layers, progress);
         }
-        let staged: Vec<Result<(Staging, Applied, Option<String>)>> = layers
+        let staged: Vec<Result<Staged>> = layers
             .into_par_iter()
             .map(|mut l| {
                 let staging = self.store.begin_before_parent(&l.id, l.parent.as_deref())?;
@@ -401,8 +424,9 @@ impl<F: LayerFs> Driver for Layered<F> {
                     // disk) is this layer's error too.
                     .map_err(|e| e.in_layer(&l.id))?;
                 // Recorded here, in parallel; what before_commit changes is read again there.
-                self.store.prepare_files(&staging, &self.record(&staging, Some(&applied))?)?;
-                Ok((staging, applied, l.diff_id))
+                let record = self.record(&staging, Some(&applied))?;
+                self.store.prepare_files(&staging, &record)?;
+                Ok((staging, applied, l.diff_id, record.usage))
             })
             .collect();
         self.commit_chain(staged, progress)
@@ -470,12 +494,19 @@ impl<F: LayerFs> Driver for Layered<F> {
             .map_err(|e| e.in_layer(id))?;
         check_diff_id(&staging, &applied, diff_id)?;
         self.fs.before_commit(&staging, &applied)?;
-        let meta = LayerMeta {
+        let mut meta = LayerMeta {
             layer: LayerInfo { diff_id: Some(applied.diff_id.clone()), size: applied.size, ..Default::default() },
             extra: self.fs.extra(id, Some(&applied)),
         };
-        self.store.prepare_files(&staging, &self.record(&staging, Some(&applied))?)?;
-        self.store.swap(staging, meta, || self.refuse_if_viewed(id))?;
+        self.prepare_record(&staging, Some(&applied), &mut meta)?;
+        self.store.swap(staging, meta, || {
+            self.refuse_if_viewed(id)?;
+            // What the driver does before a layer goes (btrfs: the read-only subvolume
+            // made writable, so that it can be moved and deleted).
+            let old =
+                self.store.get(id).unwrap_or_else(|_| LayerMeta::of(LayerInfo { id: id.into(), ..Default::default() }));
+            self.fs.before_remove(&old)
+        })?;
         self.fs.committed(&self.store.get(id)?)?;
         Ok(applied.size)
     }
@@ -492,7 +523,11 @@ impl<F: LayerFs> Driver for Layered<F> {
         let root = self.fs.own_tree(&self.store.layer_dir(id));
         let record = crate::record::make(&root, &crate::record::Written::new(), parent.as_ref())
             .map_err(|e| Error::at(id, &root, e))?;
-        self.store.put_files(id, &record)
+        self.store.put_files(id, &record)?;
+        self.store.update(id, |m| {
+            note_usage(m, record.usage);
+            Ok(())
+        })
     }
 
     fn get(&self, id: &str) -> Result<LayerInfo> {

@@ -19,12 +19,15 @@
 //! have none: their content is the container's to change.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::fs;
 use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use nix::fcntl::{readlinkat, AtFlags, OFlag};
+use nix::sys::stat::{fstatat, FileStat};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -98,24 +101,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn of(ft: fs::FileType) -> Kind {
-        if ft.is_dir() {
-            Kind::Dir
-        } else if ft.is_symlink() {
-            Kind::Symlink
-        } else if ft.is_char_device() {
-            Kind::Char
-        } else if ft.is_block_device() {
-            Kind::Block
-        } else if ft.is_fifo() {
-            Kind::Fifo
-        } else if ft.is_socket() {
-            Kind::Socket
-        } else {
-            Kind::File
-        }
-    }
-
     fn word(self) -> &'static str {
         match self {
             Kind::File => "file",
@@ -163,72 +148,136 @@ fn push_escaped(out: &mut String, s: &str) {
     }
 }
 
-/// A node found by the walk, before its content digest is known.
+/// A node found by the walk.
 struct Found {
     entry: Entry,
-    abs: PathBuf,
     rel: Vec<u8>,
-    inode: Option<(u64, u64)>,
 }
 
-/// Walks `root` (lstat and xattrs only), sorted by path, with the disk use.
-fn walk(root: &Path) -> io::Result<(Vec<Found>, Usage)> {
+/// Walks `root` by descriptor (a layer may hold paths longer than PATH_MAX), sorted by
+/// path, with the disk use. A regular file's content is hashed when `hash(path, size)`
+/// says so (the files of one directory in parallel).
+fn walk(root: &Path, hash: &(dyn Fn(&str, u64) -> bool + Sync)) -> io::Result<(Vec<Found>, Usage)> {
+    let fd = sys::open_dir(root)?;
+    let st = sys::fstat(fd.as_fd())?;
     let mut out = Vec::new();
-    let mut usage = Usage::default();
+    let mut usage = Usage { bytes: st.st_blocks as u64 * 512, inodes: 1 };
+    // The root's xattrs through its descriptor (a path through /proc would name the
+    // magic link itself, which `l*xattr` does not follow).
+    let entry = node(&st, XattrTarget::Fd(fd.as_raw_fd()), Vec::new(), None)?;
+    out.push(Found { entry, rel: Vec::new() });
     let mut seen = std::collections::HashSet::new();
-    let mut stack: Vec<(PathBuf, Vec<u8>)> = vec![(root.to_path_buf(), Vec::new())];
-    while let Some((abs, rel)) = stack.pop() {
-        let md = fs::symlink_metadata(&abs)?;
-        let kind = Kind::of(md.file_type());
-        let shared = md.nlink() > 1 && kind != Kind::Dir;
-        if !shared || seen.insert((md.dev(), md.ino())) {
-            usage.bytes += md.blocks() * 512;
-            usage.inodes += 1;
-        }
-        let cpath = CString::new(abs.as_os_str().as_bytes()).map_err(io::Error::other)?;
-        let mut xattrs = BTreeMap::new();
-        for (name, value) in sys::read_xattrs(XattrTarget::NoFollow(&cpath))? {
-            xattrs.insert(name, hex::encode(value));
-        }
-        let target = match kind {
-            Kind::Symlink => Some(encode(fs::read_link(&abs)?.as_os_str().as_bytes())),
-            _ => None,
-        };
-        let entry = Entry {
-            path: encode(&rel),
-            kind,
-            mode: md.mode() & 0o7777,
-            uid: md.uid(),
-            gid: md.gid(),
-            size: if kind == Kind::File { md.size() } else { 0 },
-            mtime: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-            target,
-            rdev: matches!(kind, Kind::Char | Kind::Block).then(|| md.rdev()),
-            xattrs,
-            sha256: None,
-        };
-        if kind == Kind::Dir {
-            for e in fs::read_dir(&abs)? {
-                let e = e?;
-                let name = e.file_name();
-                let mut r = rel.clone();
-                if !r.is_empty() {
-                    r.push(b'/');
-                }
-                r.extend_from_slice(name.as_bytes());
-                stack.push((e.path(), r));
-            }
-        }
-        let inode = shared.then(|| (md.dev(), md.ino()));
-        out.push(Found { entry, abs, rel, inode });
-    }
+    walk_dir(fd.as_fd(), &[], hash, &mut out, &mut usage, &mut seen)?;
     out.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok((out, usage))
 }
 
+/// `/proc/self/fd/<dir>/<name>`: a short path to a node whatever its depth, for the
+/// calls that take only a path (`llistxattr`, `lgetxattr`; the final name not followed).
+fn fd_path(dir: BorrowedFd<'_>, name: &OsStr) -> CString {
+    let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    p.extend_from_slice(name.as_bytes());
+    CString::new(p).unwrap_or_default()
+}
+
+fn node(st: &FileStat, xattrs_of: XattrTarget<'_>, rel: Vec<u8>, target: Option<String>) -> io::Result<Entry> {
+    let kind = kind_of(st.st_mode);
+    let mut xattrs = BTreeMap::new();
+    for (name, value) in sys::read_xattrs(xattrs_of)? {
+        xattrs.insert(name, hex::encode(value));
+    }
+    Ok(Entry {
+        path: encode(&rel),
+        kind,
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        size: if kind == Kind::File { st.st_size as u64 } else { 0 },
+        mtime: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec,
+        target,
+        rdev: matches!(kind, Kind::Char | Kind::Block).then_some(st.st_rdev),
+        xattrs,
+        sha256: None,
+    })
+}
+
+fn kind_of(mode: u32) -> Kind {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => Kind::Dir,
+        libc::S_IFLNK => Kind::Symlink,
+        libc::S_IFCHR => Kind::Char,
+        libc::S_IFBLK => Kind::Block,
+        libc::S_IFIFO => Kind::Fifo,
+        libc::S_IFSOCK => Kind::Socket,
+        _ => Kind::File,
+    }
+}
+
+fn walk_dir(
+    dir: BorrowedFd<'_>,
+    rel: &[u8],
+    hash: &(dyn Fn(&str, u64) -> bool + Sync),
+    out: &mut Vec<Found>,
+    usage: &mut Usage,
+    seen: &mut std::collections::HashSet<(u64, u64)>,
+) -> io::Result<()> {
+    let at = |name: &OsStr, e: io::Error| {
+        let mut r = rel.to_vec();
+        r.push(b'/');
+        r.extend_from_slice(name.as_bytes());
+        io::Error::new(e.kind(), format!("/{}: {e}", encode(&r)))
+    };
+    let mut to_hash = Vec::new();
+    let mut subdirs = Vec::new();
+    for name in sys::read_dir_names(dir)? {
+        let st = fstatat(Some(dir.as_raw_fd()), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|e| at(&name, e.into()))?;
+        let kind = kind_of(st.st_mode);
+        let shared = st.st_nlink > 1 && kind != Kind::Dir;
+        if !shared || seen.insert((st.st_dev, st.st_ino)) {
+            usage.bytes += st.st_blocks as u64 * 512;
+            usage.inodes += 1;
+        }
+        let mut r = rel.to_vec();
+        if !r.is_empty() {
+            r.push(b'/');
+        }
+        r.extend_from_slice(name.as_bytes());
+        let target = match kind {
+            Kind::Symlink => Some(encode(
+                readlinkat(Some(dir.as_raw_fd()), name.as_os_str()).map_err(|e| at(&name, e.into()))?.as_bytes(),
+            )),
+            _ => None,
+        };
+        let path = fd_path(dir, &name);
+        let entry = node(&st, XattrTarget::NoFollow(&path), r.clone(), target).map_err(|e| at(&name, e))?;
+        if kind == Kind::File && hash(&entry.path, entry.size) {
+            to_hash.push((out.len(), name.clone()));
+        }
+        if kind == Kind::Dir {
+            subdirs.push((name.clone(), r.clone()));
+        }
+        out.push(Found { entry, rel: r });
+    }
+    let hashed: Vec<(usize, io::Result<String>)> = to_hash
+        .into_par_iter()
+        .map(|(i, name)| {
+            let h = sys::open_at(dir, &name, OFlag::O_RDONLY, 0).and_then(|fd| hash_file(fs::File::from(fd)));
+            (i, h.map_err(|e| at(&name, e)))
+        })
+        .collect();
+    for (i, h) in hashed {
+        out[i].entry.sha256 = Some(h?);
+    }
+    for (name, r) in subdirs {
+        let fd = sys::open_at(dir, &name, OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0).map_err(|e| at(&name, e))?;
+        walk_dir(fd.as_fd(), &r, hash, out, usage, seen)?;
+    }
+    Ok(())
+}
+
 /// sha256 of a file's content, read.
-fn hash_file(path: &Path) -> io::Result<String> {
-    let mut f = fs::File::open(path)?;
+fn hash_file(mut f: fs::File) -> io::Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -246,60 +295,25 @@ fn hash_file(path: &Path) -> io::Result<String> {
 /// wrote), then from another name of the same inode, then from `parent`'s record for
 /// the same path and size (a full-tree driver's inherited files); the rest are read.
 pub fn make(root: &Path, written: &Written, parent: Option<&Record>) -> io::Result<Record> {
-    let (mut found, usage) = walk(root)?;
-    let mut by_inode: HashMap<(u64, u64), String> = HashMap::new();
-    for f in &found {
-        if let (Some(ino), Some(h)) = (f.inode, written.get(&f.rel)) {
-            by_inode.insert(ino, hex::encode(h));
-        }
-    }
     let inherited: HashMap<&str, &Entry> = parent
         .map(|p| p.entries.iter().filter(|e| e.kind == Kind::File).map(|e| (e.path.as_str(), e)).collect())
         .unwrap_or_default();
-    let unknown: Vec<usize> = found
-        .iter_mut()
-        .enumerate()
-        .filter(|(_, f)| f.entry.kind == Kind::File)
-        .filter_map(|(i, f)| {
-            let h = written
-                .get(&f.rel)
-                .map(hex::encode)
-                .or_else(|| f.inode.and_then(|ino| by_inode.get(&ino).cloned()))
-                .or_else(|| {
-                    inherited
-                        .get(f.entry.path.as_str())
-                        .filter(|e| e.size == f.entry.size)
-                        .and_then(|e| e.sha256.clone())
-                });
-            f.entry.sha256 = h;
-            f.entry.sha256.is_none().then_some(i)
-        })
-        .collect();
-    let hashed: Vec<(usize, io::Result<String>)> =
-        unknown.into_par_iter().map(|i| (i, hash_file(&found[i].abs))).collect();
-    for (i, h) in hashed {
-        found[i].entry.sha256 = Some(h?);
+    let known_by_path: HashMap<String, String> = written.iter().map(|(p, h)| (encode(p), hex::encode(h))).collect();
+    let inherit = |path: &str, size: u64| inherited.get(path).filter(|e| e.size == size).and_then(|e| e.sha256.clone());
+    // Read only what neither the apply nor the parent's record names (another name of
+    // an inode the apply wrote is read too: rare, hardlinks made by the tar).
+    let (mut found, usage) =
+        walk(root, &|path, size| !known_by_path.contains_key(path) && inherit(path, size).is_none())?;
+    for f in found.iter_mut().filter(|f| f.entry.kind == Kind::File && f.entry.sha256.is_none()) {
+        f.entry.sha256 = known_by_path.get(&f.entry.path).cloned().or_else(|| inherit(&f.entry.path, f.entry.size));
     }
     Ok(Record { version: VERSION, usage, entries: found.into_iter().map(|f| f.entry).collect() })
 }
 
 /// What differs between a tree and its record, one line per path, sorted by path.
 pub fn verify(root: &Path, record: &Record) -> io::Result<Vec<String>> {
-    let (found, _) = walk(root)?;
-    let hashes: Vec<Option<io::Result<String>>> =
-        found.par_iter().map(|f| (f.entry.kind == Kind::File).then(|| hash_file(&f.abs))).collect();
-    let mut now: BTreeMap<&str, Entry> = BTreeMap::new();
-    for (f, h) in found.iter().zip(hashes) {
-        let mut e = f.entry.clone();
-        e.sha256 = match h {
-            Some(Ok(h)) => Some(h),
-            Some(Err(err)) => {
-                return Err(io::Error::new(err.kind(), format!("{}: {err}", f.abs.display())));
-            }
-            None => None,
-        };
-        now.insert(f.entry.path.as_str(), e);
-    }
+    let (found, _) = walk(root, &|_, _| true)?;
+    let mut now: BTreeMap<&str, &Entry> = found.iter().map(|f| (f.entry.path.as_str(), &f.entry)).collect();
     let mut problems = Vec::new();
     let shown = |p: &str| format!("/{p}");
     for want in &record.entries {
@@ -307,7 +321,7 @@ pub fn verify(root: &Path, record: &Record) -> io::Result<Vec<String>> {
             problems.push(format!("{} {}: missing", want.kind.word(), shown(&want.path)));
             continue;
         };
-        if let Some(d) = differs(want, &got) {
+        if let Some(d) = differs(want, got) {
             problems.push(format!("{} {}: {d}", want.kind.word(), shown(&want.path)));
         }
     }

@@ -272,7 +272,10 @@ impl Overlay {
                 let _ = fs::remove_dir(e.path());
             }
         }
-        for mut meta in self.store.list()? {
+        // A record that does not read is `strata check`'s to name, not a reason to
+        // refuse opening the store (check could not run).
+        for (_, meta) in self.store.list_raw()? {
+            let Ok(mut meta) = meta else { continue };
             let merged = self.merged(&meta.id);
             let mounted = sys::is_mount_point(&merged);
             if meta.mounts > 0 && !mounted {

@@ -223,6 +223,12 @@ fn image_records(images: &ImageStore) -> Result<Vec<(PathBuf, std::result::Resul
     Ok(out)
 }
 
+/// The image records that read, complete and not being removed (a record that does not
+/// read stops [`ImageStore::list`]).
+fn readable_records(images: &ImageStore) -> Result<Vec<ImageRecord>> {
+    Ok(image_records(images)?.into_iter().filter_map(|(_, r)| r.ok()).filter(|r| r.complete && !r.removing).collect())
+}
+
 fn check_images(images: &ImageStore, layers: &Layers, report: &mut Report) -> Result<()> {
     let records = image_records(images)?;
     report.images = records.len();
@@ -349,9 +355,7 @@ pub fn repair(driver: &dyn Driver, images: &ImageStore, found: &Report) -> Resul
         .collect();
     for b in &bad_blobs {
         images.content.remove(b)?;
-        let users: Vec<String> = images
-            .list()
-            .unwrap_or_default()
+        let users: Vec<String> = readable_records(images)?
             .into_iter()
             .filter(|r| {
                 r.manifest.as_deref().is_some_and(|m| {
@@ -382,7 +386,7 @@ pub fn repair(driver: &dyn Driver, images: &ImageStore, found: &Report) -> Resul
             damaged.insert(p.subject.clone());
         }
     }
-    let records = images.list().unwrap_or_default();
+    let records = readable_records(images)?;
     for id in damaged {
         let action = repair_layer(driver, store, images, &records, &id)?;
         note(Kind::Layer, &id, action);
@@ -451,7 +455,7 @@ fn rebuild_image_records(
     broken: &[&Problem],
 ) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
-    let named: BTreeSet<String> = images.list().unwrap_or_default().into_iter().filter_map(|r| r.manifest).collect();
+    let named: BTreeSet<String> = readable_records(images)?.into_iter().filter_map(|r| r.manifest).collect();
     let mut files: Vec<PathBuf> = broken.iter().map(|p| PathBuf::from(&p.subject)).collect();
     for (digest, size, _) in images.content.stored()? {
         if named.contains(&digest) || size > 4 << 20 {

@@ -7,6 +7,7 @@
 pub mod check;
 pub mod commit;
 pub mod content;
+pub mod df;
 pub mod image;
 pub mod images;
 pub mod inspect;

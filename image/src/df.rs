@@ -1,0 +1,143 @@
+//! `strata df`: the disk each image and each container uses, shared and unique, and
+//! the store's total. See docs/check.md ("strata df") for what is counted.
+//!
+//! A layer's bytes and inodes are those of its own tree as `du` counts them (blocks ×
+//! 512, one inode per node, a hardlinked inode once): counted when a read-only layer is
+//! committed, with its content record, and kept in its metadata
+//! ([`driver_core::lifecycle::noted_usage`]), so `df` reads small records and walks no
+//! image layer. A container's layer changes, so it is walked at each call (only its own
+//! tree). A layer's *users* are the images that list it and the containers whose chain
+//! holds it; an image's or container's layer is *shared* when it has more than one user,
+//! else *unique* to it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::images::ImageStore;
+use driver_core::driver::{Driver, Usage};
+use driver_core::error::{Cause, Error, Result};
+use driver_core::lifecycle::noted_usage;
+use driver_core::store::LayerMeta;
+
+/// Bytes and inodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+impl Counts {
+    fn add(&mut self, u: Usage) {
+        self.bytes += u.bytes;
+        self.inodes += u.inodes;
+    }
+}
+
+/// One image or container.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usor {
+    pub name: String,
+    /// Layers it uses (a container: its own and its image's).
+    pub layers: usize,
+    pub total: Counts,
+    /// Of `total`, what layers with another user hold.
+    pub shared: Counts,
+    /// Of `total`, what only it uses.
+    pub unique: Counts,
+}
+
+/// The whole answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Df {
+    pub images: Vec<Usor>,
+    pub containers: Vec<Usor>,
+    /// Every layer once (used or not).
+    pub layers: Counts,
+    /// Bytes of the blobs the content store keeps (and their count as inodes).
+    pub blobs: Counts,
+    /// `layers` + `blobs`.
+    pub total: Counts,
+}
+
+/// A layer's bytes and inodes: as noted at commit, else its own tree walked.
+fn usage_of(driver: &dyn Driver, meta: &LayerMeta) -> Result<Usage> {
+    if !meta.writable {
+        if let Some(u) = noted_usage(meta) {
+            return Ok(u);
+        }
+    }
+    let tree = driver.own_tree(&meta.id).ok_or_else(|| Error::layer(&meta.id, Cause::NotFound))?;
+    driver_core::sys::disk_usage(&tree).map_err(|e| Error::at(&meta.id, &tree, e))
+}
+
+/// Counts the store of `driver`.
+pub fn df(driver: &dyn Driver, images: &ImageStore) -> Result<Df> {
+    let store = driver
+        .layer_store()
+        .ok_or_else(|| Error::new(Cause::Unsupported(format!("the {} driver keeps no layer store", driver.name()))))?;
+    let metas: BTreeMap<String, LayerMeta> =
+        store.list_raw()?.into_iter().filter_map(|(id, m)| m.ok().map(|m| (id, m))).collect();
+    let mut usage: BTreeMap<&str, Usage> = BTreeMap::new();
+    let mut out = Df::default();
+    for (id, m) in &metas {
+        let u = usage_of(driver, m)?;
+        out.layers.add(u);
+        usage.insert(id.as_str(), u);
+    }
+    // Who uses what: each image its record's layers, each container its chain.
+    let mut users: Vec<(String, bool, Vec<&str>)> = Vec::new();
+    for rec in images.list()? {
+        let layers: Vec<&str> =
+            rec.layers.iter().filter_map(|l| metas.get_key_value(l.as_str()).map(|(k, _)| k.as_str())).collect();
+        users.push((rec.name.clone(), false, layers));
+    }
+    for (id, m) in metas.iter().filter(|(_, m)| m.writable) {
+        let mut chain = vec![id.as_str()];
+        let mut cur = m.parent.as_deref();
+        while let Some(p) = cur {
+            let Some((k, pm)) = metas.get_key_value(p) else { break };
+            if chain.len() > metas.len() {
+                break; // a loop in corrupt records
+            }
+            chain.push(k.as_str());
+            cur = pm.parent.as_deref();
+        }
+        users.push((id.clone(), true, chain));
+    }
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, _, layers) in &users {
+        let mut seen: Vec<&str> = layers.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        for l in seen {
+            *count.entry(l).or_default() += 1;
+        }
+    }
+    for (name, container, layers) in &users {
+        let mut u = Usor { name: name.clone(), layers: layers.len(), ..Default::default() };
+        let mut seen: Vec<&str> = layers.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        for l in seen {
+            let lu = usage[l];
+            u.total.add(lu);
+            if count[l] > 1 {
+                u.shared.add(lu);
+            } else {
+                u.unique.add(lu);
+            }
+        }
+        if *container {
+            out.containers.push(u);
+        } else {
+            out.images.push(u);
+        }
+    }
+    for (_, size, _) in images.content.stored()? {
+        out.blobs.bytes += size;
+        out.blobs.inodes += 1;
+    }
+    out.total = Counts { bytes: out.layers.bytes + out.blobs.bytes, inodes: out.layers.inodes + out.blobs.inodes };
+    Ok(out)
+}

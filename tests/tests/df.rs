@@ -1,0 +1,146 @@
+//! `strata df` is exact on every driver: its figures equal a brute-force count made
+//! here, independently, by walking every layer's own tree and working out from the
+//! listings which images and containers use each layer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use strata_archive::tarbuild::TarBuilder;
+use strata_image::df::{Counts, Df, Usor};
+use strata_testkit::hostile_images::Layout;
+use strata_tests::{on_every_driver_in, Mounted, Strata};
+
+on_every_driver_in!(df_equals_a_brute_force_count);
+
+fn gz(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// `n` bytes from seed `seed`.
+fn bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A layer of `files` files of generated sizes under `dir`, with a hardlink.
+fn layer(seed: u64, dir: &str, files: usize) -> Vec<u8> {
+    let mut b = TarBuilder::new();
+    b.dir(dir);
+    for i in 0..files {
+        let size = ((seed as usize * 7919 + i * 104_729) % 50_000) + i;
+        b.file(&format!("{dir}/f{i}"), &bytes(seed * 1000 + i as u64, size));
+    }
+    b.hardlink(&format!("{dir}/link"), &format!("{dir}/f0"));
+    b.build()
+}
+
+fn own_tree(s: &Strata, id: &str) -> PathBuf {
+    let d = s.root.join(&s.driver).join("layers").join(id);
+    if s.driver == "overlay" {
+        d.join("diff")
+    } else {
+        d
+    }
+}
+
+fn chain_of(s: &Strata, image: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(&s.ok(&["image", "history", image, "--json"])).unwrap();
+    v.as_array().unwrap().iter().map(|l| l["chain_id"].as_str().unwrap().to_string()).collect()
+}
+
+fn df_equals_a_brute_force_count(driver: &str, base: &Path) {
+    let s = Strata::at(&base.join("strata"), driver);
+    let work = tempfile::tempdir().unwrap();
+    // Three images: two share a base (same layer, same chain ID), one stands alone.
+    let shared_base = gz(&layer(1, "base", 30));
+    let images = [
+        ("one", vec![shared_base.clone(), gz(&layer(2, "app1", 20))]),
+        ("two", vec![shared_base, gz(&layer(3, "app2", 10)), gz(&layer(4, "app2b", 5))]),
+        ("three", vec![gz(&layer(5, "solo", 40))]),
+    ];
+    for (name, layers) in &images {
+        let l = Layout::new(&work.path().join(name), "v1", layers);
+        s.ok(&["image", "unpack", l.dir.to_str().unwrap(), "--name", name]);
+    }
+    // Two containers over "one" with writes of their own, one over "three".
+    for (c, img) in [("c1", "one"), ("c2", "one"), ("c3", "three")] {
+        s.ok(&["container", "create", c, "--image", img]);
+        let m = Mounted::new(&s, c);
+        fs::write(m.path.join(format!("written-{c}")), bytes(c.len() as u64 * 31, 70_000)).unwrap();
+        // A file in a lower directory too (copied up where the driver copies up); the
+        // image "three" has no such directory.
+        let _ = fs::write(m.path.join("base/new"), b"x");
+    }
+    let got: Df = serde_json::from_str(&s.ok(&["df", "--json"])).unwrap();
+
+    // The brute force: every layer's own tree walked now; users from the listings.
+    let layers: Value = serde_json::from_str(&s.ok(&["layer", "ls", "--json"])).unwrap();
+    let mut usage: BTreeMap<String, Counts> = BTreeMap::new();
+    let mut parent: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut containers = Vec::new();
+    for l in layers.as_array().unwrap() {
+        let id = l["id"].as_str().unwrap().to_string();
+        let u = driver_core::sys::disk_usage(&own_tree(&s, &id)).unwrap();
+        usage.insert(id.clone(), Counts { bytes: u.bytes, inodes: u.inodes });
+        parent.insert(id.clone(), l["parent"].as_str().map(str::to_string));
+        if l["writable"].as_bool().unwrap() {
+            containers.push(id);
+        }
+    }
+    let mut users: Vec<(String, bool, BTreeSet<String>)> = Vec::new();
+    for (name, _) in &images {
+        users.push((name.to_string(), false, chain_of(&s, name).into_iter().collect()));
+    }
+    for c in &containers {
+        let mut chain = BTreeSet::new();
+        let mut cur = Some(c.clone());
+        while let Some(id) = cur {
+            cur = parent[&id].clone();
+            chain.insert(id);
+        }
+        users.push((c.clone(), true, chain));
+    }
+    let count = |l: &str| users.iter().filter(|(_, _, ls)| ls.contains(l)).count();
+    let mut want = Df::default();
+    for (name, container, ls) in &users {
+        let mut u = Usor { name: name.clone(), layers: ls.len(), ..Default::default() };
+        for l in ls {
+            let lu = usage[l];
+            let part = if count(l) > 1 { &mut u.shared } else { &mut u.unique };
+            for c in [&mut u.total, part] {
+                c.bytes += lu.bytes;
+                c.inodes += lu.inodes;
+            }
+        }
+        if *container {
+            want.containers.push(u);
+        } else {
+            want.images.push(u);
+        }
+    }
+    want.images.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut got_images = got.images.clone();
+    got_images.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(got_images, want.images, "{driver}: images");
+    assert_eq!(got.containers, want.containers, "{driver}: containers");
+    let all =
+        usage.values().fold(Counts::default(), |a, u| Counts { bytes: a.bytes + u.bytes, inodes: a.inodes + u.inodes });
+    assert_eq!(got.layers, all, "{driver}: every layer once");
+    // "two" shares its base with "one" and has layers of its own (no container over it);
+    // each container's own writes are its alone.
+    let two = got.images.iter().find(|u| u.name == "two").unwrap();
+    assert!(two.shared.bytes > 0 && two.shared.bytes < two.total.bytes, "{driver}: {two:?}");
+    assert!(got.containers.iter().all(|c| c.unique.bytes >= 70_000), "{driver}: {:?}", got.containers);
+}
