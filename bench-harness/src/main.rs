@@ -11,6 +11,7 @@ mod fleet;
 mod lifecycle;
 mod model;
 mod openmetrics;
+mod output;
 mod peers;
 mod probe;
 mod progress;
@@ -29,7 +30,7 @@ use driver_core::{Driver, Error};
 use strata_image::images::ImageStore;
 use strata_image::registry;
 
-use crate::lifecycle::human_bytes;
+use crate::output::bytes as human_bytes;
 
 #[derive(Parser)]
 #[command(name = "strata", version, about = "Container-image storage drivers (overlay, vfs, btrfs), side by side")]
@@ -445,7 +446,7 @@ fn container(driver: &dyn Driver, images: &ImageStore, cmd: ContainerCmd) -> Res
                 println!("{:<24} {:<24} {:>10} MOUNTED", "NAME", "IMAGE", "SIZE");
                 for c in list {
                     let image = if c.images.is_empty() {
-                        c.parent.as_deref().map(|p| format!("(layer {})", &p[..p.len().min(19)])).unwrap_or("-".into())
+                        c.parent.as_deref().map(|p| format!("(layer {})", output::short_id(p))).unwrap_or("-".into())
                     } else {
                         c.images.join(",")
                     };
@@ -513,7 +514,7 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
         ImageCmd::Push { name, reference, insecure, auth, chunk_size, timeout } => {
             let opts = registry::PushOptions { insecure, chunk_size, timeout: std::time::Duration::from_secs(timeout) };
             let report = |digest: &str, size: u64, what: &registry::BlobPush| {
-                let short = &digest[..digest.len().min(19)];
+                let short = output::short_id(digest);
                 match what {
                     registry::BlobPush::Exists => info!("blob {short}: already there"),
                     registry::BlobPush::Mounted(from) => info!("blob {short}: mounted from {from}"),
@@ -594,7 +595,7 @@ fn unpack_and_report(
     name: &str,
 ) -> Result<(), Error> {
     let line = |ev: &strata_image::images::LayerEvent| {
-        let short = &ev.chain_id[..ev.chain_id.len().min(19)];
+        let short = output::short_id(&ev.chain_id);
         match ev.applied {
             Some(n) => format!(
                 "layer {}/{} {short}: applied {} (done at {:.2}s)",
