@@ -6,6 +6,7 @@ use std::path::Path;
 use driver_core::{Driver, Error};
 use strata_image::commit::{CommitOptions, LayerCompression};
 use strata_image::images::ImageStore;
+use strata_image::save::SaveFormat;
 
 use crate::output;
 
@@ -15,9 +16,8 @@ pub fn commit(
     container: &str,
     image: &str,
     message: Option<String>,
-    compression: &str,
+    compression: LayerCompression,
 ) -> Result<(), Error> {
-    let compression = if compression == "zstd" { LayerCompression::Zstd } else { LayerCompression::Gzip };
     let c = strata_image::commit::commit(driver, images, container, image, &CommitOptions { message, compression })?;
     eprintln!(
         "committed {container} (over image {}) as image {image}: layer {} ({} tar, {} blob), manifest {}",
@@ -31,10 +31,11 @@ pub fn commit(
     Ok(())
 }
 
-pub fn save(images: &ImageStore, name: &str, out: &Path, format: Option<&str>) -> Result<(), Error> {
-    use strata_image::save::SaveFormat;
+/// Saves image `name` to `out` as `format`; without one, an existing directory gets an
+/// OCI layout and anything else an oci-archive.
+pub fn save(images: &ImageStore, name: &str, out: &Path, format: Option<SaveFormat>) -> Result<(), Error> {
     let format = match format {
-        Some(f) => SaveFormat::parse(f)?,
+        Some(f) => f,
         None if out.is_dir() => SaveFormat::Oci,
         None => SaveFormat::OciArchive,
     };
