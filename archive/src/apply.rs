@@ -37,7 +37,7 @@
 //! engine changed without the tar describing it (a whiteout deleted something in it)
 //! gets its times back.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -56,7 +56,7 @@ use driver_core::error::{Cause, Error, Result};
 use driver_core::lifecycle::{Applied, LayerInput};
 use driver_core::sys::{self, errno, XattrTarget};
 use driver_core::writeback::Flusher;
-use driver_core::ReservedXattrs;
+use driver_core::{Durability, ReservedXattrs};
 
 use crate::whiteout::{DeleteInPlace, WhiteoutFormat, OPAQUE_MARKER, WHITEOUT_PREFIX};
 
@@ -73,6 +73,10 @@ pub struct ApplyOptions {
     /// Xattr namespaces the layer may not set (none by default): every driver's
     /// bookkeeping namespaces, so that all drivers refuse the same layers.
     pub reserved_xattrs: ReservedXattrs,
+    /// How what is written is synced: under [`Durability::File`] each file as it is
+    /// closed and each directory changed at the end (`chain` by default: the
+    /// lifecycle's one `syncfs` per chain does it).
+    pub durability: Durability,
 }
 
 impl ApplyOptions {
@@ -83,13 +87,17 @@ impl ApplyOptions {
             whiteouts: Arc::new(DeleteInPlace),
             uncompressed: false,
             reserved_xattrs: ReservedXattrs::none(),
+            durability: Durability::Chain,
         }
     }
 
     /// The options for a layer as the lifecycle hands it to a driver: its ID, whether
-    /// the tar is known to be plain, the reserved namespaces; whiteouts deleted in place.
+    /// the tar is known to be plain, the reserved namespaces, the store's `--sync` mode;
+    /// whiteouts deleted in place.
     pub fn of(input: &LayerInput<'_>) -> Self {
-        ApplyOptions::new(&input.staging.id).uncompressed(input.uncompressed).reserving(input.reserved)
+        let mut opts = ApplyOptions::new(&input.staging.id).uncompressed(input.uncompressed).reserving(input.reserved);
+        opts.durability = input.staging.durability;
+        opts
     }
 
     /// The same options, with the input known to be uncompressed or not.
@@ -130,11 +138,20 @@ pub struct ApplyReport {
     /// Bytes of the longest path the layer holds, relative to its root (a whiteout's
     /// is its directory's: it hides, it holds nothing there).
     pub longest_path: usize,
+    /// sha256 of each regular file's content, hashed as it was written, by path: the
+    /// layer's content record takes them from here (`driver_core::record`).
+    pub content: driver_core::record::Written,
 }
 
 impl From<ApplyReport> for Applied {
     fn from(r: ApplyReport) -> Self {
-        Applied { size: r.size, diff_id: r.diff_id, implicit_dirs: r.implicit_dirs, longest_path: r.longest_path }
+        Applied {
+            size: r.size,
+            diff_id: r.diff_id,
+            implicit_dirs: r.implicit_dirs,
+            longest_path: r.longest_path,
+            content: r.content,
+        }
     }
 }
 
@@ -176,7 +193,9 @@ pub fn apply_layer(root: &Path, input: impl Read, opts: &ApplyOptions) -> Result
     };
     let root_fd = sys::open_dir(root).map_err(|e| Error::at(layer, root, e))?;
     // Early writeback is a head start only: without it the commit's syncfs writes all.
-    let mut applier = Applier::new(opts, root_fd, Flusher::of(root).ok());
+    // Only under `chain`: `none` syncs nothing, `file` each file itself.
+    let flusher = Flusher::of(root).ok().filter(|_| opts.durability == Durability::Chain);
+    let mut applier = Applier::new(opts, root_fd, flusher);
     // Three threads per layer: this one inflates, one hashes the tar (its diff_id), one
     // parses the tar and writes the files, so one big layer keeps two cores busy (issue
     // 17: a single layer used one; then the inflating thread, hashing too, was the one
@@ -823,15 +842,18 @@ impl<'a> Applier<'a> {
         })?;
         let file = std::fs::File::from(fd);
         let size = entry.size();
-        self.write_data(&file, entry, size, sparse)?;
+        let digest = self.write_data(&file, entry, size, sparse)?;
+        self.report.content.insert(path.to_vec(), digest);
         sys::set_metadata(sys::Node::Open(file.as_fd()), &meta, d.creator.made(mode))?;
+        self.opts.durability.sync_written(&file)?;
         self.last_dir = Some(d);
         self.report.size += size;
         self.mark_extracted(path);
         Ok(())
     }
 
-    /// Copies the entry's data. A sparse entry's holes (and any all-zero block of it)
+    /// Copies the entry's data and returns its sha256 (hashed here, where it passes,
+    /// for the content record). A sparse entry's holes (and any all-zero block of it)
     /// are skipped rather than written, so the file keeps its holes on disk.
     fn write_data<R: Read>(
         &mut self,
@@ -839,7 +861,9 @@ impl<'a> Applier<'a> {
         entry: &mut tar::Entry<'_, R>,
         size: u64,
         sparse: bool,
-    ) -> Result<()> {
+    ) -> Result<[u8; 32]> {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
         if sparse && size > MAX_SPARSE_SIZE {
             return Err(Cause::BadTar(format!(
                 "a sparse file of {size} bytes (strata applies sparse files of up to {MAX_SPARSE_SIZE} bytes)"
@@ -856,6 +880,7 @@ impl<'a> Applier<'a> {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(bad_stream(&self.opts.layer, e)),
                 };
+                hasher.update(&buf[..n]);
                 if sparse {
                     for (i, block) in buf[..n].chunks(4096).enumerate() {
                         if block.iter().any(|&b| b != 0) {
@@ -879,7 +904,7 @@ impl<'a> Applier<'a> {
             Ok(())
         })();
         self.buf = buf;
-        result
+        result.map(|()| hasher.finalize().into())
     }
 
     fn symlink(&mut self, path: &[u8], parent: &[u8], name: &OsStr, meta: Meta, target: &[u8]) -> Result<()> {
@@ -1043,6 +1068,30 @@ impl<'a> Applier<'a> {
             if let Ok(fd) = sys::open_dir_in(self.root(), &show(path)) {
                 nix::sys::stat::futimens(fd.as_raw_fd(), atime, mtime).map_err(|e| Error::at(&layer, show(path), e))?;
             }
+        }
+        if self.opts.durability == Durability::File {
+            self.sync_dirs()?;
+        }
+        Ok(())
+    }
+
+    /// Under `--sync file`: fsyncs every directory whose entries or metadata this apply
+    /// changed (made, given metadata, or holding a node it made or removed), deepest
+    /// first; each file was synced as it was closed.
+    fn sync_dirs(&self) -> Result<()> {
+        let mut dirs: BTreeSet<&[u8]> = self.dir_meta.keys().map(Vec::as_slice).collect();
+        dirs.extend(self.touched.keys().map(Vec::as_slice));
+        dirs.extend(self.extracted.iter().map(|p| split(p).0));
+        dirs.insert(&[][..]);
+        for path in dirs.iter().rev() {
+            let fd = match sys::open_dir_in(self.root(), &show(path)) {
+                Ok(fd) => fd,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)) => {
+                    continue
+                }
+                Err(e) => return Err(Error::at(&self.opts.layer, show(path), e)),
+            };
+            nix::unistd::fsync(fd.as_raw_fd()).map_err(|e| Error::at(&self.opts.layer, show(path), e))?;
         }
         Ok(())
     }

@@ -80,6 +80,10 @@ pub struct BenchArgs {
     /// A small workload (a smaller image, 16 MiB largest file), for tests.
     #[arg(long)]
     pub quick: bool,
+    /// How the phases' unpacks are synced (none, chain, file; see docs/durability.md).
+    /// Each mode's unpack is also timed on its own, whatever this says.
+    #[arg(long, value_enum, default_value_t = driver_core::Durability::Chain)]
+    pub sync: driver_core::Durability,
     /// Also unpack the same image with these tools (containerd, podman), beside
     /// strata and the floor (the fastest gzip decompressor piped into `tar -x`).
     #[arg(long, value_delimiter = ',')]
@@ -107,6 +111,8 @@ pub struct BenchArgs {
     /// `--root`: the disk the verdict is for (its filesystem decides what is available).
     #[arg(skip)]
     pub root: PathBuf,
+    #[command(flatten)]
+    pub workloads: crate::workloads::WorkloadArgs,
 }
 
 const DRIVERS: [&str; 3] = ["overlay", "vfs", "btrfs"];
@@ -125,6 +131,7 @@ impl BenchArgs {
             driver_given,
             self.from.is_empty(),
         )?;
+        self.workloads.check()?;
         if self.from.len() > 1 {
             if !self.baseline.is_empty() {
                 return Err("--baseline compares one run with earlier runs of its host; with several --from files \
@@ -405,9 +412,15 @@ fn grown(path: &Path, base: &DiskUse) -> DiskUse {
 }
 
 /// Unpacks the bench image into a fresh driver root under `root`: (seconds, per-layer times).
-fn unpack_once(driver: &dyn Driver, root: &Path, image: &Path) -> Result<(String, f64, Vec<LayerTime>), Error> {
+fn unpack_once(
+    driver: &dyn Driver,
+    root: &Path,
+    image: &Path,
+    sync: driver_core::Durability,
+) -> Result<(String, f64, Vec<LayerTime>), Error> {
     let (source, img) = open_source(&format!("{}:default", image.display()), None)?;
-    let images = ImageStore::open(&root.join(driver.name()))?;
+    driver.set_durability(sync);
+    let images = ImageStore::open(&root.join(driver.name()))?.with_durability(sync);
     let layers = std::sync::Mutex::new(Vec::new());
     let (top, secs) = time(|| {
         unpack(driver, &images, source.as_ref(), &img, "bench", &|ev| {
@@ -439,7 +452,7 @@ fn run_target(
 
     progress("pull replay");
     let cpu0 = cpu_seconds();
-    let (top, first, layers) = unpack_once(driver.as_ref(), &root, &plan.layout)?;
+    let (top, first, layers) = unpack_once(driver.as_ref(), &root, &plan.layout, plan.sync)?;
     r.unpack_cpu_seconds = cpu_seconds() - cpu0;
     r.unpack_bytes = layers.iter().map(|l| l.bytes).sum();
     r.unpack_layers = layers;
@@ -529,6 +542,18 @@ fn run_target(
         r.diff_bytes = sink.0;
     }
     r.diff = Dist::of(diffs);
+    if !plan.workloads.is_empty() {
+        let t = crate::workloads::Target {
+            driver: driver.as_ref(),
+            top: &top,
+            image: &plan.image,
+            fs: scratch.path(),
+            base: &base,
+            env: &plan.env,
+            containers,
+        };
+        r.workloads = crate::workloads::measure(&t, &plan.workloads, progress);
+    }
 
     // More unpacks for a spread, each into a fresh driver root on the same filesystem,
     // after the disk figures were taken.
@@ -537,10 +562,12 @@ fn run_target(
         progress(&format!("pull replay {}/{}", i + 1, plan.unpack_runs));
         let again = scratch.path().join(format!("strata-{i}"));
         let d = open_driver(driver_name, &again)?;
-        let (_, s, _) = unpack_once(d.as_ref(), &again, &plan.layout)?;
+        let (_, s, _) = unpack_once(d.as_ref(), &again, &plan.layout, plan.sync)?;
         unpacks.push(s);
     }
     r.unpack = Dist::of(unpacks);
+    (r.unpack_by_sync, r.unpack_by_sync_on_disk) =
+        crate::syncmodes::unpack_by_mode(driver_name, scratch.path(), &plan.layout, plan.unpack_runs, progress)?;
     drop(driver);
     drop(scratch);
     Ok(r)
@@ -685,6 +712,8 @@ fn print_table(run: &Run) {
             );
         }
         print_metadata_ops(&run.workload, &results);
+        crate::workloads::print(&results);
+        crate::syncmodes::print(&results);
         for r in results.iter().filter(|r| r.ok() && r.create_cp_a.n() > 0) {
             println!(
                 "{}: container create {} beside cp -a of the same tree {} (synced): {:.2}x cp -a's time",
@@ -755,6 +784,11 @@ struct Plan {
     shape: CopyupShape,
     fs_size: u64,
     unpack_runs: usize,
+    /// `--replay` and `--run`, with the image's label and its config's `Env`.
+    workloads: Vec<crate::workloads::Spec>,
+    image: String,
+    env: Vec<String>,
+    sync: driver_core::Durability,
 }
 
 /// Runs every target on one image; adds peers when asked.
@@ -763,7 +797,16 @@ fn bench_image(args: &BenchArgs, label: &str, blobs: &[PathBuf], work: &Path, ru
     let shape = bench_layout(&layout, blobs, args.quick)?;
     run.workload.big_file_bytes = shape.big_file_bytes;
     run.workload.rename_files = shape.rename_files;
-    let plan = Plan { layout, shape, fs_size: fs_size(args, blobs), unpack_runs: run.workload.unpack_runs };
+    let plan = Plan {
+        layout,
+        shape,
+        fs_size: fs_size(args, blobs),
+        unpack_runs: run.workload.unpack_runs,
+        workloads: args.workloads.specs.clone(),
+        image: label.to_string(),
+        env: if args.images.is_empty() { Vec::new() } else { crate::workloads::image_env(label) },
+        sync: args.sync,
+    };
     let all = targets(args);
     for (i, (d, kind)) in all.iter().enumerate() {
         let tag = format!("[{label}] [{}/{}] {d} on {}", i + 1, all.len(), kind.name());
@@ -974,6 +1017,7 @@ fn measure(args: &BenchArgs) -> Result<Run, Error> {
             copyup_timing: "open + 1-byte append + close, no fsync".into(),
             big_file_bytes: 0,
             rename_files: 0,
+            workloads: args.workloads.specs.iter().map(|s| s.name.clone()).collect(),
         },
         ..Default::default()
     };

@@ -39,6 +39,17 @@ pub fn open(name: &str, root: &Path) -> Result<Box<dyn Driver>, Error> {
     open_named(&chosen, root)
 }
 
+/// The folder driver `name` (or, for `auto`, the driver `root` was made with) keeps
+/// its store in, found without opening it (`strata check` looks at what a killed
+/// process left there before the open discards it). `None` when `auto` has no record.
+pub fn dir_of(name: &str, root: &Path) -> Option<std::path::PathBuf> {
+    match name {
+        "auto" => recorded(root).ok().flatten().map(|held| root.join(held)),
+        n if DRIVERS.contains(&n) => Some(root.join(n)),
+        _ => None,
+    }
+}
+
 /// The xattr namespaces some driver of the set keeps its bookkeeping in (overlayfs's;
 /// vfs and btrfs keep none): every driver refuses them, so that a layer one driver
 /// takes or makes, every other takes too (see `driver_core::reserved`).

@@ -16,7 +16,10 @@ mod peers;
 mod probe;
 mod progress;
 mod report;
+mod runcmd;
+mod syncmodes;
 mod verdict;
+mod workloads;
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
@@ -26,7 +29,8 @@ use std::process::ExitCode;
 use bench_harness::drivers;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use driver_core::{Driver, Error};
+use driver_core::{Driver, Durability, Error};
+use strata_image::check;
 use strata_image::commit::LayerCompression;
 use strata_image::images::ImageStore;
 use strata_image::registry;
@@ -155,6 +159,18 @@ enum Command {
     },
     /// Run the drivers side by side on the same work and recommend one for this host.
     Bench(Box<bench::BenchArgs>),
+    /// Verify the whole store: every layer against the content record made when it was
+    /// committed, every layer and image record, every kept blob, leftovers of killed
+    /// processes. One line per problem; exit 0 only when there is none (docs/check.md).
+    Check {
+        /// Heal what the store keeps enough to heal (layers applied again from their
+        /// blobs, image records rebuilt), remove what cannot be trusted, and check again.
+        #[arg(long)]
+        repair: bool,
+        /// The versioned schema of docs/json.md.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -176,6 +192,11 @@ enum ImageCmd {
         insecure: bool,
         #[command(flatten)]
         auth: AuthArgs,
+        /// What is synced before the command exits 0, and so survives a power cut:
+        /// none, chain (one syncfs per chain of layers, then the records) or file (each
+        /// file and directory fsynced as written). See docs/durability.md.
+        #[arg(long, value_enum, default_value_t = Durability::Chain)]
+        sync: Durability,
     },
     /// Pull an image from a registry (OCI distribution protocol) and unpack it.
     ///
@@ -187,6 +208,12 @@ enum ImageCmd {
         /// Plain http, for a local registry.
         #[arg(long)]
         insecure: bool,
+        /// What is synced before the command exits 0, and so survives a power cut:
+        /// none, chain (one syncfs per chain of layers, then the records) or file (each
+        /// file and directory fsynced as written). See docs/durability.md.
+        #[arg(long, value_enum, default_value_t = Durability::Chain)]
+        sync: Durability,
+
         #[command(flatten)]
         auth: AuthArgs,
         /// Seconds the whole download (manifests, config, layers) may take.
@@ -319,6 +346,43 @@ enum ContainerCmd {
         /// How the new layer's blob is compressed: gzip or zstd.
         #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
         compression: CompressionArg,
+        /// What is synced before the command exits 0, and so survives a power cut:
+        /// none, chain (one syncfs per chain of layers, then the records) or file (each
+        /// file and directory fsynced as written). See docs/durability.md.
+        #[arg(long, value_enum, default_value_t = Durability::Chain)]
+        sync: Durability,
+    },
+    /// Run CMD in the container's view: its own mount and network namespaces (loopback
+    /// only), the view as /, a fresh /proc and a minimal /dev, the image's Env and
+    /// WorkingDir, as root unless --user. Exits with CMD's status (128+signal when a
+    /// signal ended it) and leaves nothing mounted.
+    ///
+    /// NOT a security boundary: no user namespace, cgroups, seccomp policy or capability
+    /// dropping. It makes real filesystem work in a container, it is not a runtime.
+    Run {
+        name: String,
+        /// Record every filesystem change CMD and its children make (ptrace) to TRACE
+        /// (docs/trace.md).
+        #[arg(long, value_name = "TRACE")]
+        record: Option<PathBuf>,
+        /// Keep the bytes written in the trace (default: sizes, offsets and how well
+        /// the bytes compress).
+        #[arg(long, requires = "record")]
+        record_data: bool,
+        /// Run as UID[:GID] (GID defaults to UID), no supplementary groups.
+        #[arg(long, value_name = "UID[:GID]")]
+        user: Option<String>,
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Perform a recorded trace's operations in the container's view, in order, as fast
+    /// as they go; prints what each class of operations and the copy-ups cost.
+    Replay {
+        name: String,
+        trace: PathBuf,
+        /// The figures as JSON (strata_run::replay::ReplayStats).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -471,7 +535,12 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Image(cmd) => {
             let (driver, dir) = drivers::open_with_dir(cli.driver.name(), &cli.root)?;
-            image(driver.as_ref(), &dir, cmd)
+            let mode = match &cmd {
+                ImageCmd::Pull { sync, .. } | ImageCmd::Unpack { sync, .. } => *sync,
+                _ => Durability::Chain,
+            };
+            driver.set_durability(mode);
+            image(driver.as_ref(), &dir, mode, cmd)
         }
         Command::Probe { json } => {
             let p = probe::probe(&cli.root);
@@ -486,9 +555,71 @@ fn run(cli: Cli) -> Result<(), Error> {
             args.root = cli.root;
             bench::run(&args)
         }
-        Command::Container(cmd) => {
+        Command::Check { repair, json } => {
+            // What killed processes left in staging, seen before the open discards it.
+            let left = drivers::dir_of(cli.driver.name(), &cli.root).map(|d| check::leftovers(&d)).unwrap_or_default();
             let (driver, dir) = drivers::open_with_dir(cli.driver.name(), &cli.root)?;
             let images = ImageStore::open(&dir)?;
+            let mut found = check::check(driver.as_ref(), &images)?;
+            found.problems.splice(0..0, left);
+            let (repairs, after) = if repair {
+                let done = check::repair(driver.as_ref(), &images, &found)?;
+                (done, Some(check::check(driver.as_ref(), &images)?))
+            } else {
+                (Vec::new(), None)
+            };
+            let healthy = after.as_ref().unwrap_or(&found).healthy();
+            if json {
+                let out = serde_json::json!({
+                    "version": 1,
+                    "driver": driver.name(),
+                    "healthy": healthy,
+                    "checked": {"layers": found.layers, "images": found.images, "blobs": found.blobs},
+                    "problems": found.problems,
+                    "repairs": repairs,
+                    "remaining": after.as_ref().map(|a| &a.problems),
+                });
+                println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+            } else {
+                for p in &found.problems {
+                    println!("{p}");
+                }
+                for r in &repairs {
+                    println!("repaired {}: {}", r.subject, r.action);
+                }
+                if let Some(a) = &after {
+                    for p in &a.problems {
+                        println!("still: {p}");
+                    }
+                }
+            }
+            info!(
+                "checked {} layers, {} images, {} blobs: {} problem(s){}",
+                found.layers,
+                found.images,
+                found.blobs,
+                found.problems.len(),
+                after.as_ref().map(|a| format!(", {} left after repair", a.problems.len())).unwrap_or_default()
+            );
+            if healthy {
+                Ok(())
+            } else {
+                let n = after.as_ref().unwrap_or(&found).problems.len();
+                Err(Error::new(driver_core::Cause::Other(format!(
+                    "the {} store has {n} problem(s){}",
+                    driver.name(),
+                    if repair { " that repair could not heal" } else { " (strata check --repair heals what it can)" }
+                ))))
+            }
+        }
+        Command::Container(cmd) => {
+            let (driver, dir) = drivers::open_with_dir(cli.driver.name(), &cli.root)?;
+            let mode = match &cmd {
+                ContainerCmd::Commit { sync, .. } => *sync,
+                _ => Durability::Chain,
+            };
+            driver.set_durability(mode);
+            let images = ImageStore::open(&dir)?.with_durability(mode);
             images.collect(driver.as_ref())?;
             container(driver.as_ref(), &images, cmd)
         }
@@ -523,20 +654,26 @@ fn container(driver: &dyn Driver, images: &ImageStore, cmd: ContainerCmd) -> Res
             lifecycle::remove_container(driver, &name)?;
             info!("removed container {name}");
         }
-        ContainerCmd::Commit { name, image, message, compression } => {
+        ContainerCmd::Commit { name, image, message, compression, .. } => {
             commit::commit(driver, images, &name, &image, message, compression.into())?
         }
+        ContainerCmd::Run { name, record, record_data, user, command } => {
+            let code = runcmd::run_container(driver, images, &name, record.as_deref(), record_data, user, command)?;
+            // The command's status is strata's; the view is unmounted already.
+            std::process::exit(code);
+        }
+        ContainerCmd::Replay { name, trace, json } => runcmd::replay_container(driver, &name, &trace, json)?,
     }
     Ok(())
 }
 
-fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
+fn image(driver: &dyn Driver, dir: &Path, mode: Durability, cmd: ImageCmd) -> Result<(), Error> {
     debug!("driver {} in {}", driver.name(), dir.display());
-    let images = ImageStore::open(dir)?;
+    let images = ImageStore::open(dir)?.with_durability(mode);
     let collected = images.collect(driver)?;
     debug!("removed {} layer(s) left by killed unpacks: {:?}", collected.len(), collected);
     match cmd {
-        ImageCmd::Pull { reference, insecure, auth, timeout, low_speed_limit, low_speed_time } => {
+        ImageCmd::Pull { reference, insecure, auth, timeout, low_speed_limit, low_speed_time, .. } => {
             let limits = registry::Limits {
                 timeout: std::time::Duration::from_secs(timeout),
                 low_speed_limit,
@@ -544,7 +681,7 @@ fn image(driver: &dyn Driver, dir: &Path, cmd: ImageCmd) -> Result<(), Error> {
             };
             pull(driver, dir, &images, &reference, insecure, auth, limits)
         }
-        ImageCmd::Unpack { src, name, platform, insecure, auth } if src.starts_with("docker://") => {
+        ImageCmd::Unpack { src, name, platform, insecure, auth, .. } if src.starts_with("docker://") => {
             if name.is_some() || platform.is_some() {
                 return Err(Error::new(driver_core::Cause::Other(format!(
                     "{src}: --name and --platform are for local images; a registry image is recorded under its \

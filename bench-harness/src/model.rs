@@ -65,6 +65,9 @@ pub struct Workload {
     /// Files in the lower directory that is renamed.
     #[serde(default)]
     pub rename_files: usize,
+    /// The workloads of `--replay` and `--run`, by name (see [`WorkloadResult`]).
+    #[serde(default)]
+    pub workloads: Vec<String>,
 }
 
 /// A distribution of samples with its median and an interval for the median.
@@ -181,6 +184,12 @@ pub struct TargetResult {
     pub unpack: Dist,
     /// Bytes of uncompressed tar one unpack applies.
     pub unpack_bytes: u64,
+    /// Seconds per unpack under each `--sync` mode (`none`, `chain`, `file`), until the
+    /// unpack returned, and until its data was on disk (a syncfs after it).
+    #[serde(default)]
+    pub unpack_by_sync: BTreeMap<String, Dist>,
+    #[serde(default)]
+    pub unpack_by_sync_on_disk: BTreeMap<String, Dist>,
     pub unpack_cpu_seconds: f64,
     /// Seconds per container create, one sample per container.
     pub create: Dist,
@@ -212,6 +221,9 @@ pub struct TargetResult {
     /// Seconds per diff of a container after its writes, one sample per container.
     pub diff: Dist,
     pub diff_bytes: u64,
+    /// `--replay` and `--run`: each workload's figures on this target.
+    #[serde(default)]
+    pub workloads: Vec<WorkloadResult>,
     pub error: Option<String>,
 }
 
@@ -347,6 +359,84 @@ impl Run {
             }
         }
         v
+    }
+}
+
+/// One workload (`--replay TRACE` or `--run 'CMD'`) on one target: its trace replayed
+/// in each of the target's containers (a `--run` command is first run for real, with
+/// `--record`, in a container of its own on the target).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadResult {
+    /// The trace file's stem, or `--label`.
+    pub name: String,
+    /// `trace FILE` or `run CMD`.
+    pub source: String,
+    /// Seconds per replay of the whole trace, one sample per container.
+    pub wall: Dist,
+    /// `--run`: seconds of the real command on this target, recorded (ptrace on).
+    pub run_seconds: Option<f64>,
+    /// Operations in the trace.
+    pub ops: u64,
+    /// Per operation class (`open`, `write`, `rename`, … as docs/trace.md names them):
+    /// how many, the bytes they wrote, the system calls their replay made, and the
+    /// seconds they took, per container.
+    pub classes: BTreeMap<String, ClassFigures>,
+    /// First changes to nodes the image held (overlay copies these up), grouped by
+    /// operation class, node kind and size: `write file ≤1MiB`.
+    pub copyups: Vec<CopyupFigures>,
+    /// Bytes the container layer added on disk (statfs delta, synced), per container.
+    pub layer_bytes: Dist,
+    /// Seconds per diff of a container after the workload, one sample per container.
+    pub diff: Dist,
+    pub diff_bytes: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassFigures {
+    pub count: u64,
+    pub bytes: u64,
+    pub syscalls: u64,
+    pub seconds: Dist,
+}
+
+/// Copy-ups of one operation class, node kind and size bucket.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyupFigures {
+    pub class: String,
+    /// `file`, `dir`, `symlink` or `other`.
+    pub kind: String,
+    /// The bucket's upper bound (`4KiB`, `64KiB`, `1MiB`, `16MiB`, `256MiB`), or `more`.
+    pub size_up_to: String,
+    /// Nodes in the bucket, and their size together before the change.
+    pub nodes: u64,
+    pub bytes: u64,
+    /// Seconds the bucket's operations took together, one sample per container.
+    pub seconds: Dist,
+}
+
+impl WorkloadResult {
+    pub fn ok(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// Seconds all copy-ups took, one sample per container.
+    pub fn copyup_seconds(&self) -> Dist {
+        let n = self.copyups.iter().map(|c| c.seconds.n()).max().unwrap_or(0);
+        Dist::of((0..n).map(|i| self.copyups.iter().filter_map(|c| c.seconds.samples.get(i)).sum()).collect())
+    }
+
+    /// Files copied up and their bytes (directories and links left out).
+    pub fn copied_files(&self) -> (u64, u64) {
+        self.copyups.iter().filter(|c| c.kind == "file").fold((0, 0), |(n, b), c| (n + c.nodes, b + c.bytes))
+    }
+
+    /// System calls the replay made, all classes together.
+    pub fn syscalls(&self) -> u64 {
+        self.classes.values().map(|c| c.syscalls).sum()
     }
 }
 

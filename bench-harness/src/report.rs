@@ -572,6 +572,7 @@ pub fn html(run: &Run) -> String {
             h += &format!("<p class=\"note\">Containers mounted with: {}.</p>\n", mounted.join("; "));
         }
         h += &figures_table(&ok, &run.workload);
+        h += &crate::workloads::html(&ok);
         let named: Vec<(String, &TargetResult)> = ok.iter().map(|r| (r.label(), *r)).collect();
         h += &chart_or_note(copyup_chart(&named), "No first-write figures to chart.");
         h += &chart_or_note(disk_chart(&ok), "No disk-use-per-container figures to chart.");

@@ -26,6 +26,9 @@ pub struct Profile {
     pub about: String,
     pub per_day: PerDay,
     pub held: Held,
+    /// Recorded workloads and how often each runs (`[[workloads]]`).
+    #[serde(default)]
+    pub workloads: Vec<crate::workloads::Weight>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -165,6 +168,9 @@ fn parts(r: &TargetResult, p: &Profile) -> Vec<Part> {
     for (s, n) in &d.first_writes {
         let bytes = crate::model::parse_size(s).unwrap_or(0);
         v.push(Part { what: format!("first write to a {s} lower file"), count: *n, each: at_size(&points, bytes) });
+    }
+    for (what, count, each) in crate::workloads::parts(r, &p.workloads) {
+        v.push(Part { what, count, each });
     }
     v.retain(|p| p.count > 0.0);
     v
@@ -365,6 +371,7 @@ pub fn decide(run: &Run, image: &str, p: &Profile) -> Verdict {
     }
     v.notes.extend(guidance(pick.0, &scored, &costs, root_fs));
     v.notes.extend(other_disks(&scored, Some(pick), root_fs, p));
+    v.reasons.extend(crate::workloads::verdict_lines(&p.name, &results, &p.workloads));
     v
 }
 

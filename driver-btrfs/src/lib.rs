@@ -446,6 +446,16 @@ impl LayerFs for Btrfs {
         self.stage(staging)
     }
 
+    /// Under `--sync file`: a snapshot is durable once made (the snapshot ioctl commits
+    /// a transaction: fs/btrfs/ioctl.c create_snapshot), so only a new empty subvolume's
+    /// root is synced, not the whole tree again.
+    fn sync_made(&self, staging: &Staging) -> Result<()> {
+        if staging.parent.is_none() {
+            staging.durability.sync_written_dir(&staging.path).map_err(|e| Error::at(&staging.id, &staging.path, e))?;
+        }
+        Ok(())
+    }
+
     fn apply(&self, input: LayerInput<'_>) -> Result<Applied> {
         apply_in_place(input)
     }

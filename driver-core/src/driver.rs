@@ -139,6 +139,10 @@ pub trait Driver: Send + Sync {
     /// The driver's short name (`vfs`, say).
     fn name(&self) -> &'static str;
 
+    /// How the work done through this driver from now on is synced (`--sync`, see
+    /// [`crate::durability`]); `chain` until set.
+    fn set_durability(&self, _mode: crate::Durability) {}
+
     /// Makes an empty layer `id` over `parent`: a container layer when `writable`.
     fn create(&self, id: &str, parent: Option<&str>, writable: bool) -> Result<()>;
 
@@ -170,6 +174,35 @@ pub trait Driver: Send + Sync {
 
     /// Bytes and inodes that `id` alone holds on disk.
     fn usage(&self, id: &str) -> Result<Usage>;
+
+    /// The shared layer metadata store (`strata check`, `strata df` read it directly,
+    /// records that do not parse included). `None` for a driver without one.
+    fn layer_store(&self) -> Option<&crate::store::Store> {
+        None
+    }
+
+    /// Where layer `id`'s own tree (what its content record describes, see
+    /// [`crate::record`]) is, found by name: its metadata may be unreadable.
+    fn own_tree(&self, id: &str) -> Option<PathBuf> {
+        let _ = id;
+        None
+    }
+
+    /// `strata check --repair`: makes the read-only layer `id` over `parent` again from
+    /// `tar` in fresh staging and swaps it in for what is there (content, metadata and
+    /// content record, whatever state they are in). Refused while `id` or a layer over
+    /// it is mounted. Returns the bytes applied.
+    fn reapply(&self, id: &str, parent: Option<&str>, tar: &mut dyn Read, diff_id: Option<&str>) -> Result<u64> {
+        let _ = (id, parent, tar, diff_id);
+        Err(crate::Error::new(crate::Cause::Unsupported(format!("the {} driver cannot repair layers", self.name()))))
+    }
+
+    /// `strata check --repair`: records layer `id`'s content anew, as it is now (a
+    /// layer whose record was lost and that nothing can make again).
+    fn rerecord(&self, id: &str) -> Result<()> {
+        let _ = id;
+        Err(crate::Error::new(crate::Cause::Unsupported(format!("the {} driver keeps no records", self.name()))))
+    }
 
     /// Where `id`'s own files are on disk and how they are stored there (read-only use:
     /// inspection, teaching). A driver that cannot show it says so.

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use crate::durability::Durability;
 use crate::error::{Cause, Error, Result};
 
 /// Reads the record at `p`; `None` if there is none. A record that does not parse is
@@ -26,6 +27,13 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<Option<T>> {
 /// `p`, and the directory synced; a crash leaves the old file or the new one, never a
 /// mix. Returns the file, still open: a lock `fill` took on it stays, under the new name.
 pub fn write_atomic(p: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<File> {
+    write_atomic_as(p, Durability::Chain, fill)
+}
+
+/// [`write_atomic`], synced as `mode` says: under `--sync none` the file and its
+/// directory are not synced (a crash may then leave the old file, the new one, or an
+/// empty one: the readers take an empty or torn record for a corrupt one).
+pub fn write_atomic_as(p: &Path, mode: Durability, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<File> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     // A bare file name (`--json out.json`) has the parent "", which open(2) refuses.
     let dir = match p.parent() {
@@ -36,9 +44,9 @@ pub fn write_atomic(p: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) ->
     let write = || -> io::Result<File> {
         let mut f = File::create(&tmp)?;
         fill(&mut f)?;
-        f.sync_all()?;
+        mode.sync_record(&f)?;
         fs::rename(&tmp, p)?;
-        File::open(dir)?.sync_all()?;
+        mode.sync_record_dir(dir)?;
         Ok(f)
     };
     write().inspect_err(|_| {
@@ -72,7 +80,12 @@ pub fn to_bytes<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
 
 /// Writes `value` to `p` atomically ([`write_atomic`]).
 pub fn write_json<T: Serialize>(p: &Path, value: &T) -> Result<()> {
-    write_atomic(p, |f| f.write_all(&to_bytes(value)?)).map(drop).map_err(|e| Error::new(e).with_path(p))
+    write_json_as(p, value, Durability::Chain)
+}
+
+/// [`write_json`] synced as `mode` says ([`write_atomic_as`]).
+pub fn write_json_as<T: Serialize>(p: &Path, value: &T, mode: Durability) -> Result<()> {
+    write_atomic_as(p, mode, |f| f.write_all(&to_bytes(value)?)).map(drop).map_err(|e| Error::new(e).with_path(p))
 }
 
 #[cfg(test)]

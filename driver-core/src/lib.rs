@@ -8,12 +8,14 @@
 
 pub mod digest;
 pub mod driver;
+pub mod durability;
 pub mod error;
 pub mod holds;
 pub mod interrupt;
 pub mod json;
 pub mod lifecycle;
 pub mod readahead;
+pub mod record;
 pub mod reserved;
 pub mod store;
 pub mod sys;
@@ -21,5 +23,6 @@ pub mod syscall;
 pub mod writeback;
 
 pub use driver::{Change, ChangeKind, Driver, LayerDir, LayerDirKind, LayerInfo, Status, Usage};
+pub use durability::Durability;
 pub use error::{Cause, Context, Error, Result};
 pub use reserved::ReservedXattrs;

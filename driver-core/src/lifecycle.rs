@@ -33,6 +33,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::driver::{ChainProgress, Change, Driver, LayerDir, LayerInfo, LayerTar, Status, Usage};
+use crate::durability::Durability;
 use crate::error::{Cause, Error, Result};
 use crate::reserved::ReservedXattrs;
 use crate::store::{LayerMeta, Staging, Store};
@@ -51,6 +52,9 @@ pub struct Applied {
     /// Bytes of the longest path the layer holds (relative to its root), for
     /// [`LayerFs::extra`] (overlay decides from it where metacopy is safe).
     pub longest_path: usize,
+    /// sha256 of each regular file the tar wrote, by path relative to the layer root,
+    /// for the layer's content record ([`crate::record`]).
+    pub content: crate::record::Written,
 }
 
 /// A layer's changes against its parent, found and ready to be listed or written.
@@ -96,6 +100,14 @@ pub trait LayerFs: Send + Sync + Sized {
     /// and a chain is applied (then it may still be being made).
     fn make(&self, staging: &Staging, why: Making) -> Result<()>;
 
+    /// Under `--sync file` ([`Durability::File`]), right after [`LayerFs::make`]: makes
+    /// what it wrote durable by `fsync(2)`, as the tar engine does with what it writes.
+    /// By default every file and directory of the layer's directory (a copy of the
+    /// parent is a whole tree written anew).
+    fn sync_made(&self, staging: &Staging) -> Result<()> {
+        crate::durability::sync_tree(&staging.path).map_err(|e| Error::at(&staging.id, &staging.path, e))
+    }
+
     /// Applies the layer tar to the directory [`LayerFs::make`] made (see
     /// [`LayerInput`]). A driver whose layer directory holds its parent's content calls
     /// the tar engine with whiteouts deleted in place (`strata_archive::apply::apply_in_place`).
@@ -111,7 +123,8 @@ pub trait LayerFs: Send + Sync + Sized {
     /// Runs before an applied layer is committed, once its parent is: a layer applied
     /// without its parent's content fixes up here what needs the parent. In a chain
     /// this runs after the chain's content was synced; the lifecycle syncs again only
-    /// when `applied.implicit_dirs` is not empty, so change nothing otherwise.
+    /// when `applied.implicit_dirs` is not empty, so change nothing otherwise. Under
+    /// `--sync file` (`staging.durability`) fsync what you change.
     fn before_commit(&self, _staging: &Staging, _applied: &Applied) -> Result<()> {
         Ok(())
     }
@@ -126,6 +139,14 @@ pub trait LayerFs: Send + Sync + Sized {
     /// tar's apply found, when it was applied.
     fn extra(&self, _id: &str, _applied: Option<&Applied>) -> serde_json::Map<String, serde_json::Value> {
         serde_json::Map::new()
+    }
+
+    /// The layer's own tree inside its directory `dir` (a staging path or a committed
+    /// layer's): what its content record ([`crate::record`]) describes and `check`
+    /// compares. The directory itself unless the driver keeps more there (overlay: its
+    /// `diff/` upper beside `work/` and `merged/`).
+    fn own_tree(&self, dir: &Path) -> PathBuf {
+        dir.to_path_buf()
     }
 
     /// After a layer is committed and listed (sealing it read-only, say).
@@ -205,8 +226,35 @@ impl<F: LayerFs> Layered<F> {
         &self.store
     }
 
+    /// [`LayerFs::make`], then, under `--sync file`, [`LayerFs::sync_made`].
+    fn make(&self, staging: &Staging, why: Making) -> Result<()> {
+        self.fs.make(staging, why)?;
+        if staging.durability == Durability::File {
+            self.fs.sync_made(staging)?;
+        }
+        Ok(())
+    }
+
+    /// The content record of staged layer `staging` (see [`crate::record`]): its own
+    /// tree, with the digests the apply computed and, where the layer holds its parent's
+    /// tree, those of the parent's record.
+    fn record(&self, staging: &Staging, applied: Option<&Applied>) -> Result<crate::record::Record> {
+        let parent = match (&staging.parent, self.fs.independent()) {
+            (Some(p), false) => self.store.content_record(p).ok().flatten(),
+            _ => None,
+        };
+        let none = crate::record::Written::new();
+        let written = applied.map(|a| &a.content).unwrap_or(&none);
+        let root = self.fs.own_tree(&staging.path);
+        crate::record::make(&root, written, parent.as_ref())
+            .map_err(|e| Error::at(&staging.id, &root, e).in_layer(&staging.id))
+    }
+
     fn commit(&self, staging: Staging, mut meta: LayerMeta, applied: Option<&Applied>) -> Result<()> {
         meta.extra = self.fs.extra(&staging.id, applied);
+        if !meta.writable {
+            self.store.prepare_files(&staging, &self.record(&staging, applied)?)?;
+        }
         let id = staging.id.clone();
         self.store.commit(staging, meta)?;
         self.fs.committed(&self.store.get(&id)?)
@@ -265,6 +313,9 @@ impl<F: LayerFs> Layered<F> {
             for (i, (staging, applied)) in ready.into_iter().enumerate() {
                 self.fs.before_commit(&staging, &applied)?;
                 if !applied.implicit_dirs.is_empty() {
+                    // before_commit gave directories metadata (or dropped some): recorded
+                    // again (a walk of names, the digests are the apply's).
+                    self.store.prepare_files(&staging, &self.record(&staging, Some(&applied))?)?;
                     self.store.sync(&staging.id)?;
                 }
                 let id = staging.id.clone();
@@ -312,9 +363,13 @@ impl<F: LayerFs> Driver for Layered<F> {
         self.fs.name()
     }
 
+    fn set_durability(&self, mode: Durability) {
+        self.store.set_durability(mode);
+    }
+
     fn create(&self, id: &str, parent: Option<&str>, writable: bool) -> Result<()> {
         let staging = self.store.begin(id, parent)?;
-        self.fs.make(&staging, Making::Create { writable })?;
+        self.make(&staging, Making::Create { writable })?;
         self.commit(staging, LayerMeta::of(LayerInfo { writable, ..Default::default() }), None)
     }
 
@@ -333,7 +388,7 @@ impl<F: LayerFs> Driver for Layered<F> {
             .into_par_iter()
             .map(|mut l| {
                 let staging = self.store.begin_before_parent(&l.id, l.parent.as_deref())?;
-                self.fs.make(&staging, Making::Apply).map_err(|e| e.in_layer(&l.id))?;
+                self.make(&staging, Making::Apply).map_err(|e| e.in_layer(&l.id))?;
                 let applied = self
                     .fs
                     .apply(LayerInput {
@@ -345,6 +400,8 @@ impl<F: LayerFs> Driver for Layered<F> {
                     // What failed the stream (its blob kept as it is read, say, on a full
                     // disk) is this layer's error too.
                     .map_err(|e| e.in_layer(&l.id))?;
+                // Recorded here, in parallel; what before_commit changes is read again there.
+                self.store.prepare_files(&staging, &self.record(&staging, Some(&applied))?)?;
                 Ok((staging, applied, l.diff_id))
             })
             .collect();
@@ -395,6 +452,49 @@ impl<F: LayerFs> Driver for Layered<F> {
         self.fs.layer_dir(id)
     }
 
+    fn layer_store(&self) -> Option<&Store> {
+        Some(&self.store)
+    }
+
+    fn own_tree(&self, id: &str) -> Option<PathBuf> {
+        crate::store::validate_id(id).ok()?;
+        Some(self.fs.own_tree(&self.store.layer_dir(id)))
+    }
+
+    fn reapply(&self, id: &str, parent: Option<&str>, tar: &mut dyn Read, diff_id: Option<&str>) -> Result<u64> {
+        let staging = self.store.begin_replace(id, parent)?;
+        self.fs.make(&staging, Making::Apply).map_err(|e| e.in_layer(id))?;
+        let applied = self
+            .fs
+            .apply(LayerInput { staging: &staging, tar, uncompressed: false, reserved: &self.reserved })
+            .map_err(|e| e.in_layer(id))?;
+        check_diff_id(&staging, &applied, diff_id)?;
+        self.fs.before_commit(&staging, &applied)?;
+        let meta = LayerMeta {
+            layer: LayerInfo { diff_id: Some(applied.diff_id.clone()), size: applied.size, ..Default::default() },
+            extra: self.fs.extra(id, Some(&applied)),
+        };
+        self.store.prepare_files(&staging, &self.record(&staging, Some(&applied))?)?;
+        self.store.swap(staging, meta, || self.refuse_if_viewed(id))?;
+        self.fs.committed(&self.store.get(id)?)?;
+        Ok(applied.size)
+    }
+
+    fn rerecord(&self, id: &str) -> Result<()> {
+        let meta = self.store.get(id)?;
+        if meta.writable {
+            return Err(Error::layer(id, Cause::Other("a container layer has no content record".into())));
+        }
+        let parent = match (&meta.parent, self.fs.independent()) {
+            (Some(p), false) => self.store.content_record(p).ok().flatten(),
+            _ => None,
+        };
+        let root = self.fs.own_tree(&self.store.layer_dir(id));
+        let record = crate::record::make(&root, &crate::record::Written::new(), parent.as_ref())
+            .map_err(|e| Error::at(id, &root, e))?;
+        self.store.put_files(id, &record)
+    }
+
     fn get(&self, id: &str) -> Result<LayerInfo> {
         Ok(self.store.get(id)?.info())
     }
@@ -405,6 +505,26 @@ impl<F: LayerFs> Driver for Layered<F> {
 }
 
 impl<F: LayerFs> Layered<F> {
+    /// Refuses (under the store lock) while a layer over `id` is mounted: its view reads
+    /// `id`'s tree, which a repair is about to replace.
+    fn refuse_if_viewed(&self, id: &str) -> Result<()> {
+        let metas: Vec<LayerMeta> = self.store.list_raw()?.into_iter().filter_map(|(_, m)| m.ok()).collect();
+        let by_id: std::collections::HashMap<&str, &LayerMeta> = metas.iter().map(|m| (m.id.as_str(), m)).collect();
+        for m in metas.iter().filter(|m| m.mounts > 0) {
+            let mut cur = Some(m);
+            while let Some(c) = cur {
+                if c.id == id {
+                    return Err(Error::layer(
+                        id,
+                        Cause::Other(format!("layer {} over it is mounted; unmount it first", m.id)),
+                    ));
+                }
+                cur = c.parent.as_deref().and_then(|p| by_id.get(p).copied());
+            }
+        }
+        Ok(())
+    }
+
     /// Stages, applies and commits one layer; see [`Layered::commit_applied`].
     fn apply_one(
         &self,
@@ -415,7 +535,7 @@ impl<F: LayerFs> Layered<F> {
         expected: Option<&str>,
     ) -> Result<u64> {
         let staging = self.store.begin(id, parent)?;
-        self.fs.make(&staging, Making::Apply).map_err(|e| e.in_layer(id))?;
+        self.make(&staging, Making::Apply).map_err(|e| e.in_layer(id))?;
         let applied = self
             .fs
             .apply(LayerInput { staging: &staging, tar, uncompressed, reserved: &self.reserved })

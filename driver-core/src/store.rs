@@ -3,10 +3,12 @@
 //! ```text
 //! <driver dir>/lock              flock: held (briefly) for every change to the metadata
 //! <driver dir>/meta/<id>.json    one file per listed layer; a layer exists iff this does
+//! <driver dir>/meta/<id>.files   its content record (crate::record), read-only layers only
 //! <driver dir>/layers/<id>/      the layer's content, laid out by the driver
 //! <driver dir>/staging/<n>/      work in progress (an apply, a removal)
 //! <driver dir>/staging/<n>.lock  flock held by the process doing that work
 //! <driver dir>/staging/<n>.meta  the record of a staged layer, before it is listed
+//! <driver dir>/staging/<n>.files its content record, renamed in before the .meta
 //! ```
 //!
 //! # Atomicity
@@ -17,6 +19,10 @@
 //! `layers/<id>` and only then the record to `meta/<id>.json`; [`Store::seal`] fsyncs
 //! those two directories, after which the layer survives a power cut. A chain of layers
 //! is synced once and sealed once; [`Store::commit`] does all four for one layer.
+//!
+//! Under `--sync none` ([`Durability`], kept by the store: [`Store::set_durability`])
+//! nothing is synced; under `--sync file` the sync is one `fsync(2)` per file and
+//! directory as they are written, and the record's own, instead of the `syncfs`.
 //!
 //! A crash before the seal may keep any subset of those renames, and recovery makes
 //! every subset whole: content without a record is discarded, a record without content
@@ -40,7 +46,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -48,6 +54,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::driver::LayerInfo;
+use crate::durability::Durability;
 use crate::error::{Cause, Context, Error, Result};
 
 /// Everything the store records about a layer: what the [`Driver`](crate::Driver)
@@ -102,6 +109,8 @@ pub fn discard_tree(path: &Path) -> io::Result<()> {
 pub struct Store {
     dir: PathBuf,
     discard: Discard,
+    /// The `--sync` mode ([`Durability`]) of the work done through this store.
+    durability: AtomicU8,
 }
 
 /// The exclusive store lock; released on drop.
@@ -115,6 +124,8 @@ pub struct Staging {
     pub path: PathBuf,
     pub id: String,
     pub parent: Option<String>,
+    /// How the content made here is synced (the store's mode when the work began).
+    pub durability: Durability,
     lock_path: PathBuf,
     _lock: Option<Flock<File>>,
     discard: Discard,
@@ -133,6 +144,7 @@ impl Drop for Staging {
             let _ = (self.discard)(&self.path);
         }
         let _ = fs::remove_file(self.record_path());
+        let _ = fs::remove_file(self.files_path());
         let _ = fs::remove_file(&self.lock_path);
     }
 }
@@ -141,6 +153,11 @@ impl Staging {
     /// `staging/<n>.meta`: the layer's record, written by [`Store::prepare`].
     fn record_path(&self) -> PathBuf {
         self.lock_path.with_extension("meta")
+    }
+
+    /// `staging/<n>.files`: the layer's content record, written by [`Store::prepare_files`].
+    fn files_path(&self) -> PathBuf {
+        self.lock_path.with_extension("files")
     }
 }
 
@@ -168,10 +185,6 @@ pub fn validate_id(id: &str) -> Result<()> {
     }
 }
 
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 impl Store {
     /// Opens (creating if needed) the store in `dir` and recovers from any process
     /// that died mid-change.
@@ -179,7 +192,7 @@ impl Store {
         for sub in ["meta", "layers", "staging"] {
             fs::create_dir_all(dir.join(sub)).at_path(dir.join(sub))?;
         }
-        let store = Store { dir: dir.to_path_buf(), discard };
+        let store = Store { dir: dir.to_path_buf(), discard, durability: AtomicU8::new(Durability::Chain.to_u8()) };
         let lock = store.lock()?;
         store.recover(&lock)?;
         Ok(store)
@@ -187,6 +200,15 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// How the work done through this store from now on is synced (`--sync`).
+    pub fn set_durability(&self, mode: Durability) {
+        self.durability.store(mode.to_u8(), Ordering::Relaxed);
+    }
+
+    pub fn durability(&self) -> Durability {
+        Durability::from_u8(self.durability.load(Ordering::Relaxed))
     }
 
     pub fn discarder(&self) -> Discard {
@@ -203,6 +225,41 @@ impl Store {
 
     fn meta_path(&self, id: &str) -> PathBuf {
         self.dir.join("meta").join(format!("{id}.json"))
+    }
+
+    /// Where layer `id`'s content record ([`crate::record`]) is kept.
+    pub fn files_path(&self, id: &str) -> PathBuf {
+        self.dir.join("meta").join(format!("{id}.files"))
+    }
+
+    /// Where layer `id`'s metadata is kept (`strata check` reads it raw).
+    pub fn record_file(&self, id: &str) -> PathBuf {
+        self.meta_path(id)
+    }
+
+    /// Layer `id`'s content record: `None` when it has none; a record that does not
+    /// parse (empty, torn) is [`Cause::Corrupt`].
+    pub fn content_record(&self, id: &str) -> Result<Option<crate::record::Record>> {
+        let path = self.files_path(id);
+        match fs::read(&path) {
+            Ok(d) => serde_json::from_slice(&d)
+                .map(Some)
+                .map_err(|e| Error::at(id, &path, Cause::Corrupt(format!("content record: {e}")))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::at(id, &path, e)),
+        }
+    }
+
+    /// Writes the content record of staged layer `staging.id` beside its staging entry
+    /// (synced with the content by [`Store::sync`], listed with it).
+    pub fn prepare_files(&self, staging: &Staging, record: &crate::record::Record) -> Result<()> {
+        let path = staging.files_path();
+        let data = serde_json::to_vec(record).map_err(|e| Error::at(&staging.id, &path, io::Error::other(e)))?;
+        let mut f = File::create(&path).map_err(|e| Error::at(&staging.id, &path, e))?;
+        f.write_all(&data).map_err(|e| Error::at(&staging.id, &path, e))?;
+        // Under `--sync file` synced by itself (no syncfs follows); its name is synced
+        // with the staging folder's in [`Store::prepare`].
+        staging.durability.sync_written(&f).map_err(|e| Error::at(&staging.id, &path, e))
     }
 
     /// Where a committed layer's content lives.
@@ -243,6 +300,24 @@ impl Store {
             }
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Every layer's metadata file, by ID, parsed or not (`strata check`): a record that
+    /// does not parse is the error, which [`Store::list`] would stop at.
+    pub fn list_raw(&self) -> Result<Vec<(String, Result<LayerMeta>)>> {
+        let dir = self.dir.join("meta");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).at_path(&dir)? {
+            let name = entry.at_path(&dir)?.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".json").filter(|_| !name.starts_with('.')) {
+                match self.get(id) {
+                    Err(e) if e.is_not_found() => {}
+                    got => out.push((id.to_string(), got)),
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 
@@ -362,6 +437,7 @@ impl Store {
             path: staging.join(name),
             id: id.to_string(),
             parent: parent.map(str::to_string),
+            durability: self.durability(),
             lock_path,
             _lock: Some(lock),
             discard: self.discard.clone(),
@@ -389,15 +465,28 @@ impl Store {
             meta.created = now_secs();
         }
         let path = staging.record_path();
-        fs::write(&path, crate::json::to_bytes(&meta).map_err(|e| Error::at(&meta.id, &path, e))?)
-            .map_err(|e| Error::at(&meta.id, &path, e))
+        let mut f = File::create(&path).map_err(|e| Error::at(&meta.id, &path, e))?;
+        f.write_all(&crate::json::to_bytes(&meta).map_err(|e| Error::at(&meta.id, &path, e))?)
+            .map_err(|e| Error::at(&meta.id, &path, e))?;
+        // Under `file` the record is synced by itself, and so are the layer's top
+        // directory (the driver made it) and the staging folder naming both: no syncfs
+        // follows.
+        let mode = staging.durability;
+        mode.sync_written(&f).map_err(|e| Error::at(&meta.id, &path, e))?;
+        for dir in [staging.path.as_path(), &self.dir.join("staging")] {
+            if dir.exists() {
+                mode.sync_written_dir(dir).map_err(|e| Error::at(&meta.id, dir, e))?;
+            }
+        }
+        Ok(())
     }
 
     /// Syncs the store's filesystem (`syncfs`): everything staged and prepared so far
     /// is on disk. `id` names errors.
+    /// Under `--sync none` and `--sync file` it syncs nothing (see [`Durability`]).
     pub fn sync(&self, id: &str) -> Result<()> {
         let dir = self.dir.join("staging");
-        crate::sys::syncfs(&dir).map_err(|e| Error::at(id, &dir, e))
+        self.durability().sync_fs(&dir).map_err(|e| Error::at(id, &dir, e))
     }
 
     /// Lists a prepared (and synced) layer: under the lock, renames its content into
@@ -422,6 +511,15 @@ impl Store {
         }
         fs::rename(&staging.path, &dest).map_err(|e| Error::at(&id, &dest, e))?;
         staging.done = true;
+        // The content record before the metadata: a listed layer has its record (a
+        // record without metadata is discarded at the next start).
+        let files = staging.files_path();
+        if files.exists() {
+            if let Err(e) = fs::rename(&files, self.files_path(&id)) {
+                let _ = (self.discard)(&dest);
+                return Err(Error::at(&id, &files, e));
+            }
+        }
         let record = staging.record_path();
         let meta = self.meta_path(&id);
         if let Err(e) = fs::rename(&record, &meta) {
@@ -431,11 +529,98 @@ impl Store {
         Ok(())
     }
 
+    /// Starts making layer `id` over `parent` again, to replace what is there (`strata
+    /// check --repair`): as [`Store::begin`], but the layer may exist (its metadata
+    /// may even be unreadable). [`Store::swap`] puts the new one in place.
+    pub fn begin_replace(&self, id: &str, parent: Option<&str>) -> Result<Staging> {
+        validate_id(id).map_err(|e| e.in_layer(id))?;
+        let lock = self.lock()?;
+        if let Some(p) = parent {
+            if !self.exists(p) {
+                return Err(Error::layer(id, Cause::ParentNotFound(p.to_string())));
+            }
+        }
+        self.staging_entry("", id, parent, &lock)
+    }
+
+    /// Swaps staged layer `staging.id` in for the content, metadata and content record
+    /// there now, which are discarded; refused while the old layer is mounted (`busy`
+    /// runs under the lock and refuses for views over it). The new layer is synced
+    /// before the swap and sealed after it, so a crash leaves the old layer or the new.
+    pub fn swap(&self, mut staging: Staging, meta: LayerMeta, busy: impl FnOnce() -> Result<()>) -> Result<()> {
+        let id = staging.id.clone();
+        self.prepare(&mut staging, meta)?;
+        self.sync(&id)?;
+        let lock = self.lock()?;
+        if let Ok(old) = self.get(&id) {
+            if old.mounts > 0 {
+                return Err(Error::layer(&id, Cause::Mounted(old.mounts)));
+            }
+        }
+        busy()?;
+        let content = self.layer_dir(&id);
+        let mut trash = self.staging_entry("rm-", &id, None, &lock)?;
+        match fs::rename(&content, &trash.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::at(&id, &content, e)),
+        }
+        // From here the old content is out of the way and the metadata still names the
+        // layer: a crash leaves a record without content, which the next start unlists.
+        fs::rename(&staging.path, &content).map_err(|e| Error::at(&id, &content, e))?;
+        staging.done = true;
+        let files = staging.files_path();
+        if files.exists() {
+            fs::rename(&files, self.files_path(&id)).map_err(|e| Error::at(&id, &files, e))?;
+        } else {
+            let _ = fs::remove_file(self.files_path(&id));
+        }
+        let record = staging.record_path();
+        fs::rename(&record, self.meta_path(&id)).map_err(|e| Error::at(&id, &record, e))?;
+        self.seal()?;
+        drop(lock);
+        if trash.path.exists() {
+            (self.discard)(&trash.path).map_err(|e| Error::at(&id, &trash.path, e))?;
+        }
+        trash.done = true;
+        Ok(())
+    }
+
+    /// Writes layer `id`'s content record in place, atomically (`check --repair`).
+    pub fn put_files(&self, id: &str, record: &crate::record::Record) -> Result<()> {
+        let path = self.files_path(id);
+        crate::json::write_atomic(&path, |f| f.write_all(&serde_json::to_vec(record).map_err(io::Error::other)?))
+            .map(drop)
+            .map_err(|e| Error::at(id, &path, e))
+    }
+
+    /// Staging entries no live process holds: what a killed process left (the next
+    /// [`Store::open`] discards them), read without the lock and without opening the
+    /// store, for `strata check`.
+    pub fn leftovers(dir: &Path) -> Vec<PathBuf> {
+        let staging = dir.join("staging");
+        let Ok(entries) = fs::read_dir(&staging) else { return Vec::new() };
+        let mut out: Vec<PathBuf> = Vec::new();
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "lock" || x == "meta" || x == "files") {
+                continue;
+            }
+            let lock = path.with_extension("lock");
+            let live = File::open(&lock).is_ok_and(|f| Flock::lock(f, FlockArg::LockSharedNonblock).is_err());
+            if !live {
+                out.push(path);
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// Makes the layers listed so far survive a power cut: fsyncs `layers/`, then `meta/`.
     pub fn seal(&self) -> Result<()> {
         for sub in ["layers", "meta"] {
             let dir = self.dir.join(sub);
-            fsync_dir(&dir).map_err(|e| Error::new(e).with_path(&dir))?;
+            self.durability().sync_record_dir(&dir).map_err(|e| Error::new(e).with_path(&dir))?;
         }
         Ok(())
     }
@@ -463,7 +648,8 @@ impl Store {
         // start discards.
         let meta_path = self.meta_path(id);
         fs::remove_file(&meta_path).map_err(|e| Error::at(id, &meta_path, e))?;
-        fsync_dir(&self.dir.join("meta")).map_err(|e| Error::at(id, &meta_path, e))?;
+        let _ = fs::remove_file(self.files_path(id));
+        self.durability().sync_record_dir(&self.dir.join("meta")).map_err(|e| Error::at(id, &meta_path, e))?;
         // The content moves, still under the lock, into a staging entry this process
         // holds: another process's recovery neither races the move nor discards it.
         let content = self.layer_dir(id);
@@ -519,7 +705,7 @@ impl Store {
         let live: Vec<PathBuf> = self.live_staging()?.into_iter().map(|(p, _)| p).collect();
         for entry in fs::read_dir(&staging).at_path(&staging)? {
             let path = entry.at_path(&staging)?.path();
-            let beside = path.extension().is_some_and(|e| e == "lock" || e == "meta");
+            let beside = path.extension().is_some_and(|e| e == "lock" || e == "meta" || e == "files");
             let base = if beside { path.with_extension("") } else { path.clone() };
             if live.contains(&base) {
                 continue;
@@ -542,6 +728,13 @@ impl Store {
             } else if let Some(id) = name.strip_suffix(".json") {
                 if !self.layer_dir(id).exists() {
                     // Content gone (removed by hand, or never there): unlist.
+                    let _ = fs::remove_file(entry.path());
+                    let _ = fs::remove_file(self.files_path(id));
+                }
+            } else if let Some(id) = name.strip_suffix(".files") {
+                if !self.meta_path(id).exists() {
+                    // A content record whose layer never got listed (killed between the
+                    // two renames) or was unlisted.
                     let _ = fs::remove_file(entry.path());
                 }
             }

@@ -723,7 +723,21 @@ impl LayerFs for Overlay {
     /// Directories the tar did not describe take their metadata from the lower layers
     /// (committed by now), see [`Overlay::fix_implicit_dirs`].
     fn before_commit(&self, staging: &Staging, applied: &Applied) -> Result<()> {
-        self.fix_implicit_dirs(staging, &applied.implicit_dirs)
+        self.fix_implicit_dirs(staging, &applied.implicit_dirs)?;
+        // Under `--sync file` what the fix-up changed is synced here (no syncfs comes):
+        // each directory it gave metadata, or the parent of one it removed.
+        let diff = staging.path.join("diff");
+        for rel in &applied.implicit_dirs {
+            let dir = diff.join(rel);
+            let dir = if dir.exists() { dir } else { dir.parent().unwrap_or(&diff).to_path_buf() };
+            staging.durability.sync_written_dir(&dir).map_err(|e| Error::at(&staging.id, rel, e))?;
+        }
+        Ok(())
+    }
+
+    /// A layer's own tree is its upper directory; `work/` and `merged/` are the mount's.
+    fn own_tree(&self, dir: &Path) -> PathBuf {
+        dir.join("diff")
     }
 
     /// The layers of an image are independent directories here: extract them all at

@@ -80,6 +80,13 @@ impl Copier {
 
     /// Copies the directory tree `src` to `dst` (which must not exist).
     pub fn copy_tree(&self, src: &Path, dst: &Path) -> io::Result<()> {
+        self.copy_tree_with(src, dst, true)
+    }
+
+    /// [`Copier::copy_tree`], with the early writeback of what it copies on or off
+    /// (off under `--sync none`, which syncs nothing, and `--sync file`, which fsyncs
+    /// each file after).
+    pub fn copy_tree_with(&self, src: &Path, dst: &Path, early_writeback: bool) -> io::Result<()> {
         let sfd = Arc::new(sys::open_dir(src)?);
         let st = sys::fstat(sfd.as_fd())?;
         nix::unistd::mkdir(dst, Mode::from_bits_truncate(0o700)).map_err(sys::errno)?;
@@ -95,12 +102,12 @@ impl Copier {
         let rx = Mutex::new(rx);
         // Writes the data copied so far back while the pool copies more: the commit's
         // syncfs then finds little left.
-        let flusher = Flusher::of(dst)?;
+        let flusher = if early_writeback { Some(Flusher::of(dst)?) } else { None };
         let failed = Failed::default();
         let creator = sys::Creator::in_dir(dfd.as_fd())?;
         let walked = std::thread::scope(|scope| {
             for _ in 0..threads {
-                let pool = Pool { creator: &creator, flusher: &flusher };
+                let pool = Pool { creator: &creator, flusher: flusher.as_deref() };
                 let (rx, failed) = (&rx, &failed);
                 scope.spawn(move || loop {
                     let Ok(batch) = rx.lock().unwrap_or_else(|e| e.into_inner()).recv() else { break };
@@ -310,7 +317,9 @@ fn copy_range(src: &File, dst: &File, from: i64, to: i64, pool: &Pool<'_>) -> io
         if n == 0 {
             break;
         }
-        pool.flusher.wrote(n as u64);
+        if let Some(f) = pool.flusher {
+            f.wrote(n as u64);
+        }
         pos += n as i64;
     }
     Ok(pos)
@@ -395,7 +404,7 @@ impl Walk<'_> {
 struct Pool<'a> {
     creator: &'a sys::Creator,
     /// The copy's filesystem's: what the pool copies is counted on it.
-    flusher: &'a Flusher,
+    flusher: Option<&'a Flusher>,
 }
 
 /// The pool's first error; the flag is read for every node without taking the lock.

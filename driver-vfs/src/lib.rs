@@ -20,7 +20,7 @@ use driver_core::error::{Cause, Error, Result};
 use driver_core::lifecycle::{Applied, LayerDiff, LayerFs, LayerInput, Layered, Making};
 use driver_core::store::{discard_tree, LayerMeta, Staging, Store};
 use driver_core::sys;
-use driver_core::{ReservedXattrs, Usage};
+use driver_core::{Durability, ReservedXattrs, Usage};
 use strata_archive::apply::apply_in_place;
 use strata_archive::diff::naive_diff;
 
@@ -57,7 +57,7 @@ impl LayerFs for Vfs {
         match &staging.parent {
             Some(p) => self
                 .copier
-                .copy_tree(&self.store.layer_dir(p), &staging.path)
+                .copy_tree_with(&self.store.layer_dir(p), &staging.path, staging.durability == Durability::Chain)
                 .map_err(|e| Error::at(id, &staging.path, e))?,
             None => {
                 fs::create_dir(&staging.path).map_err(|e| Error::at(id, &staging.path, e))?;

@@ -56,6 +56,9 @@ pub struct ContentStore {
     dir: PathBuf,
     /// Blobs written but not yet synced and renamed to their digest, shared by clones.
     unsettled: Arc<Unsettled>,
+    /// How blobs are synced (`--sync`): under `file` each as it is written, under
+    /// `none` never.
+    pub durability: driver_core::Durability,
 }
 
 /// Whole blobs still in `ingest/`, waiting for [`ContentStore::settle`]; those never
@@ -179,16 +182,18 @@ impl BlobWriter {
         let tmp = &self.tmp;
         let ended = (|| -> Result<()> {
             let file = file.into_inner().map_err(|e| Error::new(e.into_error()).with_path(tmp))?;
+            let mode = self.store.durability;
             if settle == Settle::Later {
+                mode.sync_written(&file).at_path(tmp)?;
                 let blob = UnsettledBlob { tmp: tmp.clone(), digest: digest.clone(), size, written: sys::write_mark() };
                 self.store.unsettled.push(blob);
                 return Ok(());
             }
-            file.sync_all().at_path(tmp)?;
+            mode.sync_record(&file).at_path(tmp)?;
             let to = self.store.path(&digest)?;
             fs::rename(tmp, &to).at_path(&to)?;
             match to.parent() {
-                Some(dir) => File::open(dir).and_then(|d| d.sync_all()).at_path(dir),
+                Some(dir) => mode.sync_record_dir(dir).at_path(dir),
                 None => Ok(()),
             }
         })();
@@ -265,7 +270,7 @@ impl ContentStore {
         for sub in ["blobs/sha256", "ingest"] {
             fs::create_dir_all(dir.join(sub)).at_path(dir.join(sub))?;
         }
-        Ok(ContentStore { dir, unsettled: Arc::default() })
+        Ok(ContentStore { dir, unsettled: Arc::default(), durability: driver_core::Durability::Chain })
     }
 
     /// Makes the blobs written unsettled ([`Settle::Later`]) whole blobs
@@ -282,14 +287,14 @@ impl ContentStore {
             let ingest = self.dir.join("ingest");
             let last_written = blobs.iter().map(|b| b.written).max().unwrap_or_default();
             if !sys::synced_since(&ingest, last_written) {
-                sys::syncfs(&ingest).at_path(&ingest)?;
+                self.durability.sync_fs(&ingest).at_path(&ingest)?;
             }
             for blob in &blobs {
                 let to = self.path(&blob.digest)?;
                 fs::rename(&blob.tmp, &to).at_path(&to)?;
             }
             let dir = self.dir.join("blobs/sha256");
-            File::open(&dir).and_then(|d| d.sync_all()).at_path(&dir)
+            self.durability.sync_record_dir(&dir).at_path(&dir)
         })();
         if settled.is_err() {
             for blob in &blobs {
@@ -332,7 +337,8 @@ impl ContentStore {
         let file = File::create(&tmp).at_path(&tmp)?;
         Ok(BlobWriter {
             file: Some(Hashing::new(io::BufWriter::with_capacity(1 << 20, file))),
-            flusher: Flusher::of(&self.dir).ok(),
+            // A head start for `chain`'s syncfs only.
+            flusher: Flusher::of(&self.dir).ok().filter(|_| self.durability == driver_core::Durability::Chain),
             tmp,
             store: self.clone(),
         })

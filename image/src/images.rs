@@ -44,7 +44,8 @@ use crate::image::{open_layer_lazily, validate_name, BlobSource, Image};
 use driver_core::driver::{Driver, LayerTar};
 use driver_core::error::{Cause, Context, Error, Result};
 use driver_core::holds::locked_by_someone;
-use driver_core::json::{read_json, to_bytes, write_atomic, write_json};
+use driver_core::json::{read_json, to_bytes, write_atomic_as, write_json_as};
+use driver_core::Durability;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRecord {
@@ -90,10 +91,16 @@ pub struct ImageStore {
     dir: PathBuf,
     lock_path: PathBuf,
     pub content: ContentStore,
+    /// How records (and, through the content store, blobs) are synced (`--sync`).
+    durability: Durability,
 }
 
 /// The file a record of image `name` is kept in: a digest, so that the name never
 /// becomes a path.
+pub(crate) fn record_file_name(name: &str) -> String {
+    file_name(name)
+}
+
 fn file_name(name: &str) -> String {
     format!("{}.json", driver_core::digest::sha256(name.as_bytes()).trim_start_matches("sha256:"))
 }
@@ -182,7 +189,46 @@ impl ImageStore {
     pub fn open(driver_dir: &Path) -> Result<ImageStore> {
         let dir = driver_dir.join("images");
         fs::create_dir_all(dir.join("pending")).at_path(&dir)?;
-        Ok(ImageStore { dir, lock_path: driver_dir.join("lock"), content: ContentStore::open(driver_dir)? })
+        Ok(ImageStore {
+            dir,
+            lock_path: driver_dir.join("lock"),
+            content: ContentStore::open(driver_dir)?,
+            durability: Durability::Chain,
+        })
+    }
+
+    /// The same store, its records and blobs synced as `mode` says (`--sync`; the
+    /// driver's layers follow [`Driver::set_durability`]).
+    pub fn with_durability(mut self, mode: Durability) -> ImageStore {
+        self.durability = mode;
+        self.content.durability = mode;
+        self
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// The folder of the image records.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Pending records whose unpack died (no one holds their lock), for `strata check`.
+    pub fn dead_pending(&self) -> Result<Vec<PathBuf>> {
+        let pending = self.dir.join("pending");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&pending).at_path(&pending)? {
+            let p = e.at_path(&pending)?.path();
+            if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(".tmp-")) {
+                continue;
+            }
+            if !locked_by_someone(&p) {
+                out.push(p);
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// The driver's store lock (the same file [`driver_core::store::Store`] locks): record
@@ -306,7 +352,7 @@ impl ImageStore {
     /// Writes a record (under the store lock).
     pub fn put(&self, rec: &ImageRecord) -> Result<()> {
         let _lock = self.lock()?;
-        write_json(&self.dir.join(file_name(&rec.name)), rec)
+        write_json_as(&self.dir.join(file_name(&rec.name)), rec, self.durability)
     }
 
     /// Removes image `name` and every layer of it that no other image and no
@@ -417,7 +463,7 @@ impl ImageStore {
         // never takes a live unpack for a dead one (the lock is on the open file, which
         // keeps it through the rename).
         let mut lock = None;
-        write_atomic(&path, |f| {
+        write_atomic_as(&path, self.durability, |f| {
             let l =
                 Flock::lock(f.try_clone()?, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| io::Error::from(e))?;
             lock = Some(l);
@@ -476,7 +522,7 @@ impl ImageStore {
             pid: 0,
             removing: false,
         };
-        write_json(&path, &rec)?;
+        write_json_as(&path, &rec, self.durability)?;
         if let Some(old) = &old {
             // Its blobs that nothing names now go (its layers go after the lock).
             let _ = self.remove_content(old);

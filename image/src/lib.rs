@@ -4,6 +4,7 @@
 //!
 //! Depends on the contract (`driver-core`) and the tar engine (`strata-archive`).
 
+pub mod check;
 pub mod commit;
 pub mod content;
 pub mod image;

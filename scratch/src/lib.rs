@@ -155,6 +155,34 @@ impl ScratchFs {
         Ok(s)
     }
 
+    /// Mounts the filesystem of `kind` already in `image` (made by another
+    /// [`ScratchFs`] or by hand; a file served through FUSE too) on a loop device, with
+    /// the mount data `options` (`commit=1`, say). Drop unmounts and detaches; the image
+    /// stays.
+    pub fn mount_image(kind: FsKind, image: &Path, options: &str) -> io::Result<ScratchFs> {
+        let dir = owned_dir("strata-mount-")?;
+        let mountpoint = dir.path().join("mnt");
+        fs::create_dir(&mountpoint)?;
+        let (device, loop_file) = attach(image)?;
+        let mut s = ScratchFs { kind, dir: Some(dir), mountpoint, device, loop_file: Some(loop_file), mounted: false };
+        let data = Some(options).filter(|o| !o.is_empty());
+        mount(Some(&s.device), &s.mountpoint, Some(kind.name()), MsFlags::empty(), data).map_err(|e| {
+            err(format!("mount {} on {} ({} {options})", s.device.display(), s.mountpoint.display(), kind.name()), e)
+        })?;
+        s.mounted = true;
+        Ok(s)
+    }
+
+    /// Makes a `size_bytes` filesystem of `kind` in the file `image` (sparse), not mounted.
+    pub fn make_image(kind: FsKind, image: &Path, size_bytes: u64) -> io::Result<()> {
+        File::create(image)?.set_len(size_bytes)?;
+        let out = kind.mkfs(image).output().map_err(|e| err(format!("mkfs.{} (is it installed?)", kind.name()), e))?;
+        if !out.status.success() {
+            return Err(err(format!("mkfs.{}", kind.name()), String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        Ok(())
+    }
+
     pub fn path(&self) -> &Path {
         &self.mountpoint
     }
@@ -200,11 +228,15 @@ fn owner_alive(owner: &str) -> bool {
 
 /// A directory in [`scratch_parent`] with this process's owner file, listed until dropped.
 fn owned_dir(prefix: &str) -> io::Result<tempfile::TempDir> {
+    owned_dir_in(&scratch_parent(), prefix)
+}
+
+fn owned_dir_in(parent: &Path, prefix: &str) -> io::Result<tempfile::TempDir> {
     let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     if STOPPING.load(Ordering::SeqCst) {
         return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted: no new scratch"));
     }
-    let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(scratch_parent())?;
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(parent)?;
     let me = std::process::id();
     fs::write(dir.path().join(OWNER), format!("{me} {}\n", start_time(me).unwrap_or(0)))?;
     live.push(dir.path().to_path_buf());
@@ -236,6 +268,11 @@ impl Drop for WorkDir {
 
 pub fn work_dir(prefix: &str) -> io::Result<WorkDir> {
     owned_dir(prefix).map(|d| WorkDir(Some(d)))
+}
+
+/// A [`work_dir`] in `parent` (a tmpfs, for files that are written over and over).
+pub fn work_dir_in(parent: &Path, prefix: &str) -> io::Result<WorkDir> {
+    owned_dir_in(parent, prefix).map(|d| WorkDir(Some(d)))
 }
 
 /// Loop devices whose backing file lies under `dir`.

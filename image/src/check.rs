@@ -1,0 +1,514 @@
+//! `strata check [--repair]`: proves a driver's store intact, or names what is not, and
+//! heals what the store keeps enough to heal. See docs/check.md.
+//!
+//! What is checked, each problem one [`Problem`] naming its subject:
+//! * every layer's metadata (`meta/<id>.json`: parses, its parent is listed, its
+//!   content is there);
+//! * every read-only layer's content against its content record
+//!   ([`driver_core::record`]), through the driver's own tree of that layer alone;
+//!   container layers for their structure only (their content is theirs to change);
+//! * every image record (parses; its layers are listed and are the chain its kept
+//!   config's diff_ids make, each layer with that diff_id over that parent);
+//! * every kept blob against its digest, and the blobs each image names being there;
+//! * what dead processes left: staging entries (found before the store is opened, whose
+//!   recovery discards them) and pending unpacks.
+//!
+//! `--repair` ([`repair`]): a damaged image layer (content, content record or metadata)
+//! is applied again from its kept blob into fresh staging and swapped in; a lost image
+//! record is rebuilt from the layer chain and the kept manifest and config; a blob that
+//! does not match its digest, and a layer nothing can make again, are removed, saying
+//! what was lost and how to get it back. A container's layer is never removed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::content::ContentStore;
+use crate::image::chain_ids;
+use crate::images::{ImageRecord, ImageStore};
+use driver_core::driver::Driver;
+use driver_core::error::{Cause, Error, Result};
+use driver_core::store::{LayerMeta, Store};
+
+/// What a problem is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// A layer's content differs from its content record (subject: the layer ID).
+    Layer,
+    /// A layer's metadata (`meta/<id>.json`) is empty, unreadable or inconsistent.
+    LayerRecord,
+    /// A read-only layer's content record (`meta/<id>.files`) is missing or unreadable.
+    ContentRecord,
+    /// An image record (subject: the image name, or its record file when the name is lost).
+    Image,
+    /// A kept blob (subject: its digest).
+    Blob,
+    /// A staging entry a dead process left (subject: its path).
+    Staging,
+    /// An unpack a dead process left (subject: its pending record).
+    Pending,
+}
+
+/// One problem: its kind, what it is about, and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub kind: Kind,
+    pub subject: String,
+    pub what: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            Kind::Layer => "layer",
+            Kind::LayerRecord => "layer record",
+            Kind::ContentRecord => "content record",
+            Kind::Image => "image",
+            Kind::Blob => "blob",
+            Kind::Staging => "staging",
+            Kind::Pending => "pending",
+        };
+        write!(f, "{kind} {}: {}", self.subject, self.what)
+    }
+}
+
+/// What `--repair` did about a subject.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repair {
+    pub kind: Kind,
+    pub subject: String,
+    /// What was done ("re-applied from blob sha256:…", "removed: …; pull it again").
+    pub action: String,
+}
+
+/// What a check found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// Layers, images and blobs looked at.
+    pub layers: usize,
+    pub images: usize,
+    pub blobs: usize,
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    pub fn healthy(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn push(&mut self, kind: Kind, subject: impl Into<String>, what: impl Into<String>) {
+        self.problems.push(Problem { kind, subject: subject.into(), what: what.into() });
+    }
+}
+
+/// The most lines one layer's content differences take; the rest are counted.
+const MAX_LINES_PER_LAYER: usize = 50;
+
+/// Staging entries dead processes left in the driver folder `driver_dir`: read before
+/// the driver is opened, since opening it discards them.
+pub fn leftovers(driver_dir: &Path) -> Vec<Problem> {
+    Store::leftovers(driver_dir)
+        .into_iter()
+        .map(|p| Problem {
+            kind: Kind::Staging,
+            subject: p.display().to_string(),
+            what: "left by a process that died mid-change (discarded when the store is opened)".into(),
+        })
+        .collect()
+}
+
+fn store_of(driver: &dyn Driver) -> Result<&Store> {
+    driver.layer_store().ok_or_else(|| {
+        Error::new(Cause::Unsupported(format!("the {} driver keeps no layer store to check", driver.name())))
+    })
+}
+
+/// Checks the whole store of `driver` (see the module doc). Leftover staging is
+/// [`leftovers`]'s, before the driver is opened.
+pub fn check(driver: &dyn Driver, images: &ImageStore) -> Result<Report> {
+    let store = store_of(driver)?;
+    let mut report = Report::default();
+    let layers = check_layers(driver, store, &mut report)?;
+    check_images(images, &layers, &mut report)?;
+    check_blobs(&images.content, &mut report)?;
+    check_pending(images, &mut report)?;
+    Ok(report)
+}
+
+/// Every layer's metadata, parsed where it parses (`None`: it does not).
+type Layers = BTreeMap<String, Option<LayerMeta>>;
+
+fn check_layers(driver: &dyn Driver, store: &Store, report: &mut Report) -> Result<Layers> {
+    let raw = store.list_raw()?;
+    let layers: Layers = raw.iter().map(|(id, m)| (id.clone(), m.as_ref().ok().cloned())).collect();
+    report.layers = raw.len();
+    for (id, meta) in &raw {
+        let meta = match meta {
+            Ok(m) => m,
+            Err(e) => {
+                let path = store.record_file(id);
+                let what = match fs::metadata(&path) {
+                    Ok(md) if md.len() == 0 => "record empty".to_string(),
+                    _ => format!("record unreadable: {}", e.cause),
+                };
+                report.push(Kind::LayerRecord, id, what);
+                // Its content can still be checked when a content record says what it is.
+                if let Ok(Some(rec)) = store.content_record(id) {
+                    verify_content(driver, id, &rec, report)?;
+                }
+                continue;
+            }
+        };
+        if let Some(p) = &meta.parent {
+            if !layers.contains_key(p) {
+                report.push(Kind::LayerRecord, id, format!("its parent {p} is not in the store"));
+            }
+        }
+        let Some(tree) = driver.own_tree(id) else { continue };
+        if !tree.is_dir() {
+            report.push(Kind::Layer, id, format!("its content ({}) is missing", tree.display()));
+            continue;
+        }
+        if meta.writable {
+            // A container's content is its own: structure only.
+            continue;
+        }
+        match store.content_record(id) {
+            Ok(Some(rec)) => verify_content(driver, id, &rec, report)?,
+            Ok(None) => report.push(Kind::ContentRecord, id, "missing"),
+            Err(_) => {
+                let empty = fs::metadata(store.files_path(id)).is_ok_and(|m| m.len() == 0);
+                report.push(Kind::ContentRecord, id, if empty { "record empty" } else { "record unreadable" });
+            }
+        }
+    }
+    Ok(layers)
+}
+
+fn verify_content(driver: &dyn Driver, id: &str, rec: &driver_core::record::Record, report: &mut Report) -> Result<()> {
+    let Some(tree) = driver.own_tree(id) else { return Ok(()) };
+    let lines = driver_core::record::verify(&tree, rec).map_err(|e| Error::at(id, &tree, e))?;
+    let more = lines.len().saturating_sub(MAX_LINES_PER_LAYER);
+    for line in lines.into_iter().take(MAX_LINES_PER_LAYER) {
+        report.push(Kind::Layer, id, line);
+    }
+    if more > 0 {
+        report.push(Kind::Layer, id, format!("and {more} more differences"));
+    }
+    Ok(())
+}
+
+/// Every image record file: its path and what it parsed to.
+fn image_records(images: &ImageStore) -> Result<Vec<(PathBuf, std::result::Result<ImageRecord, String>)>> {
+    let dir = images.dir();
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).map_err(|e| Error::new(e).with_path(dir))? {
+        let p = e.map_err(|e| Error::new(e).with_path(dir))?.path();
+        let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        if hidden || !p.is_file() || p.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let parsed = match fs::read(&p) {
+            Ok(d) if d.is_empty() => Err("record empty".to_string()),
+            Ok(d) => serde_json::from_slice::<ImageRecord>(&d).map_err(|e| format!("record unreadable: {e}")),
+            Err(e) => Err(format!("record unreadable: {e}")),
+        };
+        out.push((p, parsed));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+fn check_images(images: &ImageStore, layers: &Layers, report: &mut Report) -> Result<()> {
+    let records = image_records(images)?;
+    report.images = records.len();
+    for (path, rec) in records {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(what) => {
+                report.push(Kind::Image, path.display().to_string(), what);
+                continue;
+            }
+        };
+        if !rec.complete || rec.removing {
+            continue; // an unpack or a removal under way, or the pending check's
+        }
+        let name = rec.name.clone();
+        for (i, id) in rec.layers.iter().enumerate() {
+            if !layers.contains_key(id) {
+                report.push(
+                    Kind::Image,
+                    &name,
+                    format!("its layer {id} ({} of {}) is not in the store", i + 1, rec.layers.len()),
+                );
+            }
+        }
+        let Some(manifest) = rec.manifest.as_deref() else { continue };
+        let stored = match images.content.load(&name, Some(manifest)) {
+            Ok(s) => s,
+            Err(e) => {
+                report.push(Kind::Image, &name, format!("its manifest or config cannot be read: {e}"));
+                continue;
+            }
+        };
+        for b in stored.blobs() {
+            if !images.content.has(&b) {
+                report.push(
+                    Kind::Blob,
+                    &b,
+                    format!("missing (image {name} names it; unpack or pull {name} again to keep it)"),
+                );
+            }
+        }
+        let diff_ids = stored.diff_ids();
+        let chain = chain_ids(&diff_ids);
+        if chain != rec.layers {
+            report.push(Kind::Image, &name, "its layers are not the chain of its config's diff_ids");
+            continue;
+        }
+        for (i, id) in chain.iter().enumerate() {
+            let Some(Some(meta)) = layers.get(id) else { continue };
+            let parent = i.checked_sub(1).map(|p| chain[p].as_str());
+            if meta.diff_id.as_deref() != Some(diff_ids[i].as_str()) || meta.parent.as_deref() != parent {
+                report.push(
+                    Kind::Image,
+                    &name,
+                    format!(
+                        "its layer {id} was not made from its layer {} over {}",
+                        i + 1,
+                        parent.unwrap_or("nothing")
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_blobs(content: &ContentStore, report: &mut Report) -> Result<()> {
+    let stored = content.stored()?;
+    report.blobs = stored.len();
+    for (digest, size, _) in stored {
+        let mut r = content.read_blob(&digest, None)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let failed = loop {
+            match r.read(&mut buf) {
+                Ok(0) => break None,
+                Ok(_) => {}
+                Err(e) => break Some(e),
+            }
+        };
+        if failed.is_some() {
+            report.push(
+                Kind::Blob,
+                &digest,
+                format!("its {size} bytes do not have this digest (truncated or corrupt)"),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn check_pending(images: &ImageStore, report: &mut Report) -> Result<()> {
+    for p in images.dead_pending()? {
+        report.push(
+            Kind::Pending,
+            p.display().to_string(),
+            "an unpack a dead process left; its layers go at the next command",
+        );
+    }
+    Ok(())
+}
+
+/// What `--repair` did: one [`Repair`] per subject it acted on.
+pub fn repair(driver: &dyn Driver, images: &ImageStore, found: &Report) -> Result<Vec<Repair>> {
+    let store = store_of(driver)?;
+    let mut done = Vec::new();
+    let mut note = |kind: Kind, subject: &str, action: String| {
+        done.push(Repair { kind, subject: subject.to_string(), action });
+    };
+    for p in found.problems.iter().filter(|p| p.kind == Kind::Staging) {
+        if !Path::new(&p.subject).exists() {
+            note(Kind::Staging, &p.subject, "discarded".into());
+        }
+    }
+    if found.problems.iter().any(|p| p.kind == Kind::Pending) {
+        let removed = images.collect(driver)?;
+        note(Kind::Pending, "pending unpacks", format!("finished: removed {} layer(s) they had made", removed.len()));
+    }
+    // Blobs first: a layer is re-applied only from a blob known good.
+    let bad_blobs: BTreeSet<&str> = found
+        .problems
+        .iter()
+        .filter(|p| p.kind == Kind::Blob && !p.what.starts_with("missing"))
+        .map(|p| p.subject.as_str())
+        .collect();
+    for b in &bad_blobs {
+        images.content.remove(b)?;
+        let users: Vec<String> = images
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| {
+                r.manifest.as_deref().is_some_and(|m| {
+                    images.content.load(&r.name, Some(m)).is_ok_and(|s| s.blobs().iter().any(|x| x == b)) || m == *b
+                })
+            })
+            .map(|r| r.name)
+            .collect();
+        let how = if users.is_empty() {
+            "nothing names it".to_string()
+        } else {
+            format!("image {} named it: unpack or pull it again to keep it", users.join(", "))
+        };
+        note(Kind::Blob, b, format!("removed (it did not match its digest); {how}"));
+    }
+    // Image records that cannot be read: rebuilt from a kept manifest whose chain is here.
+    let broken: Vec<&Problem> =
+        found.problems.iter().filter(|p| p.kind == Kind::Image && Path::new(&p.subject).is_absolute()).collect();
+    if !broken.is_empty() {
+        for (subject, action) in rebuild_image_records(driver, images, &broken)? {
+            note(Kind::Image, &subject, action);
+        }
+    }
+    // Layers: every read-only layer with a problem of its own is made again from its blob.
+    let mut damaged: BTreeSet<String> = BTreeSet::new();
+    for p in &found.problems {
+        if matches!(p.kind, Kind::Layer | Kind::LayerRecord | Kind::ContentRecord) {
+            damaged.insert(p.subject.clone());
+        }
+    }
+    let records = images.list().unwrap_or_default();
+    for id in damaged {
+        let action = repair_layer(driver, store, images, &records, &id)?;
+        note(Kind::Layer, &id, action);
+    }
+    Ok(done)
+}
+
+/// Makes layer `id` whole again, or says why it cannot; returns what was done.
+fn repair_layer(
+    driver: &dyn Driver,
+    store: &Store,
+    images: &ImageStore,
+    records: &[ImageRecord],
+    id: &str,
+) -> Result<String> {
+    let meta = store.get(id).ok();
+    if meta.as_ref().is_some_and(|m| m.writable) {
+        return Ok("a container's layer: left as it is (its writes are the container's)".into());
+    }
+    // An image that lists it, with its layer blob kept.
+    for rec in records {
+        let Some(i) = rec.layers.iter().position(|l| l == id) else { continue };
+        let Some(manifest) = rec.manifest.as_deref() else { continue };
+        let Ok(stored) = images.content.load(&rec.name, Some(manifest)) else { continue };
+        let layers = stored.layers();
+        let Some(digest) = layers.get(i).and_then(|l| l["digest"].as_str()) else { continue };
+        if !images.content.has(digest) {
+            continue;
+        }
+        let diff_ids = stored.diff_ids();
+        let parent = i.checked_sub(1).map(|p| rec.layers[p].as_str());
+        let mut blob = images.content.read_blob(digest, layers[i]["size"].as_u64())?;
+        driver.reapply(id, parent, &mut blob, diff_ids.get(i).map(String::as_str))?;
+        return Ok(format!("applied again from blob {digest} (image {}) and swapped in", rec.name));
+    }
+    let users: Vec<&str> =
+        records.iter().filter(|r| r.layers.iter().any(|l| l == id)).map(|r| r.name.as_str()).collect();
+    match meta {
+        Some(_)
+            if driver.own_tree(id).is_some_and(|t| t.is_dir())
+                && store.content_record(id).ok().flatten().is_none()
+                && users.is_empty() =>
+        {
+            // Not an image's layer and no record: all there is to go by is the layer itself.
+            driver.rerecord(id)?;
+            Ok("no blob to make it again: its content record was made anew from the layer as it is now".into())
+        }
+        _ if users.is_empty() => match driver.remove(id) {
+            Ok(()) => Ok("removed: nothing can make it again (apply it again with `layer apply`)".into()),
+            Err(e) => Ok(format!("cannot be made again and is kept: {e}")),
+        },
+        _ => Ok(format!(
+            "image {} lost the blob it was made from: unpack or pull it again (`image rm` first)",
+            users.join(", ")
+        )),
+    }
+}
+
+/// Rebuilds image records that cannot be read: each kept manifest that no readable
+/// record names and whose layer chain is all here becomes a record again, under the
+/// name the broken record file was for when a name in the manifest matches it, else
+/// under a name made from its digest.
+fn rebuild_image_records(
+    driver: &dyn Driver,
+    images: &ImageStore,
+    broken: &[&Problem],
+) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let named: BTreeSet<String> = images.list().unwrap_or_default().into_iter().filter_map(|r| r.manifest).collect();
+    let mut files: Vec<PathBuf> = broken.iter().map(|p| PathBuf::from(&p.subject)).collect();
+    for (digest, size, _) in images.content.stored()? {
+        if named.contains(&digest) || size > 4 << 20 {
+            continue;
+        }
+        let Ok(bytes) = images.content.read_small(&digest, 4 << 20) else { continue };
+        let Ok(manifest) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
+        if !manifest["layers"].is_array() || !manifest["config"]["digest"].is_string() {
+            continue;
+        }
+        let Ok(stored) = images.content.load("(recovered)", Some(&digest)) else { continue };
+        let chain = chain_ids(&stored.diff_ids());
+        if chain.is_empty() || !chain.iter().all(|id| driver.get(id).is_ok()) {
+            continue;
+        }
+        let candidates: Vec<String> = [&manifest["annotations"]["org.opencontainers.image.ref.name"]]
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        let matched = files.iter().position(|f| {
+            candidates.iter().any(|c| f.file_name().is_some_and(|n| n == crate::images::record_file_name(c).as_str()))
+        });
+        let (name, from) = match matched {
+            Some(i) => {
+                let f = files.remove(i);
+                let n = candidates
+                    .into_iter()
+                    .find(|c| f.file_name().is_some_and(|n| n == crate::images::record_file_name(c).as_str()))
+                    .unwrap_or_default();
+                (n, Some(f))
+            }
+            None => (format!("recovered-{}", &digest.trim_start_matches("sha256:")[..12]), files.pop()),
+        };
+        let rec = ImageRecord {
+            name: name.clone(),
+            layers: chain,
+            config_digest: stored.config_digest.clone(),
+            manifest: Some(digest.clone()),
+            complete: true,
+            pid: 0,
+            removing: false,
+        };
+        images.put(&rec)?;
+        let subject = from.as_ref().map(|f| f.display().to_string()).unwrap_or_else(|| name.clone());
+        if let Some(f) = &from {
+            if f.file_name().is_some_and(|n| n != crate::images::record_file_name(&name).as_str()) {
+                let _ = fs::remove_file(f);
+            }
+        }
+        out.push((subject, format!("rebuilt from the layer chain and kept manifest {digest} as image {name}")));
+    }
+    for f in files {
+        let _ = fs::remove_file(&f);
+        out.push((
+            f.display().to_string(),
+            "removed: no kept manifest matches a layer chain here (the image is lost: unpack or pull it again)".into(),
+        ));
+    }
+    Ok(out)
+}
