@@ -6,8 +6,9 @@ use std::path::Path;
 use driver_core::{Driver, Error};
 use strata_image::commit::{CommitOptions, LayerCompression};
 use strata_image::images::ImageStore;
+use strata_image::save::SaveFormat;
 
-use crate::lifecycle::human_bytes;
+use crate::output;
 
 pub fn commit(
     driver: &dyn Driver,
@@ -15,37 +16,32 @@ pub fn commit(
     container: &str,
     image: &str,
     message: Option<String>,
-    compression: &str,
+    compression: LayerCompression,
 ) -> Result<(), Error> {
-    let compression = if compression == "zstd" { LayerCompression::Zstd } else { LayerCompression::Gzip };
     let c = strata_image::commit::commit(driver, images, container, image, &CommitOptions { message, compression })?;
     eprintln!(
         "committed {container} (over image {}) as image {image}: layer {} ({} tar, {} blob), manifest {}",
         c.base,
-        &c.chain_id[..c.chain_id.len().min(19)],
-        human_bytes(c.tar_size),
-        human_bytes(c.blob_size),
+        output::short_id(&c.chain_id),
+        output::bytes(c.tar_size),
+        output::bytes(c.blob_size),
         c.manifest_digest
     );
     println!("{}", c.chain_id);
     Ok(())
 }
 
-pub fn save(images: &ImageStore, name: &str, out: &Path, format: Option<&str>) -> Result<(), Error> {
-    use strata_image::save::SaveFormat;
+/// Saves image `name` to `out` as `format`; without one, an existing directory gets an
+/// OCI layout and anything else an oci-archive.
+pub fn save(images: &ImageStore, name: &str, out: &Path, format: Option<SaveFormat>) -> Result<(), Error> {
     let format = match format {
-        Some(f) => SaveFormat::parse(f)?,
+        Some(f) => f,
         None if out.is_dir() => SaveFormat::Oci,
         None => SaveFormat::OciArchive,
     };
     strata_image::save::save(images, name, out, format)?;
     eprintln!("saved image {name} to {} ({format})", out.display());
     Ok(())
-}
-
-fn short(id: &str) -> &str {
-    let hex = id.trim_start_matches("sha256:");
-    &hex[..hex.len().min(12)]
 }
 
 pub fn history(images: &ImageStore, name: &str, json: bool) -> Result<(), Error> {
@@ -56,7 +52,7 @@ pub fn history(images: &ImageStore, name: &str, json: bool) -> Result<(), Error>
         return Ok(());
     }
     println!(
-        "{:<12} {:>10} {:>10} {:>6} {:>7} {:>7} {:>10}  CREATED BY / COMMENT",
+        "{:<19} {:>10} {:>10} {:>6} {:>7} {:>7} {:>10}  CREATED BY / COMMENT",
         "LAYER", "COMPRESSED", "UNPACKED", "ADDED", "CHANGED", "DELETED", "HIDES"
     );
     for r in rows {
@@ -66,14 +62,14 @@ pub fn history(images: &ImageStore, name: &str, json: bool) -> Result<(), Error>
             (by, c) => format!("{by} / {c}"),
         };
         println!(
-            "{:<12} {:>10} {:>10} {:>6} {:>7} {:>7} {:>10}  {made}",
-            short(&r.chain_id),
-            human_bytes(r.compressed),
-            human_bytes(r.unpacked),
+            "{:<19} {:>10} {:>10} {:>6} {:>7} {:>7} {:>10}  {made}",
+            output::short_id(&r.chain_id),
+            output::bytes(r.compressed),
+            output::bytes(r.unpacked),
             r.added,
             r.changed,
             r.deleted,
-            human_bytes(r.hidden)
+            output::bytes(r.hidden)
         );
     }
     Ok(())
@@ -104,14 +100,14 @@ pub fn inspect(
         println!("efficiency: {:.4}", e.efficiency);
         println!(
             "wasted: {} ({} bytes) of {} in all layers",
-            human_bytes(e.wasted_bytes),
+            output::bytes(e.wasted_bytes),
             e.wasted_bytes,
-            human_bytes(e.total_bytes)
+            output::bytes(e.total_bytes)
         );
         if !e.top_wasted.is_empty() {
             println!("{:>6} {:>12}  PATH", "COUNT", "WASTED");
             for w in &e.top_wasted {
-                println!("{:>6} {:>12}  {}", w.count, human_bytes(w.bytes), w.path);
+                println!("{:>6} {:>12}  {}", w.count, output::bytes(w.bytes), w.path);
             }
         }
     }

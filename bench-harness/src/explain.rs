@@ -18,6 +18,8 @@ use driver_core::sys::{self, XattrTarget};
 use driver_core::{Cause, ChangeKind, Driver, Error, LayerDir, LayerDirKind, LayerInfo};
 use serde::Serialize;
 
+use crate::output::short_id;
+
 /// What one layer's own folder holds at a path, walked name by name without following
 /// symbolic links.
 enum Lookup {
@@ -119,10 +121,6 @@ fn relative(path: &str) -> Result<PathBuf, Error> {
 
 fn slash(rel: &Path) -> String {
     format!("/{}", rel.display())
-}
-
-fn short(id: &str) -> &str {
-    &id[..id.len().min(19)]
 }
 
 /// The most symbolic links one lookup follows: the kernel's MAXSYMLINKS (40), past
@@ -393,18 +391,18 @@ pub fn print_which(w: &Which) {
                 "{} in {}: from the container layer {}, {how}; a lower layer has it too",
                 w.path,
                 w.layer,
-                short(p)
+                short_id(p)
             )
         }
         (Some(p), Some(false)) => {
-            println!("{} in {}: from the container layer {} (new there)", w.path, w.layer, short(p))
+            println!("{} in {}: from the container layer {} (new there)", w.path, w.layer, short_id(p))
         }
-        (Some(p), None) => println!("{} in {}: from layer {}", w.path, w.layer, short(p)),
+        (Some(p), None) => println!("{} in {}: from layer {}", w.path, w.layer, short_id(p)),
         (None, _) => {
             let why = w.layers.iter().find(|l| l.shown).map(|l| {
                 format!(
                     "deleted by layer {} ({} at {})",
-                    short(&l.id),
+                    short_id(&l.id),
                     l.how.unwrap_or(""),
                     l.at.as_deref().unwrap_or("")
                 )
@@ -421,7 +419,7 @@ pub fn print_which(w: &Which) {
         };
         let kind = if l.writable { "container" } else { "image" };
         let shown = if l.shown { "yes" } else { "" };
-        println!("{:<20} {kind:<10} {shown:<9} {}", short(&l.id), what.trim_end());
+        println!("{:<20} {kind:<10} {shown:<9} {}", short_id(&l.id), what.trim_end());
     }
 }
 
@@ -576,7 +574,7 @@ pub fn explain(driver: &dyn Driver, id: &str, path: &str) -> Result<Explain, Err
 }
 
 pub fn print_explain(e: &Explain) {
-    println!("layer {} ({}, {}): {}", short(&e.layer), e.driver, e.layer_kind, e.layer_dir.display());
+    println!("layer {} ({}, {}): {}", short_id(&e.layer), e.driver, e.layer_kind, e.layer_dir.display());
     let path =
         if e.looked_up == e.path { e.path.clone() } else { format!("{} (looked up as {})", e.path, e.looked_up) };
     match &e.disk_path {

@@ -27,6 +27,8 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 use strata_image::images::{ImageRecord, ImageStore};
 
+use crate::output;
+
 /// A lock on the pull cache `<root>/blobs`: shared while a pull may read or add blobs,
 /// exclusive while a prune removes them.
 pub struct CacheLock(#[allow(dead_code)] Flock<File>);
@@ -295,16 +297,6 @@ pub fn prune(driver: &dyn Driver, images: &ImageStore, driver_dir: &Path, dry_ru
     Ok(pruned)
 }
 
-/// How `layer ls`, `image ls` and `container ls` show an ID: `sha256:` and 12 hex
-/// digits (as docker shows 12), unless `--no-trunc`.
-pub fn short(id: &str, no_trunc: bool) -> &str {
-    if no_trunc {
-        id
-    } else {
-        &id[..id.char_indices().nth(19).map_or(id.len(), |(i, _)| i)]
-    }
-}
-
 /// Who uses each layer: `image NAME` for every image listing it, `container NAME` for
 /// every container over it.
 pub fn used_by(layers: &[LayerInfo], records: &[ImageRecord]) -> BTreeMap<String, Vec<String>> {
@@ -353,9 +345,9 @@ pub fn list_layers(driver: &dyn Driver, images: &ImageStore, json: bool, no_trun
         let used = users.get(&l.id).map(|u| u.join(", ")).unwrap_or_else(|| "-".into());
         println!(
             "{:<w$}  {:<w$}  {:>10}  {mounted:<7}  {used}",
-            short(&l.id, no_trunc),
-            l.parent.as_deref().map_or("-", |p| short(p, no_trunc)),
-            human_bytes(l.size),
+            output::id(&l.id, no_trunc),
+            l.parent.as_deref().map_or("-", |p| output::id(p, no_trunc)),
+            output::bytes(l.size),
         );
     }
     Ok(())
@@ -394,26 +386,10 @@ pub fn list_images(driver: &dyn Driver, images: &ImageStore, json: bool, no_trun
             "{:<w$}  {:>6}  {:>10}  {:<19}  {}",
             r.name,
             r.layers.len(),
-            human_bytes(size_of(r)),
-            r.top().map_or("-", |t| short(t, no_trunc)),
+            output::bytes(size_of(r)),
+            r.top().map_or("-", |t| output::id(t, no_trunc)),
             if c.is_empty() { "-".to_string() } else { c.join(", ") }
         );
     }
     Ok(())
-}
-
-/// `n` bytes in B, KiB, MiB, ... (one decimal), for the tables people read.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

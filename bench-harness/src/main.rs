@@ -13,6 +13,7 @@ mod lifecycle;
 mod meter;
 mod model;
 mod openmetrics;
+mod output;
 mod peers;
 mod probe;
 mod progress;
@@ -29,13 +30,15 @@ use std::process::ExitCode;
 
 use bench_harness::drivers;
 use clap::parser::ValueSource;
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use driver_core::{Driver, Durability, Error};
 use strata_image::check;
+use strata_image::commit::LayerCompression;
 use strata_image::images::ImageStore;
 use strata_image::registry;
+use strata_image::save::SaveFormat;
 
-use crate::lifecycle::human_bytes;
+use crate::output::bytes as human_bytes;
 
 #[derive(Parser)]
 #[command(name = "strata", version, about = "Container-image storage drivers (overlay, vfs, btrfs), side by side")]
@@ -44,20 +47,82 @@ struct Cli {
     #[arg(long, global = true, default_value = "/var/lib/strata")]
     root: PathBuf,
     /// Which driver: overlay, vfs, btrfs, or auto (overlay, else btrfs on btrfs, else vfs).
-    #[arg(long, global = true, default_value = "auto")]
-    driver: String,
+    #[arg(long, global = true, value_enum, default_value_t = DriverArg::Auto)]
+    driver: DriverArg,
     /// No progress or notes on stderr: only results (stdout) and errors.
     #[arg(short, long, global = true)]
     quiet: bool,
     /// How much to say on stderr: error, info (progress and notes), debug (also what
     /// happens underneath: the driver's folder, leftovers collected, layers reused).
-    #[arg(long, global = true, default_value = "info", value_parser = ["error", "info", "debug"])]
-    log_level: String,
+    #[arg(long, global = true, value_enum, default_value_t = LogLevel::Info)]
+    log_level: LogLevel,
     /// Same as --log-level debug.
     #[arg(long, global = true)]
     debug: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--driver`, as the drivers are registered by name (`drivers::open`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DriverArg {
+    Overlay,
+    Vfs,
+    Btrfs,
+    Auto,
+}
+
+impl DriverArg {
+    fn name(self) -> &'static str {
+        match self {
+            DriverArg::Overlay => "overlay",
+            DriverArg::Vfs => "vfs",
+            DriverArg::Btrfs => "btrfs",
+            DriverArg::Auto => "auto",
+        }
+    }
+}
+
+/// `--log-level`, in increasing detail (its index is the [`LEVEL`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogLevel {
+    Error,
+    Info,
+    Debug,
+}
+
+/// `image save --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SaveFormatArg {
+    Oci,
+    OciArchive,
+    DockerArchive,
+}
+
+impl From<SaveFormatArg> for SaveFormat {
+    fn from(f: SaveFormatArg) -> SaveFormat {
+        match f {
+            SaveFormatArg::Oci => SaveFormat::Oci,
+            SaveFormatArg::OciArchive => SaveFormat::OciArchive,
+            SaveFormatArg::DockerArchive => SaveFormat::DockerArchive,
+        }
+    }
+}
+
+/// `container commit --compression`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum CompressionArg {
+    Gzip,
+    Zstd,
+}
+
+impl From<CompressionArg> for LayerCompression {
+    fn from(c: CompressionArg) -> LayerCompression {
+        match c {
+            CompressionArg::Gzip => LayerCompression::Gzip,
+            CompressionArg::Zstd => LayerCompression::Zstd,
+        }
+    }
 }
 
 /// 0 error, 1 info, 2 debug: set once from the command line.
@@ -218,8 +283,8 @@ enum ImageCmd {
         output: PathBuf,
         /// oci, oci-archive or docker-archive (default: oci for an existing directory,
         /// else oci-archive).
-        #[arg(long, value_parser = ["oci", "oci-archive", "docker-archive"])]
-        format: Option<String>,
+        #[arg(long, value_enum)]
+        format: Option<SaveFormatArg>,
     },
     /// The layers of an image, top first: sizes, files added/changed/deleted, what
     /// made each, and the bytes each hides from the layers below.
@@ -289,8 +354,8 @@ enum ContainerCmd {
         #[arg(long)]
         message: Option<String>,
         /// How the new layer's blob is compressed: gzip or zstd.
-        #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
-        compression: String,
+        #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
+        compression: CompressionArg,
         /// What is synced before the command exits 0, and so survives a power cut:
         /// none, chain (one syncfs per chain of layers, then the records) or file (each
         /// file and directory fsynced as written). See docs/durability.md.
@@ -397,7 +462,7 @@ fn main() -> ExitCode {
     } else if cli.quiet {
         0
     } else {
-        ["error", "info", "debug"].iter().position(|l| *l == cli.log_level).unwrap_or(1) as u8
+        cli.log_level as u8
     };
     LEVEL.store(lvl, std::sync::atomic::Ordering::Relaxed);
     // The bench's usage errors exit 2, as clap's own do, before anything runs.
@@ -474,7 +539,7 @@ fn printable(msg: &str) -> String {
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Layer(cmd) => {
-            let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
+            let (driver, dir) = drivers::open_with_dir(cli.driver.name(), &cli.root)?;
             // Finish what a killed unpack left (see ImageStore::collect).
             debug!("driver {} in {}", driver.name(), dir.display());
             let images = ImageStore::open(&dir)?;
@@ -483,7 +548,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             layer(driver.as_ref(), &images, cmd)
         }
         Command::Image(cmd) => {
-            let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
+            let (driver, dir) = drivers::open_with_dir(cli.driver.name(), &cli.root)?;
             let mode = match &cmd {
                 ImageCmd::Pull { sync, .. } | ImageCmd::Unpack { sync, .. } => *sync,
                 _ => Durability::Chain,
@@ -544,8 +609,8 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Check { repair, json } => {
             // What killed processes left in staging, seen before the open discards it.
-            let left = drivers::dir_of(&cli.driver, &cli.root).map(|d| check::leftovers(&d)).unwrap_or_default();
-            let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
+            let left = drivers::dir_of(cli.driver.name(), &cli.root).map(|d| check::leftovers(&d)).unwrap_or_default();
+            let (driver, dir) = drivers::open_with_dir(cli.driver.name(), &cli.root)?;
             let images = ImageStore::open(&dir)?;
             let mut found = check::check(driver.as_ref(), &images)?;
             found.problems.splice(0..0, left);
@@ -600,7 +665,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Container(cmd) => {
-            let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
+            let (driver, dir) = drivers::open_with_dir(cli.driver.name(), &cli.root)?;
             let mode = match &cmd {
                 ContainerCmd::Commit { sync, .. } => *sync,
                 _ => Durability::Chain,
@@ -628,7 +693,7 @@ fn container(driver: &dyn Driver, images: &ImageStore, cmd: ContainerCmd) -> Res
                 println!("{:<24} {:<24} {:>10} MOUNTED", "NAME", "IMAGE", "SIZE");
                 for c in list {
                     let image = if c.images.is_empty() {
-                        c.parent.as_deref().map(|p| format!("(layer {})", &p[..p.len().min(19)])).unwrap_or("-".into())
+                        c.parent.as_deref().map(|p| format!("(layer {})", output::short_id(p))).unwrap_or("-".into())
                     } else {
                         c.images.join(",")
                     };
@@ -642,7 +707,7 @@ fn container(driver: &dyn Driver, images: &ImageStore, cmd: ContainerCmd) -> Res
             info!("removed container {name}");
         }
         ContainerCmd::Commit { name, image, message, compression, .. } => {
-            commit::commit(driver, images, &name, &image, message, &compression)?
+            commit::commit(driver, images, &name, &image, message, compression.into())?
         }
         ContainerCmd::Run { name, record, record_data, user, command } => {
             let code = runcmd::run_container(driver, images, &name, record.as_deref(), record_data, user, command)?;
@@ -702,7 +767,7 @@ fn image(driver: &dyn Driver, dir: &Path, mode: Durability, cmd: ImageCmd) -> Re
         ImageCmd::Push { name, reference, insecure, auth, chunk_size, timeout } => {
             let opts = registry::PushOptions { insecure, chunk_size, timeout: std::time::Duration::from_secs(timeout) };
             let report = |digest: &str, size: u64, what: &registry::BlobPush| {
-                let short = &digest[..digest.len().min(19)];
+                let short = output::short_id(digest);
                 match what {
                     registry::BlobPush::Exists => info!("blob {short}: already there"),
                     registry::BlobPush::Mounted(from) => info!("blob {short}: mounted from {from}"),
@@ -737,7 +802,7 @@ fn image(driver: &dyn Driver, dir: &Path, mode: Durability, cmd: ImageCmd) -> Re
             info!("{verb} {} layer(s) and {} blob(s), {}", p.layers.len(), p.blobs.len(), human_bytes(total));
             Ok(())
         }
-        ImageCmd::Save { name, output, format } => commit::save(&images, &name, &output, format.as_deref()),
+        ImageCmd::Save { name, output, format } => commit::save(&images, &name, &output, format.map(SaveFormat::from)),
         ImageCmd::History { name, json } => commit::history(&images, &name, json),
         ImageCmd::Inspect { name, efficiency, json, max_wasted_bytes, min_efficiency } => {
             commit::inspect(&images, &name, efficiency, json, max_wasted_bytes, min_efficiency)
@@ -783,7 +848,7 @@ fn unpack_and_report(
     name: &str,
 ) -> Result<(), Error> {
     let line = |ev: &strata_image::images::LayerEvent| {
-        let short = &ev.chain_id[..ev.chain_id.len().min(19)];
+        let short = output::short_id(&ev.chain_id);
         match ev.applied {
             Some(n) => format!(
                 "layer {}/{} {short}: applied {} (done at {:.2}s)",
@@ -874,5 +939,26 @@ fn layer(driver: &dyn Driver, images: &ImageStore, cmd: LayerCmd) -> Result<(), 
             Ok(())
         }
         LayerCmd::Ls { json, no_trunc } => lifecycle::list_layers(driver, images, json, no_trunc),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written names and conversions agree with what clap accepts, so an
+    /// argument means what its spelling says everywhere it is printed.
+    #[test]
+    fn value_enums_spell_what_they_mean() {
+        let name = |v: clap::builder::PossibleValue| v.get_name().to_string();
+        for d in DriverArg::value_variants() {
+            assert_eq!(name(d.to_possible_value().unwrap()), d.name());
+        }
+        for f in SaveFormatArg::value_variants() {
+            assert_eq!(name(f.to_possible_value().unwrap()), SaveFormat::from(*f).name());
+        }
+        let levels: Vec<(String, u8)> =
+            LogLevel::value_variants().iter().map(|l| (name(l.to_possible_value().unwrap()), *l as u8)).collect();
+        assert_eq!(levels, [("error".to_string(), 0), ("info".to_string(), 1), ("debug".to_string(), 2)]);
     }
 }

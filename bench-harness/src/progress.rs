@@ -23,7 +23,7 @@ impl<'a> ProgressSource<'a> {
         for (i, layer) in image.layers.iter().enumerate() {
             let bar = bars.add(ProgressBar::new(layer.size.unwrap_or(0)).with_style(style.clone()));
             let chain_id = &image.chain_ids[i];
-            bar.set_message(format!("layer {}/{count} {}", i + 1, &chain_id[..chain_id.len().min(19)]));
+            bar.set_message(format!("layer {}/{count} {}", i + 1, crate::output::short_id(chain_id)));
             by_locator.insert(layer.locator.clone(), bar.clone());
             by_layer.push(bar);
         }

@@ -7,7 +7,7 @@ use driver_core::{Cause, Driver, Error};
 use strata_image::images::ImageStore;
 use strata_run::trace::{Header, Trace, VERSION};
 
-use crate::lifecycle::human_bytes;
+use crate::output::bytes as human_bytes;
 
 /// What a container runs with, from the image it was made on.
 #[derive(Default)]

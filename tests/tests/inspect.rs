@@ -61,6 +61,14 @@ fn history_and_efficiency_find_planted_waste(s: &Strata) {
     }
     assert_eq!(rows[0]["comment"], "keep rewritten");
     assert_eq!(rows[0]["created_by"], "strata container commit c");
+    // The table names each layer as `layer ls` and `image ls` do, `sha256:` and 12 hex
+    // digits (it showed 12 bare hex digits).
+    let text = s.ok(&["image", "history", "waste:2"]);
+    let shown: Vec<&str> = text.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
+    let want: Vec<&str> = rows.iter().map(|r| &r["chain_id"].as_str().unwrap()[..19]).collect();
+    assert_eq!(shown, want, "{text}");
+    let listed = s.ok(&["layer", "ls"]);
+    assert!(want.iter().all(|id| listed.contains(id)), "layer ls shows them the same way:\n{listed}");
 
     // Sizes add up: the compressed ones to the image's blobs in a saved layout, the
     // unpacked ones to the bytes the driver applied for each layer.

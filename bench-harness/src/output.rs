@@ -1,0 +1,75 @@
+//! How the `strata` command shows IDs and sizes to people, one way everywhere: a digest
+//! as `sha256:` and 12 hex digits (the 12 docker shows), any other ID whole, and sizes
+//! in binary units (`4.0 KiB`, `189.7 MiB`), as `ls -lh` and `du -h` count them.
+//! JSON output always carries the full ID and the exact byte count.
+
+/// Hex digits of a digest shown when IDs are shortened.
+pub const SHORT_HEX: usize = 12;
+
+/// `sha256:<12 hex>` for a digest ID (a chain ID, a blob digest); any other ID (a
+/// container's or a layer's own name) whole: cut, a name could no longer be typed back.
+pub fn short_id(id: &str) -> &str {
+    match id.strip_prefix("sha256:") {
+        // Digests are ASCII hex: any byte is a character boundary.
+        Some(hex) if hex.is_ascii() => &id[..id.len() - hex.len() + hex.len().min(SHORT_HEX)],
+        _ => id,
+    }
+}
+
+/// [`short_id`], or the whole ID with `--no-trunc`.
+pub fn id(id: &str, no_trunc: bool) -> &str {
+    if no_trunc {
+        id
+    } else {
+        short_id(id)
+    }
+}
+
+/// `n` bytes in B, KiB, MiB, … (one decimal), for the tables people read.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_shorten_to_sha256_and_12_hex_and_names_stay_whole() {
+        let chain = "sha256:ccaa34fad9613c5fd1bb0122932ae924796aeffe5a522950dee09dd43c6d3278";
+        assert_eq!(short_id(chain), "sha256:ccaa34fad961");
+        assert_eq!(id(chain, true), chain);
+        assert_eq!(id(chain, false), "sha256:ccaa34fad961");
+        for whole in ["c1", "a-container-name-longer-than-nineteen", "sha256:abc", "sha512:0123456789abcdef0123", ""] {
+            assert_eq!(short_id(whole), whole);
+        }
+    }
+
+    #[test]
+    fn sizes_are_binary_with_one_decimal() {
+        let cases = [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (12 * 1024, "12.0 KiB"),
+            (3 << 20, "3.0 MiB"),
+            (198_916_096, "189.7 MiB"),
+            (5 << 40, "5.0 TiB"),
+            (5 << 50, "5120.0 TiB"),
+        ];
+        for (n, want) in cases {
+            assert_eq!(bytes(n), want, "{n}");
+        }
+    }
+}
