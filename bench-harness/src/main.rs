@@ -570,7 +570,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             bench::run(&args)
         }
         Command::Df { json } => {
-            let (driver, dir) = drivers::open_with_dir(&cli.driver, &cli.root)?;
+            let (driver, dir) = drivers::open_with_dir(cli.driver.name(), &cli.root)?;
             let images = ImageStore::open(&dir)?;
             let d = strata_image::df::df(driver.as_ref(), &images)?;
             if json {

@@ -94,7 +94,6 @@ mod tests {
         assert!(after.fsync >= before.fsync + 2 && after.syncfs > before.syncfs, "{before:?} -> {after:?}");
     }
 
-
     /// What [`syncfs`] covers: writes marked before it began; a write marked after it
     /// waits for the next. (On /dev/shm, a tmpfs no other test syncs: another thread's
     /// sync there would make a later mark look covered.)
