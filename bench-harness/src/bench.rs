@@ -647,7 +647,8 @@ fn run_target(
     Ok(r)
 }
 
-struct CountingSink(u64);
+/// Counts the bytes written to it (a diff's size without keeping the diff).
+pub(crate) struct CountingSink(pub(crate) u64);
 
 impl Write for CountingSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -124,18 +123,6 @@ pub fn image_env(spec: &str) -> Vec<String> {
 fn grown(path: &Path, base: &DiskUse) -> u64 {
     nix::unistd::sync();
     DiskUse::of(path).bytes.saturating_sub(base.bytes)
-}
-
-struct CountingSink(u64);
-
-impl Write for CountingSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len() as u64;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The size bucket a copied-up node falls in: its upper bound.
@@ -262,7 +249,7 @@ fn measure_one(t: &Target, k: usize, spec: &Spec, w: &mut WorkloadResult) -> Res
             e.2.resize(i, 0.0);
             e.2.push(s);
         }
-        let mut sink = CountingSink(0);
+        let mut sink = crate::bench::CountingSink(0);
         let start = Instant::now();
         t.driver.diff(&id, &mut sink)?;
         diffs.push(start.elapsed().as_secs_f64());

@@ -405,3 +405,17 @@ impl Signalled {
         assert!(errors[0].contains("interrupted"), "{what}: {}", errors[0]);
     }
 }
+
+/// `n` bytes from seed `seed` (xorshift): content big enough to span several blocks, the
+/// same on every run.
+pub fn seeded_bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

@@ -13,7 +13,8 @@ use serde_json::Value;
 use strata_archive::tarbuild::TarBuilder;
 use strata_testkit::hostile_images::Layout;
 use strata_testkit::tree::{CompareOptions, Tree};
-use strata_tests::{on_every_driver_in, Mounted, Strata};
+use strata_tests::changes::gz;
+use strata_tests::{on_every_driver_in, seeded_bytes as bytes, Mounted, Strata};
 
 on_every_driver_in!(
     a_zero_byte_file,
@@ -26,26 +27,6 @@ on_every_driver_in!(
     a_healthy_store_passes,
     the_debian_image_damaged_and_repaired,
 );
-
-fn gz(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-/// Content from a fixed seed (xorshift): big enough to span several blocks.
-fn bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// A three-layer image: a base with a tool, config and links; an application layer
 /// that replaces a file and deletes one (a whiteout); a small top.

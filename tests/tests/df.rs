@@ -10,29 +10,10 @@ use serde_json::Value;
 use strata_archive::tarbuild::TarBuilder;
 use strata_image::df::{Counts, Df, Usor};
 use strata_testkit::hostile_images::Layout;
-use strata_tests::{on_every_driver_in, Mounted, Strata};
+use strata_tests::changes::gz;
+use strata_tests::{on_every_driver_in, seeded_bytes as bytes, Mounted, Strata};
 
 on_every_driver_in!(df_equals_a_brute_force_count);
-
-fn gz(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-/// `n` bytes from seed `seed`.
-fn bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// A layer of `files` files of generated sizes under `dir`, with a hardlink.
 fn layer(seed: u64, dir: &str, files: usize) -> Vec<u8> {
