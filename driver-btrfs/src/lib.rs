@@ -256,6 +256,12 @@ impl Btrfs {
         // writable: finish the job.
         // A record that does not read is `strata check`'s to name, not a reason to
         // refuse opening the store (check could not run).
+        // Under the store lock: a removal makes its layer writable (before_remove) and
+        // then moves it aside, both under the lock; a seal between the two made the move
+        // fail with EROFS (concurrency removal_and_cleanup_race_unpacks on btrfs, a
+        // killed unpack's cleanup racing `layer ls`, Linux 6.18), and a layer removed
+        // after the listing failed the seal with ENOENT.
+        let _lock = driver.store.lock()?;
         for (_, meta) in driver.store.list_raw()? {
             let Ok(meta) = meta else { continue };
             if !meta.writable {
