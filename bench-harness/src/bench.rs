@@ -1107,7 +1107,9 @@ fn measure(args: &BenchArgs) -> Result<Run, Error> {
             default_blobs(args.quick, work.path())?
         } else {
             eprintln!("strata bench: reading {label}...");
-            image_blobs(label, args, work.path())?
+            // An --image that cannot be read or pulled (missing, refused, no credentials)
+            // is an input of the run, like a bad baseline: exit 2, not "could not measure".
+            image_blobs(label, args, work.path()).map_err(|e| crate::gate::fail(crate::gate::INPUTS, e))?
         };
         let layout_bytes: u64 = blob_bytes(&blobs) * 2;
         check_scratch(need(args, &blobs).min(fs_size(args, &blobs)) + layout_bytes)?;

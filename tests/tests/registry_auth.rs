@@ -554,8 +554,13 @@ fn bench_takes_an_image_from_a_registry_with_credentials() {
         c.env_remove("REGISTRY_AUTH_FILE").env_remove("XDG_RUNTIME_DIR").env("HOME", work.path());
         c.stdin(std::process::Stdio::null()).output().unwrap()
     };
-    let e = one_error(&bench(&[]));
-    assert!(e.contains("needs credentials"), "{e}");
+    // An image the bench cannot pull is an input error: exit 2 (docs/ci.md).
+    let o = bench(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected: {stderr}");
+    assert!(errors[0].contains("needs credentials"), "{}", errors[0]);
 
     let json = work.path().join("run.json");
     let o = bench(&["--creds", CREDS, "--json", json.to_str().unwrap()]);
