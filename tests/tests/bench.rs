@@ -12,25 +12,12 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 use strata_scratch::{FsKind, ScratchFs};
-use strata_tests::{installed, privileged, strata_bin};
+use strata_tests::{ink, installed, privileged, strata_bin};
 
 use strata_tests::{strata_plain as strata, strata_plain_ok as ok};
 
 fn read_json(p: &Path) -> Value {
     serde_json::from_slice(&fs::read(p).unwrap()).unwrap()
-}
-
-/// The fraction of pixels that are not (nearly) white, and the number of distinct colours.
-fn ink(png_path: &Path) -> (f64, usize) {
-    let decoder = png::Decoder::new(fs::File::open(png_path).unwrap());
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let channels = info.color_type.samples();
-    let pixels: Vec<&[u8]> = buf[..info.buffer_size()].chunks(channels).collect();
-    let inked = pixels.iter().filter(|p| p[..3].iter().any(|&c| c < 230)).count();
-    let colours: std::collections::BTreeSet<[u8; 3]> = pixels.iter().map(|p| [p[0], p[1], p[2]]).collect();
-    (inked as f64 / pixels.len() as f64, colours.len())
 }
 
 fn recorded(name: &str) -> String {

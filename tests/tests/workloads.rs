@@ -13,7 +13,7 @@ use std::process::Command;
 use serde_json::Value;
 use strata_scratch::{FsKind, ScratchFs};
 use strata_testkit::tree::{Kind, Tree};
-use strata_tests::{debian_fixture, installed, privileged, strata_plain_ok, Mounted, Strata};
+use strata_tests::{debian_fixture, ink, installed, privileged, strata_plain_ok, Mounted, Strata};
 
 /// Builds (or finds in the cache) the image of tests/fixtures/workloads.sh: (its
 /// layout, the workloads as (name, command)).
@@ -119,19 +119,6 @@ fn shipped_workloads_recorded_and_replayed_alike_on_vfs() {
 #[test]
 fn shipped_workloads_recorded_and_replayed_alike_on_btrfs() {
     shipped_workloads_replay_alike("btrfs");
-}
-
-/// The fraction of pixels that are not (nearly) white, and the number of distinct colours.
-fn ink(png_path: &Path) -> (f64, usize) {
-    let decoder = png::Decoder::new(fs::File::open(png_path).unwrap());
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let channels = info.color_type.samples();
-    let pixels: Vec<&[u8]> = buf[..info.buffer_size()].chunks(channels).collect();
-    let inked = pixels.iter().filter(|p| p[..3].iter().any(|&c| c < 230)).count();
-    let colours: std::collections::BTreeSet<[u8; 3]> = pixels.iter().map(|p| [p[0], p[1], p[2]]).collect();
-    (inked as f64 / pixels.len() as f64, colours.len())
 }
 
 /// Renders `html` in headless Chromium; the screenshot's (inked fraction, colours).
