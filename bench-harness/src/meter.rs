@@ -174,3 +174,16 @@ pub fn floor(layers: &[PathBuf], scratch: &Path, tag: &str) -> Result<(f64, f64)
     nix::unistd::sync();
     Ok((secs, cpu))
 }
+
+/// Counts the bytes written to it (a diff's size without keeping the diff).
+pub(crate) struct CountingSink(pub(crate) u64);
+
+impl Write for CountingSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

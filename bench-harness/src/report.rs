@@ -5,7 +5,11 @@
 //! differ on it; and charts drawn as small multiples (one panel per target, shared
 //! axes, whiskers for the interval) so that no line hides another.
 
+pub mod page;
+
 use plotters::prelude::*;
+
+pub(crate) use page::{cell, chart_or_note, escape, utc, Unit, STYLE};
 
 use crate::model::{secs, size, Dist, PeerResult, Run, TargetResult, Verdict, Workload};
 
@@ -19,10 +23,6 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(227, 119, 194),
     RGBColor(127, 127, 127),
 ];
-
-pub(crate) fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
 
 /// An axis tick in bytes: `4 KiB`, `64 MiB`.
 fn bytes_label(b: f64) -> String {
@@ -233,12 +233,6 @@ pub(crate) struct FigureDoc {
     pub(crate) unit: Unit,
 }
 
-#[derive(Clone, Copy)]
-pub(crate) enum Unit {
-    Seconds,
-    Bytes,
-}
-
 /// Reads a figure's distribution from a target, by the figure's name.
 pub(crate) type Getter = fn(&TargetResult, &str) -> Option<Dist>;
 
@@ -324,17 +318,6 @@ pub(crate) fn figure_docs(r: &TargetResult, w: &Workload) -> Vec<(FigureDoc, Get
         |r, _| Some(r.diff.clone()),
     ));
     v
-}
-
-pub(crate) fn cell(d: &Dist, unit: Unit) -> String {
-    let f = |v: f64| match unit {
-        Unit::Seconds => secs(v),
-        Unit::Bytes => size(v),
-    };
-    if d.n() < 2 {
-        return f(d.p50);
-    }
-    format!("{} <span class=\"iv\">[{}–{}]</span>", f(d.p50), f(d.lo), f(d.hi))
 }
 
 /// Every figure: a row each, with what it measures, its unit, N, and per target the
@@ -478,27 +461,6 @@ fn peers_table(peers: &[&PeerResult]) -> String {
     h + "</table>\n"
 }
 
-pub(crate) const STYLE: &str = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}\
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}\
-td:first-child,th:first-child,td[colspan],td.l{text-align:left}th{background:#f3f3f3}\
-.verdict{background:#f6f8fb;border-left:4px solid #36c;padding:.3em 1em;margin:1em 0}.verdict.tie{border-color:#c90}\
-.about{font-weight:normal;color:#555;font-size:80%}.chart{margin:1em 0}.iv{color:#777;font-size:85%}\
-.why{font-size:85%;color:#444;max-width:22em}.host{color:#555}.note{color:#444;font-size:92%}";
-
-/// `YYYY-MM-DD HH:MM UTC` for seconds since the epoch (a clock before 1970 reads as 1970).
-pub(crate) fn utc(secs: i64) -> String {
-    let t = strata_image::commit::rfc3339(u64::try_from(secs).unwrap_or(0)); // 2026-11-23T02:12:32Z
-    format!("{} {} UTC", &t[..10], &t[11..16])
-}
-
-/// A chart, or a line saying why it is missing.
-pub(crate) fn chart_or_note(chart: Option<String>, missing: &str) -> String {
-    match chart {
-        Some(svg) => format!("<div class=\"chart\">{svg}</div>\n"),
-        None => format!("<p class=\"note\">{missing}</p>\n"),
-    }
-}
-
 /// The page for a bench run.
 pub fn html(run: &Run) -> String {
     let host = &run.host;
@@ -572,7 +534,7 @@ pub fn html(run: &Run) -> String {
             h += &format!("<p class=\"note\">Containers mounted with: {}.</p>\n", mounted.join("; "));
         }
         h += &figures_table(&ok, &run.workload);
-        h += &crate::workloads::html(&ok);
+        h += &crate::workloads::show::html(&ok);
         let named: Vec<(String, &TargetResult)> = ok.iter().map(|r| (r.label(), *r)).collect();
         h += &chart_or_note(copyup_chart(&named), "No first-write figures to chart.");
         h += &chart_or_note(disk_chart(&ok), "No disk-use-per-container figures to chart.");
@@ -586,14 +548,6 @@ pub fn html(run: &Run) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_are_utc_on_the_gregorian_calendar() {
-        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00 UTC");
-        assert_eq!(utc(1_795_399_952), "2026-11-23 02:12 UTC");
-        assert_eq!(utc(-1), "1970-01-01 00:00 UTC");
-    }
 
     #[test]
     fn every_measured_size_is_labelled_and_every_point_has_whiskers() {

@@ -9,184 +9,13 @@
 //! and says so. The figures that decided it are named in plain words.
 //! (The regression check of a run against a baseline is crate::gate.)
 
-use std::collections::BTreeMap;
-use std::path::Path;
+mod cost;
+mod profile;
 
-use serde::{Deserialize, Serialize};
+pub use profile::Profile;
 
-use crate::model::{per_day, secs, size, Cost, Dist, Run, TargetCost, TargetResult, Verdict};
-
-/// A workload: how often each measured operation happens in a day, and what is held.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Profile {
-    pub name: String,
-    pub about: String,
-    pub per_day: PerDay,
-    pub held: Held,
-    /// Recorded workloads and how often each runs (`[[workloads]]`).
-    #[serde(default)]
-    pub workloads: Vec<crate::workloads::Weight>,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PerDay {
-    pub image_pulls: f64,
-    pub container_creates: f64,
-    /// First writes to files the image holds (a copy-up on overlay), by file size
-    /// (`1KiB`, `4KiB`, `1MiB`, `64MiB`, `512MiB`, …); 1KiB is measured by the storm
-    /// of small appends, the others one by one.
-    pub first_writes: BTreeMap<String, f64>,
-    pub chmods: f64,
-    pub renames: f64,
-    pub tree_deletes: f64,
-    /// Diffs of a container (a commit or an image build step).
-    pub diffs: f64,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Held {
-    /// Images kept on disk.
-    pub images: f64,
-    /// Containers alive at once.
-    pub containers: f64,
-    /// First writes each live container holds, by file size.
-    pub first_writes_per_container: BTreeMap<String, f64>,
-    pub disk_budget_gb: f64,
-}
-
-const SHIPPED: [(&str, &str); 4] = [
-    ("ci-runner", include_str!("../profiles/ci-runner.toml")),
-    ("dense-host", include_str!("../profiles/dense-host.toml")),
-    ("build-host", include_str!("../profiles/build-host.toml")),
-    ("big-files", include_str!("../profiles/big-files.toml")),
-];
-
-impl Profile {
-    fn parse(text: &str, origin: &str) -> Result<Profile, String> {
-        let p: Profile = toml::from_str(text).map_err(|e| format!("profile {origin}: {}", e.message()))?;
-        for size in p.per_day.first_writes.keys().chain(p.held.first_writes_per_container.keys()) {
-            if crate::model::parse_size(size).is_none() {
-                return Err(format!("profile {origin}: first write size {size:?} is not like 4KiB, 64MiB or 1GiB"));
-            }
-        }
-        Ok(p)
-    }
-
-    /// The shipped profiles, in order.
-    pub fn shipped() -> Vec<Profile> {
-        SHIPPED.iter().map(|(n, t)| Profile::parse(t, n).expect("shipped profiles parse")).collect()
-    }
-
-    /// A shipped profile by name, or a TOML file (see bench-harness/profiles/).
-    pub fn load(spec: &str) -> Result<Profile, String> {
-        if let Some((n, t)) = SHIPPED.iter().find(|(n, _)| *n == spec) {
-            return Profile::parse(t, n);
-        }
-        if spec.ends_with(".toml") || Path::new(spec).exists() {
-            let text = std::fs::read_to_string(spec).map_err(|e| format!("profile {spec}: {e}"))?;
-            return Profile::parse(&text, spec);
-        }
-        let names: Vec<&str> = SHIPPED.iter().map(|(n, _)| *n).collect();
-        Err(format!("unknown profile {spec:?}: the shipped ones are {}, or give a FILE.toml", names.join(", ")))
-    }
-}
-
-/// One line of a target's daily cost: an operation, how often, and what one costs.
-struct Part {
-    what: String,
-    count: f64,
-    each: Cost,
-}
-
-impl Part {
-    fn total(&self) -> Cost {
-        Cost { p50: self.each.p50 * self.count, lo: self.each.lo * self.count, hi: self.each.hi * self.count }
-    }
-}
-
-/// Whether two costs overlap within the noise of this run.
-fn overlaps(a: &Cost, b: &Cost) -> bool {
-    a.lo <= b.hi && b.lo <= a.hi
-}
-
-const STORM: &str = "storm: 500 small appends";
-
-fn cost(d: &Dist) -> Cost {
-    Cost { p50: d.p50, lo: d.lo, hi: d.hi }
-}
-
-/// A figure at `bytes` from figures measured at other sizes: linear in the size between
-/// two measured sizes, the smallest's below them, and beyond the largest along the last
-/// segment (never falling): overlay on ext4 copies the whole file, so its cost is linear.
-fn at_size(points: &[(u64, Cost)], bytes: u64) -> Cost {
-    let x = bytes as f64;
-    let Some(first) = points.first() else { return Cost::default() };
-    if points.len() == 1 || x <= first.0 as f64 {
-        return first.1;
-    }
-    let i = points.windows(2).position(|w| x <= w[1].0 as f64).unwrap_or(points.len() - 2);
-    let ((x0, a), (x1, b)) = ((points[i].0 as f64, points[i].1), (points[i + 1].0 as f64, points[i + 1].1));
-    let t = (x - x0) / (x1 - x0);
-    let f = |a: f64, b: f64| (a + (b - a) * t).max(if t > 1.0 { b } else { 0.0 }).max(0.0);
-    let (p50, lo, hi) = (f(a.p50, b.p50), f(a.lo, b.lo), f(a.hi, b.hi));
-    Cost { p50, lo: lo.min(p50), hi: hi.max(p50) }
-}
-
-fn write_points(r: &TargetResult, of: &BTreeMap<String, Dist>) -> Vec<(u64, Cost)> {
-    r.write_sizes().into_iter().filter_map(|(k, b)| Some((b, cost(of.get(&k)?)))).collect()
-}
-
-fn parts(r: &TargetResult, p: &Profile) -> Vec<Part> {
-    let op = |k: &str| r.copyup.get(k).map(cost).unwrap_or_default();
-    let d = &p.per_day;
-    let mut v = vec![
-        Part { what: "unpack of the image".into(), count: d.image_pulls, each: cost(&r.unpack) },
-        Part { what: "container create".into(), count: d.container_creates, each: cost(&r.create) },
-        Part { what: "chmod of a big lower file".into(), count: d.chmods, each: op("chmod big file") },
-        Part { what: "rename of a lower directory".into(), count: d.renames, each: op("rename dir") },
-        Part { what: "delete of a lower tree".into(), count: d.tree_deletes, each: op("delete tree") },
-        Part { what: "diff of a container".into(), count: d.diffs, each: cost(&r.diff) },
-    ];
-    let mut points = write_points(r, &r.copyup);
-    // The storm's appends are first writes to 1 KiB lower files.
-    if let Some(storm) = r.copyup.get(STORM) {
-        let c = cost(storm);
-        points.push((1 << 10, Cost { p50: c.p50 / 500.0, lo: c.lo / 500.0, hi: c.hi / 500.0 }));
-        points.sort_by_key(|p| p.0);
-    }
-    for (s, n) in &d.first_writes {
-        let bytes = crate::model::parse_size(s).unwrap_or(0);
-        v.push(Part { what: format!("first write to a {s} lower file"), count: *n, each: at_size(&points, bytes) });
-    }
-    for (what, count, each) in crate::workloads::parts(r, &p.workloads) {
-        v.push(Part { what, count, each });
-    }
-    v.retain(|p| p.count > 0.0);
-    v
-}
-
-fn total(parts: &[Part]) -> Cost {
-    parts.iter().map(Part::total).fold(Cost::default(), |a, b| Cost {
-        p50: a.p50 + b.p50,
-        lo: a.lo + b.lo,
-        hi: a.hi + b.hi,
-    })
-}
-
-/// Bytes held: the kept images, and the live containers with their first writes.
-fn disk(r: &TargetResult, p: &Profile) -> f64 {
-    let points = write_points(r, &r.copyup_disk);
-    let writes: f64 = p
-        .held
-        .first_writes_per_container
-        .iter()
-        .map(|(s, n)| n * at_size(&points, crate::model::parse_size(s).unwrap_or(0)).p50)
-        .sum();
-    p.held.images * r.disk_bytes("after_unpack") as f64 + p.held.containers * (r.per_container_disk().p50 + writes)
-}
+use crate::model::{per_day, secs, size, Cost, Run, TargetCost, TargetResult, Verdict};
+use cost::{disk, overlaps, parts, total, Part};
 
 fn count(n: f64) -> String {
     if n >= 1000.0 && n % 1000.0 == 0.0 {
@@ -512,8 +341,10 @@ pub fn verdicts(run: &Run, profiles: &[Profile]) -> Vec<Verdict> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Dist;
     use crate::model::{Skipped, SCHEMA};
     use bench_harness::workload::Rng;
+    use std::collections::BTreeMap;
 
     /// A full default run recorded on the project's 2-core test machine (all five targets).
     const RECORDED: &str = include_str!("../../tests/fixtures/bench/run-full.json");
@@ -702,33 +533,5 @@ mod tests {
         let v = decide(&run, crate::model::DEFAULT_IMAGE, &p);
         assert_eq!(v.pick, None);
         assert!(v.reasons.iter().all(|r| r.contains("over the") || r.contains("needs a disk")), "{:?}", v.reasons);
-    }
-
-    #[test]
-    fn profiles_load_by_name_or_file_and_refuse_typos() {
-        assert_eq!(Profile::shipped().len(), 4);
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("mine.toml");
-        std::fs::write(
-            &f,
-            "name = \"mine\"\nabout = \"x\"\n[per_day]\ncontainer_creates = 5\n[held]\ncontainers = 1\n",
-        )
-        .unwrap();
-        assert_eq!(Profile::load(f.to_str().unwrap()).unwrap().per_day.container_creates, 5.0);
-        std::fs::write(&f, "name = \"mine\"\nabout = \"x\"\n[per_day]\ncontainer_create = 5\n[held]\n").unwrap();
-        assert!(Profile::load(f.to_str().unwrap()).unwrap_err().contains("container_create"));
-        assert!(Profile::load("nope").unwrap_err().contains("ci-runner, dense-host, build-host, big-files"));
-    }
-
-    #[test]
-    fn interpolation_between_sizes_is_linear_and_never_falls_beyond_the_largest() {
-        let c = |v: f64| Cost { p50: v, lo: v, hi: v };
-        let pts = [(1 << 10, c(1.0)), (1 << 20, c(2.0)), (16 << 20, c(32.0))];
-        assert_eq!(at_size(&pts, 512).p50, 1.0);
-        assert_eq!(at_size(&pts, 1 << 20).p50, 2.0);
-        assert!((at_size(&pts, 8 << 20).p50 - 16.0).abs() < 0.2);
-        assert!((at_size(&pts, 32 << 20).p50 - 64.0).abs() < 1.0, "{}", at_size(&pts, 32 << 20).p50);
-        let flat = [(1 << 10, c(5.0)), (1 << 20, c(1.0))];
-        assert_eq!(at_size(&flat, 1 << 30).p50, 1.0, "no negative extrapolation");
     }
 }

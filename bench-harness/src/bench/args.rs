@@ -1,0 +1,169 @@
+//! `strata bench`'s options and their checks, before anything runs.
+
+use std::path::PathBuf;
+
+use crate::verdict::Profile;
+
+/// `strata bench`'s options (flattened into the CLI's `bench` subcommand).
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Drivers to compare.
+    #[arg(long, value_delimiter = ',', default_value = "overlay,vfs,btrfs")]
+    pub drivers: Vec<String>,
+    /// Backing filesystems for overlay and vfs (btrfs always runs on btrfs).
+    #[arg(long, value_delimiter = ',', default_value = "ext4,xfs")]
+    pub fs: Vec<String>,
+    /// A real image instead of the embedded default workload, in any form `image
+    /// unpack` reads, docker://REF too (repeatable; each is benched in turn).
+    #[arg(long = "image", value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// For --image docker://REF: plain http, for a local registry.
+    #[arg(long)]
+    pub insecure: bool,
+    /// For --image docker://REF: USER:PASS, or USER to be asked for the password.
+    #[arg(long, value_name = "USER[:PASS]")]
+    pub creds: Option<String>,
+    /// For --image docker://REF: an auth.json as `skopeo login` writes it (default:
+    /// $REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json).
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// Containers per driver.
+    #[arg(long, default_value_t = 5)]
+    pub containers: usize,
+    /// Write the results (versioned schema) here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Compare with an earlier --json run of this host: exit 1 naming each regression
+    /// (timings as ratios to their in-run reference, exact figures exactly; docs/ci.md).
+    /// Repeatable: the baselines' samples are pooled.
+    #[arg(long)]
+    pub baseline: Vec<PathBuf>,
+    /// How much worse (in percent) a timing's ratio must be, its whole interval, to regress.
+    #[arg(long, default_value_t = crate::gate::THRESHOLD_PCT)]
+    pub max_regress: f64,
+    /// How far (in percent) an exact figure may move and still count as the same.
+    #[arg(long, default_value_t = crate::gate::TOLERANCE_PCT)]
+    pub exact_tolerance: f64,
+    /// With --baseline: write the comparison as Markdown here (a CI job's summary page).
+    #[arg(long, value_name = "FILE")]
+    pub summary_md: Option<PathBuf>,
+    /// With --baseline: write a JUnit XML file here, one test case per figure.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// A small workload (a smaller image, 16 MiB largest file), for tests.
+    #[arg(long)]
+    pub quick: bool,
+    /// How the phases' unpacks are synced (none, chain, file; see docs/durability.md).
+    /// Each mode's unpack is also timed on its own, whatever this says.
+    #[arg(long, value_enum, default_value_t = driver_core::Durability::Chain)]
+    pub sync: driver_core::Durability,
+    /// Also unpack the same image with these tools (containerd, podman), beside
+    /// strata and the floor (the fastest gzip decompressor piped into `tar -x`).
+    #[arg(long, value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// Write a self-contained HTML report with charts here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Write the figures here for Prometheus (OpenMetrics text, also valid Prometheus
+    /// 0.0.4 text), e.g. as FILE.prom in node-exporter's textfile collector directory.
+    #[arg(long, value_name = "FILE")]
+    pub openmetrics: Option<PathBuf>,
+    /// Do not measure: re-read an earlier --json run (to render its report or
+    /// compare it with a baseline). Given several times, compares the hosts of those
+    /// runs side by side (same workload required).
+    #[arg(long, value_name = "FILE.json")]
+    pub from: Vec<PathBuf>,
+    /// The workload the verdict is for: ci-runner, dense-host, build-host, big-files
+    /// or a FILE.toml (repeatable; default: all four). The verdict is for the
+    /// filesystem --root is on.
+    #[arg(long = "profile", value_name = "PROFILE", value_delimiter = ',')]
+    pub profile_names: Vec<String>,
+    /// The profiles, loaded by [`BenchArgs::check_usage`].
+    #[arg(skip)]
+    pub profiles: Vec<Profile>,
+    /// `--root`: the disk the verdict is for (its filesystem decides what is available).
+    #[arg(skip)]
+    pub root: PathBuf,
+    #[command(flatten)]
+    pub workloads: crate::workloads::WorkloadArgs,
+}
+
+const DRIVERS: [&str; 3] = ["overlay", "vfs", "btrfs"];
+
+const FILESYSTEMS: [&str; 2] = ["ext4", "xfs"];
+
+impl BenchArgs {
+    /// Checks the options before anything runs and loads the profiles; the message is
+    /// a usage error (exit 2).
+    pub fn check_usage(&mut self, driver_given: bool) -> Result<(), String> {
+        self.profiles = check_usage(
+            &self.drivers,
+            &self.fs,
+            self.containers,
+            &self.peers,
+            &self.profile_names,
+            driver_given,
+            self.from.is_empty(),
+        )?;
+        self.workloads.check()?;
+        if self.baseline.is_empty() && (self.summary_md.is_some() || self.junit.is_some()) {
+            return Err("--summary-md and --junit report a comparison: give --baseline FILE".into());
+        }
+        if self.from.len() > 1 {
+            if !self.baseline.is_empty() {
+                return Err("--baseline compares one run with earlier runs of its host; with several --from files \
+                            give one --from"
+                    .into());
+            }
+            if self.json.is_some() {
+                return Err("--json writes one run; several --from files are compared, not merged".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_usage(
+    drivers: &[String],
+    fs: &[String],
+    containers: usize,
+    peers: &[String],
+    profiles: &[String],
+    driver_given: bool,
+    measuring: bool,
+) -> Result<Vec<Profile>, String> {
+    if driver_given {
+        return Err("bench ignores --driver: it compares drivers; choose them with --drivers overlay,vfs,btrfs".into());
+    }
+    for d in drivers {
+        if !DRIVERS.contains(&d.as_str()) {
+            return Err(format!("unknown driver {d:?} in --drivers: the drivers are {}", DRIVERS.join(", ")));
+        }
+    }
+    for f in fs {
+        if !FILESYSTEMS.contains(&f.as_str()) {
+            return Err(format!(
+                "unknown filesystem {f:?} in --fs: overlay and vfs run on {} (btrfs always on btrfs)",
+                FILESYSTEMS.join(", ")
+            ));
+        }
+    }
+    if measuring && drivers.is_empty() {
+        return Err("--drivers names no driver".into());
+    }
+    if measuring && drivers.iter().any(|d| d != "btrfs") && fs.is_empty() {
+        return Err("--fs names no filesystem for overlay and vfs".into());
+    }
+    if containers == 0 {
+        return Err("--containers 0: the bench needs at least one container (two or more for a spread)".into());
+    }
+    for p in peers {
+        if !["containerd", "podman"].contains(&p.as_str()) {
+            return Err(format!("unknown peer {p:?} in --peers: the peers are containerd and podman"));
+        }
+    }
+    if profiles.is_empty() {
+        return Ok(Profile::shipped());
+    }
+    profiles.iter().map(|p| Profile::load(p)).collect()
+}
