@@ -38,6 +38,7 @@ use layout::{bench_layout, blob_bytes, default_blobs, image_blobs};
 use target::{run_target, Plan};
 use terminal::{print_missing, print_peers, print_table, print_verdicts};
 
+use crate::gate::BenchError;
 use crate::model::{err, Run, Skipped, TargetResult, Workload, DEFAULT_IMAGE, SCHEMA};
 use crate::peers::PeerImage;
 
@@ -121,12 +122,12 @@ fn need(args: &BenchArgs, blobs: &[PathBuf]) -> u64 {
     (image + copyup) * (containers + blobs.len() as u64 + 2) + containers * 3 * largest
 }
 
-pub fn run(args: &BenchArgs) -> Result<(), Error> {
+pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     if args.from.len() > 1 {
         return compare_hosts(args);
     }
     let mut run = match args.from.first() {
-        Some(path) => Run::load(path).map_err(|e| crate::gate::fail(crate::gate::INPUTS, e))?,
+        Some(path) => Run::load(path).map_err(BenchError::Inputs)?,
         None => measure(args)?,
     };
     run.verdicts = crate::verdict::verdicts(&run, &args.profiles);
@@ -158,20 +159,19 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
         crate::gate::run(&run, &args.baseline, &opts)?;
     }
     if !run.results.iter().any(TargetResult::ok) {
-        return Err(err(format!(
+        return Err(BenchError::Unmeasured(err(format!(
             "no target ran ({} not run, {} failed); see the lines above",
             run.skipped.len(),
             run.results.len()
-        )));
+        ))));
     }
     Ok(())
 }
 
 /// `--from a.json --from b.json ...`: the hosts side by side, in the terminal and in
 /// `--report`; `--openmetrics` writes every host's figures into one file.
-fn compare_hosts(args: &BenchArgs) -> Result<(), Error> {
-    let fleet =
-        crate::fleet::Fleet::load(&args.from, &args.profiles).map_err(|e| crate::gate::fail(crate::gate::INPUTS, e))?;
+fn compare_hosts(args: &BenchArgs) -> Result<(), BenchError> {
+    let fleet = crate::fleet::Fleet::load(&args.from, &args.profiles).map_err(BenchError::Inputs)?;
     crate::fleet::print(&fleet);
     if let Some(path) = &args.report {
         write_output(path, crate::fleet::html(&fleet).as_bytes())?;
@@ -199,9 +199,9 @@ fn write_openmetrics(path: &Path, runs: &[&Run]) -> Result<(), Error> {
 }
 
 /// Runs the bench: every image on every target, then the peers.
-fn measure(args: &BenchArgs) -> Result<Run, Error> {
+fn measure(args: &BenchArgs) -> Result<Run, BenchError> {
     if !nix::unistd::geteuid().is_root() {
-        return Err(err("strata bench makes loop-mounted scratch filesystems and needs root"));
+        return Err(BenchError::Unmeasured(err("strata bench makes loop-mounted scratch filesystems and needs root")));
     }
     release_on_signal().map_err(|e| err(format!("installing the SIGINT/SIGTERM handler: {e}")))?;
     for p in &args.peers {
@@ -236,7 +236,7 @@ fn measure(args: &BenchArgs) -> Result<Run, Error> {
             eprintln!("strata bench: reading {label}...");
             // An --image that cannot be read or pulled (missing, refused, no credentials)
             // is an input of the run, like a bad baseline: exit 2, not "could not measure".
-            image_blobs(label, args, work.path()).map_err(|e| crate::gate::fail(crate::gate::INPUTS, e))?
+            image_blobs(label, args, work.path()).map_err(BenchError::Inputs)?
         };
         let layout_bytes: u64 = blob_bytes(&blobs) * 2;
         check_scratch(need(args, &blobs).min(fs_size(args, &blobs)) + layout_bytes)?;

@@ -18,34 +18,32 @@
 //!   The unpack's and create's CPU seconds (`TargetResult::cpu`) are judged the same way:
 //!   a loaded host stretches wall time far more than CPU time.
 //!
-//! Exit codes (`exit_code`): 0 nothing regressed, 1 a regression, 2 usage or inputs
-//! (a baseline of another host or workload, or unreadable), 3 could not measure.
+//! Exit codes ([`BenchError::exit_code`]): 0 nothing regressed, 1 a regression, 2 usage
+//! or inputs (a baseline of another host or workload, or unreadable), 3 could not measure.
 
 mod compare;
+mod error;
 mod output;
 
 use std::path::PathBuf;
 
-use driver_core::Error;
-
 use compare::compare;
-pub use compare::{exit_code, fail, Options, INPUTS, REGRESSED, THRESHOLD_PCT, TOLERANCE_PCT, UNMEASURED};
+pub use compare::{Options, THRESHOLD_PCT, TOLERANCE_PCT};
+pub use error::BenchError;
 use output::{failed_outputs, junit, markdown, write};
 
 use crate::model::{err, Run};
 
 /// `--baseline`: loads the baselines, compares, prints every figure, writes the
 /// Markdown and JUnit files, and fails (exit 1) on a regression.
-pub fn run(current: &Run, baseline_paths: &[PathBuf], opts: &Options) -> Result<(), Error> {
-    let loaded: Result<Vec<(Run, PathBuf)>, Error> =
-        baseline_paths.iter().map(|b| Ok((Run::load(b).map_err(|e| fail(INPUTS, e))?, b.clone()))).collect();
-    let compared = loaded.and_then(|b| compare(current, &b, opts));
-    let c = match compared {
+pub fn run(current: &Run, baseline_paths: &[PathBuf], opts: &Options) -> Result<(), BenchError> {
+    let loaded: Result<Vec<(Run, PathBuf)>, BenchError> =
+        baseline_paths.iter().map(|b| Ok((Run::load(b).map_err(BenchError::Inputs)?, b.clone()))).collect();
+    let c = match loaded.and_then(|b| compare(current, &b, opts)) {
         Ok(c) => c,
         Err(e) => {
-            let code = exit_code();
-            failed_outputs(opts, code, &e.to_string())?;
-            return Err(fail(code, e));
+            failed_outputs(opts, &e)?;
+            return Err(e);
         }
     };
     println!(
@@ -64,12 +62,53 @@ pub fn run(current: &Run, baseline_paths: &[PathBuf], opts: &Options) -> Result<
     }
     let regressed = c.regressed();
     if !c.lost.is_empty() {
-        return Err(fail(UNMEASURED, err(format!("{}: {}", c.summary(), c.lost.join("; ")))));
+        return Err(BenchError::Unmeasured(err(format!("{}: {}", c.summary(), c.lost.join("; ")))));
     }
     if !regressed.is_empty() {
-        let lines: Vec<String> = regressed.iter().map(|f| f.line()).collect();
-        return Err(fail(REGRESSED, err(format!("{} figure(s) regressed: {}", regressed.len(), lines.join("; ")))));
+        return Err(BenchError::Regressed(regressed.iter().map(|f| f.line()).collect()));
     }
     eprintln!("strata bench: {}", c.summary());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each way the gate fails is its own variant, with the exit code docs/ci.md gives it.
+    #[test]
+    fn each_failure_of_the_gate_is_its_variant_with_its_exit_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.json");
+        std::fs::write(&base, include_str!("../../tests/fixtures/bench/gate-1.json")).unwrap();
+        let now: Run = serde_json::from_str(include_str!("../../tests/fixtures/bench/gate-2.json")).unwrap();
+        let opts = Options { threshold_pct: THRESHOLD_PCT, tolerance_pct: TOLERANCE_PCT, ..Default::default() };
+        run(&now, std::slice::from_ref(&base), &opts).expect("two recorded runs of one build: no regression");
+
+        let mut slow = now.clone();
+        for r in &mut slow.results {
+            r.unpack = r.unpack.scaled(1.5);
+            r.cpu.get_mut("unpack").map(|d| *d = d.scaled(1.5)).expect("the unpack's CPU seconds");
+        }
+        let e = run(&slow, std::slice::from_ref(&base), &opts).unwrap_err();
+        assert!(
+            matches!(&e, BenchError::Regressed(lines) if lines.iter().any(|l| l.contains("unpack CPU ÷ floor CPU"))),
+            "{e}"
+        );
+        assert_eq!(e.exit_code(), 1);
+
+        let mut other = now.clone();
+        other.host.hostname = "elsewhere".into();
+        let e = run(&other, std::slice::from_ref(&base), &opts).unwrap_err();
+        assert!(matches!(&e, BenchError::Inputs(_)) && e.to_string().contains("another host"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        let e = run(&now, &[dir.path().join("missing.json")], &opts).unwrap_err();
+        assert!(matches!(&e, BenchError::Inputs(_)), "{e}");
+
+        let mut none = now.clone();
+        none.results.iter_mut().for_each(|r| r.error = Some("mkfs failed".into()));
+        let e = run(&none, std::slice::from_ref(&base), &opts).unwrap_err();
+        assert!(matches!(&e, BenchError::Unmeasured(_)) && e.to_string().contains("measured nothing"), "{e}");
+        assert_eq!(e.exit_code(), 3);
+    }
 }

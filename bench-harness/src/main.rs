@@ -479,7 +479,6 @@ fn main() -> ExitCode {
         driver_core::interrupt::install();
     }
     quiet_when_stdout_closes();
-    let bench = matches!(cli.command, Command::Bench(_));
     let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
         Ok(outcome) => outcome,
         // As a shell reports a command ended by SIGPIPE (128 + 13); the unwind has already
@@ -494,11 +493,12 @@ fn main() -> ExitCode {
             // As a shell reports a command stopped by Ctrl-C, after it rolled back.
             if driver_core::interrupt::requested() {
                 ExitCode::from(130)
-            } else if bench {
-                // 1 regression, 2 usage or inputs, 3 could not measure (docs/ci.md).
-                ExitCode::from(gate::exit_code())
             } else {
-                ExitCode::FAILURE
+                match e {
+                    // 1 regression, 2 usage or inputs, 3 could not measure (docs/ci.md).
+                    Failure::Bench(b) => ExitCode::from(b.exit_code()),
+                    Failure::Other(_) => ExitCode::FAILURE,
+                }
             }
         }
     }
@@ -536,7 +536,16 @@ fn printable(msg: &str) -> String {
     msg.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
+/// Why a command failed: the bench's failure says its exit code.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Bench(#[from] gate::BenchError),
+    #[error(transparent)]
+    Other(#[from] Error),
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Layer(cmd) => {
             let (driver, dir) = drivers::open_with_dir(cli.driver.name(), &cli.root)?;
@@ -545,7 +554,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let images = ImageStore::open(&dir)?;
             let collected = images.collect(driver.as_ref())?;
             debug!("removed {} layer(s) left by killed unpacks: {:?}", collected.len(), collected);
-            layer(driver.as_ref(), &images, cmd)
+            Ok(layer(driver.as_ref(), &images, cmd)?)
         }
         Command::Image(cmd) => {
             let (driver, dir) = drivers::open_with_dir(cli.driver.name(), &cli.root)?;
@@ -554,7 +563,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 _ => Durability::Chain,
             };
             driver.set_durability(mode);
-            image(driver.as_ref(), &dir, mode, cmd)
+            Ok(image(driver.as_ref(), &dir, mode, cmd)?)
         }
         Command::Probe { json } => {
             let p = probe::probe(&cli.root);
@@ -567,7 +576,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Bench(mut args) => {
             args.root = cli.root;
-            bench::run(&args)
+            Ok(bench::run(&args)?)
         }
         Command::Df { json } => {
             let (driver, dir) = drivers::open_with_dir(cli.driver.name(), &cli.root)?;
@@ -657,11 +666,11 @@ fn run(cli: Cli) -> Result<(), Error> {
                 Ok(())
             } else {
                 let n = after.as_ref().unwrap_or(&found).problems.len();
-                Err(Error::new(driver_core::Cause::Other(format!(
+                Err(Failure::Other(Error::new(driver_core::Cause::Other(format!(
                     "the {} store has {n} problem(s){}",
                     driver.name(),
                     if repair { " that repair could not heal" } else { " (strata check --repair heals what it can)" }
-                ))))
+                )))))
             }
         }
         Command::Container(cmd) => {
@@ -673,7 +682,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             driver.set_durability(mode);
             let images = ImageStore::open(&dir)?.with_durability(mode);
             images.collect(driver.as_ref())?;
-            container(driver.as_ref(), &images, cmd)
+            Ok(container(driver.as_ref(), &images, cmd)?)
         }
     }
 }

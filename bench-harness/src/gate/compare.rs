@@ -3,15 +3,11 @@
 //! within their allowance (see the gate's module doc).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use driver_core::Error;
 
+use super::error::BenchError;
 use crate::model::{err, Dist, Run, TargetResult, DEFAULT_IMAGE};
-
-pub const REGRESSED: u8 = 1;
-pub const INPUTS: u8 = 2;
-pub const UNMEASURED: u8 = 3;
 
 /// The share of unchanged runs the timing test may fail (when the references cancel the
 /// host's drift): 5%, shared among the run's gated timings.
@@ -46,22 +42,6 @@ fn allowance(counter: &str, base: f64, tolerance: f64) -> Option<f64> {
         "dev_read_bytes" | "dev_flushes" => None,
         "dev_write_bytes" => Some(1.5 * relative + 1024.0 * 1024.0),
         _ => Some(relative),
-    }
-}
-
-static CODE: AtomicU8 = AtomicU8::new(0);
-
-/// Marks the bench's failure with its exit code (see the module's doc).
-pub fn fail(code: u8, e: Error) -> Error {
-    CODE.store(code, Ordering::Relaxed);
-    e
-}
-
-/// The exit code of a failed bench: what [`fail`] said, else 3 (it could not measure).
-pub fn exit_code() -> u8 {
-    match CODE.load(Ordering::Relaxed) {
-        0 => UNMEASURED,
-        c => c,
     }
 }
 
@@ -313,12 +293,12 @@ fn check_inputs(current: &Run, baselines: &[(Run, PathBuf)]) -> Result<(), Error
 }
 
 /// Judges `current` against `baselines` (see the module's doc). An error is about the
-/// inputs (exit 2), or a run that measured nothing (exit 3), as [`exit_code`] says.
-pub fn compare(current: &Run, baselines: &[(Run, PathBuf)], opts: &Options) -> Result<Comparison, Error> {
+/// inputs (exit 2), or a run that measured nothing (exit 3).
+pub fn compare(current: &Run, baselines: &[(Run, PathBuf)], opts: &Options) -> Result<Comparison, BenchError> {
     if !current.results.iter().any(TargetResult::ok) {
-        return Err(fail(UNMEASURED, err("this run measured nothing to compare with the baseline")));
+        return Err(BenchError::Unmeasured(err("this run measured nothing to compare with the baseline")));
     }
-    check_inputs(current, baselines).map_err(|e| fail(INPUTS, e))?;
+    check_inputs(current, baselines).map_err(BenchError::Inputs)?;
     let mut out = Comparison {
         threshold_pct: opts.threshold_pct,
         tolerance_pct: opts.tolerance_pct,

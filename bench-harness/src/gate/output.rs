@@ -7,7 +7,8 @@ use std::path::Path;
 use driver_core::Error;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::compare::{Comparison, Options, Status, FALSE_ALARM, INPUTS};
+use super::compare::{Comparison, Options, Status, FALSE_ALARM};
+use super::error::BenchError;
 
 /// The Markdown summary for a CI job's page.
 pub fn markdown(c: &Comparison) -> String {
@@ -94,16 +95,18 @@ pub fn junit(c: &Comparison) -> String {
 }
 
 /// A gate that could not compare: the Markdown and JUnit say why, as one error.
-pub(super) fn failed_outputs(opts: &Options, code: u8, msg: &str) -> Result<(), Error> {
-    let word = if code == INPUTS { "could not compare" } else { "could not measure" };
+pub(super) fn failed_outputs(opts: &Options, failure: &BenchError) -> Result<(), Error> {
+    let code = failure.exit_code();
+    let msg = failure.to_string();
+    let word = if matches!(failure, BenchError::Inputs(_)) { "could not compare" } else { "could not measure" };
     if let Some(p) = &opts.summary_md {
-        write(p, &format!("## strata bench: {word} (exit {code})\n\n{}\n", md_escape(msg)))?;
+        write(p, &format!("## strata bench: {word} (exit {code})\n\n{}\n", md_escape(&msg)))?;
     }
     if let Some(p) = &opts.junit {
         let mut report = Report::new("strata bench");
         let mut suite = TestSuite::new("strata bench gate");
         let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
-        s.set_message(msg.to_string()).set_type(word);
+        s.set_message(msg).set_type(word);
         suite.add_test_case(TestCase::new("gate", s));
         report.add_test_suite(suite);
         write(p, &report.to_string().unwrap_or_default())?;
