@@ -33,7 +33,7 @@ use driver_core::Error;
 use strata_image::image::write_layout;
 
 pub use args::BenchArgs;
-use host::{cannot_run, check_scratch, host, release_on_signal, targets};
+use host::{cannot_run, check_scratch, host, release_on_signal};
 use layout::{bench_layout, blob_bytes, default_blobs, image_blobs};
 use target::{run_target, Plan};
 use terminal::{print_missing, print_peers, print_table, print_verdicts};
@@ -62,12 +62,12 @@ fn bench_image(args: &BenchArgs, label: &str, blobs: &[PathBuf], work: &Path, ru
         // Three rounds of each mode at most beside the gate's unpacks (one with --quick).
         sync_rounds: if args.quick { 1 } else { run.workload.unpack_runs.min(3) },
     };
-    let all = targets(args);
+    let all = &args.targets;
     for (i, (d, kind)) in all.iter().enumerate() {
         let tag = format!("[{label}] [{}/{}] {d} on {}", i + 1, all.len(), kind.name());
-        if let Some((why, fix)) = cannot_run(d, *kind) {
+        if let Some((why, fix)) = cannot_run(*d, *kind) {
             eprintln!("{tag}: not run: {why}; to fix: {fix}");
-            let s = Skipped { driver: d.clone(), fs: kind.name().into(), why, fix };
+            let s = Skipped { driver: *d, fs: kind.name().into(), why, fix };
             if !run.skipped.contains(&s) {
                 run.skipped.push(s);
             }
@@ -76,9 +76,9 @@ fn bench_image(args: &BenchArgs, label: &str, blobs: &[PathBuf], work: &Path, ru
         eprintln!("{tag}: starting");
         let started = Instant::now();
         let progress = |phase: &str| eprintln!("{tag}: {phase} ({:.0} s)", started.elapsed().as_secs_f64());
-        let mut r = run_target(d, *kind, &plan, args.containers, &progress).unwrap_or_else(|e| {
+        let mut r = run_target(*d, *kind, &plan, args.containers, &progress).unwrap_or_else(|e| {
             eprintln!("{tag}: could not run: {e}");
-            TargetResult { driver: d.clone(), fs: kind.name().into(), error: Some(e.to_string()), ..Default::default() }
+            TargetResult { driver: *d, fs: kind.name().into(), error: Some(e.to_string()), ..Default::default() }
         });
         r.image = label.to_string();
         run.results.push(r);
@@ -91,13 +91,13 @@ fn bench_image(args: &BenchArgs, label: &str, blobs: &[PathBuf], work: &Path, ru
     write_layout(&peer_layout, "bench", blobs)?;
     let image = PeerImage::from_layout(&peer_layout, &work.join("peer-image.tar"))?;
     let runs = if args.quick { 1 } else { 3 };
-    for (d, kind) in &all {
-        if cannot_run(d, *kind).is_some() {
+    for (d, kind) in all {
+        if cannot_run(*d, *kind).is_some() {
             continue;
         }
         let tag = format!("[{label}] peers beside {d} on {}", kind.name());
         let progress = |what: &str| eprintln!("{tag}: {what}");
-        for mut p in crate::peers::compare(&args.peers, d, *kind, &image, runs, &progress) {
+        for mut p in crate::peers::compare(&args.peers, d.name(), *kind, &image, runs, &progress) {
             p.image = label.to_string();
             run.peers.push(p);
         }

@@ -141,7 +141,7 @@ impl Fleet {
             let results = self.results(image, &target);
             let Some(first) = results.iter().flatten().next() else { continue };
             for (doc, get) in figure_docs(first, self.workload()) {
-                let per_host: Vec<Option<Dist>> = results.iter().map(|r| r.and_then(|r| get(r, &doc.name))).collect();
+                let per_host: Vec<Option<Dist>> = results.iter().map(|r| r.and_then(|r| get(r, &doc))).collect();
                 // A figure this target has on no host (cp -a beside overlay's create) is no row.
                 if per_host.iter().all(Option::is_none) {
                     continue;

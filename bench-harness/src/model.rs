@@ -3,11 +3,15 @@
 //! read. Nothing else in the bench parses JSON. The schema is documented in
 //! docs/json.md; `SCHEMA` changes whenever a field changes meaning.
 
+mod keys;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use driver_core::{Cause, Error};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub use keys::{parse_size, size_name, CopyupOp, DiskPhase, DriverKind, STORM_APPENDS};
 
 pub const SCHEMA: u32 = 3;
 
@@ -170,7 +174,7 @@ pub struct LayerTime {
 pub struct TargetResult {
     /// Which image: `embedded default` or the SRC given to --image.
     pub image: String,
-    pub driver: String,
+    pub driver: DriverKind,
     pub fs: String,
     pub features: Vec<(String, String)>,
     /// Per layer, for the first unpack.
@@ -190,13 +194,13 @@ pub struct TargetResult {
     pub create: Dist,
     /// Seconds per `cp -a` of the image's top layer tree plus a syncfs, as many as
     /// containers, on the same filesystem: the reference for a driver whose layers are
-    /// full copies (vfs); empty for the others.
-    #[serde(default)]
-    pub create_cp_a: Dist,
+    /// full copies (vfs); absent for the others (older runs held an empty Dist there).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "measured")]
+    pub create_cp_a: Option<Dist>,
     /// Seconds per operation (`write 4KiB` … `write 512MiB`, `chmod big file`, `chown
     /// big file`, `rename dir`, `delete tree`, `storm: 500 small appends`), one sample
     /// per container.
-    pub copyup: BTreeMap<String, Dist>,
+    pub copyup: BTreeMap<CopyupOp, Dist>,
     /// overlay: `metacopy`, `redirect_dir` and `index` as the containers' overlays were
     /// mounted (their mount options, else the overlay module's defaults); empty for the
     /// other drivers. What `features` lists is what the kernel offers, not what is on.
@@ -208,9 +212,9 @@ pub struct TargetResult {
     #[serde(default)]
     pub rename_by: String,
     /// Bytes of disk each first write added (the `write SIZE` operations), per container.
-    pub copyup_disk: BTreeMap<String, Dist>,
+    pub copyup_disk: BTreeMap<CopyupOp, Dist>,
     /// Disk use over the empty filesystem: `after_unpack`, `after_containers`, `after_writes`.
-    pub disk: BTreeMap<String, DiskUse>,
+    pub disk: BTreeMap<DiskPhase, DiskUse>,
     /// Disk use (bytes over the empty filesystem) with 0, 1, … N containers.
     pub disk_by_containers: Vec<u64>,
     /// Seconds per diff of a container after its writes, one sample per container.
@@ -254,21 +258,19 @@ impl TargetResult {
         Dist::of(self.disk_by_containers.windows(2).map(|w| w[1] as f64 - w[0] as f64).collect())
     }
 
-    /// The measured first-write sizes, ascending: (op name, bytes).
-    pub fn write_sizes(&self) -> Vec<(String, u64)> {
-        let mut v: Vec<(String, u64)> =
-            self.copyup.keys().filter_map(|k| Some((k.clone(), parse_size(k.strip_prefix("write ")?)?))).collect();
-        v.sort_by_key(|(_, b)| *b);
-        v
+    /// The measured first-write sizes in bytes, ascending (the map's order: the writes
+    /// first, by size).
+    pub fn write_sizes(&self) -> Vec<u64> {
+        self.copyup.keys().filter_map(|k| k.write_bytes()).collect()
     }
 
-    /// The copy-up key of the largest file written (`write 512MiB`).
-    pub fn largest_write(&self) -> String {
-        self.write_sizes().pop().map(|(k, _)| k).unwrap_or_default()
+    /// The first write to the largest file (`write 512MiB`), when any was measured.
+    pub fn largest_write(&self) -> Option<CopyupOp> {
+        self.write_sizes().pop().map(|bytes| CopyupOp::Write { bytes })
     }
 
-    pub fn disk_bytes(&self, phase: &str) -> u64 {
-        self.disk.get(phase).map(|d| d.bytes).unwrap_or(0)
+    pub fn disk_bytes(&self, phase: DiskPhase) -> u64 {
+        self.disk.get(&phase).map(|d| d.bytes).unwrap_or(0)
     }
 }
 
@@ -276,7 +278,7 @@ impl TargetResult {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Skipped {
-    pub driver: String,
+    pub driver: DriverKind,
     pub fs: String,
     pub why: String,
     pub fix: String,
@@ -342,6 +344,11 @@ pub struct Verdict {
     pub reasons: Vec<String>,
     /// What else an operator should know: other disks, documented guidance, testing-only.
     pub notes: Vec<String>,
+}
+
+/// A figure that may not apply: absent, or as older runs wrote it, a Dist without samples.
+fn measured<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Dist>, D::Error> {
+    Ok(Option::<Dist>::deserialize(d)?.filter(|d| d.n() > 0))
 }
 
 pub fn err(msg: impl Into<String>) -> Error {
@@ -492,19 +499,6 @@ pub fn size(b: f64) -> String {
     }
 }
 
-/// `4KiB`, `16MiB`, `1GiB` → bytes.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = s.split_at(split);
-    let scale = match unit {
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => return None,
-    };
-    Some(n.parse::<u64>().ok()? * scale)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,12 +518,66 @@ mod tests {
         assert_eq!(Dist::of(vec![]).n(), 0);
     }
 
+    /// gate-1.json was recorded when a figure that does not apply was written as zeros
+    /// (overlay's `create_cp_a`: an empty Dist); a run written now leaves it out. Both
+    /// load, to the same run, with the copy-up operations and disk phases typed.
+    #[test]
+    fn an_old_run_with_zeros_and_a_new_one_with_absent_figures_both_load() {
+        let old_text = include_str!("../../tests/fixtures/bench/gate-1.json");
+        let old_json: serde_json::Value = serde_json::from_str(old_text).unwrap();
+        let zeros = &old_json["results"][0]["create_cp_a"];
+        assert_eq!((zeros["samples"].as_array().map(Vec::len), zeros["p50"].as_f64()), (Some(0), Some(0.0)));
+        let old: Run = serde_json::from_str(old_text).expect("the old run loads");
+        let r = &old.results[0];
+        assert_eq!((r.driver, r.create_cp_a.as_ref()), (DriverKind::Overlay, None));
+
+        let new_text = serde_json::to_string(&old).unwrap();
+        let new_json: serde_json::Value = serde_json::from_str(&new_text).unwrap();
+        assert!(new_json["results"][0].get("create_cp_a").is_none(), "absent, not zeros");
+        let new: Run = serde_json::from_str(&new_text).expect("the new run loads");
+        assert_eq!(serde_json::to_value(&new).unwrap(), serde_json::to_value(&old).unwrap());
+
+        // The names in the file, read once into types, and written back as they were.
+        let r = &new.results[0];
+        assert_eq!(r.write_sizes(), [4 << 10, 1 << 20, 64 << 20, 512 << 20]);
+        assert_eq!(r.largest_write(), Some(CopyupOp::Write { bytes: 512 << 20 }));
+        assert_eq!(r.copyup.len(), 4 + CopyupOp::METADATA.len());
+        for op in r.copyup.keys() {
+            assert!(old_json["results"][0]["copyup"].get(op.to_string()).is_some(), "{op}");
+        }
+        let phase = old_json["results"][0]["disk"]["after_unpack"]["bytes"].as_u64();
+        assert_eq!(Some(r.disk_bytes(DiskPhase::AfterUnpack)), phase);
+
+        // A measured cp -a (vfs's) is kept, and its samples are what was written.
+        let mut vfs = r.clone();
+        vfs.driver = DriverKind::Vfs;
+        vfs.create_cp_a = Some(Dist::of(vec![0.5, 0.7]));
+        let back: TargetResult = serde_json::from_str(&serde_json::to_string(&vfs).unwrap()).unwrap();
+        assert_eq!(back.create_cp_a, vfs.create_cp_a);
+    }
+
+    #[test]
+    fn a_run_with_an_unknown_copy_up_operation_or_driver_is_refused_with_its_name() {
+        let text = include_str!("../../tests/fixtures/bench/gate-1.json");
+        let dir = tempfile::tempdir().unwrap();
+        for (from, to, says) in [
+            ("\"chmod big file\"", "\"chmod small file\"", "unknown copy-up operation \"chmod small file\""),
+            ("\"write 4KiB\"", "\"write 4KB\"", "\"write 4KB\": the size is not like 4KiB"),
+            ("\"driver\": \"overlay\"", "\"driver\": \"zfs\"", "unknown variant `zfs`"),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let path = dir.path().join("run.json");
+            std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+            let e = Run::load(&path).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("not a strata bench run"), "{e}");
+        }
+    }
+
     #[test]
     fn sizes_and_times_read_well() {
         assert_eq!(secs(0.0000123), "12 µs");
         assert_eq!(secs(0.0456), "45.6 ms");
         assert_eq!(per_day(3000.0), "50 min");
         assert_eq!(size(980e6), "980 MB");
-        assert_eq!(parse_size("512MiB"), Some(512 << 20));
     }
 }

@@ -190,11 +190,15 @@ pub fn text(runs: &[&Run]) -> String {
         time.add(vec![host()], h.time as f64);
         for s in &run.skipped {
             for image in &run.workload.images {
-                up.add(vec![host(), ("image", image.clone()), ("driver", s.driver.clone()), ("fs", s.fs.clone())], 0.0);
+                up.add(
+                    vec![host(), ("image", image.clone()), ("driver", s.driver.to_string()), ("fs", s.fs.clone())],
+                    0.0,
+                );
             }
         }
         for r in &run.results {
-            let base = || vec![host(), ("image", r.image.clone()), ("driver", r.driver.clone()), ("fs", r.fs.clone())];
+            let base =
+                || vec![host(), ("image", r.image.clone()), ("driver", r.driver.to_string()), ("fs", r.fs.clone())];
             up.add(base(), if r.ok() { 1.0 } else { 0.0 });
             if !r.ok() {
                 continue;
@@ -204,14 +208,11 @@ pub fn text(runs: &[&Run]) -> String {
                 l.push((k, v.to_string()));
                 l
             };
-            let mut figures: Vec<(String, &Dist)> = vec![
-                ("unpack".into(), &r.unpack),
-                ("create".into(), &r.create),
-                ("create: cp -a".into(), &r.create_cp_a),
-                ("diff".into(), &r.diff),
-            ];
-            figures.extend(r.copyup.iter().map(|(k, d)| (k.clone(), d)));
-            // A figure this driver does not have (cp -a beside a non-copying create) is left out.
+            let mut figures: Vec<(String, &Dist)> =
+                vec![("unpack".into(), &r.unpack), ("create".into(), &r.create), ("diff".into(), &r.diff)];
+            figures.extend(r.create_cp_a.iter().map(|d| ("create: cp -a".to_string(), d)));
+            figures.extend(r.copyup.iter().map(|(k, d)| (k.to_string(), d)));
+            // A figure measured without samples is left out.
             for (name, d) in figures.into_iter().filter(|(_, d)| d.n() > 0) {
                 phase.add_dist(with("phase", &name), d);
                 samples.add(with("phase", &name), d.n() as f64);
@@ -219,13 +220,13 @@ pub fn text(runs: &[&Run]) -> String {
             cpu.add(base(), r.unpack_cpu_seconds);
             tar.add(with("phase", "unpack"), r.unpack_bytes as f64);
             tar.add(with("phase", "diff"), r.diff_bytes as f64);
-            for (name, d) in &r.disk {
-                disk.add(with("phase", name), d.bytes as f64);
-                inodes.add(with("phase", name), d.inodes as f64);
+            for (phase, d) in &r.disk {
+                disk.add(with("phase", phase.name()), d.bytes as f64);
+                inodes.add(with("phase", phase.name()), d.inodes as f64);
             }
             container_disk.add_dist(base(), &r.per_container_disk());
-            for (name, d) in &r.copyup_disk {
-                write_disk.add_dist(with("phase", name), d);
+            for (op, d) in &r.copyup_disk {
+                write_disk.add_dist(with("phase", &op.to_string()), d);
             }
             for (option, value) in &r.mounted {
                 let mut l = with("option", option);

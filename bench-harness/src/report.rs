@@ -11,7 +11,9 @@ use plotters::prelude::*;
 
 pub(crate) use page::{cell, chart_or_note, escape, utc, Unit, STYLE};
 
-use crate::model::{secs, size, Dist, PeerResult, Run, TargetResult, Verdict, Workload};
+use crate::model::{
+    secs, size, size_name, CopyupOp, Dist, PeerResult, Run, TargetResult, Verdict, Workload, STORM_APPENDS,
+};
 
 const PALETTE: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
@@ -163,7 +165,13 @@ pub(crate) fn copyup_chart(results: &[(String, &TargetResult)]) -> Option<String
     let panels: Panels = results
         .iter()
         .map(|(name, r)| {
-            let points = r.write_sizes().iter().map(|(k, b)| point((*b as f64).log2(), &r.copyup[k], 1000.0)).collect();
+            let points = r
+                .write_sizes()
+                .into_iter()
+                .filter_map(|bytes| {
+                    Some(point((bytes as f64).log2(), r.copyup.get(&CopyupOp::Write { bytes })?, 1000.0))
+                })
+                .collect();
             (name.clone(), points)
         })
         .collect();
@@ -228,18 +236,21 @@ fn unpack_chart(results: &[&TargetResult]) -> Option<String> {
 /// The figures, each with what it measures, its unit and why the drivers differ.
 pub(crate) struct FigureDoc {
     pub(crate) name: String,
+    /// The copy-up operation it is the time (or the disk) of.
+    op: Option<CopyupOp>,
     what: String,
     why: &'static str,
     pub(crate) unit: Unit,
 }
 
-/// Reads a figure's distribution from a target, by the figure's name.
-pub(crate) type Getter = fn(&TargetResult, &str) -> Option<Dist>;
+/// Reads a figure's distribution from a target, when the target has it.
+pub(crate) type Getter = fn(&TargetResult, &FigureDoc) -> Option<Dist>;
 
 pub(crate) fn figure_docs(r: &TargetResult, w: &Workload) -> Vec<(FigureDoc, Getter)> {
     let mut v: Vec<(FigureDoc, Getter)> = vec![
         (
             FigureDoc {
+                op: None,
                 name: "unpack".into(),
                 what: "wall time to unpack the whole image from its compressed layers, synced to disk".into(),
                 why: "all drivers decompress the same tars; vfs first copies each layer's parent, btrfs snapshots it, overlay stacks directories",
@@ -249,6 +260,7 @@ pub(crate) fn figure_docs(r: &TargetResult, w: &Workload) -> Vec<(FigureDoc, Get
         ),
         (
             FigureDoc {
+                op: None,
                 name: "container create".into(),
                 what: "making one writable container layer over the image".into(),
                 why: "overlay makes an empty directory; btrfs snapshots a subvolume (constant time); vfs copies the whole image (a reflink copy on xfs, a full copy on ext4)",
@@ -258,15 +270,17 @@ pub(crate) fn figure_docs(r: &TargetResult, w: &Workload) -> Vec<(FigureDoc, Get
         ),
         (
             FigureDoc {
+                op: None,
                 name: "create: cp -a".into(),
                 what: "for reference beside a full-copy create (vfs): cp -a of the image's tree on the same filesystem, then a syncfs".into(),
                 why: "the same copy with a stock tool: GNU cp copies one file after another (reflinks where the filesystem has them); vfs copies file data on a pool of threads while one walker makes the directories",
                 unit: Unit::Seconds,
             },
-            |r, _| (r.create_cp_a.n() > 0).then(|| r.create_cp_a.clone()),
+            |r, _| r.create_cp_a.clone(),
         ),
         (
             FigureDoc {
+                op: None,
                 name: "disk per container".into(),
                 what: "disk each container create added (statfs delta, synced)".into(),
                 why: "vfs holds a copy of the image per container (shared extents on xfs); overlay an empty directory; btrfs a snapshot's metadata",
@@ -275,42 +289,47 @@ pub(crate) fn figure_docs(r: &TargetResult, w: &Workload) -> Vec<(FigureDoc, Get
             |r, _| Some(r.per_container_disk()),
         ),
     ];
-    for (k, _) in r.write_sizes() {
+    for bytes in r.write_sizes() {
+        let op = CopyupOp::Write { bytes };
         v.push((
             FigureDoc {
-                name: k.clone(),
-                what: format!("first 1-byte append to a {} lower file in a container (open + write + close)", k.trim_start_matches("write ")),
+                name: op.to_string(),
+                op: Some(op),
+                what: format!("first 1-byte append to a {} lower file in a container (open + write + close)", size_name(bytes)),
                 why: "overlay copies the whole file up on its first write (a full copy on ext4, a reflink clone on xfs); btrfs copies only the block written; vfs already holds its own copy",
                 unit: Unit::Seconds,
             },
-            |r, k| r.copyup.get(k).cloned(),
+            |r, doc| r.copyup.get(&doc.op?).cloned(),
         ));
         v.push((
             FigureDoc {
-                name: format!("{k}: disk"),
-                what: format!("disk the first write to a {} lower file added", k.trim_start_matches("write ")),
+                name: format!("{op}: disk"),
+                op: Some(op),
+                what: format!("disk the first write to a {} lower file added", size_name(bytes)),
                 why: "overlay on ext4 stores a whole new copy of the file; a reflink clone (xfs) or btrfs's block copy adds about a block; vfs nothing",
                 unit: Unit::Bytes,
             },
-            |r, k| r.copyup_disk.get(k.trim_end_matches(": disk")).cloned(),
+            |r, doc| r.copyup_disk.get(&doc.op?).cloned(),
         ));
     }
     let big = size(w.big_file_bytes as f64);
-    let ops: [(&str, String, &'static str); 5] = [
-        ("chmod big file", format!("chmod of a lower file of {big}"), "overlay copies the file up unless metacopy is on (then only its metadata); btrfs and vfs change the inode in place"),
-        ("chown big file", format!("chown of another name of that lower file of {big}"), "as chmod: overlay copies the data up unless metacopy is on"),
-        ("rename dir", format!("rename of a lower directory of {} files, as mv does it", w.rename_files), "overlay without redirect_dir answers EXDEV and mv copies the tree; with redirect_dir it records a redirect; btrfs and vfs rename in place"),
-        ("delete tree", "deleting a lower tree of 200 files".into(), "overlay writes whiteouts (and copies up the parent directory); btrfs and vfs unlink in their own tree"),
-        ("storm: 500 small appends", "500 appends to small lower files".into(), "each is a small copy-up on overlay, a block copy on btrfs, a plain write on vfs"),
+    let ops: [(CopyupOp, String, &'static str); 5] = [
+        (CopyupOp::ChmodBigFile, format!("chmod of a lower file of {big}"), "overlay copies the file up unless metacopy is on (then only its metadata); btrfs and vfs change the inode in place"),
+        (CopyupOp::ChownBigFile, format!("chown of another name of that lower file of {big}"), "as chmod: overlay copies the data up unless metacopy is on"),
+        (CopyupOp::RenameDir, format!("rename of a lower directory of {} files, as mv does it", w.rename_files), "overlay without redirect_dir answers EXDEV and mv copies the tree; with redirect_dir it records a redirect; btrfs and vfs rename in place"),
+        (CopyupOp::DeleteTree, "deleting a lower tree of 200 files".into(), "overlay writes whiteouts (and copies up the parent directory); btrfs and vfs unlink in their own tree"),
+        (CopyupOp::Storm, format!("{STORM_APPENDS} appends to small lower files"), "each is a small copy-up on overlay, a block copy on btrfs, a plain write on vfs"),
     ];
-    for (k, what, why) in ops {
-        if r.copyup.contains_key(k) {
-            v.push((FigureDoc { name: k.into(), what, why, unit: Unit::Seconds }, |r, k| r.copyup.get(k).cloned()));
+    for (op, what, why) in ops {
+        if r.copyup.contains_key(&op) {
+            let doc = FigureDoc { name: op.to_string(), op: Some(op), what, why, unit: Unit::Seconds };
+            v.push((doc, |r, doc| r.copyup.get(&doc.op?).cloned()));
         }
     }
     v.push((
         FigureDoc {
             name: "diff".into(),
+            op: None,
             what: "the OCI layer tar of a container after its writes".into(),
             why: "overlay reads only its upper directory and btrfs follows generations, so both cost what changed; vfs compares the whole tree with its parent",
             unit: Unit::Seconds,
@@ -335,14 +354,14 @@ fn figures_table(ok: &[&TargetResult], w: &Workload) -> String {
             Unit::Seconds => "seconds",
             Unit::Bytes => "bytes",
         };
-        let n = ok.iter().find_map(|r| get(r, &doc.name)).map(|d| d.n()).unwrap_or(0);
+        let n = ok.iter().find_map(|r| get(r, &doc)).map(|d| d.n()).unwrap_or(0);
         h += &format!(
             "<tr><td>{}</td><td class=\"l\">{}</td><td>{unit}</td><td>{n}</td>",
             escape(&doc.name),
             escape(&doc.what)
         );
         for r in ok {
-            h += &format!("<td>{}</td>", get(r, &doc.name).map(|d| cell(&d, doc.unit)).unwrap_or_default());
+            h += &format!("<td>{}</td>", get(r, &doc).map(|d| cell(&d, doc.unit)).unwrap_or_default());
         }
         h += &format!("<td class=\"l why\">{}</td></tr>\n", escape(doc.why));
     }
@@ -404,7 +423,7 @@ pub(crate) fn missing(run: &Run) -> String {
     for s in &run.skipped {
         h += &format!(
             "<tr><td>{}/{}</td><td class=\"l\">{}</td><td class=\"l\"><code>{}</code></td></tr>\n",
-            escape(&s.driver),
+            escape(s.driver.name()),
             escape(&s.fs),
             escape(&s.why),
             escape(&s.fix)

@@ -14,7 +14,9 @@ mod profile;
 
 pub use profile::Profile;
 
-use crate::model::{per_day, secs, size, Cost, Run, TargetCost, TargetResult, Verdict};
+use crate::model::{
+    per_day, secs, size, size_name, CopyupOp, Cost, DriverKind, Run, TargetCost, TargetResult, Verdict,
+};
 use cost::{disk, overlaps, parts, total, Part};
 
 fn count(n: f64) -> String {
@@ -28,17 +30,25 @@ fn count(n: f64) -> String {
 /// Whether overlay's first write to the largest file was a clone (xfs reflink): it added
 /// far less disk than the file's size.
 fn clones(r: &TargetResult) -> Option<String> {
-    let (k, bytes) = r.write_sizes().pop()?;
+    let bytes = r.write_sizes().pop()?;
+    let k = CopyupOp::Write { bytes };
     let added = r.copyup_disk.get(&k)?.p50;
-    (r.driver == "overlay" && added < bytes as f64 / 16.0).then(|| {
+    (r.driver == DriverKind::Overlay && added < bytes as f64 / 16.0).then(|| {
         format!(
             "overlay's copy-up on {} is a reflink clone: the first write to a {} lower file took {} and added {} of disk",
             r.fs,
-            k.trim_start_matches("write "),
+            size_name(bytes),
             secs(r.copyup[&k].p50),
             size(added)
         )
     })
+}
+
+/// The largest lower file a first write went to, by its name (`512MiB`), and the
+/// median seconds of that write.
+fn largest_write(r: &TargetResult) -> (String, f64) {
+    let secs = r.largest_write().and_then(|k| r.copyup.get(&k)).map(|d| d.p50).unwrap_or(0.0);
+    (r.write_sizes().pop().map(size_name).unwrap_or_default(), secs)
 }
 
 /// The verdict for one image's results under one profile, for a host whose `--root` is on `root_fs`.
@@ -93,10 +103,13 @@ pub fn decide(run: &Run, image: &str, p: &Profile) -> Verdict {
     let mut tie = false;
     if candidates.len() >= 2 && overlaps(&candidates[0].2, &candidates[1].2) {
         tie = true;
-        let rank = |d: &str| ["overlay", "btrfs", "vfs"].iter().position(|x| *x == d).unwrap_or(9);
+        let rank = |d: DriverKind| match d {
+            DriverKind::Overlay => 0,
+            DriverKind::Btrfs => 1,
+            DriverKind::Vfs => 2,
+        };
         let (a, b) = (candidates[0], candidates[1]);
-        let swap =
-            if (a.3 - b.3).abs() > 0.2 * a.3.max(b.3) { b.3 < a.3 } else { rank(&b.0.driver) < rank(&a.0.driver) };
+        let swap = if (a.3 - b.3).abs() > 0.2 * a.3.max(b.3) { b.3 < a.3 } else { rank(b.0.driver) < rank(a.0.driver) };
         if swap {
             candidates.swap(0, 1);
         }
@@ -243,10 +256,10 @@ fn guidance(
     costs: &[TargetCost],
     root_fs: &str,
 ) -> Vec<String> {
-    let overlay_here = scored.iter().find(|(r, ..)| r.driver == "overlay" && r.fs == root_fs);
+    let overlay_here = scored.iter().find(|(r, ..)| r.driver == DriverKind::Overlay && r.fs == root_fs);
     let out_reason = |label: &str| costs.iter().find(|c| c.target == label).and_then(|c| c.out.clone());
     let mut notes = Vec::new();
-    if pick.driver == "vfs" {
+    if pick.driver == DriverKind::Vfs {
         let per = pick.per_container_disk().p50;
         match overlay_here {
             Some((o, ..)) if out_reason(&o.label()).is_none() => notes.push(format!(
@@ -257,8 +270,8 @@ fn guidance(
                 secs(pick.create.p50),
                 size(per),
                 o.fs,
-                secs(o.copyup.get(&o.largest_write()).map(|d| d.p50).unwrap_or(0.0)),
-                o.largest_write().trim_start_matches("write ")
+                secs(largest_write(o).1),
+                largest_write(o).0
             )),
             _ => notes.push(format!(
                 "vfs is meant for testing (as Docker and podman document): it has no copy-on-write, so every \
@@ -276,14 +289,14 @@ fn guidance(
                 }
             )),
         }
-    } else if pick.driver == "btrfs" {
+    } else if pick.driver == DriverKind::Btrfs {
         if let Some((o, ..)) = overlay_here.filter(|(o, ..)| out_reason(&o.label()).is_none()) {
             notes.push(format!(
                 "Docker and podman prefer overlay where it runs; here btrfs costs less for this profile \
                  (first write to the {} file: {} on btrfs, {} on overlay/{}).",
-                o.largest_write().trim_start_matches("write "),
-                secs(pick.copyup.get(&pick.largest_write()).map(|d| d.p50).unwrap_or(0.0)),
-                secs(o.copyup.get(&o.largest_write()).map(|d| d.p50).unwrap_or(0.0)),
+                largest_write(o).0,
+                secs(largest_write(pick).1),
+                secs(largest_write(o).1),
                 o.fs
             ));
         }
@@ -473,7 +486,7 @@ mod tests {
         // Equal terms: on an ext4 root, btrfs is never silently recommended, even where
         // its figures are the best; the verdict says what a btrfs disk would change.
         let mut cheap = on(recorded(), "ext4");
-        for r in cheap.results.iter_mut().filter(|r| r.driver == "btrfs") {
+        for r in cheap.results.iter_mut().filter(|r| r.driver == DriverKind::Btrfs) {
             r.unpack = r.unpack.scaled(0.01);
             r.create = r.create.scaled(0.01);
             r.diff = r.diff.scaled(0.01);
@@ -493,11 +506,11 @@ mod tests {
     #[test]
     fn vfs_alone_is_said_to_be_meant_for_testing() {
         let mut run = on(recorded(), "ext4");
-        run.results.retain(|r| r.label() == "vfs/ext4" || r.driver == "overlay" && r.fs == "ext4");
-        let overlay = run.results.iter_mut().find(|r| r.driver == "overlay").unwrap();
+        run.results.retain(|r| r.label() == "vfs/ext4" || r.driver == DriverKind::Overlay && r.fs == "ext4");
+        let overlay = run.results.iter_mut().find(|r| r.driver == DriverKind::Overlay).unwrap();
         overlay.error = Some("overlayfs does not mount here: EPERM".into());
         run.skipped.push(Skipped {
-            driver: "vfs".into(),
+            driver: DriverKind::Vfs,
             fs: "xfs".into(),
             why: "mkfs.xfs is not installed".into(),
             fix: "apt-get install xfsprogs".into(),
@@ -516,7 +529,7 @@ mod tests {
         let mut run = on(recorded(), "ext4");
         run.results.retain(|r| r.label() == "overlay/ext4");
         let mut twin = run.results[0].clone();
-        twin.driver = "btrfs".into();
+        twin.driver = DriverKind::Btrfs;
         twin.fs = "ext4".into();
         run.results.push(twin);
         let v = verdict(&run, "ci-runner");

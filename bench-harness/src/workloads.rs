@@ -168,8 +168,9 @@ pub fn verdict_lines(profile: &str, results: &[&TargetResult], weights: &[Weight
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{CopyupFigures, DriverKind, WorkloadResult};
 
-    pub(super) fn result(driver: &str, wall: &[f64]) -> TargetResult {
+    pub(super) fn result(driver: DriverKind, wall: &[f64]) -> TargetResult {
         let w = WorkloadResult {
             name: "pip-install".into(),
             source: "trace pip-install.trace".into(),
@@ -186,7 +187,7 @@ mod tests {
             layer_bytes: Dist::of(vec![45e6, 46e6]),
             ..Default::default()
         };
-        TargetResult { driver: driver.into(), fs: "ext4".into(), workloads: vec![w], ..Default::default() }
+        TargetResult { driver, fs: "ext4".into(), workloads: vec![w], ..Default::default() }
     }
 
     #[test]
@@ -224,7 +225,7 @@ mod tests {
     fn a_weighed_workload_is_a_cost_a_day_and_the_verdict_names_it() {
         let weights = vec![Weight { trace: "traces/pip-install.trace".into(), per_day: 200.0 }];
         assert_eq!(weights[0].name(), "pip-install");
-        let (o, v) = (result("overlay", &[1.0, 2.0, 3.0]), result("vfs", &[4.0, 5.0, 6.0]));
+        let (o, v) = (result(DriverKind::Overlay, &[1.0, 2.0, 3.0]), result(DriverKind::Vfs, &[4.0, 5.0, 6.0]));
         let p = parts(&o, &weights);
         assert_eq!(p.len(), 1);
         assert_eq!((p[0].1, p[0].2.p50), (200.0, 2.0));

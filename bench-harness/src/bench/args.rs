@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+use strata_scratch::FsKind;
+
+use crate::model::DriverKind;
 use crate::verdict::Profile;
 
 /// `strata bench`'s options (flattened into the CLI's `bench` subcommand).
@@ -84,19 +87,46 @@ pub struct BenchArgs {
     /// `--root`: the disk the verdict is for (its filesystem decides what is available).
     #[arg(skip)]
     pub root: PathBuf,
+    /// The (driver, filesystem) pairs `--drivers` and `--fs` name, made by
+    /// [`BenchArgs::check_usage`]: btrfs on btrfs, the others on each of `--fs`.
+    #[arg(skip)]
+    pub targets: Vec<(DriverKind, FsKind)>,
     #[command(flatten)]
     pub workloads: crate::workloads::WorkloadArgs,
 }
 
-const DRIVERS: [&str; 3] = ["overlay", "vfs", "btrfs"];
+/// The scratch filesystems overlay and vfs run on (btrfs always on btrfs).
+const FILESYSTEMS: [FsKind; 2] = [FsKind::Ext4, FsKind::Xfs];
 
-const FILESYSTEMS: [&str; 2] = ["ext4", "xfs"];
+/// The filesystem `--fs` names: ext4 or xfs, nothing else.
+fn fs_kind(name: &str) -> Result<FsKind, String> {
+    FILESYSTEMS.into_iter().find(|k| k.name() == name).ok_or_else(|| {
+        let names: Vec<&str> = FILESYSTEMS.iter().map(|k| k.name()).collect();
+        format!(
+            "unknown filesystem {name:?} in --fs: overlay and vfs run on {} (btrfs always on btrfs)",
+            names.join(", ")
+        )
+    })
+}
+
+/// Which (driver, filesystem) pairs run: btrfs on btrfs, the others on each of `fs`.
+fn targets(drivers: &[DriverKind], fs: &[FsKind]) -> Vec<(DriverKind, FsKind)> {
+    let mut out = Vec::new();
+    for &d in drivers {
+        if d == DriverKind::Btrfs {
+            out.push((d, FsKind::Btrfs));
+            continue;
+        }
+        out.extend(fs.iter().map(|&f| (d, f)));
+    }
+    out
+}
 
 impl BenchArgs {
     /// Checks the options before anything runs and loads the profiles; the message is
     /// a usage error (exit 2).
     pub fn check_usage(&mut self, driver_given: bool) -> Result<(), String> {
-        self.profiles = check_usage(
+        (self.profiles, self.targets) = check_usage(
             &self.drivers,
             &self.fs,
             self.containers,
@@ -131,27 +161,24 @@ fn check_usage(
     profiles: &[String],
     driver_given: bool,
     measuring: bool,
-) -> Result<Vec<Profile>, String> {
+) -> Result<(Vec<Profile>, Vec<(DriverKind, FsKind)>), String> {
     if driver_given {
         return Err("bench ignores --driver: it compares drivers; choose them with --drivers overlay,vfs,btrfs".into());
     }
-    for d in drivers {
-        if !DRIVERS.contains(&d.as_str()) {
-            return Err(format!("unknown driver {d:?} in --drivers: the drivers are {}", DRIVERS.join(", ")));
-        }
-    }
-    for f in fs {
-        if !FILESYSTEMS.contains(&f.as_str()) {
-            return Err(format!(
-                "unknown filesystem {f:?} in --fs: overlay and vfs run on {} (btrfs always on btrfs)",
-                FILESYSTEMS.join(", ")
-            ));
-        }
-    }
+    let drivers = drivers
+        .iter()
+        .map(|d| {
+            DriverKind::parse(d).ok_or_else(|| {
+                let names: Vec<&str> = DriverKind::ALL.iter().map(|d| d.name()).collect();
+                format!("unknown driver {d:?} in --drivers: the drivers are {}", names.join(", "))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let fs = fs.iter().map(|f| fs_kind(f)).collect::<Result<Vec<_>, _>>()?;
     if measuring && drivers.is_empty() {
         return Err("--drivers names no driver".into());
     }
-    if measuring && drivers.iter().any(|d| d != "btrfs") && fs.is_empty() {
+    if measuring && drivers.iter().any(|d| *d != DriverKind::Btrfs) && fs.is_empty() {
         return Err("--fs names no filesystem for overlay and vfs".into());
     }
     if containers == 0 {
@@ -162,8 +189,10 @@ fn check_usage(
             return Err(format!("unknown peer {p:?} in --peers: the peers are containerd and podman"));
         }
     }
-    if profiles.is_empty() {
-        return Ok(Profile::shipped());
-    }
-    profiles.iter().map(|p| Profile::load(p)).collect()
+    let profiles = if profiles.is_empty() {
+        Profile::shipped()
+    } else {
+        profiles.iter().map(|p| Profile::load(p)).collect::<Result<_, _>>()?
+    };
+    Ok((profiles, targets(&drivers, &fs)))
 }

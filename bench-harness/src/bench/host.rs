@@ -6,31 +6,7 @@ use std::path::Path;
 use driver_core::Error;
 use strata_scratch::FsKind;
 
-use super::args::BenchArgs;
-use crate::model::{err, size, Host};
-
-fn kind_of(fs: &str) -> FsKind {
-    match fs {
-        "xfs" => FsKind::Xfs,
-        "btrfs" => FsKind::Btrfs,
-        _ => FsKind::Ext4,
-    }
-}
-
-/// Which (driver, filesystem) pairs run: btrfs on btrfs, the others on each of `fs`.
-pub(super) fn targets(args: &BenchArgs) -> Vec<(String, FsKind)> {
-    let mut out = Vec::new();
-    for d in &args.drivers {
-        if d == "btrfs" {
-            out.push((d.clone(), FsKind::Btrfs));
-            continue;
-        }
-        for f in &args.fs {
-            out.push((d.clone(), kind_of(f)));
-        }
-    }
-    out
-}
+use crate::model::{err, size, DriverKind, Host};
 
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
@@ -39,7 +15,7 @@ fn on_path(program: &str) -> bool {
 }
 
 /// Why a target cannot be tried here, and the fix, before trying it.
-pub(super) fn cannot_run(driver: &str, kind: FsKind) -> Option<(String, String)> {
+pub(super) fn cannot_run(driver: DriverKind, kind: FsKind) -> Option<(String, String)> {
     let (mkfs, package) = match kind {
         FsKind::Ext4 => ("mkfs.ext4", "e2fsprogs"),
         FsKind::Xfs => ("mkfs.xfs", "xfsprogs"),

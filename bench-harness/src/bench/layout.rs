@@ -12,12 +12,12 @@ use strata_image::image::{open_source, write_layout, BlobSource};
 use strata_image::registry::{AuthOptions, Limits};
 
 use super::args::BenchArgs;
-use crate::model::err;
+use crate::model::{err, size_name, STORM_APPENDS};
 
-/// What the copy-up layer holds: the first-write files' (name, size), the size of the
-/// file chmod and chown change, and the files of the directory that is renamed.
+/// What the copy-up layer holds: the first-write files' sizes (ascending), the size of
+/// the file chmod and chown change, and the files of the directory that is renamed.
 pub(super) struct CopyupShape {
-    pub(super) sizes: Vec<(String, u64)>,
+    pub(super) sizes: Vec<u64>,
     pub(super) big_file_bytes: u64,
     pub(super) rename_files: usize,
 }
@@ -29,24 +29,16 @@ pub(super) struct CopyupShape {
 /// up on its own, while vfs and btrfs change the one inode in place.
 fn copyup_layer(quick: bool) -> (Vec<u8>, CopyupShape) {
     let mut rng = Rng::new(99);
-    let sizes: Vec<(String, u64)> = if quick {
-        vec![("4KiB".into(), 4 << 10), ("1MiB".into(), 1 << 20), ("16MiB".into(), 16 << 20)]
-    } else {
-        vec![
-            ("4KiB".into(), 4 << 10),
-            ("1MiB".into(), 1 << 20),
-            ("64MiB".into(), 64 << 20),
-            ("512MiB".into(), 512 << 20),
-        ]
-    };
+    let sizes: Vec<u64> =
+        if quick { vec![4 << 10, 1 << 20, 16 << 20] } else { vec![4 << 10, 1 << 20, 64 << 20, 512 << 20] };
     let mut t = TarBuilder::new();
     t.dir("bench");
-    for (name, size) in &sizes {
-        t.file(&format!("bench/file-{name}"), &rng.content(*size as usize));
+    for size in &sizes {
+        t.file(&write_target(*size), &rng.content(*size as usize));
     }
-    let (largest, big_file_bytes) = sizes.last().cloned().expect("sizes");
+    let big_file_bytes = *sizes.last().expect("sizes");
     for name in ["chmod-target", "chown-target"] {
-        t.hardlink(&format!("bench/{name}"), &format!("bench/file-{largest}"));
+        t.hardlink(&format!("bench/{name}"), &write_target(big_file_bytes));
     }
     let rename_files = if quick { 500 } else { 10_000 };
     for (tree, files) in [("rename-me", rename_files), ("delete-me", 200)] {
@@ -56,10 +48,15 @@ fn copyup_layer(quick: bool) -> (Vec<u8>, CopyupShape) {
         }
     }
     t.dir("bench/storm");
-    for i in 0..500 {
+    for i in 0..STORM_APPENDS {
         t.file_with(&format!("bench/storm/s{i}"), &rng.content(1024), EntryMeta::default());
     }
     (t.build(), CopyupShape { sizes, big_file_bytes, rename_files })
+}
+
+/// The lower file of `bytes` that a first write appends to, in the image: `bench/file-4KiB`.
+pub(super) fn write_target(bytes: u64) -> String {
+    format!("bench/file-{}", size_name(bytes))
 }
 
 /// The layer blobs (compressed as they come) of the embedded default workload, as

@@ -13,9 +13,9 @@ use strata_image::image::open_source;
 use strata_image::images::{unpack, ImageStore};
 use strata_scratch::{FsKind, ScratchFs};
 
-use super::layout::CopyupShape;
+use super::layout::{write_target, CopyupShape};
 use crate::meter::{self, CountingSink, Meter};
-use crate::model::{err, DiskUse, Dist, LayerTime, TargetResult};
+use crate::model::{err, CopyupOp, DiskPhase, DiskUse, Dist, DriverKind, LayerTime, TargetResult, STORM_APPENDS};
 
 /// What a bench of one image needs: the layout with the copy-up layer, what it holds.
 pub(super) struct Plan {
@@ -56,6 +56,20 @@ fn time<T>(f: impl FnOnce() -> T) -> (T, f64) {
 fn append_one_byte(path: &Path) -> std::io::Result<()> {
     let mut f = fs::OpenOptions::new().append(true).open(path)?;
     f.write_all(b"x")
+}
+
+/// One of the copy-up operations other than the first writes, in the container's
+/// `bench` directory; a rename says how it moved.
+fn metadata_op(op: CopyupOp, b: &Path) -> std::io::Result<Option<&'static str>> {
+    match op {
+        CopyupOp::ChmodBigFile => fs::set_permissions(b.join("chmod-target"), fs::Permissions::from_mode(0o600))?,
+        CopyupOp::ChownBigFile => std::os::unix::fs::chown(b.join("chown-target"), Some(1), Some(1))?,
+        CopyupOp::RenameDir => return move_dir(&b.join("rename-me"), &b.join("renamed")).map(Some),
+        CopyupOp::DeleteTree => fs::remove_dir_all(b.join("delete-me"))?,
+        CopyupOp::Storm => (0..STORM_APPENDS).try_for_each(|j| append_one_byte(&b.join(format!("storm/s{j}"))))?,
+        CopyupOp::Write { .. } => unreachable!("first writes are timed with the disk they add"),
+    }
+    Ok(None)
 }
 
 /// `mv` of a directory: rename, or copy then delete when the kernel says EXDEV
@@ -136,8 +150,8 @@ fn cp_a(from: &Path, to: &Path) -> Result<(), Error> {
     driver_core::sys::syncfs(to).map_err(|e| Error::new(e).with_path(to))
 }
 
-fn open_driver(name: &str, root: &Path) -> Result<Box<dyn Driver>, Error> {
-    bench_harness::drivers::open(name, root)
+fn open_driver(which: DriverKind, root: &Path) -> Result<Box<dyn Driver>, Error> {
+    bench_harness::drivers::open(which.name(), root)
 }
 
 /// Bytes of disk the filesystem holds beyond `base`, after a sync (so btrfs has
@@ -174,7 +188,7 @@ fn unpack_once(
 
 /// Runs every phase for one driver on a fresh filesystem of `kind`.
 pub(super) fn run_target(
-    driver_name: &str,
+    which: DriverKind,
     kind: FsKind,
     plan: &Plan,
     containers: usize,
@@ -182,8 +196,8 @@ pub(super) fn run_target(
 ) -> Result<TargetResult, Error> {
     let scratch = ScratchFs::new(kind, plan.fs_size).map_err(|e| err(format!("scratch {}: {e}", kind.name())))?;
     let root = scratch.path().join("strata");
-    let driver = open_driver(driver_name, &root)?;
-    let mut r = TargetResult { driver: driver_name.into(), fs: kind.name().into(), ..Default::default() };
+    let driver = open_driver(which, &root)?;
+    let mut r = TargetResult { driver: which, fs: kind.name().into(), ..Default::default() };
     r.features = driver.status()?.features;
     let base = used(scratch.path());
     // Exact figures beside the timings, and the references interleaved with them (meter.rs).
@@ -204,7 +218,7 @@ pub(super) fn run_target(
     meter::add(&mut r.counts, "unpack", &c0, &meter.snap());
     r.unpack_bytes = layers.iter().map(|l| l.bytes).sum();
     r.unpack_layers = layers;
-    r.disk.insert("after_unpack".into(), grown(scratch.path(), &base));
+    r.disk.insert(DiskPhase::AfterUnpack, grown(scratch.path(), &base));
     beside(&mut refs, &mut cpu, "unpack", meter::floor(&plan.floor_layers, scratch.path(), "0")?);
 
     // A driver whose layer is a full copy of its tree (vfs) stands beside `cp -a` of the
@@ -247,62 +261,47 @@ pub(super) fn run_target(
     if !cp.is_empty() {
         refs.insert("create".into(), cp.clone());
     }
-    r.create_cp_a = Dist::of(cp);
-    r.disk.insert("after_containers".into(), grown(scratch.path(), &base));
+    r.create_cp_a = (!cp.is_empty()).then(|| Dist::of(cp));
+    r.disk.insert(DiskPhase::AfterContainers, grown(scratch.path(), &base));
 
     progress("copy-up");
-    let mut samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut disk_samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut samples: BTreeMap<CopyupOp, Vec<f64>> = BTreeMap::new();
+    let mut disk_samples: BTreeMap<CopyupOp, Vec<f64>> = BTreeMap::new();
     for i in 0..containers {
         refs.entry("copyup".into()).or_default().push(meter::fsync_loop(scratch.path(), "copyup")?.0);
         let v = driver.mount(&format!("c{i}"))?;
-        if i == 0 && driver_name == "overlay" {
+        if i == 0 && which == DriverKind::Overlay {
             r.mounted = overlay_mounted(&v);
         }
         let b = v.join("bench");
         let io = |e: std::io::Error| err(format!("copy-up in c{i}: {e}"));
-        let mut add = |k: &str, s: f64| samples.entry(k.to_string()).or_default().push(s);
-        for (name, _) in &plan.shape.sizes {
+        let mut add = |k: CopyupOp, s: f64| samples.entry(k).or_default().push(s);
+        for &bytes in &plan.shape.sizes {
             // The disk each first write adds: a statfs delta around it, synced both sides.
+            let op = CopyupOp::Write { bytes };
             let c0 = meter.snap();
             let before = grown(scratch.path(), &base);
-            let (res, s) = time(|| append_one_byte(&b.join(format!("file-{name}"))));
+            let (res, s) = time(|| append_one_byte(&v.join(write_target(bytes))));
             res.map_err(io)?;
-            add(&format!("write {name}"), s);
+            add(op, s);
             let after = grown(scratch.path(), &base);
-            meter::add(&mut r.counts, &format!("copyup.write {name}"), &c0, &meter.snap());
-            disk_samples.entry(format!("write {name}")).or_default().push(after.bytes as f64 - before.bytes as f64);
+            meter::add(&mut r.counts, &format!("copyup.{op}"), &c0, &meter.snap());
+            disk_samples.entry(op).or_default().push(after.bytes as f64 - before.bytes as f64);
         }
-        let c0 = meter.snap();
-        let (res, s) = time(|| fs::set_permissions(b.join("chmod-target"), fs::Permissions::from_mode(0o600)));
-        res.map_err(io)?;
-        add("chmod big file", s);
-        meter::add(&mut r.counts, "copyup.chmod big file", &c0, &meter.snap());
-        let c0 = meter.snap();
-        let (res, s) = time(|| std::os::unix::fs::chown(b.join("chown-target"), Some(1), Some(1)));
-        res.map_err(io)?;
-        add("chown big file", s);
-        meter::add(&mut r.counts, "copyup.chown big file", &c0, &meter.snap());
-        let c0 = meter.snap();
-        let (res, s) = time(|| move_dir(&b.join("rename-me"), &b.join("renamed")));
-        r.rename_by = res.map_err(io)?.to_string();
-        add("rename dir", s);
-        meter::add(&mut r.counts, "copyup.rename dir", &c0, &meter.snap());
-        let c0 = meter.snap();
-        let (res, s) = time(|| fs::remove_dir_all(b.join("delete-me")));
-        res.map_err(io)?;
-        add("delete tree", s);
-        meter::add(&mut r.counts, "copyup.delete tree", &c0, &meter.snap());
-        let c0 = meter.snap();
-        let (res, s) = time(|| (0..500).try_for_each(|j| append_one_byte(&b.join(format!("storm/s{j}")))));
-        res.map_err(io)?;
-        add("storm: 500 small appends", s);
-        meter::add(&mut r.counts, "copyup.storm: 500 small appends", &c0, &meter.snap());
+        for op in CopyupOp::METADATA {
+            let c0 = meter.snap();
+            let (res, s) = time(|| metadata_op(op, &b));
+            if let Some(how) = res.map_err(io)? {
+                r.rename_by = how.to_string();
+            }
+            add(op, s);
+            meter::add(&mut r.counts, &format!("copyup.{op}"), &c0, &meter.snap());
+        }
         driver.unmount(&format!("c{i}"))?;
     }
     r.copyup = samples.into_iter().map(|(k, v)| (k, Dist::of(v))).collect();
     r.copyup_disk = disk_samples.into_iter().map(|(k, v)| (k, Dist::of(v))).collect();
-    r.disk.insert("after_writes".into(), grown(scratch.path(), &base));
+    r.disk.insert(DiskPhase::AfterWrites, grown(scratch.path(), &base));
 
     progress("diff");
     let mut diffs = Vec::new();
@@ -341,7 +340,7 @@ pub(super) fn run_target(
         // or falls through a pair then falls on both alike over the run.
         let floor = || meter::floor(&plan.floor_layers, scratch.path(), &i.to_string());
         let before = if i % 2 == 1 { Some(floor()?) } else { None };
-        let d = open_driver(driver_name, &again)?;
+        let d = open_driver(which, &again)?;
         let (res, _, c) = meter::timed(RUSAGE_SELF, || unpack_once(d.as_ref(), &again, &plan.layout, plan.sync));
         unpacks.push(res?.1);
         cpu.entry("unpack".into()).or_default().push(c);
@@ -360,7 +359,7 @@ pub(super) fn run_target(
     }
     r.unpack = Dist::of(unpacks);
     (r.unpack_by_sync, r.unpack_by_sync_on_disk) =
-        crate::syncmodes::unpack_by_mode(driver_name, scratch.path(), &plan.layout, plan.sync_rounds, progress)?;
+        crate::syncmodes::unpack_by_mode(which.name(), scratch.path(), &plan.layout, plan.sync_rounds, progress)?;
     r.reference = refs.into_iter().map(|(k, v)| (k, Dist::of(v))).collect();
     r.cpu = cpu.into_iter().map(|(k, v)| (k, Dist::of(v))).collect();
     drop(driver);

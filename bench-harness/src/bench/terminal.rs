@@ -1,7 +1,7 @@
 //! The bench's terminal output: the table per image, the metadata operations, the
 //! peers, the verdicts and the targets that did not run.
 
-use crate::model::{secs, size, Dist, PeerResult, Run, TargetResult, Workload};
+use crate::model::{secs, size, size_name, CopyupOp, Dist, PeerResult, Run, TargetResult, Workload};
 
 /// `p50 [lo–hi]` of a distribution of seconds.
 fn spread(d: &Dist) -> String {
@@ -14,14 +14,15 @@ fn spread(d: &Dist) -> String {
 pub(super) fn print_table(run: &Run) {
     for image in run.images() {
         let results: Vec<&TargetResult> = run.results.iter().filter(|r| r.image == image).collect();
-        let big = results.iter().find(|r| r.ok()).map(|r| r.largest_write()).unwrap_or_default();
+        let big = results.iter().find(|r| r.ok()).and_then(|r| r.largest_write());
+        let big_name = big.and_then(CopyupOp::write_bytes).map(size_name).unwrap_or_default();
         println!("\nimage: {image}   (median [interval of the median]; samples per figure below)");
         println!(
             "{:<13} {:>26} {:>26} {:>26} {:>10} {:>26}",
             "driver/fs",
             "unpack",
             "create",
-            format!("first write {}", big.trim_start_matches("write ")),
+            format!("first write {big_name}"),
             "disk/ctr",
             "diff"
         );
@@ -35,7 +36,7 @@ pub(super) fn print_table(run: &Run) {
                 r.label(),
                 spread(&r.unpack),
                 spread(&r.create),
-                r.copyup.get(&big).map(spread).unwrap_or_default(),
+                big.and_then(|b| r.copyup.get(&b)).map(spread).unwrap_or_default(),
                 size(r.per_container_disk().p50),
                 spread(&r.diff)
             );
@@ -46,7 +47,7 @@ pub(super) fn print_table(run: &Run) {
                  confidence at {} samples)",
                 r.unpack.n(),
                 r.create.n(),
-                r.copyup.get(&big).map(Dist::n).unwrap_or(0),
+                big.and_then(|b| r.copyup.get(&b)).map(Dist::n).unwrap_or(0),
                 r.diff.n(),
                 r.create.confidence * 100.0,
                 r.create.n()
@@ -55,13 +56,14 @@ pub(super) fn print_table(run: &Run) {
         print_metadata_ops(&run.workload, &results);
         crate::workloads::show::print(&results);
         crate::syncmodes::print(&results);
-        for r in results.iter().filter(|r| r.ok() && r.create_cp_a.n() > 0) {
+        for r in results.iter().filter(|r| r.ok()) {
+            let Some(cp_a) = &r.create_cp_a else { continue };
             println!(
                 "{}: container create {} beside cp -a of the same tree {} (synced): {:.2}x cp -a's time",
                 r.label(),
                 spread(&r.create),
-                spread(&r.create_cp_a),
-                r.create.p50 / r.create_cp_a.p50
+                spread(cp_a),
+                r.create.p50 / cp_a.p50
             );
         }
     }
@@ -70,10 +72,9 @@ pub(super) fn print_table(run: &Run) {
 /// The copy-up of metadata: chmod and chown of the big lower file, rename of the lower
 /// directory, with overlay's features as mounted (they decide whether these copy data).
 fn print_metadata_ops(w: &Workload, results: &[&TargetResult]) {
-    let op = |r: &TargetResult, k: &str| r.copyup.get(k).map(spread).unwrap_or_else(|| "-".into());
+    let op = |r: &TargetResult, k: CopyupOp| r.copyup.get(&k).map(spread).unwrap_or_else(|| "-".into());
     for r in results.iter().filter(|r| r.ok()) {
-        let largest = r.largest_write();
-        let big = largest.trim_start_matches("write ");
+        let big = r.write_sizes().pop().map(size_name).unwrap_or_default();
         let mounted: Vec<String> = r.mounted.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mounted = if mounted.is_empty() { String::new() } else { format!(" [{}]", mounted.join(", ")) };
         // Without metacopy, what the driver does by default and when (overlay takes it
@@ -86,10 +87,10 @@ fn print_metadata_ops(w: &Workload, results: &[&TargetResult]) {
         println!(
             "{}{mounted}: chmod {big} {}, chown {big} {}, rename of a {}-file dir {} ({}){policy}",
             r.label(),
-            op(r, "chmod big file"),
-            op(r, "chown big file"),
+            op(r, CopyupOp::ChmodBigFile),
+            op(r, CopyupOp::ChownBigFile),
             w.rename_files,
-            op(r, "rename dir"),
+            op(r, CopyupOp::RenameDir),
             r.rename_by
         );
     }

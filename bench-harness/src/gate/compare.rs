@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use driver_core::Error;
 
 use super::error::BenchError;
-use crate::model::{err, Dist, Run, TargetResult, DEFAULT_IMAGE};
+use crate::model::{err, CopyupOp, Dist, Run, TargetResult, DEFAULT_IMAGE};
 
 /// The share of unchanged runs the timing test may fail (when the references cancel the
 /// host's drift): 5%, shared among the run's gated timings.
@@ -184,7 +184,7 @@ const UNLIKE: &str = "its reference does not share its bottleneck: reported, not
 /// which overlayfs fsyncs) beside the write+fsync loop. The big copy-ups (data copies),
 /// metadata changes and the diff (a read and a walk) are reported with their intervals.
 fn timings(r: &TargetResult) -> Vec<(String, &Dist, Option<&Dist>, Option<&'static str>)> {
-    let copy = if r.create_cp_a.n() > 0 { "cp -a" } else { "write+fsync" };
+    let copy = if r.create_cp_a.is_some() { "cp -a" } else { "write+fsync" };
     let cpu = |k: &str| r.cpu.get(k);
     let mut v = vec![
         ("unpack ÷ floor".to_string(), &r.unpack, r.reference.get("unpack"), None),
@@ -195,7 +195,7 @@ fn timings(r: &TargetResult) -> Vec<(String, &Dist, Option<&Dist>, Option<&'stat
         v.push((format!("create CPU ÷ {copy} CPU"), c, cpu("create reference"), None));
     }
     for (k, d) in &r.copyup {
-        let why = if k.starts_with("storm") { None } else { Some(UNLIKE) };
+        let why = if *k == CopyupOp::Storm { None } else { Some(UNLIKE) };
         v.push((format!("{k} ÷ write+fsync"), d, r.reference.get("copyup"), why));
     }
     v.push(("diff ÷ write+fsync".to_string(), &r.diff, r.reference.get("diff"), Some(UNLIKE)));
@@ -468,7 +468,7 @@ mod tests {
     /// wall time alone).
     fn slowed(run: &Run, f: f64, cpu: bool) -> Run {
         let mut run = run.clone();
-        for r in run.results.iter_mut().filter(|r| r.driver == "overlay") {
+        for r in run.results.iter_mut().filter(|r| r.driver == crate::model::DriverKind::Overlay) {
             r.unpack = r.unpack.scaled(f);
             r.create = r.create.scaled(f);
             if cpu {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::profile::Profile;
-use crate::model::{Cost, Dist, TargetResult};
+use crate::model::{CopyupOp, Cost, DiskPhase, Dist, TargetResult, STORM_APPENDS};
 
 /// One line of a target's daily cost: an operation, how often, and what one costs.
 pub(super) struct Part {
@@ -23,8 +23,6 @@ impl Part {
 pub(super) fn overlaps(a: &Cost, b: &Cost) -> bool {
     a.lo <= b.hi && b.lo <= a.hi
 }
-
-const STORM: &str = "storm: 500 small appends";
 
 fn cost(d: &Dist) -> Cost {
     Cost { p50: d.p50, lo: d.lo, hi: d.hi }
@@ -47,26 +45,26 @@ fn at_size(points: &[(u64, Cost)], bytes: u64) -> Cost {
     Cost { p50, lo: lo.min(p50), hi: hi.max(p50) }
 }
 
-fn write_points(r: &TargetResult, of: &BTreeMap<String, Dist>) -> Vec<(u64, Cost)> {
-    r.write_sizes().into_iter().filter_map(|(k, b)| Some((b, cost(of.get(&k)?)))).collect()
+fn write_points(r: &TargetResult, of: &BTreeMap<CopyupOp, Dist>) -> Vec<(u64, Cost)> {
+    r.write_sizes().into_iter().filter_map(|bytes| Some((bytes, cost(of.get(&CopyupOp::Write { bytes })?)))).collect()
 }
 
 pub(super) fn parts(r: &TargetResult, p: &Profile) -> Vec<Part> {
-    let op = |k: &str| r.copyup.get(k).map(cost).unwrap_or_default();
+    let op = |k: CopyupOp| r.copyup.get(&k).map(cost).unwrap_or_default();
     let d = &p.per_day;
     let mut v = vec![
         Part { what: "unpack of the image".into(), count: d.image_pulls, each: cost(&r.unpack) },
         Part { what: "container create".into(), count: d.container_creates, each: cost(&r.create) },
-        Part { what: "chmod of a big lower file".into(), count: d.chmods, each: op("chmod big file") },
-        Part { what: "rename of a lower directory".into(), count: d.renames, each: op("rename dir") },
-        Part { what: "delete of a lower tree".into(), count: d.tree_deletes, each: op("delete tree") },
+        Part { what: "chmod of a big lower file".into(), count: d.chmods, each: op(CopyupOp::ChmodBigFile) },
+        Part { what: "rename of a lower directory".into(), count: d.renames, each: op(CopyupOp::RenameDir) },
+        Part { what: "delete of a lower tree".into(), count: d.tree_deletes, each: op(CopyupOp::DeleteTree) },
         Part { what: "diff of a container".into(), count: d.diffs, each: cost(&r.diff) },
     ];
     let mut points = write_points(r, &r.copyup);
     // The storm's appends are first writes to 1 KiB lower files.
-    if let Some(storm) = r.copyup.get(STORM) {
-        let c = cost(storm);
-        points.push((1 << 10, Cost { p50: c.p50 / 500.0, lo: c.lo / 500.0, hi: c.hi / 500.0 }));
+    if let Some(storm) = r.copyup.get(&CopyupOp::Storm) {
+        let (c, n) = (cost(storm), STORM_APPENDS as f64);
+        points.push((1 << 10, Cost { p50: c.p50 / n, lo: c.lo / n, hi: c.hi / n }));
         points.sort_by_key(|p| p.0);
     }
     for (s, n) in &d.first_writes {
@@ -97,7 +95,8 @@ pub(super) fn disk(r: &TargetResult, p: &Profile) -> f64 {
         .iter()
         .map(|(s, n)| n * at_size(&points, crate::model::parse_size(s).unwrap_or(0)).p50)
         .sum();
-    p.held.images * r.disk_bytes("after_unpack") as f64 + p.held.containers * (r.per_container_disk().p50 + writes)
+    p.held.images * r.disk_bytes(DiskPhase::AfterUnpack) as f64
+        + p.held.containers * (r.per_container_disk().p50 + writes)
 }
 
 #[cfg(test)]

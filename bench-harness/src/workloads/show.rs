@@ -3,7 +3,7 @@
 
 use plotters::prelude::*;
 
-use crate::model::{secs, size, Dist, TargetResult, WorkloadResult};
+use crate::model::{secs, size, Dist, DriverKind, TargetResult, WorkloadResult};
 
 /// `p50 [lo–hi]` of a distribution of seconds.
 fn spread(d: &Dist) -> String {
@@ -19,7 +19,7 @@ pub fn sentence(r: &TargetResult, w: &WorkloadResult) -> String {
         return format!("{} on {}: could not run: {e}", w.name, r.label());
     }
     let (files, bytes) = w.copied_files();
-    let first = if r.driver == "overlay" { "copied up" } else { "changed for the first time" };
+    let first = if r.driver == DriverKind::Overlay { "copied up" } else { "changed for the first time" };
     let copied = if files == 0 {
         "it changed no file of the image".to_string()
     } else {
@@ -297,7 +297,7 @@ mod tests {
 
     #[test]
     fn the_sentence_says_what_was_copied_up() {
-        let o = result("overlay", &[1.0, 2.0]);
+        let o = result(DriverKind::Overlay, &[1.0, 2.0]);
         let s = sentence(&o, &o.workloads[0]);
         assert!(s.contains("copied up 3 file(s) of the image, 41 MB"), "{s}");
         assert_eq!(o.workloads[0].copyup_seconds().p50, 0.15000000000000002);
