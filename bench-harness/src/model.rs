@@ -546,7 +546,7 @@ mod tests {
             assert!(old_json["results"][0]["copyup"].get(op.to_string()).is_some(), "{op}");
         }
         let phase = old_json["results"][0]["disk"]["after_unpack"]["bytes"].as_u64();
-        assert_eq!(Some(r.disk_bytes(DiskPhase::AfterUnpack)), phase);
+        assert_eq!(Some(r.disk_bytes(DiskPhase::Unpack)), phase);
 
         // A measured cp -a (vfs's) is kept, and its samples are what was written.
         let mut vfs = r.clone();

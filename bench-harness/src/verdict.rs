@@ -7,7 +7,7 @@
 //! is not on, or that holds more than the disk budget is out. The cheapest remaining
 //! target is the pick; when its interval overlaps the runner-up's, the verdict is a tie
 //! and says so. The figures that decided it are named in plain words.
-//! (The regression check of a run against a baseline is crate::gate.)
+//! (The regression check of a run against a baseline is the gate's, gate.rs.)
 
 mod cost;
 mod profile;

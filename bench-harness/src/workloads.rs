@@ -24,7 +24,7 @@ use strata_run::trace::Trace;
 
 use crate::model::{secs, Cost, Dist, TargetResult};
 
-/// `strata bench`'s workload options (flattened into [`crate::bench::BenchArgs`]).
+/// `strata bench`'s workload options (flattened into the bench's options).
 #[derive(clap::Args, Debug, Default)]
 pub struct WorkloadArgs {
     /// Replay this trace (written by `strata container run --record`) in every target's

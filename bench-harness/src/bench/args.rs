@@ -90,10 +90,13 @@ pub struct BenchArgs {
     /// The (driver, filesystem) pairs `--drivers` and `--fs` name, made by
     /// [`BenchArgs::check_usage`]: btrfs on btrfs, the others on each of `--fs`.
     #[arg(skip)]
-    pub targets: Vec<(DriverKind, FsKind)>,
+    pub targets: Vec<Target>,
     #[command(flatten)]
     pub workloads: crate::workloads::WorkloadArgs,
 }
+
+/// A driver on a scratch filesystem of one kind.
+pub type Target = (DriverKind, FsKind);
 
 /// The scratch filesystems overlay and vfs run on (btrfs always on btrfs).
 const FILESYSTEMS: [FsKind; 2] = [FsKind::Ext4, FsKind::Xfs];
@@ -110,7 +113,7 @@ fn fs_kind(name: &str) -> Result<FsKind, String> {
 }
 
 /// Which (driver, filesystem) pairs run: btrfs on btrfs, the others on each of `fs`.
-fn targets(drivers: &[DriverKind], fs: &[FsKind]) -> Vec<(DriverKind, FsKind)> {
+fn targets(drivers: &[DriverKind], fs: &[FsKind]) -> Vec<Target> {
     let mut out = Vec::new();
     for &d in drivers {
         if d == DriverKind::Btrfs {
@@ -161,7 +164,7 @@ fn check_usage(
     profiles: &[String],
     driver_given: bool,
     measuring: bool,
-) -> Result<(Vec<Profile>, Vec<(DriverKind, FsKind)>), String> {
+) -> Result<(Vec<Profile>, Vec<Target>), String> {
     if driver_given {
         return Err("bench ignores --driver: it compares drivers; choose them with --drivers overlay,vfs,btrfs".into());
     }

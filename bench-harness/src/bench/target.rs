@@ -218,7 +218,7 @@ pub(super) fn run_target(
     meter::add(&mut r.counts, "unpack", &c0, &meter.snap());
     r.unpack_bytes = layers.iter().map(|l| l.bytes).sum();
     r.unpack_layers = layers;
-    r.disk.insert(DiskPhase::AfterUnpack, grown(scratch.path(), &base));
+    r.disk.insert(DiskPhase::Unpack, grown(scratch.path(), &base));
     beside(&mut refs, &mut cpu, "unpack", meter::floor(&plan.floor_layers, scratch.path(), "0")?);
 
     // A driver whose layer is a full copy of its tree (vfs) stands beside `cp -a` of the
@@ -262,7 +262,7 @@ pub(super) fn run_target(
         refs.insert("create".into(), cp.clone());
     }
     r.create_cp_a = (!cp.is_empty()).then(|| Dist::of(cp));
-    r.disk.insert(DiskPhase::AfterContainers, grown(scratch.path(), &base));
+    r.disk.insert(DiskPhase::Containers, grown(scratch.path(), &base));
 
     progress("copy-up");
     let mut samples: BTreeMap<CopyupOp, Vec<f64>> = BTreeMap::new();
@@ -301,7 +301,7 @@ pub(super) fn run_target(
     }
     r.copyup = samples.into_iter().map(|(k, v)| (k, Dist::of(v))).collect();
     r.copyup_disk = disk_samples.into_iter().map(|(k, v)| (k, Dist::of(v))).collect();
-    r.disk.insert(DiskPhase::AfterWrites, grown(scratch.path(), &base));
+    r.disk.insert(DiskPhase::Writes, grown(scratch.path(), &base));
 
     progress("diff");
     let mut diffs = Vec::new();

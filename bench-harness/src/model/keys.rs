@@ -76,24 +76,27 @@ impl TryFrom<String> for CopyupOp {
     }
 }
 
-/// When the disk use over the empty filesystem is read.
+/// The phase after which the disk use over the empty filesystem is read: `after_unpack`,
+/// `after_containers`, `after_writes`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum DiskPhase {
-    /// After the first unpack of the image.
-    AfterUnpack,
-    /// After every container was created.
-    AfterContainers,
-    /// After the copy-up operations in every container.
-    AfterWrites,
+    /// The first unpack of the image.
+    #[serde(rename = "after_unpack")]
+    Unpack,
+    /// Every container's create.
+    #[serde(rename = "after_containers")]
+    Containers,
+    /// The copy-up operations in every container.
+    #[serde(rename = "after_writes")]
+    Writes,
 }
 
 impl DiskPhase {
     pub fn name(self) -> &'static str {
         match self {
-            DiskPhase::AfterUnpack => "after_unpack",
-            DiskPhase::AfterContainers => "after_containers",
-            DiskPhase::AfterWrites => "after_writes",
+            DiskPhase::Unpack => "after_unpack",
+            DiskPhase::Containers => "after_containers",
+            DiskPhase::Writes => "after_writes",
         }
     }
 }
@@ -148,7 +151,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
 /// is a whole number of; bytes as `100B`).
 pub fn size_name(bytes: u64) -> String {
     for (unit, scale) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if bytes >= scale && bytes % scale == 0 {
+        if bytes >= scale && bytes.is_multiple_of(scale) {
             return format!("{}{unit}", bytes / scale);
         }
     }
@@ -183,7 +186,7 @@ mod tests {
 
     #[test]
     fn disk_phases_and_drivers_keep_their_names() {
-        for p in [DiskPhase::AfterUnpack, DiskPhase::AfterContainers, DiskPhase::AfterWrites] {
+        for p in [DiskPhase::Unpack, DiskPhase::Containers, DiskPhase::Writes] {
             assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{}\"", p.name()));
         }
         for d in DriverKind::ALL {

@@ -95,8 +95,7 @@ pub(super) fn disk(r: &TargetResult, p: &Profile) -> f64 {
         .iter()
         .map(|(s, n)| n * at_size(&points, crate::model::parse_size(s).unwrap_or(0)).p50)
         .sum();
-    p.held.images * r.disk_bytes(DiskPhase::AfterUnpack) as f64
-        + p.held.containers * (r.per_container_disk().p50 + writes)
+    p.held.images * r.disk_bytes(DiskPhase::Unpack) as f64 + p.held.containers * (r.per_container_disk().p50 + writes)
 }
 
 #[cfg(test)]
