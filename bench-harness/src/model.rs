@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use driver_core::{Cause, Error};
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub use keys::{parse_size, size_name, CopyupOp, DiskPhase, DriverKind, STORM_APPENDS};
+pub use keys::{size_name, CopyupOp, DiskPhase, DriverKind, FileSize, STORM_APPENDS};
 
 pub const SCHEMA: u32 = 3;
 

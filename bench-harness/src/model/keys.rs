@@ -134,8 +134,33 @@ impl fmt::Display for DriverKind {
     }
 }
 
+/// A file size as profiles name it (`4KiB`, `64MiB`, `1GiB`), read once into bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct FileSize(pub u64);
+
+impl fmt::Display for FileSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&size_name(self.0))
+    }
+}
+
+impl From<FileSize> for String {
+    fn from(s: FileSize) -> String {
+        s.to_string()
+    }
+}
+
+impl TryFrom<String> for FileSize {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<FileSize, String> {
+        parse_size(&s).map(FileSize).ok_or_else(|| format!("file size {s:?} is not like 4KiB, 64MiB or 1GiB"))
+    }
+}
+
 /// `4KiB`, `16MiB`, `1GiB` → bytes.
-pub fn parse_size(s: &str) -> Option<u64> {
+fn parse_size(s: &str) -> Option<u64> {
     let split = s.find(|c: char| !c.is_ascii_digit())?;
     let (n, unit) = s.split_at(split);
     let scale = match unit {

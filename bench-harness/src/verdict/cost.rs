@@ -67,9 +67,8 @@ pub(super) fn parts(r: &TargetResult, p: &Profile) -> Vec<Part> {
         points.push((1 << 10, Cost { p50: c.p50 / n, lo: c.lo / n, hi: c.hi / n }));
         points.sort_by_key(|p| p.0);
     }
-    for (s, n) in &d.first_writes {
-        let bytes = crate::model::parse_size(s).unwrap_or(0);
-        v.push(Part { what: format!("first write to a {s} lower file"), count: *n, each: at_size(&points, bytes) });
+    for (size, n) in &d.first_writes {
+        v.push(Part { what: format!("first write to a {size} lower file"), count: *n, each: at_size(&points, size.0) });
     }
     for (what, count, each) in crate::workloads::parts(r, &p.workloads) {
         v.push(Part { what, count, each });
@@ -89,12 +88,7 @@ pub(super) fn total(parts: &[Part]) -> Cost {
 /// Bytes held: the kept images, and the live containers with their first writes.
 pub(super) fn disk(r: &TargetResult, p: &Profile) -> f64 {
     let points = write_points(r, &r.copyup_disk);
-    let writes: f64 = p
-        .held
-        .first_writes_per_container
-        .iter()
-        .map(|(s, n)| n * at_size(&points, crate::model::parse_size(s).unwrap_or(0)).p50)
-        .sum();
+    let writes: f64 = p.held.first_writes_per_container.iter().map(|(size, n)| n * at_size(&points, size.0).p50).sum();
     p.held.images * r.disk_bytes(DiskPhase::Unpack) as f64 + p.held.containers * (r.per_container_disk().p50 + writes)
 }
 

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::FileSize;
+
 /// A workload: how often each measured operation happens in a day, and what is held.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,7 +29,7 @@ pub struct PerDay {
     /// First writes to files the image holds (a copy-up on overlay), by file size
     /// (`1KiB`, `4KiB`, `1MiB`, `64MiB`, `512MiB`, …); 1KiB is measured by the storm
     /// of small appends, the others one by one.
-    pub first_writes: BTreeMap<String, f64>,
+    pub first_writes: BTreeMap<FileSize, f64>,
     pub chmods: f64,
     pub renames: f64,
     pub tree_deletes: f64,
@@ -43,7 +45,7 @@ pub struct Held {
     /// Containers alive at once.
     pub containers: f64,
     /// First writes each live container holds, by file size.
-    pub first_writes_per_container: BTreeMap<String, f64>,
+    pub first_writes_per_container: BTreeMap<FileSize, f64>,
     pub disk_budget_gb: f64,
 }
 
@@ -56,13 +58,7 @@ const SHIPPED: [(&str, &str); 4] = [
 
 impl Profile {
     fn parse(text: &str, origin: &str) -> Result<Profile, String> {
-        let p: Profile = toml::from_str(text).map_err(|e| format!("profile {origin}: {}", e.message()))?;
-        for size in p.per_day.first_writes.keys().chain(p.held.first_writes_per_container.keys()) {
-            if crate::model::parse_size(size).is_none() {
-                return Err(format!("profile {origin}: first write size {size:?} is not like 4KiB, 64MiB or 1GiB"));
-            }
-        }
-        Ok(p)
+        toml::from_str(text).map_err(|e| format!("profile {origin}: {}", e.message()))
     }
 
     /// The shipped profiles, in order.
@@ -102,5 +98,12 @@ mod tests {
         std::fs::write(&f, "name = \"mine\"\nabout = \"x\"\n[per_day]\ncontainer_create = 5\n[held]\n").unwrap();
         assert!(Profile::load(f.to_str().unwrap()).unwrap_err().contains("container_create"));
         assert!(Profile::load("nope").unwrap_err().contains("ci-runner, dense-host, build-host, big-files"));
+        // First-write sizes are read into bytes as the profile loads; a size not in KiB,
+        // MiB or GiB is refused there, named.
+        std::fs::write(&f, "name = \"mine\"\nabout = \"x\"\n[per_day.first_writes]\n\"4KB\" = 5\n[held]\n").unwrap();
+        let e = Profile::load(f.to_str().unwrap()).unwrap_err();
+        assert!(e.contains("\"4KB\" is not like 4KiB"), "{e}");
+        let big = Profile::load("big-files").unwrap();
+        assert!(big.per_day.first_writes.contains_key(&FileSize(512 << 20)), "{:?}", big.per_day.first_writes);
     }
 }
