@@ -787,7 +787,7 @@ fn image(driver: &dyn Driver, dir: &Path, mode: Durability, cmd: ImageCmd) -> Re
             Ok(())
         }
         ImageCmd::Prune { dry_run } => {
-            let p = lifecycle::prune(driver, &images, dir, dry_run)?;
+            let p = strata_image::prune::prune(driver, &images, dir, dry_run)?;
             let verb = if dry_run { "would remove" } else { "removed" };
             for (id, size) in &p.layers {
                 println!("{verb} layer {id} ({})", human_bytes(*size));
@@ -820,9 +820,9 @@ fn pull(
     auth: AuthArgs,
     limits: registry::Limits,
 ) -> Result<(), Error> {
-    let cache = lifecycle::cache_dir(dir);
+    let cache = strata_image::prune::cache_dir(dir);
     // Until its blobs are kept, no prune removes one it reuses from the cache.
-    let _cache_lock = lifecycle::CacheLock::shared(&cache)?;
+    let _cache_lock = strata_image::prune::CacheLock::shared(&cache)?;
     let start = std::time::Instant::now();
     let pulled = registry::pull(reference, insecure, &auth.options(), limits, &cache, driver)?;
     let (blobs, bytes) = pulled.downloaded;
