@@ -35,6 +35,7 @@ use strata_image::images::{unpack, ImageStore};
 use strata_image::registry::{AuthOptions, Limits};
 use strata_scratch::{FsKind, ScratchFs};
 
+use crate::args::{BenchDriver, Filesystem, Peer};
 use crate::meter::{self, Meter};
 use crate::model::{
     err, secs, size, DiskUse, Dist, Host, LayerTime, PeerResult, Run, Skipped, TargetResult, Workload, DEFAULT_IMAGE,
@@ -48,11 +49,11 @@ use nix::sys::resource::UsageWho::{RUSAGE_CHILDREN, RUSAGE_SELF};
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Drivers to compare.
-    #[arg(long, value_delimiter = ',', default_value = "overlay,vfs,btrfs")]
-    pub drivers: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "overlay,vfs,btrfs", value_parser = crate::args::bench_driver)]
+    pub drivers: Vec<BenchDriver>,
     /// Backing filesystems for overlay and vfs (btrfs always runs on btrfs).
-    #[arg(long, value_delimiter = ',', default_value = "ext4,xfs")]
-    pub fs: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "ext4,xfs", value_parser = crate::args::filesystem)]
+    pub fs: Vec<Filesystem>,
     /// A real image instead of the embedded default workload, in any form `image
     /// unpack` reads, docker://REF too (repeatable; each is benched in turn).
     #[arg(long = "image", value_name = "IMAGE")]
@@ -99,8 +100,8 @@ pub struct BenchArgs {
     pub sync: driver_core::Durability,
     /// Also unpack the same image with these tools (containerd, podman), beside
     /// strata and the floor (the fastest gzip decompressor piped into `tar -x`).
-    #[arg(long, value_delimiter = ',')]
-    pub peers: Vec<String>,
+    #[arg(long, value_delimiter = ',', value_parser = crate::args::peer)]
+    pub peers: Vec<Peer>,
     /// Write a self-contained HTML report with charts here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -128,9 +129,6 @@ pub struct BenchArgs {
     pub workloads: crate::workloads::WorkloadArgs,
 }
 
-const DRIVERS: [&str; 3] = ["overlay", "vfs", "btrfs"];
-const FILESYSTEMS: [&str; 2] = ["ext4", "xfs"];
-
 impl BenchArgs {
     /// Checks the options before anything runs and loads the profiles; the message is
     /// a usage error (exit 2).
@@ -139,7 +137,6 @@ impl BenchArgs {
             &self.drivers,
             &self.fs,
             self.containers,
-            &self.peers,
             &self.profile_names,
             driver_given,
             self.from.is_empty(),
@@ -163,10 +160,9 @@ impl BenchArgs {
 }
 
 fn check_usage(
-    drivers: &[String],
-    fs: &[String],
+    drivers: &[BenchDriver],
+    fs: &[Filesystem],
     containers: usize,
-    peers: &[String],
     profiles: &[String],
     driver_given: bool,
     measuring: bool,
@@ -174,32 +170,14 @@ fn check_usage(
     if driver_given {
         return Err("bench ignores --driver: it compares drivers; choose them with --drivers overlay,vfs,btrfs".into());
     }
-    for d in drivers {
-        if !DRIVERS.contains(&d.as_str()) {
-            return Err(format!("unknown driver {d:?} in --drivers: the drivers are {}", DRIVERS.join(", ")));
-        }
-    }
-    for f in fs {
-        if !FILESYSTEMS.contains(&f.as_str()) {
-            return Err(format!(
-                "unknown filesystem {f:?} in --fs: overlay and vfs run on {} (btrfs always on btrfs)",
-                FILESYSTEMS.join(", ")
-            ));
-        }
-    }
     if measuring && drivers.is_empty() {
         return Err("--drivers names no driver".into());
     }
-    if measuring && drivers.iter().any(|d| d != "btrfs") && fs.is_empty() {
+    if measuring && drivers.iter().any(|d| *d != BenchDriver::Btrfs) && fs.is_empty() {
         return Err("--fs names no filesystem for overlay and vfs".into());
     }
     if containers == 0 {
         return Err("--containers 0: the bench needs at least one container (two or more for a spread)".into());
-    }
-    for p in peers {
-        if !["containerd", "podman"].contains(&p.as_str()) {
-            return Err(format!("unknown peer {p:?} in --peers: the peers are containerd and podman"));
-        }
     }
     if profiles.is_empty() {
         return Ok(Profile::shipped());
@@ -660,24 +638,16 @@ impl Write for CountingSink {
     }
 }
 
-fn kind_of(fs: &str) -> FsKind {
-    match fs {
-        "xfs" => FsKind::Xfs,
-        "btrfs" => FsKind::Btrfs,
-        _ => FsKind::Ext4,
-    }
-}
-
 /// Which (driver, filesystem) pairs run: btrfs on btrfs, the others on each of `fs`.
 fn targets(args: &BenchArgs) -> Vec<(String, FsKind)> {
     let mut out = Vec::new();
     for d in &args.drivers {
-        if d == "btrfs" {
-            out.push((d.clone(), FsKind::Btrfs));
+        if *d == BenchDriver::Btrfs {
+            out.push((d.name().to_string(), FsKind::Btrfs));
             continue;
         }
         for f in &args.fs {
-            out.push((d.clone(), kind_of(f)));
+            out.push((d.name().to_string(), f.kind()));
         }
     }
     out
@@ -1078,8 +1048,8 @@ fn measure(args: &BenchArgs) -> Result<Run, Error> {
     }
     release_on_signal().map_err(|e| err(format!("installing the SIGINT/SIGTERM handler: {e}")))?;
     for p in &args.peers {
-        if let Some(why) = crate::peers::unavailable(p) {
-            eprintln!("strata bench: peer {p} will not run: {why}");
+        if let Some(why) = crate::peers::unavailable(*p) {
+            eprintln!("strata bench: peer {} will not run: {why}", p.name());
         }
     }
     let images: Vec<String> =

@@ -225,10 +225,12 @@ fn image_cmd(driver: &dyn Driver, dir: &Path, images: &ImageStore, cmd: ImageCmd
     match cmd {
         // The plan made these a pull (crate::plan), but with --name or --platform.
         ImageCmd::Pull { .. } => unreachable!("an image pull is Mode::Pull"),
-        ImageCmd::Unpack { src, .. } if src.starts_with("docker://") => Err(Error::new(driver_core::Cause::Other(format!(
-            "{src}: --name and --platform are for local images; a registry image is recorded under its \
+        ImageCmd::Unpack { src, .. } if src.starts_with("docker://") => {
+            Err(Error::new(driver_core::Cause::Other(format!(
+                "{src}: --name and --platform are for local images; a registry image is recorded under its \
              reference, for this host's platform"
-        )))),
+            ))))
+        }
         ImageCmd::Unpack { src, name, platform, .. } => {
             // A bad --name is refused before the source is read.
             if let Some(n) = &name {

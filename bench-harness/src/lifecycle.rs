@@ -59,7 +59,6 @@ pub fn remove_container(driver: &dyn Driver, name: &str) -> Result<(), Error> {
     driver.remove(name)
 }
 
-
 /// Who uses each layer: `image NAME` for every image listing it, `container NAME` for
 /// every container over it.
 pub fn used_by(layers: &[LayerInfo], records: &[ImageRecord]) -> BTreeMap<String, Vec<String>> {

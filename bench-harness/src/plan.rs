@@ -50,11 +50,18 @@ pub enum Mode {
     Pull(Pull),
     Image(ImageCmd),
     Container(ContainerCmd),
-    Probe { format: Format },
+    Probe {
+        format: Format,
+    },
     /// The bench's options, checked (and its profiles and workloads loaded).
     Bench(Box<BenchArgs>),
-    Df { format: Format },
-    Check { repair: bool, format: Format },
+    Df {
+        format: Format,
+    },
+    Check {
+        repair: bool,
+        format: Format,
+    },
 }
 
 /// A download from a registry, then its unpack.
@@ -94,7 +101,9 @@ pub fn resolve(cli: Cli, matches: &ArgMatches) -> Result<Plan, String> {
     };
     let mode = match cli.command {
         Command::Layer(cmd) => Mode::Layer(cmd),
-        Command::Image(ImageCmd::Pull { reference, insecure, auth, timeout, low_speed_limit, low_speed_time, .. }) => {
+        Command::Image(ImageCmd::Pull {
+            reference, insecure, auth, timeout, low_speed_limit, low_speed_time, ..
+        }) => {
             let limits = registry::Limits {
                 timeout: std::time::Duration::from_secs(timeout),
                 low_speed_limit,
