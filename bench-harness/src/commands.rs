@@ -70,7 +70,7 @@ pub fn container(driver: DriverArg, root: &Path, mode: Durability, cmd: Containe
 pub fn probe(root: &Path, format: Format) -> Result<(), Error> {
     let p = probe::probe(root);
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&p).expect("json")),
+        Format::Json => output::json(&p),
         Format::Text => probe::print(&p),
     }
     Ok(())
@@ -89,7 +89,7 @@ pub fn df(driver: DriverArg, root: &Path, format: Format) -> Result<(), Error> {
     if format == Format::Json {
         let mut v = serde_json::to_value(&d).expect("json");
         v["version"] = 1.into();
-        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        output::json(&v);
         return Ok(());
     }
     println!(
@@ -146,7 +146,7 @@ pub fn check(driver: DriverArg, root: &Path, repair: bool, format: Format) -> Re
             "repairs": repairs,
             "remaining": after.as_ref().map(|a| &a.problems),
         });
-        println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+        output::json(&out);
     } else {
         for p in &found.problems {
             println!("{p}");
@@ -190,7 +190,7 @@ fn container_cmd(driver: &dyn Driver, images: &ImageStore, cmd: ContainerCmd) ->
         ContainerCmd::Ls { json } => {
             let list = lifecycle::containers(driver, images)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list).expect("json"));
+                output::json(&list);
             } else {
                 println!("{:<24} {:<24} {:>10} MOUNTED", "NAME", "IMAGE", "SIZE");
                 for c in list {
@@ -401,7 +401,7 @@ fn layer_cmd(driver: &dyn Driver, images: &ImageStore, cmd: LayerCmd) -> Result<
         LayerCmd::Which { id, path, json } => {
             let w = explain::which(driver, &id, &path)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&w).expect("json"));
+                output::json(&w);
             } else {
                 explain::print_which(&w);
             }
@@ -410,7 +410,7 @@ fn layer_cmd(driver: &dyn Driver, images: &ImageStore, cmd: LayerCmd) -> Result<
         LayerCmd::Explain { id, path, json } => {
             let e = explain::explain(driver, &id, &path)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&e).expect("json"));
+                output::json(&e);
             } else {
                 explain::print_explain(&e);
             }

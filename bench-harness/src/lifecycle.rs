@@ -97,7 +97,7 @@ pub fn list_layers(driver: &dyn Driver, images: &ImageStore, json: bool, no_trun
                     "writable": l.writable, "diff_id": l.diff_id, "used_by": users.get(&l.id).unwrap_or(&none)})
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&arr).expect("json"));
+        output::json(&arr);
         return Ok(());
     }
     let w = if no_trunc { layers.iter().map(|l| l.id.len()).max().unwrap_or(2).max(19) } else { 19 };
@@ -137,7 +137,7 @@ pub fn list_images(driver: &dyn Driver, images: &ImageStore, json: bool, no_trun
                     "size": size_of(r), "containers": containers_of(r)})
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&arr).expect("json"));
+        output::json(&arr);
         return Ok(());
     }
     let w = list.iter().map(|r| r.name.len()).max().unwrap_or(4).clamp(4, 60);
