@@ -204,9 +204,9 @@ fn measure(args: &BenchArgs) -> Result<Run, BenchError> {
         return Err(BenchError::Unmeasured(err("strata bench makes loop-mounted scratch filesystems and needs root")));
     }
     release_on_signal().map_err(|e| err(format!("installing the SIGINT/SIGTERM handler: {e}")))?;
-    for p in &args.peers {
+    for &p in &args.peers {
         if let Some(why) = crate::peers::unavailable(p) {
-            eprintln!("strata bench: peer {p} will not run: {why}");
+            eprintln!("strata bench: peer {} will not run: {why}", p.name());
         }
     }
     let images: Vec<String> =

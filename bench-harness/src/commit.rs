@@ -48,7 +48,7 @@ pub fn history(images: &ImageStore, name: &str, json: bool) -> Result<(), Error>
     let mut rows = strata_image::inspect::history(images, name)?;
     rows.reverse();
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+        output::json(&rows);
         return Ok(());
     }
     println!(
@@ -90,12 +90,12 @@ pub fn inspect(
             "name": name, "layers": rec.layers, "manifest_digest": img.manifest_digest,
             "manifest": img.manifest, "config_digest": img.config_digest, "config": img.config,
         });
-        println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+        output::json(&out);
         return Ok(());
     }
     let e = strata_image::inspect::efficiency(images, name)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&e).expect("json"));
+        output::json(&e);
     } else {
         println!("efficiency: {:.4}", e.efficiency);
         println!(

@@ -485,19 +485,8 @@ pub fn per_day(s: f64) -> String {
     }
 }
 
-/// A size for small and large alike: `812 B`, `10.0 kB`, `332 MB`, `4.4 GB`.
-pub fn size(b: f64) -> String {
-    let a = b.abs();
-    if a < 1e3 {
-        format!("{b:.0} B")
-    } else if a < 1e6 {
-        format!("{:.1} kB", b / 1e3)
-    } else if a < 1e10 {
-        format!("{:.0} MB", b / 1e6)
-    } else {
-        format!("{:.0} GB", b / 1e9)
-    }
-}
+/// A size, in the binary units every strata command prints (crate::output).
+pub use crate::output::size;
 
 #[cfg(test)]
 mod tests {
@@ -578,6 +567,6 @@ mod tests {
         assert_eq!(secs(0.0000123), "12 µs");
         assert_eq!(secs(0.0456), "45.6 ms");
         assert_eq!(per_day(3000.0), "50 min");
-        assert_eq!(size(980e6), "980 MB");
+        assert_eq!(size(980e6), "934.6 MiB");
     }
 }

@@ -1,7 +1,10 @@
-//! How the `strata` command shows IDs and sizes to people, one way everywhere: a digest
-//! as `sha256:` and 12 hex digits (the 12 docker shows), any other ID whole, and sizes
-//! in binary units (`4.0 KiB`, `189.7 MiB`), as `ls -lh` and `du -h` count them.
-//! JSON output always carries the full ID and the exact byte count.
+//! How the `strata` command shows IDs, sizes and JSON, one way everywhere (the
+//! commands, the bench's tables, report and verdicts): a digest as `sha256:` and 12 hex
+//! digits (the 12 docker shows), any other ID whole, and sizes in binary units
+//! (`4.0 KiB`, `189.7 MiB`), as `ls -lh` and `du -h` count them. JSON output always
+//! carries the full ID and the exact byte count, pretty-printed.
+
+use serde::Serialize;
 
 /// Hex digits of a digest shown when IDs are shortened.
 pub const SHORT_HEX: usize = 12;
@@ -41,6 +44,22 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// A size that may be a median or a difference (the bench's figures): [`bytes`] of
+/// its magnitude, rounded to the byte, with its sign.
+pub fn size(b: f64) -> String {
+    let magnitude = bytes(b.abs().round() as u64);
+    if b <= -0.5 {
+        format!("-{magnitude}")
+    } else {
+        magnitude
+    }
+}
+
+/// Prints `value` as pretty JSON on stdout (the schemas of docs/json.md).
+pub fn json<T: Serialize + ?Sized>(value: &T) {
+    println!("{}", serde_json::to_string_pretty(value).expect("json"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +89,17 @@ mod tests {
         ];
         for (n, want) in cases {
             assert_eq!(bytes(n), want, "{n}");
+            assert_eq!(size(n as f64), want, "{n}");
         }
+    }
+
+    #[test]
+    fn the_bench_figures_read_as_the_commands_sizes_do() {
+        assert_eq!(size(980e6), "934.6 MiB");
+        assert_eq!(size(20_480.4), "20.0 KiB");
+        assert_eq!(size(-4096.0), "-4.0 KiB");
+        assert_eq!(size(0.4), "0 B");
+        assert_eq!(size(-0.4), "0 B");
+        assert_eq!(size(f64::NAN), "0 B");
     }
 }

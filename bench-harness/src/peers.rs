@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::args::Peer;
 use crate::model::{err, DiskUse, Dist, PeerResult};
 use driver_core::Error;
 use strata_image::image::blob_path;
@@ -78,14 +79,13 @@ fn installed(program: &str) -> bool {
 }
 
 /// Says plainly why a peer cannot run here, or None when it can.
-pub fn unavailable(peer: &str) -> Option<String> {
+pub fn unavailable(peer: Peer) -> Option<String> {
     match peer {
-        "containerd" if !(installed("containerd") && installed("ctr")) => {
+        Peer::Containerd if !(installed("containerd") && installed("ctr")) => {
             Some("containerd is not installed (Debian: apt-get install containerd)".into())
         }
-        "podman" if !installed("podman") => Some("podman is not installed (Debian: apt-get install podman)".into()),
-        "containerd" | "podman" => None,
-        other => Some(format!("unknown peer {other:?}: the peers are containerd and podman")),
+        Peer::Podman if !installed("podman") => Some("podman is not installed (Debian: apt-get install podman)".into()),
+        Peer::Containerd | Peer::Podman => None,
     }
 }
 
@@ -284,7 +284,7 @@ fn once(tool: &str, strata_driver: &str, kind: FsKind, image: &PeerImage) -> Res
 /// on a shared host; in blocks (three of strata, then three of the floor) the ratio of
 /// one run of the bench to the next swung from 0.84x to 1.43x the floor.
 pub fn compare(
-    peers: &[String],
+    peers: &[Peer],
     driver: &str,
     kind: FsKind,
     image: &PeerImage,
@@ -292,18 +292,19 @@ pub fn compare(
     progress: &dyn Fn(&str),
 ) -> Vec<PeerResult> {
     let (snapshotter, podman_driver) = matching(driver);
-    let mut rows: Vec<(&str, String)> =
-        vec![("strata", driver.to_string()), ("floor", format!("{}|tar", floor_gunzip()))];
-    for p in peers {
-        rows.push(match p.as_str() {
-            "containerd" => ("containerd", snapshotter.to_string()),
-            "podman" => ("podman", podman_driver.to_string()),
-            other => (other, String::new()),
-        });
+    // (tool, its storage, the peer it is)
+    let mut rows: Vec<(&str, String, Option<Peer>)> =
+        vec![("strata", driver.to_string(), None), ("floor", format!("{}|tar", floor_gunzip()), None)];
+    for &p in peers {
+        let storage = match p {
+            Peer::Containerd => snapshotter,
+            Peer::Podman => podman_driver,
+        };
+        rows.push((p.name(), storage.to_string(), Some(p)));
     }
     let mut out: Vec<(PeerResult, Vec<f64>)> = rows
         .into_iter()
-        .map(|(tool, storage)| {
+        .map(|(tool, storage, peer)| {
             let mut r = PeerResult {
                 tool: tool.to_string(),
                 driver: storage,
@@ -311,7 +312,7 @@ pub fn compare(
                 strata_driver: driver.to_string(),
                 ..Default::default()
             };
-            if let Some(why) = if matches!(tool, "strata" | "floor") { None } else { unavailable(tool) } {
+            if let Some(why) = peer.and_then(unavailable) {
                 progress(&format!("{tool}: not run: {why}"));
                 r.error = Some(why);
             }

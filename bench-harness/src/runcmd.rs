@@ -7,7 +7,7 @@ use driver_core::{Cause, Driver, Error};
 use strata_image::images::ImageStore;
 use strata_run::trace::{Header, Trace, VERSION};
 
-use crate::output::bytes as human_bytes;
+use crate::output::{self, bytes as human_bytes};
 
 /// What a container runs with, from the image it was made on.
 #[derive(Default)]
@@ -101,7 +101,7 @@ pub fn replay_container(driver: &dyn Driver, name: &str, trace: &Path, json: boo
     let _mounted = View { driver, name };
     let stats = strata_run::replay::replay(&view, &t).map_err(|e| Error::layer(name, Cause::Other(e.to_string())))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&stats).expect("json"));
+        output::json(&stats);
         return Ok(());
     }
     println!("{:<16} {:>8} {:>10} {:>9} {:>10}", "OPERATION", "COUNT", "BYTES", "SYSCALLS", "TIME");

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use strata_scratch::FsKind;
 
+use crate::args::{BenchDriver, Filesystem, Peer};
 use crate::model::DriverKind;
 use crate::verdict::Profile;
 
@@ -11,11 +12,11 @@ use crate::verdict::Profile;
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Drivers to compare.
-    #[arg(long, value_delimiter = ',', default_value = "overlay,vfs,btrfs")]
-    pub drivers: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "overlay,vfs,btrfs", value_parser = crate::args::bench_driver)]
+    pub drivers: Vec<BenchDriver>,
     /// Backing filesystems for overlay and vfs (btrfs always runs on btrfs).
-    #[arg(long, value_delimiter = ',', default_value = "ext4,xfs")]
-    pub fs: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "ext4,xfs", value_parser = crate::args::filesystem)]
+    pub fs: Vec<Filesystem>,
     /// A real image instead of the embedded default workload, in any form `image
     /// unpack` reads, docker://REF too (repeatable; each is benched in turn).
     #[arg(long = "image", value_name = "IMAGE")]
@@ -62,8 +63,8 @@ pub struct BenchArgs {
     pub sync: driver_core::Durability,
     /// Also unpack the same image with these tools (containerd, podman), beside
     /// strata and the floor (the fastest gzip decompressor piped into `tar -x`).
-    #[arg(long, value_delimiter = ',')]
-    pub peers: Vec<String>,
+    #[arg(long, value_delimiter = ',', value_parser = crate::args::peer)]
+    pub peers: Vec<Peer>,
     /// Write a self-contained HTML report with charts here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -98,20 +99,6 @@ pub struct BenchArgs {
 /// A driver on a scratch filesystem of one kind.
 pub type Target = (DriverKind, FsKind);
 
-/// The scratch filesystems overlay and vfs run on (btrfs always on btrfs).
-const FILESYSTEMS: [FsKind; 2] = [FsKind::Ext4, FsKind::Xfs];
-
-/// The filesystem `--fs` names: ext4 or xfs, nothing else.
-fn fs_kind(name: &str) -> Result<FsKind, String> {
-    FILESYSTEMS.into_iter().find(|k| k.name() == name).ok_or_else(|| {
-        let names: Vec<&str> = FILESYSTEMS.iter().map(|k| k.name()).collect();
-        format!(
-            "unknown filesystem {name:?} in --fs: overlay and vfs run on {} (btrfs always on btrfs)",
-            names.join(", ")
-        )
-    })
-}
-
 /// Which (driver, filesystem) pairs run: btrfs on btrfs, the others on each of `fs`.
 fn targets(drivers: &[DriverKind], fs: &[FsKind]) -> Vec<Target> {
     let mut out = Vec::new();
@@ -133,7 +120,6 @@ impl BenchArgs {
             &self.drivers,
             &self.fs,
             self.containers,
-            &self.peers,
             &self.profile_names,
             driver_given,
             self.from.is_empty(),
@@ -157,10 +143,9 @@ impl BenchArgs {
 }
 
 fn check_usage(
-    drivers: &[String],
-    fs: &[String],
+    drivers: &[BenchDriver],
+    fs: &[Filesystem],
     containers: usize,
-    peers: &[String],
     profiles: &[String],
     driver_given: bool,
     measuring: bool,
@@ -168,16 +153,8 @@ fn check_usage(
     if driver_given {
         return Err("bench ignores --driver: it compares drivers; choose them with --drivers overlay,vfs,btrfs".into());
     }
-    let drivers = drivers
-        .iter()
-        .map(|d| {
-            DriverKind::parse(d).ok_or_else(|| {
-                let names: Vec<&str> = DriverKind::ALL.iter().map(|d| d.name()).collect();
-                format!("unknown driver {d:?} in --drivers: the drivers are {}", names.join(", "))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let fs = fs.iter().map(|f| fs_kind(f)).collect::<Result<Vec<_>, _>>()?;
+    let drivers = drivers.to_vec();
+    let fs: Vec<FsKind> = fs.iter().map(|f| f.kind()).collect();
     if measuring && drivers.is_empty() {
         return Err("--drivers names no driver".into());
     }
@@ -186,11 +163,6 @@ fn check_usage(
     }
     if containers == 0 {
         return Err("--containers 0: the bench needs at least one container (two or more for a spread)".into());
-    }
-    for p in peers {
-        if !["containerd", "podman"].contains(&p.as_str()) {
-            return Err(format!("unknown peer {p:?} in --peers: the peers are containerd and podman"));
-        }
     }
     let profiles = if profiles.is_empty() {
         Profile::shipped()

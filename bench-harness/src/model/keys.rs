@@ -102,7 +102,9 @@ impl DiskPhase {
 }
 
 /// A strata driver, as the bench names its targets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DriverKind {
     #[default]
@@ -112,19 +114,12 @@ pub enum DriverKind {
 }
 
 impl DriverKind {
-    pub const ALL: [DriverKind; 3] = [DriverKind::Overlay, DriverKind::Vfs, DriverKind::Btrfs];
-
     pub fn name(self) -> &'static str {
         match self {
             DriverKind::Overlay => "overlay",
             DriverKind::Vfs => "vfs",
             DriverKind::Btrfs => "btrfs",
         }
-    }
-
-    /// The driver called `name`, if strata has one.
-    pub fn parse(name: &str) -> Option<DriverKind> {
-        DriverKind::ALL.into_iter().find(|d| d.name() == name)
     }
 }
 
@@ -214,11 +209,12 @@ mod tests {
         for p in [DiskPhase::Unpack, DiskPhase::Containers, DiskPhase::Writes] {
             assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{}\"", p.name()));
         }
-        for d in DriverKind::ALL {
+        use clap::ValueEnum;
+        for &d in DriverKind::value_variants() {
             assert_eq!(serde_json::to_string(&d).unwrap(), format!("\"{d}\""));
-            assert_eq!(DriverKind::parse(d.name()), Some(d));
+            assert_eq!(DriverKind::from_str(d.name(), false), Ok(d));
         }
-        assert_eq!(DriverKind::parse("zfs"), None);
+        assert!(DriverKind::from_str("zfs", false).is_err());
         assert_eq!(size_name(512 << 20), "512MiB");
         assert_eq!(parse_size("512MiB"), Some(512 << 20));
         assert_eq!(size_name(1536), "1536B");

@@ -299,7 +299,7 @@ mod tests {
     fn the_sentence_says_what_was_copied_up() {
         let o = result(DriverKind::Overlay, &[1.0, 2.0]);
         let s = sentence(&o, &o.workloads[0]);
-        assert!(s.contains("copied up 3 file(s) of the image, 41 MB"), "{s}");
+        assert!(s.contains("copied up 3 file(s) of the image, 39.1 MiB"), "{s}");
         assert_eq!(o.workloads[0].copyup_seconds().p50, 0.15000000000000002);
         let page = html(&[&o]);
         assert!(page.contains("Workload: pip-install") && page.contains("<svg"), "{page}");
