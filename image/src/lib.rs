@@ -11,5 +11,6 @@ pub mod df;
 pub mod image;
 pub mod images;
 pub mod inspect;
+pub mod reference;
 pub mod registry;
 pub mod save;

@@ -7,6 +7,7 @@
 //! runs the `docker-credential-*` helper a file names (`credHelpers`, `credsStore`).
 //! A credential is only ever sent to the registry it was found for (see `Client`).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use docker_credential::{CredentialRetrievalError, DockerCredential};
 use driver_core::Error;
 
-use super::{err, one_line};
+use super::error::{err, one_line};
 
 /// What strata presents to one registry.
 #[derive(Clone)]
@@ -116,6 +117,40 @@ fn lookup(file: &Path, registry: &str, required: bool) -> Result<Option<Credenti
     }
 }
 
+/// Parses `Bearer realm="…",service="…",scope="…"` or `Basic realm="…"` into the
+/// scheme (lowercase) and its parameters.
+pub(super) fn parse_challenge(h: &str) -> Option<(String, HashMap<String, String>)> {
+    let (scheme, rest) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "bearer" && scheme != "basic" {
+        return None;
+    }
+    let mut out = HashMap::new();
+    let mut s = rest;
+    while !s.is_empty() {
+        let (k, v) = s.split_once('=')?;
+        let v = v.trim_start();
+        let (val, next) = if let Some(q) = v.strip_prefix('"') {
+            let end = q.find('"')?;
+            (&q[..end], q[end + 1..].trim_start_matches(',').trim_start())
+        } else {
+            match v.split_once(',') {
+                Some((a, b)) => (a, b.trim_start()),
+                None => (v, ""),
+            }
+        };
+        out.insert(k.trim().to_ascii_lowercase(), val.to_string());
+        s = next;
+    }
+    Some((scheme, out))
+}
+
+/// The `Authorization` value of Basic auth.
+pub(super) fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +185,20 @@ mod tests {
         let opts = AuthOptions { creds: Some("u:p:q".into()), authfile: Some(f) };
         assert_eq!(pw(opts.credential_for("127.0.0.1:5000").unwrap()), Some(("u".into(), "p:q".into())));
         assert!(format!("{:?}", opts.credential_for("x").unwrap()).contains(".."));
+    }
+
+    #[test]
+    fn parses_bearer_challenges() {
+        let (scheme, c) = parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#,
+        )
+        .unwrap();
+        assert_eq!(scheme, "bearer");
+        assert_eq!(c["realm"], "https://auth.example/token");
+        assert_eq!(c["service"], "registry.example");
+        assert_eq!(c["scope"], "repository:a/b:pull");
+        let (scheme, c) = parse_challenge(r#"Basic realm="Registry Realm""#).unwrap();
+        assert_eq!((scheme.as_str(), c["realm"].as_str()), ("basic", "Registry Realm"));
+        assert!(parse_challenge("Negotiate abc").is_none());
     }
 }

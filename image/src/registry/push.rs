@@ -29,12 +29,15 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::{
-    check_target, err, error_text, is_path_component, one_line, origin, transport_failure, AuthOptions, Client,
-    Failure, Limits, Reference, MAX_ERROR_BODY, MAX_MANIFEST, MAX_REDIRECTS, OCI_MANIFEST, TRIES,
-};
 use crate::images::ImageStore;
+use crate::reference::{is_path_component, Reference};
 use driver_core::Error;
+
+use super::auth::AuthOptions;
+use super::bounds::{Limits, MAX_ERROR_BODY, MAX_MANIFEST, MAX_REDIRECTS, OCI_MANIFEST, TRIES};
+use super::client::Client;
+use super::error::{err, error_text, one_line, transport_failure, Failure};
+use super::redirect::{check_target, origin};
 
 /// How `image push` talks to the registry.
 #[derive(Clone, Debug)]
@@ -290,7 +293,7 @@ pub fn push(
 
     let mut done = Vec::new();
     for (digest, _) in &blobs {
-        super::validate_digest(digest)?;
+        crate::reference::validate_digest(digest)?;
         let path = images.content.path(digest)?;
         // The size on disk: what is sent (the store verified the blob when it kept it).
         let size = std::fs::metadata(&path).map_err(|e| Error::new(e).with_path(&path))?.len();
