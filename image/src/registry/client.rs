@@ -64,13 +64,13 @@ impl Client {
             .redirects(0)
             .build();
         let scheme = if insecure { "http" } else { "https" };
-        let base = Url::parse(&format!("{scheme}://{}/", r.registry))
-            .map_err(|e| err(format!("registry {}: {e}", r.registry)))?;
+        let base = Url::parse(&format!("{scheme}://{}/", r.registry()))
+            .map_err(|e| err(format!("registry {}: {e}", r.registry())))?;
         Ok(Client {
             agent,
             base,
             insecure,
-            repository: r.repository.clone(),
+            repository: r.repository().to_string(),
             credential,
             authorization: Mutex::new(None),
             progress,
@@ -325,7 +325,7 @@ impl Client {
     /// Downloads blob `digest` into `staging`, verified, unless it is in the cache
     /// already. A broken connection is retried; a wrong digest or size is not.
     pub(super) fn fetch_blob(&self, blobs: &PullSource, digest: &str, size: Option<u64>) -> Result<(), Error> {
-        validate_digest(digest)?;
+        validate_digest(digest).map_err(|e| err(e.to_string()))?;
         if !digest.starts_with("sha256:") {
             return Err(err(format!("blob {digest}: only sha256 blobs are supported")));
         }

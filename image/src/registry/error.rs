@@ -3,18 +3,10 @@
 use driver_core::{Cause, Error};
 use url::Url;
 
+pub(crate) use crate::reference::one_line;
+
 pub(crate) fn err(msg: impl Into<String>) -> Error {
     Error::new(Cause::Other(msg.into()))
-}
-
-/// What a server says, fit for one error line: control characters (newlines that
-/// would forge a second `error:` line, escapes) become spaces, and it is cut at `max`.
-pub(crate) fn one_line(s: &str, max: usize) -> String {
-    let mut out: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(max).collect();
-    if s.chars().count() > max {
-        out.push('…');
-    }
-    out
 }
 
 /// Why one request did not give an answer.

@@ -79,10 +79,10 @@ fn pull_missing(
     cache: &Path,
     present: &dyn Fn(&str) -> bool,
 ) -> Result<Pulled, Error> {
-    let r = Reference::parse(reference)?;
+    let r = Reference::parse_docker(reference).map_err(|e| err(e.to_string()))?;
     fs::create_dir_all(cache).map_err(|e| Error::new(e).with_path(cache))?;
     remove_stale_staging(cache);
-    let credential = auth.credential_for(&r.registry)?;
+    let credential = auth.credential_for(r.registry())?;
     let staging = cache.join(format!(".pull-{}", std::process::id()));
     let mut result = download(&r, reference, insecure, credential, limits, cache, &staging, present);
     if result.is_err() && interrupt::requested() {
@@ -119,8 +119,8 @@ fn download(
     let (c, src, rr, shown) = (client.clone(), source.clone(), r.clone(), reference.to_string());
     let image = dog.run(reference, move || {
         let host = Platform::host();
-        let (mut body, mut media) = c.manifest(&rr.reference)?;
-        let mut what = format!("manifest {}", rr.reference);
+        let (mut body, mut media) = c.manifest(rr.reference())?;
+        let mut what = format!("manifest {}", rr.reference());
         for depth in 0.. {
             let json: serde_json::Value =
                 serde_json::from_slice(&body).map_err(|e| err(format!("{what}: not valid JSON: {e}")))?;

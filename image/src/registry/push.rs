@@ -255,29 +255,29 @@ pub fn push(
     opts: &PushOptions,
     report: &dyn Fn(&str, u64, &BlobPush),
 ) -> Result<Pushed, Error> {
-    let r = Reference::parse(reference)?;
+    let r = Reference::parse_docker(reference).map_err(|e| err(e.to_string()))?;
     let rec = images.get(name)?;
     let img = images.content.load(&rec.name, rec.manifest.as_deref())?;
-    if r.by_digest() && r.reference != img.manifest_digest {
+    if r.by_digest() && r.reference() != img.manifest_digest {
         return Err(err(format!(
             "push {name} to {reference}: the image's manifest is {}; push by tag, or by that digest",
             img.manifest_digest
         )));
     }
     let limits = Limits { timeout: opts.timeout, low_speed_limit: 0, low_speed_time: opts.timeout };
-    let mut client = Client::new(&r, opts.insecure, auth.credential_for(&r.registry)?, &limits, Default::default())?;
+    let mut client = Client::new(&r, opts.insecure, auth.credential_for(r.registry())?, &limits, Default::default())?;
     client.actions = "pull,push";
 
     // Where a blob may be mounted from: repositories of this registry that hold it,
     // the one the image was pulled from among them.
     let sources_of = |digest: &str| -> Vec<String> {
-        let mut from = images.content.locations(&r.registry, digest);
-        if let Ok(own) = Reference::parse(&rec.name) {
-            if own.registry == r.registry && !from.contains(&own.repository) {
-                from.push(own.repository);
+        let mut from = images.content.locations(r.registry(), digest);
+        if let Ok(own) = rec.name.parse::<Reference>() {
+            if own.registry() == r.registry() && !from.iter().any(|f| f == own.repository()) {
+                from.push(own.repository().to_string());
             }
         }
-        from.retain(|f| *f != r.repository && f.split('/').all(is_path_component));
+        from.retain(|f| f != r.repository() && f.split('/').all(is_path_component));
         from
     };
 
@@ -293,7 +293,7 @@ pub fn push(
 
     let mut done = Vec::new();
     for (digest, _) in &blobs {
-        crate::reference::validate_digest(digest)?;
+        crate::reference::validate_digest(digest).map_err(|e| err(e.to_string()))?;
         let path = images.content.path(digest)?;
         // The size on disk: what is sent (the store verified the blob when it kept it).
         let size = std::fs::metadata(&path).map_err(|e| Error::new(e).with_path(&path))?.len();
@@ -331,7 +331,7 @@ pub fn push(
     // The manifest, last.
     let manifest = images.content.read_small(&img.manifest_digest, MAX_MANIFEST)?;
     let media = img.manifest["mediaType"].as_str().unwrap_or(OCI_MANIFEST).to_string();
-    let url = client.api(&format!("manifests/{}", r.reference))?;
+    let url = client.api(&format!("manifests/{}", r.reference()))?;
     let what = format!("manifest {}", r.name());
     let (code, resp) = client.call(
         "PUT",
@@ -354,6 +354,6 @@ pub fn push(
     }
     let all: Vec<String> = done.iter().map(|(d, _, _)| d.clone()).collect();
     // A hint for later pushes' mounts; the push itself is done.
-    let _ = images.content.note_locations(&r.registry, &r.repository, &all);
+    let _ = images.content.note_locations(r.registry(), r.repository(), &all);
     Ok(Pushed { digest: img.manifest_digest.clone(), blobs: done })
 }
