@@ -837,7 +837,7 @@ fn pull(
             let _ = images.content.note_locations(r.registry(), r.repository(), &img.blobs()[1..]);
         }
     }
-    pulled.keep()
+    Ok(pulled.keep()?)
 }
 
 fn unpack_and_report(

@@ -31,20 +31,24 @@
 //! and move into the blob cache only once the image is unpacked and recorded, so a
 //! pull that fails, times out or is interrupted leaves the cache as it was; the
 //! staging folder of a pull that was killed is removed by the next pull.
+//!
+//! Failures are an [`Error`]: the HTTP status and the registry's error code of an
+//! error answer ([`Status`]), io errors with their errno, digests got and wanted.
 
 mod auth;
 mod bounds;
 mod client;
-pub(crate) mod error;
+mod error;
 mod progress;
 mod pull;
 mod push;
 mod redirect;
 mod staging;
 
-pub use crate::reference::{validate_digest, Reference};
+pub use crate::reference::{validate_digest, InvalidDigest, InvalidReference, Reference};
 pub use auth::{AuthOptions, Credential};
 pub use bounds::{Limits, MAX_MANIFEST, MAX_REDIRECTS};
+pub use error::{Error, Status};
 pub use pull::{pull, pull_all};
 pub use push::{push, BlobPush, PushOptions, Pushed};
 pub use staging::{PullSource, Pulled};

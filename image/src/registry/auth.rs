@@ -13,9 +13,8 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use docker_credential::{CredentialRetrievalError, DockerCredential};
-use driver_core::Error;
 
-use super::error::{err, one_line};
+use super::error::{one_line, Error};
 
 /// What strata presents to one registry.
 #[derive(Clone)]
@@ -88,12 +87,12 @@ fn parse_creds(c: &str) -> Result<Credential, Error> {
         Some((u, p)) => (u.to_string(), p.to_string()),
         None => {
             let p = rpassword::prompt_password(format!("Password for {c}: "))
-                .map_err(|e| err(format!("--creds {c}: reading the password: {e}")))?;
+                .map_err(|source| Error::Read { what: format!("--creds {c}: reading the password"), source })?;
             (c.to_string(), p)
         }
     };
     if user.is_empty() {
-        return Err(err("--creds: the user name is empty (--creds USER[:PASS])"));
+        return Err(Error::EmptyUser);
     }
     Ok(Credential::Password { user, password })
 }
@@ -103,7 +102,7 @@ fn lookup(file: &Path, registry: &str, required: bool) -> Result<Option<Credenti
     let f = match File::open(file) {
         Ok(f) => f,
         Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::new(e).with_path(file)),
+        Err(e) => return Err(Error::file(file)(e)),
     };
     // Keys are `host[:port]`, `host/repo` or docker's `https://host/v1/`; the crate
     // matches them to the registry.
@@ -111,9 +110,11 @@ fn lookup(file: &Path, registry: &str, required: bool) -> Result<Option<Credenti
         Ok(DockerCredential::UsernamePassword(user, password)) => Ok(Some(Credential::Password { user, password })),
         Ok(DockerCredential::IdentityToken(t)) => Ok(Some(Credential::IdentityToken(t))),
         Err(CredentialRetrievalError::NoCredentialConfigured) => Ok(None),
-        Err(e) => {
-            Err(err(format!("{}: credentials for {registry}: {}", file.display(), one_line(&e.to_string(), 300))))
-        }
+        Err(e) => Err(Error::CredentialFile {
+            path: file.to_path_buf(),
+            registry: registry.to_string(),
+            detail: one_line(&e.to_string(), 300),
+        }),
     }
 }
 
@@ -181,7 +182,12 @@ mod tests {
         );
         assert!(lookup(&f, "127.0.0.1:5001", true).unwrap().is_none(), "another port is another registry");
         assert!(lookup(&dir.path().join("none.json"), "x", false).unwrap().is_none());
-        assert!(lookup(&dir.path().join("none.json"), "x", true).is_err(), "an --authfile that is not there");
+        assert!(
+            matches!(lookup(&dir.path().join("none.json"), "x", true), Err(Error::File { source, .. }) if source.raw_os_error() == Some(libc::ENOENT)),
+            "an --authfile that is not there"
+        );
+        std::fs::write(&f, "{not json").unwrap();
+        assert!(matches!(lookup(&f, "x", true), Err(Error::CredentialFile { registry, .. }) if registry == "x"));
         let opts = AuthOptions { creds: Some("u:p:q".into()), authfile: Some(f) };
         assert_eq!(pw(opts.credential_for("127.0.0.1:5000").unwrap()), Some(("u".into(), "p:q".into())));
         assert!(format!("{:?}", opts.credential_for("x").unwrap()).contains(".."));

@@ -3,20 +3,20 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::image::{blob_path, VerifyingReader};
+use crate::image::blob_path;
 use crate::reference::{is_tag, validate_digest, Reference};
 pub(super) use driver_core::digest::sha256 as digest_of;
-use driver_core::Error;
 use sha2::{Digest, Sha256, Sha512};
 use url::Url;
 
 use super::auth::{basic, parse_challenge, Credential};
 use super::bounds::{Limits, ACCEPT, MAX_ERROR_BODY, MAX_MANIFEST, MAX_REDIRECTS, MAX_TOKEN_ANSWER, TRIES};
-use super::error::{err, error_text, one_line, transport_failure, Failure};
+use super::error::{one_line, transport_failure, Error, Failure, Status};
 use super::progress::{Counted, Progress};
 use super::redirect::{check_target, origin};
 use super::staging::PullSource;
@@ -65,7 +65,7 @@ impl Client {
             .build();
         let scheme = if insecure { "http" } else { "https" };
         let base = Url::parse(&format!("{scheme}://{}/", r.registry()))
-            .map_err(|e| err(format!("registry {}: {e}", r.registry())))?;
+            .map_err(|source| Error::Url { what: format!("registry {}", r.registry()), source })?;
         Ok(Client {
             agent,
             base,
@@ -84,12 +84,15 @@ impl Client {
 
     /// Reads a whole body of at most `limit` bytes.
     pub(super) fn read_bounded(&self, resp: ureq::Response, limit: u64, what: &str) -> Result<Vec<u8>, Error> {
-        let too_big = || err(format!("{what} is larger than {} KiB; refused", limit >> 10));
+        let too_big = || Error::TooLarge { what: what.to_string(), limit };
         if resp.header("content-length").and_then(|l| l.trim().parse::<u64>().ok()).is_some_and(|l| l > limit) {
             return Err(too_big());
         }
         let mut body = Vec::new();
-        self.counted(resp).take(limit + 1).read_to_end(&mut body).map_err(|e| err(format!("{what}: {e}")))?;
+        self.counted(resp)
+            .take(limit + 1)
+            .read_to_end(&mut body)
+            .map_err(|source| Error::Read { what: what.to_string(), source })?;
         if body.len() as u64 > limit {
             return Err(too_big());
         }
@@ -125,32 +128,34 @@ impl Client {
             match answer {
                 Ok(resp) if (300..400).contains(&resp.status()) => {
                     let location = resp.header("location").unwrap_or_default().to_string();
-                    let next = url.join(&location).map_err(|e| {
-                        Failure::Fatal(err(format!("{shown}: bad redirect to {:?}: {e}", one_line(&location, 200))))
+                    let next = url.join(&location).map_err(|source| {
+                        Failure::Fatal(Error::BadLocation {
+                            what: shown.clone(),
+                            header: "redirect to",
+                            location: one_line(&location, 200),
+                            source,
+                        })
                     })?;
                     check_target(&next, self.insecure, &format!("{shown}: redirect")).map_err(Failure::Fatal)?;
                     url = next;
                 }
                 Ok(resp) if resp.status() < 300 => return Ok(resp),
-                Ok(resp) => return Err(Failure::Fatal(err(format!("{shown}: unexpected status {}", resp.status())))),
+                Ok(resp) => return Err(Failure::Fatal(Error::UnexpectedStatus { what: shown, status: resp.status() })),
                 Err(ureq::Error::Status(401, resp)) if registry && origin(&url) == origin(&self.base) => {
                     return Err(Failure::Unauthorized(resp.header("www-authenticate").unwrap_or("").to_string()));
                 }
                 Err(ureq::Error::Status(code, resp)) if code == 429 || code >= 500 => {
-                    return Err(Failure::Transient(format!("{shown}: {code} {}", one_line(resp.status_text(), 100))));
+                    let text = format!("{shown}: {code} {}", one_line(resp.status_text(), 100));
+                    return Err(Failure::Transient(Some(code), text));
                 }
                 Err(ureq::Error::Status(code, resp)) => {
                     let body = self.read_bounded(resp, MAX_ERROR_BODY, "error answer").unwrap_or_default();
-                    let mut text = error_text(code, &body);
-                    if code == 400 && text.contains("HTTP request to an HTTPS server") {
-                        text = format!("{text} (the registry speaks https: drop --insecure)");
-                    }
-                    return Err(Failure::Status(text));
+                    return Err(Failure::Status(code, body));
                 }
                 Err(ureq::Error::Transport(t)) => return Err(transport_failure(&url, &t)),
             }
         }
-        Err(Failure::Fatal(err(format!("{}: more than {MAX_REDIRECTS} redirects", one_line(url.as_str(), 200)))))
+        Err(Failure::Fatal(Error::TooManyRedirects { what: one_line(url.as_str(), 200), max: MAX_REDIRECTS }))
     }
 
     /// GET `/v2/<repository>/<kind>/<what>` with auth and retries on transient
@@ -160,15 +165,15 @@ impl Client {
         let url = self
             .base
             .join(&format!("v2/{}/{kind}/{what}", self.repository))
-            .map_err(|e| err(format!("{}: {e}", self.base)))?;
-        let mut last = String::new();
+            .map_err(|source| Error::Url { what: self.base.to_string(), source })?;
+        let (mut last, mut last_status) = (String::new(), None);
         let mut answered = false;
         for attempt in 0..TRIES {
             if attempt > 0 && !answered {
                 std::thread::sleep(Duration::from_millis(300 << attempt));
             }
             if self.progress.cancelled.load(Ordering::SeqCst) {
-                return Err(err("the pull was stopped"));
+                return Err(Error::Stopped);
             }
             let authorization = self.authorization.lock().expect("authorization lock").clone();
             match self.send(url.clone(), accept, authorization.as_deref(), None, true) {
@@ -180,18 +185,19 @@ impl Client {
                     }
                     self.authenticate(&challenge)?;
                     answered = true;
-                    last = format!("{url}: 401 Unauthorized");
+                    (last, last_status) = (format!("{url}: 401 Unauthorized"), Some(401));
                 }
-                Err(Failure::Transient(msg)) => last = msg,
+                Err(Failure::Transient(status, msg)) => (last, last_status) = (msg, status),
                 // As skopeo says it: `manifest unknown: host/repo:tag`.
-                Err(Failure::Status(text)) => {
+                Err(Failure::Status(code, body)) => {
                     let sep = if what.contains(':') { '@' } else { ':' };
-                    return Err(err(format!("{text}: {}{sep}{what}", self.shown_repository())));
+                    let subject = format!("{}{sep}{what}", self.shown_repository());
+                    return Err(Status::new(code, &body, subject, false).into());
                 }
                 Err(Failure::Fatal(e)) => return Err(e),
             }
         }
-        Err(err(format!("giving up after {TRIES} tries: {last}")))
+        Err(Error::GaveUp { tries: TRIES, status: last_status, last })
     }
 
     /// `host[:port]` of the registry, as the user wrote it.
@@ -212,10 +218,8 @@ impl Client {
     pub(super) fn refused(&self) -> Error {
         let host = self.host();
         match &self.credential {
-            Some(_) => err(format!("401 Unauthorized: the credentials for {host} were refused")),
-            None => err(format!(
-                "401 Unauthorized: {host} needs credentials (--creds USER:PASS, --authfile, or `skopeo login`)"
-            )),
+            Some(_) => Error::CredentialsRefused { host },
+            None => Error::NeedsCredentials { host },
         }
     }
 
@@ -224,23 +228,20 @@ impl Client {
     /// registry's own origin).
     pub(super) fn authenticate(&self, challenge: &str) -> Result<(), Error> {
         let (scheme, p) = parse_challenge(challenge)
-            .ok_or_else(|| err(format!("unsupported auth challenge {:?}", one_line(challenge, 200))))?;
+            .ok_or_else(|| Error::Challenge(format!("unsupported auth challenge {:?}", one_line(challenge, 200))))?;
         if scheme == "basic" {
             let header = match &self.credential {
                 Some(Credential::Password { user, password }) => basic(user, password),
-                Some(Credential::IdentityToken(_)) => {
-                    return Err(err(
-                        "the registry asks for a password (Basic auth), the credential is an identity token",
-                    ))
-                }
+                Some(Credential::IdentityToken(_)) => return Err(Error::NeedsPassword),
                 None => return Err(self.refused()),
             };
             *self.authorization.lock().expect("authorization lock") = Some(header);
             return Ok(());
         }
-        let realm = p.get("realm").ok_or_else(|| err("auth challenge without a realm"))?;
-        let mut url = Url::parse(realm).map_err(|e| err(format!("auth realm {:?}: {e}", one_line(realm, 200))))?;
-        check_target(&url, self.insecure, "token request").map_err(|e| err(format!("auth realm: {e}")))?;
+        let realm = p.get("realm").ok_or_else(|| Error::Challenge("auth challenge without a realm".into()))?;
+        let mut url = Url::parse(realm)
+            .map_err(|source| Error::Url { what: format!("auth realm {:?}", one_line(realm, 200)), source })?;
+        check_target(&url, self.insecure, "auth realm: token request")?;
         let scope =
             p.get("scope").cloned().unwrap_or_else(|| format!("repository:{}:{}", self.repository, self.actions));
         let shown = one_line(realm, 200);
@@ -273,25 +274,25 @@ impl Client {
                 self.send(url, None, basic.as_deref(), None, false)
             }
         };
+        let token_error = |why: String| Error::Token { realm: shown.clone(), why };
         let resp = match answer {
             Ok(r) => r,
-            Err(Failure::Fatal(e)) => return Err(err(format!("token from {shown}: {e}"))),
-            Err(Failure::Status(text)) => return Err(err(format!("token from {shown}: {text}"))),
-            Err(Failure::Transient(m) | Failure::Unauthorized(m)) => {
-                return Err(err(format!("token from {shown}: {m}")))
+            Err(Failure::Fatal(e)) => return Err(Error::TokenRequest { realm: shown.clone(), source: Box::new(e) }),
+            Err(Failure::Status(code, body)) => {
+                return Err(Status::new(code, &body, format!("token from {shown}"), true).into())
             }
+            Err(Failure::Transient(_, m) | Failure::Unauthorized(m)) => return Err(token_error(m)),
         };
         let text = self.read_bounded(resp, MAX_TOKEN_ANSWER, &format!("token answer from {shown}"))?;
-        let body: serde_json::Value =
-            serde_json::from_slice(&text).map_err(|e| err(format!("token from {shown}: {e}")))?;
+        let body: serde_json::Value = serde_json::from_slice(&text).map_err(|e| token_error(e.to_string()))?;
         let token = body
             .get("token")
             .or_else(|| body.get("access_token"))
             .and_then(|t| t.as_str())
-            .ok_or_else(|| err(format!("token from {shown}: no token in the answer")))?;
+            .ok_or_else(|| token_error("no token in the answer".into()))?;
         // It goes into a header: visible ASCII only, or it could smuggle headers in.
         if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(err(format!("token from {shown}: not a valid bearer token (empty or not printable ASCII)")));
+            return Err(token_error("not a valid bearer token (empty or not printable ASCII)".into()));
         }
         *self.authorization.lock().expect("authorization lock") = Some(format!("Bearer {token}"));
         Ok(())
@@ -306,30 +307,36 @@ impl Client {
         let claimed = resp.header("docker-content-digest").map(str::to_string);
         let body = self.read_bounded(resp, MAX_MANIFEST, &format!("manifest {reference}"))?;
         if reference.contains(':') && !digest_matches(&body, reference) {
-            return Err(err(format!("manifest {reference} does not match its digest (tampered or corrupt)")));
+            return Err(Error::DigestMismatch {
+                what: format!("manifest {reference}"),
+                want: reference.to_string(),
+                got: digest_like(&body, reference),
+            });
         }
         if let Some(claimed) = claimed {
             let claimed = claimed.trim();
-            validate_digest(claimed).map_err(|e| err(format!("manifest {reference}: Docker-Content-Digest: {e}")))?;
+            validate_digest(claimed)
+                .map_err(|e| Error::digest(format!("manifest {reference}: Docker-Content-Digest: "), e))?;
             if !digest_matches(&body, claimed) {
-                return Err(err(format!(
-                    "manifest {reference}: the registry says its digest is {claimed} (Docker-Content-Digest), but it \
-                     is {}",
-                    digest_of(&body)
-                )));
+                return Err(Error::ClaimedDigest {
+                    what: format!("manifest {reference}"),
+                    claimed: claimed.to_string(),
+                    got: digest_like(&body, claimed),
+                });
             }
         }
         Ok((body, media))
     }
 
     /// Downloads blob `digest` into `staging`, verified, unless it is in the cache
-    /// already. A broken connection is retried; a wrong digest or size is not.
+    /// already. A broken connection is retried; a wrong digest or size is not, nor a
+    /// file that cannot be written.
     pub(super) fn fetch_blob(&self, blobs: &PullSource, digest: &str, size: Option<u64>) -> Result<(), Error> {
-        validate_digest(digest).map_err(|e| err(e.to_string()))?;
+        validate_digest(digest).map_err(|e| Error::digest("", e))?;
         if !digest.starts_with("sha256:") {
-            return Err(err(format!("blob {digest}: only sha256 blobs are supported")));
+            return Err(Error::protocol(format!("blob {digest}"), "only sha256 blobs are supported"));
         }
-        let rel = blob_path(digest).map_err(|e| err(e.to_string()))?;
+        let rel = blob_path(digest).map_err(|e| Error::Internal(format!(": {e}")))?;
         if blobs.cache.join(&rel).exists() || blobs.staging.join(&rel).exists() {
             return Ok(());
         }
@@ -341,27 +348,74 @@ impl Client {
                 std::thread::sleep(Duration::from_millis(300 << attempt));
             }
             let resp = self.get("blobs", digest, None)?;
-            let mut r = VerifyingReader::new(self.counted(resp), digest, size, format!("blob {digest}"));
-            // No create_dir_all: once the staging folder is gone, a late thread fails here.
-            let mut f = fs::File::create(&tmp).map_err(|e| Error::new(e).with_path(&tmp))?;
-            match io::copy(&mut r, &mut f).and_then(|_| f.flush()) {
-                Ok(()) => return fs::rename(&tmp, &dest).map_err(|e| Error::new(e).with_path(&dest)),
+            match self.download(resp, &tmp, digest, size) {
+                Ok(()) => return fs::rename(&tmp, &dest).map_err(Error::file(&dest)),
                 Err(e) => {
                     let _ = fs::remove_file(&tmp);
-                    // A wrong digest or size is final (and its message names the
-                    // blob); a broken or cut connection is tried again.
-                    if e.kind() == io::ErrorKind::InvalidData {
-                        return Err(err(one_line(&e.to_string(), 400)));
-                    }
-                    let msg = format!("blob {digest}: {}", one_line(&e.to_string(), 400));
+                    let e = match e {
+                        // A wrong digest or size is final, and so is a full disk.
+                        Attempt::Final(e) => return Err(e),
+                        Attempt::Cut(e) => e,
+                    };
                     if self.progress.cancelled.load(Ordering::SeqCst) {
-                        return Err(err(msg));
+                        return Err(Error::Read { what: format!("blob {digest}"), source: e });
                     }
-                    last = msg;
+                    // A broken or cut connection is tried again.
+                    last = format!("blob {digest}: {}", one_line(&e.to_string(), 400));
                 }
             }
         }
-        Err(err(format!("giving up after {TRIES} tries: {last}")))
+        Err(Error::GaveUp { tries: TRIES, status: None, last })
+    }
+
+    /// One try at blob `digest`: the body into `tmp`, hashed and counted as it comes
+    /// (more than `size` bytes is refused at once), then checked.
+    fn download(&self, resp: ureq::Response, tmp: &Path, digest: &str, size: Option<u64>) -> Result<(), Attempt> {
+        let what = || format!("blob {digest}");
+        let mut body = self.counted(resp);
+        // No create_dir_all: once the staging folder is gone, a late thread fails here.
+        let mut f = fs::File::create(tmp).map_err(|e| Attempt::Final(Error::file(tmp)(e)))?;
+        let (mut hash, mut got) = (Sha256::new(), 0u64);
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = match body.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Attempt::Cut(e)),
+            };
+            got += n as u64;
+            if let Some(want) = size.filter(|want| got > *want) {
+                return Err(Attempt::Final(Error::TooLong { what: what(), want }));
+            }
+            hash.update(&buf[..n]);
+            f.write_all(&buf[..n]).map_err(|e| Attempt::Final(Error::file(tmp)(e)))?;
+        }
+        f.flush().map_err(|e| Attempt::Final(Error::file(tmp)(e)))?;
+        if let Some(want) = size.filter(|want| got != *want) {
+            return Err(Attempt::Final(Error::Truncated { what: what(), want, got }));
+        }
+        let computed = format!("sha256:{}", hex::encode(hash.finalize()));
+        if computed != digest {
+            return Err(Attempt::Final(Error::DigestMismatch { what: what(), want: digest.into(), got: computed }));
+        }
+        Ok(())
+    }
+}
+
+/// How one try at a blob failed.
+enum Attempt {
+    /// The connection broke or was cut: worth another try.
+    Cut(io::Error),
+    Final(Error),
+}
+
+/// The digest of `data` in the algorithm of `like` (sha512 or else sha256).
+fn digest_like(data: &[u8], like: &str) -> String {
+    if like.starts_with("sha512:") {
+        format!("sha512:{}", hex::encode(Sha512::digest(data)))
+    } else {
+        digest_of(data)
     }
 }
 

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use driver_core::{interrupt, Error};
+use driver_core::interrupt;
 
 use super::bounds::Limits;
-use super::error::{err, one_line};
+use super::error::{one_line, Error};
 
 /// Bytes received by every download of one pull, and the flag that stops them.
 #[derive(Default)]
@@ -28,9 +28,11 @@ pub(super) struct Counted<R> {
 
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        interrupt::check().map_err(|e| io::Error::other(e.to_string()))?;
+        if interrupt::requested() {
+            return Err(io::Error::other(Error::Interrupted));
+        }
         if self.progress.cancelled.load(Ordering::SeqCst) {
-            return Err(io::Error::other("the pull was stopped"));
+            return Err(io::Error::other(Error::Stopped));
         }
         let n = self.inner.read(buf)?;
         self.progress.bytes.fetch_add(n as u64, Ordering::SeqCst);
@@ -59,10 +61,7 @@ impl Watchdog {
     fn check(&self, reference: &str) -> Result<(), Error> {
         let now = Instant::now();
         if now - self.start > self.limits.timeout {
-            return Err(err(format!(
-                "pull {reference}: not done after {}s, the total deadline (--timeout, STRATA_PULL_TIMEOUT)",
-                self.limits.timeout.as_secs()
-            )));
+            return Err(Error::Deadline { reference: reference.into(), timeout: self.limits.timeout });
         }
         let bytes = self.progress.bytes.load(Ordering::SeqCst);
         let mut samples = self.samples.lock().expect("samples lock");
@@ -75,12 +74,12 @@ impl Watchdog {
         if window >= self.limits.low_speed_time {
             let got = bytes - before;
             if (got as f64) < self.limits.low_speed_limit as f64 * window.as_secs_f64() {
-                return Err(err(format!(
-                    "pull {reference}: stalled: {got} bytes in the last {:.0}s, below the low-speed limit of {} bytes/s \
-                     (--low-speed-limit, --low-speed-time)",
-                    window.as_secs_f64(),
-                    self.limits.low_speed_limit
-                )));
+                return Err(Error::Stalled {
+                    reference: reference.into(),
+                    got,
+                    window,
+                    limit: self.limits.low_speed_limit,
+                });
             }
         }
         Ok(())
@@ -100,18 +99,19 @@ impl Watchdog {
             .spawn(move || {
                 let _ = tx.send(guarded(f));
             })
-            .map_err(Error::new)?;
+            .map_err(|source| Error::Read { what: "starting a download thread".into(), source })?;
         loop {
             match rx.recv_timeout(self.tick()) {
                 Ok(r) => return r,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Err(e) = interrupt::check().and_then(|_| self.check(reference)) {
+                    let stop = if interrupt::requested() { Err(Error::Interrupted) } else { self.check(reference) };
+                    if let Err(e) = stop {
                         self.progress.cancelled.store(true, Ordering::SeqCst);
                         return Err(e);
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(err("internal error: a download thread vanished"))
+                    return Err(Error::Internal(": a download thread vanished".into()))
                 }
             }
         }
@@ -148,7 +148,7 @@ pub(super) fn guarded<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Erro
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
             let at = PANIC_AT.with(|p| p.borrow_mut().take()).unwrap_or_default();
-            Err(err(format!("internal error in a download thread (please report): {} at {at}", one_line(&msg, 300))))
+            Err(Error::Internal(format!(" in a download thread (please report): {} at {at}", one_line(&msg, 300))))
         }
     }
 }
@@ -164,8 +164,9 @@ mod tests {
             .unwrap()
             .join()
             .expect("the panic did not escape the thread")
-            .unwrap_err()
-            .to_string();
+            .unwrap_err();
+        assert!(matches!(e, Error::Internal(_)), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("internal error in a download thread") && e.contains("boom"), "{e}");
         assert!(e.contains("progress.rs:"), "the error says where: {e}");
     }

@@ -5,44 +5,80 @@ use std::fs;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::image::{blob_path, image_from_manifest, pick_platform, Platform};
+use crate::image::{blob_path, image_from_manifest, Platform};
 use crate::reference::{validate_digest, Reference};
-use driver_core::{interrupt, Driver, Error};
+use driver_core::Driver;
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
+use serde::de::IgnoredAny;
 
 use super::auth::{AuthOptions, Credential};
 use super::bounds::{Limits, DOCKER_LIST, DOCKER_MANIFEST, MAX_CONFIG, MAX_INDEX_DEPTH, OCI_INDEX, OCI_MANIFEST};
 use super::client::{digest_of, Client};
-use super::error::{err, one_line};
+use super::error::{one_line, Error};
 use super::progress::{guarded, Progress, Watchdog};
 use super::staging::{remove_stale_staging, PullSource, Pulled};
 
+/// What a manifest body says it is, before it is read as one.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Declared {
+    media_type: Option<String>,
+    manifests: Option<IgnoredAny>,
+    layers: Option<IgnoredAny>,
+}
+
+/// Reads `body` as JSON of type `T`; the error names `what`.
+fn json<'a, T: serde::Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|source| Error::Json { what: what.to_string(), source })
+}
+
 /// What a manifest body is: the header's media type and the body's own must agree.
-fn kind_of(header: &str, body: &serde_json::Value, what: &str) -> Result<&'static str, Error> {
+fn kind_of(header: &str, body: &Declared, what: &str) -> Result<&'static str, Error> {
     let header = header.split(';').next().unwrap_or("").trim();
     let known = |t: &str| [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST].into_iter().find(|k| *k == t);
-    let own = body.get("mediaType").and_then(|m| m.as_str());
+    let own = body.media_type.as_deref();
     let generic = header.is_empty() || header == "application/json" || header == "application/octet-stream";
     let t = match (known(header), own) {
         (Some(h), Some(o)) if h != o => {
-            return Err(err(format!(
-                "{what}: the registry says media type {h}, the manifest says {}",
-                one_line(o, 100)
-            )))
+            return Err(Error::protocol(
+                what,
+                format!("the registry says media type {h}, the manifest says {}", one_line(o, 100)),
+            ))
         }
         (Some(h), _) => h,
         (None, Some(o)) if generic => {
-            known(o).ok_or_else(|| err(format!("{what}: unsupported media type {:?}", one_line(o, 100))))?
+            known(o).ok_or_else(|| Error::protocol(what, format!("unsupported media type {:?}", one_line(o, 100))))?
         }
-        (None, None) if generic && body.get("manifests").is_some() => OCI_INDEX,
-        (None, None) if generic && body.get("layers").is_some() => OCI_MANIFEST,
+        (None, None) if generic && body.manifests.is_some() => OCI_INDEX,
+        (None, None) if generic && body.layers.is_some() => OCI_MANIFEST,
         _ => {
-            return Err(err(format!(
-                "{what}: unsupported media type {:?} (docker schema 1 and others are not pulled)",
-                one_line(header, 100)
-            )))
+            return Err(Error::protocol(
+                what,
+                format!(
+                    "unsupported media type {:?} (docker schema 1 and others are not pulled)",
+                    one_line(header, 100)
+                ),
+            ))
         }
     };
     Ok(t)
+}
+
+/// The entry of `index` for `want`: the first whose platform `want` accepts, or that
+/// names none (its config decides). When there is none, the platforms present.
+fn select<'a>(index: &'a ImageIndex, want: &Platform) -> Result<&'a Descriptor, Vec<String>> {
+    let platform = |d: &Descriptor| {
+        d.platform().as_ref().map(|p| Platform {
+            os: p.os().to_string(),
+            architecture: p.architecture().to_string(),
+            variant: p.variant().clone(),
+        })
+    };
+    let entries = index.manifests();
+    entries
+        .iter()
+        .find(|d| platform(d).is_none_or(|p| want.accepts(&p)))
+        .ok_or_else(|| entries.iter().filter_map(platform).map(|p| p.to_string()).collect())
 }
 
 /// Pulls `reference` into a staging folder under `cache`: manifest, config and every
@@ -79,15 +115,15 @@ fn pull_missing(
     cache: &Path,
     present: &dyn Fn(&str) -> bool,
 ) -> Result<Pulled, Error> {
-    let r = Reference::parse_docker(reference).map_err(|e| err(e.to_string()))?;
-    fs::create_dir_all(cache).map_err(|e| Error::new(e).with_path(cache))?;
+    let r = Reference::parse_docker(reference)?;
+    fs::create_dir_all(cache).map_err(Error::file(cache))?;
     remove_stale_staging(cache);
     let credential = auth.credential_for(r.registry())?;
     let staging = cache.join(format!(".pull-{}", std::process::id()));
     let mut result = download(&r, reference, insecure, credential, limits, cache, &staging, present);
-    if result.is_err() && interrupt::requested() {
+    if result.is_err() && driver_core::interrupt::requested() {
         // Whichever thread saw it first, say why the pull stopped.
-        result = Err(interrupt::error());
+        result = Err(Error::Interrupted);
     }
     if result.is_err() {
         // Also when a stopped download thread still holds the source: its late
@@ -112,7 +148,7 @@ fn download(
     let client = Arc::new(Client::new(r, insecure, credential, &limits, progress.clone())?);
     let dog = Watchdog::new(limits, progress);
     let blobs_dir = staging.join("blobs/sha256");
-    fs::create_dir_all(&blobs_dir).map_err(|e| Error::new(e).with_path(&blobs_dir))?;
+    fs::create_dir_all(&blobs_dir).map_err(Error::file(&blobs_dir))?;
     let source = Arc::new(PullSource { staging: staging.to_path_buf(), cache: cache.to_path_buf() });
 
     // Manifest (through indexes) and config.
@@ -122,45 +158,46 @@ fn download(
         let (mut body, mut media) = c.manifest(rr.reference())?;
         let mut what = format!("manifest {}", rr.reference());
         for depth in 0.. {
-            let json: serde_json::Value =
-                serde_json::from_slice(&body).map_err(|e| err(format!("{what}: not valid JSON: {e}")))?;
-            let kind = kind_of(&media, &json, &what)?;
+            let kind = kind_of(&media, &json(&body, &what)?, &what)?;
             if kind == OCI_MANIFEST || kind == DOCKER_MANIFEST {
                 break;
             }
             if depth == MAX_INDEX_DEPTH {
-                return Err(err(format!("{what}: indexes nested more than {MAX_INDEX_DEPTH} deep")));
+                return Err(Error::protocol(what, format!("indexes nested more than {MAX_INDEX_DEPTH} deep")));
             }
-            let entries: Vec<serde_json::Value> = json["manifests"].as_array().cloned().unwrap_or_default();
-            let platforms: Vec<Option<Platform>> =
-                entries.iter().map(|m| Platform::from_json(&m["platform"])).collect();
-            let i = pick_platform(&platforms, &host).map_err(|e| err(format!("{shown}: {e}")))?;
-            let pick = &entries[i];
-            let digest = pick["digest"].as_str().unwrap_or_default();
-            validate_digest(digest).map_err(|e| err(format!("{what}: index entry: {e}")))?;
-            (body, media) = c.manifest(digest)?;
-            if pick["size"].as_u64().is_some_and(|s| s != body.len() as u64) {
-                return Err(err(format!("manifest {digest} is not the size its index entry says")));
-            }
+            let index: ImageIndex = json(&body, &what)?;
+            let pick = select(&index, &host).map_err(|present| Error::NoPlatform {
+                reference: shown.clone(),
+                want: host.to_string(),
+                present,
+            })?;
+            let digest = pick.digest().to_string();
+            validate_digest(&digest).map_err(|e| Error::digest(format!("{what}: index entry: "), e))?;
+            (body, media) = c.manifest(&digest)?;
             what = format!("manifest {digest}");
+            if pick.size() != body.len() as u64 {
+                return Err(Error::Truncated { what, want: pick.size(), got: body.len() as u64 });
+            }
         }
         // Keep the manifest with the blobs, so the image reads like a layout.
-        let mpath = src.staging.join(blob_path(&digest_of(&body)).map_err(|e| err(e.to_string()))?);
-        fs::write(&mpath, &body).map_err(|e| Error::new(e).with_path(&mpath))?;
-        let manifest: serde_json::Value = serde_json::from_slice(&body).map_err(|e| err(format!("{what}: {e}")))?;
-        let cfg = manifest["config"]["digest"].as_str().ok_or_else(|| err(format!("{what}: no config")))?;
-        validate_digest(cfg).map_err(|e| err(format!("{what}: config: {e}")))?;
-        let cfg_size = manifest["config"]["size"].as_u64();
-        if cfg_size.is_some_and(|s| s > MAX_CONFIG) {
-            return Err(err(format!("{what}: config {cfg} claims {} bytes; configs are small", cfg_size.unwrap_or(0))));
+        let mpath = src.staging.join(blob_path(&digest_of(&body)).map_err(|e| Error::Internal(format!(": {e}")))?);
+        fs::write(&mpath, &body).map_err(Error::file(&mpath))?;
+        let manifest: ImageManifest = json(&body, &what)?;
+        let cfg = manifest.config().digest().to_string();
+        validate_digest(&cfg).map_err(|e| Error::digest(format!("{what}: config: "), e))?;
+        let cfg_size = manifest.config().size();
+        if cfg_size > MAX_CONFIG {
+            return Err(Error::TooLarge {
+                what: format!("{what}: config {cfg} of {cfg_size} bytes"),
+                limit: MAX_CONFIG,
+            });
         }
-        for l in manifest["layers"].as_array().into_iter().flatten() {
-            let d = l["digest"].as_str().unwrap_or_default();
-            validate_digest(d).map_err(|e| err(format!("{what}: layer: {e}")))?;
+        for l in manifest.layers() {
+            validate_digest(l.digest().as_ref()).map_err(|e| Error::digest(format!("{what}: layer: "), e))?;
         }
-        c.fetch_blob(&src, cfg, cfg_size)?;
+        c.fetch_blob(&src, &cfg, Some(cfg_size))?;
         // Resolve without the layers first (image_from_manifest reads only the config).
-        image_from_manifest(src.as_ref(), &shown, rr.name(), &body)
+        Ok(image_from_manifest(src.as_ref(), &shown, rr.name(), &body)?)
     })?;
 
     // The layers no local layer holds, each blob once, a few at a time as docker
@@ -169,7 +206,7 @@ fn download(
     let mut seen = std::collections::HashSet::new();
     for (i, l) in image.layers.iter().enumerate() {
         if !present(&image.chain_ids[i]) {
-            let d = l.digest.clone().ok_or_else(|| err(format!("layer {} has no digest", i + 1)))?;
+            let d = l.digest.clone().ok_or_else(|| Error::protocol(format!("layer {}", i + 1), "no digest"))?;
             if seen.insert(d.clone()) {
                 missing.push((d, l.size));
             }
@@ -206,6 +243,6 @@ fn download(
     let name = image.name.clone();
     // Only this thread holds the source now that both phases are done (a phase that
     // failed returned above, and its thread's clone goes when it ends).
-    let source = Arc::try_unwrap(source).map_err(|_| err("internal error: a download thread still runs"))?;
+    let source = Arc::try_unwrap(source).map_err(|_| Error::Internal(": a download thread still runs".into()))?;
     Ok(Pulled { image, name, source, downloaded })
 }

@@ -1,10 +1,9 @@
 //! Where a redirect (or a token realm, or an upload location) may lead, and where a
 //! credential may go.
 
-use driver_core::Error;
 use url::Url;
 
-use super::error::{err, one_line};
+use super::error::{one_line, Error};
 
 /// Scheme, host and port: where a token may be sent.
 pub(super) fn origin(u: &Url) -> (String, Option<String>, Option<u16>) {
@@ -17,13 +16,11 @@ pub(super) fn check_target(u: &Url, insecure: bool, what: &str) -> Result<(), Er
     match u.scheme() {
         "https" => {}
         "http" if insecure => {}
-        "http" => {
-            return Err(err(format!("{what} to plain-http {shown} refused (use --insecure for an http registry)")))
-        }
-        other => return Err(err(format!("{what} to {shown} refused: scheme {other:?} is not http or https"))),
+        "http" => return Err(Error::PlainHttp { what: what.into(), url: shown }),
+        other => return Err(Error::Scheme { what: what.into(), url: shown, scheme: other.into() }),
     }
     if u.host_str().is_none_or(str::is_empty) {
-        return Err(err(format!("{what} to {shown} refused: it names no host")));
+        return Err(Error::NoHost { what: what.into(), url: shown });
     }
     Ok(())
 }
@@ -43,7 +40,11 @@ mod tests {
             ("ftp://example/x", true, false),
         ] {
             let u = Url::parse(target).unwrap();
-            assert_eq!(check_target(&u, insecure, "redirect").is_ok(), ok, "{target}");
+            match check_target(&u, insecure, "redirect") {
+                Ok(()) => assert!(ok, "{target} is refused"),
+                Err(Error::PlainHttp { .. } | Error::Scheme { .. } | Error::NoHost { .. }) => assert!(!ok, "{target}"),
+                Err(e) => panic!("{target}: {e:?}"),
+            }
         }
         let a = Url::parse("http://127.0.0.1:5000/v2/").unwrap();
         assert_ne!(origin(&a), origin(&Url::parse("http://127.0.0.1:5001/v2/").unwrap()), "another port");

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::image::{blob_path, BlobSource, Image};
-use driver_core::{interrupt, Error};
+use driver_core::interrupt;
+
+use super::error::Error;
 
 /// Blobs of one pull: its own staging folder first, then the cache.
 #[derive(Clone)]
@@ -48,14 +50,14 @@ impl Pulled {
     pub fn keep(self) -> Result<(), Error> {
         let from = self.source.staging.join("blobs/sha256");
         let to = self.source.cache.join("blobs/sha256");
-        fs::create_dir_all(&to).map_err(|e| Error::new(e).with_path(&to))?;
-        for e in fs::read_dir(&from).map_err(|e| Error::new(e).with_path(&from))? {
-            let e = e.map_err(Error::new)?;
+        fs::create_dir_all(&to).map_err(Error::file(&to))?;
+        for e in fs::read_dir(&from).map_err(Error::file(&from))? {
+            let e = e.map_err(Error::file(&from))?;
             let name = e.file_name();
             if name.to_string_lossy().contains('.') {
                 continue; // a `.part-…` left by a stopped thread
             }
-            fs::rename(e.path(), to.join(&name)).map_err(|err| Error::new(err).with_path(to.join(&name)))?;
+            fs::rename(e.path(), to.join(&name)).map_err(Error::file(to.join(&name)))?;
         }
         Ok(())
     }
