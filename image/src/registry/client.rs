@@ -197,7 +197,7 @@ impl Client {
                 Err(Failure::Fatal(e)) => return Err(e),
             }
         }
-        Err(Error::GaveUp { tries: TRIES, status: last_status, last })
+        Err(Error::GaveUp { tries: TRIES, status: last_status, last, cause: None })
     }
 
     /// `host[:port]` of the registry, as the user wrote it.
@@ -342,7 +342,7 @@ impl Client {
         }
         let dest = blobs.staging.join(&rel);
         let tmp = dest.with_extension(format!("part-{:?}", std::thread::current().id()).replace(['(', ')'], ""));
-        let mut last = String::new();
+        let (mut last, mut cause) = (String::new(), None);
         for attempt in 0..TRIES {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(300 << attempt));
@@ -362,10 +362,11 @@ impl Client {
                     }
                     // A broken or cut connection is tried again.
                     last = format!("blob {digest}: {}", one_line(&e.to_string(), 400));
+                    cause = Some(e);
                 }
             }
         }
-        Err(Error::GaveUp { tries: TRIES, status: None, last })
+        Err(Error::GaveUp { tries: TRIES, status: None, last, cause })
     }
 
     /// One try at blob `digest`: the body into `tmp`, hashed and counted as it comes

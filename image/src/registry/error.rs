@@ -68,9 +68,15 @@ pub enum Error {
     #[error("{host}: the server gave an HTTP response to an HTTPS client; for a plain-http registry use --insecure")]
     NotHttps { host: String },
     /// 5xx, 429 or a broken connection on every try; `status` is the last try's, if
-    /// it got one.
+    /// it got one, and `cause` the io error that cut its body, if one did.
     #[error("giving up after {tries} tries: {last}")]
-    GaveUp { tries: u32, status: Option<u16>, last: String },
+    GaveUp {
+        tries: u32,
+        status: Option<u16>,
+        last: String,
+        #[source]
+        cause: Option<io::Error>,
+    },
     /// A broken connection in a request that is not tried again (inside an upload).
     #[error("{what}: {detail}")]
     Transport { what: String, detail: String },
@@ -164,6 +170,7 @@ impl Error {
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
             Error::File { source, .. } | Error::Read { source, .. } => source.raw_os_error(),
+            Error::GaveUp { cause: Some(source), .. } => source.raw_os_error(),
             Error::Store(e) => e.raw_os_error(),
             _ => None,
         }

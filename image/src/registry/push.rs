@@ -154,7 +154,7 @@ impl Client {
                 std::thread::sleep(Duration::from_millis(300 << attempt));
             }
         }
-        Err(Error::GaveUp { tries: TRIES, status: last_status, last })
+        Err(Error::GaveUp { tries: TRIES, status: last_status, last, cause: None })
     }
 
     /// The error of an answer's status, from the registry's answer.
