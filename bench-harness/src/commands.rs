@@ -310,12 +310,12 @@ fn pull_and_unpack(driver: &dyn Driver, dir: &Path, images: &ImageStore, p: Pull
         return Err(if driver_core::interrupt::requested() { driver_core::interrupt::error() } else { e });
     }
     // Where its blobs are, for a later push's cross-repository mounts (a hint).
-    if let (Ok(r), Ok(rec)) = (registry::Reference::parse(reference), images.get(&pulled.name)) {
+    if let (Ok(r), Ok(rec)) = (registry::Reference::parse_docker(reference), images.get(&pulled.name)) {
         if let Ok(img) = images.content.load(&rec.name, rec.manifest.as_deref()) {
-            let _ = images.content.note_locations(&r.registry, &r.repository, &img.blobs()[1..]);
+            let _ = images.content.note_locations(r.registry(), r.repository(), &img.blobs()[1..]);
         }
     }
-    pulled.keep()
+    Ok(pulled.keep()?)
 }
 
 fn unpack_and_report(

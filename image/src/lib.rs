@@ -12,5 +12,6 @@ pub mod image;
 pub mod images;
 pub mod inspect;
 pub mod prune;
+pub mod reference;
 pub mod registry;
 pub mod save;

@@ -5,6 +5,10 @@
 //! after a refusal the store (layers, images, blob cache) is exactly as before, nothing
 //! beside the store changed, and no request left `/v2/<repository>/`.
 //!
+//! Which refusal it is is checked once, in this process, on the typed error of the
+//! registry client (`strata_image::registry::Error`); a few cases also check the words
+//! of the printed line, end to end.
+//!
 //! The watchdog limits are set short through the environment
 //! (`STRATA_PULL_LOW_SPEED_TIME` and friends), so stalls are found in seconds.
 
@@ -15,6 +19,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use strata_image::registry::{self as client, Error, InvalidReference, Limits, Status};
 use strata_tests::registry::{sha256, Reply, Request, Server, TestImage};
 use strata_tests::{signal_at, Strata};
 
@@ -42,16 +47,28 @@ fn h(f: impl Fn(&Env, &Request) -> Reply + Send + Sync + 'static) -> H {
     Arc::new(f)
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy)]
 enum Expect {
     Succeeds,
-    /// Refused with an error line holding one of these (lowercase).
-    Refused(&'static [&'static str]),
+    /// Refused by the registry client with an error this accepts (and by `strata
+    /// image pull` with one error line).
+    Refused(fn(&Error) -> bool),
+    /// Downloaded, then refused by the unpack, with an error line holding one of
+    /// these (lowercase).
+    UnpackRefused(&'static [&'static str]),
+}
+
+impl Expect {
+    fn succeeds(&self) -> bool {
+        matches!(self, Expect::Succeeds)
+    }
 }
 
 struct Case {
     name: &'static str,
     expect: Expect,
+    /// Words one of which the printed error line holds (lowercase), end to end.
+    says: &'static [&'static str],
     /// The registry's answers.
     main: H,
     /// The other host's answers (default: the image's blobs, and tokens on `/token`).
@@ -66,7 +83,7 @@ struct Case {
 
 impl Case {
     fn new(name: &'static str, expect: Expect, main: H) -> Case {
-        Case { name, expect, main, other: None, image: None, reference: None, args: &[], check: None }
+        Case { name, expect, says: &[], main, other: None, image: None, reference: None, args: &[], check: None }
     }
 }
 
@@ -166,6 +183,40 @@ fn nothing_requested(_: &Env, main: &[Request], other: &[Request]) {
     assert!(main.is_empty() && other.is_empty(), "an invalid reference reached the registry: {main:?} {other:?}");
 }
 
+/// A redirect to somewhere a pull must not go (not http(s), no host, no URL).
+fn redirect_refused(e: &Error) -> bool {
+    matches!(e, Error::Scheme { .. } | Error::NoHost { .. } | Error::BadLocation { .. } | Error::PlainHttp { .. })
+}
+
+fn stalled(e: &Error) -> bool {
+    matches!(e, Error::Stalled { .. })
+}
+
+/// A stall, or every try cut by the read timeout or a reset.
+fn stalled_or_gave_up(e: &Error) -> bool {
+    matches!(e, Error::Stalled { .. } | Error::GaveUp { .. })
+}
+
+fn too_large(e: &Error) -> bool {
+    matches!(e, Error::TooLarge { .. })
+}
+
+fn media_type(e: &Error) -> bool {
+    matches!(e, Error::Protocol { why, .. } if why.contains("media type"))
+}
+
+/// Content under `what` (`blob `, `manifest `) whose digest is another.
+fn not_its_digest(e: &Error, what: &str) -> bool {
+    matches!(e, Error::DigestMismatch { what: w, want, got } if w.starts_with(what) && want != got)
+}
+
+/// A manifest or index naming a digest outside the grammar: refused when the
+/// document is read (oci-spec's digest type), or by strata's own check.
+fn bad_document(e: &Error) -> bool {
+    matches!(e, Error::Json { source, .. } if source.to_string().to_lowercase().contains("digest") || source.to_string().contains("encoded"))
+        || matches!(e, Error::Digest { .. })
+}
+
 fn cases() -> Vec<Case> {
     use Expect::*;
     let slow = Duration::from_millis(400);
@@ -222,32 +273,38 @@ fn cases() -> Vec<Case> {
         ("a blob redirected to http://:80/", "http://:80/x"),
         ("a blob redirected to a broken IPv6 host", "http://[::1/x"),
     ] {
-        v.push(Case::new(
-            name,
-            Refused(&["redirect"]),
-            h(move |e, r| if is_layer(e, r) { Reply::redirect(location) } else { serve(e, r) }),
-        ));
+        v.push(Case {
+            says: &["redirect"],
+            ..Case::new(
+                name,
+                Refused(redirect_refused),
+                h(move |e, r| if is_layer(e, r) { Reply::redirect(location) } else { serve(e, r) }),
+            )
+        });
     }
     v.extend([
         Case::new(
             "a manifest redirected to itself forever",
-            Refused(&["redirects"]),
+            Refused(|e| matches!(e, Error::TooManyRedirects { .. })),
             h(|e, r| if is_manifest(r) { Reply::redirect(&r.path) } else { serve(e, r) }),
         ),
-        Case::new(
-            "a layer body of 1 byte per 400 ms",
-            Refused(&["stalled"]),
-            h(move |e, r| {
-                let mut a = serve(e, r);
-                if is_layer(e, r) {
-                    a.trickle = Some(slow);
-                }
-                a
-            }),
-        ),
+        Case {
+            says: &["stalled"],
+            ..Case::new(
+                "a layer body of 1 byte per 400 ms",
+                Refused(stalled),
+                h(move |e, r| {
+                    let mut a = serve(e, r);
+                    if is_layer(e, r) {
+                        a.trickle = Some(slow);
+                    }
+                    a
+                }),
+            )
+        },
         Case::new(
             "a manifest body of 1 byte per 400 ms",
-            Refused(&["stalled"]),
+            Refused(stalled),
             h(move |e, r| {
                 let mut a = serve(e, r);
                 if is_manifest(r) {
@@ -258,7 +315,7 @@ fn cases() -> Vec<Case> {
         ),
         Case::new(
             "manifest headers of 1 byte per 400 ms",
-            Refused(&["stalled"]),
+            Refused(stalled),
             h(move |e, r| {
                 let mut a = serve(e, r);
                 if is_manifest(r) {
@@ -269,7 +326,7 @@ fn cases() -> Vec<Case> {
         ),
         Case::new(
             "a layer body that never comes",
-            Refused(&["stalled", "timed out"]),
+            Refused(stalled_or_gave_up),
             h(|e, r| {
                 let mut a = serve(e, r);
                 if is_layer(e, r) {
@@ -280,9 +337,10 @@ fn cases() -> Vec<Case> {
         ),
         Case {
             args: &["--timeout", "3", "--low-speed-limit", "10"],
+            says: &["total deadline"],
             ..Case::new(
                 "fast enough, but past the total deadline",
-                Refused(&["total deadline"]),
+                Refused(|e| matches!(e, Error::Deadline { .. })),
                 h(|e, r| {
                     let mut a = serve(e, r);
                     if is_layer(e, r) {
@@ -294,7 +352,7 @@ fn cases() -> Vec<Case> {
         },
         Case::new(
             "a layer blob that is not its digest",
-            Refused(&["digest"]),
+            Refused(|e| not_its_digest(e, "blob ")),
             h(|e, r| {
                 let mut a = serve(e, r);
                 if is_layer(e, r) {
@@ -306,7 +364,7 @@ fn cases() -> Vec<Case> {
         ),
         Case::new(
             "a config that is not its digest",
-            Refused(&["digest"]),
+            Refused(|e| not_its_digest(e, "blob ")),
             h(|e, r| {
                 let mut a = serve(e, r);
                 if is_config(e, r) {
@@ -319,7 +377,7 @@ fn cases() -> Vec<Case> {
             reference: Some(|e| format!("127.0.0.1:{}/{REPO}@{}", e.port, e.img.manifest_digest())),
             ..Case::new(
                 "a manifest pulled by digest that is not that digest",
-                Refused(&["does not match"]),
+                Refused(|e| not_its_digest(e, "manifest ")),
                 h(|e, r| {
                     let mut a = serve(e, r);
                     if is_manifest(r) {
@@ -331,7 +389,7 @@ fn cases() -> Vec<Case> {
         },
         Case::new(
             "a wrong Docker-Content-Digest",
-            Refused(&["docker-content-digest"]),
+            Refused(|e| matches!(e, Error::ClaimedDigest { claimed, got, .. } if claimed != got)),
             h(|e, r| {
                 let mut a = serve(e, r);
                 if is_manifest(r) {
@@ -343,7 +401,7 @@ fn cases() -> Vec<Case> {
         ),
         Case::new(
             "a Docker-Content-Digest with a traversal",
-            Refused(&["docker-content-digest"]),
+            Refused(|e| matches!(e, Error::Digest { context, .. } if context.contains("Docker-Content-Digest"))),
             h(|e, r| {
                 let mut a = serve(e, r);
                 if is_manifest(r) {
@@ -355,7 +413,7 @@ fn cases() -> Vec<Case> {
         ),
         Case::new(
             "a layer cut short of its Content-Length",
-            Refused(&["bytes", "giving up", "stalled"]),
+            Refused(|e| matches!(e, Error::GaveUp { .. } | Error::Stalled { .. } | Error::Truncated { .. })),
             h(|e, r| {
                 let mut a = serve(e, r);
                 if is_layer(e, r) {
@@ -366,7 +424,7 @@ fn cases() -> Vec<Case> {
         ),
         Case::new(
             "a Content-Length shorter than the layer",
-            Refused(&["bytes"]),
+            Refused(|e| matches!(e, Error::Truncated { want, got, .. } if got < want)),
             h(|e, r| {
                 let mut a = serve(e, r);
                 if is_layer(e, r) {
@@ -377,7 +435,7 @@ fn cases() -> Vec<Case> {
         ),
         Case::new(
             "a manifest claiming 50 MB",
-            Refused(&["larger than"]),
+            Refused(too_large),
             h(|e, r| {
                 let mut a = serve(e, r);
                 if is_manifest(r) {
@@ -394,7 +452,7 @@ fn cases() -> Vec<Case> {
             }),
             ..Case::new(
                 "a 50 MB manifest, no Content-Length",
-                Refused(&["larger than"]),
+                Refused(too_large),
                 h(|e, r| {
                     let mut a = serve(e, r);
                     a.no_length = true;
@@ -404,7 +462,7 @@ fn cases() -> Vec<Case> {
         },
         Case::new(
             "a manifest nested 100,000 deep",
-            Refused(&["recursion", "json"]),
+            Refused(|e| matches!(e, Error::Json { .. })),
             h(|e, r| {
                 if is_manifest(r) {
                     let body = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
@@ -416,7 +474,7 @@ fn cases() -> Vec<Case> {
         ),
         Case::new(
             "a manifest served as an index",
-            Refused(&["media type"]),
+            Refused(media_type),
             h(|e, r| {
                 let mut a = serve(e, r);
                 if is_manifest(r) {
@@ -428,7 +486,7 @@ fn cases() -> Vec<Case> {
         ),
         Case::new(
             "a docker schema 1 manifest",
-            Refused(&["unsupported media type"]),
+            Refused(media_type),
             h(|e, r| {
                 let mut a = serve(e, r);
                 if is_manifest(r) {
@@ -444,11 +502,11 @@ fn cases() -> Vec<Case> {
                 m["config"]["size"] = (1u64 << 40).into();
                 img.with_manifest(&m)
             }),
-            ..Case::new("a config descriptor of 1 TiB", Refused(&["configs are small"]), h(serve))
+            ..Case::new("a config descriptor of 1 TiB", Refused(too_large), h(serve))
         },
         Case {
             image: Some(|img| layer_digest(img, "sha256:../../../../../../etc/passwd")),
-            ..Case::new("a layer digest with a traversal", Refused(&["invalid digest"]), h(serve))
+            ..Case::new("a layer digest with a traversal", Refused(bad_document), h(serve))
         },
         Case {
             image: Some(|img| {
@@ -456,15 +514,15 @@ fn cases() -> Vec<Case> {
                 m["config"]["digest"] = format!("sha256:{}/../../../../x", "a".repeat(64)).into();
                 img.with_manifest(&m)
             }),
-            ..Case::new("a config digest with a traversal", Refused(&["invalid digest"]), h(serve))
+            ..Case::new("a config digest with a traversal", Refused(bad_document), h(serve))
         },
         Case {
             image: Some(|img| layer_digest(img, &img.layer_digests[0].to_uppercase().replace("SHA256", "sha256"))),
-            ..Case::new("an uppercase layer digest", Refused(&["invalid digest"]), h(serve))
+            ..Case::new("an uppercase layer digest", Refused(bad_document), h(serve))
         },
         Case::new(
             "an index entry with a traversal digest",
-            Refused(&["invalid digest"]),
+            Refused(bad_document),
             h(|e, r| {
                 if path(r).ends_with("/manifests/v1") {
                     index_to(e, "sha256:../../../../../token")
@@ -475,7 +533,7 @@ fn cases() -> Vec<Case> {
         ),
         Case::new(
             "an index entry with a %2e%2e digest",
-            Refused(&["invalid digest"]),
+            Refused(bad_document),
             h(|e, r| {
                 if path(r).ends_with("/manifests/v1") {
                     index_to(e, "sha256:%2e%2e/%2e%2e/%2e%2e/token")
@@ -486,27 +544,35 @@ fn cases() -> Vec<Case> {
         ),
         Case {
             other: Some(h(|_, _| token_reply("abc\r\nX-Injected: 1"))),
-            ..Case::new("a token with a header injection", Refused(&["token"]), h(|e, r| with_auth(e, r, serve)))
+            ..Case::new(
+                "a token with a header injection",
+                Refused(|e| matches!(e, Error::Token { .. })),
+                h(|e, r| with_auth(e, r, serve)),
+            )
         },
         Case {
             other: Some(h(|_, _| Reply { no_length: true, ..token_reply(&"t".repeat(10 << 20)) })),
-            ..Case::new("a 10 MB token", Refused(&["token"]), h(|e, r| with_auth(e, r, serve)))
+            ..Case::new(
+                "a 10 MB token",
+                Refused(|e| matches!(e, Error::TooLarge { what, .. } if what.starts_with("token answer"))),
+                h(|e, r| with_auth(e, r, serve)),
+            )
         },
         Case::new(
             "a realm at file://",
-            Refused(&["realm"]),
+            Refused(|e| matches!(e, Error::Scheme { what, .. } if what.starts_with("auth realm"))),
             h(|_, _| {
                 Reply::new(401, "").header("WWW-Authenticate", r#"Bearer realm="file:///etc/passwd",service="x""#)
             }),
         ),
         Case::new(
             "a token that is never accepted",
-            Refused(&["401", "stalled"]),
+            Refused(|e| matches!(e, Error::NeedsCredentials { .. } | Error::Stalled { .. })),
             h(|e, r| with_auth(e, &Request { authorization: None, ..r.clone() }, serve)),
         ),
         Case::new(
             "a 404 with a 50 MB body",
-            Refused(&["404"]),
+            Refused(|e| matches!(e, Error::Status(Status { status: 404, .. }))),
             h(|e, r| {
                 if is_manifest(r) {
                     Reply { no_length: true, ..Reply::new(404, vec![b'x'; 50 << 20]) }
@@ -515,20 +581,27 @@ fn cases() -> Vec<Case> {
                 }
             }),
         ),
-        Case::new(
-            "an error body that forges a second error line",
-            Refused(&["404"]),
-            h(|e, r| if is_manifest(r) { Reply::new(404, "not here\nerror: forged\n") } else { serve(e, r) }),
-        ),
+        Case {
+            says: &["404: not here error: forged"],
+            ..Case::new(
+                "an error body that forges a second error line",
+                Refused(|e| matches!(e, Error::Status(Status { status: 404, code: None, .. }))),
+                h(|e, r| if is_manifest(r) { Reply::new(404, "not here\nerror: forged\n") } else { serve(e, r) }),
+            )
+        },
         Case::new(
             "every connection reset",
-            Refused(&["giving up", "stalled", "reset"]),
+            Refused(stalled_or_gave_up),
             h(|e, r| if is_layer(e, r) { Reply::reset() } else { serve(e, r) }),
         ),
-        Case::new("always 500", Refused(&["500", "stalled"]), h(|_, _| Reply::new(500, "down"))),
+        Case::new(
+            "always 500",
+            Refused(|e| matches!(e, Error::GaveUp { status: Some(500), .. } | Error::Stalled { .. })),
+            h(|_, _| Reply::new(500, "down")),
+        ),
         Case {
             image: Some(lying_diff_id),
-            ..Case::new("a config whose last diff_id lies (fails in the unpack)", Refused(&["diff_id"]), h(serve))
+            ..Case::new("a config whose last diff_id lies (fails in the unpack)", UnpackRefused(&["diff_id"]), h(serve))
         },
     ]);
     for (name, reference) in [
@@ -541,7 +614,8 @@ fn cases() -> Vec<Case> {
         v.push(Case {
             reference: Some(reference),
             check: Some(nothing_requested),
-            ..Case::new(name, Refused(&["invalid image reference"]), h(serve))
+            says: &["invalid image reference"],
+            ..Case::new(name, Refused(|e| matches!(e, Error::Reference(InvalidReference::Grammar { .. }))), h(serve))
         });
     }
     v
@@ -605,22 +679,71 @@ fn pull(s: &Strata, reference: &str, args: &[&str]) -> Run {
     run_measured(cmd)
 }
 
+/// The two servers of a case, answering, and the reference to pull.
+struct Serving {
+    registry: Server,
+    other_host: Server,
+    env: Arc<OnceLock<Env>>,
+    reference: String,
+}
+
+impl Serving {
+    fn start(case: &Case, base: &TestImage) -> Serving {
+        let img = match case.image {
+            Some(f) => f(base),
+            None => base.clone(),
+        };
+        let env: Arc<OnceLock<Env>> = Arc::new(OnceLock::new());
+        let (e1, main) = (env.clone(), case.main.clone());
+        let registry = Server::start(Arc::new(move |r| main(e1.get().expect("env"), r)));
+        let (e2, other) = (env.clone(), case.other.clone().unwrap_or_else(|| h(default_other)));
+        let other_host = Server::start(Arc::new(move |r| other(e2.get().expect("env"), r)));
+        let _ = env.set(Env { img, port: registry.port, other: other_host.port });
+        let e = env.get().unwrap();
+        let reference = match case.reference {
+            Some(f) => f(e),
+            None => format!("127.0.0.1:{}/{REPO}:v1", e.port),
+        };
+        Serving { registry, other_host, env, reference }
+    }
+
+    fn env(&self) -> &Env {
+        self.env.get().unwrap()
+    }
+
+    /// No request left `/v2/<repository>/` or held a traversal; then the case's own
+    /// checks on what the servers saw.
+    fn check_requests(&self, case: &Case, what: &str) {
+        let (main_seen, other_seen) = (self.registry.requests(), self.other_host.requests());
+        for r in &main_seen {
+            assert!(
+                r.path == "/v2/" || r.path.starts_with(&format!("/v2/{REPO}/")),
+                "{what}: a request outside /v2/{REPO}/: {}",
+                r.path
+            );
+            assert!(!r.path.contains("..") && !r.path.to_lowercase().contains("%2e"), "{what}: {}", r.path);
+        }
+        if let Some(check) = case.check {
+            check(self.env(), &main_seen, &other_seen);
+        }
+    }
+}
+
+/// The limits `pull` (below) sets through the environment, with a case's flags.
+fn limits(args: &[&str]) -> Limits {
+    let flag = |name: &str, default: u64| {
+        args.iter().position(|a| *a == name).map_or(default, |i| args[i + 1].parse().expect("a number"))
+    };
+    Limits {
+        timeout: Duration::from_secs(flag("--timeout", 60)),
+        low_speed_limit: flag("--low-speed-limit", 1024),
+        low_speed_time: Duration::from_secs(flag("--low-speed-time", 3)),
+    }
+}
+
 fn run_case(case: &Case, s: &Strata, base: &TestImage, outside: &Path, driver: &str) {
-    let img = match case.image {
-        Some(f) => f(base),
-        None => base.clone(),
-    };
-    let env: Arc<OnceLock<Env>> = Arc::new(OnceLock::new());
-    let (e1, main) = (env.clone(), case.main.clone());
-    let registry = Server::start(Arc::new(move |r| main(e1.get().expect("env"), r)));
-    let (e2, other) = (env.clone(), case.other.clone().unwrap_or_else(|| h(default_other)));
-    let other_host = Server::start(Arc::new(move |r| other(e2.get().expect("env"), r)));
-    let _ = env.set(Env { img, port: registry.port, other: other_host.port });
-    let env = env.get().unwrap();
-    let reference = match case.reference {
-        Some(f) => f(env),
-        None => format!("127.0.0.1:{}/{REPO}:v1", env.port),
-    };
+    let serving = Serving::start(case, base);
+    let (env, reference) = (serving.env(), serving.reference.clone());
 
     let what = format!("{driver}: {}", case.name);
     let before = store_state(s);
@@ -645,28 +768,60 @@ fn run_case(case: &Case, s: &Strata, base: &TestImage, outside: &Path, driver: &
             }
             assert!(!cached.keys().any(|k| k.starts_with(".pull-")), "{what}: staging left: {cached:?}");
         }
-        Expect::Refused(words) => {
+        Expect::Refused(_) | Expect::UnpackRefused(_) => {
             assert!(!run.ok, "{what}: should be refused, but the pull succeeded");
             assert_eq!(errors.len(), 1, "{what}: one error line expected: {}", run.stderr);
             let line = errors[0].to_lowercase();
-            assert!(words.iter().any(|w| line.contains(w)), "{what}: the error should say one of {words:?}: {line}");
+            let words = match case.expect {
+                Expect::UnpackRefused(words) => words,
+                _ => case.says,
+            };
+            assert!(
+                words.is_empty() || words.iter().any(|w| line.contains(w)),
+                "{what}: the error should say one of {words:?}: {line}"
+            );
             assert!(line.len() < 1200, "{what}: the error line is {} bytes", line.len());
             assert_eq!(store_state(s), before, "{what}: the store changed after a refusal");
         }
     }
     assert_eq!(files(outside), outside_before, "{what}: something beside the store changed");
-    let (main_seen, other_seen) = (registry.requests(), other_host.requests());
-    for r in &main_seen {
-        assert!(
-            r.path == "/v2/" || r.path.starts_with(&format!("/v2/{REPO}/")),
-            "{what}: a request outside /v2/{REPO}/: {}",
-            r.path
+    serving.check_requests(case, &what);
+}
+
+/// Each refusal of the corpus, by the registry client in this process: the typed
+/// error is the one the case names, and the blob cache holds nothing afterwards (no
+/// staging folder, no blob). Needs no driver, so it runs unprivileged.
+#[test]
+fn hostile_registries_are_refused_with_typed_errors() {
+    let image = TestImage::generate(21, 2);
+    let only = std::env::var("STRATA_CORPUS_CASE").unwrap_or_default();
+    let mut failed = Vec::new();
+    for case in cases().iter().filter(|c| c.name.contains(&only)) {
+        let Expect::Refused(accepts) = case.expect else { continue };
+        let start = Instant::now();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let serving = Serving::start(case, &image);
+            let cache = tempfile::tempdir().unwrap();
+            let auth = client::AuthOptions::default();
+            let got = client::pull_all(&serving.reference, true, &auth, limits(case.args), cache.path());
+            match got {
+                Ok(_) => panic!("{}: pulled", case.name),
+                Err(e) => assert!(accepts(&e), "{}: not the error expected: {e:?} ({e})", case.name),
+            }
+            assert!(files(cache.path()).is_empty(), "{}: left in the cache: {:?}", case.name, files(cache.path()));
+            serving.check_requests(case, case.name);
+        }));
+        eprintln!(
+            "{}: {} in {:.1}s",
+            case.name,
+            if r.is_ok() { "ok" } else { "FAILED" },
+            start.elapsed().as_secs_f64()
         );
-        assert!(!r.path.contains("..") && !r.path.to_lowercase().contains("%2e"), "{what}: {}", r.path);
+        if r.is_err() {
+            failed.push(case.name);
+        }
     }
-    if let Some(check) = case.check {
-        check(env, &main_seen, &other_seen);
-    }
+    assert!(failed.is_empty(), "{} case(s) failed: {failed:?}", failed.len());
 }
 
 /// Runs the corpus on `driver` with its stores under `base`: the refusals on one store
@@ -692,7 +847,7 @@ fn hostile_registries(driver: &str, base: &Path) {
     for (i, case) in cases().iter().enumerate().filter(|(_, c)| c.name.contains(&only)) {
         let start = Instant::now();
         let fresh;
-        let store = if case.expect == Expect::Succeeds {
+        let store = if case.expect.succeeds() {
             fresh = Strata::at(&base.join(format!("fresh{i}")), driver);
             &fresh
         } else {

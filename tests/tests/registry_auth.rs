@@ -139,6 +139,25 @@ fn pull_with_htpasswd_credentials_from_each_source() {
     let e = one_error(&pull(&s, &Env::default(), &reference, &["--creds", &format!("{USER}:wrong")]));
     assert!(e.contains(&format!("the credentials for {host} were refused")), "{e}");
     assert_eq!(s.state(), before, "a refused pull stores nothing");
+    // The same two refusals as the registry client returns them.
+    {
+        use strata_image::registry::{pull_all, AuthOptions, Error, Limits};
+        let cache = tempfile::tempdir().unwrap();
+        let authfile = work.path().join("no-credentials.json");
+        std::fs::write(&authfile, r#"{"auths":{}}"#).unwrap();
+        let limits = Limits {
+            timeout: std::time::Duration::from_secs(60),
+            low_speed_limit: 1024,
+            low_speed_time: std::time::Duration::from_secs(10),
+        };
+        let refused = |creds: Option<&str>| {
+            let auth = AuthOptions { creds: creds.map(str::to_string), authfile: Some(authfile.clone()) };
+            pull_all(&reference, true, &auth, limits, cache.path()).err().expect("refused")
+        };
+        assert!(matches!(refused(None), Error::NeedsCredentials { host: h } if h == host));
+        let wrong = format!("{USER}:wrong");
+        assert!(matches!(refused(Some(&wrong)), Error::CredentialsRefused { host: h } if h == host));
+    }
 
     // Each source of credentials below serves a push too: the pulled image goes up to a
     // repository of its own, which then pulls back (with --creds) to the same layers;

@@ -25,13 +25,9 @@ fn manifest_requests(server: &Server) -> usize {
     server.requests().iter().filter(|r| r.path.starts_with(&format!("/v2/{REPO}/manifests/"))).count()
 }
 
-#[test]
-fn an_http_registry_asked_in_https_says_use_insecure() {
-    if !privileged("registry error tests") {
-        return;
-    }
-    // A plain-http server answers a TLS hello as Go's net/http (docker-registry) does:
-    // with a 400 in plain text.
+/// A plain-http server that answers a TLS hello as Go's net/http (docker-registry)
+/// does: with a 400 in plain text. Returns its port.
+fn plain_http_server() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -41,6 +37,15 @@ fn an_http_registry_asked_in_https_says_use_insecure() {
             let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request");
         }
     });
+    port
+}
+
+#[test]
+fn an_http_registry_asked_in_https_says_use_insecure() {
+    if !privileged("registry error tests") {
+        return;
+    }
+    let port = plain_http_server();
     let s = Strata::new("vfs");
     let e = one_error(&s.run(&["image", "pull", &format!("127.0.0.1:{port}/{REPO}:v1")]));
     assert_eq!(
@@ -136,4 +141,67 @@ fn credentials_in_a_reference_are_refused_pointing_at_creds() {
         assert!(!all.contains("s3cret"), "{args:?}: the password is echoed: {all}");
     }
     assert_eq!(s.state(), before, "nothing stored");
+}
+
+/// The same failures as the registry client returns them, typed: the status and the
+/// registry's error code, the host that does not resolve or listens on nothing, the
+/// http server asked in https, and credentials in a reference (the user kept, the
+/// password not).
+#[test]
+fn registry_errors_are_typed() {
+    use std::time::Duration;
+    use strata_image::registry::{self as client, Error, InvalidReference, Limits, Status};
+
+    let cache = tempfile::tempdir().unwrap();
+    let limits =
+        Limits { timeout: Duration::from_secs(60), low_speed_limit: 1024, low_speed_time: Duration::from_secs(3) };
+    let pull = |reference: &str, insecure: bool| -> Error {
+        let e = client::pull_all(reference, insecure, &client::AuthOptions::default(), limits, cache.path())
+            .err()
+            .unwrap_or_else(|| panic!("{reference}: pulled"));
+        assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0, "{reference}: the cache holds nothing");
+        e
+    };
+
+    let server = Server::start(Arc::new(move |r: &Request| {
+        if r.path.ends_with("/manifests/2") {
+            let body = r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"2"}}]}"#;
+            return Reply::new(404, body).header("Content-Type", "application/json");
+        }
+        Reply::new(404, r#"{"errors":[{"code":"NAME_UNKNOWN"}]}"#)
+    }));
+    let at = |tag: &str| format!("127.0.0.1:{}/{REPO}:{tag}", server.port);
+    match pull(&at("2"), true) {
+        Error::Status(Status { status: 404, code: Some(code), message, subject, .. }) => {
+            assert_eq!((code.as_str(), message.as_str()), ("MANIFEST_UNKNOWN", "manifest unknown"));
+            assert_eq!(subject, at("2"));
+        }
+        e => panic!("{e:?}"),
+    }
+    assert!(matches!(
+        pull(&at("3"), true),
+        Error::Status(Status { status: 404, code: Some(c), .. }) if c == "NAME_UNKNOWN"
+    ));
+    assert_eq!(manifest_requests(&server), 2, "a 404 is not asked again");
+
+    assert!(matches!(
+        pull("registry.invalid/x:1", true),
+        Error::Unresolvable { host, .. } if host == "registry.invalid"
+    ));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    assert!(matches!(
+        pull(&format!("127.0.0.1:{port}/x:1"), true),
+        Error::ConnectionRefused { host } if host == format!("127.0.0.1:{port}")
+    ));
+
+    // A plain-http server asked in https.
+    let port = plain_http_server();
+    assert!(matches!(pull(&format!("127.0.0.1:{port}/x:1"), false), Error::NotHttps { .. }));
+
+    match pull("alice:s3cret@127.0.0.1:5000/team/app:v1", true) {
+        Error::Reference(InvalidReference::Credentials { user, rest }) => {
+            assert_eq!((user.as_str(), rest.as_str()), ("alice", "127.0.0.1:5000/team/app:v1"))
+        }
+        e => panic!("{e:?}"),
+    }
 }

@@ -7,14 +7,14 @@
 //! runs the `docker-credential-*` helper a file names (`credHelpers`, `credsStore`).
 //! A credential is only ever sent to the registry it was found for (see `Client`).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use docker_credential::{CredentialRetrievalError, DockerCredential};
-use driver_core::Error;
 
-use super::{err, one_line};
+use super::error::{one_line, Error};
 
 /// What strata presents to one registry.
 #[derive(Clone)]
@@ -87,12 +87,12 @@ fn parse_creds(c: &str) -> Result<Credential, Error> {
         Some((u, p)) => (u.to_string(), p.to_string()),
         None => {
             let p = rpassword::prompt_password(format!("Password for {c}: "))
-                .map_err(|e| err(format!("--creds {c}: reading the password: {e}")))?;
+                .map_err(|source| Error::Read { what: format!("--creds {c}: reading the password"), source })?;
             (c.to_string(), p)
         }
     };
     if user.is_empty() {
-        return Err(err("--creds: the user name is empty (--creds USER[:PASS])"));
+        return Err(Error::EmptyUser);
     }
     Ok(Credential::Password { user, password })
 }
@@ -102,7 +102,7 @@ fn lookup(file: &Path, registry: &str, required: bool) -> Result<Option<Credenti
     let f = match File::open(file) {
         Ok(f) => f,
         Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::new(e).with_path(file)),
+        Err(e) => return Err(Error::file(file)(e)),
     };
     // Keys are `host[:port]`, `host/repo` or docker's `https://host/v1/`; the crate
     // matches them to the registry.
@@ -110,10 +110,46 @@ fn lookup(file: &Path, registry: &str, required: bool) -> Result<Option<Credenti
         Ok(DockerCredential::UsernamePassword(user, password)) => Ok(Some(Credential::Password { user, password })),
         Ok(DockerCredential::IdentityToken(t)) => Ok(Some(Credential::IdentityToken(t))),
         Err(CredentialRetrievalError::NoCredentialConfigured) => Ok(None),
-        Err(e) => {
-            Err(err(format!("{}: credentials for {registry}: {}", file.display(), one_line(&e.to_string(), 300))))
-        }
+        Err(e) => Err(Error::CredentialFile {
+            path: file.to_path_buf(),
+            registry: registry.to_string(),
+            detail: one_line(&e.to_string(), 300),
+        }),
     }
+}
+
+/// Parses `Bearer realm="…",service="…",scope="…"` or `Basic realm="…"` into the
+/// scheme (lowercase) and its parameters.
+pub(super) fn parse_challenge(h: &str) -> Option<(String, HashMap<String, String>)> {
+    let (scheme, rest) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "bearer" && scheme != "basic" {
+        return None;
+    }
+    let mut out = HashMap::new();
+    let mut s = rest;
+    while !s.is_empty() {
+        let (k, v) = s.split_once('=')?;
+        let v = v.trim_start();
+        let (val, next) = if let Some(q) = v.strip_prefix('"') {
+            let end = q.find('"')?;
+            (&q[..end], q[end + 1..].trim_start_matches(',').trim_start())
+        } else {
+            match v.split_once(',') {
+                Some((a, b)) => (a, b.trim_start()),
+                None => (v, ""),
+            }
+        };
+        out.insert(k.trim().to_ascii_lowercase(), val.to_string());
+        s = next;
+    }
+    Some((scheme, out))
+}
+
+/// The `Authorization` value of Basic auth.
+pub(super) fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
 }
 
 #[cfg(test)]
@@ -146,9 +182,29 @@ mod tests {
         );
         assert!(lookup(&f, "127.0.0.1:5001", true).unwrap().is_none(), "another port is another registry");
         assert!(lookup(&dir.path().join("none.json"), "x", false).unwrap().is_none());
-        assert!(lookup(&dir.path().join("none.json"), "x", true).is_err(), "an --authfile that is not there");
+        assert!(
+            matches!(lookup(&dir.path().join("none.json"), "x", true), Err(Error::File { source, .. }) if source.raw_os_error() == Some(libc::ENOENT)),
+            "an --authfile that is not there"
+        );
+        std::fs::write(&f, "{not json").unwrap();
+        assert!(matches!(lookup(&f, "x", true), Err(Error::CredentialFile { registry, .. }) if registry == "x"));
         let opts = AuthOptions { creds: Some("u:p:q".into()), authfile: Some(f) };
         assert_eq!(pw(opts.credential_for("127.0.0.1:5000").unwrap()), Some(("u".into(), "p:q".into())));
         assert!(format!("{:?}", opts.credential_for("x").unwrap()).contains(".."));
+    }
+
+    #[test]
+    fn parses_bearer_challenges() {
+        let (scheme, c) = parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#,
+        )
+        .unwrap();
+        assert_eq!(scheme, "bearer");
+        assert_eq!(c["realm"], "https://auth.example/token");
+        assert_eq!(c["service"], "registry.example");
+        assert_eq!(c["scope"], "repository:a/b:pull");
+        let (scheme, c) = parse_challenge(r#"Basic realm="Registry Realm""#).unwrap();
+        assert_eq!((scheme.as_str(), c["realm"].as_str()), ("basic", "Registry Realm"));
+        assert!(parse_challenge("Negotiate abc").is_none());
     }
 }

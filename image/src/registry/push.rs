@@ -29,12 +29,14 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::{
-    check_target, err, error_text, is_path_component, one_line, origin, transport_failure, AuthOptions, Client,
-    Failure, Limits, Reference, MAX_ERROR_BODY, MAX_MANIFEST, MAX_REDIRECTS, OCI_MANIFEST, TRIES,
-};
 use crate::images::ImageStore;
-use driver_core::Error;
+use crate::reference::{is_path_component, Reference};
+
+use super::auth::AuthOptions;
+use super::bounds::{Limits, MAX_ERROR_BODY, MAX_MANIFEST, MAX_REDIRECTS, OCI_MANIFEST, TRIES};
+use super::client::Client;
+use super::error::{one_line, transport_failure, Error, Failure, Status};
+use super::redirect::{check_target, origin};
 
 /// How `image push` talks to the registry.
 #[derive(Clone, Debug)]
@@ -85,7 +87,7 @@ impl Client {
     ) -> Result<(u16, ureq::Response), Error> {
         let shown = format!("{method} {}", one_line(url.as_str(), 200));
         let mut answered = false;
-        let mut last = String::new();
+        let (mut last, mut last_status) = (String::new(), None);
         let mut attempt = 0;
         let (mut url, mut redirects) = (url.clone(), 0);
         let url = &mut url;
@@ -111,13 +113,16 @@ impl Client {
                 // pull follows one, the Authorization staying with the registry.
                 Ok(resp) if (300..400).contains(&resp.status()) && matches!(method, "HEAD" | "GET") => {
                     let location = resp.header("location").unwrap_or_default().to_string();
-                    let next = url
-                        .join(&location)
-                        .map_err(|e| err(format!("{shown}: bad redirect to {:?}: {e}", one_line(&location, 200))))?;
+                    let next = url.join(&location).map_err(|source| Error::BadLocation {
+                        what: shown.clone(),
+                        header: "redirect to",
+                        location: one_line(&location, 200),
+                        source,
+                    })?;
                     check_target(&next, self.insecure, &format!("{shown}: redirect"))?;
                     redirects += 1;
                     if redirects > MAX_REDIRECTS {
-                        return Err(err(format!("{shown}: more than {MAX_REDIRECTS} redirects")));
+                        return Err(Error::TooManyRedirects { what: shown, max: MAX_REDIRECTS });
                     }
                     *url = next;
                     continue;
@@ -133,14 +138,15 @@ impl Client {
                 }
                 Err(ureq::Error::Status(code, resp)) if retry && (code == 429 || code >= 500) => {
                     last = format!("{shown}: {code} {}", one_line(resp.status_text(), 100));
+                    last_status = Some(code);
                 }
                 Err(ureq::Error::Status(code, resp)) => return Ok((code, resp)),
                 Err(ureq::Error::Transport(t)) => match transport_failure(url, &t) {
-                    Failure::Transient(m) if retry => last = m,
-                    Failure::Transient(m) | Failure::Status(m) | Failure::Unauthorized(m) => {
-                        return Err(err(format!("{shown}: {m}")))
-                    }
+                    Failure::Transient(status, m) if retry => (last, last_status) = (m, status),
+                    Failure::Transient(_, m) => return Err(Error::Transport { what: shown, detail: m }),
                     Failure::Fatal(e) => return Err(e),
+                    Failure::Status(status, _) => return Err(Error::UnexpectedStatus { what: shown, status }),
+                    Failure::Unauthorized(_) => return Err(self.refused()),
                 },
             }
             attempt += 1;
@@ -148,23 +154,30 @@ impl Client {
                 std::thread::sleep(Duration::from_millis(300 << attempt));
             }
         }
-        Err(err(format!("giving up after {TRIES} tries: {last}")))
+        Err(Error::GaveUp { tries: TRIES, status: last_status, last, cause: None })
     }
 
-    /// The status's error line, from the registry's answer.
+    /// The error of an answer's status, from the registry's answer.
     fn failed(&self, what: &str, code: u16, resp: ureq::Response) -> Error {
         let body = self.read_bounded(resp, MAX_ERROR_BODY, "error answer").unwrap_or_default();
-        err(format!("{what}: {}", error_text(code, &body)))
+        Status::new(code, &body, what.to_string(), true).into()
     }
 
     fn api(&self, path: &str) -> Result<Url, Error> {
-        self.base.join(&format!("v2/{}/{path}", self.repository)).map_err(|e| err(format!("{}: {e}", self.base)))
+        self.base
+            .join(&format!("v2/{}/{path}", self.repository))
+            .map_err(|source| Error::Url { what: self.base.to_string(), source })
     }
 
     /// The upload location a 202 names, checked as a redirect target is.
     fn location(&self, from: &Url, resp: &ureq::Response, what: &str) -> Result<Url, Error> {
-        let loc = resp.header("location").ok_or_else(|| err(format!("{what}: the registry gave no Location")))?;
-        let url = from.join(loc).map_err(|e| err(format!("{what}: bad Location {:?}: {e}", one_line(loc, 200))))?;
+        let loc = resp.header("location").ok_or_else(|| Error::protocol(what, "the registry gave no Location"))?;
+        let url = from.join(loc).map_err(|source| Error::BadLocation {
+            what: what.to_string(),
+            header: "Location",
+            location: one_line(loc, 200),
+            source,
+        })?;
         check_target(&url, self.insecure, &format!("{what}: upload")).map(|_| url)
     }
 
@@ -205,8 +218,8 @@ impl Client {
     ) -> Result<usize, Error> {
         let what = format!("blob {digest}: {}", self.shown_repository());
         let part = |offset: u64, len: u64| -> Result<(Box<dyn Read + Send>, u64), Error> {
-            let mut f = File::open(path).map_err(|e| Error::new(e).with_path(path))?;
-            f.seek(SeekFrom::Start(offset)).map_err(|e| Error::new(e).with_path(path))?;
+            let mut f = File::open(path).map_err(Error::file(path))?;
+            f.seek(SeekFrom::Start(offset)).map_err(Error::file(path))?;
             Ok((Box::new(f.take(len)), len))
         };
         let octets = [("Content-Type", "application/octet-stream")];
@@ -252,29 +265,30 @@ pub fn push(
     opts: &PushOptions,
     report: &dyn Fn(&str, u64, &BlobPush),
 ) -> Result<Pushed, Error> {
-    let r = Reference::parse(reference)?;
+    let r = Reference::parse_docker(reference)?;
     let rec = images.get(name)?;
     let img = images.content.load(&rec.name, rec.manifest.as_deref())?;
-    if r.by_digest() && r.reference != img.manifest_digest {
-        return Err(err(format!(
-            "push {name} to {reference}: the image's manifest is {}; push by tag, or by that digest",
-            img.manifest_digest
-        )));
+    if r.by_digest() && r.reference() != img.manifest_digest {
+        return Err(Error::PushDigest {
+            name: name.into(),
+            reference: reference.into(),
+            manifest: img.manifest_digest.clone(),
+        });
     }
     let limits = Limits { timeout: opts.timeout, low_speed_limit: 0, low_speed_time: opts.timeout };
-    let mut client = Client::new(&r, opts.insecure, auth.credential_for(&r.registry)?, &limits, Default::default())?;
+    let mut client = Client::new(&r, opts.insecure, auth.credential_for(r.registry())?, &limits, Default::default())?;
     client.actions = "pull,push";
 
     // Where a blob may be mounted from: repositories of this registry that hold it,
     // the one the image was pulled from among them.
     let sources_of = |digest: &str| -> Vec<String> {
-        let mut from = images.content.locations(&r.registry, digest);
-        if let Ok(own) = Reference::parse(&rec.name) {
-            if own.registry == r.registry && !from.contains(&own.repository) {
-                from.push(own.repository);
+        let mut from = images.content.locations(r.registry(), digest);
+        if let Ok(own) = rec.name.parse::<Reference>() {
+            if own.registry() == r.registry() && !from.iter().any(|f| f == own.repository()) {
+                from.push(own.repository().to_string());
             }
         }
-        from.retain(|f| *f != r.repository && f.split('/').all(is_path_component));
+        from.retain(|f| f != r.repository() && f.split('/').all(is_path_component));
         from
     };
 
@@ -290,10 +304,10 @@ pub fn push(
 
     let mut done = Vec::new();
     for (digest, _) in &blobs {
-        super::validate_digest(digest)?;
+        crate::reference::validate_digest(digest).map_err(|e| Error::digest("", e))?;
         let path = images.content.path(digest)?;
         // The size on disk: what is sent (the store verified the blob when it kept it).
-        let size = std::fs::metadata(&path).map_err(|e| Error::new(e).with_path(&path))?.len();
+        let size = std::fs::metadata(&path).map_err(Error::file(&path))?.len();
         let outcome = if client.has_blob(digest)? {
             BlobPush::Exists
         } else {
@@ -314,7 +328,9 @@ pub fn push(
                 None => {
                     let session = match session {
                         Some(s) => s,
-                        None => client.open_upload(digest, None)?.ok_or_else(|| err("unexpected mount"))?,
+                        None => client
+                            .open_upload(digest, None)?
+                            .ok_or_else(|| Error::Internal(": a mount that was not asked for".into()))?,
                     };
                     let requests = client.upload(session, &path, digest, size, opts.chunk_size.max(1))?;
                     BlobPush::Uploaded { bytes: size, requests }
@@ -328,7 +344,7 @@ pub fn push(
     // The manifest, last.
     let manifest = images.content.read_small(&img.manifest_digest, MAX_MANIFEST)?;
     let media = img.manifest["mediaType"].as_str().unwrap_or(OCI_MANIFEST).to_string();
-    let url = client.api(&format!("manifests/{}", r.reference))?;
+    let url = client.api(&format!("manifests/{}", r.reference()))?;
     let what = format!("manifest {}", r.name());
     let (code, resp) = client.call(
         "PUT",
@@ -342,15 +358,11 @@ pub fn push(
     }
     if let Some(said) = resp.header("docker-content-digest").map(str::trim) {
         if said != img.manifest_digest {
-            return Err(err(format!(
-                "{what}: the registry recorded it as {}, not {}",
-                one_line(said, 100),
-                img.manifest_digest
-            )));
+            return Err(Error::Recorded { what, said: one_line(said, 100), want: img.manifest_digest.clone() });
         }
     }
     let all: Vec<String> = done.iter().map(|(d, _, _)| d.clone()).collect();
     // A hint for later pushes' mounts; the push itself is done.
-    let _ = images.content.note_locations(&r.registry, &r.repository, &all);
+    let _ = images.content.note_locations(r.registry(), r.repository(), &all);
     Ok(Pushed { digest: img.manifest_digest.clone(), blobs: done })
 }
