@@ -15,9 +15,11 @@
 
 use serde_json::{json, Value};
 
-use crate::content::{oci_layer_type, Settle, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST};
-use crate::image::{chain_ids, validate_name, Image, LayerBlob};
+use crate::chain::{chain_ids, Image, LayerBlob};
+use crate::content::Settle;
 use crate::images::{present_prefix, remove_unused, ImageRecord, ImageStore};
+use crate::media::{oci_layer_type, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST};
+use crate::names::validate_name;
 use driver_core::digest::Hashing;
 use driver_core::driver::Driver;
 use driver_core::error::{Cause, Error, Result};

@@ -27,7 +27,7 @@
 //!
 //! Record file names are digests of the image name, so no name (`..`, `.hidden`,
 //! `a/../b`) can reach or collide with the store's own files; names are checked against
-//! the reference grammar ([`crate::image::validate_name`]) as well.
+//! the reference grammar ([`crate::names::validate_name`]) as well.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
@@ -39,8 +39,11 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
+use crate::chain::Image;
 use crate::content::ContentStore;
-use crate::image::{open_layer_lazily, validate_name, BlobSource, Image};
+use crate::names::validate_name;
+use crate::source::BlobSource;
+use crate::stream::open_layer_lazily;
 use driver_core::driver::{Driver, LayerTar};
 use driver_core::error::{Cause, Context, Error, Result};
 use driver_core::holds::locked_by_someone;
@@ -545,7 +548,7 @@ fn root_cause(driver: &dyn Driver, source: &dyn BlobSource, image: &Image, e: Er
     let layer = &image.layers[i];
     let Some(digest) = &layer.digest else { return e };
     let Ok(blob) = source.open(&layer.locator) else { return e };
-    let mut r = crate::image::VerifyingReader::new(blob, digest, layer.size, format!("blob {digest}"));
+    let mut r = crate::verify::VerifyingReader::new(blob, digest, layer.size, format!("blob {digest}"));
     match std::io::copy(&mut r, &mut std::io::sink()) {
         Err(v) => Error::layer(&image.chain_ids[i], Cause::Other(format!("layer {} of the image: {v}", i + 1))),
         Ok(_) => e,

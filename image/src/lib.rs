@@ -4,6 +4,7 @@
 //!
 //! Depends on the contract (`driver-core`) and the tar engine (`strata-archive`).
 
+pub mod chain;
 pub mod check;
 pub mod commit;
 pub mod content;
@@ -11,5 +12,13 @@ pub mod df;
 pub mod image;
 pub mod images;
 pub mod inspect;
+pub mod layout;
+pub mod media;
+pub mod names;
+pub mod platform;
 pub mod registry;
+pub mod resolve;
 pub mod save;
+pub mod source;
+pub mod stream;
+pub mod verify;

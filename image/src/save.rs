@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use crate::content::{oci_layer_type, StoredImage, OCI_CONFIG, OCI_MANIFEST};
-use crate::image::REF_NAME;
+use crate::content::StoredImage;
 use crate::images::ImageStore;
+use crate::media::{oci_layer_type, MAX_CONFIG, MAX_MANIFEST, OCI_CONFIG, OCI_MANIFEST, REF_NAME};
 use driver_core::error::{Cause, Context, Error, Result};
 
 /// The output formats of `image save`.
@@ -114,7 +114,7 @@ fn members(images: &ImageStore, name: &str, format: SaveFormat) -> Result<Vec<(S
     match format {
         SaveFormat::Oci | SaveFormat::OciArchive => {
             out.push(("oci-layout".to_string(), Member::Bytes(br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec())));
-            let config_size = images.content.read_small(&img.config_digest, crate::image::MAX_CONFIG)?.len() as u64;
+            let config_size = images.content.read_small(&img.config_digest, MAX_CONFIG)?.len() as u64;
             out.push((
                 format!("blobs/sha256/{}", hex_of(&img.config_digest)),
                 Member::Blob { digest: img.config_digest.clone(), size: config_size },
@@ -123,7 +123,7 @@ fn members(images: &ImageStore, name: &str, format: SaveFormat) -> Result<Vec<(S
                 let d = digest_of(l);
                 out.push((format!("blobs/sha256/{}", hex_of(&d)), Member::Blob { digest: d, size: size_of(l) }));
             }
-            let stored = images.content.read_small(&img.manifest_digest, crate::image::MAX_MANIFEST)?;
+            let stored = images.content.read_small(&img.manifest_digest, MAX_MANIFEST)?;
             let manifest = oci_manifest(&img, stored);
             let mdigest = crate::content::digest_of(&manifest);
             let tag = tagged(name);
@@ -145,7 +145,7 @@ fn members(images: &ImageStore, name: &str, format: SaveFormat) -> Result<Vec<(S
         SaveFormat::DockerArchive => {
             let diff_ids = img.diff_ids();
             let config_name = format!("{}.json", hex_of(&img.config_digest));
-            let config = images.content.read_small(&img.config_digest, crate::image::MAX_CONFIG)?;
+            let config = images.content.read_small(&img.config_digest, MAX_CONFIG)?;
             out.push((config_name.clone(), Member::Bytes(config)));
             let mut paths = Vec::new();
             for (l, diff_id) in layers.iter().zip(&diff_ids) {
@@ -172,7 +172,7 @@ fn open<'a>(images: &'a ImageStore, m: &'a Member) -> Result<(Box<dyn Read + Sen
             let blob = images.content.read_blob(digest, Some(*size))?;
             let (_, plain) =
                 strata_archive::compress::decompress(blob).map_err(|e| Error::new(Cause::Other(e.to_string())))?;
-            let check = crate::image::VerifyingReader::new(plain, diff_id, None, format!("layer {diff_id}"));
+            let check = crate::verify::VerifyingReader::new(plain, diff_id, None, format!("layer {diff_id}"));
             (Box::new(check), None)
         }
     })
