@@ -34,10 +34,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::source::{blob_path, BlobSource, LayoutDir};
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::source::{BlobSource, LayoutDir};
 use crate::verify::VerifyingReader;
 use driver_core::digest::Hashing;
-use driver_core::error::{Cause, Context, Error, Result};
 use driver_core::sys;
 use driver_core::writeback::Flusher;
 
@@ -118,7 +119,7 @@ impl ContentStore {
 
     /// Where blob `digest` is kept (whether or not it is there).
     pub fn path(&self, digest: &str) -> Result<PathBuf> {
-        Ok(self.dir.join(blob_path(digest).map_err(|e| Error::new(Cause::Other(e.to_string())))?))
+        Ok(self.dir.join(Digest::parse(digest)?.blob_path()))
     }
 
     pub fn has(&self, digest: &str) -> bool {
@@ -189,7 +190,8 @@ impl ContentStore {
         if let Some(want) = expected {
             if digest != want {
                 let _ = fs::remove_file(self.path(&digest)?);
-                return Err(Error::new(Cause::Other(format!("blob {want} read as {digest} (changed while copied?)"))));
+                let (got, want) = (Digest::parse(&digest)?, Digest::parse(want)?);
+                return Err(Error::DigestMismatch { what: format!("blob {want} as copied"), got, want });
             }
         }
         Ok((digest, size))
@@ -205,12 +207,11 @@ impl ContentStore {
     /// Reads a small blob (a manifest or config), verified.
     pub fn read_small(&self, digest: &str, max: u64) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        self.read_blob(digest, None)?
-            .take(max + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| Error::new(Cause::Other(e.to_string())).with_path(self.path(digest).unwrap_or_default()))?;
+        let p = self.path(digest)?;
+        self.read_blob(digest, None)?.take(max + 1).read_to_end(&mut out).at_path(&p)?;
         if out.len() as u64 > max {
-            return Err(Error::new(Cause::Other(format!("stored blob {digest} has more than {max} bytes"))));
+            let size = fs::metadata(&p).map_or(out.len() as u64, |m| m.len());
+            return Err(Error::TooLarge { what: format!("stored blob {digest}"), size, max });
         }
         Ok(out)
     }
@@ -231,7 +232,7 @@ impl ContentStore {
     pub fn remove(&self, digest: &str) -> Result<()> {
         let p = self.path(digest)?;
         match fs::remove_file(&p) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::new(e).with_path(&p)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io(&p, e)),
             _ => Ok(()),
         }
     }
@@ -244,13 +245,11 @@ impl ContentStore {
         for e in fs::read_dir(&dir).at_path(&dir)? {
             let e = e.at_path(&dir)?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
-                continue;
-            }
+            let Ok(digest) = Digest::parse(&format!("sha256:{name}")) else { continue };
             let Ok(m) = e.metadata() else { continue };
             let changed = SystemTime::UNIX_EPOCH + Duration::new(m.ctime().max(0) as u64, m.ctime_nsec() as u32);
             let written = m.modified().unwrap_or(SystemTime::UNIX_EPOCH).max(changed);
-            out.push((format!("sha256:{name}"), m.len(), written));
+            out.push((digest.into(), m.len(), written));
         }
         out.sort();
         Ok(out)
@@ -306,14 +305,29 @@ mod tests {
         tampered[1000] ^= 1;
         let mut long = data.clone();
         long.push(0);
-        for (what, bytes, want) in [
-            ("tampered", &tampered[..], "tampered or corrupt"),
-            ("truncated", &data[..1000], "truncated?"),
-            ("longer", &long[..], "more than the"),
-        ] {
+        let tampered_as = driver_core::digest::sha256(&tampered);
+        type Check = fn(&Error, &str) -> bool;
+        let cases: [(&str, &[u8], Check); 3] = [
+            (
+                "tampered",
+                &tampered[..],
+                |e, d| matches!(e, Error::DigestMismatch { what, got, want } if what == "blob x" && *got == *d && *want != *d),
+            ),
+            (
+                "truncated",
+                &data[..1000],
+                |e, _| matches!(e, Error::SizeMismatch { what, got: 1000, want: 300_000 } if what == "blob x"),
+            ),
+            (
+                "longer",
+                &long[..],
+                |e, _| matches!(e, Error::LongerThanSaid { what, size: 300_000 } if what == "blob x"),
+            ),
+        ];
+        for (what, bytes, check) in cases {
             let mut r = store.keeping(bytes, &good, n, "blob x".into()).unwrap();
-            let e = read_all(&mut r).expect_err(what).to_string();
-            assert!(e.contains("blob x") && e.contains(want), "{what}: {e}");
+            let e = Error::read("reading", read_all(&mut r).expect_err(what));
+            assert!(check(&e, &tampered_as), "{what}: {e:?}");
             assert!(r.read(&mut [0u8; 8]).is_err(), "{what}: the failure is given again");
             assert!(!store.has(&good), "{what}: kept");
             assert_eq!(fs::read_dir(tmp.path().join("content/ingest")).unwrap().count(), 0, "{what}: ingest left");

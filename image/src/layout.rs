@@ -5,8 +5,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use crate::error::{Error, Result};
 use driver_core::digest::{sha256, Hashing};
-use driver_core::error::{Cause, Error, Result};
 
 use crate::media::REF_NAME;
 use crate::platform::host_arch;
@@ -17,7 +17,7 @@ use crate::source::blob_path;
 /// test images and to hand the generated workload to containerd and podman.
 pub fn write_layout<B: LayoutBlob>(dir: &Path, tag: &str, layer_blobs: &[B]) -> Result<()> {
     use std::io::Write as _;
-    let io_err = |e: io::Error| Error::new(e).with_path(dir);
+    let io_err = |e: io::Error| Error::io(dir, e);
     std::fs::create_dir_all(dir.join("blobs/sha256")).map_err(io_err)?;
     let put = |data: &[u8]| -> Result<String> {
         let digest = sha256(data);
@@ -66,8 +66,7 @@ pub fn write_layout<B: LayoutBlob>(dir: &Path, tag: &str, layer_blobs: &[B]) -> 
     let mdigest = put(&manifest)?;
     let index_path = dir.join("index.json");
     let mut index: serde_json::Value = match std::fs::read(&index_path) {
-        Ok(data) => serde_json::from_slice(&data)
-            .map_err(|e| Error::new(Cause::Corrupt(e.to_string())).with_path(&index_path))?,
+        Ok(data) => Error::parse_json(index_path.display().to_string(), &data)?,
         Err(_) => serde_json::json!({"schemaVersion": 2, "manifests": []}),
     };
     let manifests = index["manifests"].as_array_mut().expect("manifests array");

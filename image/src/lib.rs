@@ -9,6 +9,8 @@ pub mod check;
 pub mod commit;
 pub mod content;
 pub mod df;
+pub mod digest;
+pub mod error;
 pub mod image;
 pub mod images;
 pub mod inspect;
@@ -22,3 +24,6 @@ pub mod save;
 pub mod source;
 pub mod stream;
 pub mod verify;
+
+pub use digest::Digest;
+pub use error::{Error, Result};

@@ -1,4 +1,5 @@
-//! Media types and size limits of OCI documents, in one place.
+//! Media types and size limits of OCI documents, in one place: every reader of a
+//! manifest, index or config bounds it here before parsing.
 
 /// The annotation that tags a manifest in an image layout's index.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -9,7 +10,12 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// tiny annotations is ~10x), so this is also what keeps an unpack's memory bounded.
 pub const MAX_MANIFEST: u64 = 4 << 20;
 
-/// The most an image config may hold (long histories make configs the biggest JSON).
+/// The most an image config may hold. Long histories make configs the biggest JSON,
+/// yet real ones are a few KiB to a few hundred; the store reads a kept config back
+/// whole, and parsed JSON takes several times its size in memory. 16 MiB, not the
+/// registry client's 64: a pulled config between the two was kept but could not be read
+/// back by `image save`, `commit`, `inspect` or `check`, so one limit must hold on every
+/// path, and the smaller one bounds memory.
 pub const MAX_CONFIG: u64 = 16 << 20;
 
 /// The deepest a manifest or config may nest arrays and objects; real ones nest 4 or 5
@@ -37,3 +43,9 @@ pub fn oci_layer_type(media_type: &str) -> &str {
         other => other,
     }
 }
+
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// What a docker-archive's layers are (`docker save` names no media type).
+pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";

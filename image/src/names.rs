@@ -1,6 +1,6 @@
 //! Image names: the reference grammar a stored image's name must follow.
 
-use driver_core::error::{Cause, Error, Result};
+use crate::error::{Error, Result};
 
 /// Checks an image name against the reference grammar (`[host[:port]/]path[:tag][@digest]`,
 /// lowercase path components, the grammar docker and containerd use), which also keeps
@@ -11,9 +11,7 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
     match name.parse::<oci_spec::distribution::Reference>() {
         Ok(_) => Ok(()),
-        Err(e) => Err(Error::new(Cause::Other(format!(
-            "image name {name:?}: invalid reference format ({e}); use e.g. `repo/app:tag` (lowercase)"
-        )))),
+        Err(e) => Err(Error::InvalidReference { name: name.to_string(), reason: e.to_string() }),
     }
 }
 

@@ -1,6 +1,6 @@
 //! OCI platforms (`os/architecture[/variant]`) and picking an index's manifest by one.
 
-use driver_core::error::{Cause, Error, Result};
+use crate::error::{Error, Result};
 
 /// The architecture name OCI uses for this host.
 pub fn host_arch() -> &'static str {
@@ -40,10 +40,7 @@ impl Platform {
             _ => ("", "", None),
         };
         if !word(os) || !word(architecture) || variant.as_deref().is_some_and(|v| !word(v)) {
-            return Err(Error::new(Cause::Other(format!(
-                "--platform {:?}: expected OS/ARCH[/VARIANT], as linux/amd64 or linux/arm/v7",
-                s.escape_debug().to_string()
-            ))));
+            return Err(Error::InvalidPlatform(s.escape_debug().to_string()));
         }
         Ok(Platform { os: os.into(), architecture: architecture.into(), variant })
     }
@@ -79,10 +76,10 @@ impl std::fmt::Display for Platform {
 /// Which of an index's entries (their platforms; `None` for an entry that names none,
 /// taken as matching: its config decides) is for `want`: the first that is; when none
 /// is, an error naming the platforms present.
-pub fn pick_platform(entries: &[Option<Platform>], want: &Platform) -> std::result::Result<usize, String> {
+pub fn pick_platform(entries: &[Option<Platform>], want: &Platform) -> Result<usize> {
     if let Some(i) = entries.iter().position(|p| p.as_ref().is_none_or(|p| want.accepts(p))) {
         return Ok(i);
     }
     let present: Vec<String> = entries.iter().flatten().map(Platform::to_string).collect();
-    Err(format!("no manifest for {want}; the image is for {}", present.join(", ")))
+    Err(Error::NoPlatform { want: want.to_string(), present })
 }

@@ -1104,7 +1104,7 @@ fn download(
         }
         c.fetch_blob(&src, cfg, cfg_size)?;
         // Resolve without the layers first (image_from_manifest reads only the config).
-        image_from_manifest(src.as_ref(), &shown, rr.name(), &body)
+        Ok(image_from_manifest(src.as_ref(), &shown, rr.name(), &body)?)
     })?;
 
     // The layers no local layer holds, each blob once, a few at a time as docker

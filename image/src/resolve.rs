@@ -3,23 +3,23 @@
 //! resolved to an [`Image`]: its index, manifest and config read (each checked against
 //! its digest, size and depth) and its layers listed with their diff_ids.
 
-use std::io::{self, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
-use driver_core::error::{Cause, Error, Result};
-
 use crate::chain::{chain_ids, Image, LayerBlob};
-use crate::media::{MAX_CONFIG, MAX_JSON_DEPTH, MAX_MANIFEST, REF_NAME};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::media::{DOCKER_LAYER, DOCKER_MANIFEST_LIST, MAX_CONFIG, MAX_JSON_DEPTH, MAX_MANIFEST, OCI_INDEX, REF_NAME};
 use crate::platform::{pick_platform, Platform};
-use crate::source::{blob_path, check_stored_size, BlobSource, LayoutDir, TarArchive};
+use crate::source::{check_stored_size, BlobSource, LayoutDir, TarArchive};
 use crate::verify::VerifyingReader;
 
 /// Refuses a JSON document nesting arrays and objects more than [`MAX_JSON_DEPTH`]
 /// levels deep. A scan of the brackets outside strings, not a parse: a parse into a
 /// `Value` would take several times the document's size in memory to find out.
-fn check_depth(src: &str, what: &str, json: &[u8]) -> Result<()> {
+fn check_depth(what: &str, json: &[u8]) -> Result<()> {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &b in json {
         if in_string {
@@ -36,10 +36,7 @@ fn check_depth(src: &str, what: &str, json: &[u8]) -> Result<()> {
             b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_JSON_DEPTH {
-                    return Err(bad(
-                        src,
-                        format!("{what}: JSON nested more than {MAX_JSON_DEPTH} levels deep (real ones nest 5)"),
-                    ));
+                    return Err(Error::TooDeep { what: what.to_string(), max: MAX_JSON_DEPTH });
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
@@ -49,45 +46,41 @@ fn check_depth(src: &str, what: &str, json: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn bad(src: &str, msg: impl Into<String>) -> Error {
-    Error::new(Cause::Other(format!("image {src}: {}", msg.into())))
-}
-
 /// Reads a whole small blob (index, manifest, config) of at most `max` bytes,
 /// checking its digest.
-fn read_small(source: &dyn BlobSource, src: &str, digest: &str, size: Option<u64>, max: u64) -> Result<Vec<u8>> {
-    if size.is_some_and(|s| s > max) {
-        return Err(bad(
-            src,
-            format!("{digest} claims {} bytes, more than the {max} a manifest or config may have", size.unwrap_or(0)),
-        ));
+fn read_small(source: &dyn BlobSource, digest: &str, size: Option<u64>, max: u64) -> Result<Vec<u8>> {
+    if let Some(size) = size.filter(|s| *s > max) {
+        return Err(Error::TooLarge { what: format!("{digest} (a manifest or config)"), size, max });
     }
-    check_stored_size(source, digest, size).map_err(|e| bad(src, format!("blob {digest}: {e}")))?;
-    let blob = source.open(digest).map_err(|e| bad(src, format!("blob {digest}: {e}")))?;
-    let mut r = VerifyingReader::new(blob.take(max + 1), digest, size, format!("blob {digest}"));
+    let what = format!("blob {digest}");
+    check_stored_size(source, digest, size).map_err(|e| e.context(&what))?;
+    let blob = source.open(digest).map_err(|e| Error::read(&what, e))?;
+    let mut r = VerifyingReader::new(blob.take(max + 1), digest, size, what.clone());
     let mut out = Vec::new();
-    r.read_to_end(&mut out).map_err(|e| bad(src, e.to_string()))?;
+    r.read_to_end(&mut out).map_err(|e| Error::read(&what, e))?;
     Ok(out)
 }
 
 /// The platform an image's config names, checked against an explicit `--platform`
 /// (a single-platform image has no index to pick from).
-fn check_config_platform(source: &dyn BlobSource, src: &str, image: &Image, want: &Platform) -> Result<()> {
+fn check_config_platform(source: &dyn BlobSource, image: &Image, want: &Platform) -> Result<()> {
     // By its locator: a docker-archive keeps it under a path, not a digest.
-    let blob = source.open(&image.config_locator).map_err(|e| bad(src, format!("config: {e}")))?;
+    let blob = source.open(&image.config_locator).map_err(|e| Error::read("config", e))?;
     let what = format!("config {}", image.config_digest);
     let mut cfg = Vec::new();
-    VerifyingReader::new(blob.take(MAX_CONFIG + 1), &image.config_digest, None, what)
+    VerifyingReader::new(blob.take(MAX_CONFIG + 1), &image.config_digest, None, what.clone())
         .read_to_end(&mut cfg)
-        .map_err(|e| bad(src, e.to_string()))?;
-    let json: serde_json::Value =
-        serde_json::from_slice(&cfg).map_err(|e| bad(src, format!("config {}: {e}", image.config_digest)))?;
-    match Platform::from_json(&json) {
-        Some(p) if !want.accepts(&p) => {
-            Err(bad(src, format!("--platform {want} matches nothing: the image is for {p} only")))
-        }
-        _ => Ok(()),
+        .map_err(|e| Error::read(&what, e))?;
+    let config: ImageConfiguration = Error::parse_json(&what, &cfg)?;
+    let have = Platform {
+        os: config.os().to_string(),
+        architecture: config.architecture().to_string(),
+        variant: config.variant().clone(),
+    };
+    if want.accepts(&have) {
+        return Ok(());
     }
+    Err(Error::PlatformMismatch { want: want.to_string(), have: have.to_string() })
 }
 
 /// skopeo's and podman's transport prefixes that name a local image (`oci:`,
@@ -105,30 +98,35 @@ fn split_transport(spec: &str) -> (&str, Option<&'static str>) {
 }
 
 fn is_index(media_type: &str) -> bool {
-    media_type == "application/vnd.oci.image.index.v1+json"
-        || media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
+    media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST
 }
 
 /// Opens an image source as `image unpack` takes it: `DIR`, `DIR:TAG`, or an archive.
 pub fn open_source(spec: &str, platform: Option<&str>) -> Result<(Box<dyn BlobSource>, Image)> {
     if spec.starts_with("docker://") {
-        return Err(bad(spec, "a registry image: `strata image pull` and `strata image unpack` take docker://REF"));
+        return Err(Error::NotAnImage(
+            "a registry image: `strata image pull` and `strata image unpack` take docker://REF",
+        )
+        .in_image(spec));
     }
     let want = platform.map(Platform::parse).transpose()?;
-    let (source, image, kind) = open_path(spec, want.as_ref())?;
-    let (_, transport) = split_transport(spec);
-    if let Some(t) = transport.filter(|t| *t != kind) {
-        let what = match kind {
-            "oci" => "an OCI image layout (oci:)",
-            "oci-archive" => "an oci-archive (oci-archive:)",
-            _ => "a docker-archive (docker-archive:)",
-        };
-        return Err(bad(spec, format!("it is {what}, not what {t}: names")));
-    }
-    if let Some(want) = &want {
-        check_config_platform(source.as_ref(), spec, &image, want)?;
-    }
-    Ok((source, image))
+    let opened = (|| {
+        let (source, image, kind) = open_path(spec, want.as_ref())?;
+        let (_, transport) = split_transport(spec);
+        if let Some(named) = transport.filter(|t| *t != kind) {
+            let is = match kind {
+                "oci" => "an OCI image layout (oci:)",
+                "oci-archive" => "an oci-archive (oci-archive:)",
+                _ => "a docker-archive (docker-archive:)",
+            };
+            return Err(Error::WrongTransport { is, named });
+        }
+        if let Some(want) = &want {
+            check_config_platform(source.as_ref(), &image, want)?;
+        }
+        Ok((source, image))
+    })();
+    opened.map_err(|e| e.in_image(spec))
 }
 
 /// The image at a path (a layout directory or an archive, after an optional
@@ -143,48 +141,41 @@ fn open_path(full: &str, want: Option<&Platform>) -> Result<(Box<dyn BlobSource>
         let split = spec.match_indices(':').rev().map(|(i, _)| (&spec[..i], &spec[i + 1..]));
         match split.into_iter().find(|(p, _)| Path::new(p).exists()) {
             Some((p, t)) => (PathBuf::from(p), Some(t.to_string())),
-            None => return Err(bad(full, "no such file or directory")),
+            None => return Err(Error::NoSuchSource),
         }
     };
     let host = Platform::host();
     let want = want.unwrap_or(&host);
     if path.is_dir() {
         if !path.join("oci-layout").exists() {
-            return Err(bad(full, "a directory without an oci-layout file is not an OCI image layout"));
+            return Err(Error::NotAnImage("a directory without an oci-layout file is not an OCI image layout"));
         }
         let source = LayoutDir { dir: path.clone() };
-        let index = source
-            .open_file(Path::new("index.json"))
-            .and_then(|f| {
-                let mut out = Vec::new();
-                f.take(MAX_MANIFEST + 1).read_to_end(&mut out)?;
-                if out.len() as u64 > MAX_MANIFEST {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("more than the {MAX_MANIFEST} bytes an index may have"),
-                    ));
-                }
-                Ok(out)
-            })
-            .map_err(|e| bad(full, format!("index.json: {e}")))?;
+        let file = source.open_file(Path::new("index.json")).map_err(|e| Error::read("index.json", e))?;
+        let mut index = Vec::new();
+        file.take(MAX_MANIFEST + 1).read_to_end(&mut index).map_err(|e| Error::read("index.json", e))?;
+        if index.len() as u64 > MAX_MANIFEST {
+            let size = index.len() as u64;
+            return Err(Error::TooLarge { what: "index.json".into(), size, max: MAX_MANIFEST });
+        }
         let image = resolve_oci(&source, full, &index, tag.as_deref(), want)?;
         return Ok((Box::new(source), image, "oci"));
     }
-    let archive = TarArchive::index(&path).map_err(|e| bad(full, format!("not a readable tar archive: {e}")))?;
+    let archive = TarArchive::index(&path).map_err(|e| Error::read("not a readable tar archive", e))?;
     if archive.members.contains_key("index.json") {
-        let index = archive.read_small_member("index.json", MAX_MANIFEST).map_err(|e| bad(full, e.to_string()))?;
+        let index = archive.read_small_member("index.json", MAX_MANIFEST).map_err(|e| Error::read("index.json", e))?;
         let image = resolve_oci(&archive, full, &index, tag.as_deref(), want)?;
         return Ok((Box::new(archive), image, "oci-archive"));
     }
     if archive.members.contains_key("manifest.json") {
-        let image = resolve_docker(&archive, full, tag.as_deref())?;
+        let image = resolve_docker(&archive, tag.as_deref())?;
         return Ok((Box::new(archive), image, "docker-archive"));
     }
-    Err(bad(full, "neither an OCI image layout (index.json) nor a docker-archive (manifest.json)"))
+    Err(Error::NotAnImage("neither an OCI image layout (index.json) nor a docker-archive (manifest.json)"))
 }
 
 fn resolve_oci(source: &dyn BlobSource, src: &str, index: &[u8], tag: Option<&str>, want: &Platform) -> Result<Image> {
-    let index = ImageIndex::from_reader(index).map_err(|e| bad(src, format!("index.json: {e}")))?;
+    let index: ImageIndex = Error::parse_json("index.json", index)?;
     let candidates: Vec<_> = index
         .manifests()
         .iter()
@@ -195,14 +186,14 @@ fn resolve_oci(source: &dyn BlobSource, src: &str, index: &[u8], tag: Option<&st
         .collect();
     let desc = match candidates.as_slice() {
         [one] => *one,
-        [] => return Err(bad(src, format!("no manifest tagged {:?} in index.json", tag.unwrap_or("")))),
+        [] => {
+            let tag = tag.unwrap_or("").to_string();
+            return Err(Error::NoSuchTag { what: "manifest", tag, file: "index.json" });
+        }
         many => {
             let tags: Vec<String> =
                 many.iter().filter_map(|d| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)).cloned()).collect();
-            return Err(bad(
-                src,
-                format!("it holds {} images; pick one with {src}:TAG (tags: {})", many.len(), tags.join(", ")),
-            ));
+            return Err(Error::SeveralImages { count: many.len(), pick: format!("{src}:TAG"), tags });
         }
     };
     let name = desc
@@ -211,7 +202,7 @@ fn resolve_oci(source: &dyn BlobSource, src: &str, index: &[u8], tag: Option<&st
         .and_then(|a| a.get(REF_NAME).cloned())
         .or_else(|| tag.map(str::to_string))
         .unwrap_or_else(|| "latest".into());
-    let mut digest = desc.digest().to_string();
+    let mut digest = Digest::try_from(desc.digest())?;
     let mut media_type = desc.media_type().to_string();
     let mut size = Some(desc.size());
     // Nested indexes and manifest lists: pick this host's platform.
@@ -219,8 +210,8 @@ fn resolve_oci(source: &dyn BlobSource, src: &str, index: &[u8], tag: Option<&st
         if !is_index(&media_type) {
             break;
         }
-        let data = read_small(source, src, &digest, size, MAX_MANIFEST)?;
-        let nested = ImageIndex::from_reader(&data[..]).map_err(|e| bad(src, format!("{digest}: {e}")))?;
+        let data = read_small(source, &digest, size, MAX_MANIFEST)?;
+        let nested: ImageIndex = Error::parse_json(format!("index {digest}"), &data)?;
         let platforms: Vec<Option<Platform>> = nested
             .manifests()
             .iter()
@@ -232,43 +223,50 @@ fn resolve_oci(source: &dyn BlobSource, src: &str, index: &[u8], tag: Option<&st
                 })
             })
             .collect();
-        let i = pick_platform(&platforms, want).map_err(|e| bad(src, format!("{e} (index {digest})")))?;
+        let i = pick_platform(&platforms, want).map_err(|e| e.context(format!("index {digest}")))?;
         let pick = &nested.manifests()[i];
-        digest = pick.digest().to_string();
+        digest = Digest::try_from(pick.digest())?;
         media_type = pick.media_type().to_string();
         size = Some(pick.size());
     }
-    let data = read_small(source, src, &digest, size, MAX_MANIFEST)?;
-    image_from_manifest(source, src, name, &data)
+    let data = read_small(source, &digest, size, MAX_MANIFEST)?;
+    manifest_to_image(source, name, &data)
 }
 
-/// An OCI or Docker schema 2 manifest (the same shape) to an [`Image`].
+/// An OCI or Docker schema 2 manifest (the same shape) to an [`Image`]; errors say
+/// they concern image `src`.
 pub fn image_from_manifest(source: &dyn BlobSource, src: &str, name: String, manifest: &[u8]) -> Result<Image> {
+    manifest_to_image(source, name, manifest).map_err(|e| e.in_image(src))
+}
+
+fn manifest_to_image(source: &dyn BlobSource, name: String, manifest: &[u8]) -> Result<Image> {
     let manifest_bytes = manifest.to_vec();
-    check_depth(src, "manifest", manifest)?;
-    let manifest = ImageManifest::from_reader(manifest).map_err(|e| bad(src, format!("manifest: {e}")))?;
-    let cfg_digest = manifest.config().digest().to_string();
-    let cfg = read_small(source, src, &cfg_digest, Some(manifest.config().size()), MAX_CONFIG)?;
-    check_depth(src, &format!("config {cfg_digest}"), &cfg)?;
-    let config =
-        ImageConfiguration::from_reader(&cfg[..]).map_err(|e| bad(src, format!("config {cfg_digest}: {e}")))?;
+    check_depth("manifest", manifest)?;
+    let manifest: ImageManifest = Error::parse_json("manifest", manifest)?;
+    let cfg_digest = Digest::try_from(manifest.config().digest())?;
+    let cfg = read_small(source, &cfg_digest, Some(manifest.config().size()), MAX_CONFIG)?;
+    let what = format!("config {cfg_digest}");
+    check_depth(&what, &cfg)?;
+    let config: ImageConfiguration = Error::parse_json(&what, &cfg)?;
     let diff_ids = config.rootfs().diff_ids().clone();
     if diff_ids.len() != manifest.layers().len() {
-        return Err(bad(
-            src,
-            format!("the manifest lists {} layers but the config {} diff_ids", manifest.layers().len(), diff_ids.len()),
-        ));
+        return Err(Error::LayerCount {
+            manifest: "the manifest",
+            layers: manifest.layers().len(),
+            diff_ids: diff_ids.len(),
+        });
     }
     let mut layers = Vec::new();
     for (d, diff_id) in manifest.layers().iter().zip(&diff_ids) {
         let media_type = d.media_type().to_string();
         if !is_layer_type(&media_type) {
-            return Err(bad(src, format!("layer {} has media type {media_type}, which is not a layer", d.digest())));
+            return Err(Error::NotALayer { digest: d.digest().to_string(), media_type });
         }
-        blob_path(diff_id).map_err(|e| bad(src, e.to_string()))?;
+        let digest = Digest::try_from(d.digest())?;
+        Digest::parse(diff_id)?;
         layers.push(LayerBlob {
-            locator: d.digest().to_string(),
-            digest: Some(d.digest().to_string()),
+            locator: digest.to_string(),
+            digest: Some(digest.into()),
             media_type,
             size: Some(d.size()),
             diff_id: diff_id.clone(),
@@ -276,8 +274,8 @@ pub fn image_from_manifest(source: &dyn BlobSource, src: &str, name: String, man
     }
     Ok(Image {
         name,
-        config_locator: cfg_digest.clone(),
-        config_digest: cfg_digest,
+        config_locator: cfg_digest.to_string(),
+        config_digest: cfg_digest.into(),
         manifest: Some(manifest_bytes),
         chain_ids: chain_ids(&diff_ids),
         layers,
@@ -299,10 +297,9 @@ struct DockerManifestEntry {
     layers: Vec<String>,
 }
 
-fn resolve_docker(archive: &TarArchive, src: &str, tag: Option<&str>) -> Result<Image> {
-    let data = archive.read_small_member("manifest.json", MAX_MANIFEST).map_err(|e| bad(src, e.to_string()))?;
-    let entries: Vec<DockerManifestEntry> =
-        serde_json::from_slice(&data).map_err(|e| bad(src, format!("manifest.json: {e}")))?;
+fn resolve_docker(archive: &TarArchive, tag: Option<&str>) -> Result<Image> {
+    let data = archive.read_small_member("manifest.json", MAX_MANIFEST).map_err(|e| Error::read("manifest.json", e))?;
+    let entries: Vec<DockerManifestEntry> = Error::parse_json("manifest.json", &data)?;
     let tags = |e: &DockerManifestEntry| e.repo_tags.clone().unwrap_or_default();
     let picked: Vec<&DockerManifestEntry> = entries
         .iter()
@@ -317,34 +314,42 @@ fn resolve_docker(archive: &TarArchive, src: &str, tag: Option<&str>) -> Result<
         .collect();
     let entry = match picked.as_slice() {
         [one] => *one,
-        [] => return Err(bad(src, format!("no image tagged {:?} in manifest.json", tag.unwrap_or("")))),
-        _ => return Err(bad(src, "it holds several images; pick one with ARCHIVE:TAG")),
+        [] => {
+            let tag = tag.unwrap_or("").to_string();
+            return Err(Error::NoSuchTag { what: "image", tag, file: "manifest.json" });
+        }
+        many => {
+            let tags = many.iter().flat_map(|e| tags(e)).collect();
+            return Err(Error::SeveralImages { count: many.len(), pick: "ARCHIVE:TAG".into(), tags });
+        }
     };
     // `docker save` names the config after its digest, as `<hex>.json` or
     // `blobs/sha256/<hex>`; check it against that name.
     let hex = entry.config.trim_end_matches(".json").rsplit('/').next().unwrap_or("").to_string();
     let cfg_digest = format!("sha256:{hex}");
+    let what = format!("config {}", entry.config);
     let mut cfg = Vec::new();
-    let reader = archive.read_member(&entry.config).map_err(|e| bad(src, e.to_string()))?;
-    VerifyingReader::new(reader.take(MAX_CONFIG + 1), &cfg_digest, None, format!("config {}", entry.config))
+    let reader = archive.read_member(&entry.config).map_err(|e| Error::read(&what, e))?;
+    VerifyingReader::new(reader.take(MAX_CONFIG + 1), &cfg_digest, None, what.clone())
         .read_to_end(&mut cfg)
-        .map_err(|e| bad(src, e.to_string()))?;
+        .map_err(|e| Error::read(&what, e))?;
     if cfg.len() as u64 > MAX_CONFIG {
-        return Err(bad(src, format!("config {} has more than {MAX_CONFIG} bytes", entry.config)));
+        return Err(Error::TooLarge { what, size: cfg.len() as u64, max: MAX_CONFIG });
     }
-    check_depth(src, &format!("config {cfg_digest}"), &cfg)?;
-    let config = ImageConfiguration::from_reader(&cfg[..]).map_err(|e| bad(src, format!("config: {e}")))?;
+    check_depth(&format!("config {cfg_digest}"), &cfg)?;
+    let config: ImageConfiguration = Error::parse_json(&what, &cfg)?;
     let diff_ids = config.rootfs().diff_ids().clone();
     if diff_ids.len() != entry.layers.len() {
-        return Err(bad(
-            src,
-            format!("manifest.json lists {} layers but the config {} diff_ids", entry.layers.len(), diff_ids.len()),
-        ));
+        return Err(Error::LayerCount {
+            manifest: "manifest.json",
+            layers: entry.layers.len(),
+            diff_ids: diff_ids.len(),
+        });
     }
     // As for an OCI image: a diff_id is a digest, so a chain ID is one too and can
     // never name a user's layer (such as a container's `c-victim`).
     for diff_id in &diff_ids {
-        blob_path(diff_id).map_err(|e| bad(src, format!("config diff_id: {e}")))?;
+        Digest::parse(diff_id).map_err(|e| Error::from(e).context("config diff_id"))?;
     }
     let layers = entry
         .layers
@@ -355,7 +360,7 @@ fn resolve_docker(archive: &TarArchive, src: &str, tag: Option<&str>) -> Result<
             LayerBlob {
                 locator: path.clone(),
                 digest,
-                media_type: "application/vnd.docker.image.rootfs.diff.tar".into(),
+                media_type: DOCKER_LAYER.into(),
                 size: archive.members.get(path).map(|m| m.1),
                 diff_id: diff_id.clone(),
             }
@@ -398,13 +403,13 @@ mod tests {
             }
             doc.push_str("null");
             doc.extend(closers.iter().rev());
-            let checked = super::check_depth("src", "config", doc.as_bytes());
+            let checked = super::check_depth("config", doc.as_bytes());
             assert_eq!(checked.is_ok(), depth <= super::MAX_JSON_DEPTH, "depth {depth}: {doc}");
             match checked {
                 Ok(()) => {
                     serde_json::from_str::<serde_json::Value>(&doc).unwrap_or_else(|e| panic!("depth {depth}: {e}"));
                 }
-                Err(e) => assert!(e.to_string().contains("config: JSON nested more than 64 levels"), "{e}"),
+                Err(e) => assert!(matches!(&e, super::Error::TooDeep { what, max: 64 } if what == "config"), "{e}"),
             }
         }
     }

@@ -8,6 +8,8 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::digest::Digest;
+use crate::error::{Error, Result};
 use crate::media::MAX_ARCHIVE_MEMBERS;
 
 /// Where blobs come from.
@@ -189,27 +191,18 @@ impl BlobSource for TarArchive {
     }
 }
 
-/// `sha256:abc` → `blobs/sha256/abc`, refusing anything but a plain hex digest.
+/// `sha256:abc` → `blobs/sha256/abc`, refusing anything but a digest
+/// ([`Digest::parse`]: one grammar for every digest).
 pub fn blob_path(digest: &str) -> io::Result<PathBuf> {
-    let (alg, hex) = digest
-        .split_once(':')
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad digest {digest:?}")))?;
-    let ok =
-        alg == "sha256" && hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-    if !ok {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("unsupported or malformed digest {digest:?}")));
-    }
-    Ok(PathBuf::from(format!("blobs/{alg}/{hex}")))
+    Digest::parse(digest).map(|d| d.blob_path()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Refuses a blob whose stored size differs from its descriptor's, before reading it.
-pub(crate) fn check_stored_size(source: &dyn BlobSource, locator: &str, size: Option<u64>) -> io::Result<()> {
-    if let (Some(want), Some(have)) = (size, source.stored_size(locator)?) {
-        if want != have {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("the blob has {have} bytes, not the {want} its descriptor says"),
-            ));
+pub(crate) fn check_stored_size(source: &dyn BlobSource, locator: &str, size: Option<u64>) -> Result<()> {
+    let stored = source.stored_size(locator).map_err(|e| Error::read("its size", e))?;
+    if let (Some(want), Some(stored)) = (size, stored) {
+        if want != stored {
+            return Err(Error::StoredSize { stored, want });
         }
     }
     Ok(())

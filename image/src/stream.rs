@@ -3,7 +3,7 @@
 
 use std::io::{self, Read};
 
-use driver_core::error::{Cause, Error, Result};
+use crate::error::{Error, Result};
 
 use crate::chain::{Image, LayerBlob};
 use crate::content::ContentStore;
@@ -32,18 +32,16 @@ fn open_layer_blob(
     keep: Option<&ContentStore>,
 ) -> Result<Box<dyn Read + Send>> {
     let what = format!("layer {} (blob {})", i + 1, layer.locator);
-    let fail = |e: io::Error| Error::new(Cause::Other(format!("{what}: {e}")));
-    check_stored_size(source, &layer.locator, layer.size).map_err(fail)?;
-    let blob = source.open(&layer.locator).map_err(fail)?;
+    check_stored_size(source, &layer.locator, layer.size).map_err(|e| e.context(&what))?;
+    let blob = source.open(&layer.locator).map_err(|e| Error::read(&what, e))?;
     let blob: Box<dyn Read + Send> = match (&layer.digest, keep) {
         (Some(d), Some(store)) if store.kept_size(d).is_none() => {
-            Box::new(store.keeping(blob, d, layer.size, format!("blob {d}"))?)
+            Box::new(store.keeping(blob, d, layer.size, format!("blob {d}")).map_err(|e| e.context(&what))?)
         }
         (Some(d), _) => Box::new(VerifyingReader::new(blob, d, layer.size, format!("blob {d}"))),
         (None, _) => blob,
     };
-    let (_, plain) =
-        strata_archive::compress::decompress(blob).map_err(|e| Error::new(Cause::Other(format!("{what}: {e}"))))?;
+    let (_, plain) = strata_archive::compress::decompress(blob).map_err(|e| Error::read(&what, e))?;
     Ok(Box::new(plain))
 }
 
@@ -60,8 +58,7 @@ pub fn open_layer_lazily(
     let layer = image.layers[i].clone();
     let keep = keep.cloned();
     Ok(Box::new(Lazy::Pending(Box::new(move || {
-        open_layer_blob(shared.as_ref(), &layer, i, keep.as_ref())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+        open_layer_blob(shared.as_ref(), &layer, i, keep.as_ref()).map_err(Error::into_io)
     }))))
 }
 

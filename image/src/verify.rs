@@ -4,6 +4,9 @@ use std::io::{self, Read};
 
 use driver_core::digest::Hashing;
 
+use crate::digest::Digest;
+use crate::error::Error;
+
 /// Checks a stream against an expected sha256 (and size) when it ends.
 pub struct VerifyingReader<R> {
     inner: Hashing<R>,
@@ -34,27 +37,25 @@ impl<R: Read> Read for VerifyingReader<R> {
 /// Refuses a stream longer than its descriptor's `size`, as soon as it is.
 pub(crate) fn check_not_over(what: &str, read: u64, size: Option<u64>) -> io::Result<()> {
     match size {
-        Some(size) if read > size => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{what} has more than the {size} bytes its descriptor says"),
-        )),
+        Some(size) if read > size => Err(Error::LongerThanSaid { what: what.to_string(), size }.into_io()),
         _ => Ok(()),
     }
 }
 
 /// Checks a stream that ended against its descriptor's size and digest.
 pub(crate) fn check_whole(what: &str, read: u64, size: Option<u64>, got: &str, expected: &str) -> io::Result<()> {
-    if let Some(size) = size.filter(|s| *s != read) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{what} has {read} bytes, not the {size} its descriptor says (truncated?)"),
-        ));
+    if let Some(want) = size.filter(|s| *s != read) {
+        return Err(Error::SizeMismatch { what: what.to_string(), got: read, want }.into_io());
     }
     if got != expected {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{what} has digest {got}, not {expected} (tampered or corrupt)"),
-        ));
+        let mismatch = || -> Result<Error, Error> {
+            Ok(Error::DigestMismatch {
+                what: what.to_string(),
+                got: Digest::parse(got)?,
+                want: Digest::parse(expected)?,
+            })
+        };
+        return Err(mismatch().unwrap_or_else(|e| e).into_io());
     }
     Ok(())
 }
@@ -62,7 +63,7 @@ pub(crate) fn check_whole(what: &str, read: u64, size: Option<u64>, got: &str, e
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sha2::{Digest, Sha256};
+    use sha2::{Digest as _, Sha256};
 
     #[test]
     fn verifying_reader_catches_tampering_and_truncation() {
@@ -73,10 +74,12 @@ mod tests {
         let mut tampered = data.clone();
         tampered[0] ^= 1;
         let e = VerifyingReader::new(&tampered[..], &good, None, "blob x".into()).read_to_end(&mut out).unwrap_err();
-        assert!(e.to_string().contains("blob x has digest"), "{e}");
+        let e = Error::read("blob x", e);
+        assert!(matches!(&e, Error::DigestMismatch { what, want, .. } if what == "blob x" && *want == good), "{e}");
         let e = VerifyingReader::new(&data[..5], &good, Some(data.len() as u64), "blob".into())
             .read_to_end(&mut out)
             .unwrap_err();
-        assert!(e.to_string().contains("truncated"), "{e}");
+        let e = Error::read("blob", e);
+        assert!(matches!(e, Error::SizeMismatch { got: 5, want: 11, .. }), "{e}");
     }
 }

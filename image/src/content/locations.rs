@@ -1,6 +1,6 @@
 //! Where a push may mount a blob from: the repositories of each registry known to hold it.
 
-use driver_core::error::Result;
+use crate::error::Result;
 
 use super::ContentStore;
 
@@ -21,7 +21,7 @@ impl ContentStore {
         if known.values().map(|r| r.len()).sum::<usize>() == before {
             return Ok(());
         }
-        driver_core::json::write_json(&p, &known)
+        Ok(driver_core::json::write_json(&p, &known)?)
     }
 
     /// Repositories of `registry` known to hold blob `digest` (pushed there, or pulled
@@ -47,6 +47,6 @@ impl ContentStore {
                 repos.truncate(4);
             }
         }
-        driver_core::json::write_json(&p, &known)
+        Ok(driver_core::json::write_json(&p, &known)?)
     }
 }

@@ -5,7 +5,7 @@ use std::io::{self, Read};
 
 use serde_json::Value;
 
-use driver_core::error::{Cause, Error, Result};
+use crate::error::{Error, Result};
 
 use super::{ContentStore, Settle};
 use crate::chain::Image;
@@ -45,27 +45,20 @@ impl StoredImage {
     }
 }
 
-fn missing_content(name: &str) -> Error {
-    Error::new(Cause::Other(format!(
-        "image {name} was stored by an older strata, which kept only its layers, not its blobs, \
-         config and manifest; unpack or pull it again to keep them"
-    )))
-}
-
 impl ContentStore {
     /// The manifest and config of image `name` whose manifest is `manifest` (`None`
     /// for an image an older strata stored).
     pub fn load(&self, name: &str, manifest: Option<&str>) -> Result<StoredImage> {
-        let Some(manifest_digest) = manifest else { return Err(missing_content(name)) };
-        let in_image = |e: Error| Error::new(Cause::Other(format!("image {name}: {e}")));
-        let bytes = self.read_small(manifest_digest, MAX_MANIFEST).map_err(in_image)?;
-        let manifest: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| in_image(Error::new(Cause::Corrupt(format!("manifest {manifest_digest}: {e}")))))?;
-        let config_digest = manifest["config"]["digest"].as_str().unwrap_or_default().to_string();
-        let bytes = self.read_small(&config_digest, MAX_CONFIG).map_err(in_image)?;
-        let config: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| in_image(Error::new(Cause::Corrupt(format!("config {config_digest}: {e}")))))?;
-        Ok(StoredImage { manifest_digest: manifest_digest.to_string(), manifest, config_digest, config })
+        let Some(manifest_digest) = manifest else { return Err(Error::NoContent { name: name.to_string() }) };
+        let loaded = (|| {
+            let bytes = self.read_small(manifest_digest, MAX_MANIFEST)?;
+            let manifest: Value = Error::parse_json(format!("manifest {manifest_digest}"), &bytes)?;
+            let config_digest = manifest["config"]["digest"].as_str().unwrap_or_default().to_string();
+            let bytes = self.read_small(&config_digest, MAX_CONFIG)?;
+            let config: Value = Error::parse_json(format!("config {config_digest}"), &bytes)?;
+            Ok(StoredImage { manifest_digest: manifest_digest.to_string(), manifest, config_digest, config })
+        })();
+        loaded.map_err(|e: Error| e.in_image(name))
     }
 
     /// Whether every blob of the image whose manifest is `manifest` is here (checked
@@ -96,21 +89,19 @@ impl ContentStore {
         digest: Option<&str>,
         size: Option<u64>,
     ) -> Result<(String, u64)> {
-        let fail = |what: &str, e: &dyn std::fmt::Display| {
-            Error::new(Cause::Other(format!("image {}: keeping {what}: {e}", image.name)))
-        };
+        let what = format!("image {}: keeping {locator}", image.name);
         if let Some((d, len)) = digest.and_then(|d| Some((d, self.kept_size(d)?))) {
             return Ok((d.to_string(), len));
         }
-        let blob = source.open(locator).map_err(|e| fail(locator, &e))?;
+        let blob = source.open(locator).map_err(|e| Error::read(&what, e))?;
         match digest {
             // Hashed once, as it is written.
             Some(d) => {
                 let mut kept = self.keeping(blob, d, size, format!("blob {d}"))?;
-                io::copy(&mut kept, &mut io::sink()).map_err(|e| fail(locator, &e))?;
+                io::copy(&mut kept, &mut io::sink()).map_err(|e| Error::read(&what, e))?;
                 Ok((d.to_string(), self.kept_size(d).unwrap_or_default()))
             }
-            None => self.put_stream(&mut { blob }, None).map_err(|e| fail(locator, &e)),
+            None => self.put_stream(&mut { blob }, None).map_err(|e| e.context(&what)),
         }
     }
 

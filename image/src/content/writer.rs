@@ -6,8 +6,8 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::error::{Error, IoContext, Result};
 use driver_core::digest::Hashing;
-use driver_core::error::{Context, Error, Result};
 use driver_core::sys;
 use driver_core::writeback::Flusher;
 
@@ -91,7 +91,7 @@ impl BlobWriter {
         let (file, digest, size) = self.file.take().expect("an unfinished blob").finish();
         let tmp = &self.tmp;
         let ended = (|| -> Result<()> {
-            let file = file.into_inner().map_err(|e| Error::new(e.into_error()).with_path(tmp))?;
+            let file = file.into_inner().map_err(|e| Error::io(tmp, e.into_error()))?;
             let mode = self.store.durability;
             if settle == Settle::Later {
                 mode.sync_written(&file).at_path(tmp)?;
@@ -133,19 +133,40 @@ pub struct Keeping<R> {
     pub(super) size: Option<u64>,
     pub(super) what: String,
     /// The error the end of the stream gave, given again on every later read.
-    pub(super) failed: Option<(io::ErrorKind, String)>,
+    pub(super) failed: Option<Failed>,
+}
+
+/// What a [`Keeping`] failed with, to give again: its errno when it has one, else its
+/// kind and words (an `io::Error` is not `Clone`).
+pub(super) struct Failed {
+    kind: io::ErrorKind,
+    errno: Option<i32>,
+    said: String,
+}
+
+impl Failed {
+    fn of(e: &io::Error) -> Failed {
+        Failed { kind: e.kind(), errno: e.raw_os_error(), said: e.to_string() }
+    }
+
+    fn again(&self) -> io::Error {
+        match self.errno {
+            Some(errno) => io::Error::from_raw_os_error(errno),
+            None => io::Error::new(self.kind, self.said.clone()),
+        }
+    }
 }
 
 impl<R: Read> Read for Keeping<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some((kind, msg)) = &self.failed {
-            return Err(io::Error::new(*kind, msg.clone()));
+        if let Some(failed) = &self.failed {
+            return Err(failed.again());
         }
         let n = self.inner.read(buf)?;
         if let Err(e) = self.keep(&buf[..n], n == 0 && !buf.is_empty()) {
             // The partial blob goes with its writer.
             self.writer = None;
-            self.failed = Some((e.kind(), e.to_string()));
+            self.failed = Some(Failed::of(&e));
             return Err(e);
         }
         Ok(n)
@@ -155,13 +176,14 @@ impl<R: Read> Read for Keeping<R> {
 impl<R> Keeping<R> {
     fn keep(&mut self, data: &[u8], end: bool) -> io::Result<()> {
         let Some(w) = self.writer.as_mut() else { return Ok(()) };
-        w.write_all(data)?;
+        // Named, so that a full disk says where it was writing.
+        w.write_all(data).map_err(|e| Error::io(&w.tmp, e).into_io())?;
         let hashed = w.file.as_ref().expect("an unfinished blob");
         check_not_over(&self.what, hashed.byte_count(), self.size)?;
         if end {
             check_whole(&self.what, hashed.byte_count(), self.size, &hashed.digest(), &self.expected)?;
             let w = self.writer.take().expect("a writer");
-            w.finish(Settle::Later).map_err(|e| io::Error::other(e.to_string()))?;
+            w.finish(Settle::Later).map_err(Error::into_io)?;
         }
         Ok(())
     }
