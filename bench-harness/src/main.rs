@@ -6,6 +6,7 @@
 
 mod bench;
 mod commit;
+mod exit;
 mod explain;
 mod fleet;
 mod gate;
@@ -498,7 +499,8 @@ fn main() -> ExitCode {
                 // 1 regression, 2 usage or inputs, 3 could not measure (docs/ci.md).
                 ExitCode::from(gate::exit_code())
             } else {
-                ExitCode::FAILURE
+                // By what failed (docs/cli.md).
+                ExitCode::from(exit::code(&e))
             }
         }
     }
