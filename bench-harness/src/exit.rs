@@ -7,13 +7,14 @@ use strata_image::Error as ImageError;
 
 /// Any other failure: a layer operation, the disk, the store's records, `check`.
 pub const FAILED: u8 = 1;
-/// What the user typed is not valid: a name, a digest, a platform, a format (clap's
-/// own usage errors exit 2 too).
+/// What the user typed is not valid: an image name, a platform, a format, a layer ID
+/// (clap's own usage errors exit 2 too).
 pub const USAGE: u8 = 2;
 /// What was named does not exist: an image, a layer, an image source, a tag in it.
 pub const NOT_FOUND: u8 = 4;
-/// The image is not what it says: a digest or size that does not match, a document
-/// that does not parse or is over a limit, something that is not an image.
+/// The image is not what it says: a digest that is invalid or does not match, a size
+/// that does not match, a document that does not parse or is over a limit, something
+/// that is not an image, a layer tar that is not one.
 pub const INVALID_IMAGE: u8 = 5;
 /// In use or changing: a container over the image, an unpack under way, layers that
 /// other processes kept changing, a mounted layer or one with children.
@@ -35,10 +36,13 @@ fn image_code(e: &ImageError) -> u8 {
         return NO_SPACE;
     }
     match e.root() {
-        InvalidReference { .. } | InvalidDigest(_) | InvalidPlatform(_) | InvalidFormat(_) => USAGE,
+        // A name is what the user gives (--name), or can give in place of the image's.
+        InvalidReference { .. } | InvalidPlatform(_) | InvalidFormat(_) => USAGE,
         NotFound { .. } | Removing { .. } | NoSuchSource | NoSuchTag { .. } | NoPlatform { .. } => NOT_FOUND,
         PlatformMismatch { .. } => NOT_FOUND,
-        DigestMismatch { .. }
+        // Digests come from the image's documents.
+        InvalidDigest(_)
+        | DigestMismatch { .. }
         | SizeMismatch { .. }
         | LongerThanSaid { .. }
         | StoredSize { .. }

@@ -429,15 +429,13 @@ impl ImageStore {
                 continue;
             }
             let p = self.content.path(m)?;
-            let v: serde_json::Value = fs::read(&p)
+            let manifest: oci_spec::image::ImageManifest = fs::read(&p)
                 .at_path(&p)
                 .and_then(|b| Error::parse_json(format!("manifest {m}"), &b))
                 .map_err(|e| e.in_image(&r.name))?;
             named.insert(m.to_string());
-            named.extend(v["config"]["digest"].as_str().map(String::from));
-            for l in v["layers"].as_array().into_iter().flatten() {
-                named.extend(l["digest"].as_str().map(String::from));
-            }
+            named.insert(manifest.config().digest().to_string());
+            named.extend(manifest.layers().iter().map(|l| l.digest().to_string()));
         }
         Ok(named)
     }
@@ -549,9 +547,10 @@ fn root_cause(driver: &dyn Driver, source: &dyn BlobSource, image: &Image, e: dr
     let Ok(blob) = source.open(&layer.locator) else { return e.into() };
     let mut r = crate::verify::VerifyingReader::new(blob, digest, layer.size, format!("blob {digest}"));
     match std::io::copy(&mut r, &mut std::io::sink()) {
-        Err(v) => {
-            Error::read(format!("layer {} of the image", i + 1), v).context(format!("layer {}", image.chain_ids[i]))
-        }
+        // The check that failed, typed, under which layer it was.
+        Err(v) => Error::read("reading", v)
+            .context(format!("layer {} of the image", i + 1))
+            .context(format!("layer {}", image.chain_ids[i])),
         Ok(_) => e.into(),
     }
 }
