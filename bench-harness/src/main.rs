@@ -12,6 +12,7 @@ mod args;
 mod bench;
 mod commands;
 mod commit;
+mod exit;
 mod explain;
 mod fleet;
 mod gate;
@@ -98,7 +99,8 @@ fn failed(e: &Failure) -> ExitCode {
     match e {
         // 1 regression, 2 usage or inputs, 3 could not measure (docs/ci.md).
         Failure::Bench(b) => ExitCode::from(b.exit_code()),
-        Failure::Other(_) => ExitCode::FAILURE,
+        // By what failed (docs/cli.md).
+        Failure::Other(e) => ExitCode::from(exit::code(e)),
     }
 }
 

@@ -15,12 +15,15 @@
 
 use serde_json::{json, Value};
 
-use crate::content::{oci_layer_type, Settle, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST};
-use crate::image::{chain_ids, validate_name, Image, LayerBlob};
+use crate::chain::{chain_ids, Image, LayerBlob};
+use crate::content::Settle;
+use crate::error::{Error, Result};
 use crate::images::{present_prefix, remove_unused, ImageRecord, ImageStore};
+use crate::media::{oci_layer_type, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST};
+use crate::names::validate_name;
 use driver_core::digest::Hashing;
 use driver_core::driver::Driver;
-use driver_core::error::{Cause, Error, Result};
+use driver_core::error::{Cause, Error as LayerError};
 
 /// How the new layer's blob is compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,13 +57,14 @@ pub struct Committed {
 pub fn base_image(driver: &dyn Driver, images: &ImageStore, container: &str) -> Result<(ImageRecord, String)> {
     let info = driver.get(container)?;
     if !info.writable {
-        return Err(Error::layer(
+        return Err(LayerError::layer(
             container,
             Cause::Refused("is a committed layer, not a container; commit takes a container".into()),
-        ));
+        )
+        .into());
     }
     let parent = info.parent.ok_or_else(|| {
-        Error::layer(
+        LayerError::layer(
             container,
             Cause::Refused("is over no image (it has no parent layer); nothing to commit onto".into()),
         )
@@ -68,10 +72,11 @@ pub fn base_image(driver: &dyn Driver, images: &ImageStore, container: &str) -> 
     let over: Vec<ImageRecord> = images.list()?.into_iter().filter(|r| r.top() == Some(parent.as_str())).collect();
     match over.iter().find(|r| r.manifest.is_some()).or(over.first()) {
         Some(r) => Ok((r.clone(), parent)),
-        None => Err(Error::layer(
+        None => Err(LayerError::layer(
             container,
             Cause::Refused(format!("its parent layer {parent} is the top of no stored image; commit needs one")),
-        )),
+        )
+        .into()),
     }
 }
 
@@ -100,14 +105,15 @@ pub fn commit(
             let mut w = Hashing::new(flate2::write::GzEncoder::new(blob, flate2::Compression::default()));
             driver.diff(container, &mut w)?;
             let (enc, diff_id, size) = w.finish();
-            (enc.finish().map_err(|e| Error::layer(container, e))?, diff_id, size)
+            (enc.finish().map_err(|e| Error::from(LayerError::layer(container, e)))?, diff_id, size)
         }
         LayerCompression::Zstd => {
-            let enc = zstd::stream::write::Encoder::new(blob, 3).map_err(|e| Error::layer(container, e))?;
+            let enc =
+                zstd::stream::write::Encoder::new(blob, 3).map_err(|e| Error::from(LayerError::layer(container, e)))?;
             let mut w = Hashing::new(enc);
             driver.diff(container, &mut w)?;
             let (enc, diff_id, size) = w.finish();
-            (enc.finish().map_err(|e| Error::layer(container, e))?, diff_id, size)
+            (enc.finish().map_err(|e| Error::from(LayerError::layer(container, e)))?, diff_id, size)
         }
     };
     let (blob_digest, blob_size) = blob.finish(Settle::Now)?;
@@ -174,10 +180,11 @@ pub fn commit(
     };
     let chain_id = ids.last().expect("a layer").clone();
     if ids.get(ids.len() - 2) != Some(&parent) {
-        return Err(Error::layer(
+        return Err(LayerError::layer(
             container,
             Cause::Corrupt(format!("image {}'s config does not lead to its top layer {parent}", base_rec.name)),
-        ));
+        )
+        .into());
     }
     let preexisting = present_prefix(driver, &image)?;
     let pending = images.begin(name, &ids, preexisting)?;
@@ -197,9 +204,7 @@ pub fn commit(
         Ok(Some(old)) => old,
         Ok(None) => {
             let _ = images.abandon(driver, pending);
-            return Err(Error::new(Cause::Other(format!(
-                "image {name}: its layers or blobs changed under another process during the commit; commit again"
-            ))));
+            return Err(Error::CommitRaced { name: name.to_string() });
         }
         Err(e) => {
             let _ = images.abandon(driver, pending);

@@ -22,6 +22,10 @@
 //! manifest: their content was not kept, and commands that need it say so
 //! ([`ContentStore::load`]).
 
+mod locations;
+mod stored;
+mod writer;
+
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -30,25 +34,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde_json::Value;
-
-use crate::image::{
-    blob_path, check_not_over, check_whole, BlobSource, Image, LayoutDir, VerifyingReader, MAX_CONFIG, MAX_MANIFEST,
-};
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::source::{BlobSource, LayoutDir};
+use crate::verify::VerifyingReader;
 use driver_core::digest::Hashing;
-use driver_core::error::{Cause, Context, Error, Result};
 use driver_core::sys;
 use driver_core::writeback::Flusher;
 
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-
-/// `<content>/locations.json`: registry → blob digest → repositories holding it.
-const LOCATIONS: &str = "locations.json";
-type Locations = std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<String>>>;
+pub use crate::media::{oci_layer_type, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD, OCI_MANIFEST};
+pub use stored::StoredImage;
+use writer::Unsettled;
+pub use writer::{BlobWriter, Keeping, Settle};
 
 /// The blobs of every stored image of one driver.
 #[derive(Clone)]
@@ -61,208 +58,8 @@ pub struct ContentStore {
     pub durability: driver_core::Durability,
 }
 
-/// Whole blobs still in `ingest/`, waiting for [`ContentStore::settle`]; those never
-/// settled go with the last clone of the store.
-#[derive(Default)]
-struct Unsettled(std::sync::Mutex<Vec<UnsettledBlob>>);
-
-/// A whole blob in `ingest/`, not yet synced and renamed to its digest.
-struct UnsettledBlob {
-    tmp: PathBuf,
-    digest: String,
-    size: u64,
-    /// Taken once it was written: a `syncfs` begun after it covers it ([`sys::synced_since`]).
-    written: u64,
-}
-
-impl Unsettled {
-    fn take(&self) -> Vec<UnsettledBlob> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    fn push(&self, blob: UnsettledBlob) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(blob);
-    }
-
-    /// The temp file and size of blob `digest`, if it is unsettled here.
-    fn find(&self, digest: &str) -> Option<(PathBuf, u64)> {
-        let blobs = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        blobs.iter().find(|b| b.digest == digest).map(|b| (b.tmp.clone(), b.size))
-    }
-}
-
-impl Drop for Unsettled {
-    fn drop(&mut self) {
-        for blob in self.take() {
-            let _ = fs::remove_file(blob.tmp);
-        }
-    }
-}
-
-/// A stored image's manifest and config, read and verified.
-#[derive(Clone, Debug)]
-pub struct StoredImage {
-    pub manifest_digest: String,
-    pub manifest: Value,
-    pub config_digest: String,
-    pub config: Value,
-}
-
-impl StoredImage {
-    /// The layer descriptors (`mediaType`, `digest`, `size`), bottom to top.
-    pub fn layers(&self) -> Vec<Value> {
-        self.manifest["layers"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// The config's `rootfs.diff_ids`, bottom to top.
-    pub fn diff_ids(&self) -> Vec<String> {
-        self.config["rootfs"]["diff_ids"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|d| d.as_str().map(str::to_string)).collect())
-            .unwrap_or_default()
-    }
-
-    /// Every blob the image consists of: its manifest, config and layers.
-    pub fn blobs(&self) -> Vec<String> {
-        let mut out = vec![self.manifest_digest.clone(), self.config_digest.clone()];
-        out.extend(self.layers().iter().filter_map(|l| l["digest"].as_str().map(str::to_string)));
-        out
-    }
-}
-
 /// The sha256 digest of `data`, as `sha256:<hex>`.
 pub use driver_core::digest::sha256 as digest_of;
-
-/// The OCI media type of a layer given by any of the names registries and archives use.
-pub fn oci_layer_type(media_type: &str) -> &str {
-    match media_type {
-        "application/vnd.docker.image.rootfs.diff.tar.gzip" => OCI_LAYER_GZIP,
-        "application/vnd.docker.image.rootfs.diff.tar" | "application/x-tar" => OCI_LAYER_TAR,
-        other => other,
-    }
-}
-
-/// A blob being written: hashed as it goes, named by its digest when finished.
-pub struct BlobWriter {
-    file: Option<Hashing<io::BufWriter<File>>>,
-    tmp: PathBuf,
-    store: ContentStore,
-    /// Starts the disk on the blob as it is written (see [`driver_core::writeback`]).
-    flusher: Option<Arc<Flusher>>,
-}
-
-impl Write for BlobWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.as_mut().expect("an unfinished blob").write(buf)?;
-        if let Some(f) = &self.flusher {
-            f.wrote(n as u64);
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.as_mut().expect("an unfinished blob").flush()
-    }
-}
-
-/// When a finished blob becomes a blob of the store, under its digest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Settle {
-    /// At once: the blob synced, renamed to its digest, and `blobs/sha256` synced.
-    Now,
-    /// With the next [`ContentStore::settle`], which settles all such blobs at once (an
-    /// unpack's): until then it stays unsynced in `ingest/`, and goes if never settled.
-    Later,
-}
-
-impl BlobWriter {
-    /// Ends the blob, settled `settle`; returns its digest and size.
-    pub fn finish(mut self, settle: Settle) -> Result<(String, u64)> {
-        let (file, digest, size) = self.file.take().expect("an unfinished blob").finish();
-        let tmp = &self.tmp;
-        let ended = (|| -> Result<()> {
-            let file = file.into_inner().map_err(|e| Error::new(e.into_error()).with_path(tmp))?;
-            let mode = self.store.durability;
-            if settle == Settle::Later {
-                mode.sync_written(&file).at_path(tmp)?;
-                let blob = UnsettledBlob { tmp: tmp.clone(), digest: digest.clone(), size, written: sys::write_mark() };
-                self.store.unsettled.push(blob);
-                return Ok(());
-            }
-            mode.sync_record(&file).at_path(tmp)?;
-            let to = self.store.path(&digest)?;
-            fs::rename(tmp, &to).at_path(&to)?;
-            match to.parent() {
-                Some(dir) => mode.sync_record_dir(dir).at_path(dir),
-                None => Ok(()),
-            }
-        })();
-        if ended.is_err() {
-            let _ = fs::remove_file(tmp);
-        }
-        ended.map(|()| (digest, size))
-    }
-}
-
-impl Drop for BlobWriter {
-    fn drop(&mut self) {
-        if self.file.is_some() {
-            let _ = fs::remove_file(&self.tmp);
-        }
-    }
-}
-
-/// A blob read for an unpack and written to the store as it is read, so that it is
-/// read and hashed once (the writer's hash is the check). When it ends, its size and
-/// digest are checked against its descriptor: only a blob that is what its descriptor
-/// says is kept, and the read fails otherwise.
-pub struct Keeping<R> {
-    inner: R,
-    writer: Option<BlobWriter>,
-    expected: String,
-    size: Option<u64>,
-    what: String,
-    /// The error the end of the stream gave, given again on every later read.
-    failed: Option<(io::ErrorKind, String)>,
-}
-
-impl<R: Read> Read for Keeping<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some((kind, msg)) = &self.failed {
-            return Err(io::Error::new(*kind, msg.clone()));
-        }
-        let n = self.inner.read(buf)?;
-        if let Err(e) = self.keep(&buf[..n], n == 0 && !buf.is_empty()) {
-            // The partial blob goes with its writer.
-            self.writer = None;
-            self.failed = Some((e.kind(), e.to_string()));
-            return Err(e);
-        }
-        Ok(n)
-    }
-}
-
-impl<R> Keeping<R> {
-    fn keep(&mut self, data: &[u8], end: bool) -> io::Result<()> {
-        let Some(w) = self.writer.as_mut() else { return Ok(()) };
-        w.write_all(data)?;
-        let hashed = w.file.as_ref().expect("an unfinished blob");
-        check_not_over(&self.what, hashed.byte_count(), self.size)?;
-        if end {
-            check_whole(&self.what, hashed.byte_count(), self.size, &hashed.digest(), &self.expected)?;
-            let w = self.writer.take().expect("a writer");
-            w.finish(Settle::Later).map_err(|e| io::Error::other(e.to_string()))?;
-        }
-        Ok(())
-    }
-}
-
-fn missing_content(name: &str) -> Error {
-    Error::new(Cause::Other(format!(
-        "image {name} was stored by an older strata, which kept only its layers, not its blobs, \
-         config and manifest; unpack or pull it again to keep them"
-    )))
-}
 
 impl ContentStore {
     pub fn open(driver_dir: &Path) -> Result<ContentStore> {
@@ -322,7 +119,7 @@ impl ContentStore {
 
     /// Where blob `digest` is kept (whether or not it is there).
     pub fn path(&self, digest: &str) -> Result<PathBuf> {
-        Ok(self.dir.join(blob_path(digest).map_err(|e| Error::new(Cause::Other(e.to_string())))?))
+        Ok(self.dir.join(Digest::parse(digest)?.blob_path()))
     }
 
     pub fn has(&self, digest: &str) -> bool {
@@ -393,7 +190,8 @@ impl ContentStore {
         if let Some(want) = expected {
             if digest != want {
                 let _ = fs::remove_file(self.path(&digest)?);
-                return Err(Error::new(Cause::Other(format!("blob {want} read as {digest} (changed while copied?)"))));
+                let (got, want) = (Digest::parse(&digest)?, Digest::parse(want)?);
+                return Err(Error::DigestMismatch { what: format!("blob {want} as copied"), got, want });
             }
         }
         Ok((digest, size))
@@ -409,12 +207,11 @@ impl ContentStore {
     /// Reads a small blob (a manifest or config), verified.
     pub fn read_small(&self, digest: &str, max: u64) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        self.read_blob(digest, None)?
-            .take(max + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| Error::new(Cause::Other(e.to_string())).with_path(self.path(digest).unwrap_or_default()))?;
+        let p = self.path(digest)?;
+        self.read_blob(digest, None)?.take(max + 1).read_to_end(&mut out).at_path(&p)?;
         if out.len() as u64 > max {
-            return Err(Error::new(Cause::Other(format!("stored blob {digest} has more than {max} bytes"))));
+            let size = fs::metadata(&p).map_or(out.len() as u64, |m| m.len());
+            return Err(Error::TooLarge { what: format!("stored blob {digest}"), size, max });
         }
         Ok(out)
     }
@@ -435,7 +232,7 @@ impl ContentStore {
     pub fn remove(&self, digest: &str) -> Result<()> {
         let p = self.path(digest)?;
         match fs::remove_file(&p) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::new(e).with_path(&p)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io(&p, e)),
             _ => Ok(()),
         }
     }
@@ -448,13 +245,11 @@ impl ContentStore {
         for e in fs::read_dir(&dir).at_path(&dir)? {
             let e = e.at_path(&dir)?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
-                continue;
-            }
+            let Ok(digest) = Digest::parse(&format!("sha256:{name}")) else { continue };
             let Ok(m) = e.metadata() else { continue };
             let changed = SystemTime::UNIX_EPOCH + Duration::new(m.ctime().max(0) as u64, m.ctime_nsec() as u32);
             let written = m.modified().unwrap_or(SystemTime::UNIX_EPOCH).max(changed);
-            out.push((format!("sha256:{name}"), m.len(), written));
+            out.push((digest.into(), m.len(), written));
         }
         out.sort();
         Ok(out)
@@ -471,157 +266,6 @@ impl ContentStore {
         let t = f.metadata().and_then(|m| m.modified()).at_path(&p);
         let _ = fs::remove_file(&p);
         t
-    }
-
-    /// Drops `gone` (blobs no longer kept) from the locations noted for pushes.
-    pub fn forget_locations(&self, gone: &std::collections::BTreeSet<String>) -> Result<()> {
-        let p = self.dir.join(LOCATIONS);
-        let Some(mut known) = driver_core::json::read_json::<Locations>(&p).ok().flatten() else { return Ok(()) };
-        let before: usize = known.values().map(|r| r.len()).sum();
-        for reg in known.values_mut() {
-            reg.retain(|d, _| !gone.contains(d));
-        }
-        known.retain(|_, r| !r.is_empty());
-        if known.values().map(|r| r.len()).sum::<usize>() == before {
-            return Ok(());
-        }
-        driver_core::json::write_json(&p, &known)
-    }
-
-    /// Repositories of `registry` known to hold blob `digest` (pushed there, or pulled
-    /// from there): where a push may mount it from instead of uploading it.
-    pub fn locations(&self, registry: &str, digest: &str) -> Vec<String> {
-        let known: Locations =
-            driver_core::json::read_json(&self.dir.join(LOCATIONS)).ok().flatten().unwrap_or_default();
-        known.get(registry).and_then(|r| r.get(digest)).cloned().unwrap_or_default()
-    }
-
-    /// Notes that `registry`/`repository` holds `digests`. A hint only (a blob may have
-    /// gone from there since; a mount that fails falls back to an upload), so two
-    /// writers racing may lose a note, never a blob.
-    pub fn note_locations(&self, registry: &str, repository: &str, digests: &[String]) -> Result<()> {
-        let p = self.dir.join(LOCATIONS);
-        let mut known: Locations = driver_core::json::read_json(&p).ok().flatten().unwrap_or_default();
-        let reg = known.entry(registry.to_string()).or_default();
-        for d in digests {
-            let repos = reg.entry(d.clone()).or_default();
-            if !repos.iter().any(|r| r == repository) {
-                // The latest first; a few are enough to find one that still holds it.
-                repos.insert(0, repository.to_string());
-                repos.truncate(4);
-            }
-        }
-        driver_core::json::write_json(&p, &known)
-    }
-
-    /// The manifest and config of image `name` whose manifest is `manifest` (`None`
-    /// for an image an older strata stored).
-    pub fn load(&self, name: &str, manifest: Option<&str>) -> Result<StoredImage> {
-        let Some(manifest_digest) = manifest else { return Err(missing_content(name)) };
-        let in_image = |e: Error| Error::new(Cause::Other(format!("image {name}: {e}")));
-        let bytes = self.read_small(manifest_digest, MAX_MANIFEST).map_err(in_image)?;
-        let manifest: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| in_image(Error::new(Cause::Corrupt(format!("manifest {manifest_digest}: {e}")))))?;
-        let config_digest = manifest["config"]["digest"].as_str().unwrap_or_default().to_string();
-        let bytes = self.read_small(&config_digest, MAX_CONFIG).map_err(in_image)?;
-        let config: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| in_image(Error::new(Cause::Corrupt(format!("config {config_digest}: {e}")))))?;
-        Ok(StoredImage { manifest_digest: manifest_digest.to_string(), manifest, config_digest, config })
-    }
-
-    /// Whether every blob of the image whose manifest is `manifest` is here (checked
-    /// under the store lock before a record naming it is written).
-    pub fn complete(&self, name: &str, manifest: &str) -> bool {
-        self.load(name, Some(manifest)).is_ok_and(|img| img.blobs().iter().all(|b| self.has(b)))
-    }
-
-    /// Keeps the config of `image`, and its manifest when the source has one,
-    /// unsettled, as [`ContentStore::import`] would: an unpack does it before applying
-    /// the layers, so that their sync covers these blobs too and
-    /// [`ContentStore::settle`] has nothing left to sync.
-    pub fn import_config(&self, source: &dyn BlobSource, image: &Image) -> Result<()> {
-        self.copy_in(source, image, &image.config_locator, Some(&image.config_digest), None)?;
-        if let Some(manifest) = &image.manifest {
-            self.put_bytes(manifest, Settle::Later)?;
-        }
-        Ok(())
-    }
-
-    /// Copies blob `locator` of `image` from `source` unsettled, verified against
-    /// `digest` and `size` when given, unless it is kept already; its digest and size.
-    fn copy_in(
-        &self,
-        source: &dyn BlobSource,
-        image: &Image,
-        locator: &str,
-        digest: Option<&str>,
-        size: Option<u64>,
-    ) -> Result<(String, u64)> {
-        let fail = |what: &str, e: &dyn std::fmt::Display| {
-            Error::new(Cause::Other(format!("image {}: keeping {what}: {e}", image.name)))
-        };
-        if let Some((d, len)) = digest.and_then(|d| Some((d, self.kept_size(d)?))) {
-            return Ok((d.to_string(), len));
-        }
-        let blob = source.open(locator).map_err(|e| fail(locator, &e))?;
-        match digest {
-            // Hashed once, as it is written.
-            Some(d) => {
-                let mut kept = self.keeping(blob, d, size, format!("blob {d}"))?;
-                io::copy(&mut kept, &mut io::sink()).map_err(|e| fail(locator, &e))?;
-                Ok((d.to_string(), self.kept_size(d).unwrap_or_default()))
-            }
-            None => self.put_stream(&mut { blob }, None).map_err(|e| fail(locator, &e)),
-        }
-    }
-
-    /// Copies the blobs of `image` from `source` into the store, verified, and returns
-    /// the digest of its manifest: the source's own manifest when it has one (a layout,
-    /// an oci-archive, a registry), else (a docker-archive) one written for it. The
-    /// blobs it writes are unsettled: [`ContentStore::settle`] them before a record
-    /// names them.
-    pub fn import(&self, source: &dyn BlobSource, image: &Image) -> Result<String> {
-        let copy =
-            |locator: &str, digest: Option<&str>, size: Option<u64>| self.copy_in(source, image, locator, digest, size);
-        let (config_digest, config_size) = copy(&image.config_locator, Some(&image.config_digest), None)?;
-        let mut layers = Vec::new();
-        for l in &image.layers {
-            let (digest, size) = copy(&l.locator, l.digest.as_deref(), l.size)?;
-            layers.push((digest, size, l.media_type.clone()));
-        }
-        if let Some(manifest) = &image.manifest {
-            return self.put_bytes(manifest, Settle::Later);
-        }
-        let mut descriptors = Vec::new();
-        for (digest, size, media_type) in layers {
-            let mut head = [0u8; 4];
-            let n = self.read_head(&digest, &mut head);
-            let media = match strata_archive::compress::Compression::detect(&head[..n]) {
-                strata_archive::compress::Compression::Gzip => OCI_LAYER_GZIP,
-                strata_archive::compress::Compression::Zstd => OCI_LAYER_ZSTD,
-                strata_archive::compress::Compression::None => oci_layer_type(&media_type),
-            };
-            descriptors.push(serde_json::json!({"mediaType": media, "digest": digest, "size": size}));
-        }
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_size},
-            "layers": descriptors,
-        });
-        self.put_bytes(&serde_json::to_vec(&manifest).expect("json"), Settle::Later)
-    }
-
-    /// The first bytes of a blob kept or unsettled (to tell its compression).
-    fn read_head(&self, digest: &str, head: &mut [u8]) -> usize {
-        let path = match self.unsettled.find(digest).map(|(tmp, _)| tmp) {
-            Some(p) => p,
-            None => match self.path(digest) {
-                Ok(p) => p,
-                Err(_) => return 0,
-            },
-        };
-        File::open(path).and_then(|mut f| f.read(head)).unwrap_or(0)
     }
 }
 
@@ -661,14 +305,29 @@ mod tests {
         tampered[1000] ^= 1;
         let mut long = data.clone();
         long.push(0);
-        for (what, bytes, want) in [
-            ("tampered", &tampered[..], "tampered or corrupt"),
-            ("truncated", &data[..1000], "truncated?"),
-            ("longer", &long[..], "more than the"),
-        ] {
+        let tampered_as = driver_core::digest::sha256(&tampered);
+        type Check = fn(&Error, &str) -> bool;
+        let cases: [(&str, &[u8], Check); 3] = [
+            (
+                "tampered",
+                &tampered[..],
+                |e, d| matches!(e, Error::DigestMismatch { what, got, want } if what == "blob x" && *got == *d && *want != *d),
+            ),
+            (
+                "truncated",
+                &data[..1000],
+                |e, _| matches!(e, Error::SizeMismatch { what, got: 1000, want: 300_000 } if what == "blob x"),
+            ),
+            (
+                "longer",
+                &long[..],
+                |e, _| matches!(e, Error::LongerThanSaid { what, size: 300_000 } if what == "blob x"),
+            ),
+        ];
+        for (what, bytes, check) in cases {
             let mut r = store.keeping(bytes, &good, n, "blob x".into()).unwrap();
-            let e = read_all(&mut r).expect_err(what).to_string();
-            assert!(e.contains("blob x") && e.contains(want), "{what}: {e}");
+            let e = Error::read("reading", read_all(&mut r).expect_err(what));
+            assert!(check(&e, &tampered_as), "{what}: {e:?}");
             assert!(r.read(&mut [0u8; 8]).is_err(), "{what}: the failure is given again");
             assert!(!store.has(&good), "{what}: kept");
             assert_eq!(fs::read_dir(tmp.path().join("content/ingest")).unwrap().count(), 0, "{what}: ingest left");

@@ -27,7 +27,7 @@
 //!
 //! Record file names are digests of the image name, so no name (`..`, `.hidden`,
 //! `a/../b`) can reach or collide with the store's own files; names are checked against
-//! the reference grammar ([`crate::image::validate_name`]) as well.
+//! the reference grammar ([`crate::names::validate_name`]) as well.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
@@ -39,10 +39,14 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
+use crate::chain::Image;
 use crate::content::ContentStore;
-use crate::image::{open_layer_lazily, validate_name, BlobSource, Image};
+use crate::error::{Error, IoContext, Result};
+use crate::names::validate_name;
+use crate::source::BlobSource;
+use crate::stream::open_layer_lazily;
 use driver_core::driver::{Driver, LayerTar};
-use driver_core::error::{Cause, Context, Error, Result};
+use driver_core::error::Cause;
 use driver_core::holds::locked_by_someone;
 use driver_core::json::{read_json, to_bytes, write_atomic_as, write_json_as};
 use driver_core::Durability;
@@ -145,7 +149,7 @@ pub(crate) fn present_prefix(driver: &dyn Driver, image: &Image) -> Result<usize
                         info.parent.as_deref().unwrap_or("none")
                     )
                 };
-                return Err(Error::layer(
+                return Err(driver_core::Error::layer(
                     id,
                     Cause::Refused(format!(
                         "exists but was not made from layer {} of this image ({what}, not diff_id {}); \
@@ -153,10 +157,11 @@ pub(crate) fn present_prefix(driver: &dyn Driver, image: &Image) -> Result<usize
                         i + 1,
                         image.layers[i].diff_id
                     )),
-                ));
+                )
+                .into());
             }
             Err(e) if e.is_not_found() => break,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(n)
@@ -171,7 +176,7 @@ pub(crate) fn remove_unused(driver: &dyn Driver, layers: &[String]) -> Result<Ve
             Ok(()) => removed.push(id.clone()),
             Err(e) if matches!(e.cause, Cause::HasChildren(_) | Cause::Mounted(_) | Cause::InUse(_)) => break,
             Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(removed)
@@ -241,7 +246,7 @@ impl ImageStore {
             .write(true)
             .open(&self.lock_path)
             .at_path(&self.lock_path)?;
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| Error::from(e).with_path(&self.lock_path))
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| Error::io(&self.lock_path, e.into()))
     }
 
     /// Finishes what dead unpacks left: removes the layers each made that nothing uses,
@@ -278,7 +283,7 @@ impl ImageStore {
                 removed.extend(remove_unused(driver, &rec.layers[rec.preexisting.min(rec.layers.len())..])?);
             }
             match fs::remove_file(&p) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(Error::new(e).with_path(&p)),
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(Error::io(&p, e)),
                 _ => {}
             }
             drop(lock);
@@ -331,20 +336,20 @@ impl ImageStore {
     pub fn get(&self, name: &str) -> Result<ImageRecord> {
         let rec = self.get_any(name)?;
         if rec.removing {
-            return Err(Error::new(Cause::Other(format!("image {name}: no such image (being removed)"))));
+            return Err(Error::Removing { name: name.to_string() });
         }
         Ok(rec)
     }
 
     fn get_any(&self, name: &str) -> Result<ImageRecord> {
         let p = self.record_path(name);
-        let rec: ImageRecord =
-            read_json(&p)?.ok_or_else(|| Error::new(Cause::Other(format!("image {name}: no such image"))))?;
+        let not_found = || Error::NotFound { name: name.to_string() };
+        let rec: ImageRecord = read_json(&p)?.ok_or_else(not_found)?;
         if rec.name != name {
-            return Err(Error::new(Cause::Other(format!("image {name}: no such image"))));
+            return Err(not_found());
         }
         if !rec.complete {
-            return Err(Error::new(Cause::Other(format!("image {name}: still being unpacked"))));
+            return Err(Error::Unpacking { name: name.to_string(), pid: rec.pid });
         }
         Ok(rec)
     }
@@ -352,7 +357,7 @@ impl ImageStore {
     /// Writes a record (under the store lock).
     pub fn put(&self, rec: &ImageRecord) -> Result<()> {
         let _lock = self.lock()?;
-        write_json_as(&self.dir.join(file_name(&rec.name)), rec, self.durability)
+        Ok(write_json_as(&self.dir.join(file_name(&rec.name)), rec, self.durability)?)
     }
 
     /// Removes image `name` and every layer of it that no other image and no
@@ -370,10 +375,7 @@ impl ImageStore {
                 .collect();
             let shared = self.list()?.iter().any(|r| r.name != rec.name && r.top() == Some(top));
             if !users.is_empty() && !shared {
-                return Err(Error::new(Cause::Other(format!(
-                    "image {name} is used by container(s) {}; remove them first",
-                    users.join(", ")
-                ))));
+                return Err(Error::InUse { name: name.to_string(), containers: users });
             }
         }
         // Mark first, delete the record last: a removal killed in between is found
@@ -427,15 +429,13 @@ impl ImageStore {
                 continue;
             }
             let p = self.content.path(m)?;
-            let v: serde_json::Value =
-                fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(|| {
-                    Error::new(Cause::Other(format!("image {}: its manifest {m} does not read", r.name))).with_path(&p)
-                })?;
+            let manifest: oci_spec::image::ImageManifest = fs::read(&p)
+                .at_path(&p)
+                .and_then(|b| Error::parse_json(format!("manifest {m}"), &b))
+                .map_err(|e| e.in_image(&r.name))?;
             named.insert(m.to_string());
-            named.extend(v["config"]["digest"].as_str().map(String::from));
-            for l in v["layers"].as_array().into_iter().flatten() {
-                named.extend(l["digest"].as_str().map(String::from));
-            }
+            named.insert(manifest.config().digest().to_string());
+            named.extend(manifest.layers().iter().map(|l| l.digest().to_string()));
         }
         Ok(named)
     }
@@ -469,7 +469,7 @@ impl ImageStore {
             lock = Some(l);
             f.write_all(&to_bytes(&rec)?)
         })
-        .map_err(|e| Error::new(e).with_path(&path))?;
+        .at_path(&path)?;
         let lock = lock.expect("locked while written");
         Ok(Pending { path, rec, _lock: lock })
     }
@@ -540,15 +540,18 @@ impl ImageStore {
 /// say, but a decompressor may stop on a bad checksum before the blob's digest is
 /// checked at its end. So re-read the failed layer's blob and report a digest mismatch
 /// if there is one.
-fn root_cause(driver: &dyn Driver, source: &dyn BlobSource, image: &Image, e: Error) -> Error {
-    let Some(i) = image.chain_ids.iter().position(|id| driver.get(id).is_err()) else { return e };
+fn root_cause(driver: &dyn Driver, source: &dyn BlobSource, image: &Image, e: driver_core::Error) -> Error {
+    let Some(i) = image.chain_ids.iter().position(|id| driver.get(id).is_err()) else { return e.into() };
     let layer = &image.layers[i];
-    let Some(digest) = &layer.digest else { return e };
-    let Ok(blob) = source.open(&layer.locator) else { return e };
-    let mut r = crate::image::VerifyingReader::new(blob, digest, layer.size, format!("blob {digest}"));
+    let Some(digest) = &layer.digest else { return e.into() };
+    let Ok(blob) = source.open(&layer.locator) else { return e.into() };
+    let mut r = crate::verify::VerifyingReader::new(blob, digest, layer.size, format!("blob {digest}"));
     match std::io::copy(&mut r, &mut std::io::sink()) {
-        Err(v) => Error::layer(&image.chain_ids[i], Cause::Other(format!("layer {} of the image: {v}", i + 1))),
-        Ok(_) => e,
+        // The check that failed, typed, under which layer it was.
+        Err(v) => Error::read("reading", v)
+            .context(format!("layer {} of the image", i + 1))
+            .context(format!("layer {}", image.chain_ids[i])),
+        Ok(_) => e.into(),
     }
 }
 
@@ -645,9 +648,7 @@ pub fn unpack(
             Err(e) => Err(root_cause(driver, source, image, e)),
         }
     };
-    let mut result = Err(Error::new(Cause::Other(format!(
-        "image {name}: its layers kept changing under other processes; gave up after {MAX_ROUNDS} rounds"
-    ))));
+    let mut result = Err(Error::KeptChanging { name: name.to_string(), rounds: MAX_ROUNDS });
     for _ in 0..MAX_ROUNDS {
         match round() {
             Ok(None) => continue,

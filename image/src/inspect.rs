@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
+use crate::error::{Error, Result};
 use crate::images::ImageStore;
-use driver_core::error::{Cause, Error, Result};
 
 /// One row of `image history`.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -107,8 +107,8 @@ fn replay(images: &ImageStore, name: &str) -> Result<(Vec<LayerHistory>, Wasted)
             comment: history.get(i).and_then(|h| h["comment"].as_str()).unwrap_or_default().to_string(),
             ..Default::default()
         };
-        let fail =
-            |e: std::io::Error| Error::new(Cause::Other(format!("image {name}: layer {} ({digest}): {e}", i + 1)));
+        let what = format!("image {name}: layer {} ({digest})", i + 1);
+        let fail = |e: std::io::Error| Error::read(&what, e);
         let (_, plain) =
             strata_archive::compress::decompress(images.content.read_blob(&digest, Some(size))?).map_err(fail)?;
         let mut tar = tar::Archive::new(plain);

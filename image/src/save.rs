@@ -13,12 +13,11 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 
-use crate::content::{oci_layer_type, StoredImage, OCI_CONFIG, OCI_MANIFEST};
-use crate::image::REF_NAME;
+use crate::error::{Error, IoContext, Result};
 use crate::images::ImageStore;
-use driver_core::error::{Cause, Context, Error, Result};
+use crate::media::{oci_layer_type, MAX_CONFIG, MAX_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, REF_NAME};
 
 /// The output formats of `image save`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,9 +42,7 @@ impl SaveFormat {
             "oci" => Ok(SaveFormat::Oci),
             "oci-archive" => Ok(SaveFormat::OciArchive),
             "docker-archive" => Ok(SaveFormat::DockerArchive),
-            other => Err(Error::new(Cause::Other(format!(
-                "unknown format {other:?}: use oci, oci-archive or docker-archive"
-            )))),
+            other => Err(Error::InvalidFormat(other.to_string())),
         }
     }
 }
@@ -82,19 +79,18 @@ fn tagged(name: &str) -> String {
     }
 }
 
-/// The manifest to write for `img`: as stored when it is OCI, else with OCI media types.
-fn oci_manifest(img: &StoredImage, bytes: Vec<u8>) -> Vec<u8> {
-    if img.manifest["mediaType"] == OCI_MANIFEST {
-        return bytes;
+/// The manifest to write: as stored when it is OCI, else with OCI media types.
+fn oci_manifest(mut m: ImageManifest, stored: Vec<u8>) -> Vec<u8> {
+    if m.media_type().as_ref().is_some_and(|t| t.to_string() == OCI_MANIFEST) {
+        return stored;
     }
-    let mut m = img.manifest.clone();
-    m["mediaType"] = json!(OCI_MANIFEST);
-    m["config"]["mediaType"] = json!(OCI_CONFIG);
-    if let Some(layers) = m["layers"].as_array_mut() {
-        for l in layers {
-            let t = oci_layer_type(l["mediaType"].as_str().unwrap_or_default()).to_string();
-            l["mediaType"] = json!(t);
-        }
+    m.set_media_type(Some(MediaType::from(OCI_MANIFEST)));
+    let mut config = m.config().clone();
+    config.set_media_type(MediaType::from(OCI_CONFIG));
+    m.set_config(config);
+    for l in m.layers_mut() {
+        let t = oci_layer_type(l.media_type().as_ref()).to_string();
+        l.set_media_type(MediaType::from(t.as_str()));
     }
     serde_json::to_vec(&m).expect("json")
 }
@@ -107,29 +103,27 @@ fn hex_of(digest: &str) -> &str {
 fn members(images: &ImageStore, name: &str, format: SaveFormat) -> Result<Vec<(String, Member)>> {
     let rec = images.get(name)?;
     let img = images.content.load(name, rec.manifest.as_deref())?;
-    let layers = img.layers();
-    let size_of = |l: &Value| l["size"].as_u64().unwrap_or_default();
-    let digest_of = |l: &Value| l["digest"].as_str().unwrap_or_default().to_string();
+    let stored = images.content.read_small(&img.manifest_digest, MAX_MANIFEST)?;
+    let manifest: ImageManifest = Error::parse_json(format!("manifest {}", img.manifest_digest), &stored)?;
+    let layers: Vec<(String, u64)> = manifest.layers().iter().map(|l| (l.digest().to_string(), l.size())).collect();
+    let config_bytes = images.content.read_small(&img.config_digest, MAX_CONFIG)?;
     let mut out = Vec::new();
     match format {
         SaveFormat::Oci | SaveFormat::OciArchive => {
             out.push(("oci-layout".to_string(), Member::Bytes(br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec())));
-            let config_size = images.content.read_small(&img.config_digest, crate::image::MAX_CONFIG)?.len() as u64;
             out.push((
                 format!("blobs/sha256/{}", hex_of(&img.config_digest)),
-                Member::Blob { digest: img.config_digest.clone(), size: config_size },
+                Member::Blob { digest: img.config_digest.clone(), size: config_bytes.len() as u64 },
             ));
-            for l in &layers {
-                let d = digest_of(l);
-                out.push((format!("blobs/sha256/{}", hex_of(&d)), Member::Blob { digest: d, size: size_of(l) }));
+            for (d, size) in layers {
+                out.push((format!("blobs/sha256/{}", hex_of(&d)), Member::Blob { digest: d, size }));
             }
-            let stored = images.content.read_small(&img.manifest_digest, crate::image::MAX_MANIFEST)?;
-            let manifest = oci_manifest(&img, stored);
+            let manifest = oci_manifest(manifest, stored);
             let mdigest = crate::content::digest_of(&manifest);
             let tag = tagged(name);
-            let index = json!({
+            let index = serde_json::json!({
                 "schemaVersion": 2,
-                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "mediaType": OCI_INDEX,
                 "manifests": [{
                     "mediaType": OCI_MANIFEST, "digest": mdigest, "size": manifest.len(),
                     "annotations": {
@@ -139,24 +133,22 @@ fn members(images: &ImageStore, name: &str, format: SaveFormat) -> Result<Vec<(S
                     },
                 }],
             });
+            let index = serde_json::to_vec(&index).expect("json");
             out.push((format!("blobs/sha256/{}", hex_of(&mdigest)), Member::Bytes(manifest)));
-            out.push(("index.json".to_string(), Member::Bytes(serde_json::to_vec(&index).expect("json"))));
+            out.push(("index.json".to_string(), Member::Bytes(index)));
         }
         SaveFormat::DockerArchive => {
-            let diff_ids = img.diff_ids();
+            let config: ImageConfiguration = Error::parse_json(format!("config {}", img.config_digest), &config_bytes)?;
+            let diff_ids = config.rootfs().diff_ids();
             let config_name = format!("{}.json", hex_of(&img.config_digest));
-            let config = images.content.read_small(&img.config_digest, crate::image::MAX_CONFIG)?;
-            out.push((config_name.clone(), Member::Bytes(config)));
+            out.push((config_name.clone(), Member::Bytes(config_bytes)));
             let mut paths = Vec::new();
-            for (l, diff_id) in layers.iter().zip(&diff_ids) {
+            for ((digest, size), diff_id) in layers.into_iter().zip(diff_ids) {
                 let path = format!("{}/layer.tar", hex_of(diff_id));
                 paths.push(path.clone());
-                out.push((
-                    path,
-                    Member::Uncompressed { digest: digest_of(l), size: size_of(l), diff_id: diff_id.clone() },
-                ));
+                out.push((path, Member::Uncompressed { digest, size, diff_id: diff_id.clone() }));
             }
-            let manifest = json!([{"Config": config_name, "RepoTags": [tagged(name)], "Layers": paths}]);
+            let manifest = serde_json::json!([{"Config": config_name, "RepoTags": [tagged(name)], "Layers": paths}]);
             out.push(("manifest.json".to_string(), Member::Bytes(serde_json::to_vec(&manifest).expect("json"))));
         }
     }
@@ -167,15 +159,32 @@ fn members(images: &ImageStore, name: &str, format: SaveFormat) -> Result<Vec<(S
 fn open<'a>(images: &'a ImageStore, m: &'a Member) -> Result<(Box<dyn Read + Send + 'a>, Option<u64>)> {
     Ok(match m {
         Member::Bytes(b) => (Box::new(&b[..]), Some(b.len() as u64)),
-        Member::Blob { digest, size } => (images.content.read_blob(digest, Some(*size))?, Some(*size)),
-        Member::Uncompressed { digest, size, diff_id } => {
+        Member::Blob { digest, size } => {
             let blob = images.content.read_blob(digest, Some(*size))?;
-            let (_, plain) =
-                strata_archive::compress::decompress(blob).map_err(|e| Error::new(Cause::Other(e.to_string())))?;
-            let check = crate::image::VerifyingReader::new(plain, diff_id, None, format!("layer {diff_id}"));
-            (Box::new(check), None)
+            (Box::new(Named { inner: blob, what: format!("stored blob {digest}") }), Some(*size))
+        }
+        Member::Uncompressed { digest, size, diff_id } => {
+            let what = format!("stored blob {digest}");
+            let blob = images.content.read_blob(digest, Some(*size))?;
+            let (_, plain) = strata_archive::compress::decompress(blob).map_err(|e| Error::read(&what, e))?;
+            let check = crate::verify::VerifyingReader::new(plain, diff_id, None, format!("layer {diff_id}"));
+            (Box::new(Named { inner: check, what }), None)
         }
     })
+}
+
+/// A member's stream whose read errors say it was the reading that failed (and of
+/// what), so that a copy's error tells them from the output's write errors (a full
+/// disk).
+struct Named<R> {
+    inner: R,
+    what: String,
+}
+
+impl<R: Read> Read for Named<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|e| Error::read(&self.what, e).into_io())
+    }
 }
 
 /// A temp path beside `path`, removed on drop unless kept.
@@ -206,7 +215,7 @@ impl Drop for Temp {
 /// Writes image `name` to `out` in `format`.
 pub fn save(images: &ImageStore, name: &str, out: &Path, format: SaveFormat) -> Result<()> {
     let members = members(images, name, format)?;
-    let fail = |e: Error| Error::new(Cause::Other(format!("saving image {name} to {}: {e}", out.display())));
+    let fail = |e: Error| e.context(format!("saving image {name} to {}", out.display()));
     match format {
         SaveFormat::Oci => write_layout(images, &members, out).map_err(fail),
         SaveFormat::OciArchive | SaveFormat::DockerArchive => {
@@ -250,7 +259,9 @@ fn write_tar(images: &ImageStore, members: &[(String, Member)], path: &Path) -> 
             None => {
                 // An uncompressed layer's size is known once it is read: spool it.
                 let mut spool = tempfile::tempfile_in(path.parent().unwrap_or(Path::new("."))).at_path(path)?;
-                let n = io::copy(&mut r, &mut spool).map_err(|e| Error::new(Cause::Other(e.to_string())))?;
+                // A read error is the layer's (typed when it is a check that failed), a
+                // write error the spool's: a full disk says so.
+                let n = io::copy(&mut r, &mut spool).at_path(path)?;
                 io::Seek::rewind(&mut spool).at_path(path)?;
                 h.set_size(n);
                 tar.append_data(&mut h, name, spool).at_path(path)?;
@@ -259,7 +270,7 @@ fn write_tar(images: &ImageStore, members: &[(String, Member)], path: &Path) -> 
     }
     let mut w = tar.into_inner().at_path(path)?;
     w.flush().at_path(path)?;
-    w.into_inner().map_err(|e| Error::new(e.into_error()).with_path(path))?.sync_all().at_path(path)
+    w.into_inner().map_err(|e| Error::io(path, e.into_error()))?.sync_all().at_path(path)
 }
 
 /// An image layout directory: blobs first, `index.json` last (adding this image to a
@@ -277,7 +288,7 @@ fn write_layout(images: &ImageStore, members: &[(String, Member)], dir: &Path) -
                 let tmp = Temp::beside(&to);
                 let (mut r, _) = open(images, m)?;
                 let mut f = File::create(tmp.path()).at_path(tmp.path())?;
-                io::copy(&mut r, &mut f).map_err(|e| Error::new(Cause::Other(e.to_string())).with_path(&to))?;
+                io::copy(&mut r, &mut f).at_path(&to)?;
                 f.sync_all().at_path(&to)?;
                 tmp.keep_as(&to)?;
                 continue;
@@ -291,19 +302,18 @@ fn write_layout(images: &ImageStore, members: &[(String, Member)], dir: &Path) -
 }
 
 fn merged_index(path: &Path, new: &[u8]) -> Result<Vec<u8>> {
-    let mut new: Value = serde_json::from_slice(new).expect("our own json");
-    let Ok(old) = fs::read(path) else { return Ok(serde_json::to_vec(&new).expect("json")) };
-    let old: Value = serde_json::from_slice(&old)
-        .map_err(|e| Error::new(Cause::Corrupt(format!("index.json: {e}"))).with_path(path))?;
-    let tag = new["manifests"][0]["annotations"][REF_NAME].clone();
-    let mut manifests: Vec<Value> = old["manifests"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|m| m["annotations"][REF_NAME] != tag)
-        .collect();
-    manifests.push(new["manifests"][0].clone());
-    new["manifests"] = json!(manifests);
-    Ok(serde_json::to_vec(&new).expect("json"))
+    let mut new: ImageIndex = serde_json::from_slice(new).expect("our own index");
+    let Ok(old) = fs::read(path) else { return Ok(new_bytes(&new)) };
+    let old: ImageIndex = Error::parse_json(path.display().to_string(), &old)?;
+    let tag_of = |d: &Descriptor| d.annotations().as_ref().and_then(|a| a.get(REF_NAME).cloned());
+    let added = new.manifests()[0].clone();
+    let mut manifests: Vec<Descriptor> =
+        old.manifests().iter().filter(|m| tag_of(m) != tag_of(&added)).cloned().collect();
+    manifests.push(added);
+    new.set_manifests(manifests);
+    Ok(new_bytes(&new))
+}
+
+fn new_bytes(index: &ImageIndex) -> Vec<u8> {
+    serde_json::to_vec(index).expect("json")
 }

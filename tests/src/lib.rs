@@ -107,17 +107,28 @@ impl Strata {
         String::from_utf8(o.stdout).expect("utf-8 stdout")
     }
 
-    /// Runs a command that must fail with exit code 1 and exactly one `error:` line;
-    /// returns the line.
+    /// Runs a command that must fail as a command that ran and failed (exit 1, or 4 to
+    /// 7 by what failed: docs/cli.md) with exactly one `error:` line; returns the line.
+    /// clap's usage errors exit 2, a rolled-back Ctrl-C 130: tests of those, and of a
+    /// given code, check the code themselves ([`Strata::fails_with`]).
     pub fn fails(&self, args: &[&str]) -> String {
         let o = self.run(args);
         let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-        // Exit 1 is a command that ran and failed; clap's usage errors exit 2, a
-        // rolled-back Ctrl-C 130 (tests of those check the code themselves).
-        assert_eq!(o.status.code(), Some(1), "strata {args:?} should have failed with exit code 1: {stderr}");
-        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
-        assert_eq!(errors.len(), 1, "one error line expected, got: {stderr}");
-        errors[0].to_string()
+        let code = o.status.code();
+        assert!(
+            matches!(code, Some(1 | 4..=7)),
+            "strata {args:?} should have failed (exit 1, 4-7), not {code:?}: {stderr}"
+        );
+        one_error_line(&stderr)
+    }
+
+    /// Runs a command that must fail with exit code `code` (docs/cli.md) and exactly one
+    /// `error:` line; returns the line.
+    pub fn fails_with(&self, code: i32, args: &[&str]) -> String {
+        let o = self.run(args);
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(code), "strata {args:?} should have failed with exit code {code}: {stderr}");
+        one_error_line(&stderr)
     }
 
     /// What the store lists: layers and images (JSON), to check nothing changed.
@@ -431,4 +442,11 @@ pub fn ink(png_path: &Path) -> (f64, usize) {
     let inked = pixels.iter().filter(|p| p[..3].iter().any(|&c| c < 230)).count();
     let colours: std::collections::BTreeSet<[u8; 3]> = pixels.iter().map(|p| [p[0], p[1], p[2]]).collect();
     (inked as f64 / pixels.len() as f64, colours.len())
+}
+
+/// The one `error:` line of a failed command's stderr.
+fn one_error_line(stderr: &str) -> String {
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected, got: {stderr}");
+    errors[0].to_string()
 }

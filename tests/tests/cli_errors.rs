@@ -20,25 +20,28 @@ fn check_each_error(driver: &str) {
     let hostile = work.path().join("hostile.tar");
     std::fs::write(&hostile, TarBuilder::new().raw_file(b"../../escape", b"x", Default::default()).build()).unwrap();
     let g = good.to_str().unwrap();
-    let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["layer", "apply", "x", "--parent", "missing", g], "parent layer missing does not exist"),
-        (vec!["layer", "apply", "base", g], "layer base: layer already exists"),
+    // The line, and the exit code of docs/cli.md: 1 failed, 2 usage, 4 not found,
+    // 5 invalid input, 6 busy.
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["layer", "apply", "x", "--parent", "missing", g], 4, "parent layer missing does not exist"),
+        (vec!["layer", "apply", "base", g], 1, "layer base: layer already exists"),
         (
             vec!["layer", "apply", "x", bad.to_str().unwrap()],
+            5,
             "layer x: big: invalid layer tar: the stream ends early (truncated)",
         ),
-        (vec!["layer", "apply", "x", hostile.to_str().unwrap()], "'..'"),
-        (vec!["layer", "apply", "x", "/no/such/file.tar"], "/no/such/file.tar"),
-        (vec!["layer", "apply", "bad/id", g], "invalid layer id"),
-        (vec!["layer", "mount", "nope"], "layer nope: no such layer"),
-        (vec!["layer", "unmount", "ctr"], "layer ctr: layer is not mounted"),
-        (vec!["layer", "diff", "nope", "-o", "/dev/null"], "layer nope: no such layer"),
-        (vec!["layer", "rm", "nope"], "layer nope: no such layer"),
-        (vec!["layer", "rm", "base"], "layer base: layer has child layers (ctr)"),
-        (vec!["layer", "create", "c2", "--parent", "nope"], "parent layer nope does not exist"),
+        (vec!["layer", "apply", "x", hostile.to_str().unwrap()], 1, "'..'"),
+        (vec!["layer", "apply", "x", "/no/such/file.tar"], 1, "/no/such/file.tar"),
+        (vec!["layer", "apply", "bad/id", g], 2, "invalid layer id"),
+        (vec!["layer", "mount", "nope"], 4, "layer nope: no such layer"),
+        (vec!["layer", "unmount", "ctr"], 1, "layer ctr: layer is not mounted"),
+        (vec!["layer", "diff", "nope", "-o", "/dev/null"], 4, "layer nope: no such layer"),
+        (vec!["layer", "rm", "nope"], 4, "layer nope: no such layer"),
+        (vec!["layer", "rm", "base"], 6, "layer base: layer has child layers (ctr)"),
+        (vec!["layer", "create", "c2", "--parent", "nope"], 4, "parent layer nope does not exist"),
     ];
-    for (args, want) in cases {
-        let e = s.fails(&args);
+    for (args, code, want) in cases {
+        let e = s.fails_with(code, &args);
         assert!(e.contains(want), "{driver} {args:?}: {e:?} should say {want:?}");
         assert_eq!(s.state(), before, "{driver} {args:?} changed the store");
     }
@@ -199,4 +202,74 @@ fn a_closed_stdout_ends_a_listing_quietly() {
         assert!(stderr.is_empty(), "{args:?} said something on a closed pipe: {stderr}");
         assert_eq!(s.state(), before, "{args:?} changed the store");
     }
+}
+
+/// The errors of `strata image`, end to end: each is one line that names the image and
+/// says what is wrong, and exits with the code of its kind (docs/cli.md), the store
+/// unchanged.
+#[test]
+fn image_errors_say_what_failed_and_exit_by_kind() {
+    if !privileged("the CLI error tests") {
+        return;
+    }
+    let s = Strata::new("vfs");
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("img");
+    let tar = TarBuilder::new().dir("etc").file("etc/a", b"a").build();
+    strata_image::image::write_layout(&layout, "v1", &[tar]).unwrap();
+    let not_layout = work.path().join("plain");
+    std::fs::create_dir(&not_layout).unwrap();
+    let src = layout.to_str().unwrap();
+    let tagged = format!("{src}:nope");
+    let missing = work.path().join("missing");
+    let before = s.state();
+    let cases: Vec<(Vec<&str>, i32, String)> = vec![
+        (vec!["image", "rm", "nope"], 4, "image nope: no such image".into()),
+        (vec!["image", "unpack", missing.to_str().unwrap()], 4, "no such file or directory".into()),
+        (vec!["image", "unpack", &tagged], 4, format!("image {tagged}: no manifest tagged \"nope\" in index.json")),
+        (vec!["image", "unpack", src, "--name", "UPPER"], 2, "image name \"UPPER\": invalid reference format".into()),
+        (vec!["image", "unpack", src, "--platform", "a/b/c/d"], 2, "--platform \"a/b/c/d\": expected OS/ARCH".into()),
+        (vec!["image", "unpack", not_layout.to_str().unwrap()], 5, "without an oci-layout file".into()),
+    ];
+    for (args, code, want) in cases {
+        let e = s.fails_with(code, &args);
+        assert!(e.contains(&want), "{args:?}: {e:?} should say {want:?}");
+        assert_eq!(s.state(), before, "{args:?} changed the store");
+    }
+    // A config that does not parse names the file, the field and the line and column.
+    let index = read_json(&layout.join("index.json"));
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest = read_json(&blob(&layout, manifest_digest));
+    let mut config = read_json(&blob(&layout, manifest["config"]["digest"].as_str().unwrap()));
+    config["rootfs"]["diff_ids"][0] = 1.into();
+    rewrite_image(&layout, &config);
+    let e = s.fails_with(5, &["image", "unpack", src]);
+    assert!(e.contains("rootfs.diff_ids[0]") && e.contains("line 1 column"), "{e}");
+    assert!(!e.contains("serde failed"), "{e}");
+    assert_eq!(s.state(), before);
+}
+
+fn read_json(p: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+fn blob(layout: &std::path::Path, digest: &str) -> std::path::PathBuf {
+    layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
+}
+
+/// Writes `config` as the layout's config, and the manifest and index that name it.
+fn rewrite_image(layout: &std::path::Path, config: &serde_json::Value) {
+    let sha = |b: &[u8]| driver_core::digest::sha256(b);
+    let config = serde_json::to_vec(config).unwrap();
+    std::fs::write(blob(layout, &sha(&config)), &config).unwrap();
+    let mut index = read_json(&layout.join("index.json"));
+    let old_manifest = index["manifests"][0]["digest"].as_str().unwrap().to_string();
+    let mut manifest = read_json(&blob(layout, &old_manifest));
+    manifest["config"]["digest"] = sha(&config).into();
+    manifest["config"]["size"] = config.len().into();
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    std::fs::write(blob(layout, &sha(&manifest)), &manifest).unwrap();
+    index["manifests"][0]["digest"] = sha(&manifest).into();
+    index["manifests"][0]["size"] = manifest.len().into();
+    std::fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
 }

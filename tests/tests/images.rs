@@ -119,6 +119,9 @@ fn bad_images_fail_clearly_and_leave_the_store_as_it_was(s: &Strata) {
         fs::write(&p, &data).unwrap();
     });
     assert!(e.contains(&layer2) && e.contains("tampered or corrupt"), "{driver}: {e}");
+    // The image is not what it says: exit 5 (docs/cli.md).
+    let tampered = work.path().join("tampered");
+    assert_eq!(s.run(&["image", "unpack", tampered.to_str().unwrap()]).status.code(), Some(5), "{driver}");
 
     let e = bad("truncated", &|d| {
         let p = blob(d, &layer2);
@@ -256,14 +259,14 @@ fn images_share_layers_and_rm_keeps_what_others_use() {
     s.ok(&["container", "create", "c1", "--image", "one"]);
     s.ok(&["image", "rm", "two"]);
     assert_eq!(count(&s), 2, "two's own layer is gone; the base and the container stay");
-    let e = s.fails(&["image", "rm", "one"]);
+    // Busy (exit 6, docs/cli.md), and the line says who uses it.
+    let e = s.fails_with(6, &["image", "rm", "one"]);
     assert!(e.contains("used by container(s) c1"), "{e}");
     assert_eq!(count(&s), 2, "nothing removed while the container stands on it");
     s.ok(&["layer", "rm", "c1"]);
     s.ok(&["image", "rm", "one"]);
     assert_eq!(count(&s), 0, "the last image took its layers with it");
-    let e = s.fails(&["image", "rm", "one"]);
-    assert!(e.contains("no such image"), "{e}");
+    s.fails_with(4, &["image", "rm", "one"]);
 }
 
 #[test]

@@ -78,7 +78,8 @@ fn every_transport_spelling_gives_the_same_image() {
         );
         assert_eq!(s.ok(&["image", "unpack", "--platform", &format!("linux/{host}"), &spelling]).trim(), want);
     }
-    assert!(s.fails(&["image", "unpack", "--platform", "linux//x", &format!("{d}:v1")]).contains("OS/ARCH"));
+    // A --platform that is not one is a usage error (exit 2, docs/cli.md).
+    assert!(s.fails_with(2, &["image", "unpack", "--platform", "linux//x", &format!("{d}:v1")]).contains("OS/ARCH"));
 }
 
 /// A multi-platform index: the entry for the asked platform is taken; one that is not

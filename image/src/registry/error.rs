@@ -344,3 +344,12 @@ mod tests {
         ));
     }
 }
+
+/// The image crate's own errors (no such image, a document that does not parse) reach a
+/// pull or push through the store's error, which keeps them typed
+/// ([`crate::Error::carried_by`]).
+impl From<crate::Error> for Error {
+    fn from(e: crate::Error) -> Self {
+        Error::Store(e.into())
+    }
+}

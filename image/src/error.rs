@@ -1,0 +1,224 @@
+//! strata-image's errors: one enum, a variant per kind of failure, so that callers
+//! (the `strata` binary's exit codes, tests) match on what went wrong rather than on
+//! its text. Context (which image source, which layer, which save) is a wrapper
+//! ([`Error::Context`]) around the typed cause, as ripgrep's `WithPath`; [`Error::root`]
+//! finds the cause under it.
+//!
+//! An `io::Error` is kept as it is, with its errno ([`Error::Io`], [`Error::Read`]): a
+//! full disk reads "No space left on device" whatever the step. A [`Read`] that fails
+//! because of what it checks (a digest, a size) returns an `io::Error` that carries this
+//! crate's [`Error`]; [`Error::read`] takes it back out, typed.
+//!
+//! [`Read`]: std::io::Read
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::digest::{Digest, DigestError};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No stored image has this name.
+    #[error("image {name}: no such image")]
+    NotFound { name: String },
+    /// `image rm` of it has begun: it is no longer listed.
+    #[error("image {name}: no such image (being removed)")]
+    Removing { name: String },
+    /// A record an older strata left while it unpacked the image.
+    #[error("image {name}: still being unpacked (by process {pid})")]
+    Unpacking { name: String, pid: u32 },
+    /// A container is made over the image.
+    #[error("image {name} is used by container(s) {}; remove them first", containers.join(", "))]
+    InUse { name: String, containers: Vec<String> },
+    /// Other processes kept removing or making the image's layers.
+    #[error("image {name}: its layers kept changing under other processes; gave up after {rounds} rounds")]
+    KeptChanging { name: String, rounds: usize },
+    /// A commit's layers or blobs changed under another process.
+    #[error("image {name}: its layers or blobs changed under another process during the commit; commit again")]
+    CommitRaced { name: String },
+    /// The image was stored by a strata that kept only its layers.
+    #[error(
+        "image {name} was stored by an older strata, which kept only its layers, not its blobs, \
+         config and manifest; unpack or pull it again to keep them"
+    )]
+    NoContent { name: String },
+
+    /// A name that is not an image reference.
+    #[error("image name {name:?}: invalid reference format ({reason}); use e.g. `repo/app:tag` (lowercase)")]
+    InvalidReference { name: String, reason: String },
+    #[error(transparent)]
+    InvalidDigest(#[from] DigestError),
+    #[error("--platform {0:?}: expected OS/ARCH[/VARIANT], as linux/amd64 or linux/arm/v7")]
+    InvalidPlatform(String),
+    #[error("unknown format {0:?}: use oci, oci-archive or docker-archive")]
+    InvalidFormat(String),
+
+    /// A stream whose sha256 is not its descriptor's.
+    #[error("{what} has digest {got}, not {want} (tampered or corrupt)")]
+    DigestMismatch { what: String, got: Digest, want: Digest },
+    /// A stream that ended before (or after) its descriptor's size.
+    #[error("{what} has {got} bytes, not the {want} its descriptor says (truncated?)")]
+    SizeMismatch { what: String, got: u64, want: u64 },
+    /// A stream longer than its descriptor's size, refused as soon as it is.
+    #[error("{what} has more than the {size} bytes its descriptor says")]
+    LongerThanSaid { what: String, size: u64 },
+    /// A blob whose stored size (a file's, an archive member's) is not its descriptor's.
+    #[error("the blob has {stored} bytes, not the {want} its descriptor says")]
+    StoredSize { stored: u64, want: u64 },
+    /// A document over its limit ([`crate::media`]).
+    #[error("{what} has {size} bytes, more than the {max} allowed")]
+    TooLarge { what: String, size: u64, max: u64 },
+    #[error("{what}: JSON nested more than {max} levels deep (real ones nest 5)")]
+    TooDeep { what: String, max: usize },
+    /// A document that does not parse: the file, the field (`rootfs.diff_ids[0]`; `.`
+    /// for the document itself) and serde's words with line and column.
+    #[error("{file}: {field}: {source}")]
+    Parse { file: String, field: String, source: serde_json::Error },
+
+    /// An image source that is neither a layout nor an archive strata reads.
+    #[error("{0}")]
+    NotAnImage(&'static str),
+    #[error("no such file or directory")]
+    NoSuchSource,
+    /// A source named with a transport (`oci-archive:`) that is something else.
+    #[error("it is {is}, not what {named}: names")]
+    WrongTransport { is: &'static str, named: &'static str },
+    #[error("no {what} tagged {tag:?} in {file}")]
+    NoSuchTag { what: &'static str, tag: String, file: &'static str },
+    #[error("it holds {count} images; pick one with {pick} (tags: {})", tags.join(", "))]
+    SeveralImages { count: usize, pick: String, tags: Vec<String> },
+    #[error("no manifest for {want}; the image is for {}", present.join(", "))]
+    NoPlatform { want: String, present: Vec<String> },
+    #[error("--platform {want} matches nothing: the image is for {have} only")]
+    PlatformMismatch { want: String, have: String },
+    #[error("{manifest} lists {layers} layers but the config {diff_ids} diff_ids")]
+    LayerCount { manifest: &'static str, layers: usize, diff_ids: usize },
+    #[error("layer {digest} has media type {media_type}, which is not a layer")]
+    NotALayer { digest: String, media_type: String },
+
+    /// A file or directory of strata's own (a store, an output), its errno kept.
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    /// Reading something that is not a path of ours (a blob of a source, an archive
+    /// member, a layer's stream), its errno kept.
+    #[error("{what}: {source}")]
+    Read { what: String, source: io::Error },
+    /// A layer operation of the driver, or the store's own records.
+    #[error(transparent)]
+    Layer(#[from] driver_core::Error),
+
+    /// What was being done (`image SRC`, `layer 2 (blob …)`, `saving image A to B`)
+    /// around the cause.
+    #[error("{what}: {source}")]
+    Context { what: String, source: Box<Error> },
+}
+
+impl Error {
+    /// An io error at `path`, or the typed error it carries (see the module docs).
+    pub fn io(path: impl AsRef<Path>, e: io::Error) -> Error {
+        match Error::carried(e) {
+            Ok(typed) => typed,
+            Err(e) => Error::Io { path: path.as_ref().to_path_buf(), source: e },
+        }
+    }
+
+    /// An io error reading `what`, or the typed error it carries.
+    pub fn read(what: impl Into<String>, e: io::Error) -> Error {
+        match Error::carried(e) {
+            Ok(typed) => typed,
+            Err(e) => Error::Read { what: what.into(), source: e },
+        }
+    }
+
+    /// This error, said to happen while doing `what`.
+    pub fn context(self, what: impl Into<String>) -> Error {
+        Error::Context { what: what.into(), source: Box::new(self) }
+    }
+
+    /// This error, said to concern image source (or stored image) `src`.
+    pub fn in_image(self, src: &str) -> Error {
+        self.context(format!("image {src}"))
+    }
+
+    /// The cause under any [`Error::Context`].
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Context { source, .. } => source.root(),
+            e => e,
+        }
+    }
+
+    /// An io::Error that carries this error, for a [`Read`](std::io::Read) to return.
+    pub fn into_io(self) -> io::Error {
+        let kind = match self.root() {
+            Error::Io { source, .. } | Error::Read { source, .. } => source.kind(),
+            _ => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, self)
+    }
+
+    /// The raw OS error under this one (ENOSPC, EACCES, ...), if any.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self.root() {
+            Error::Io { source, .. } | Error::Read { source, .. } => source.raw_os_error(),
+            Error::Layer(e) => e.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// The typed error an io::Error carries, or the io::Error back.
+    fn carried(e: io::Error) -> std::result::Result<Error, io::Error> {
+        if !e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            return Err(e);
+        }
+        let inner = e.into_inner().expect("checked above");
+        Ok(*inner.downcast::<Error>().expect("checked above"))
+    }
+
+    /// A JSON document `file` that does not parse into `T`, naming the field.
+    pub fn parse_json<T: serde::de::DeserializeOwned>(file: impl Into<String>, json: &[u8]) -> Result<T> {
+        let de = &mut serde_json::Deserializer::from_slice(json);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            Error::Parse { file: file.into(), field, source: e.into_inner() }
+        })
+    }
+}
+
+/// Names the path of an io error, keeping the error (`.at_path(p)?`).
+pub trait IoContext<T> {
+    fn at_path(self, path: impl AsRef<Path>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::result::Result<T, io::Error> {
+    fn at_path(self, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}
+
+/// For callers whose functions still return the drivers' error (the registry client,
+/// `check`, `df`, the `strata` binary): an io error stays one, with its path and errno,
+/// and a driver's error stays itself; any other is carried inside an io error
+/// ([`Error::into_io`]), so its words are printed unchanged and the binary can still take
+/// it out, typed, to choose its exit code.
+impl From<Error> for driver_core::Error {
+    fn from(e: Error) -> driver_core::Error {
+        match e {
+            Error::Layer(e) => e,
+            Error::Io { path, source } => driver_core::Error::new(source).with_path(path),
+            e => driver_core::Error::new(e.into_io()),
+        }
+    }
+}
+
+impl Error {
+    /// The image error a drivers' error carries (see `From<Error> for driver_core::Error`).
+    pub fn carried_by(e: &driver_core::Error) -> Option<&Error> {
+        match &e.cause {
+            driver_core::Cause::Io(io) => io.get_ref().and_then(|inner| inner.downcast_ref::<Error>()),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! OCI platforms (`os/architecture[/variant]`) and picking an index's manifest by one.
+
+use crate::error::{Error, Result};
+
+/// The architecture name OCI uses for this host.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+/// An OCI platform, `os/architecture[/variant]` as `--platform`, docker and podman
+/// spell it. Image layouts, archives and registries pick their manifest with
+/// [`pick_platform`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// This host's: linux and the OCI name of its architecture.
+    pub fn host() -> Platform {
+        Platform { os: "linux".into(), architecture: host_arch().into(), variant: None }
+    }
+
+    /// `os/arch[/variant]`, or `arch` alone (linux).
+    pub fn parse(s: &str) -> Result<Platform> {
+        let word = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let parts: Vec<&str> = s.split('/').collect();
+        let (os, architecture, variant) = match parts.as_slice() {
+            [a] => ("linux", *a, None),
+            [o, a] => (*o, *a, None),
+            [o, a, v] => (*o, *a, Some(v.to_string())),
+            _ => ("", "", None),
+        };
+        if !word(os) || !word(architecture) || variant.as_deref().is_some_and(|v| !word(v)) {
+            return Err(Error::InvalidPlatform(s.escape_debug().to_string()));
+        }
+        Ok(Platform { os: os.into(), architecture: architecture.into(), variant })
+    }
+
+    /// `os`, `architecture` and `variant` of an index entry's `platform` or of a config.
+    pub fn from_json(v: &serde_json::Value) -> Option<Platform> {
+        Some(Platform {
+            os: v["os"].as_str()?.to_string(),
+            architecture: v["architecture"].as_str()?.to_string(),
+            variant: v["variant"].as_str().map(str::to_string),
+        })
+    }
+
+    /// Whether an image for `other` is what this platform asks for: os and
+    /// architecture equal, and the variant too when this one names one.
+    pub fn accepts(&self, other: &Platform) -> bool {
+        self.os == other.os
+            && self.architecture == other.architecture
+            && (self.variant.is_none() || self.variant == other.variant)
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        match &self.variant {
+            Some(v) => write!(f, "/{v}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Which of an index's entries (their platforms; `None` for an entry that names none,
+/// taken as matching: its config decides) is for `want`: the first that is; when none
+/// is, an error naming the platforms present.
+pub fn pick_platform(entries: &[Option<Platform>], want: &Platform) -> Result<usize> {
+    if let Some(i) = entries.iter().position(|p| p.as_ref().is_none_or(|p| want.accepts(p))) {
+        return Ok(i);
+    }
+    let present: Vec<String> = entries.iter().flatten().map(Platform::to_string).collect();
+    Err(Error::NoPlatform { want: want.to_string(), present })
+}
