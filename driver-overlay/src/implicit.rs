@@ -5,14 +5,15 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use driver_core::error::{Cause, Error, Result};
-use driver_core::store::{LayerMeta, Staging};
+use driver_core::store::Staging;
 use driver_core::sys::{self, XattrTarget};
 
 use crate::features::CopyUp;
 use crate::lower::{Found, LowerDirs};
 use crate::options::TempView;
+use crate::record::OverlayRecord;
 use crate::whiteout::is_whiteout;
-use crate::{Overlay, COPY_UP};
+use crate::Overlay;
 
 impl Overlay {
     /// Gives the directories the tar did not describe the metadata they have in the
@@ -70,10 +71,11 @@ impl Overlay {
     /// else a private view of the chain, mounted, so that overlayfs follows them.
     fn lowers_of(&self, parent: &str) -> Result<Lowers> {
         let chain = self.chain(parent)?;
-        let follows = |m: &LayerMeta| {
-            m.extra.get(COPY_UP).and_then(|v| v.as_str()).and_then(CopyUp::named).is_some_and(|c| c > CopyUp::Full)
-        };
-        if chain.iter().any(follows) {
+        let mut follows = false;
+        for m in &chain {
+            follows |= OverlayRecord::of(m)?.copy_up.is_some_and(|c| c > CopyUp::Full);
+        }
+        if follows {
             let view = self.temp_view(parent)?;
             let fd = sys::open_dir(&view.path).map_err(|e| Error::at(parent, &view.path, e))?;
             return Ok(Lowers::View(view, fd));

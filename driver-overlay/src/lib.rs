@@ -45,6 +45,7 @@ mod lower;
 pub mod mount;
 mod open;
 mod options;
+pub mod record;
 pub mod whiteout;
 
 pub use open::copy_up_line;
@@ -67,6 +68,7 @@ use crate::features::CopyUp;
 use crate::implicit::copy_dir_meta;
 use crate::open::Probed;
 use crate::options::short_link;
+use crate::record::{MountApi, OverlayRecord};
 use crate::whiteout::OverlayWhiteouts;
 
 /// The overlay driver.
@@ -145,17 +147,6 @@ impl Overlay {
     }
 }
 
-/// The metadata key recording how a writable layer's view copies up
-/// ([`CopyUp::name`]), and its value when the upper holds neither redirects nor
-/// metacopy stubs.
-const COPY_UP: &str = "copy_up";
-const FULL: &str = "full";
-/// Why a container's view copies up less than metacopy by default, when it does.
-const COPY_UP_WHY: &str = "copy_up_why";
-/// The metadata key recording the bytes of the longest path an applied layer holds
-/// (what [`features::metacopy_fits`] decides from).
-const LONGEST_PATH: &str = "longest_path";
-
 impl LayerFs for Overlay {
     fn reserved_xattrs(&self) -> ReservedXattrs {
         crate::whiteout::reserved_xattrs()
@@ -219,12 +210,12 @@ impl LayerFs for Overlay {
     }
 
     fn extra(&self, id: &str, applied: Option<&Applied>) -> serde_json::Map<String, serde_json::Value> {
-        let mut extra = serde_json::Map::new();
-        extra.insert("link".into(), short_link(id).into());
-        if let Some(a) = applied {
-            extra.insert(LONGEST_PATH.into(), a.longest_path.into());
-        }
-        extra
+        let record = OverlayRecord {
+            link: Some(short_link(id)),
+            longest_path: applied.map(|a| a.longest_path as u64),
+            ..OverlayRecord::default()
+        };
+        record.to_extra()
     }
 
     fn committed(&self, meta: &LayerMeta) -> Result<()> {
@@ -237,28 +228,23 @@ impl LayerFs for Overlay {
         let target = self.merged(&id);
         // A count left by a process killed mid-mount is no proof of a mount.
         if first || !sys::is_mount_point(&target) {
+            // Read before mounting: a record that does not read fails with nothing mounted.
+            let mut record = OverlayRecord::of(m)?;
             let chain = self.chain(&id)?;
             let (copy_up, why) = self.copy_up_for(&chain, m.writable)?;
             let om = self.overlay_for(&chain, m.writable, copy_up)?;
+            let api = if self.probed()?.features.lowerdir_plus { MountApi::LowerdirPlus } else { MountApi::Classic };
             self.mount_at(&chain, &om, &target).map_err(|e| Error::at(&id, &target, e))?;
-            m.extra.insert(
-                "mount_options".into(),
-                mount::mount_data(&om).split(',').skip(1).collect::<Vec<_>>().join(",").into(),
-            );
-            m.extra.insert(
-                "mount_api".into(),
-                if self.probed()?.features.lowerdir_plus { "lowerdir+" } else { "mount(2)" }.into(),
-            );
+            record.mount_options = Some(mount::mount_data(&om).split(',').skip(1).collect::<Vec<_>>().join(","));
+            record.mount_api = Some(api);
             // Once a writable view was mounted with redirects (or metacopy) its upper
             // may hold them for good: the record never goes back (copy_up_for mounts
             // it with at least what it recorded).
             if m.writable {
-                m.extra.insert(COPY_UP.into(), copy_up.name().into());
-                match why {
-                    Some(why) => m.extra.insert(COPY_UP_WHY.into(), why.into()),
-                    None => m.extra.remove(COPY_UP_WHY),
-                };
+                record.copy_up = Some(copy_up);
+                record.copy_up_why = why;
             }
+            record.write_into(&mut m.extra);
         }
         Ok(target)
     }
@@ -269,7 +255,7 @@ impl LayerFs for Overlay {
     }
 
     fn diff(&self, meta: &LayerMeta, reserved: &ReservedXattrs) -> Result<Box<dyn LayerDiff + '_>> {
-        if meta.extra.get(COPY_UP).and_then(|v| v.as_str()).is_some_and(|c| c != FULL) {
+        if OverlayRecord::of(meta)?.copy_up.is_some_and(|c| c != CopyUp::Full) {
             return Ok(Box::new(self.walk_view(meta, reserved)?));
         }
         Ok(Box::new(self.walk(meta, reserved)?))
@@ -297,7 +283,8 @@ impl LayerFs for Overlay {
         };
         let mut features = p.features.pairs();
         features.push(("copy_up".into(), copy_up_line(&p.features, self.asked.as_deref())));
-        features.push(("mount_api".into(), if p.features.lowerdir_plus { "lowerdir+" } else { "mount(2)" }.into()));
+        let api = if p.features.lowerdir_plus { MountApi::LowerdirPlus } else { MountApi::Classic };
+        features.push(("mount_api".into(), api.name().into()));
         features
     }
 }

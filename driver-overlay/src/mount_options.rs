@@ -8,6 +8,7 @@ use strata_archive::tarbuild::TarBuilder;
 
 use super::*;
 use crate::features::Features;
+use crate::record::OverlayRecord;
 
 /// Features as a probe would find them: every option known or none.
 fn features(lowerdir_plus: bool, known: bool) -> Features {
@@ -135,8 +136,11 @@ fn redirect_and_metacopy_views_and_their_record() {
         assert!(again[0].0.options.ends_with(&want), "{:?}", again[0].0.options);
         let store = driver.store();
         let extra = store.get("ctr").unwrap().extra;
-        assert_eq!(extra.get(COPY_UP).and_then(|v| v.as_str()), Some(copy_up.name()), "{extra:?}");
-        assert_eq!(store.get("mid").unwrap().extra.get(COPY_UP), None, "a read-only view copies nothing up");
+        assert_eq!(extra.get("copy_up").and_then(|v| v.as_str()), Some(copy_up.name()), "{extra:?}");
+        let ctr = OverlayRecord::of(&store.get("ctr").unwrap()).unwrap();
+        assert_eq!(ctr.copy_up, Some(copy_up), "{ctr:?}");
+        let mid = OverlayRecord::of(&store.get("mid").unwrap()).unwrap();
+        assert_eq!(mid.copy_up, None, "a read-only view copies nothing up");
     }
 }
 
@@ -191,7 +195,7 @@ fn applied_layers_record_their_longest_path() {
     let root = tmp.path();
     let fs = Overlay::new(root, None, Arc::new(Recording::default())).unwrap();
     let driver = Layered::from_parts(fs.store.clone(), fs);
-    let longest = |id: &str| driver.store().get(id).unwrap().extra.get(LONGEST_PATH).and_then(|v| v.as_u64());
+    let longest = |id: &str| OverlayRecord::of(&driver.store().get(id).unwrap()).unwrap().longest_path;
     let base = TarBuilder::new().dir("etc").file("etc/a", b"a").build();
     driver.apply_diff("base", None, &mut &base[..]).unwrap();
     assert_eq!(longest("base"), Some(5));

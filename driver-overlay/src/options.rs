@@ -13,7 +13,8 @@ use sha2::Digest;
 
 use crate::features::{self, CopyUp};
 use crate::mount::OverlayMount;
-use crate::{Overlay, COPY_UP, LONGEST_PATH};
+use crate::record::OverlayRecord;
+use crate::Overlay;
 
 /// A short, stable link name for a layer (10 characters of base32 of its ID's digest).
 pub(crate) fn short_link(id: &str) -> String {
@@ -57,15 +58,15 @@ impl Overlay {
         if writable && probed.metacopy_where_paths_fit {
             let lowers: Vec<(&str, Option<u64>)> = chain[1..]
                 .iter()
-                .map(|m| (m.id.as_str(), m.extra.get(LONGEST_PATH).and_then(|v| v.as_u64())))
-                .collect();
+                .map(|m| Ok((m.id.as_str(), OverlayRecord::of(m)?.longest_path)))
+                .collect::<Result<_>>()?;
             match features::metacopy_fits(&lowers, features::redirect_max()) {
                 Ok(()) => way = CopyUp::Metacopy,
                 Err(e) => why = Some(e),
             }
         }
         for meta in chain {
-            if let Some(recorded) = meta.extra.get(COPY_UP).and_then(|v| v.as_str()).and_then(CopyUp::named) {
+            if let Some(recorded) = OverlayRecord::of(meta)?.copy_up {
                 way = way.max(recorded);
             }
         }
