@@ -43,7 +43,7 @@ use nix::sys::stat::FileStat;
 
 use crate::whiteout::{WhiteoutFormat, OPAQUE_MARKER, WHITEOUT_PREFIX};
 use driver_core::driver::Change;
-use driver_core::error::{Cause, Error, Result};
+use driver_core::error::{Error, Result};
 use driver_core::sys;
 use driver_core::ReservedXattrs;
 use walk::Walk;
@@ -225,9 +225,4 @@ pub fn walk_diff(
     let mut out = walk.out;
     out.changes.sort();
     Ok(out)
-}
-
-/// For errors that have no better cause.
-pub fn other(msg: impl Into<String>) -> Error {
-    Error::new(Cause::Other(msg.into()))
 }

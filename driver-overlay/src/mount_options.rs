@@ -221,6 +221,24 @@ fn applied_layers_record_their_longest_path() {
     assert_eq!(longest("ctr"), None);
 }
 
+/// A chain recorded as copying up with metacopy, on a kernel that no longer takes
+/// metacopy with redirect_dir: the mount is refused as not supported here, naming the
+/// layer, and nothing is mounted.
+#[test]
+fn a_chain_recorded_with_more_than_the_kernel_has_is_unsupported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    run(root, features(true, true), CopyUp::Metacopy);
+    let rec = Arc::new(Recording::default());
+    let older = Features { metacopy_pair: false, ..features(true, true) };
+    let fs = Overlay::with(root, older, (CopyUp::Redirect, None), rec.clone()).unwrap();
+    let driver = Layered::from_parts(fs.store.clone(), fs);
+    let e = driver.mount("ctr").unwrap_err();
+    assert!(matches!(e.cause, Cause::Unsupported(_)), "{e}");
+    assert_eq!(e.layer.as_deref(), Some("ctr"), "{e}");
+    assert_eq!(mounts(&rec.calls()), vec![]);
+}
+
 #[test]
 fn classic_mounts_name_lowers_by_short_links_from_the_driver_folder() {
     let tmp = tempfile::tempdir().unwrap();

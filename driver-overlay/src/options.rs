@@ -73,7 +73,7 @@ impl Overlay {
         let (f, top) = (&probed.features, &chain[0].id);
         if (way == CopyUp::Metacopy && !f.metacopy_pair) || (way >= CopyUp::Redirect && !f.redirect_dir) {
             let why = format!("its chain was written with overlayfs {}, which this kernel refuses", way.name());
-            return Err(Error::layer(top, Cause::Other(why)));
+            return Err(Error::layer(top, Cause::Unsupported(why)));
         }
         Ok((way, why.filter(|_| way < CopyUp::Metacopy)))
     }
