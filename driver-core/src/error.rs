@@ -38,6 +38,16 @@ pub enum Cause {
     Unsupported(String),
     #[error("metadata store is corrupt: {0}")]
     Corrupt(String),
+    /// SIGINT or SIGTERM asked the command to stop ([`crate::interrupt`]); what it made
+    /// was undone.
+    #[error("interrupted (SIGINT or SIGTERM)")]
+    Interrupted,
+    /// A mount the driver needs failed: `what` says which (the io error alone would
+    /// read as if a file were missing or denied).
+    #[error("{what}: {source}")]
+    Mount { what: &'static str, source: io::Error },
+    /// A failure no variant above describes. Kept for the rare rest (callers outside
+    /// the drivers); each use says why it has no variant of its own.
     #[error("{0}")]
     Other(String),
 }
@@ -80,7 +90,7 @@ impl Error {
     /// The raw OS error, if the cause is one (ENOSPC, EACCES, ...).
     pub fn raw_os_error(&self) -> Option<i32> {
         match &self.cause {
-            Cause::Io(e) => e.raw_os_error(),
+            Cause::Io(e) | Cause::Mount { source: e, .. } => e.raw_os_error(),
             _ => None,
         }
     }
@@ -115,7 +125,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.cause {
-            Cause::Io(e) => Some(e),
+            Cause::Io(e) | Cause::Mount { source: e, .. } => Some(e),
             _ => None,
         }
     }
@@ -157,5 +167,30 @@ impl<T, E: Into<Error>> Context<T> for std::result::Result<T, E> {
     }
     fn in_layer(self, layer: &str) -> Result<T> {
         self.map_err(|e| e.into().in_layer(layer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed mount keeps its io error: the errno is still there to match, and the
+    /// line says which mount.
+    #[test]
+    fn a_mount_failure_keeps_its_errno() {
+        let source = io::Error::from_raw_os_error(libc::EPERM);
+        let e =
+            Error::at("base", "mnt/base", Cause::Mount { what: "read-only bind mount of the committed layer", source });
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+        assert!(std::error::Error::source(&e).is_some());
+        let line = e.to_string();
+        assert!(line.starts_with("layer base: mnt/base: read-only bind mount of the committed layer: "), "{line}");
+    }
+
+    #[test]
+    fn an_interrupt_is_its_own_cause() {
+        let e = crate::interrupt::error();
+        assert!(matches!(e.cause, Cause::Interrupted));
+        assert_eq!(e.to_string(), "interrupted (SIGINT or SIGTERM)");
     }
 }

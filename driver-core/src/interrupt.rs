@@ -59,10 +59,10 @@ pub fn requested() -> bool {
 
 /// The error an interrupted command returns.
 pub fn error() -> Error {
-    Error::new(Cause::Other("interrupted (SIGINT or SIGTERM)".into()))
+    Error::new(Cause::Interrupted)
 }
 
-/// `Err` once an interrupt was requested.
+/// `Err` ([`Cause::Interrupted`]) once an interrupt was requested.
 pub fn check() -> Result<()> {
     if requested() {
         Err(error())

@@ -63,16 +63,19 @@ impl Features {
 
 /// How a container's writable view copies up what it changes of the layers below,
 /// ordered by what a mount must follow (each way's upper needs at least its options).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// Serialized by [`CopyUp::name`] (in layer records, see [`crate::record`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum CopyUp {
     /// `redirect_dir=off`, `metacopy=off`: a changed lower file is copied whole, and
     /// renaming a lower directory answers EXDEV (`mv` then copies the tree). The upper
     /// directory alone says what changed.
+    #[serde(rename = "full")]
     Full,
     /// `redirect_dir=on`: a lower directory renames in place, leaving a redirect xattr
     /// (and a whiteout at its old name); files are still copied whole. An absolute
     /// redirect longer than the overlay module's `redirect_max` (256 bytes by default)
     /// is refused with EXDEV, and `mv` copies as before.
+    #[serde(rename = "redirect_dir")]
     Redirect,
     /// `metacopy=on` as well: chmod, chown, utime and xattr changes of a lower file copy
     /// its metadata only (an empty stub whose data stays below). overlayfs then needs
@@ -82,6 +85,7 @@ pub enum CopyUp {
     /// found by the diff property test on ext4: `ln` of a lower file 3 KiB deep
     /// failed). So it is the default only where no such path can be too long, see
     /// [`metacopy_fits`].
+    #[serde(rename = "metacopy+redirect_dir")]
     Metacopy,
 }
 
@@ -93,11 +97,6 @@ impl CopyUp {
             CopyUp::Redirect => "redirect_dir",
             CopyUp::Metacopy => "metacopy+redirect_dir",
         }
-    }
-
-    /// The way [`CopyUp::name`] names.
-    pub fn named(name: &str) -> Option<CopyUp> {
-        [CopyUp::Full, CopyUp::Redirect, CopyUp::Metacopy].into_iter().find(|c| c.name() == name)
     }
 
     /// Whether, with nothing `asked`, a container's view takes metacopy where its

@@ -87,8 +87,8 @@ impl LayerFs for Vfs {
         // mount left by one killed before counting is reused, not stacked.
         if !sys::is_mount_point(&target) {
             fs::create_dir_all(&target).map_err(|e| Error::at(id, &target, e))?;
-            sys::bind_readonly(&self.store.layer_dir(id), &target).map_err(|e| {
-                Error::at(id, &target, Cause::Other(format!("read-only bind mount of the committed layer: {e}")))
+            sys::bind_readonly(&self.store.layer_dir(id), &target).map_err(|source| {
+                Error::at(id, &target, Cause::Mount { what: "read-only bind mount of the committed layer", source })
             })?;
         }
         Ok(target)
