@@ -364,10 +364,7 @@ fn check_diff_id(staging: &Staging, applied: &Applied, expected: Option<&str>) -
     match expected.filter(|w| *w != applied.diff_id) {
         Some(want) => Err(Error::layer(
             &staging.id,
-            Cause::Other(format!(
-                "the uncompressed layer (diff_id) has digest {}, not {want} (tampered or corrupt)",
-                applied.diff_id
-            )),
+            Cause::DiffIdMismatch { got: applied.diff_id.clone(), want: want.to_string() },
         )),
         None => Ok(()),
     }
@@ -514,7 +511,7 @@ impl<F: LayerFs> Driver for Layered<F> {
     fn rerecord(&self, id: &str) -> Result<()> {
         let meta = self.store.get(id)?;
         if meta.writable {
-            return Err(Error::layer(id, Cause::Other("a container layer has no content record".into())));
+            return Err(Error::layer(id, Cause::NoContentRecord));
         }
         let parent = match (&meta.parent, self.fs.independent()) {
             (Some(p), false) => self.store.content_record(p).ok().flatten(),
@@ -549,10 +546,7 @@ impl<F: LayerFs> Layered<F> {
             let mut cur = Some(m);
             while let Some(c) = cur {
                 if c.id == id {
-                    return Err(Error::layer(
-                        id,
-                        Cause::Other(format!("layer {} over it is mounted; unmount it first", m.id)),
-                    ));
+                    return Err(Error::layer(id, Cause::MountedAbove(m.id.clone())));
                 }
                 cur = c.parent.as_deref().and_then(|p| by_id.get(p).copied());
             }

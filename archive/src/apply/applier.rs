@@ -486,7 +486,7 @@ impl<'a> Applier<'a> {
             name,
             AtFlags::empty(),
         )
-        .map_err(|e| Error::new(Cause::Other(format!("cannot link to {}: {}", show(&target).display(), errno(e)))))?;
+        .map_err(|e| Error::new(Cause::Link { target: show(&target), source: errno(e) }))?;
         self.mark_extracted(path);
         Ok(())
     }

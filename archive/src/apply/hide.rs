@@ -17,9 +17,7 @@ impl Applier<'_> {
     pub(super) fn set_opaque(&self, fd: BorrowedFd<'_>) -> Result<()> {
         let format = &self.opts.whiteouts;
         if format.records() {
-            format.write_opaque(fd).map_err(|e| {
-                Error::new(Cause::Other(format!("cannot mark the directory opaque ({}): {e}", format.name())))
-            })?;
+            format.write_opaque(fd).map_err(|e| Error::new(Cause::Opaque { format: format.name(), source: e }))?;
         }
         Ok(())
     }
