@@ -38,6 +38,7 @@
 //! gets its times back.
 
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Arc;
@@ -57,6 +58,7 @@ mod finish;
 mod header;
 mod hide;
 mod names;
+mod recording;
 
 use applier::Applier;
 
@@ -141,6 +143,10 @@ pub struct ApplyReport {
     /// sha256 of each regular file's content, hashed as it was written, by path: the
     /// layer's content record takes them from here (`driver_core::record`).
     pub content: driver_core::record::Written,
+    /// The layer's tree, node by node as the apply made it, when the apply saw all of
+    /// it (its root was empty before): the content record without a walk
+    /// (`driver_core::record::Tree`). `None` where the root held a parent's copy.
+    pub tree: Option<driver_core::record::Tree>,
 }
 
 impl From<ApplyReport> for Applied {
@@ -151,6 +157,7 @@ impl From<ApplyReport> for Applied {
             implicit_dirs: r.implicit_dirs,
             longest_path: r.longest_path,
             content: r.content,
+            tree: r.tree,
         }
     }
 }
@@ -191,7 +198,12 @@ pub fn apply_layer(root: &Path, input: impl Read, opts: &ApplyOptions) -> Result
     // Early writeback is a head start only: without it the commit's syncfs writes all.
     // Only under `chain`: `none` syncs nothing, `file` each file itself.
     let flusher = Flusher::of(root).ok().filter(|_| opts.durability == Durability::Chain);
+    // The record is made as the nodes are only where the apply makes the whole tree.
+    let whole = sys::read_dir_names(root_fd.as_fd()).map_err(|e| Error::at(layer, root, e))?.is_empty();
     let mut applier = Applier::new(opts, root_fd, flusher);
+    if whole {
+        applier.report.tree = Some(Default::default());
+    }
     // Three threads per layer: this one inflates, one hashes the tar (its diff_id), one
     // parses the tar and writes the files, so one big layer keeps two cores busy (issue
     // 17: a single layer used one; then the inflating thread, hashing too, was the one

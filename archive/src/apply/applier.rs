@@ -337,6 +337,7 @@ impl<'a> Applier<'a> {
                 self.touch(parent, pfd.as_fd())?;
                 if existing.is_some() {
                     sys::remove_all_at(pfd.as_fd(), name)?;
+                    self.record_gone(path);
                     // A directory over a non-directory in a recorded layer would
                     // otherwise merge with the lower directory below it.
                     opaque = self.opts.whiteouts.records();
@@ -387,6 +388,7 @@ impl<'a> Applier<'a> {
         self.report.content.insert(path.to_vec(), digest);
         sys::set_metadata(sys::Node::Open(file.as_fd()), &meta, d.creator.made(mode))?;
         self.opts.durability.sync_written(&file)?;
+        self.record_file(path, &file, &digest)?;
         self.last_dir = Some(d);
         self.report.size += size;
         self.mark_extracted(path);
@@ -458,6 +460,7 @@ impl<'a> Applier<'a> {
         })?;
         let node = sys::Node::Named { dir: d.fd.as_fd(), name, symlink: true };
         sys::set_metadata(node, &meta, d.creator.made(0o777))?;
+        self.record_named(d.fd.as_fd(), name, path, Some(target))?;
         self.last_dir = Some(d);
         self.mark_extracted(path);
         Ok(())
@@ -487,6 +490,7 @@ impl<'a> Applier<'a> {
             AtFlags::empty(),
         )
         .map_err(|e| Error::new(Cause::Link { target: show(&target), source: errno(e) }))?;
+        self.record_link(path, &target);
         self.mark_extracted(path);
         Ok(())
     }
@@ -508,6 +512,7 @@ impl<'a> Applier<'a> {
         })?;
         let node = sys::Node::Named { dir: d.fd.as_fd(), name, symlink: false };
         sys::set_metadata(node, &meta, d.creator.made(mode))?;
+        self.record_named(d.fd.as_fd(), name, path, None)?;
         self.last_dir = Some(d);
         self.mark_extracted(path);
         Ok(())

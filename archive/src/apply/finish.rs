@@ -1,10 +1,10 @@
 //! The end of an apply: directories get their mode and times, and are synced under
 //! `--sync file`.
 
-use std::collections::BTreeSet;
-use std::os::fd::AsRawFd;
+use std::collections::{BTreeSet, HashSet};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nix::sys::stat::Mode;
 
@@ -25,12 +25,15 @@ impl Applier<'_> {
         }
         let layer = self.opts.layer.clone();
         // Deepest first, though utimensat on a child leaves its parent's times alone.
-        for (path, meta) in self.dir_meta.iter().rev() {
+        let dir_meta = std::mem::take(&mut self.dir_meta);
+        let mut gone = HashSet::new();
+        for (path, meta) in dir_meta.iter().rev() {
             let fd = match sys::open_dir_in(self.root(), &show(path)) {
                 Ok(fd) => fd,
-                // Replaced by a later entry.
+                // Replaced by a later entry (so no longer an implicit directory either).
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)) => {
-                    continue
+                    gone.insert(path.as_slice());
+                    continue;
                 }
                 Err(e) => return Err(Error::at(&layer, show(path), e)),
             };
@@ -38,7 +41,10 @@ impl Applier<'_> {
                 .map_err(|e| Error::at(&layer, show(path), e))?;
             nix::sys::stat::futimens(fd.as_raw_fd(), &meta.atime, &meta.mtime)
                 .map_err(|e| Error::at(&layer, show(path), e))?;
+            self.record_dir(path, fd.as_fd()).map_err(|e| e.in_layer(&layer).with_path(show(path)))?;
         }
+        self.report.implicit_dirs.retain(|p| !gone.contains(p.as_os_str().as_bytes()));
+        self.dir_meta = dir_meta;
         for (path, (atime, mtime)) in &self.touched {
             if self.dir_meta.contains_key(path) {
                 continue;
@@ -46,6 +52,10 @@ impl Applier<'_> {
             if let Ok(fd) = sys::open_dir_in(self.root(), &show(path)) {
                 nix::sys::stat::futimens(fd.as_raw_fd(), atime, mtime).map_err(|e| Error::at(&layer, show(path), e))?;
             }
+        }
+        if !self.dir_meta.contains_key(&Vec::new()) && self.report.tree.is_some() {
+            let fd = sys::open_dir_in(self.root(), Path::new(""))?;
+            self.record_dir(&[], fd.as_fd()).map_err(|e| e.in_layer(&layer))?;
         }
         if self.opts.durability == Durability::File {
             self.sync_dirs()?;

@@ -39,6 +39,7 @@ impl Applier<'_> {
             if sys::lstat_at(pfd.as_fd(), name)?.is_none() {
                 self.touch(parent, pfd.as_fd())?;
                 self.opts.whiteouts.write_whiteout(pfd.as_fd(), name)?;
+                self.record_named(pfd.as_fd(), name, &target, None)?;
             }
             return Ok(());
         }
@@ -52,6 +53,7 @@ impl Applier<'_> {
         if sys::lstat_at(pfd.as_fd(), name)?.is_some() {
             self.touch(parent, pfd.as_fd())?;
             sys::remove_all_at(pfd.as_fd(), name)?;
+            self.record_gone(&target);
         }
         Ok(())
     }
@@ -83,6 +85,7 @@ impl Applier<'_> {
             } else {
                 self.touch(dir, fd.as_fd())?;
                 sys::remove_all_at(fd.as_fd(), &name)?;
+                self.record_gone(&child);
             }
         }
         Ok(())
