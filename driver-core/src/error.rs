@@ -38,6 +38,22 @@ pub enum Cause {
     Unsupported(String),
     #[error("metadata store is corrupt: {0}")]
     Corrupt(String),
+    /// An applied layer tar is not the one its image names.
+    #[error("the uncompressed layer (diff_id) has digest {got}, not {want} (tampered or corrupt)")]
+    DiffIdMismatch { got: String, want: String },
+    /// A layer's content is about to be replaced while a view over it (of the named
+    /// layer) reads it.
+    #[error("layer {0} over it is mounted; unmount it first")]
+    MountedAbove(String),
+    /// A container layer (writable) has no content record to make or check.
+    #[error("a container layer has no content record")]
+    NoContentRecord,
+    /// A tar's hardlink could not be made to its target (the errno kept).
+    #[error("cannot link to {}: {source}", target.display())]
+    Link { target: PathBuf, source: io::Error },
+    /// A whiteout format could not mark a directory opaque (the errno kept).
+    #[error("cannot mark the directory opaque ({format}): {source}")]
+    Opaque { format: &'static str, source: io::Error },
     /// SIGINT or SIGTERM asked the command to stop ([`crate::interrupt`]); what it made
     /// was undone.
     #[error("interrupted (SIGINT or SIGTERM)")]
@@ -90,7 +106,10 @@ impl Error {
     /// The raw OS error, if the cause is one (ENOSPC, EACCES, ...).
     pub fn raw_os_error(&self) -> Option<i32> {
         match &self.cause {
-            Cause::Io(e) | Cause::Mount { source: e, .. } => e.raw_os_error(),
+            Cause::Io(e)
+            | Cause::Link { source: e, .. }
+            | Cause::Opaque { source: e, .. }
+            | Cause::Mount { source: e, .. } => e.raw_os_error(),
             _ => None,
         }
     }

@@ -55,6 +55,9 @@ pub struct Applied {
     /// sha256 of each regular file the tar wrote, by path relative to the layer root,
     /// for the layer's content record ([`crate::record`]).
     pub content: crate::record::Written,
+    /// The layer's own tree as the apply made it, when it made all of it: its content
+    /// record, made without a walk ([`crate::record::Tree`]).
+    pub tree: Option<crate::record::Tree>,
 }
 
 /// A layer's changes against its parent, found and ready to be listed or written.
@@ -239,6 +242,10 @@ impl<F: LayerFs> Layered<F> {
     /// tree, with the digests the apply computed and, where the layer holds its parent's
     /// tree, those of the parent's record.
     fn record(&self, staging: &Staging, applied: Option<&Applied>) -> Result<crate::record::Record> {
+        // The apply described every node as it made it: no walk.
+        if let Some(tree) = applied.and_then(|a| a.tree.as_ref()) {
+            return Ok(tree.record());
+        }
         let parent = match (&staging.parent, self.fs.independent()) {
             (Some(p), false) => self.store.content_record(p).ok().flatten(),
             _ => None,
@@ -248,6 +255,18 @@ impl<F: LayerFs> Layered<F> {
         let root = self.fs.own_tree(&staging.path);
         crate::record::make(&root, written, parent.as_ref())
             .map_err(|e| Error::at(&staging.id, &root, e).in_layer(&staging.id))
+    }
+
+    /// [`LayerFs::before_commit`], then what it may have changed (the implicit
+    /// directories, and their parents) read again into the tree the apply described.
+    fn before_commit(&self, staging: &Staging, applied: &mut Applied) -> Result<()> {
+        self.fs.before_commit(staging, applied)?;
+        if let (Some(tree), false) = (applied.tree.as_mut(), applied.implicit_dirs.is_empty()) {
+            let root = self.fs.own_tree(&staging.path);
+            let dirs: Vec<&Path> = applied.implicit_dirs.iter().map(PathBuf::as_path).collect();
+            tree.refresh(&root, &dirs).map_err(|e| Error::at(&staging.id, &root, e))?;
+        }
+        Ok(())
     }
 
     /// Makes and stages the content record of `staging`, and notes its disk use in
@@ -270,9 +289,9 @@ impl<F: LayerFs> Layered<F> {
 
     /// Commits an applied layer: refused (and its staging discarded) when the tar was
     /// not the `expected` one.
-    fn commit_applied(&self, staging: Staging, applied: Applied, expected: Option<&str>) -> Result<u64> {
+    fn commit_applied(&self, staging: Staging, mut applied: Applied, expected: Option<&str>) -> Result<u64> {
         check_diff_id(&staging, &applied, expected)?;
-        self.fs.before_commit(&staging, &applied)?;
+        self.before_commit(&staging, &mut applied)?;
         let (size, diff_id) = (applied.size, Some(applied.diff_id.clone()));
         self.commit(staging, LayerMeta::of(LayerInfo { diff_id, size, ..Default::default() }), Some(&applied))?;
         Ok(size)
@@ -315,11 +334,12 @@ impl<F: LayerFs> Layered<F> {
             if let Some((first, _, _)) = ready.first() {
                 self.store.sync(&first.id)?;
             }
-            for (i, (mut staging, applied, mut meta)) in ready.into_iter().enumerate() {
-                self.fs.before_commit(&staging, &applied)?;
+            for (i, (mut staging, mut applied, mut meta)) in ready.into_iter().enumerate() {
+                self.before_commit(&staging, &mut applied)?;
                 if !applied.implicit_dirs.is_empty() {
                     // before_commit gave directories metadata (or dropped some): recorded
-                    // again (a walk of names, the digests are the apply's).
+                    // again (those directories read again, or a walk of names where the
+                    // apply did not describe the tree; the digests are the apply's).
                     self.prepare_record(&staging, Some(&applied), &mut meta)?;
                     self.store.prepare(&mut staging, meta)?;
                     self.store.sync(&staging.id)?;
@@ -364,10 +384,7 @@ fn check_diff_id(staging: &Staging, applied: &Applied, expected: Option<&str>) -
     match expected.filter(|w| *w != applied.diff_id) {
         Some(want) => Err(Error::layer(
             &staging.id,
-            Cause::Other(format!(
-                "the uncompressed layer (diff_id) has digest {}, not {want} (tampered or corrupt)",
-                applied.diff_id
-            )),
+            Cause::DiffIdMismatch { got: applied.diff_id.clone(), want: want.to_string() },
         )),
         None => Ok(()),
     }
@@ -488,12 +505,12 @@ impl<F: LayerFs> Driver for Layered<F> {
     fn reapply(&self, id: &str, parent: Option<&str>, tar: &mut dyn Read, diff_id: Option<&str>) -> Result<u64> {
         let staging = self.store.begin_replace(id, parent)?;
         self.fs.make(&staging, Making::Apply).map_err(|e| e.in_layer(id))?;
-        let applied = self
+        let mut applied = self
             .fs
             .apply(LayerInput { staging: &staging, tar, uncompressed: false, reserved: &self.reserved })
             .map_err(|e| e.in_layer(id))?;
         check_diff_id(&staging, &applied, diff_id)?;
-        self.fs.before_commit(&staging, &applied)?;
+        self.before_commit(&staging, &mut applied)?;
         let mut meta = LayerMeta {
             layer: LayerInfo { diff_id: Some(applied.diff_id.clone()), size: applied.size, ..Default::default() },
             extra: self.fs.extra(id, Some(&applied)),
@@ -514,7 +531,7 @@ impl<F: LayerFs> Driver for Layered<F> {
     fn rerecord(&self, id: &str) -> Result<()> {
         let meta = self.store.get(id)?;
         if meta.writable {
-            return Err(Error::layer(id, Cause::Other("a container layer has no content record".into())));
+            return Err(Error::layer(id, Cause::NoContentRecord));
         }
         let parent = match (&meta.parent, self.fs.independent()) {
             (Some(p), false) => self.store.content_record(p).ok().flatten(),
@@ -549,10 +566,7 @@ impl<F: LayerFs> Layered<F> {
             let mut cur = Some(m);
             while let Some(c) = cur {
                 if c.id == id {
-                    return Err(Error::layer(
-                        id,
-                        Cause::Other(format!("layer {} over it is mounted; unmount it first", m.id)),
-                    ));
+                    return Err(Error::layer(id, Cause::MountedAbove(m.id.clone())));
                 }
                 cur = c.parent.as_deref().and_then(|p| by_id.get(p).copied());
             }

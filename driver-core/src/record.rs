@@ -8,11 +8,13 @@
 //! stores it (overlay: the upper directory, whiteouts as 0/0 character devices and
 //! opaque directories as xattrs; vfs and btrfs: the whole tree).
 //!
-//! Content digests cost no second read: the tar engine hashes each file's content as it
-//! writes it ([`crate::lifecycle::Applied::content`]). A file the tar did not write (a
-//! full-tree driver's copy of its parent) takes its digest from the parent's record;
-//! only what neither names is read (a layer `create`d empty, none in practice).
-//! Recording walks the tree with `lstat` and `llistxattr` only.
+//! Where the apply made the whole tree, it describes each node as it makes it
+//! ([`Tree`], [`crate::lifecycle::Applied::tree`]) and nothing is walked. Elsewhere
+//! [`make`] walks the tree with `lstat` and `llistxattr`, and content digests still cost
+//! no second read: the tar engine hashes each file's content as it writes it
+//! ([`crate::lifecycle::Applied::content`]); a file the tar did not write (a full-tree
+//! driver's copy of its parent) takes its digest from the parent's record; only what
+//! neither names is read (a layer `create`d empty, none in practice).
 //!
 //! On disk: `meta/<id>.files`, JSON ([`Record`]), written in staging and renamed in with
 //! the layer's `meta/<id>.json` (see [`crate::store`]). Container layers (writable)
@@ -181,13 +183,18 @@ fn fd_path(dir: BorrowedFd<'_>, name: &OsStr) -> CString {
 }
 
 fn node(st: &FileStat, xattrs_of: XattrTarget<'_>, rel: Vec<u8>, target: Option<String>) -> io::Result<Entry> {
+    Ok(entry(st, &rel, sys::read_xattrs(xattrs_of)?, target))
+}
+
+/// The entry of a node at `rel` from its stat, xattrs and (symlinks) encoded target; no digest.
+fn entry(st: &FileStat, rel: &[u8], read: Vec<(String, Vec<u8>)>, target: Option<String>) -> Entry {
     let kind = kind_of(st.st_mode);
     let mut xattrs = BTreeMap::new();
-    for (name, value) in sys::read_xattrs(xattrs_of)? {
+    for (name, value) in read {
         xattrs.insert(name, hex::encode(value));
     }
-    Ok(Entry {
-        path: encode(&rel),
+    Entry {
+        path: encode(rel),
         kind,
         mode: st.st_mode & 0o7777,
         uid: st.st_uid,
@@ -198,7 +205,7 @@ fn node(st: &FileStat, xattrs_of: XattrTarget<'_>, rel: Vec<u8>, target: Option<
         rdev: matches!(kind, Kind::Char | Kind::Block).then_some(st.st_rdev),
         xattrs,
         sha256: None,
-    })
+    }
 }
 
 fn kind_of(mode: u32) -> Kind {
@@ -308,6 +315,148 @@ pub fn make(root: &Path, written: &Written, parent: Option<&Record>) -> io::Resu
         f.entry.sha256 = known_by_path.get(&f.entry.path).cloned().or_else(|| inherit(&f.entry.path, f.entry.size));
     }
     Ok(Record { version: VERSION, usage, entries: found.into_iter().map(|f| f.entry).collect() })
+}
+
+/// A node as the one who made it saw it: its entry, and what the tree's disk use counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub entry: Entry,
+    /// `st_blocks` × 512.
+    pub bytes: u64,
+    /// The inode of a non-directory: a node of several names counts once.
+    pub inode: Option<(u64, u64)>,
+}
+
+impl Node {
+    /// The node at `rel` from its stat, its xattrs, its link target (symlinks) and its
+    /// content digest (regular files), as the walk would find it.
+    pub fn of(
+        st: &FileStat,
+        rel: &[u8],
+        xattrs: Vec<(String, Vec<u8>)>,
+        target: Option<&[u8]>,
+        sha256: Option<&[u8; 32]>,
+    ) -> Node {
+        let mut entry = entry(st, rel, xattrs, target.map(encode));
+        if entry.kind == Kind::File {
+            entry.sha256 = sha256.map(hex::encode);
+        }
+        let inode = (entry.kind != Kind::Dir).then_some((st.st_dev, st.st_ino));
+        Node { entry, bytes: st.st_blocks as u64 * 512, inode }
+    }
+
+    /// The same inode under another name (a hardlink).
+    pub fn named(&self, rel: &[u8]) -> Node {
+        Node { entry: Entry { path: encode(rel), ..self.entry.clone() }, ..self.clone() }
+    }
+}
+
+/// A layer's own tree as its maker knew it, node by node, by path relative to its root:
+/// the content record made without a walk (the tar engine fills it in as it makes each
+/// node, from the descriptors it holds). [`make`] walks to the same record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tree {
+    nodes: BTreeMap<Vec<u8>, Node>,
+}
+
+impl Tree {
+    /// A node made at `rel`: whatever was there before, and below it, is gone.
+    pub fn made(&mut self, rel: &[u8], node: Node) {
+        self.remove(rel);
+        self.nodes.insert(rel.to_vec(), node);
+    }
+
+    /// The node at `rel` now looks like `node` (a directory's entries stay).
+    pub fn set(&mut self, rel: &[u8], node: Node) {
+        self.nodes.insert(rel.to_vec(), node);
+    }
+
+    /// The node at `rel`, if the tree has it.
+    pub fn get(&self, rel: &[u8]) -> Option<&Node> {
+        self.nodes.get(rel)
+    }
+
+    /// The node at `rel` and everything below it are gone.
+    pub fn remove(&mut self, rel: &[u8]) {
+        if rel.is_empty() {
+            self.nodes.clear();
+            return;
+        }
+        self.nodes.remove(rel);
+        // Below `rel/`: the keys from `rel/` up to `rel0` ('0' follows '/').
+        let (mut lo, mut hi) = (rel.to_vec(), rel.to_vec());
+        lo.push(b'/');
+        hi.push(b'0');
+        let below: Vec<Vec<u8>> = self.nodes.range(lo..hi).map(|(k, _)| k.clone()).collect();
+        for k in below {
+            self.nodes.remove(&k);
+        }
+    }
+
+    /// Reads again, from the tree at `root`, the directories at `paths` and their
+    /// parents (something changed them after they were made: overlay gives implicit
+    /// directories their lower metadata, or removes them); one that is gone leaves the
+    /// tree with everything below it.
+    pub fn refresh(&mut self, root: &Path, paths: &[&Path]) -> io::Result<()> {
+        let fd = sys::open_dir(root)?;
+        let mut again: Vec<Vec<u8>> = Vec::new();
+        for p in paths {
+            let rel = p.as_os_str().as_bytes().to_vec();
+            if let Some(i) = rel.iter().rposition(|&b| b == b'/') {
+                again.push(rel[..i].to_vec());
+            } else if !rel.is_empty() {
+                again.push(Vec::new());
+            }
+            again.push(rel);
+        }
+        again.sort();
+        again.dedup();
+        for rel in again {
+            let opened = if rel.is_empty() {
+                sys::open_dir(root)
+            } else {
+                sys::open_dir_in(fd.as_fd(), Path::new(OsStr::from_bytes(&rel)))
+            };
+            match opened {
+                Ok(dir) => {
+                    let st = sys::fstat(dir.as_fd())?;
+                    let xattrs = sys::read_xattrs(XattrTarget::Fd(dir.as_raw_fd()))?;
+                    self.set(&rel, Node::of(&st, &rel, xattrs, None, None));
+                }
+                // No directory there: gone (with what was below it), unless a later entry
+                // made a non-directory of the path, whose node stands.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)) => {
+                    let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
+                        Some(i) => (&rel[..i], &rel[i + 1..]),
+                        None => (&[][..], &rel[..]),
+                    };
+                    let there = match sys::open_dir_in(fd.as_fd(), Path::new(OsStr::from_bytes(parent))) {
+                        Ok(p) => sys::lstat_at(p.as_fd(), OsStr::from_bytes(name))?.is_some(),
+                        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => false,
+                        Err(e) => return Err(e),
+                    };
+                    if !there {
+                        self.remove(&rel);
+                    }
+                }
+                Err(e) => return Err(io::Error::new(e.kind(), format!("/{}: {e}", encode(&rel)))),
+            }
+        }
+        Ok(())
+    }
+
+    /// The content record: the entries sorted by path, the disk use of the nodes.
+    pub fn record(&self) -> Record {
+        let mut usage = Usage::default();
+        let mut seen = std::collections::HashSet::new();
+        for node in self.nodes.values() {
+            if node.inode.is_none_or(|i| seen.insert(i)) {
+                usage.bytes += node.bytes;
+                usage.inodes += 1;
+            }
+        }
+        Record { version: VERSION, usage, entries: self.nodes.values().map(|n| n.entry.clone()).collect() }
+    }
 }
 
 /// What differs between a tree and its record, one line per path, sorted by path.
