@@ -223,29 +223,17 @@ impl Store {
         serde_json::from_slice(&data).map_err(|e| Error::at(id, &path, Cause::Corrupt(e.to_string())))
     }
 
+    /// Every layer whose metadata reads. A record that does not (empty or torn by a
+    /// power cut under `--sync none`, unreadable) is skipped, not an error: one damaged
+    /// record must not hide every other layer (`layer ls`, `image ls`, an unpack's
+    /// reuse check). `strata check` reports it ([`Store::list_raw`]), `--repair` heals
+    /// or removes it, and [`Store::remove`] removes it.
     pub fn list(&self) -> Result<Vec<LayerMeta>> {
-        let dir = self.dir.join("meta");
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).at_path(&dir)? {
-            let name = entry.at_path(&dir)?.file_name();
-            let name = name.to_string_lossy();
-            if let Some(id) = name.strip_suffix(".json") {
-                if !name.starts_with('.') {
-                    match self.get(id) {
-                        Ok(m) => out.push(m),
-                        // Removed by another process since the listing.
-                        Err(e) if e.is_not_found() => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-        }
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(out)
+        Ok(self.list_raw()?.into_iter().filter_map(|(_, m)| m.ok()).collect())
     }
 
     /// Every layer's metadata file, by ID, parsed or not (`strata check`): a record that
-    /// does not parse is the error, which [`Store::list`] would stop at.
+    /// does not parse is the error, which [`Store::list`] skips.
     pub fn list_raw(&self) -> Result<Vec<(String, Result<LayerMeta>)>> {
         let dir = self.dir.join("meta");
         let mut out = Vec::new();
@@ -318,9 +306,22 @@ impl Store {
 
     /// Unlists layer `id` and discards its content. `check` runs under the lock
     /// before anything changes (the driver refuses there, e.g. while mounted).
+    ///
+    /// A layer whose own metadata does not read is removed too (`check --repair` removes
+    /// what it cannot make again; `layer rm` of it works), as a read-only layer no one
+    /// has mounted: its record said nothing more. A layer whose record does not read is
+    /// not counted as a child of any (its parent is unknown): it cannot be made again
+    /// over a parent that an image no longer lists either, and a container's record is
+    /// synced whenever it is written, so a power cut does not leave one unreadable.
     pub fn remove(&self, id: &str, check: impl FnOnce(&LayerMeta) -> Result<()>) -> Result<LayerMeta> {
         let lock = self.lock()?;
-        let meta = self.get(id)?;
+        let meta = match self.get(id) {
+            Ok(m) => m,
+            Err(e) if matches!(e.cause, Cause::Corrupt(_)) => {
+                LayerMeta::of(LayerInfo { id: id.to_string(), ..Default::default() })
+            }
+            Err(e) => return Err(e),
+        };
         if meta.mounts > 0 {
             return Err(Error::layer(id, Cause::Mounted(meta.mounts)));
         }

@@ -173,6 +173,32 @@ fn a_record_is_one_flat_object() {
     assert!(bare.extra.is_empty() && bare.parent.is_none() && bare.diff_id.is_none());
 }
 
+/// A record that reads empty (a power cut under `--sync none`) hides no other layer, is
+/// listed raw as the error it is, and can be removed, content and content record with it.
+#[test]
+fn an_empty_record_is_skipped_by_the_listing_and_can_be_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = store(tmp.path());
+    for id in ["a", "b"] {
+        let st = s.begin(id, None).unwrap();
+        fs::create_dir(&st.path).unwrap();
+        s.commit(st, LayerMeta::default()).unwrap();
+    }
+    fs::write(s.files_path("b"), b"{}").unwrap();
+    fs::write(s.meta_path("b"), b"").unwrap();
+    let listed: Vec<String> = s.list().unwrap().into_iter().map(|m| m.layer.id).collect();
+    assert_eq!(listed, ["a"]);
+    let raw = s.list_raw().unwrap();
+    assert!(matches!(&raw[1], (id, Err(e)) if id == "b" && matches!(e.cause, Cause::Corrupt(_))));
+    s.remove("b", |m| {
+        assert_eq!((m.id.as_str(), m.writable, m.mounts), ("b", false, 0));
+        Ok(())
+    })
+    .unwrap();
+    assert!(!s.layer_dir("b").exists() && !s.files_path("b").exists() && !s.meta_path("b").exists());
+    assert_eq!(s.list_raw().unwrap().len(), 1);
+}
+
 #[test]
 fn rejects_unsafe_ids() {
     for bad in ["", "../x", "a/b", ".hidden", "a b", &"x".repeat(129)] {
