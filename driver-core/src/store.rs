@@ -108,6 +108,15 @@ pub fn discard_tree(path: &Path) -> io::Result<()> {
     }
 }
 
+/// The key of a container layer's metadata counting the views taken of it (each
+/// [`Store::acquire_mount`]): a disk use counted between two views is kept only if no
+/// view was taken meanwhile ([`Store::keep_usage`]).
+pub const VIEWS_KEY: &str = "views";
+
+fn views(m: &LayerMeta) -> u64 {
+    m.extra.get(VIEWS_KEY).and_then(|v| v.as_u64()).unwrap_or(0)
+}
+
 /// The metadata store of one driver folder.
 pub struct Store {
     dir: PathBuf,
@@ -269,12 +278,43 @@ impl Store {
 
     /// Counts one more user of layer `id`'s view. `make_view` runs under the lock with
     /// `first` set when there was no user yet, so a driver makes the view only then.
+    ///
+    /// A container's layer can change while its view is taken: the disk use `strata df`
+    /// counted and kept for it ([`Store::keep_usage`]) is dropped here, and its view
+    /// count ([`VIEWS_KEY`]) moves on, so a count begun before this mount is not kept.
     pub fn acquire_mount(&self, id: &str, make_view: impl FnOnce(&mut LayerMeta, bool) -> Result<()>) -> Result<()> {
         self.update(id, |m| {
             make_view(m, m.mounts == 0)?;
             m.mounts += 1;
+            if m.writable {
+                m.extra.remove(crate::lifecycle::USAGE_KEY);
+                m.extra.insert(VIEWS_KEY.into(), (views(m) + 1).into());
+            }
             Ok(())
         })
+    }
+
+    /// Keeps `usage`, counted from container layer `seen.id`'s own tree, in its
+    /// metadata, so that the next `strata df` reads it instead of walking the tree.
+    /// Kept only when the layer is as `seen` was before the count began: unmounted then
+    /// and now, and no view taken since (its [`VIEWS_KEY`] count unchanged). A
+    /// container's content changes only through its view, so the kept count is exact
+    /// until the next mount, which drops it. Returns whether it was kept.
+    pub fn keep_usage(&self, seen: &LayerMeta, usage: crate::driver::Usage) -> Result<bool> {
+        if !seen.writable || seen.mounts > 0 {
+            return Ok(false);
+        }
+        let lock = self.lock()?;
+        let mut m = self.get(&seen.id)?;
+        if !m.writable || m.mounts > 0 || views(&m) != views(seen) {
+            return Ok(false);
+        }
+        m.extra.insert(
+            crate::lifecycle::USAGE_KEY.into(),
+            serde_json::json!({"bytes": usage.bytes, "inodes": usage.inodes}),
+        );
+        self.put(&lock, &m)?;
+        Ok(true)
     }
 
     /// Releases one user of layer `id`'s view; `drop_view` runs (under the lock) when it
