@@ -579,8 +579,21 @@ fn remove_lost(
             continue;
         }
         let why = why_of(id).unwrap_or_else(|| "a layer under it was lost".into());
-        let action = match driver.remove(id) {
-            Ok(()) => format!("{why}: removed (unpack or pull its image again, or `layer apply` it again)"),
+        let mut removed = driver.remove(id);
+        let mut released = String::new();
+        if let Err(Error { cause: Cause::Mounted(n), .. }) = &removed {
+            // A count of views a power cut (or a killed process) left in the record: a
+            // lost read-only layer goes all the same, its views with it (the driver
+            // unmounts what is still mounted as it removes it).
+            released = format!(" (its record still counted {n} view(s): released)");
+            store.update(id, |m| {
+                m.mounts = 0;
+                Ok(())
+            })?;
+            removed = driver.remove(id);
+        }
+        let action = match removed {
+            Ok(()) => format!("{why}: removed{released} (unpack or pull its image again, or `layer apply` it again)"),
             Err(e) => format!("{why}: cannot be removed: {e}"),
         };
         out.push((Kind::Layer, id.clone(), action));

@@ -371,15 +371,24 @@ fn at_cut(root: &Path, driver: &str, cut: &Cut, mode: &str, w: &World, refs: &BT
             // Whole, and check agrees: nothing for the repair to do.
             return seen;
         }
-        let _ = s.run(&["check", "--repair"]);
+        let o = s.run(&["check", "--repair"]);
+        let repair_said = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.starts_with("repaired") || l.starts_with("still"))
+            .map(|l| l.chars().take(400).collect::<String>())
+            .collect::<Vec<_>>()
+            .join(" | ");
         let (after, visible_after) = verify(&s, cut, mode, w, refs);
         // After the repair nothing damaged may be listed, under any mode.
-        seen.after_repair =
-            after.into_iter().filter(|p| visible_after.iter().any(|v| p.contains(v.as_str()))).collect();
+        seen.after_repair = after
+            .into_iter()
+            .filter(|p| visible_after.iter().any(|v| p.contains(v.as_str())))
+            .map(|p| format!("{p} (check --repair said: {repair_said})"))
+            .collect();
         let o = s.run(&["check"]);
         if !o.status.success() {
             seen.after_repair.push(format!(
-                "check after check --repair still fails: {}",
+                "check after check --repair still fails: {} (check --repair said: {repair_said})",
                 String::from_utf8_lossy(&o.stdout).lines().take(3).collect::<Vec<_>>().join(" | ")
             ));
         }
