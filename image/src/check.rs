@@ -16,8 +16,9 @@
 //! `--repair` ([`repair`]): a damaged image layer (content, content record or metadata)
 //! is applied again from its kept blob into fresh staging and swapped in; a lost image
 //! record is rebuilt from the layer chain and the kept manifest and config; a blob that
-//! does not match its digest, and a layer nothing can make again, are removed, saying
-//! what was lost and how to get it back. A container's layer is never removed.
+//! does not match its digest, and a layer nothing can make again (with the layers over
+//! it and the images that list it), are removed, saying what was lost and how to get it
+//! back. A container's layer is never removed, nor anything it is over.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -331,6 +332,11 @@ fn check_pending(images: &ImageStore, report: &mut Report) -> Result<()> {
 }
 
 /// What `--repair` did: one [`Repair`] per subject it acted on.
+///
+/// The order matters: blobs first (a layer is applied again only from a blob known
+/// good), then image records (the store reads every one before it removes a layer), then
+/// dead unpacks, then layers (bottom first: a layer is applied again over its parent),
+/// then the images that what was lost leaves incomplete.
 pub fn repair(driver: &dyn Driver, images: &ImageStore, found: &Report) -> Result<Vec<Repair>> {
     let store = store_of(driver)?;
     let mut done = Vec::new();
@@ -342,11 +348,6 @@ pub fn repair(driver: &dyn Driver, images: &ImageStore, found: &Report) -> Resul
             note(Kind::Staging, &p.subject, "discarded".into());
         }
     }
-    if found.problems.iter().any(|p| p.kind == Kind::Pending) {
-        let removed = images.collect(driver)?;
-        note(Kind::Pending, "pending unpacks", format!("finished: removed {} layer(s) they had made", removed.len()));
-    }
-    // Blobs first: a layer is re-applied only from a blob known good.
     let bad_blobs: BTreeSet<&str> = found
         .problems
         .iter()
@@ -379,34 +380,102 @@ pub fn repair(driver: &dyn Driver, images: &ImageStore, found: &Report) -> Resul
             note(Kind::Image, &subject, action);
         }
     }
-    // Layers: every read-only layer with a problem of its own is made again from its blob.
-    let mut damaged: BTreeSet<String> = BTreeSet::new();
-    for p in &found.problems {
-        if matches!(p.kind, Kind::Layer | Kind::LayerRecord | Kind::ContentRecord) {
-            damaged.insert(p.subject.clone());
+    if found.problems.iter().any(|p| p.kind == Kind::Pending) {
+        match images.collect(driver) {
+            Ok(removed) => note(
+                Kind::Pending,
+                "pending unpacks",
+                format!("finished: removed {} layer(s) they had made", removed.len()),
+            ),
+            Err(e) => note(Kind::Pending, "pending unpacks", format!("not finished: {e}")),
         }
     }
+    // Layers: every read-only layer with a problem of its own is made again from its
+    // blob; what cannot be is lost, with what it was part of.
+    let damaged: BTreeSet<String> = found
+        .problems
+        .iter()
+        .filter(|p| matches!(p.kind, Kind::Layer | Kind::LayerRecord | Kind::ContentRecord))
+        .map(|p| p.subject.clone())
+        .collect();
     let records = readable_records(images)?;
-    for id in damaged {
-        let action = repair_layer(driver, store, images, &records, &id)?;
-        note(Kind::Layer, &id, action);
+    let mut lost = Vec::new();
+    for id in bottom_first(store, &records, damaged) {
+        if store.list_raw()?.iter().all(|(l, _)| *l != id) {
+            continue; // gone with a dead unpack
+        }
+        match repair_layer(driver, store, images, &records, &id)? {
+            Fixed::Done(action) => note(Kind::Layer, &id, action),
+            Fixed::Lost(why) => lost.push((id, why)),
+        }
+    }
+    for (kind, subject, action) in remove_lost(driver, store, images, &lost)? {
+        note(kind, &subject, action);
+    }
+    // Images that what was removed (a layer, a blob of the manifest or config) left
+    // incomplete: removed, saying how to get them back.
+    for (name, action) in remove_incomplete_images(driver, store, images)? {
+        note(Kind::Image, &name, action);
     }
     Ok(done)
 }
 
-/// Makes layer `id` whole again, or says why it cannot; returns what was done.
+/// What [`repair_layer`] did with a layer.
+enum Fixed {
+    /// Healed, or left as it is on purpose: what was done.
+    Done(String),
+    /// Nothing here can make it again: why.
+    Lost(String),
+}
+
+/// `ids` ordered so that a layer comes after its parent: by their depth in the chain of
+/// their record, or where it does not read, in the image that lists them.
+fn bottom_first(store: &Store, records: &[ImageRecord], ids: BTreeSet<String>) -> Vec<String> {
+    let metas: BTreeMap<String, LayerMeta> =
+        store.list_raw().unwrap_or_default().into_iter().filter_map(|(id, m)| m.ok().map(|m| (id, m))).collect();
+    let depth = |id: &str| -> usize {
+        if let Some(i) = records.iter().find_map(|r| r.layers.iter().position(|l| l == id)) {
+            return i;
+        }
+        let (mut n, mut cur) = (0, metas.get(id).and_then(|m| m.parent.as_deref()));
+        while let Some(p) = cur {
+            n += 1;
+            if n > metas.len() {
+                break; // a loop in corrupt records
+            }
+            cur = metas.get(p).and_then(|m| m.parent.as_deref());
+        }
+        n
+    };
+    let mut v: Vec<(usize, String)> = ids.into_iter().map(|id| (depth(&id), id)).collect();
+    v.sort();
+    v.into_iter().map(|(_, id)| id).collect()
+}
+
+/// Makes layer `id` whole again from its kept blob, or says why nothing here can.
 fn repair_layer(
     driver: &dyn Driver,
     store: &Store,
     images: &ImageStore,
     records: &[ImageRecord],
     id: &str,
-) -> Result<String> {
+) -> Result<Fixed> {
     let meta = store.get(id).ok();
     if meta.as_ref().is_some_and(|m| m.writable) {
-        return Ok("a container's layer: left as it is (its writes are the container's)".into());
+        return Ok(Fixed::Done("a container's layer: left as it is (its writes are the container's)".into()));
+    }
+    let has_files = store.files_path(id).exists();
+    if meta.is_none() && !has_files {
+        // Only read-only layers have a content record: without one, this may be a
+        // container's layer, whose writes are never removed.
+        return Ok(Fixed::Done(
+            "its record does not read and it has no content record (it may be a container's layer): kept as it is; \
+             `layer rm` removes it"
+                .into(),
+        ));
     }
     // An image that lists it, with its layer blob kept.
+    let mut failed = None;
     for rec in records {
         let Some(i) = rec.layers.iter().position(|l| l == id) else { continue };
         let Some(manifest) = rec.manifest.as_deref() else { continue };
@@ -419,30 +488,139 @@ fn repair_layer(
         let diff_ids = stored.diff_ids();
         let parent = i.checked_sub(1).map(|p| rec.layers[p].as_str());
         let mut blob = images.content.read_blob(digest, layers[i]["size"].as_u64())?;
-        driver.reapply(id, parent, &mut blob, diff_ids.get(i).map(String::as_str))?;
-        return Ok(format!("applied again from blob {digest} (image {}) and swapped in", rec.name));
+        match driver.reapply(id, parent, &mut blob, diff_ids.get(i).map(String::as_str)) {
+            Ok(_) => {
+                return Ok(Fixed::Done(format!("applied again from blob {digest} (image {}) and swapped in", rec.name)))
+            }
+            Err(e) => failed = Some(format!("applying blob {digest} again failed: {e}")),
+        }
+    }
+    if let Some(why) = failed {
+        return Ok(Fixed::Lost(why));
+    }
+    if meta.is_some() && !has_files && driver.own_tree(id).is_some_and(|t| t.is_dir()) {
+        // A layer from before content records: all there is to go by is the layer itself.
+        driver.rerecord(id)?;
+        return Ok(Fixed::Done(
+            "no blob to make it again: its content record was made anew from the layer as it is now".into(),
+        ));
     }
     let users: Vec<&str> =
         records.iter().filter(|r| r.layers.iter().any(|l| l == id)).map(|r| r.name.as_str()).collect();
-    match meta {
-        Some(_)
-            if driver.own_tree(id).is_some_and(|t| t.is_dir())
-                && store.content_record(id).ok().flatten().is_none()
-                && users.is_empty() =>
-        {
-            // Not an image's layer and no record: all there is to go by is the layer itself.
-            driver.rerecord(id)?;
-            Ok("no blob to make it again: its content record was made anew from the layer as it is now".into())
-        }
-        _ if users.is_empty() => match driver.remove(id) {
-            Ok(()) => Ok("removed: nothing can make it again (apply it again with `layer apply`)".into()),
-            Err(e) => Ok(format!("cannot be made again and is kept: {e}")),
-        },
-        _ => Ok(format!(
-            "image {} lost the blob it was made from: unpack or pull it again (`image rm` first)",
-            users.join(", ")
-        )),
+    Ok(Fixed::Lost(if users.is_empty() {
+        "no image lists it and no blob makes it again".into()
+    } else {
+        format!("image {} lost the blob it was made from", users.join(", "))
+    }))
+}
+
+/// Removes the layers nothing can make again, with the read-only layers over them and
+/// the images that list any of them; a container's layer, and so what it is over, is
+/// never removed. Returns what was done, per layer or image.
+fn remove_lost(
+    driver: &dyn Driver,
+    store: &Store,
+    images: &ImageStore,
+    lost: &[(String, String)],
+) -> Result<Vec<(Kind, String, String)>> {
+    let mut out = Vec::new();
+    if lost.is_empty() {
+        return Ok(out);
     }
+    let metas: Vec<LayerMeta> = store.list()?;
+    // Each lost layer with every layer over it, found by following parents up; kept
+    // whole when a container is among them.
+    let mut doomed: BTreeSet<String> = BTreeSet::new();
+    for (id, why) in lost {
+        let mut over: BTreeSet<String> = [id.clone()].into();
+        loop {
+            let more: Vec<String> = metas
+                .iter()
+                .filter(|m| !over.contains(&m.id) && m.parent.as_ref().is_some_and(|p| over.contains(p)))
+                .map(|m| m.id.clone())
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            over.extend(more);
+        }
+        let containers: Vec<&str> =
+            metas.iter().filter(|m| m.writable && over.contains(&m.id)).map(|m| m.id.as_str()).collect();
+        if containers.is_empty() {
+            doomed.extend(over);
+        } else {
+            out.push((
+                Kind::Layer,
+                id.clone(),
+                format!(
+                    "{why}; kept, damaged: container {} is over it (its writes are its own; remove it, then run \
+                     `check --repair` again)",
+                    containers.join(", ")
+                ),
+            ));
+        }
+    }
+    for rec in readable_records(images)? {
+        let Some(gone) = rec.layers.iter().find(|l| doomed.contains(*l)) else { continue };
+        let action = match images.remove(driver, &rec.name) {
+            Ok(_) => format!("removed: its layer {gone} was lost; unpack or pull {} again", rec.name),
+            Err(e) => format!("its layer {gone} was lost, and the image could not be removed: {e}"),
+        };
+        out.push((Kind::Image, rec.name.clone(), action));
+    }
+    // Top first: a layer goes after those over it.
+    let order = bottom_first(store, &[], doomed.clone());
+    let why_of = |id: &str| lost.iter().find(|(l, _)| l == id).map(|(_, w)| w.clone());
+    for id in order.iter().rev() {
+        if store.list_raw()?.iter().all(|(l, _)| l != id) {
+            if let Some(why) = why_of(id) {
+                out.push((Kind::Layer, id.clone(), format!("{why}: removed with its image")));
+            }
+            continue;
+        }
+        let why = why_of(id).unwrap_or_else(|| "a layer under it was lost".into());
+        let mut removed = driver.remove(id);
+        let mut released = String::new();
+        if let Err(Error { cause: Cause::Mounted(n), .. }) = &removed {
+            // A count of views a power cut (or a killed process) left in the record: a
+            // lost read-only layer goes all the same, its views with it (the driver
+            // unmounts what is still mounted as it removes it).
+            released = format!(" (its record still counted {n} view(s): released)");
+            store.update(id, |m| {
+                m.mounts = 0;
+                Ok(())
+            })?;
+            removed = driver.remove(id);
+        }
+        let action = match removed {
+            Ok(()) => format!("{why}: removed{released} (unpack or pull its image again, or `layer apply` it again)"),
+            Err(e) => format!("{why}: cannot be removed: {e}"),
+        };
+        out.push((Kind::Layer, id.clone(), action));
+    }
+    Ok(out)
+}
+
+/// Removes the complete image records that are no longer whole (a layer gone, the
+/// manifest or config unreadable, the chain wrong): what the removals of a repair
+/// leave. An image with a container over it is kept (its removal is refused).
+fn remove_incomplete_images(driver: &dyn Driver, store: &Store, images: &ImageStore) -> Result<Vec<(String, String)>> {
+    let layers: Layers = store.list_raw()?.into_iter().map(|(id, m)| (id, m.ok())).collect();
+    let mut found = Report::default();
+    check_images(images, &layers, &mut found)?;
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for p in found.problems.iter().filter(|p| p.kind == Kind::Image && !Path::new(&p.subject).is_absolute()) {
+        if !seen.insert(p.subject.clone()) {
+            continue;
+        }
+        let action = match images.remove(driver, &p.subject) {
+            Ok(_) => format!("removed: {}; unpack or pull {} again", p.what, p.subject),
+            Err(e) => format!("{}, and it could not be removed: {e}", p.what),
+        };
+        out.push((p.subject.clone(), action));
+    }
+    Ok(out)
 }
 
 /// Rebuilds image records that cannot be read: each kept manifest that no readable

@@ -2,13 +2,18 @@
 //! the store's total. See docs/check.md ("strata df") for what is counted.
 //!
 //! A layer's bytes and inodes are those of its own tree as `du` counts them (blocks ×
-//! 512, one inode per node, a hardlinked inode once): counted when a read-only layer is
-//! committed, with its content record, and kept in its metadata
-//! ([`driver_core::lifecycle::noted_usage`]), so `df` reads small records and walks no
-//! image layer. A container's layer changes, so it is walked at each call (only its own
-//! tree). A layer's *users* are the images that list it and the containers whose chain
-//! holds it; an image's or container's layer is *shared* when it has more than one user,
-//! else *unique* to it.
+//! 512, one inode per node, a hardlinked inode once), read from counts kept in its
+//! metadata ([`driver_core::lifecycle::noted_usage`]), so `df` reads small records and
+//! walks no tree it has counted before:
+//! * a read-only layer's count is made when it is committed, with its content record;
+//! * a container's layer changes, but only through its view: its count is made by the
+//!   first `df` after its view was released and kept
+//!   ([`driver_core::store::Store::keep_usage`]) until its next mount drops it. A
+//!   container whose view is taken now is walked at each call.
+//!
+//! A layer's *users* are the images that list it and the containers whose chain holds
+//! it; an image's or container's layer is *shared* when it has more than one user, else
+//! *unique* to it.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +23,7 @@ use crate::images::ImageStore;
 use driver_core::driver::{Driver, Usage};
 use driver_core::error::{Cause, Error, Result};
 use driver_core::lifecycle::noted_usage;
-use driver_core::store::LayerMeta;
+use driver_core::store::{LayerMeta, Store};
 
 /// Bytes and inodes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,15 +65,22 @@ pub struct Df {
     pub total: Counts,
 }
 
-/// A layer's bytes and inodes: as noted at commit, else its own tree walked.
-fn usage_of(driver: &dyn Driver, meta: &LayerMeta) -> Result<Usage> {
-    if !meta.writable {
+/// A layer's bytes and inodes: as kept in its metadata, else its own tree walked (and,
+/// for a container not mounted, the count kept for the next call).
+fn usage_of(driver: &dyn Driver, store: &Store, meta: &LayerMeta) -> Result<Usage> {
+    if !meta.writable || meta.mounts == 0 {
         if let Some(u) = noted_usage(meta) {
             return Ok(u);
         }
     }
     let tree = driver.own_tree(&meta.id).ok_or_else(|| Error::layer(&meta.id, Cause::NotFound))?;
-    driver_core::sys::disk_usage(&tree).map_err(|e| Error::at(&meta.id, &tree, e))
+    let u = driver_core::sys::disk_usage(&tree).map_err(|e| Error::at(&meta.id, &tree, e))?;
+    if meta.writable {
+        // A cache: a store `df` may not write to (another user's, read-only) is still
+        // counted, by the walk.
+        let _ = store.keep_usage(meta, u);
+    }
+    Ok(u)
 }
 
 /// Counts the store of `driver`.
@@ -81,7 +93,7 @@ pub fn df(driver: &dyn Driver, images: &ImageStore) -> Result<Df> {
     let mut usage: BTreeMap<&str, Usage> = BTreeMap::new();
     let mut out = Df::default();
     for (id, m) in &metas {
-        let u = usage_of(driver, m)?;
+        let u = usage_of(driver, store, m)?;
         out.layers.add(u);
         usage.insert(id.as_str(), u);
     }

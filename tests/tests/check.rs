@@ -24,6 +24,9 @@ on_every_driver_in!(
     an_empty_image_record,
     a_truncated_blob,
     a_leftover_staging_directory,
+    a_zero_byte_layer_record_nothing_makes_again,
+    a_half_made_layer_whose_blob_is_lost,
+    a_dead_unpack_with_a_zero_byte_layer_record,
     a_healthy_store_passes,
     the_debian_image_damaged_and_repaired,
 );
@@ -343,4 +346,114 @@ fn the_debian_image_damaged_and_repaired(driver: &str, base: &Path) {
     }
     let m = Mounted::new(&s, "c");
     assert_eq!(fs::read(m.path.join("root/notes")).unwrap(), b"kept", "{driver}");
+}
+
+/// A second image, sharing no layer with [`image`]'s, with no container over it.
+fn other_image(dir: &Path) -> Layout {
+    let base = TarBuilder::new().dir("opt").file("opt/data", &bytes(11, 200_000)).file("opt/small", b"s\n").build();
+    let top = TarBuilder::new().dir("srv").file("srv/index", &bytes(12, 40_000)).build();
+    Layout::new(dir, "v1", &[gz(&base), gz(&top)])
+}
+
+/// Unpacks [`other_image`] as `other`; its layer IDs, bottom first.
+fn unpack_other(t: &Setup) -> (Layout, Vec<String>) {
+    let layout = other_image(&t._work.path().join("other"));
+    t.s.ok(&["image", "unpack", layout.dir.to_str().unwrap(), "--name", "other"]);
+    let v: Value = serde_json::from_str(&t.s.ok(&["image", "history", "other", "--json"])).unwrap();
+    let mut ids: Vec<String> =
+        v.as_array().unwrap().iter().map(|l| l["chain_id"].as_str().unwrap().to_string()).collect();
+    ids.reverse();
+    (layout, ids)
+}
+
+/// The IDs `layer ls` lists (it must succeed).
+fn listed_layers(s: &Strata) -> Vec<String> {
+    let v: Value = serde_json::from_str(&s.ok(&["layer", "ls", "--json"])).unwrap();
+    v.as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// The names `image ls` lists (it must succeed).
+fn listed_images(s: &Strata) -> Vec<String> {
+    let v: Value = serde_json::from_str(&s.ok(&["image", "ls", "--json"])).unwrap();
+    v.as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap().to_string()).collect()
+}
+
+/// What a power cut under `--sync none` leaves of a layer applied by `layer apply` (no
+/// image, no blob): its metadata 0 bytes. The store still lists everything else; check
+/// names it; repair, with nothing to make it again, removes it and says so.
+fn a_zero_byte_layer_record_nothing_makes_again(driver: &str, base: &Path) {
+    let t = setup(driver, base);
+    let tar = t._work.path().join("loose.tar");
+    fs::write(&tar, TarBuilder::new().dir("loose").file("loose/f", &bytes(21, 9000)).build()).unwrap();
+    t.s.ok(&["layer", "apply", "loose", "--parent", &t.layers[2], tar.to_str().unwrap()]);
+    fs::write(dir(&t.s).join("meta/loose.json"), b"").unwrap();
+    // One damaged record hides no other layer and no image.
+    let layers = listed_layers(&t.s);
+    assert!(!layers.contains(&"loose".to_string()) && layers.contains(&t.layers[2]), "{driver}: {layers:?}");
+    assert_eq!(listed_images(&t.s), vec!["img".to_string()], "{driver}");
+    let p = problems(&t.s);
+    assert_eq!(p, vec!["layer record loose: record empty".to_string()], "{driver}");
+    let out = repaired(&t);
+    assert!(out.contains("repaired loose: no image lists it and no blob makes it again: removed"), "{driver}: {out}");
+    assert!(!dir(&t.s).join("layers/loose").exists(), "{driver}: its content goes with it");
+    assert!(!dir(&t.s).join("meta/loose.files").exists(), "{driver}: and its content record");
+}
+
+/// What a power cut under `--sync none` leaves of an unpack: a layer listed with a file
+/// that lost its data, and the blob it was made from truncated. Nothing can make the
+/// layer again: repair removes it and the image that lists it, saying how to get it
+/// back, and leaves the other image and the container over it as they were.
+fn a_half_made_layer_whose_blob_is_lost(driver: &str, base: &Path) {
+    let t = setup(driver, base);
+    let (layout, other) = unpack_other(&t);
+    {
+        let w = Writable::new(&t.s, &other[1]);
+        OpenOptions::new().write(true).open(w.1.join("srv/index")).unwrap().set_len(0).unwrap();
+    }
+    let digest = layout.layer_digest(1);
+    let blob = dir(&t.s).join("content/blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    let len = fs::metadata(&blob).unwrap().len();
+    OpenOptions::new().write(true).open(&blob).unwrap().set_len(len / 3).unwrap();
+    let p = problems(&t.s);
+    assert!(p.contains(&format!("layer {}: file /srv/index: 0 bytes, recorded 40000", other[1])), "{driver}: {p:?}");
+    assert!(p.iter().any(|l| l.starts_with(&format!("blob {digest}: "))), "{driver}: {p:?}");
+    let out = repaired(&t);
+    assert!(
+        out.contains("repaired other: removed: its layer") && out.contains("unpack or pull other again"),
+        "{driver}: {out}"
+    );
+    // Nothing half-made is listed: the image and its damaged layer are gone.
+    assert_eq!(listed_images(&t.s), vec!["img".to_string()], "{driver}");
+    assert!(!listed_layers(&t.s).contains(&other[1]), "{driver}");
+    // Unpacking it again brings it back whole.
+    t.s.ok(&["image", "unpack", layout.dir.to_str().unwrap(), "--name", "other"]);
+    t.s.ok(&["check"]);
+}
+
+/// What a power cut under `--sync none` during an unpack leaves: its pending record,
+/// whose process is gone, naming layers it made, one with a 0-byte metadata record,
+/// and a second pending record that is itself 0 bytes. Repair finishes both: the
+/// dead unpack's layers go, and so do the records.
+fn a_dead_unpack_with_a_zero_byte_layer_record(driver: &str, base: &Path) {
+    let t = setup(driver, base);
+    let (_, other) = unpack_other(&t);
+    // The unpack died before its image record was written.
+    let images = dir(&t.s).join("images");
+    let rec = images.join(format!("{}.json", driver_core::digest::sha256(b"other").trim_start_matches("sha256:")));
+    assert!(rec.exists(), "{driver}: the image record of `other` is {}", rec.display());
+    fs::remove_file(&rec).unwrap();
+    let pending = images.join("pending");
+    let names = serde_json::json!({"name": "other", "layers": other, "preexisting": 0, "failed": false});
+    fs::write(pending.join("4000000-0.json"), serde_json::to_vec(&names).unwrap()).unwrap();
+    fs::write(pending.join("4000000-1.json"), b"").unwrap();
+    fs::write(dir(&t.s).join("meta").join(format!("{}.json", other[1])), b"").unwrap();
+    // (`check` finishes no unpack; every other command does as it starts.)
+    let p = problems(&t.s);
+    assert!(p.contains(&format!("layer record {}: record empty", other[1])), "{driver}: {p:?}");
+    assert_eq!(p.iter().filter(|l| l.starts_with("pending ")).count(), 2, "{driver}: {p:?}");
+    repaired(&t);
+    assert_eq!(fs::read_dir(&pending).unwrap().count(), 0, "{driver}: no pending record is left");
+    let layers = listed_layers(&t.s);
+    assert!(other.iter().all(|l| !layers.contains(l)), "{driver}: the dead unpack's layers are gone: {layers:?}");
+    assert!(!dir(&t.s).join("layers").join(&other[1]).exists(), "{driver}");
 }

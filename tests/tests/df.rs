@@ -64,6 +64,39 @@ fn df_equals_a_brute_force_count(driver: &str, base: &Path) {
         // image "three" has no such directory.
         let _ = fs::write(m.path.join("base/new"), b"x");
     }
+    let got = exact(&s, &images);
+    // "two" shares its base with "one" and has layers of its own (no container over it);
+    // each container's own writes are its alone.
+    let two = got.images.iter().find(|u| u.name == "two").unwrap();
+    assert!(two.shared.bytes > 0 && two.shared.bytes < two.total.bytes, "{driver}: {two:?}");
+    assert!(got.containers.iter().all(|c| c.unique.bytes >= 70_000), "{driver}: {:?}", got.containers);
+    // Asked again, df reads the containers' counts it kept: still exact.
+    assert_eq!(exact(&s, &images), got, "{driver}: a second df, nothing changed");
+    let kept = |c: &str| {
+        let m: Value =
+            serde_json::from_slice(&fs::read(s.root.join(driver).join("meta").join(format!("{c}.json"))).unwrap())
+                .unwrap();
+        m["extra"]["usage"]["bytes"].as_u64()
+    };
+    assert!(kept("c1").is_some() && kept("c2").is_some(), "{driver}: df keeps the containers' counts");
+    // A container written again (a file grown, one removed): its kept count is dropped
+    // by the mount, and the next df counts it anew.
+    {
+        let m = Mounted::new(&s, "c2");
+        fs::write(m.path.join("written-c2"), bytes(77, 300_000)).unwrap();
+        let _ = fs::remove_file(m.path.join("base/new"));
+        fs::create_dir_all(m.path.join("more/deeper")).unwrap();
+        fs::write(m.path.join("more/deeper/f"), bytes(78, 5000)).unwrap();
+    }
+    assert_eq!(kept("c2"), None, "{driver}: the mount dropped c2's count");
+    let after = exact(&s, &images);
+    let c2 = |d: &Df| d.containers.iter().find(|c| c.name == "c2").unwrap().unique;
+    assert!(c2(&after).bytes > c2(&got).bytes + 200_000, "{driver}: {:?} then {:?}", c2(&got), c2(&after));
+}
+
+/// `strata df`, asserted equal to the brute-force count; returns it.
+fn exact(s: &Strata, images: &[(&str, Vec<Vec<u8>>)]) -> Df {
+    let driver = s.driver.as_str();
     let got: Df = serde_json::from_str(&s.ok(&["df", "--json"])).unwrap();
 
     // The brute force: every layer's own tree walked now; users from the listings.
@@ -73,7 +106,7 @@ fn df_equals_a_brute_force_count(driver: &str, base: &Path) {
     let mut containers = Vec::new();
     for l in layers.as_array().unwrap() {
         let id = l["id"].as_str().unwrap().to_string();
-        let u = driver_core::sys::disk_usage(&own_tree(&s, &id)).unwrap();
+        let u = driver_core::sys::disk_usage(&own_tree(s, &id)).unwrap();
         usage.insert(id.clone(), Counts { bytes: u.bytes, inodes: u.inodes });
         parent.insert(id.clone(), l["parent"].as_str().map(str::to_string));
         if l["writable"].as_bool().unwrap() {
@@ -81,8 +114,8 @@ fn df_equals_a_brute_force_count(driver: &str, base: &Path) {
         }
     }
     let mut users: Vec<(String, bool, BTreeSet<String>)> = Vec::new();
-    for (name, _) in &images {
-        users.push((name.to_string(), false, chain_of(&s, name).into_iter().collect()));
+    for (name, _) in images {
+        users.push((name.to_string(), false, chain_of(s, name).into_iter().collect()));
     }
     for c in &containers {
         let mut chain = BTreeSet::new();
@@ -119,9 +152,5 @@ fn df_equals_a_brute_force_count(driver: &str, base: &Path) {
     let all =
         usage.values().fold(Counts::default(), |a, u| Counts { bytes: a.bytes + u.bytes, inodes: a.inodes + u.inodes });
     assert_eq!(got.layers, all, "{driver}: every layer once");
-    // "two" shares its base with "one" and has layers of its own (no container over it);
-    // each container's own writes are its alone.
-    let two = got.images.iter().find(|u| u.name == "two").unwrap();
-    assert!(two.shared.bytes > 0 && two.shared.bytes < two.total.bytes, "{driver}: {two:?}");
-    assert!(got.containers.iter().all(|c| c.unique.bytes >= 70_000), "{driver}: {:?}", got.containers);
+    got
 }
