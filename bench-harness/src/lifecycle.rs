@@ -117,7 +117,7 @@ pub fn list_layers(driver: &dyn Driver, images: &ImageStore, json: bool, no_trun
 
 /// `image ls`.
 pub fn list_images(driver: &dyn Driver, images: &ImageStore, json: bool, no_trunc: bool) -> Result<(), Error> {
-    let list = images.list()?;
+    let list = images.list_readable()?;
     let layers = driver.list()?;
     let size_of = |r: &ImageRecord| -> u64 {
         r.layers.iter().filter_map(|id| layers.iter().find(|l| &l.id == id)).map(|l| l.size).sum()

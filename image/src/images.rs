@@ -288,7 +288,8 @@ impl ImageStore {
             }
             drop(lock);
         }
-        for rec in self.all()? {
+        // Only records that parse can be known dead: a damaged one is check's.
+        for rec in self.records(true)? {
             if !rec.complete && !driver_core::sys::pid_alive(rec.pid) {
                 let _ = fs::remove_file(self.record_path(&rec.name));
             }
@@ -307,15 +308,27 @@ impl ImageStore {
         p
     }
 
+    /// Every image record; one that does not parse fails the whole call (a removal must
+    /// not miss an image that may list its layer).
     fn all(&self) -> Result<Vec<ImageRecord>> {
+        self.records(false)
+    }
+
+    /// The image records, those that do not parse skipped (`skip_damaged`) or failing.
+    fn records(&self, skip_damaged: bool) -> Result<Vec<ImageRecord>> {
         let mut out = Vec::new();
         for e in fs::read_dir(&self.dir).at_path(&self.dir)? {
             let p = e.at_path(&self.dir)?.path();
             // Skip another writer's temp file (`.tmp-…`), which may be half-written.
             let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
             if !hidden && p.extension().is_some_and(|x| x == "json") {
-                if let Some(rec) = read_json::<ImageRecord>(&p)? {
-                    out.push(rec);
+                match read_json::<ImageRecord>(&p) {
+                    Ok(Some(rec)) => out.push(rec),
+                    Ok(None) => {}
+                    // A record a power cut left empty or torn: `check` names it and
+                    // `check --repair` rebuilds it; until then the others still list.
+                    Err(e) if skip_damaged && matches!(e.cause, driver_core::Cause::Corrupt(_)) => {}
+                    Err(e) => return Err(e.into()),
                 }
             }
         }
@@ -323,13 +336,21 @@ impl ImageStore {
         Ok(out)
     }
 
-    /// Complete images that are not being removed.
+    /// Complete images that are not being removed. A record that does not parse fails
+    /// the call: prune and removals read this, and must not take an image for gone.
     pub fn list(&self) -> Result<Vec<ImageRecord>> {
-        Ok(self
-            .all()?
-            .into_iter()
-            .filter(|r| !r.removing && (r.complete || driver_core::sys::pid_alive(r.pid)))
-            .collect())
+        Ok(Self::listed(self.all()?))
+    }
+
+    /// As [`ImageStore::list`], with a record that does not parse left out (`strata
+    /// check` names it, `check --repair` rebuilds it): for showing the images, as
+    /// `image ls` does after a power cut under `--sync none`.
+    pub fn list_readable(&self) -> Result<Vec<ImageRecord>> {
+        Ok(Self::listed(self.records(true)?))
+    }
+
+    fn listed(all: Vec<ImageRecord>) -> Vec<ImageRecord> {
+        all.into_iter().filter(|r| !r.removing && (r.complete || driver_core::sys::pid_alive(r.pid))).collect()
     }
 
     /// A complete image that is not being removed.

@@ -300,6 +300,15 @@ pub(super) fn transport_failure(url: &Url, t: &ureq::Transport) -> Failure {
     }
 }
 
+/// The image crate's own errors (no such image, a document that does not parse) reach a
+/// pull or push through the store's error, which keeps them typed
+/// ([`crate::Error::carried_by`]).
+impl From<crate::Error> for Error {
+    fn from(e: crate::Error) -> Self {
+        Error::Store(e.into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,14 +351,5 @@ mod tests {
             inner.and_then(|e| e.downcast_ref::<Error>()),
             Some(Error::Status(Status { status: 404, .. }))
         ));
-    }
-}
-
-/// The image crate's own errors (no such image, a document that does not parse) reach a
-/// pull or push through the store's error, which keeps them typed
-/// ([`crate::Error::carried_by`]).
-impl From<crate::Error> for Error {
-    fn from(e: crate::Error) -> Self {
-        Error::Store(e.into())
     }
 }
