@@ -3,17 +3,15 @@
 
 use std::time::Duration;
 
-pub(super) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub(super) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub(super) const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub(super) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+// The media types and document bounds are the image crate's (crate::media), one for
+// every path: a config the registry client let in must read back in `save` and `check`.
+pub use crate::media::MAX_MANIFEST;
+pub(super) use crate::media::{
+    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST as DOCKER_LIST, MAX_CONFIG, OCI_INDEX, OCI_MANIFEST,
+};
 pub(super) const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
-/// containerd refuses manifests over 4 MiB too; real ones are a few KiB.
-pub const MAX_MANIFEST: u64 = 4 << 20;
-/// The bound `image unpack` puts on configs.
-pub(super) const MAX_CONFIG: u64 = 64 << 20;
 /// Token answers are JSON with a JWT of a few KiB.
 pub(super) const MAX_TOKEN_ANSWER: u64 = 1 << 20;
 /// Of an error answer only the start is worth showing.

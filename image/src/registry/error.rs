@@ -39,7 +39,7 @@ pub enum Error {
     /// Fewer bytes than the descriptor says.
     #[error("{what} has {got} bytes, not the {want} its descriptor says (truncated?)")]
     Truncated { what: String, want: u64, got: u64 },
-    /// An answer over its bound (manifests 4 MiB, tokens 1 MiB, configs 64 MiB).
+    /// An answer over its bound (manifests 4 MiB, tokens 1 MiB, configs 16 MiB).
     #[error("{what} is larger than {} KiB; refused", .limit >> 10)]
     TooLarge { what: String, limit: u64 },
     /// 401 to the credentials strata presented.
