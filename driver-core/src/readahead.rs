@@ -14,7 +14,7 @@ pub struct ReadAhead {
     current: Vec<u8>,
     pos: usize,
     done: bool,
-    _thread: JoinHandle<()>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl ReadAhead {
@@ -49,7 +49,23 @@ impl ReadAhead {
                 return;
             }
         });
-        ReadAhead { rx, current: Vec::new(), pos: 0, done: false, _thread: thread }
+        ReadAhead { rx, current: Vec::new(), pos: 0, done: false, thread: Some(thread) }
+    }
+}
+
+/// A reader dropped early (its layer's apply failed) waits for its thread: the source
+/// it reads may be writing a blob into the content store, and the failed unpack's
+/// cleanup, which runs next, must find that blob written and settled, not meet it later
+/// (full_disk `vfs_on_a_full_disk` once found 8 MB a detached thread wrote after the
+/// cleanup). Hanging up first makes the thread's next send fail, so it stops after at
+/// most one more chunk.
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        let (_, closed) = sync_channel(1);
+        drop(std::mem::replace(&mut self.rx, closed));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
