@@ -58,6 +58,7 @@ use crate::durability::Durability;
 use crate::error::{Cause, Context, Error, Result};
 
 mod staging;
+mod usage;
 pub use staging::Staging;
 
 /// Everything the store records about a layer: what the [`Driver`](crate::Driver)
@@ -279,9 +280,10 @@ impl Store {
     /// Counts one more user of layer `id`'s view. `make_view` runs under the lock with
     /// `first` set when there was no user yet, so a driver makes the view only then.
     ///
-    /// A container's layer can change while its view is taken: the disk use `strata df`
-    /// counted and kept for it ([`Store::keep_usage`]) is dropped here, and its view
-    /// count ([`VIEWS_KEY`]) moves on, so a count begun before this mount is not kept.
+    /// A container's layer can change while its view is taken: its view count
+    /// ([`VIEWS_KEY`]) moves on, so the disk use `strata df` counted and kept for it
+    /// ([`Store::keep_usage`]) before this mount is no longer read. (A count kept in
+    /// the record itself, as a store made before `meta/<id>.usage` has, is dropped.)
     pub fn acquire_mount(&self, id: &str, make_view: impl FnOnce(&mut LayerMeta, bool) -> Result<()>) -> Result<()> {
         self.update(id, |m| {
             make_view(m, m.mounts == 0)?;
@@ -292,29 +294,6 @@ impl Store {
             }
             Ok(())
         })
-    }
-
-    /// Keeps `usage`, counted from container layer `seen.id`'s own tree, in its
-    /// metadata, so that the next `strata df` reads it instead of walking the tree.
-    /// Kept only when the layer is as `seen` was before the count began: unmounted then
-    /// and now, and no view taken since (its [`VIEWS_KEY`] count unchanged). A
-    /// container's content changes only through its view, so the kept count is exact
-    /// until the next mount, which drops it. Returns whether it was kept.
-    pub fn keep_usage(&self, seen: &LayerMeta, usage: crate::driver::Usage) -> Result<bool> {
-        if !seen.writable || seen.mounts > 0 {
-            return Ok(false);
-        }
-        let lock = self.lock()?;
-        let mut m = self.get(&seen.id)?;
-        if !m.writable || m.mounts > 0 || views(&m) != views(seen) {
-            return Ok(false);
-        }
-        m.extra.insert(
-            crate::lifecycle::USAGE_KEY.into(),
-            serde_json::json!({"bytes": usage.bytes, "inodes": usage.inodes}),
-        );
-        self.put(&lock, &m)?;
-        Ok(true)
     }
 
     /// Releases one user of layer `id`'s view; `drop_view` runs (under the lock) when it
@@ -381,6 +360,7 @@ impl Store {
         let meta_path = self.meta_path(id);
         fs::remove_file(&meta_path).map_err(|e| Error::at(id, &meta_path, e))?;
         let _ = fs::remove_file(self.files_path(id));
+        let _ = fs::remove_file(self.usage_path(id));
         self.durability().sync_record_dir(&self.dir.join("meta")).map_err(|e| Error::at(id, &meta_path, e))?;
         // The content moves, still under the lock, into a staging entry this process
         // holds: another process's recovery neither races the move nor discards it.
@@ -463,10 +443,10 @@ impl Store {
                     let _ = fs::remove_file(entry.path());
                     let _ = fs::remove_file(self.files_path(id));
                 }
-            } else if let Some(id) = name.strip_suffix(".files") {
+            } else if let Some(id) = name.strip_suffix(".files").or_else(|| name.strip_suffix(usage::SUFFIX)) {
                 if !self.meta_path(id).exists() {
                     // A content record whose layer never got listed (killed between the
-                    // two renames) or was unlisted.
+                    // two renames) or was unlisted; a kept disk use of a removed layer.
                     let _ = fs::remove_file(entry.path());
                 }
             }

@@ -2,14 +2,15 @@
 //! the store's total. See docs/check.md ("strata df") for what is counted.
 //!
 //! A layer's bytes and inodes are those of its own tree as `du` counts them (blocks ×
-//! 512, one inode per node, a hardlinked inode once), read from counts kept in its
-//! metadata ([`driver_core::lifecycle::noted_usage`]), so `df` reads small records and
-//! walks no tree it has counted before:
-//! * a read-only layer's count is made when it is committed, with its content record;
+//! 512, one inode per node, a hardlinked inode once), read from counts kept beside it,
+//! so `df` reads small records and walks no tree it has counted before:
+//! * a read-only layer's count is made when it is committed, with its content record,
+//!   and kept in its metadata ([`driver_core::lifecycle::noted_usage`]);
 //! * a container's layer changes, but only through its view: its count is made by the
-//!   first `df` after its view was released and kept
-//!   ([`driver_core::store::Store::keep_usage`]) until its next mount drops it. A
-//!   container whose view is taken now is walked at each call.
+//!   first `df` after its view was released and kept, unsynced, in a file of its own
+//!   ([`driver_core::store::Store::keep_usage`]) that is read only while no view was
+//!   taken since, in the same boot. A container whose view is taken now is walked at
+//!   each call. The containers to walk are walked in parallel.
 //!
 //! A layer's *users* are the images that list it and the containers whose chain holds
 //! it; an image's or container's layer is *shared* when it has more than one user, else
@@ -17,6 +18,7 @@
 
 use std::collections::BTreeMap;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::images::ImageStore;
@@ -65,14 +67,19 @@ pub struct Df {
     pub total: Counts,
 }
 
-/// A layer's bytes and inodes: as kept in its metadata, else its own tree walked (and,
-/// for a container not mounted, the count kept for the next call).
-fn usage_of(driver: &dyn Driver, store: &Store, meta: &LayerMeta) -> Result<Usage> {
-    if !meta.writable || meta.mounts == 0 {
-        if let Some(u) = noted_usage(meta) {
-            return Ok(u);
-        }
+/// A layer's bytes and inodes as kept ([`noted_usage`] for a read-only layer,
+/// [`Store::kept_usage`] for a container's), if they are.
+fn kept(store: &Store, meta: &LayerMeta) -> Option<Usage> {
+    if meta.writable {
+        store.kept_usage(meta)
+    } else {
+        noted_usage(meta)
     }
+}
+
+/// A layer's bytes and inodes from a walk of its own tree; for a container not mounted,
+/// the count is kept for the next call.
+fn walk(driver: &dyn Driver, store: &Store, meta: &LayerMeta) -> Result<Usage> {
     let tree = driver.own_tree(&meta.id).ok_or_else(|| Error::layer(&meta.id, Cause::NotFound))?;
     let u = driver_core::sys::disk_usage(&tree).map_err(|e| Error::at(&meta.id, &tree, e))?;
     if meta.writable {
@@ -91,11 +98,22 @@ pub fn df(driver: &dyn Driver, images: &ImageStore) -> Result<Df> {
     let metas: BTreeMap<String, LayerMeta> =
         store.list_raw()?.into_iter().filter_map(|(id, m)| m.ok().map(|m| (id, m))).collect();
     let mut usage: BTreeMap<&str, Usage> = BTreeMap::new();
-    let mut out = Df::default();
+    let mut to_walk = Vec::new();
     for (id, m) in &metas {
-        let u = usage_of(driver, store, m)?;
-        out.layers.add(u);
-        usage.insert(id.as_str(), u);
+        match kept(store, m) {
+            Some(u) => drop(usage.insert(id.as_str(), u)),
+            None => to_walk.push((id.as_str(), m)),
+        }
+    }
+    // Each walk is a tree of its own (on vfs a container's is a whole copy of its image).
+    let walked: Vec<(&str, Result<Usage>)> =
+        to_walk.into_par_iter().map(|(id, m)| (id, walk(driver, store, m))).collect();
+    for (id, u) in walked {
+        usage.insert(id, u?);
+    }
+    let mut out = Df::default();
+    for u in usage.values() {
+        out.layers.add(*u);
     }
     // Who uses what: each image its record's layers, each container its chain.
     let mut users: Vec<(String, bool, Vec<&str>)> = Vec::new();

@@ -199,32 +199,6 @@ fn an_empty_record_is_skipped_by_the_listing_and_can_be_removed() {
     assert_eq!(s.list_raw().unwrap().len(), 1);
 }
 
-/// A container's kept disk use is dropped by every mount, and a count begun before a
-/// mount is not kept, even when the view was released again since.
-#[test]
-fn a_containers_usage_is_kept_only_while_no_view_was_taken() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s = store(tmp.path());
-    let st = s.begin("c", None).unwrap();
-    fs::create_dir(&st.path).unwrap();
-    s.commit(st, LayerMeta::of(LayerInfo { writable: true, ..Default::default() })).unwrap();
-    let usage = |bytes| crate::driver::Usage { bytes, inodes: 1 };
-    let kept = |s: &Store| crate::lifecycle::noted_usage(&s.get("c").unwrap()).map(|u| u.bytes);
-    let seen = s.get("c").unwrap();
-    assert!(s.keep_usage(&seen, usage(7)).unwrap());
-    assert_eq!(kept(&s), Some(7));
-    s.acquire_mount("c", |_, _| Ok(())).unwrap();
-    assert_eq!(kept(&s), None, "a mount drops it");
-    let mounted = s.get("c").unwrap();
-    assert!(!s.keep_usage(&mounted, usage(8)).unwrap(), "not while mounted");
-    s.release_mount("c", || Ok(())).unwrap();
-    assert!(!s.keep_usage(&seen, usage(9)).unwrap(), "counted before the view was taken");
-    assert_eq!(kept(&s), None);
-    let now = s.get("c").unwrap();
-    assert!(s.keep_usage(&now, usage(10)).unwrap());
-    assert_eq!(kept(&s), Some(10));
-}
-
 #[test]
 fn rejects_unsafe_ids() {
     for bad in ["", "../x", "a/b", ".hidden", "a b", &"x".repeat(129)] {
