@@ -1,54 +1,31 @@
-//! The hostile-registry corpus: `image pull` against a registry the test controls
-//! (tests/src/registry.rs, on 127.0.0.1), on every driver. Each case says what strata
-//! must do — succeed, or refuse with one clear `error:` line — and every run is checked
-//! for bounded memory (peak RSS of the `strata` process, from wait4) and bounded time;
-//! after a refusal the store (layers, images, blob cache) is exactly as before, nothing
-//! beside the store changed, and no request left `/v2/<repository>/`.
-//!
-//! Which refusal it is is checked once, in this process, on the typed error of the
-//! registry client (`strata_image::registry::Error`); a few cases also check the words
-//! of the printed line, end to end.
-//!
-//! The watchdog limits are set short through the environment
-//! (`STRATA_PULL_LOW_SPEED_TIME` and friends), so stalls are found in seconds.
+//! The corpus: each hostile registry a case, with what strata must do about it.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use nix::sys::signal::Signal;
-use strata_image::registry::{self as client, Error, InvalidReference, Limits, Status};
-use strata_tests::registry::{sha256, Reply, Request, Server, TestImage};
-use strata_tests::{signal_at, Strata};
+use strata_image::registry::{Error, InvalidReference, Status};
+use strata_tests::registry::{sha256, Reply, Request, TestImage};
 
-const REPO: &str = "strata/img";
-const TOKEN: &str = "good-token";
-/// The bound the issue sets for any pull, whatever the registry sends.
-const MAX_RSS_KIB: i64 = 512 << 10;
-/// No case may take longer (the slowest are the stall cases, ~3-5 s); a pull still
-/// running then is killed and the case fails.
-const MAX_TIME: Duration = Duration::from_secs(30);
+use crate::{REPO, TOKEN};
 
 /// The two servers of a case: `port` is the registry, `other` is another host (a
 /// CDN a blob redirects to, or the token service).
-struct Env {
-    img: TestImage,
-    port: u16,
-    other: u16,
+pub(crate) struct Env {
+    pub(crate) img: TestImage,
+    pub(crate) port: u16,
+    pub(crate) other: u16,
 }
 
-type H = Arc<dyn Fn(&Env, &Request) -> Reply + Send + Sync>;
+pub(crate) type H = Arc<dyn Fn(&Env, &Request) -> Reply + Send + Sync>;
 /// A check on the requests the registry and the other host saw.
-type Check = fn(&Env, &[Request], &[Request]);
+pub(crate) type Check = fn(&Env, &[Request], &[Request]);
 
-fn h(f: impl Fn(&Env, &Request) -> Reply + Send + Sync + 'static) -> H {
+pub(crate) fn h(f: impl Fn(&Env, &Request) -> Reply + Send + Sync + 'static) -> H {
     Arc::new(f)
 }
 
 #[derive(Clone, Copy)]
-enum Expect {
+pub(crate) enum Expect {
     Succeeds,
     /// Refused by the registry client with an error this accepts (and by `strata
     /// image pull` with one error line).
@@ -59,26 +36,26 @@ enum Expect {
 }
 
 impl Expect {
-    fn succeeds(&self) -> bool {
+    pub(crate) fn succeeds(&self) -> bool {
         matches!(self, Expect::Succeeds)
     }
 }
 
-struct Case {
-    name: &'static str,
-    expect: Expect,
+pub(crate) struct Case {
+    pub(crate) name: &'static str,
+    pub(crate) expect: Expect,
     /// Words one of which the printed error line holds (lowercase), end to end.
-    says: &'static [&'static str],
+    pub(crate) says: &'static [&'static str],
     /// The registry's answers.
-    main: H,
+    pub(crate) main: H,
     /// The other host's answers (default: the image's blobs, and tokens on `/token`).
-    other: Option<H>,
+    pub(crate) other: Option<H>,
     /// The served image from the generated one (default: as is).
-    image: Option<fn(&TestImage) -> TestImage>,
-    reference: Option<fn(&Env) -> String>,
-    args: &'static [&'static str],
+    pub(crate) image: Option<fn(&TestImage) -> TestImage>,
+    pub(crate) reference: Option<fn(&Env) -> String>,
+    pub(crate) args: &'static [&'static str],
     /// More checks on the requests the registry and the other host saw.
-    check: Option<Check>,
+    pub(crate) check: Option<Check>,
 }
 
 impl Case {
@@ -122,7 +99,7 @@ fn token_reply(token: &str) -> Reply {
     Reply::new(200, serde_json::json!({ "token": token }).to_string()).header("Content-Type", "application/json")
 }
 
-fn default_other(env: &Env, r: &Request) -> Reply {
+pub(crate) fn default_other(env: &Env, r: &Request) -> Reply {
     if path(r) == "/token" {
         return token_reply(TOKEN);
     }
@@ -217,7 +194,7 @@ fn bad_document(e: &Error) -> bool {
         || matches!(e, Error::Digest { .. })
 }
 
-fn cases() -> Vec<Case> {
+pub(crate) fn cases() -> Vec<Case> {
     use Expect::*;
     let slow = Duration::from_millis(400);
     let mut v = vec![
@@ -620,321 +597,3 @@ fn cases() -> Vec<Case> {
     }
     v
 }
-
-/// A `strata` run with its peak RSS and wall time.
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-    rss_kib: i64,
-    took: Duration,
-}
-
-/// A pull that hangs fails the case (it is killed at MAX_TIME), rather than the whole
-/// run. The peak RSS is strata's own (see strata_tests::run_measured).
-fn run_measured(cmd: Command) -> Run {
-    let m = strata_tests::run_measured(cmd, MAX_TIME);
-    Run {
-        ok: m.code == Some(0),
-        stdout: m.stdout,
-        stderr: m.stderr,
-        rss_kib: (m.peak_rss >> 10) as i64,
-        took: m.elapsed,
-    }
-}
-
-/// Every file under `dir` with its size and content hash (for the blob cache and what
-/// lies beside the store).
-fn files(dir: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            let p = e.path();
-            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
-            if p.is_dir() && !p.is_symlink() {
-                out.insert(rel + "/", String::new());
-                stack.push(p);
-            } else {
-                out.insert(rel, std::fs::read(&p).map(|d| sha256(&d)).unwrap_or_default());
-            }
-        }
-    }
-    out
-}
-
-/// The store as a user sees it, and its blob cache.
-fn store_state(s: &Strata) -> (String, String, BTreeMap<String, String>) {
-    let (layers, images) = s.state();
-    (layers, images, files(&s.root.join("blobs")))
-}
-
-fn pull(s: &Strata, reference: &str, args: &[&str]) -> Run {
-    let mut cmd = s.command(&["image", "pull", "--insecure", reference]);
-    cmd.args(args)
-        .env("STRATA_PULL_LOW_SPEED_LIMIT", "1024")
-        .env("STRATA_PULL_LOW_SPEED_TIME", "3")
-        .env("STRATA_PULL_TIMEOUT", "60");
-    run_measured(cmd)
-}
-
-/// The two servers of a case, answering, and the reference to pull.
-struct Serving {
-    registry: Server,
-    other_host: Server,
-    env: Arc<OnceLock<Env>>,
-    reference: String,
-}
-
-impl Serving {
-    fn start(case: &Case, base: &TestImage) -> Serving {
-        let img = match case.image {
-            Some(f) => f(base),
-            None => base.clone(),
-        };
-        let env: Arc<OnceLock<Env>> = Arc::new(OnceLock::new());
-        let (e1, main) = (env.clone(), case.main.clone());
-        let registry = Server::start(Arc::new(move |r| main(e1.get().expect("env"), r)));
-        let (e2, other) = (env.clone(), case.other.clone().unwrap_or_else(|| h(default_other)));
-        let other_host = Server::start(Arc::new(move |r| other(e2.get().expect("env"), r)));
-        let _ = env.set(Env { img, port: registry.port, other: other_host.port });
-        let e = env.get().unwrap();
-        let reference = match case.reference {
-            Some(f) => f(e),
-            None => format!("127.0.0.1:{}/{REPO}:v1", e.port),
-        };
-        Serving { registry, other_host, env, reference }
-    }
-
-    fn env(&self) -> &Env {
-        self.env.get().unwrap()
-    }
-
-    /// No request left `/v2/<repository>/` or held a traversal; then the case's own
-    /// checks on what the servers saw.
-    fn check_requests(&self, case: &Case, what: &str) {
-        let (main_seen, other_seen) = (self.registry.requests(), self.other_host.requests());
-        for r in &main_seen {
-            assert!(
-                r.path == "/v2/" || r.path.starts_with(&format!("/v2/{REPO}/")),
-                "{what}: a request outside /v2/{REPO}/: {}",
-                r.path
-            );
-            assert!(!r.path.contains("..") && !r.path.to_lowercase().contains("%2e"), "{what}: {}", r.path);
-        }
-        if let Some(check) = case.check {
-            check(self.env(), &main_seen, &other_seen);
-        }
-    }
-}
-
-/// The limits `pull` (below) sets through the environment, with a case's flags.
-fn limits(args: &[&str]) -> Limits {
-    let flag = |name: &str, default: u64| {
-        args.iter().position(|a| *a == name).map_or(default, |i| args[i + 1].parse().expect("a number"))
-    };
-    Limits {
-        timeout: Duration::from_secs(flag("--timeout", 60)),
-        low_speed_limit: flag("--low-speed-limit", 1024),
-        low_speed_time: Duration::from_secs(flag("--low-speed-time", 3)),
-    }
-}
-
-fn run_case(case: &Case, s: &Strata, base: &TestImage, outside: &Path, driver: &str) {
-    let serving = Serving::start(case, base);
-    let (env, reference) = (serving.env(), serving.reference.clone());
-
-    let what = format!("{driver}: {}", case.name);
-    let before = store_state(s);
-    let outside_before = files(outside);
-    let run = pull(s, &reference, case.args);
-    let errors: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
-    assert!(run.rss_kib < MAX_RSS_KIB, "{what}: peak RSS {} MiB", run.rss_kib >> 10);
-    assert!(run.took < MAX_TIME, "{what}: took {:?}", run.took);
-    assert!(!run.stderr.contains("panicked"), "{what}: a panic: {}", run.stderr);
-    match case.expect {
-        Expect::Succeeds => {
-            assert!(run.ok, "{what}: should succeed: {}", run.stderr);
-            assert!(errors.is_empty(), "{what}: {}", run.stderr);
-            let top = run.stdout.trim();
-            assert!(top.starts_with("sha256:"), "{what}: prints the top layer: {}", run.stdout);
-            let images = s.ok(&["image", "ls", "--json"]);
-            assert!(images.contains(&reference) && images.contains(top), "{what}: recorded: {images}");
-            let cached = files(&s.root.join("blobs"));
-            for d in env.img.layer_digests.iter().chain([&env.img.config_digest]) {
-                let rel = format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
-                assert!(cached.contains_key(&rel), "{what}: {d} is in the blob cache after the pull");
-            }
-            assert!(!cached.keys().any(|k| k.starts_with(".pull-")), "{what}: staging left: {cached:?}");
-        }
-        Expect::Refused(_) | Expect::UnpackRefused(_) => {
-            assert!(!run.ok, "{what}: should be refused, but the pull succeeded");
-            assert_eq!(errors.len(), 1, "{what}: one error line expected: {}", run.stderr);
-            let line = errors[0].to_lowercase();
-            let words = match case.expect {
-                Expect::UnpackRefused(words) => words,
-                _ => case.says,
-            };
-            assert!(
-                words.is_empty() || words.iter().any(|w| line.contains(w)),
-                "{what}: the error should say one of {words:?}: {line}"
-            );
-            assert!(line.len() < 1200, "{what}: the error line is {} bytes", line.len());
-            assert_eq!(store_state(s), before, "{what}: the store changed after a refusal");
-        }
-    }
-    assert_eq!(files(outside), outside_before, "{what}: something beside the store changed");
-    serving.check_requests(case, &what);
-}
-
-/// Each refusal of the corpus, by the registry client in this process: the typed
-/// error is the one the case names, and the blob cache holds nothing afterwards (no
-/// staging folder, no blob). Needs no driver, so it runs unprivileged.
-#[test]
-fn hostile_registries_are_refused_with_typed_errors() {
-    let image = TestImage::generate(21, 2);
-    let only = std::env::var("STRATA_CORPUS_CASE").unwrap_or_default();
-    let mut failed = Vec::new();
-    for case in cases().iter().filter(|c| c.name.contains(&only)) {
-        let Expect::Refused(accepts) = case.expect else { continue };
-        let start = Instant::now();
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let serving = Serving::start(case, &image);
-            let cache = tempfile::tempdir().unwrap();
-            let auth = client::AuthOptions::default();
-            let got = client::pull_all(&serving.reference, true, &auth, limits(case.args), cache.path());
-            match got {
-                Ok(_) => panic!("{}: pulled", case.name),
-                Err(e) => assert!(accepts(&e), "{}: not the error expected: {e:?} ({e})", case.name),
-            }
-            assert!(files(cache.path()).is_empty(), "{}: left in the cache: {:?}", case.name, files(cache.path()));
-            serving.check_requests(case, case.name);
-        }));
-        eprintln!(
-            "{}: {} in {:.1}s",
-            case.name,
-            if r.is_ok() { "ok" } else { "FAILED" },
-            start.elapsed().as_secs_f64()
-        );
-        if r.is_err() {
-            failed.push(case.name);
-        }
-    }
-    assert!(failed.is_empty(), "{} case(s) failed: {failed:?}", failed.len());
-}
-
-/// Runs the corpus on `driver` with its stores under `base`: the refusals on one store
-/// that already holds an image (which they must leave as it is), the successes each
-/// on a fresh store.
-fn hostile_registries(driver: &str, base: &Path) {
-    let image = TestImage::generate(21, 2);
-    let outside = base.join("outside");
-    std::fs::create_dir_all(&outside).unwrap();
-    std::fs::write(outside.join("canary"), b"beside the store").unwrap();
-
-    // The store the refusals run on already holds another image, pulled.
-    let s = Strata::at(&base.join("store"), driver);
-    let held = TestImage::generate(22, 2);
-    let held_registry = Server::start(Arc::new(move |r| held.answer(REPO, r)));
-    let run = pull(&s, &format!("127.0.0.1:{}/{REPO}:v1", held_registry.port), &[]);
-    assert!(run.ok, "{driver}: the first pull: {}", run.stderr);
-
-    // Every case runs, and the failures are listed together at the end.
-    let mut failed = Vec::new();
-    // STRATA_CORPUS_CASE=WORDS runs only the cases whose name holds WORDS.
-    let only = std::env::var("STRATA_CORPUS_CASE").unwrap_or_default();
-    for (i, case) in cases().iter().enumerate().filter(|(_, c)| c.name.contains(&only)) {
-        let start = Instant::now();
-        let fresh;
-        let store = if case.expect.succeeds() {
-            fresh = Strata::at(&base.join(format!("fresh{i}")), driver);
-            &fresh
-        } else {
-            &s
-        };
-        let r =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(case, store, &image, &outside, driver)));
-        let verdict = if r.is_ok() { "ok" } else { "FAILED" };
-        eprintln!("{driver}: {}: {verdict} in {:.1}s", case.name, start.elapsed().as_secs_f64());
-        if r.is_err() {
-            failed.push(case.name);
-        }
-    }
-    assert!(failed.is_empty(), "{driver}: {} case(s) failed: {failed:?}", failed.len());
-}
-
-strata_tests::on_every_driver_in!(hostile_registries);
-
-#[test]
-fn pull_help_documents_the_deadlines() {
-    let o = Command::new(strata_tests::strata_bin()).args(["image", "pull", "--help"]).output().unwrap();
-    let help = String::from_utf8_lossy(&o.stdout);
-    for w in
-        ["--timeout", "--low-speed-limit", "--low-speed-time", "STRATA_PULL_TIMEOUT", "STRATA_PULL_LOW_SPEED_LIMIT"]
-    {
-        assert!(help.contains(w), "`image pull --help` names {w}: {help}");
-    }
-}
-
-/// Ctrl-C at moments spread over a pull (download, and each layer of the unpack) of an image into a store
-/// that holds another: the pull either completes, or fails with one `error:` line
-/// saying it was interrupted and leaves the store (layers, images, blob cache) as it
-/// was — no layer that no image references, no staging folder.
-fn ctrl_c_of_a_pull(driver: &str, base: &Path) {
-    let held = TestImage::generate(24, 2);
-    let held_registry = Server::start(Arc::new(move |r| held.answer(REPO, r)));
-    // Three layers that take a while to apply, so that signals land in each.
-    let size = bench_harness::workload::WorkloadSize { base_dirs: 40, base_files: 800, app_files: 1500 };
-    let img = TestImage::generate_sized(25, 3, size);
-    let registry = Server::start(Arc::new(move |r| {
-        // Slow enough answers that the download takes a while too.
-        Reply { delay: Some(Duration::from_millis(100)), ..img.answer(REPO, r) }
-    }));
-    let reference = format!("127.0.0.1:{}/{REPO}:v1", registry.port);
-    let prepare = |name: &str| {
-        let s = Strata::at(&base.join(name), driver);
-        let run = pull(&s, &format!("127.0.0.1:{}/{REPO}:v1", held_registry.port), &[]);
-        assert!(run.ok, "{driver}: {}", run.stderr);
-        s
-    };
-    let clean = prepare("clean");
-    let run = pull(&clean, &reference, &[]);
-    assert!(run.ok, "{driver}: the uninterrupted pull: {}", run.stderr);
-    // When to interrupt: after the first stderr line holding the marker ("" is the
-    // start), plus a delay. "downloaded" starts the unpack; "layer N/" ends layer N.
-    let moments: [(&str, u64); 6] =
-        [("", 50), ("", 250), ("downloaded", 0), ("downloaded", 100), ("downloaded", 300), ("layer 1/", 0)];
-    let mut interrupted = 0;
-    for (k, (marker, delay)) in moments.into_iter().enumerate() {
-        let s = prepare(&format!("k{k}"));
-        let before = store_state(&s);
-        let what = format!("{driver}: SIGINT {delay} ms after {marker:?}");
-        let run = signal_at(
-            s.command(&["image", "pull", "--insecure", &reference]),
-            marker,
-            Duration::from_millis(delay),
-            Signal::SIGINT,
-        );
-        let (status, stderr) = (run.status, run.stderr.as_str());
-        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
-        let phase = if stderr.contains("downloaded ") { "unpack" } else { "download" };
-        eprintln!("{what}: {} during the {phase}", if status.success() { "completed" } else { "interrupted" });
-        if status.success() {
-            assert!(errors.is_empty(), "{what}: {stderr}");
-            continue; // it finished before the signal
-        }
-        interrupted += 1;
-        if run.before_main() {
-            assert_eq!(store_state(&s), before, "{what}: the store changed");
-            continue;
-        }
-        run.assert_interrupted(&what);
-        assert_eq!(store_state(&s), before, "{what}: the store changed");
-    }
-    // The first three moments are always before the end (the download alone takes
-    // several 100 ms answers, and an unpack more than nothing).
-    assert!(interrupted >= 3, "{driver}: only {interrupted} of {} pulls were interrupted", moments.len());
-}
-
-strata_tests::on_every_driver_in!(ctrl_c_of_a_pull);
