@@ -3,15 +3,17 @@
 //!
 //! 100 images of three layers each (a base shared by all, a layer shared by ten, one
 //! of the image's own, 300 files each) and ten containers, on overlay and vfs, each on
-//! its own ext4 scratch filesystem. `df` reads the disk use each layer's metadata kept:
-//! an image layer's from its commit, a container's from the first `df` after its view
-//! was last released (a mount drops it). Two cases per driver:
+//! its own ext4 scratch filesystem. `df` reads the disk use kept for each layer: an
+//! image layer's in its metadata since its commit, a container's in `meta/<id>.usage`
+//! since the first `df` after its view was last released (a mount makes it stale). Two
+//! cases per driver:
 //!
 //! * `<driver>`: the store as it stands (every count kept): the target is under 200 ms
 //!   (design §8);
 //! * `<driver>, every container remounted`: each container's view taken and released
-//!   before each call, so that `df` walks all ten containers' own trees again (the
-//!   worst case: on vfs each is a full copy of its image).
+//!   before each call, so that `df` walks all ten containers' own trees again (in
+//!   parallel) and keeps their counts (the worst case: on vfs each is a full copy of
+//!   its image).
 //!
 //! docs/check.md ("How fast") gives a run.
 
