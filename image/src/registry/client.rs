@@ -8,10 +8,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::digest::Digest;
 use crate::image::blob_path;
-use crate::reference::{is_tag, validate_digest, Reference};
+use crate::reference::{is_tag, Reference};
 pub(super) use driver_core::digest::sha256 as digest_of;
-use sha2::{Digest, Sha256, Sha512};
+use sha2::{Digest as _, Sha256, Sha512};
 use url::Url;
 
 use super::auth::{basic, parse_challenge, Credential};
@@ -161,7 +162,7 @@ impl Client {
     /// GET `/v2/<repository>/<kind>/<what>` with auth and retries on transient
     /// failures. `what` is a validated tag or digest: nothing else reaches the path.
     pub(super) fn get(&self, kind: &str, what: &str, accept: Option<&str>) -> Result<ureq::Response, Error> {
-        debug_assert!(is_tag(what) || validate_digest(what).is_ok());
+        debug_assert!(is_tag(what) || Digest::parse(what).is_ok());
         let url = self
             .base
             .join(&format!("v2/{}/{kind}/{what}", self.repository))
@@ -315,7 +316,7 @@ impl Client {
         }
         if let Some(claimed) = claimed {
             let claimed = claimed.trim();
-            validate_digest(claimed)
+            Digest::parse(claimed)
                 .map_err(|e| Error::digest(format!("manifest {reference}: Docker-Content-Digest: "), e))?;
             if !digest_matches(&body, claimed) {
                 return Err(Error::ClaimedDigest {
@@ -332,7 +333,7 @@ impl Client {
     /// already. A broken connection is retried; a wrong digest or size is not, nor a
     /// file that cannot be written.
     pub(super) fn fetch_blob(&self, blobs: &PullSource, digest: &str, size: Option<u64>) -> Result<(), Error> {
-        validate_digest(digest).map_err(|e| Error::digest("", e))?;
+        Digest::parse(digest).map_err(|e| Error::digest("", e))?;
         if !digest.starts_with("sha256:") {
             return Err(Error::protocol(format!("blob {digest}"), "only sha256 blobs are supported"));
         }

@@ -304,7 +304,7 @@ pub fn push(
 
     let mut done = Vec::new();
     for (digest, _) in &blobs {
-        crate::reference::validate_digest(digest).map_err(|e| Error::digest("", e))?;
+        crate::digest::Digest::parse(digest).map_err(|e| Error::digest("", e))?;
         let path = images.content.path(digest)?;
         // The size on disk: what is sent (the store verified the blob when it kept it).
         let size = std::fs::metadata(&path).map_err(Error::file(&path))?.len();
