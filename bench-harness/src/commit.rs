@@ -7,6 +7,7 @@ use driver_core::{Driver, Error};
 use strata_image::commit::{CommitOptions, LayerCompression};
 use strata_image::images::ImageStore;
 use strata_image::save::SaveFormat;
+use strata_image::Error as ImageError;
 
 use crate::output;
 
@@ -86,9 +87,14 @@ pub fn inspect(
     if !efficiency {
         let rec = images.get(name)?;
         let img = images.content.load(name, rec.manifest.as_deref())?;
+        // The documents as kept, every field shown (oci-spec's types drop those they do
+        // not know).
+        let document = |what: String, bytes: &[u8]| ImageError::parse_json::<serde_json::Value>(what, bytes);
         let out = serde_json::json!({
             "name": name, "layers": rec.layers, "manifest_digest": img.manifest_digest,
-            "manifest": img.manifest, "config_digest": img.config_digest, "config": img.config,
+            "manifest": document(format!("manifest {}", img.manifest_digest), &img.manifest_bytes)?,
+            "config_digest": img.config_digest,
+            "config": document(format!("config {}", img.config_digest), &img.config_bytes)?,
         });
         output::json(&out);
         return Ok(());

@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use oci_spec::image::History;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -89,22 +90,26 @@ fn replay(images: &ImageStore, name: &str) -> Result<(Vec<LayerHistory>, Wasted)
     let rec = images.get(name)?;
     let img = images.content.load(name, rec.manifest.as_deref())?;
     // History entries that made a layer, in order (empty_layer ones made none).
-    let history: Vec<&serde_json::Value> = img.config["history"]
-        .as_array()
-        .map(|h| h.iter().filter(|e| !e["empty_layer"].as_bool().unwrap_or(false)).collect())
-        .unwrap_or_default();
+    let history: Vec<&History> = img
+        .config
+        .history()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| !e.empty_layer().unwrap_or(false))
+        .collect();
     let mut view: BTreeMap<String, Entry> = BTreeMap::new();
     let mut wasted = Wasted::new();
     let mut rows = Vec::new();
     for (i, layer) in img.layers().iter().enumerate() {
-        let digest = layer["digest"].as_str().unwrap_or_default().to_string();
-        let size = layer["size"].as_u64().unwrap_or_default();
+        let digest = layer.digest().to_string();
+        let size = layer.size();
         let mut row = LayerHistory {
             chain_id: rec.layers.get(i).cloned().unwrap_or_default(),
             digest: digest.clone(),
             compressed: size,
-            created_by: history.get(i).and_then(|h| h["created_by"].as_str()).unwrap_or_default().to_string(),
-            comment: history.get(i).and_then(|h| h["comment"].as_str()).unwrap_or_default().to_string(),
+            created_by: history.get(i).and_then(|h| h.created_by().clone()).unwrap_or_default(),
+            comment: history.get(i).and_then(|h| h.comment().clone()).unwrap_or_default(),
             ..Default::default()
         };
         let what = format!("image {name}: layer {} ({digest})", i + 1);
