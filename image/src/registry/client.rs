@@ -23,6 +23,14 @@ use super::redirect::{check_target, origin};
 use super::staging::PullSource;
 
 /// Whether `data` has digest `d` (a validated sha256 or sha512 digest).
+/// A token server's answer (the distribution spec's token authentication): `token`, or
+/// OAuth2's `access_token`; the rest (`expires_in`, `issued_at`) is not used.
+#[derive(serde::Deserialize)]
+struct TokenAnswer {
+    token: Option<String>,
+    access_token: Option<String>,
+}
+
 fn digest_matches(data: &[u8], d: &str) -> bool {
     match d.split_once(':') {
         Some(("sha256", hex)) => hex::encode(Sha256::digest(data)) == hex,
@@ -285,12 +293,9 @@ impl Client {
             Err(Failure::Transient(_, m) | Failure::Unauthorized(m)) => return Err(token_error(m)),
         };
         let text = self.read_bounded(resp, MAX_TOKEN_ANSWER, &format!("token answer from {shown}"))?;
-        let body: serde_json::Value = serde_json::from_slice(&text).map_err(|e| token_error(e.to_string()))?;
-        let token = body
-            .get("token")
-            .or_else(|| body.get("access_token"))
-            .and_then(|t| t.as_str())
-            .ok_or_else(|| token_error("no token in the answer".into()))?;
+        let body: TokenAnswer = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&text))
+            .map_err(|e| token_error(format!("{}: {}", e.path(), e.inner())))?;
+        let token = body.token.or(body.access_token).ok_or_else(|| token_error("no token in the answer".into()))?;
         // It goes into a header: visible ASCII only, or it could smuggle headers in.
         if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(token_error("not a valid bearer token (empty or not printable ASCII)".into()));

@@ -68,13 +68,7 @@ fn kind_of(header: &str, body: &Declared, what: &str) -> Result<&'static str, Er
 /// The entry of `index` for `want`: the first whose platform `want` accepts, or that
 /// names none (its config decides). When there is none, the platforms present.
 fn select<'a>(index: &'a ImageIndex, want: &Platform) -> Result<&'a Descriptor, Vec<String>> {
-    let platform = |d: &Descriptor| {
-        d.platform().as_ref().map(|p| Platform {
-            os: p.os().to_string(),
-            architecture: p.architecture().to_string(),
-            variant: p.variant().clone(),
-        })
-    };
+    let platform = |d: &Descriptor| d.platform().as_ref().map(Platform::from);
     let entries = index.manifests();
     entries
         .iter()
