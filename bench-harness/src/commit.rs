@@ -118,17 +118,5 @@ pub fn inspect(
         }
     }
     // As dive's CI mode: a failed rule is the command's failure.
-    if let Some(max) = max_wasted.filter(|m| e.wasted_bytes > *m) {
-        return Err(Error::new(driver_core::Cause::Other(format!(
-            "image {name} wastes {} bytes, more than --max-wasted-bytes {max}",
-            e.wasted_bytes
-        ))));
-    }
-    if let Some(min) = min_efficiency.filter(|m| e.efficiency < *m) {
-        return Err(Error::new(driver_core::Cause::Other(format!(
-            "image {name} has efficiency {:.4}, below --min-efficiency {min}",
-            e.efficiency
-        ))));
-    }
-    Ok(())
+    Ok(e.check(name, max_wasted, min_efficiency)?)
 }

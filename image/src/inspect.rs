@@ -48,6 +48,20 @@ pub struct Efficiency {
     pub top_wasted: Vec<WastedPath>,
 }
 
+impl Efficiency {
+    /// dive's CI rules: image `name` may waste at most `max_wasted` bytes and must be at
+    /// least `min_efficiency` efficient (each when given).
+    pub fn check(&self, name: &str, max_wasted: Option<u64>, min_efficiency: Option<f64>) -> Result<()> {
+        if let Some(max) = max_wasted.filter(|m| self.wasted_bytes > *m) {
+            return Err(Error::WastesTooMuch { name: name.to_string(), wasted: self.wasted_bytes, max });
+        }
+        if let Some(min) = min_efficiency.filter(|m| self.efficiency < *m) {
+            return Err(Error::BelowMinEfficiency { name: name.to_string(), efficiency: self.efficiency, min });
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct WastedPath {
     pub path: String,
@@ -193,4 +207,40 @@ pub fn efficiency(images: &ImageStore, name: &str) -> Result<Efficiency> {
     top.truncate(10);
     let efficiency = if total_bytes == 0 { 1.0 } else { (total_bytes - wasted_bytes) as f64 / total_bytes as f64 };
     Ok(Efficiency { total_bytes, wasted_bytes, efficiency, top_wasted: top })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Efficiency, Error};
+
+    /// Generated figures (fixed seed): a rule fails exactly when its limit is passed,
+    /// the wasted bytes first, with the variant that names the figure and the limit.
+    #[test]
+    fn the_ci_rules_fail_exactly_past_their_limits() {
+        let mut x: u64 = 0xeff1_c1e0_c0de;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let (total, wasted) = (1 + x % 1000, (x >> 10) % 1000);
+            let wasted = wasted.min(total);
+            let efficiency = (total - wasted) as f64 / total as f64;
+            let e = Efficiency { total_bytes: total, wasted_bytes: wasted, efficiency, top_wasted: Vec::new() };
+            let max = ((x >> 20) & 1 == 0).then_some((x >> 24) % 1000);
+            let min = ((x >> 21) & 1 == 0).then_some(((x >> 34) % 1000) as f64 / 1000.0);
+            match e.check("img", max, min) {
+                Ok(()) => assert!(max.is_none_or(|m| wasted <= m) && min.is_none_or(|m| efficiency >= m)),
+                Err(Error::WastesTooMuch { name, wasted: w, max: m }) => {
+                    assert_eq!((name.as_str(), w, Some(m)), ("img", wasted, max));
+                    assert!(w > m);
+                }
+                Err(Error::BelowMinEfficiency { efficiency: got, min: m, .. }) => {
+                    assert!(max.is_none_or(|mx| wasted <= mx), "the wasted rule is checked first");
+                    assert_eq!((got, Some(m)), (efficiency, min));
+                    assert!(got < m);
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+    }
 }
