@@ -173,7 +173,8 @@ pub fn commit(
         .iter()
         .map(|l| {
             let mut l = l.clone();
-            l.set_media_type(MediaType::from(oci_layer_type(&l.media_type().to_string())));
+            let oci = MediaType::from(oci_layer_type(l.media_type().as_ref()));
+            l.set_media_type(oci);
             l
         })
         .collect();
