@@ -7,6 +7,7 @@ use driver_core::{Driver, Error};
 use strata_image::commit::{CommitOptions, LayerCompression};
 use strata_image::images::ImageStore;
 use strata_image::save::SaveFormat;
+use strata_image::Error as ImageError;
 
 use crate::output;
 
@@ -86,9 +87,14 @@ pub fn inspect(
     if !efficiency {
         let rec = images.get(name)?;
         let img = images.content.load(name, rec.manifest.as_deref())?;
+        // The documents as kept, every field shown (oci-spec's types drop those they do
+        // not know).
+        let document = |what: String, bytes: &[u8]| ImageError::parse_json::<serde_json::Value>(what, bytes);
         let out = serde_json::json!({
             "name": name, "layers": rec.layers, "manifest_digest": img.manifest_digest,
-            "manifest": img.manifest, "config_digest": img.config_digest, "config": img.config,
+            "manifest": document(format!("manifest {}", img.manifest_digest), &img.manifest_bytes)?,
+            "config_digest": img.config_digest,
+            "config": document(format!("config {}", img.config_digest), &img.config_bytes)?,
         });
         output::json(&out);
         return Ok(());
@@ -112,17 +118,5 @@ pub fn inspect(
         }
     }
     // As dive's CI mode: a failed rule is the command's failure.
-    if let Some(max) = max_wasted.filter(|m| e.wasted_bytes > *m) {
-        return Err(Error::new(driver_core::Cause::Other(format!(
-            "image {name} wastes {} bytes, more than --max-wasted-bytes {max}",
-            e.wasted_bytes
-        ))));
-    }
-    if let Some(min) = min_efficiency.filter(|m| e.efficiency < *m) {
-        return Err(Error::new(driver_core::Cause::Other(format!(
-            "image {name} has efficiency {:.4}, below --min-efficiency {min}",
-            e.efficiency
-        ))));
-    }
-    Ok(())
+    Ok(e.check(name, max_wasted, min_efficiency)?)
 }

@@ -57,6 +57,7 @@ fn image_code(e: &ImageError) -> u8 {
         Unpacking { .. } | InUse { .. } | KeptChanging { .. } | CommitRaced { .. } => BUSY,
         Layer(e) => layer_code(e),
         NoContent { .. } | Io { .. } | Read { .. } | Context { .. } => FAILED,
+        WastesTooMuch { .. } | BelowMinEfficiency { .. } => FAILED,
     }
 }
 

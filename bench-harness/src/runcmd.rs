@@ -29,13 +29,9 @@ fn image_of(driver: &dyn Driver, images: &ImageStore, name: &str) -> Result<Imag
     let Some(parent) = info.parent.clone() else { return Ok(ImageOf::default()) };
     let rec = images.list()?.into_iter().find(|r| r.top() == Some(parent.as_str()));
     let Some(rec) = rec else { return Ok(ImageOf { layer: Some(parent), ..Default::default() }) };
-    let config = images.content.load(&rec.name, rec.manifest.as_deref()).ok().map(|i| i.config);
-    let cfg = config.as_ref().map(|c| &c["config"]);
-    let env = cfg
-        .and_then(|c| c["Env"].as_array())
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-        .unwrap_or_default();
-    let workdir = cfg.and_then(|c| c["WorkingDir"].as_str()).map(str::to_string);
+    let config = images.content.load(&rec.name, rec.manifest.as_deref()).ok().and_then(|i| i.config.config().clone());
+    let env = config.as_ref().and_then(|c| c.env().clone()).unwrap_or_default();
+    let workdir = config.as_ref().and_then(|c| c.working_dir().clone());
     Ok(ImageOf { image: Some(rec.name), layer: Some(parent), env, workdir })
 }
 

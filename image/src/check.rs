@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::content::ContentStore;
 use crate::image::chain_ids;
 use crate::images::{ImageRecord, ImageStore};
+use crate::media::REF_NAME;
 use driver_core::driver::Driver;
 use driver_core::error::{Cause, Error, Result};
 use driver_core::store::{LayerMeta, Store};
@@ -272,7 +273,7 @@ fn check_images(images: &ImageStore, layers: &Layers, report: &mut Report) -> Re
             }
         }
         let diff_ids = stored.diff_ids();
-        let chain = chain_ids(&diff_ids);
+        let chain = chain_ids(diff_ids);
         if chain != rec.layers {
             report.push(Kind::Image, &name, "its layers are not the chain of its config's diff_ids");
             continue;
@@ -481,13 +482,14 @@ fn repair_layer(
         let Some(manifest) = rec.manifest.as_deref() else { continue };
         let Ok(stored) = images.content.load(&rec.name, Some(manifest)) else { continue };
         let layers = stored.layers();
-        let Some(digest) = layers.get(i).and_then(|l| l["digest"].as_str()) else { continue };
+        let Some(layer) = layers.get(i) else { continue };
+        let digest = layer.digest().as_ref();
         if !images.content.has(digest) {
             continue;
         }
         let diff_ids = stored.diff_ids();
         let parent = i.checked_sub(1).map(|p| rec.layers[p].as_str());
-        let mut blob = images.content.read_blob(digest, layers[i]["size"].as_u64())?;
+        let mut blob = images.content.read_blob(digest, Some(layer.size()))?;
         match driver.reapply(id, parent, &mut blob, diff_ids.get(i).map(String::as_str)) {
             Ok(_) => {
                 return Ok(Fixed::Done(format!("applied again from blob {digest} (image {}) and swapped in", rec.name)))
@@ -639,20 +641,14 @@ fn rebuild_image_records(
         if named.contains(&digest) || size > 4 << 20 {
             continue;
         }
-        let Ok(bytes) = images.content.read_small(&digest, 4 << 20) else { continue };
-        let Ok(manifest) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
-        if !manifest["layers"].is_array() || !manifest["config"]["digest"].is_string() {
-            continue;
-        }
+        // Only a blob that reads as a manifest, with its config, loads.
         let Ok(stored) = images.content.load("(recovered)", Some(&digest)) else { continue };
-        let chain = chain_ids(&stored.diff_ids());
+        let chain = chain_ids(stored.diff_ids());
         if chain.is_empty() || !chain.iter().all(|id| driver.get(id).is_ok()) {
             continue;
         }
-        let candidates: Vec<String> = [&manifest["annotations"]["org.opencontainers.image.ref.name"]]
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect();
+        let candidates: Vec<String> =
+            stored.manifest.annotations().as_ref().and_then(|a| a.get(REF_NAME)).cloned().into_iter().collect();
         let matched = files.iter().position(|f| {
             candidates.iter().any(|c| f.file_name().is_some_and(|n| n == crate::images::record_file_name(c).as_str()))
         });

@@ -13,13 +13,15 @@
 //! 4. The record is written as an unpack writes it (a pending record protects the
 //!    layers until then, see [`crate::images`]).
 
-use serde_json::{json, Value};
+use oci_spec::image::{Descriptor, History, HistoryBuilder, MediaType, RootFs};
+use serde::{Deserialize, Serialize};
 
 use crate::chain::{chain_ids, Image, LayerBlob};
-use crate::content::Settle;
+use crate::content::{descriptor, document_bytes, manifest_bytes, Settle};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::images::{present_prefix, remove_unused, ImageRecord, ImageStore};
-use crate::media::{oci_layer_type, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST};
+use crate::media::{oci_layer_type, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_ZSTD};
 use crate::names::validate_name;
 use driver_core::digest::Hashing;
 use driver_core::driver::Driver;
@@ -85,6 +87,38 @@ pub fn rfc3339(secs: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
 }
 
+/// An image config as a commit rewrites it: the fields it sets, typed, and every other
+/// field as the base image's config has it. oci-spec's `ImageConfiguration` would drop
+/// what it does not know (Docker's `container_config`, `docker_version`, a `Healthcheck`
+/// in `config`), and a committed image must run as its base did.
+#[derive(Deserialize, Serialize)]
+struct CommittedConfig {
+    rootfs: RootFs,
+    created: Option<String>,
+    /// Kept entry by entry as written (only appended to).
+    history: Option<Vec<serde_json::Value>>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The bytes of the config `base` (kept as `base_digest`) with `diff_ids`, created `now`,
+/// and `entry` added to its history.
+fn committed_config(
+    base_digest: &str,
+    base: &[u8],
+    diff_ids: &[String],
+    now: String,
+    entry: History,
+) -> Result<Vec<u8>> {
+    let mut config: CommittedConfig = Error::parse_json(format!("config {base_digest}"), base)?;
+    config.rootfs = RootFs::default();
+    config.rootfs.set_diff_ids(diff_ids.to_vec());
+    config.created = Some(now);
+    let entry = serde_json::to_value(entry).expect("a history entry is strings");
+    config.history.get_or_insert_with(Vec::new).push(entry);
+    Ok(document_bytes(&config))
+}
+
 /// Commits container `container` as image `name`. See the module documentation.
 pub fn commit(
     driver: &dyn Driver,
@@ -119,43 +153,34 @@ pub fn commit(
     let (blob_digest, blob_size) = blob.finish(Settle::Now)?;
 
     // 2. Config and manifest.
-    let now = driver_core::store::now_secs();
-    let mut config = base.config.clone();
-    let mut diff_ids = base.diff_ids();
+    let now = rfc3339(driver_core::store::now_secs());
+    let mut diff_ids = base.diff_ids().to_vec();
     diff_ids.push(diff_id.clone());
-    config["rootfs"] = json!({"type": "layers", "diff_ids": diff_ids});
-    config["created"] = json!(rfc3339(now));
-    let mut entry = json!({"created": rfc3339(now), "created_by": format!("strata container commit {container}")});
+    let mut entry =
+        HistoryBuilder::default().created(now.clone()).created_by(format!("strata container commit {container}"));
     if let Some(m) = &opts.message {
-        entry["comment"] = json!(m);
+        entry = entry.comment(m.clone());
     }
-    match config["history"].as_array_mut() {
-        Some(h) => h.push(entry),
-        None => config["history"] = json!([entry]),
-    }
-    let config_bytes = serde_json::to_vec(&config).expect("json");
+    let entry = entry.build().expect("a history entry has no required field");
+    let config_bytes = committed_config(&base.config_digest, &base.config_bytes, &diff_ids, now, entry)?;
     let config_digest = content.put_bytes(&config_bytes, Settle::Now)?;
     let media = match opts.compression {
         LayerCompression::Gzip => OCI_LAYER_GZIP,
         LayerCompression::Zstd => OCI_LAYER_ZSTD,
     };
-    let mut layers: Vec<Value> = base
+    let mut layers: Vec<Descriptor> = base
         .layers()
-        .into_iter()
-        .map(|mut l| {
-            let t = oci_layer_type(l["mediaType"].as_str().unwrap_or_default()).to_string();
-            l["mediaType"] = json!(t);
+        .iter()
+        .map(|l| {
+            let mut l = l.clone();
+            let oci = MediaType::from(oci_layer_type(l.media_type().as_ref()));
+            l.set_media_type(oci);
             l
         })
         .collect();
-    layers.push(json!({"mediaType": media, "digest": blob_digest, "size": blob_size}));
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_bytes.len()},
-        "layers": layers,
-    });
-    let manifest_bytes = serde_json::to_vec(&manifest).expect("json");
+    layers.push(descriptor(media, &Digest::parse(&blob_digest)?, blob_size));
+    let config = descriptor(OCI_CONFIG, &Digest::parse(&config_digest)?, config_bytes.len() as u64);
+    let manifest_bytes = manifest_bytes(config, layers.clone());
     let manifest_digest = content.put_bytes(&manifest_bytes, Settle::Now)?;
 
     // 3. The committed layer, under its chain ID, over the container's parent.
@@ -169,10 +194,10 @@ pub fn commit(
             .iter()
             .zip(&diff_ids)
             .map(|(l, d)| LayerBlob {
-                locator: l["digest"].as_str().unwrap_or_default().to_string(),
-                digest: l["digest"].as_str().map(str::to_string),
-                media_type: l["mediaType"].as_str().unwrap_or_default().to_string(),
-                size: l["size"].as_u64(),
+                locator: l.digest().to_string(),
+                digest: Some(l.digest().to_string()),
+                media_type: l.media_type().to_string(),
+                size: Some(l.size()),
                 diff_id: d.clone(),
             })
             .collect(),
@@ -219,6 +244,60 @@ pub fn commit(
 
 #[cfg(test)]
 mod tests {
+    use oci_spec::image::HistoryBuilder;
+    use serde_json::{json, Value};
+
+    fn entry() -> oci_spec::image::History {
+        HistoryBuilder::default().created("now").created_by("strata container commit c1").build().unwrap()
+    }
+
+    /// A base config with fields oci-spec's types do not know (Docker's, and one in a
+    /// history entry): the committed config keeps every one, sets rootfs, created and
+    /// the new history entry, and is written with its keys sorted, byte for byte what a
+    /// rewrite of the whole document as a JSON value gives.
+    #[test]
+    fn a_committed_config_keeps_the_fields_oci_spec_does_not_know() {
+        let base = json!({
+            "architecture": "amd64", "os": "linux", "created": "then",
+            "config": {"Env": ["A=1"], "Healthcheck": {"Test": ["CMD", "true"]}, "Shell": ["/bin/bash", "-c"]},
+            "container_config": {"Cmd": ["/bin/sh", "-c", "#(nop) CMD"]}, "docker_version": "24.0.5",
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:a"]},
+            "history": [{"created_by": "base", "x-unknown": 1}],
+        });
+        let diff_ids = ["sha256:a".to_string(), "sha256:b".to_string()];
+        let bytes = serde_json::to_vec(&base).unwrap();
+        let got = super::committed_config("sha256:c", &bytes, &diff_ids, "now".into(), entry()).unwrap();
+        let mut want = base.clone();
+        want["rootfs"]["diff_ids"] = json!(diff_ids);
+        want["created"] = json!("now");
+        want["history"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"created": "now", "created_by": "strata container commit c1"}));
+        assert_eq!(String::from_utf8(got).unwrap(), serde_json::to_string(&want).unwrap());
+        // A base without a history gets one.
+        let mut bare = base.clone();
+        bare.as_object_mut().unwrap().remove("history");
+        let got =
+            super::committed_config("sha256:c", &serde_json::to_vec(&bare).unwrap(), &diff_ids, "now".into(), entry());
+        let got: Value = serde_json::from_slice(&got.unwrap()).unwrap();
+        assert_eq!(got["history"], json!([{"created": "now", "created_by": "strata container commit c1"}]));
+    }
+
+    /// A base config that does not parse: the error names the config, the field and
+    /// the line.
+    #[test]
+    fn a_base_config_that_does_not_parse_is_named_with_its_field() {
+        let bad = b"{\n \"rootfs\": {\"type\": \"layers\", \"diff_ids\": [7]}}";
+        let e = super::committed_config("sha256:c", bad, &[], "now".into(), entry()).unwrap_err();
+        match &e {
+            crate::Error::Parse { file, field, source } => {
+                assert_eq!((file.as_str(), field.as_str(), source.line()), ("config sha256:c", "rootfs.diff_ids[0]", 2))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn rfc3339_of_known_times() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");

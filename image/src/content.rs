@@ -44,6 +44,7 @@ use driver_core::writeback::Flusher;
 
 pub use crate::media::{oci_layer_type, OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD, OCI_MANIFEST};
 pub use stored::StoredImage;
+pub(crate) use stored::{descriptor, document_bytes, manifest_bytes};
 use writer::Unsettled;
 pub use writer::{BlobWriter, Keeping, Settle};
 

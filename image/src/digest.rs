@@ -175,6 +175,14 @@ impl TryFrom<&oci_spec::image::Digest> for Digest {
     }
 }
 
+/// A digest strata accepts is one oci-spec accepts (its grammar is the narrower), for
+/// the descriptors of the documents strata writes.
+impl From<&Digest> for oci_spec::image::Digest {
+    fn from(d: &Digest) -> oci_spec::image::Digest {
+        d.as_str().parse().expect("sha256 or sha512 and lowercase hex is an OCI digest")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

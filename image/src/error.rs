@@ -113,6 +113,14 @@ pub enum Error {
     /// around the cause.
     #[error("{what}: {source}")]
     Context { what: String, source: Box<Error> },
+
+    /// `image inspect --efficiency --max-wasted-bytes`: the image wastes more (dive's CI
+    /// rule, [`crate::inspect::Efficiency::check`]).
+    #[error("image {name} wastes {wasted} bytes, more than --max-wasted-bytes {max}")]
+    WastesTooMuch { name: String, wasted: u64, max: u64 },
+    /// `image inspect --efficiency --min-efficiency`: the image is less efficient.
+    #[error("image {name} has efficiency {efficiency:.4}, below --min-efficiency {min}")]
+    BelowMinEfficiency { name: String, efficiency: f64, min: f64 },
 }
 
 impl Error {

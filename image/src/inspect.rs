@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use oci_spec::image::History;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -45,6 +46,20 @@ pub struct Efficiency {
     pub efficiency: f64,
     /// Paths by wasted bytes, largest first (at most ten).
     pub top_wasted: Vec<WastedPath>,
+}
+
+impl Efficiency {
+    /// dive's CI rules: image `name` may waste at most `max_wasted` bytes and must be at
+    /// least `min_efficiency` efficient (each when given).
+    pub fn check(&self, name: &str, max_wasted: Option<u64>, min_efficiency: Option<f64>) -> Result<()> {
+        if let Some(max) = max_wasted.filter(|m| self.wasted_bytes > *m) {
+            return Err(Error::WastesTooMuch { name: name.to_string(), wasted: self.wasted_bytes, max });
+        }
+        if let Some(min) = min_efficiency.filter(|m| self.efficiency < *m) {
+            return Err(Error::BelowMinEfficiency { name: name.to_string(), efficiency: self.efficiency, min });
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -89,22 +104,26 @@ fn replay(images: &ImageStore, name: &str) -> Result<(Vec<LayerHistory>, Wasted)
     let rec = images.get(name)?;
     let img = images.content.load(name, rec.manifest.as_deref())?;
     // History entries that made a layer, in order (empty_layer ones made none).
-    let history: Vec<&serde_json::Value> = img.config["history"]
-        .as_array()
-        .map(|h| h.iter().filter(|e| !e["empty_layer"].as_bool().unwrap_or(false)).collect())
-        .unwrap_or_default();
+    let history: Vec<&History> = img
+        .config
+        .history()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| !e.empty_layer().unwrap_or(false))
+        .collect();
     let mut view: BTreeMap<String, Entry> = BTreeMap::new();
     let mut wasted = Wasted::new();
     let mut rows = Vec::new();
     for (i, layer) in img.layers().iter().enumerate() {
-        let digest = layer["digest"].as_str().unwrap_or_default().to_string();
-        let size = layer["size"].as_u64().unwrap_or_default();
+        let digest = layer.digest().to_string();
+        let size = layer.size();
         let mut row = LayerHistory {
             chain_id: rec.layers.get(i).cloned().unwrap_or_default(),
             digest: digest.clone(),
             compressed: size,
-            created_by: history.get(i).and_then(|h| h["created_by"].as_str()).unwrap_or_default().to_string(),
-            comment: history.get(i).and_then(|h| h["comment"].as_str()).unwrap_or_default().to_string(),
+            created_by: history.get(i).and_then(|h| h.created_by().clone()).unwrap_or_default(),
+            comment: history.get(i).and_then(|h| h.comment().clone()).unwrap_or_default(),
             ..Default::default()
         };
         let what = format!("image {name}: layer {} ({digest})", i + 1);
@@ -188,4 +207,40 @@ pub fn efficiency(images: &ImageStore, name: &str) -> Result<Efficiency> {
     top.truncate(10);
     let efficiency = if total_bytes == 0 { 1.0 } else { (total_bytes - wasted_bytes) as f64 / total_bytes as f64 };
     Ok(Efficiency { total_bytes, wasted_bytes, efficiency, top_wasted: top })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Efficiency, Error};
+
+    /// Generated figures (fixed seed): a rule fails exactly when its limit is passed,
+    /// the wasted bytes first, with the variant that names the figure and the limit.
+    #[test]
+    fn the_ci_rules_fail_exactly_past_their_limits() {
+        let mut x: u64 = 0xeff1_c1e0_c0de;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let (total, wasted) = (1 + x % 1000, (x >> 10) % 1000);
+            let wasted = wasted.min(total);
+            let efficiency = (total - wasted) as f64 / total as f64;
+            let e = Efficiency { total_bytes: total, wasted_bytes: wasted, efficiency, top_wasted: Vec::new() };
+            let max = ((x >> 20) & 1 == 0).then_some((x >> 24) % 1000);
+            let min = ((x >> 21) & 1 == 0).then_some(((x >> 34) % 1000) as f64 / 1000.0);
+            match e.check("img", max, min) {
+                Ok(()) => assert!(max.is_none_or(|m| wasted <= m) && min.is_none_or(|m| efficiency >= m)),
+                Err(Error::WastesTooMuch { name, wasted: w, max: m }) => {
+                    assert_eq!((name.as_str(), w, Some(m)), ("img", wasted, max));
+                    assert!(w > m);
+                }
+                Err(Error::BelowMinEfficiency { efficiency: got, min: m, .. }) => {
+                    assert!(max.is_none_or(|mx| wasted <= mx), "the wasted rule is checked first");
+                    assert_eq!((got, Some(m)), (efficiency, min));
+                    assert!(got < m);
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+    }
 }

@@ -20,10 +20,10 @@ pub const MAX_CONFIG: u64 = 16 << 20;
 
 /// The deepest a manifest or config may nest arrays and objects; real ones nest 4 or 5
 /// levels. The typed parsers (oci-spec over serde_json) skip an unknown key's value
-/// without counting its levels, but the content store reads a kept manifest and config
-/// back as `serde_json::Value`, which stops at 128: an image that passed here failed at
-/// the end of its unpack, once its blobs were written. Checked here, it is refused
-/// before anything is written.
+/// without counting its levels, but `container commit` and `image inspect` read a kept
+/// config whole, unknown keys and all, which serde_json stops at 128 levels: checked
+/// here, such an image is refused before anything is written, not kept and then
+/// unreadable.
 pub const MAX_JSON_DEPTH: usize = 64;
 
 /// The most members an archive may have: each costs an entry in the index of members.

@@ -45,13 +45,13 @@ impl Platform {
         Ok(Platform { os: os.into(), architecture: architecture.into(), variant })
     }
 
-    /// `os`, `architecture` and `variant` of an index entry's `platform` or of a config.
-    pub fn from_json(v: &serde_json::Value) -> Option<Platform> {
-        Some(Platform {
-            os: v["os"].as_str()?.to_string(),
-            architecture: v["architecture"].as_str()?.to_string(),
-            variant: v["variant"].as_str().map(str::to_string),
-        })
+    /// The platform an image config is for.
+    pub fn of_config(config: &oci_spec::image::ImageConfiguration) -> Platform {
+        Platform {
+            os: config.os().to_string(),
+            architecture: config.architecture().to_string(),
+            variant: config.variant().clone(),
+        }
     }
 
     /// Whether an image for `other` is what this platform asks for: os and
@@ -60,6 +60,13 @@ impl Platform {
         self.os == other.os
             && self.architecture == other.architecture
             && (self.variant.is_none() || self.variant == other.variant)
+    }
+}
+
+/// An index entry's `platform`.
+impl From<&oci_spec::image::Platform> for Platform {
+    fn from(p: &oci_spec::image::Platform) -> Platform {
+        Platform { os: p.os().to_string(), architecture: p.architecture().to_string(), variant: p.variant().clone() }
     }
 }
 

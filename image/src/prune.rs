@@ -27,6 +27,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
 use crate::images::{ImageRecord, ImageStore};
+use crate::media::MAX_MANIFEST;
 
 /// A lock on the pull cache `<root>/blobs`: shared while a pull may read or add blobs,
 /// exclusive while a prune removes them.
@@ -139,37 +140,51 @@ fn cached_blobs(cache: &Path) -> BTreeMap<String, u64> {
     out
 }
 
+/// The digests a cached manifest (`config`, `layers`) or index (`manifests`) names.
+/// Read leniently, not as oci-spec's documents: what decides which blobs a prune
+/// removes keeps a blob that names an image's config even when it is not a whole OCI
+/// document, rather than remove it on a parse error.
+#[derive(serde::Deserialize)]
+struct Names {
+    config: Option<Named>,
+    #[serde(default)]
+    layers: Vec<Named>,
+    #[serde(default)]
+    manifests: Vec<Named>,
+}
+
+#[derive(serde::Deserialize)]
+struct Named {
+    digest: Option<String>,
+}
+
 /// The cached blobs an image reaches: a cached manifest whose config is an image's
 /// config, that config, and the manifest's layers; an index reaching such a manifest.
 fn used_blobs(cache: &Path, blobs: &BTreeMap<String, u64>, records: &[ImageRecord]) -> BTreeSet<String> {
     let configs: BTreeSet<&str> = records.iter().map(|r| r.config_digest.as_str()).collect();
-    let read = |d: &str| -> Option<serde_json::Value> {
+    let read = |d: &str| -> Option<Names> {
         let p = cache.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
         // Manifests and indexes are small; a big blob is a layer.
-        if fs::metadata(&p).ok()?.len() > 4 << 20 {
+        if fs::metadata(&p).ok()?.len() > MAX_MANIFEST {
             return None;
         }
         serde_json::from_slice(&fs::read(p).ok()?).ok()
     };
-    let digest = |v: &serde_json::Value| v.get("digest").and_then(|d| d.as_str()).map(String::from);
     let mut used = BTreeSet::new();
     let mut manifests = BTreeSet::new();
     for d in blobs.keys() {
         let Some(m) = read(d) else { continue };
-        let Some(config) = m.get("config").and_then(digest) else { continue };
+        let Some(config) = m.config.and_then(|c| c.digest) else { continue };
         if configs.contains(config.as_str()) {
             used.insert(d.clone());
             used.insert(config);
             manifests.insert(d.clone());
-            for l in m.get("layers").and_then(|l| l.as_array()).into_iter().flatten() {
-                used.extend(digest(l));
-            }
+            used.extend(m.layers.into_iter().filter_map(|l| l.digest));
         }
     }
     for d in blobs.keys() {
         let Some(i) = read(d) else { continue };
-        let entries = i.get("manifests").and_then(|m| m.as_array());
-        if entries.into_iter().flatten().filter_map(digest).any(|m| manifests.contains(&m)) {
+        if i.manifests.into_iter().filter_map(|m| m.digest).any(|m| manifests.contains(&m)) {
             used.insert(d.clone());
         }
     }

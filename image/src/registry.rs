@@ -45,7 +45,7 @@ mod push;
 mod redirect;
 mod staging;
 
-pub use crate::reference::{validate_digest, InvalidDigest, InvalidReference, Reference};
+pub use crate::reference::{InvalidDigest, InvalidReference, Reference};
 pub use auth::{AuthOptions, Credential};
 pub use bounds::{Limits, MAX_MANIFEST, MAX_REDIRECTS};
 pub use error::{Error, Status};

@@ -72,11 +72,7 @@ fn check_config_platform(source: &dyn BlobSource, image: &Image, want: &Platform
         .read_to_end(&mut cfg)
         .map_err(|e| Error::read(&what, e))?;
     let config: ImageConfiguration = Error::parse_json(&what, &cfg)?;
-    let have = Platform {
-        os: config.os().to_string(),
-        architecture: config.architecture().to_string(),
-        variant: config.variant().clone(),
-    };
+    let have = Platform::of_config(&config);
     if want.accepts(&have) {
         return Ok(());
     }
@@ -212,17 +208,8 @@ fn resolve_oci(source: &dyn BlobSource, src: &str, index: &[u8], tag: Option<&st
         }
         let data = read_small(source, &digest, size, MAX_MANIFEST)?;
         let nested: ImageIndex = Error::parse_json(format!("index {digest}"), &data)?;
-        let platforms: Vec<Option<Platform>> = nested
-            .manifests()
-            .iter()
-            .map(|d| {
-                d.platform().as_ref().map(|p| Platform {
-                    os: p.os().to_string(),
-                    architecture: p.architecture().to_string(),
-                    variant: p.variant().clone(),
-                })
-            })
-            .collect();
+        let platforms: Vec<Option<Platform>> =
+            nested.manifests().iter().map(|d| d.platform().as_ref().map(Platform::from)).collect();
         let i = pick_platform(&platforms, want).map_err(|e| e.context(format!("index {digest}")))?;
         let pick = &nested.manifests()[i];
         digest = Digest::try_from(pick.digest())?;
@@ -379,8 +366,8 @@ fn resolve_docker(archive: &TarArchive, tag: Option<&str>) -> Result<Image> {
 
 #[cfg(test)]
 mod tests {
-    /// The depth check agrees with a parse into `serde_json::Value` (what the content
-    /// store does) on every document it accepts, and counts no bracket inside a string,
+    /// The depth check agrees with a parse into `serde_json::Value` (what `container
+    /// commit` and `image inspect` do with a kept config) on every document it accepts, and counts no bracket inside a string,
     /// on generated documents (fixed seed) of every depth around the limit.
     #[test]
     fn the_depth_check_accepts_only_what_the_store_can_read_back() {

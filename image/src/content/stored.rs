@@ -3,8 +3,9 @@
 use std::fs::File;
 use std::io::{self, Read};
 
-use serde_json::Value;
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest, ImageManifestBuilder, MediaType};
 
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 use super::{ContentStore, Settle};
@@ -15,34 +16,65 @@ use crate::media::{
 use crate::source::BlobSource;
 
 /// A stored image's manifest and config, read and verified.
+///
+/// oci-spec's types drop the fields they do not know (Docker's `container_config` and
+/// `docker_version`, a config's `Healthcheck`, any newer field), so the documents are
+/// kept as bytes too: what must carry every field on (`container commit`'s new config,
+/// `image inspect`'s output) starts from the bytes, not from the types.
 #[derive(Clone, Debug)]
 pub struct StoredImage {
     pub manifest_digest: String,
-    pub manifest: Value,
+    pub manifest: ImageManifest,
+    /// The manifest as kept, byte for byte.
+    pub manifest_bytes: Vec<u8>,
     pub config_digest: String,
-    pub config: Value,
+    pub config: ImageConfiguration,
+    /// The config as kept, byte for byte.
+    pub config_bytes: Vec<u8>,
 }
 
 impl StoredImage {
-    /// The layer descriptors (`mediaType`, `digest`, `size`), bottom to top.
-    pub fn layers(&self) -> Vec<Value> {
-        self.manifest["layers"].as_array().cloned().unwrap_or_default()
+    /// The layer descriptors, bottom to top.
+    pub fn layers(&self) -> &[Descriptor] {
+        self.manifest.layers()
     }
 
     /// The config's `rootfs.diff_ids`, bottom to top.
-    pub fn diff_ids(&self) -> Vec<String> {
-        self.config["rootfs"]["diff_ids"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|d| d.as_str().map(str::to_string)).collect())
-            .unwrap_or_default()
+    pub fn diff_ids(&self) -> &[String] {
+        self.config.rootfs().diff_ids()
     }
 
     /// Every blob the image consists of: its manifest, config and layers.
     pub fn blobs(&self) -> Vec<String> {
         let mut out = vec![self.manifest_digest.clone(), self.config_digest.clone()];
-        out.extend(self.layers().iter().filter_map(|l| l["digest"].as_str().map(str::to_string)));
+        out.extend(self.layers().iter().map(|l| l.digest().to_string()));
         out
     }
+}
+
+/// A document strata writes (a manifest, a config, an index), as bytes: its keys sorted
+/// (through a `Value`, whose map is ordered), as strata has always written them, so that
+/// the same image keeps the same digests from one version of strata to the next.
+pub(crate) fn document_bytes<T: serde::Serialize>(doc: &T) -> Vec<u8> {
+    let sorted = serde_json::to_value(doc).expect("a document of strings and numbers");
+    serde_json::to_vec(&sorted).expect("json")
+}
+
+/// The descriptor of a blob strata keeps.
+pub(crate) fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Descriptor {
+    Descriptor::new(MediaType::from(media_type), size, digest)
+}
+
+/// An OCI manifest of `config` and `layers`, as bytes ([`document_bytes`]).
+pub(crate) fn manifest_bytes(config: Descriptor, layers: Vec<Descriptor>) -> Vec<u8> {
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::from(OCI_MANIFEST))
+        .config(config)
+        .layers(layers)
+        .build()
+        .expect("every required field is set");
+    document_bytes(&manifest)
 }
 
 impl ContentStore {
@@ -52,11 +84,18 @@ impl ContentStore {
         let Some(manifest_digest) = manifest else { return Err(Error::NoContent { name: name.to_string() }) };
         let loaded = (|| {
             let bytes = self.read_small(manifest_digest, MAX_MANIFEST)?;
-            let manifest: Value = Error::parse_json(format!("manifest {manifest_digest}"), &bytes)?;
-            let config_digest = manifest["config"]["digest"].as_str().unwrap_or_default().to_string();
-            let bytes = self.read_small(&config_digest, MAX_CONFIG)?;
-            let config: Value = Error::parse_json(format!("config {config_digest}"), &bytes)?;
-            Ok(StoredImage { manifest_digest: manifest_digest.to_string(), manifest, config_digest, config })
+            let manifest: ImageManifest = Error::parse_json(format!("manifest {manifest_digest}"), &bytes)?;
+            let config_digest = Digest::try_from(manifest.config().digest())?.to_string();
+            let config_bytes = self.read_small(&config_digest, MAX_CONFIG)?;
+            let config = Error::parse_json(format!("config {config_digest}"), &config_bytes)?;
+            Ok(StoredImage {
+                manifest_digest: manifest_digest.to_string(),
+                manifest,
+                manifest_bytes: bytes,
+                config_digest,
+                config,
+                config_bytes,
+            })
         })();
         loaded.map_err(|e: Error| e.in_image(name))
     }
@@ -131,15 +170,10 @@ impl ContentStore {
                 strata_archive::compress::Compression::Zstd => OCI_LAYER_ZSTD,
                 strata_archive::compress::Compression::None => oci_layer_type(&media_type),
             };
-            descriptors.push(serde_json::json!({"mediaType": media, "digest": digest, "size": size}));
+            descriptors.push(descriptor(media, &Digest::parse(&digest)?, size));
         }
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_size},
-            "layers": descriptors,
-        });
-        self.put_bytes(&serde_json::to_vec(&manifest).expect("json"), Settle::Later)
+        let config = descriptor(OCI_CONFIG, &Digest::parse(&config_digest)?, config_size);
+        self.put_bytes(&manifest_bytes(config, descriptors), Settle::Later)
     }
 
     /// The first bytes of a blob kept or unsettled (to tell its compression).

@@ -8,10 +8,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::digest::Digest;
 use crate::image::blob_path;
-use crate::reference::{is_tag, validate_digest, Reference};
+use crate::reference::{is_tag, Reference};
 pub(super) use driver_core::digest::sha256 as digest_of;
-use sha2::{Digest, Sha256, Sha512};
+use sha2::{Digest as _, Sha256, Sha512};
 use url::Url;
 
 use super::auth::{basic, parse_challenge, Credential};
@@ -22,6 +23,14 @@ use super::redirect::{check_target, origin};
 use super::staging::PullSource;
 
 /// Whether `data` has digest `d` (a validated sha256 or sha512 digest).
+/// A token server's answer (the distribution spec's token authentication): `token`, or
+/// OAuth2's `access_token`; the rest (`expires_in`, `issued_at`) is not used.
+#[derive(serde::Deserialize)]
+struct TokenAnswer {
+    token: Option<String>,
+    access_token: Option<String>,
+}
+
 fn digest_matches(data: &[u8], d: &str) -> bool {
     match d.split_once(':') {
         Some(("sha256", hex)) => hex::encode(Sha256::digest(data)) == hex,
@@ -161,7 +170,7 @@ impl Client {
     /// GET `/v2/<repository>/<kind>/<what>` with auth and retries on transient
     /// failures. `what` is a validated tag or digest: nothing else reaches the path.
     pub(super) fn get(&self, kind: &str, what: &str, accept: Option<&str>) -> Result<ureq::Response, Error> {
-        debug_assert!(is_tag(what) || validate_digest(what).is_ok());
+        debug_assert!(is_tag(what) || Digest::parse(what).is_ok());
         let url = self
             .base
             .join(&format!("v2/{}/{kind}/{what}", self.repository))
@@ -284,12 +293,9 @@ impl Client {
             Err(Failure::Transient(_, m) | Failure::Unauthorized(m)) => return Err(token_error(m)),
         };
         let text = self.read_bounded(resp, MAX_TOKEN_ANSWER, &format!("token answer from {shown}"))?;
-        let body: serde_json::Value = serde_json::from_slice(&text).map_err(|e| token_error(e.to_string()))?;
-        let token = body
-            .get("token")
-            .or_else(|| body.get("access_token"))
-            .and_then(|t| t.as_str())
-            .ok_or_else(|| token_error("no token in the answer".into()))?;
+        let body: TokenAnswer = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&text))
+            .map_err(|e| token_error(format!("{}: {}", e.path(), e.inner())))?;
+        let token = body.token.or(body.access_token).ok_or_else(|| token_error("no token in the answer".into()))?;
         // It goes into a header: visible ASCII only, or it could smuggle headers in.
         if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(token_error("not a valid bearer token (empty or not printable ASCII)".into()));
@@ -315,7 +321,7 @@ impl Client {
         }
         if let Some(claimed) = claimed {
             let claimed = claimed.trim();
-            validate_digest(claimed)
+            Digest::parse(claimed)
                 .map_err(|e| Error::digest(format!("manifest {reference}: Docker-Content-Digest: "), e))?;
             if !digest_matches(&body, claimed) {
                 return Err(Error::ClaimedDigest {
@@ -332,7 +338,7 @@ impl Client {
     /// already. A broken connection is retried; a wrong digest or size is not, nor a
     /// file that cannot be written.
     pub(super) fn fetch_blob(&self, blobs: &PullSource, digest: &str, size: Option<u64>) -> Result<(), Error> {
-        validate_digest(digest).map_err(|e| Error::digest("", e))?;
+        Digest::parse(digest).map_err(|e| Error::digest("", e))?;
         if !digest.starts_with("sha256:") {
             return Err(Error::protocol(format!("blob {digest}"), "only sha256 blobs are supported"));
         }

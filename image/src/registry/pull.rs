@@ -5,8 +5,9 @@ use std::fs;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use crate::digest::Digest;
 use crate::image::{blob_path, image_from_manifest, Platform};
-use crate::reference::{validate_digest, Reference};
+use crate::reference::Reference;
 use driver_core::Driver;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use serde::de::IgnoredAny;
@@ -67,13 +68,7 @@ fn kind_of(header: &str, body: &Declared, what: &str) -> Result<&'static str, Er
 /// The entry of `index` for `want`: the first whose platform `want` accepts, or that
 /// names none (its config decides). When there is none, the platforms present.
 fn select<'a>(index: &'a ImageIndex, want: &Platform) -> Result<&'a Descriptor, Vec<String>> {
-    let platform = |d: &Descriptor| {
-        d.platform().as_ref().map(|p| Platform {
-            os: p.os().to_string(),
-            architecture: p.architecture().to_string(),
-            variant: p.variant().clone(),
-        })
-    };
+    let platform = |d: &Descriptor| d.platform().as_ref().map(Platform::from);
     let entries = index.manifests();
     entries
         .iter()
@@ -172,7 +167,7 @@ fn download(
                 present,
             })?;
             let digest = pick.digest().to_string();
-            validate_digest(&digest).map_err(|e| Error::digest(format!("{what}: index entry: "), e))?;
+            Digest::parse(&digest).map_err(|e| Error::digest(format!("{what}: index entry: "), e))?;
             (body, media) = c.manifest(&digest)?;
             what = format!("manifest {digest}");
             if pick.size() != body.len() as u64 {
@@ -184,7 +179,7 @@ fn download(
         fs::write(&mpath, &body).map_err(Error::file(&mpath))?;
         let manifest: ImageManifest = json(&body, &what)?;
         let cfg = manifest.config().digest().to_string();
-        validate_digest(&cfg).map_err(|e| Error::digest(format!("{what}: config: "), e))?;
+        Digest::parse(&cfg).map_err(|e| Error::digest(format!("{what}: config: "), e))?;
         let cfg_size = manifest.config().size();
         if cfg_size > MAX_CONFIG {
             return Err(Error::TooLarge {
@@ -193,7 +188,7 @@ fn download(
             });
         }
         for l in manifest.layers() {
-            validate_digest(l.digest().as_ref()).map_err(|e| Error::digest(format!("{what}: layer: "), e))?;
+            Digest::parse(l.digest().as_ref()).map_err(|e| Error::digest(format!("{what}: layer: "), e))?;
         }
         c.fetch_blob(&src, &cfg, Some(cfg_size))?;
         // Resolve without the layers first (image_from_manifest reads only the config).

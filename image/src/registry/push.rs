@@ -294,17 +294,17 @@ pub fn push(
 
     let mut blobs: Vec<(String, u64)> = Vec::new();
     for l in img.layers() {
-        let d = l["digest"].as_str().unwrap_or_default().to_string();
+        let d = l.digest().to_string();
         if !blobs.iter().any(|(b, _)| *b == d) {
-            blobs.push((d, l["size"].as_u64().unwrap_or(0)));
+            blobs.push((d, l.size()));
         }
     }
-    let config_size = img.manifest["config"]["size"].as_u64().unwrap_or(0);
+    let config_size = img.manifest.config().size();
     blobs.push((img.config_digest.clone(), config_size));
 
     let mut done = Vec::new();
     for (digest, _) in &blobs {
-        crate::reference::validate_digest(digest).map_err(|e| Error::digest("", e))?;
+        crate::digest::Digest::parse(digest).map_err(|e| Error::digest("", e))?;
         let path = images.content.path(digest)?;
         // The size on disk: what is sent (the store verified the blob when it kept it).
         let size = std::fs::metadata(&path).map_err(Error::file(&path))?.len();
@@ -343,7 +343,7 @@ pub fn push(
 
     // The manifest, last.
     let manifest = images.content.read_small(&img.manifest_digest, MAX_MANIFEST)?;
-    let media = img.manifest["mediaType"].as_str().unwrap_or(OCI_MANIFEST).to_string();
+    let media = img.manifest.media_type().as_ref().map_or(OCI_MANIFEST.to_string(), |m| m.to_string());
     let url = client.api(&format!("manifests/{}", r.reference()))?;
     let what = format!("manifest {}", r.name());
     let (code, resp) = client.call(
