@@ -66,6 +66,11 @@ pub enum Cause {
     /// the drivers); each use says why it has no variant of its own.
     #[error("{0}")]
     Other(String),
+    /// An error of a crate built on the drivers (strata-image's), kept as it is through
+    /// a function that returns this type (`check`, `df`, `prune`): printed unchanged, its
+    /// errno found through its sources, and taken back out typed by [`Error::carried`].
+    #[error(transparent)]
+    Carried(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// An error that names the layer, the path and the cause.
@@ -110,7 +115,27 @@ impl Error {
             | Cause::Link { source: e, .. }
             | Cause::Opaque { source: e, .. }
             | Cause::Mount { source: e, .. } => e.raw_os_error(),
+            Cause::Carried(e) => {
+                let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+                while let Some(e) = next {
+                    if let Some(io) = e.downcast_ref::<io::Error>() {
+                        return io.raw_os_error();
+                    }
+                    if let Some(layer) = e.downcast_ref::<Error>() {
+                        return layer.raw_os_error();
+                    }
+                    next = e.source();
+                }
+                None
+            }
             _ => None,
+        }
+    }
+    /// The error of type `E` this one carries ([`Cause::Carried`]), or this error back.
+    pub fn carried<E: std::error::Error + 'static>(self) -> std::result::Result<E, Error> {
+        match self.cause {
+            Cause::Carried(e) if e.is::<E>() => Ok(*e.downcast::<E>().expect("checked above")),
+            cause => Err(Error { cause, ..self }),
         }
     }
     pub fn is_not_found(&self) -> bool {
@@ -145,6 +170,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.cause {
             Cause::Io(e) | Cause::Mount { source: e, .. } => Some(e),
+            Cause::Carried(e) => Some(e.as_ref()),
             _ => None,
         }
     }
