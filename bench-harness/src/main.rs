@@ -36,7 +36,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches};
 
 use crate::args::Cli;
-use crate::error::{Error, Usage};
+use crate::error::Error;
 use crate::plan::{Mode, Plan};
 
 /// 0 error, 1 info, 2 debug: set once from the command line.
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     // The bench's usage errors exit 2, as clap's own do, before anything runs.
     let plan = match plan::resolve(cli, &matches) {
         Ok(plan) => plan,
-        Err(msg) => return failed(&Error::Usage(Usage::Options(msg))),
+        Err(usage) => return failed(&Error::Usage(usage)),
     };
     LEVEL.store(plan.level, std::sync::atomic::Ordering::Relaxed);
     if plan.stops_at_interrupt() {
