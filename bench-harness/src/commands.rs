@@ -7,13 +7,14 @@ use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use bench_harness::drivers;
-use driver_core::{Driver, Durability, Error};
+use driver_core::{Driver, Durability};
 use strata_image::check;
 use strata_image::images::ImageStore;
 use strata_image::registry;
 use strata_image::save::SaveFormat;
 
 use crate::args::{ContainerCmd, DriverArg, ImageCmd, LayerCmd};
+use crate::error::{Error, Usage};
 use crate::output::bytes as human_bytes;
 use crate::plan::{Format, Pull};
 use crate::{bench, commit, explain, lifecycle, output, probe, progress, runcmd};
@@ -21,7 +22,7 @@ use crate::{debug, info, level};
 
 /// The driver `--driver` names (or `auto` picks) under `--root`, and its folder.
 fn open(driver: DriverArg, root: &Path) -> Result<(Box<dyn Driver>, PathBuf), Error> {
-    drivers::open_with_dir(driver.name(), root)
+    Ok(drivers::open_with_dir(driver.name(), root)?)
 }
 
 /// The driver's image records, after finishing what a killed unpack left (see
@@ -77,8 +78,8 @@ pub fn probe(root: &Path, format: Format) -> Result<(), Error> {
 }
 
 /// `strata bench`, its options checked.
-pub fn bench(args: &bench::BenchArgs) -> Result<(), crate::gate::BenchError> {
-    bench::run(args)
+pub fn bench(args: &bench::BenchArgs) -> Result<(), Error> {
+    Ok(bench::run(args)?)
 }
 
 /// `strata df`.
@@ -171,12 +172,8 @@ pub fn check(driver: DriverArg, root: &Path, repair: bool, format: Format) -> Re
     if healthy {
         Ok(())
     } else {
-        let n = after.as_ref().unwrap_or(&found).problems.len();
-        Err(Error::new(driver_core::Cause::Other(format!(
-            "the {} store has {n} problem(s){}",
-            driver.name(),
-            if repair { " that repair could not heal" } else { " (strata check --repair heals what it can)" }
-        ))))
+        let problems = after.as_ref().unwrap_or(&found).problems.len();
+        Err(Error::Unhealthy { driver: driver.name().to_string(), problems, repaired: repair })
     }
 }
 
@@ -225,12 +222,7 @@ fn image_cmd(driver: &dyn Driver, dir: &Path, images: &ImageStore, cmd: ImageCmd
     match cmd {
         // The plan made these a pull (crate::plan), but with --name or --platform.
         ImageCmd::Pull { .. } => unreachable!("an image pull is Mode::Pull"),
-        ImageCmd::Unpack { src, .. } if src.starts_with("docker://") => {
-            Err(Error::new(driver_core::Cause::Other(format!(
-                "{src}: --name and --platform are for local images; a registry image is recorded under its \
-             reference, for this host's platform"
-            ))))
-        }
+        ImageCmd::Unpack { src, .. } if src.starts_with("docker://") => Err(Usage::RegistryUnpack { src }.into()),
         ImageCmd::Unpack { src, name, platform, .. } => {
             // A bad --name is refused before the source is read.
             if let Some(n) = &name {
@@ -242,7 +234,7 @@ fn image_cmd(driver: &dyn Driver, dir: &Path, images: &ImageStore, cmd: ImageCmd
             let source = strata_image::image::CheckedSource(source);
             unpack_and_report(driver, images, &source, &img, &name).map_err(|e| {
                 if driver_core::interrupt::requested() {
-                    driver_core::interrupt::error()
+                    driver_core::interrupt::error().into()
                 } else {
                     e
                 }
@@ -264,7 +256,7 @@ fn image_cmd(driver: &dyn Driver, dir: &Path, images: &ImageStore, cmd: ImageCmd
             println!("{}", pushed.digest);
             Ok(())
         }
-        ImageCmd::Ls { json, no_trunc } => lifecycle::list_images(driver, images, json, no_trunc),
+        ImageCmd::Ls { json, no_trunc } => Ok(lifecycle::list_images(driver, images, json, no_trunc)?),
         ImageCmd::Rm { name } => {
             let removed = images.remove(driver, &name)?;
             info!("removed image {name} and {} layer(s) no one else uses", removed.len());
@@ -286,10 +278,12 @@ fn image_cmd(driver: &dyn Driver, dir: &Path, images: &ImageStore, cmd: ImageCmd
             info!("{verb} {} layer(s) and {} blob(s), {}", p.layers.len(), p.blobs.len(), human_bytes(total));
             Ok(())
         }
-        ImageCmd::Save { name, output, format } => commit::save(images, &name, &output, format.map(SaveFormat::from)),
-        ImageCmd::History { name, json } => commit::history(images, &name, json),
+        ImageCmd::Save { name, output, format } => {
+            Ok(commit::save(images, &name, &output, format.map(SaveFormat::from))?)
+        }
+        ImageCmd::History { name, json } => Ok(commit::history(images, &name, json)?),
         ImageCmd::Inspect { name, efficiency, json, max_wasted_bytes, min_efficiency } => {
-            commit::inspect(images, &name, efficiency, json, max_wasted_bytes, min_efficiency)
+            Ok(commit::inspect(images, &name, efficiency, json, max_wasted_bytes, min_efficiency)?)
         }
     }
 }
@@ -307,7 +301,7 @@ fn pull_and_unpack(driver: &dyn Driver, dir: &Path, images: &ImageStore, p: Pull
     info!("downloaded {blobs} layer blob(s), {} in {:.2}s", human_bytes(bytes), start.elapsed().as_secs_f64());
     // A failed or interrupted unpack removes the layers it made.
     if let Err(e) = unpack_and_report(driver, images, &pulled.source, &pulled.image, &pulled.name) {
-        return Err(if driver_core::interrupt::requested() { driver_core::interrupt::error() } else { e });
+        return Err(if driver_core::interrupt::requested() { driver_core::interrupt::error().into() } else { e });
     }
     // Where its blobs are, for a later push's cross-repository mounts (a hint).
     if let (Ok(r), Ok(rec)) = (registry::Reference::parse_docker(reference), images.get(&pulled.name)) {
@@ -355,12 +349,12 @@ fn unpack_and_report(
 
 fn layer_cmd(driver: &dyn Driver, images: &ImageStore, cmd: LayerCmd) -> Result<(), Error> {
     match cmd {
-        LayerCmd::Create { id, parent } => driver.create(&id, parent.as_deref(), true),
+        LayerCmd::Create { id, parent } => Ok(driver.create(&id, parent.as_deref(), true)?),
         LayerCmd::Apply { id, parent, file } => {
             let size = if file == "-" {
                 driver.apply_diff(&id, parent.as_deref(), &mut io::stdin().lock())?
             } else {
-                let mut f = File::open(&file).map_err(|e| Error::new(e).with_path(&file).in_layer(&id))?;
+                let mut f = File::open(&file).map_err(|e| driver_core::Error::new(e).with_path(&file).in_layer(&id))?;
                 driver.apply_diff(&id, parent.as_deref(), &mut f as &mut dyn Read)?
             };
             println!("{size}");
@@ -370,19 +364,17 @@ fn layer_cmd(driver: &dyn Driver, images: &ImageStore, cmd: LayerCmd) -> Result<
             println!("{}", driver.mount(&id)?.display());
             Ok(())
         }
-        LayerCmd::Unmount { id } => driver.unmount(&id),
+        LayerCmd::Unmount { id } => Ok(driver.unmount(&id)?),
         LayerCmd::Diff { id, output } => match output {
-            Some(path) => driver_core::json::write_atomic_with(&path, |out| driver.diff(&id, out).map(|_| ())),
+            Some(path) => Ok(driver_core::json::write_atomic_with(&path, |out| driver.diff(&id, out).map(|_| ()))?),
             None => {
                 let stdout = io::stdout();
                 if stdout.is_terminal() {
-                    return Err(Error::new(driver_core::Cause::Other(
-                        "refusing to write a tar to a terminal; use -o FILE or redirect stdout".into(),
-                    )));
+                    return Err(Usage::TarToTerminal.into());
                 }
                 let mut lock = io::BufWriter::with_capacity(1 << 20, stdout.lock());
                 driver.diff(&id, &mut lock)?;
-                lock.flush().map_err(Error::new)?;
+                lock.flush().map_err(driver_core::Error::new)?;
                 Ok(())
             }
         },
@@ -397,7 +389,7 @@ fn layer_cmd(driver: &dyn Driver, images: &ImageStore, cmd: LayerCmd) -> Result<
             }
             Ok(())
         }
-        LayerCmd::Rm { id } => driver.remove(&id),
+        LayerCmd::Rm { id } => Ok(driver.remove(&id)?),
         LayerCmd::Which { id, path, json } => {
             let w = explain::which(driver, &id, &path)?;
             if json {
@@ -416,6 +408,6 @@ fn layer_cmd(driver: &dyn Driver, images: &ImageStore, cmd: LayerCmd) -> Result<
             }
             Ok(())
         }
-        LayerCmd::Ls { json, no_trunc } => lifecycle::list_layers(driver, images, json, no_trunc),
+        LayerCmd::Ls { json, no_trunc } => Ok(lifecycle::list_layers(driver, images, json, no_trunc)?),
     }
 }

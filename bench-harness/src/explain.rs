@@ -15,9 +15,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 use driver_core::sys::{self, XattrTarget};
-use driver_core::{Cause, ChangeKind, Driver, Error, LayerDir, LayerDirKind, LayerInfo};
+use driver_core::{ChangeKind, Driver, Error, LayerDir, LayerDirKind, LayerInfo};
 use serde::Serialize;
 
+use crate::error::Usage;
 use crate::output::short_id;
 
 /// What one layer's own folder holds at a path, walked name by name without following
@@ -104,17 +105,17 @@ fn type_name(md: &Metadata) -> &'static str {
 }
 
 /// `/a/b` or `a/b` as `a/b`; no `..`, not the root.
-fn relative(path: &str) -> Result<PathBuf, Error> {
+fn relative(path: &str) -> Result<PathBuf, Usage> {
     let mut rel = PathBuf::new();
     for c in Path::new(path).components() {
         match c {
             Component::Normal(n) => rel.push(n),
             Component::RootDir | Component::CurDir => {}
-            _ => return Err(Error::new(Cause::Other(format!("path {path:?}: give it from the root, without ..")))),
+            _ => return Err(Usage::PathWithParent(path.to_string())),
         }
     }
     if rel.as_os_str().is_empty() {
-        return Err(Error::new(Cause::Other(format!("path {path:?}: give a path below /"))));
+        return Err(Usage::PathNotBelowRoot(path.to_string()));
     }
     Ok(rel)
 }
@@ -160,7 +161,12 @@ fn shown_node(driver: &dyn Driver, layers: &[LayerInfo], rel: &Path) -> Result<O
 /// (what `RESOLVE_IN_ROOT` does). Debian's merged /usr makes this the common case:
 /// `/bin` is `usr/bin`, `/lib` is `usr/lib`. Returns the path looked up and the links
 /// followed on the way.
-fn resolve(driver: &dyn Driver, id: &str, layers: &[LayerInfo], rel: &Path) -> Result<(PathBuf, Vec<Followed>), Error> {
+fn resolve(
+    driver: &dyn Driver,
+    id: &str,
+    layers: &[LayerInfo],
+    rel: &Path,
+) -> crate::error::Result<(PathBuf, Vec<Followed>)> {
     use std::ffi::OsString;
     // Names still to walk, the next on top.
     let mut todo: Vec<OsString> = rel.iter().rev().map(|n| n.to_os_string()).collect();
@@ -181,7 +187,7 @@ fn resolve(driver: &dyn Driver, id: &str, layers: &[LayerInfo], rel: &Path) -> R
         match shown_node(driver, layers, &here)? {
             Some((disk, md)) if md.file_type().is_symlink() => {
                 if followed.len() == MAX_LINKS {
-                    return Err(Error::at(id, slash(&here), io::Error::from_raw_os_error(libc::ELOOP)));
+                    return Err(Error::at(id, slash(&here), io::Error::from_raw_os_error(libc::ELOOP)).into());
                 }
                 let target = std::fs::read_link(&disk).map_err(|e| Error::at(id, &disk, e))?;
                 followed.push(Followed { at: slash(&here), target: target.display().to_string() });
@@ -196,7 +202,7 @@ fn resolve(driver: &dyn Driver, id: &str, layers: &[LayerInfo], rel: &Path) -> R
         }
     }
     // The last name of a path given by the user is a plain name, so this is not reached.
-    Err(Error::new(Cause::Other(format!("path {}: it names the root", slash(rel)))))
+    Err(Usage::PathIsRoot(slash(rel)).into())
 }
 
 /// What one layer of a chain holds for the path, as `layer which --json` lists it.
@@ -327,7 +333,7 @@ fn entry(driver: &dyn Driver, info: &LayerInfo, rel: &Path) -> Result<(LayerEntr
     Ok((e, None))
 }
 
-pub fn which(driver: &dyn Driver, id: &str, path: &str) -> Result<Which, Error> {
+pub fn which(driver: &dyn Driver, id: &str, path: &str) -> crate::error::Result<Which> {
     let layers = chain(driver, id)?;
     let asked = relative(path)?;
     let (rel, links) = resolve(driver, id, &layers, &asked)?;
@@ -455,7 +461,7 @@ pub struct Explain {
     pub meaning: String,
 }
 
-pub fn explain(driver: &dyn Driver, id: &str, path: &str) -> Result<Explain, Error> {
+pub fn explain(driver: &dyn Driver, id: &str, path: &str) -> crate::error::Result<Explain> {
     let asked = relative(path)?;
     let layers = chain(driver, id)?;
     let info = &layers[0];
@@ -582,4 +588,21 @@ pub fn print_explain(e: &Explain) {
         None => println!("{path}: {}", e.stored),
     }
     println!("{}", e.meaning);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The paths `which` and `explain` refuse are usage errors (exit 2), each its own.
+    #[test]
+    fn refused_paths_are_usage_errors() {
+        assert!(matches!(relative("../x"), Err(Usage::PathWithParent(p)) if p == "../x"));
+        assert!(matches!(relative("/a/../b"), Err(Usage::PathWithParent(_))));
+        assert!(matches!(relative("/"), Err(Usage::PathNotBelowRoot(p)) if p == "/"));
+        assert!(matches!(relative("."), Err(Usage::PathNotBelowRoot(_))));
+        assert_eq!(relative("/usr/./bin/sh").unwrap(), Path::new("usr/bin/sh"));
+        let e = crate::error::Error::from(relative("..").unwrap_err());
+        assert_eq!(e.exit_code(), crate::error::USAGE);
+    }
 }

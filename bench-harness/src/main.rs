@@ -12,7 +12,7 @@ mod args;
 mod bench;
 mod commands;
 mod commit;
-mod exit;
+mod error;
 mod explain;
 mod fleet;
 mod gate;
@@ -34,9 +34,9 @@ mod workloads;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
-use driver_core::Error;
 
 use crate::args::Cli;
+use crate::error::Error;
 use crate::plan::{Mode, Plan};
 
 /// 0 error, 1 info, 2 debug: set once from the command line.
@@ -64,10 +64,7 @@ fn main() -> ExitCode {
     // The bench's usage errors exit 2, as clap's own do, before anything runs.
     let plan = match plan::resolve(cli, &matches) {
         Ok(plan) => plan,
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            return ExitCode::from(2);
-        }
+        Err(usage) => return failed(&Error::Usage(usage)),
     };
     LEVEL.store(plan.level, std::sync::atomic::Ordering::Relaxed);
     if plan.stops_at_interrupt() {
@@ -90,27 +87,14 @@ fn main() -> ExitCode {
 }
 
 /// The one `error: ...` line on stderr, and the exit code, of a command that failed.
-fn failed(e: &Failure) -> ExitCode {
+fn failed(e: &Error) -> ExitCode {
     eprintln!("error: {}", printable(&e.to_string()));
     // As a shell reports a command stopped by Ctrl-C, after it rolled back.
     if driver_core::interrupt::requested() {
         return ExitCode::from(130);
     }
-    match e {
-        // 1 regression, 2 usage or inputs, 3 could not measure (docs/ci.md).
-        Failure::Bench(b) => ExitCode::from(b.exit_code()),
-        // By what failed (docs/cli.md).
-        Failure::Other(e) => ExitCode::from(exit::code(e)),
-    }
-}
-
-/// Why a command failed: the bench's failure says its exit code.
-#[derive(Debug, thiserror::Error)]
-enum Failure {
-    #[error(transparent)]
-    Bench(#[from] gate::BenchError),
-    #[error(transparent)]
-    Other(#[from] Error),
+    // By what failed (docs/cli.md); the bench's own (docs/ci.md).
+    ExitCode::from(e.exit_code())
 }
 
 /// `strata image ls | head -1`: the reader goes away, and Rust, which ignores SIGPIPE,
@@ -146,16 +130,16 @@ fn printable(msg: &str) -> String {
 }
 
 /// Runs the plan's mode.
-fn run(plan: Plan) -> Result<(), Failure> {
+fn run(plan: Plan) -> Result<(), Error> {
     let Plan { root, driver, durability, mode, .. } = plan;
     match mode {
-        Mode::Layer(cmd) => Ok(commands::layer(driver, &root, cmd)?),
-        Mode::Pull(p) => Ok(commands::pull(driver, &root, durability, p)?),
-        Mode::Image(cmd) => Ok(commands::image(driver, &root, durability, cmd)?),
-        Mode::Container(cmd) => Ok(commands::container(driver, &root, durability, cmd)?),
-        Mode::Probe { format } => Ok(commands::probe(&root, format)?),
-        Mode::Bench(args) => Ok(commands::bench(&args)?),
-        Mode::Df { format } => Ok(commands::df(driver, &root, format)?),
-        Mode::Check { repair, format } => Ok(commands::check(driver, &root, repair, format)?),
+        Mode::Layer(cmd) => commands::layer(driver, &root, cmd),
+        Mode::Pull(p) => commands::pull(driver, &root, durability, p),
+        Mode::Image(cmd) => commands::image(driver, &root, durability, cmd),
+        Mode::Container(cmd) => commands::container(driver, &root, durability, cmd),
+        Mode::Probe { format } => commands::probe(&root, format),
+        Mode::Bench(args) => commands::bench(&args),
+        Mode::Df { format } => commands::df(driver, &root, format),
+        Mode::Check { repair, format } => commands::check(driver, &root, repair, format),
     }
 }

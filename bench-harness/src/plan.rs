@@ -12,6 +12,7 @@ use strata_image::registry;
 
 use crate::args::{AuthArgs, Cli, Command, ContainerCmd, DriverArg, ImageCmd, LayerCmd};
 use crate::bench::BenchArgs;
+use crate::error::Usage;
 
 /// What a command is to do, resolved.
 pub struct Plan {
@@ -80,8 +81,8 @@ impl Plan {
     }
 }
 
-/// Resolves the parsed command line; `Err` is a usage error's message.
-pub fn resolve(cli: Cli, matches: &ArgMatches) -> Result<Plan, String> {
+/// Resolves the parsed command line; `Err` is a usage error.
+pub fn resolve(cli: Cli, matches: &ArgMatches) -> Result<Plan, Usage> {
     let level = if cli.debug {
         2
     } else if cli.quiet {
@@ -123,7 +124,7 @@ pub fn resolve(cli: Cli, matches: &ArgMatches) -> Result<Plan, String> {
         Command::Probe { json } => Mode::Probe { format: Format::json(json) },
         Command::Bench(mut args) => {
             let driver_given = matches.value_source("driver") == Some(ValueSource::CommandLine);
-            args.check_usage(driver_given)?;
+            args.check_usage(driver_given).map_err(Usage::Options)?;
             args.root = cli.root.clone();
             Mode::Bench(args)
         }

@@ -3,10 +3,11 @@
 
 use std::path::Path;
 
-use driver_core::{Cause, Driver, Error};
+use driver_core::{Cause, Driver};
 use strata_image::images::ImageStore;
 use strata_run::trace::{Header, Trace, VERSION};
 
+use crate::error::{Error, Usage};
 use crate::output::{self, bytes as human_bytes};
 
 /// What a container runs with, from the image it was made on.
@@ -24,7 +25,8 @@ struct ImageOf {
 fn image_of(driver: &dyn Driver, images: &ImageStore, name: &str) -> Result<ImageOf, Error> {
     let info = driver.get(name)?;
     if !info.writable {
-        return Err(Error::layer(name, Cause::Refused("is not a container (a committed layer)".into())));
+        let refused = Cause::Refused("is not a container (a committed layer)".into());
+        return Err(driver_core::Error::layer(name, refused).into());
     }
     let Some(parent) = info.parent.clone() else { return Ok(ImageOf::default()) };
     let rec = images.list()?.into_iter().find(|r| r.top() == Some(parent.as_str()));
@@ -61,11 +63,11 @@ pub fn run_container(
     let user = user
         .map(|u| strata_run::container::parse_user(&u))
         .transpose()
-        .map_err(|e| Error::layer(name, Cause::Other(e)))?;
+        .map_err(|reason| Usage::User { container: name.to_string(), reason })?;
     let ImageOf { image, layer, env, workdir } = image_of(driver, images, name)?;
     let record = match record {
         Some(p) => {
-            let f = std::fs::File::create(p).map_err(|e| Error::new(e).with_path(p))?;
+            let f = std::fs::File::create(p).map_err(|e| driver_core::Error::new(e).with_path(p))?;
             let header = Header { strata_trace: VERSION, image, layer, command: command.clone(), data: record_data };
             Some((f, header))
         }
@@ -74,11 +76,11 @@ pub fn run_container(
     let view = driver.mount(name)?;
     let _mounted = View { driver, name };
     let spec = strata_run::container::RunSpec { view, command, env, workdir, user, record };
-    strata_run::container::run(spec).map_err(|e| Error::layer(name, Cause::Other(e.to_string())))
+    strata_run::container::run(spec).map_err(|source| Error::Run { container: name.to_string(), source })
 }
 
 pub fn replay_container(driver: &dyn Driver, name: &str, trace: &Path, json: bool) -> Result<(), Error> {
-    let t = Trace::read(trace).map_err(|e| Error::new(Cause::Other(format!("{}: {e}", trace.display()))))?;
+    let t = Trace::read(trace).map_err(|source| Error::Trace { path: trace.to_path_buf(), source })?;
     // Replayed on another image, the trace's paths may not be there: said, not refused
     // (a trace is also a workload to try elsewhere).
     let parent = driver.get(name)?.parent;
@@ -95,7 +97,8 @@ pub fn replay_container(driver: &dyn Driver, name: &str, trace: &Path, json: boo
     driver_core::interrupt::install();
     let view = driver.mount(name)?;
     let _mounted = View { driver, name };
-    let stats = strata_run::replay::replay(&view, &t).map_err(|e| Error::layer(name, Cause::Other(e.to_string())))?;
+    let stats = strata_run::replay::replay(&view, &t)
+        .map_err(|source| Error::Replay { container: name.to_string(), source })?;
     if json {
         output::json(&stats);
         return Ok(());

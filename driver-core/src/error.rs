@@ -66,6 +66,41 @@ pub enum Cause {
     /// the drivers); each use says why it has no variant of its own.
     #[error("{0}")]
     Other(String),
+    /// An error of a crate built on the drivers (strata-image's), kept as it is through
+    /// a function that returns this type (`check`, `df`, `prune`): printed unchanged, its
+    /// errno found through its sources, and taken back out typed by [`Error::carried`].
+    #[error(transparent)]
+    Carried(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// An io error with what was being done in front of it (`mount overlay on /x`, `cannot
+/// set xattr user.a`, a path): printed as `io::Error::new(kind, format!("{what}: {e}"))`
+/// was, but the io error is kept, so [`os_error`] still finds its errno.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct IoContext {
+    pub what: String,
+    pub source: io::Error,
+}
+
+/// `e` with `what` in front, as an io error of the same kind (see [`IoContext`]).
+pub fn io_context(what: impl Into<String>, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), IoContext { what: what.into(), source: e })
+}
+
+/// The errno of `e`, or of an io error it carries ([`io_context`], a typed error of a
+/// crate above whose source is one).
+pub fn os_error(e: &io::Error) -> Option<i32> {
+    e.raw_os_error().or_else(|| {
+        let mut next = e.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static));
+        while let Some(cur) = next {
+            if let Some(io) = cur.downcast_ref::<io::Error>() {
+                return os_error(io);
+            }
+            next = cur.source();
+        }
+        None
+    })
 }
 
 /// An error that names the layer, the path and the cause.
@@ -109,8 +144,28 @@ impl Error {
             Cause::Io(e)
             | Cause::Link { source: e, .. }
             | Cause::Opaque { source: e, .. }
-            | Cause::Mount { source: e, .. } => e.raw_os_error(),
+            | Cause::Mount { source: e, .. } => os_error(e),
+            Cause::Carried(e) => {
+                let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+                while let Some(e) = next {
+                    if let Some(io) = e.downcast_ref::<io::Error>() {
+                        return os_error(io);
+                    }
+                    if let Some(layer) = e.downcast_ref::<Error>() {
+                        return layer.raw_os_error();
+                    }
+                    next = e.source();
+                }
+                None
+            }
             _ => None,
+        }
+    }
+    /// The error of type `E` this one carries ([`Cause::Carried`]), or this error back.
+    pub fn carried<E: std::error::Error + 'static>(self) -> std::result::Result<E, Error> {
+        match self.cause {
+            Cause::Carried(e) if e.is::<E>() => Ok(*e.downcast::<E>().expect("checked above")),
+            cause => Err(Error { cause, ..self }),
         }
     }
     pub fn is_not_found(&self) -> bool {
@@ -145,6 +200,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.cause {
             Cause::Io(e) | Cause::Mount { source: e, .. } => Some(e),
+            Cause::Carried(e) => Some(e.as_ref()),
             _ => None,
         }
     }
@@ -204,6 +260,19 @@ mod tests {
         assert!(std::error::Error::source(&e).is_some());
         let line = e.to_string();
         assert!(line.starts_with("layer base: mnt/base: read-only bind mount of the committed layer: "), "{line}");
+    }
+
+    /// Words put in front of an io error keep its errno (`io::Error::new(kind,
+    /// format!(..))` lost it: a full disk during a mount or an xattr was not ENOSPC).
+    #[test]
+    fn an_io_error_with_context_keeps_its_errno() {
+        let e = io_context("cannot set xattr user.a", io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!((e.kind(), os_error(&e)), (io::ErrorKind::StorageFull, Some(libc::ENOSPC)));
+        let old = io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(e.to_string(), format!("cannot set xattr user.a: {old}"));
+        let twice = io_context("/a", e);
+        assert_eq!(Error::at("l", "a", twice).raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(os_error(&io::Error::other("words")), None);
     }
 
     #[test]

@@ -232,7 +232,7 @@ fn walk_dir(
         let mut r = rel.to_vec();
         r.push(b'/');
         r.extend_from_slice(name.as_bytes());
-        io::Error::new(e.kind(), format!("/{}: {e}", encode(&r)))
+        crate::error::io_context(format!("/{}", encode(&r)), e)
     };
     let mut to_hash = Vec::new();
     let mut subdirs = Vec::new();
@@ -439,7 +439,7 @@ impl Tree {
                         self.remove(&rel);
                     }
                 }
-                Err(e) => return Err(io::Error::new(e.kind(), format!("/{}: {e}", encode(&rel)))),
+                Err(e) => return Err(crate::error::io_context(format!("/{}", encode(&rel)), e)),
             }
         }
         Ok(())

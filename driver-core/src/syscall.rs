@@ -100,7 +100,7 @@ fn cstr(p: &OsStr) -> io::Result<CString> {
 fn check(rc: libc::c_long, what: &str) -> io::Result<libc::c_long> {
     if rc < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
+        return Err(crate::error::io_context(what, e));
     }
     Ok(rc)
 }
@@ -174,7 +174,7 @@ fn mount_fsconfig(spec: &MountSpec, target: &Path) -> io::Result<()> {
 fn mount_classic(spec: &MountSpec, cwd: Option<&Path>, target: &Path) -> io::Result<()> {
     use nix::mount::MsFlags;
     let flags = if spec.readonly { MsFlags::MS_RDONLY } else { MsFlags::empty() };
-    let fail = |e: io::Error| io::Error::new(e.kind(), format!("mount {} on {}: {e}", spec.fstype, target.display()));
+    let fail = |e: io::Error| crate::error::io_context(format!("mount {} on {}", spec.fstype, target.display()), e);
     let Some(cwd) = cwd else {
         return nix::mount::mount(
             Some(spec.fstype.as_str()),

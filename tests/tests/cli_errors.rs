@@ -39,6 +39,10 @@ fn check_each_error(driver: &str) {
         (vec!["layer", "rm", "nope"], 4, "layer nope: no such layer"),
         (vec!["layer", "rm", "base"], 6, "layer base: layer has child layers (ctr)"),
         (vec!["layer", "create", "c2", "--parent", "nope"], 4, "parent layer nope does not exist"),
+        // Refused before anything is opened: usage errors (bench-harness/src/error.rs's Usage).
+        (vec!["layer", "which", "ctr", "../x"], 2, "path \"../x\": give it from the root, without .."),
+        (vec!["layer", "explain", "ctr", "/"], 2, "path \"/\": give a path below /"),
+        (vec!["container", "run", "ctr", "--user", "x", "--", "true"], 2, "--user x: UID[:GID] must be numbers"),
     ];
     for (args, code, want) in cases {
         let e = s.fails_with(code, &args);
@@ -222,6 +226,7 @@ fn image_errors_say_what_failed_and_exit_by_kind() {
     let src = layout.to_str().unwrap();
     let tagged = format!("{src}:nope");
     let missing = work.path().join("missing");
+    let out = work.path().join("out");
     let before = s.state();
     let cases: Vec<(Vec<&str>, i32, String)> = vec![
         (vec!["image", "rm", "nope"], 4, "image nope: no such image".into()),
@@ -230,6 +235,13 @@ fn image_errors_say_what_failed_and_exit_by_kind() {
         (vec!["image", "unpack", src, "--name", "UPPER"], 2, "image name \"UPPER\": invalid reference format".into()),
         (vec!["image", "unpack", src, "--platform", "a/b/c/d"], 2, "--platform \"a/b/c/d\": expected OS/ARCH".into()),
         (vec!["image", "unpack", not_layout.to_str().unwrap()], 5, "without an oci-layout file".into()),
+        (
+            vec!["image", "unpack", "docker://a/b:1", "--name", "c"],
+            2,
+            "--name and --platform are for local images".into(),
+        ),
+        // Through a command that still returns the drivers' error: the image's error and code.
+        (vec!["image", "save", "nope", "-o", out.to_str().unwrap()], 4, "no such image".into()),
     ];
     for (args, code, want) in cases {
         let e = s.fails_with(code, &args);

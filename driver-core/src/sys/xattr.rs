@@ -115,8 +115,7 @@ pub fn read_xattrs(target: XattrTarget<'_>) -> io::Result<Vec<(String, Vec<u8>)>
 /// Sets each of `xattrs`; an error names the xattr.
 pub fn set_xattrs(target: XattrTarget<'_>, xattrs: &[(String, Vec<u8>)]) -> io::Result<()> {
     for (name, value) in xattrs {
-        set_xattr(target, name, value)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot set xattr {name}: {e}")))?;
+        set_xattr(target, name, value).map_err(|e| crate::error::io_context(format!("cannot set xattr {name}"), e))?;
     }
     Ok(())
 }

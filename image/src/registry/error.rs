@@ -150,6 +150,10 @@ pub enum Error {
     /// A bug (a panic in a download thread, a thread that vanished).
     #[error("internal error{0}")]
     Internal(String),
+    /// What the image crate says (no such image, a document that does not parse), as
+    /// it says it.
+    #[error(transparent)]
+    Image(crate::Error),
 }
 
 impl Error {
@@ -172,6 +176,7 @@ impl Error {
             Error::File { source, .. } | Error::Read { source, .. } => source.raw_os_error(),
             Error::GaveUp { cause: Some(source), .. } => source.raw_os_error(),
             Error::Store(e) => e.raw_os_error(),
+            Error::Image(e) => e.raw_os_error(),
             _ => None,
         }
     }
@@ -186,17 +191,17 @@ fn io_text(e: &io::Error) -> String {
     }
 }
 
-/// Until the command layer takes the image crate's own error: the registry's error
-/// as a `driver_core::Error` that still holds it (an io error of kind `Other` whose
-/// inner error is this one, printed as it is, reachable by `downcast_ref`). Errors of
+/// For callers that return the drivers' error (the bench): the registry's error as a
+/// `driver_core::Error` that carries it whole ([`driver_core::Cause::Carried`]). Errors of
 /// the store go back as they came; file errors keep their path and errno.
 impl From<Error> for driver_core::Error {
     fn from(e: Error) -> driver_core::Error {
         match e {
             Error::Store(e) => e,
+            Error::Image(e) => e.into(),
             Error::Interrupted => driver_core::interrupt::error(),
             Error::File { path, source } => driver_core::Error::new(source).with_path(path),
-            e => driver_core::Error::new(io::Error::other(e)),
+            e => driver_core::Error::new(driver_core::Cause::Carried(Box::new(e))),
         }
     }
 }
@@ -301,11 +306,13 @@ pub(super) fn transport_failure(url: &Url, t: &ureq::Transport) -> Failure {
 }
 
 /// The image crate's own errors (no such image, a document that does not parse) reach a
-/// pull or push through the store's error, which keeps them typed
-/// ([`crate::Error::carried_by`]).
+/// pull or push as themselves; a driver's error under one is the store's.
 impl From<crate::Error> for Error {
     fn from(e: crate::Error) -> Self {
-        Error::Store(e.into())
+        match e {
+            crate::Error::Layer(e) => Error::Store(e),
+            e => Error::Image(e),
+        }
     }
 }
 
@@ -345,11 +352,6 @@ mod tests {
         assert_eq!(bridged.to_string(), "/store/blobs: no space left on device");
         let e = Error::Status(Status::new(404, b"", "x".into(), false));
         let bridged = driver_core::Error::from(e);
-        let inner =
-            std::error::Error::source(&bridged).and_then(|s| s.downcast_ref::<io::Error>()).and_then(|s| s.get_ref());
-        assert!(matches!(
-            inner.and_then(|e| e.downcast_ref::<Error>()),
-            Some(Error::Status(Status { status: 404, .. }))
-        ));
+        assert!(matches!(bridged.carried::<Error>(), Ok(Error::Status(Status { status: 404, .. }))));
     }
 }
