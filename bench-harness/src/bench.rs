@@ -33,6 +33,7 @@ use driver_core::Error;
 use strata_image::image::write_layout;
 
 pub use args::BenchArgs;
+pub use target::CREATE_LIKE;
 use host::{cannot_run, check_scratch, host, release_on_signal};
 use layout::{bench_layout, blob_bytes, default_blobs, image_blobs};
 use target::{run_target, Plan};

@@ -188,15 +188,22 @@ const UNLIKE: &str = "its reference does not share its bottleneck: reported, not
 /// which overlayfs fsyncs) beside the write+fsync loop. The big copy-ups (data copies),
 /// metadata changes and the diff (a read and a walk) are reported with their intervals.
 fn timings(r: &TargetResult) -> Vec<(String, &Dist, Option<&Dist>, Option<&'static str>)> {
-    let copy = if r.create_cp_a.is_some() { "cp -a" } else { "write+fsync" };
+    // The create's reference: `cp -a` for a full copy, else the create-shaped syscalls
+    // (runs before them: the write+fsync loop, under the key `create`).
+    let like = crate::bench::CREATE_LIKE;
+    let (copy, key) = match (&r.create_cp_a, r.reference.contains_key(like)) {
+        (Some(_), _) => ("cp -a", "create"),
+        (None, true) => ("mkdir+2 fsync+syncfs", like),
+        (None, false) => ("write+fsync", "create"),
+    };
     let cpu = |k: &str| r.cpu.get(k);
     let mut v = vec![
         ("unpack ÷ floor".to_string(), &r.unpack, r.reference.get("unpack"), None),
-        (format!("create ÷ {copy}"), &r.create, r.reference.get("create"), None),
+        (format!("create ÷ {copy}"), &r.create, r.reference.get(key), None),
     ];
     if let (Some(u), Some(c)) = (cpu("unpack"), cpu("create")) {
         v.push(("unpack CPU ÷ floor CPU".to_string(), u, cpu("unpack reference"), None));
-        v.push((format!("create CPU ÷ {copy} CPU"), c, cpu("create reference"), None));
+        v.push((format!("create CPU ÷ {copy} CPU"), c, cpu(&format!("{key} reference")), None));
     }
     for (k, d) in &r.copyup {
         let why = if *k == CopyupOp::Storm { None } else { Some(UNLIKE) };
