@@ -190,7 +190,9 @@ pub struct TargetResult {
     #[serde(default)]
     pub unpack_by_sync_on_disk: BTreeMap<String, Dist>,
     pub unpack_cpu_seconds: f64,
-    /// Seconds per container create, one sample per container.
+    /// Seconds per container create: for a driver whose create is a few small files, the
+    /// extra creates made for the gate (bench/target.rs `extra_creates`), then one per
+    /// container.
     pub create: Dist,
     /// Seconds per `cp -a` of the image's top layer tree plus a syncfs, as many as
     /// containers, on the same filesystem: the reference for a driver whose layers are

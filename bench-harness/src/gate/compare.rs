@@ -18,6 +18,10 @@ const RESAMPLES: usize = 20_000;
 /// busy 2-core host's scheduling alone moves them (delete tree 1.4 ms vs 4.1 ms in two
 /// back-to-back runs), and no reference shares that noise.
 const MIN_SECONDS: f64 = 5e-3;
+/// ... unless both sides hold at least this many samples, each beside its reference:
+/// container create (40 extra creates a run, bench/target.rs `extra_creates`), whose
+/// median paired ratio then moved by at most ?% between identical runs (docs/ci.md).
+const MANY: usize = 20;
 
 /// The defaults of `--max-regress` and `--exact-tolerance`.
 pub const THRESHOLD_PCT: f64 = 5.0;
@@ -184,15 +188,22 @@ const UNLIKE: &str = "its reference does not share its bottleneck: reported, not
 /// which overlayfs fsyncs) beside the write+fsync loop. The big copy-ups (data copies),
 /// metadata changes and the diff (a read and a walk) are reported with their intervals.
 fn timings(r: &TargetResult) -> Vec<(String, &Dist, Option<&Dist>, Option<&'static str>)> {
-    let copy = if r.create_cp_a.is_some() { "cp -a" } else { "write+fsync" };
+    // The create's reference: `cp -a` for a full copy, else the create-shaped syscalls
+    // (runs before them: the write+fsync loop, under the key `create`).
+    let like = crate::bench::CREATE_LIKE;
+    let (copy, key) = match (&r.create_cp_a, r.reference.contains_key(like)) {
+        (Some(_), _) => ("cp -a", "create"),
+        (None, true) => ("mkdir+2 fsync+syncfs", like),
+        (None, false) => ("write+fsync", "create"),
+    };
     let cpu = |k: &str| r.cpu.get(k);
     let mut v = vec![
         ("unpack ÷ floor".to_string(), &r.unpack, r.reference.get("unpack"), None),
-        (format!("create ÷ {copy}"), &r.create, r.reference.get("create"), None),
+        (format!("create ÷ {copy}"), &r.create, r.reference.get(key), None),
     ];
     if let (Some(u), Some(c)) = (cpu("unpack"), cpu("create")) {
         v.push(("unpack CPU ÷ floor CPU".to_string(), u, cpu("unpack reference"), None));
-        v.push((format!("create CPU ÷ {copy} CPU"), c, cpu("create reference"), None));
+        v.push((format!("create CPU ÷ {copy} CPU"), c, cpu(&format!("{key} reference")), None));
     }
     for (k, d) in &r.copyup {
         let why = if *k == CopyupOp::Storm { None } else { Some(UNLIKE) };
@@ -219,9 +230,14 @@ impl Side {
         }
     }
 
-    /// The ratio of the medians: the figure's over its reference's.
+    /// Each sample over the reference measured beside it.
+    fn ratios(&self) -> Vec<f64> {
+        self.samples.iter().zip(&self.reference).map(|(s, r)| s / r).collect()
+    }
+
+    /// The figure: the median of the paired ratios (see [`interval`]).
     fn ratio(&self) -> f64 {
-        median(&mut self.samples.clone()) / median(&mut self.reference.clone())
+        median(&mut self.ratios())
     }
 }
 
@@ -241,8 +257,12 @@ fn seed(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
-/// The percentile bootstrap interval at `confidence` of the change of the ratio of
-/// medians, now over then; each of the four sample sets is resampled on its own.
+/// The percentile bootstrap interval at `confidence` of the change of the median paired
+/// ratio (each sample over the reference measured beside it), now over then; the ratios
+/// of each side are resampled on their own. Paired, a change of the host's speed that
+/// lasts a sample and its reference falls out of that sample's ratio; over the recorded
+/// runs (docs/ci.md) the median paired ratio moved less from run to run than the ratio of
+/// the medians.
 fn interval(was: &Side, now: &Side, name: &str, confidence: f64) -> (f64, f64) {
     let mut rng = bench_harness::workload::Rng::new(seed(name));
     let mut buf = Vec::new();
@@ -251,9 +271,8 @@ fn interval(was: &Side, now: &Side, name: &str, confidence: f64) -> (f64, f64) {
         buf.extend((0..from.len()).map(|_| from[rng.below(from.len() as u64) as usize]));
         median(&mut buf)
     };
-    let mut changes: Vec<f64> = (0..RESAMPLES)
-        .map(|_| (draw(&now.samples) / draw(&now.reference)) / (draw(&was.samples) / draw(&was.reference)))
-        .collect();
+    let (then, now) = (was.ratios(), now.ratios());
+    let mut changes: Vec<f64> = (0..RESAMPLES).map(|_| draw(&now) / draw(&then)).collect();
     changes.sort_by(f64::total_cmp);
     let tail = (1.0 - confidence) / 2.0;
     let at = |q: f64| changes[((q * RESAMPLES as f64) as usize).min(RESAMPLES - 1)];
@@ -350,7 +369,7 @@ pub fn compare(current: &Run, baselines: &[(Run, PathBuf)], opts: &Options) -> R
             let base_seconds = if seconds.is_empty() { 0.0 } else { median(&mut seconds) };
             if was.samples.len() < 2 || now.samples.len() < 2 {
                 fig.note = "fewer than 2 samples with a reference on a side".into();
-            } else if base_seconds < MIN_SECONDS {
+            } else if base_seconds < MIN_SECONDS && was.samples.len().min(now.samples.len()) < MANY {
                 fig.note = format!("{} in the baseline, under the 5 ms noise floor", crate::model::secs(base_seconds));
             } else {
                 fig.note = unlike.unwrap_or_default().to_string();
