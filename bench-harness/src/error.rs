@@ -178,6 +178,7 @@ fn image_code(e: &strata_image::Error) -> u8 {
         Unpacking { .. } | InUse { .. } | KeptChanging { .. } | CommitRaced { .. } => BUSY,
         Layer(e) => layer_code(e),
         NoContent { .. } | Io { .. } | Read { .. } | Context { .. } => FAILED,
+        WastesTooMuch { .. } | BelowMinEfficiency { .. } => FAILED,
     }
 }
 
