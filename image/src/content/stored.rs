@@ -188,3 +188,48 @@ impl ContentStore {
         File::open(path).and_then(|mut f| f.read(head)).unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ContentStore, Settle};
+    use crate::error::Error;
+
+    /// A kept manifest and config read back typed: the layers, diff_ids and blobs they
+    /// name; and a config that does not parse is named with its field and line, under
+    /// the image.
+    #[test]
+    fn a_stored_image_reads_back_typed_and_a_bad_field_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(tmp.path()).unwrap();
+        let layer = store.put_bytes(b"layer", Settle::Now).unwrap();
+        let diff_id = format!("sha256:{}", "d".repeat(64));
+        let config = |diff_ids: &str| {
+            format!("{{\"architecture\": \"amd64\", \"os\": \"linux\",\n\"rootfs\": {{\"type\": \"layers\", \"diff_ids\": {diff_ids}}}}}")
+        };
+        let manifest = |config: &str, size: usize| {
+            let c = super::descriptor(crate::media::OCI_CONFIG, &config.parse().unwrap(), size as u64);
+            let l = super::descriptor(crate::media::OCI_LAYER_TAR, &layer.parse().unwrap(), 5);
+            super::manifest_bytes(c, vec![l])
+        };
+        let good = config(&format!("[\"{diff_id}\"]"));
+        let good_digest = store.put_bytes(good.as_bytes(), Settle::Now).unwrap();
+        let m = store.put_bytes(&manifest(&good_digest, good.len()), Settle::Now).unwrap();
+        let img = store.load("app", Some(&m)).unwrap();
+        assert_eq!(img.diff_ids(), [diff_id]);
+        assert_eq!(img.blobs(), [m.clone(), good_digest.clone(), layer.clone()]);
+        assert_eq!(img.config_bytes, good.as_bytes());
+
+        let bad = config("[\"x\", 7]");
+        let bad_digest = store.put_bytes(bad.as_bytes(), Settle::Now).unwrap();
+        let m = store.put_bytes(&manifest(&bad_digest, bad.len()), Settle::Now).unwrap();
+        let e = store.load("app", Some(&m)).unwrap_err();
+        assert!(e.to_string().starts_with("image app: "), "{e}");
+        match e.root() {
+            Error::Parse { file, field, source } => {
+                assert_eq!(file, &format!("config {bad_digest}"));
+                assert_eq!((field.as_str(), source.line()), ("rootfs.diff_ids[1]", 2));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
