@@ -178,7 +178,7 @@ fn which_and_explain_show_how_each_driver_stores_a_change(s: &Strata) {
     // Human output names the layer and how; errors name the path.
     let out = s.ok(&["layer", "which", "c", "/up"]);
     assert!(out.contains("from the container layer c"), "{out}");
-    let err = s.fails(&["layer", "which", "c", "../x"]);
+    let err = s.fails_with(2, &["layer", "which", "c", "../x"]);
     assert!(err.contains("../x"), "{err}");
 }
 
