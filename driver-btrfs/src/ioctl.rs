@@ -104,9 +104,10 @@ nix::ioctl_read!(subvol_getflags, MAGIC, 25, u64);
 nix::ioctl_write_ptr!(subvol_setflags, MAGIC, 26, u64);
 nix::ioctl_read!(get_subvol_info, MAGIC, 60, SubvolInfo);
 
+/// The ioctl's name in front of its errno, which stays readable (`raw_os_error` through
+/// [`driver_core::error::os_error`]).
 fn os(e: nix::Error, what: &str) -> io::Error {
-    let e = io::Error::from(e);
-    io::Error::new(e.kind(), format!("{what}: {e}"))
+    driver_core::error::io_context(what, io::Error::from(e))
 }
 
 fn fill_name(dst: &mut [u8], name: &OsStr) -> io::Result<()> {

@@ -22,6 +22,10 @@ pub enum TraceError {
     Line { line: usize, msg: String },
     #[error("trace: {0}")]
     Io(#[from] io::Error),
+    /// The trace file could not be opened (its errno kept; callers name the path, as
+    /// they name it for the other variants too).
+    #[error("cannot open it: {source}")]
+    Open { path: std::path::PathBuf, source: io::Error },
 }
 
 /// The first line of a trace.
@@ -333,8 +337,7 @@ impl Trace {
 
     /// Reads the trace in file `path`.
     pub fn read(path: &Path) -> Result<Trace, TraceError> {
-        let f = std::fs::File::open(path)
-            .map_err(|e| TraceError::Io(io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
+        let f = std::fs::File::open(path).map_err(|source| TraceError::Open { path: path.to_path_buf(), source })?;
         Trace::parse(io::BufReader::new(f))
     }
 

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::digest::Digest;
-use crate::image::blob_path;
 use crate::reference::{is_tag, Reference};
 pub(super) use driver_core::digest::sha256 as digest_of;
 use sha2::{Digest as _, Sha256, Sha512};
@@ -338,11 +337,11 @@ impl Client {
     /// already. A broken connection is retried; a wrong digest or size is not, nor a
     /// file that cannot be written.
     pub(super) fn fetch_blob(&self, blobs: &PullSource, digest: &str, size: Option<u64>) -> Result<(), Error> {
-        Digest::parse(digest).map_err(|e| Error::digest("", e))?;
+        let parsed = Digest::parse(digest).map_err(|e| Error::digest("", e))?;
         if !digest.starts_with("sha256:") {
             return Err(Error::protocol(format!("blob {digest}"), "only sha256 blobs are supported"));
         }
-        let rel = blob_path(digest).map_err(|e| Error::Internal(format!(": {e}")))?;
+        let rel = parsed.blob_path();
         if blobs.cache.join(&rel).exists() || blobs.staging.join(&rel).exists() {
             return Ok(());
         }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::digest::Digest;
-use crate::image::{blob_path, image_from_manifest, Platform};
+use crate::image::{image_from_manifest, Platform};
 use crate::reference::Reference;
 use driver_core::Driver;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
@@ -175,7 +175,8 @@ fn download(
             }
         }
         // Keep the manifest with the blobs, so the image reads like a layout.
-        let mpath = src.staging.join(blob_path(&digest_of(&body)).map_err(|e| Error::Internal(format!(": {e}")))?);
+        let mpath =
+            src.staging.join(Digest::parse(&digest_of(&body)).expect("a sha256 we computed is a digest").blob_path());
         fs::write(&mpath, &body).map_err(Error::file(&mpath))?;
         let manifest: ImageManifest = json(&body, &what)?;
         let cfg = manifest.config().digest().to_string();
