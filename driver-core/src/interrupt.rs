@@ -6,7 +6,7 @@
 //! leaves behind is cleaned like after a SIGKILL. Work that cannot poll (a bench
 //! measuring) runs a cleanup on a thread instead ([`on_request`]). One mechanism for
 //! every command, on signal-hook. (The flag is process-wide, so it is tested through
-//! the binary: tests/tests/registry.rs interrupts a pull, tests/tests/crash.rs an
+//! the binary: tests/tests/registry/ctrl_c.rs interrupts a pull, tests/tests/crash.rs an
 //! unpack, tests/tests/bench.rs a bench.)
 
 use std::io::{self, Read};
