@@ -181,6 +181,18 @@ fn target_name(r: &TargetResult) -> String {
 /// so a host busy in another way moves one and not the other.
 const UNLIKE: &str = "its reference does not share its bottleneck: reported, not gated";
 
+/// Why the unpack's and create's wall ratios are reported and not gated: the host's
+/// load moves them, not only the figure's. strata's unpack runs on several threads and
+/// the floor is a two-process pipeline, so other jobs take more wall time from the one
+/// than the other; a create waits on the disk's flushes less than its reference. Over
+/// four identical runs whose host's load went from 11 to 5 the unpack's median went
+/// 2.11, 1.88, 1.82, then 1.28, and the last failed against each of the others (+42% to
+/// +65%, the interval's lower end above +5%); the create's went 1.12, 0.95, 0.93, 1.22
+/// (+32%, lower end +5.3%, against the third). Their CPU ratios, gated, moved 1.49 to
+/// 1.57 and 1.68 to 1.81.
+const LOAD: &str =
+    "the host's load moves wall time more than its reference's: reported, not gated (its CPU ratio is gated)";
+
 /// The timings of a target with their references: (name, samples, reference samples,
 /// why it is not gated). Gated are those whose reference does the same kind of work:
 /// the unpack beside the floor (decompress and extract the same layers, synced),
@@ -199,8 +211,8 @@ fn timings(r: &TargetResult) -> Vec<(String, &Dist, Option<&Dist>, Option<&'stat
     };
     let cpu = |k: &str| r.cpu.get(k);
     let mut v = vec![
-        ("unpack ÷ floor".to_string(), &r.unpack, r.reference.get("unpack"), None),
-        (format!("create ÷ {copy}"), &r.create, r.reference.get(key), None),
+        ("unpack ÷ floor".to_string(), &r.unpack, r.reference.get("unpack"), Some(LOAD)),
+        (format!("create ÷ {copy}"), &r.create, r.reference.get(key), Some(LOAD)),
     ];
     if let (Some(u), Some(c)) = (cpu("unpack"), cpu("create")) {
         v.push(("unpack CPU ÷ floor CPU".to_string(), u, cpu("unpack reference"), None));
@@ -432,7 +444,13 @@ pub fn compare(current: &Run, baselines: &[(Run, PathBuf)], opts: &Options) -> R
         }
     }
     // Every timing's interval at the gated ones' share of the false-alarm rate.
-    let m = timed.iter().filter(|t| t.4).count().max(1) as f64;
+    // The wall ratios the host's load moves count too, as they did when they were gated:
+    // leaving them out would narrow the others' intervals (a storm of 5 samples then
+    // failed one of 12 identical comparisons).
+    let load = |t: &(String, String, Side, Side, bool)| {
+        out.figures.iter().any(|f| !f.exact && f.target == t.0 && f.name == t.1 && f.note == LOAD)
+    };
+    let m = timed.iter().filter(|t| t.4 || load(t)).count().max(1) as f64;
     // A regression is one-sided: each end of the interval is a one-sided bound at
     // FALSE_ALARM / m, so the interval's two-sided confidence is 1 - 2 FALSE_ALARM / m.
     out.confidence = 1.0 - 2.0 * FALSE_ALARM / m;
@@ -466,6 +484,15 @@ mod tests {
         include_str!("../../../tests/fixtures/bench/gate-2.json"),
         include_str!("../../../tests/fixtures/bench/gate-3.json"),
         include_str!("../../../tests/fixtures/bench/gate-4.json"),
+    ];
+
+    /// Four more, with the gate's 45 creates beside the create-shaped reference, recorded
+    /// the same way (load 7-11: three other sessions building and testing).
+    const WITH_CREATES: [&str; 4] = [
+        include_str!("../../../tests/fixtures/bench/gate-5.json"),
+        include_str!("../../../tests/fixtures/bench/gate-6.json"),
+        include_str!("../../../tests/fixtures/bench/gate-7.json"),
+        include_str!("../../../tests/fixtures/bench/gate-8.json"),
     ];
 
     fn recorded() -> Vec<Run> {
@@ -554,6 +581,26 @@ mod tests {
         assert_eq!(caught[&(true, 150)], 12, "{caught:?}");
     }
 
+    /// With 45 creates a run, create is gated, and its CPU ratio, which a loaded host
+    /// moves least, catches a 20% slowdown of strata's own work that the unpack's alone
+    /// does not always show.
+    #[test]
+    fn runs_with_the_gates_creates_catch_a_20_percent_slowdown_through_create() {
+        let runs: Vec<Run> = WITH_CREATES.iter().map(|t| serde_json::from_str(t).expect("parses")).collect();
+        for r in &runs {
+            assert_eq!((r.results[0].create.n(), r.results[0].reference[crate::bench::CREATE_LIKE].n()), (45, 45));
+        }
+        let caught = sensitivity(&runs, "gate-5..8");
+        assert!(caught[&(true, 120)] >= 11, "{caught:?}");
+        assert_eq!(caught[&(true, 150)], 12, "{caught:?}");
+        // Create alone catches it too, in every comparison.
+        for (a, b) in pairs() {
+            let c = judge(&slowed(&runs[b], 1.2, true), &runs[a]);
+            let line = c.figures.iter().find(|f| f.name.starts_with("create CPU")).map(Figure::line);
+            assert!(flagged(&c, &["create CPU"]), "run {} vs {}: {line:?}", b + 1, a + 1);
+        }
+    }
+
     /// Every gated exact figure 3% off the baseline's (where 3% is more than its
     /// allowance) is named, with both numbers, in every comparison: up a regression, down
     /// an improvement; and 0.5% of an exact count is not.
@@ -639,7 +686,7 @@ mod tests {
         assert!((rom(&now) / rom(&was) - 1.0).abs() > 0.01, "{} {}", rom(&now), rom(&was));
     }
 
-    /// A timing under 5 ms is gated once both sides hold 20 samples or more beside their
+    /// A timing under 5 ms is judged once both sides hold 20 samples or more beside their
     /// references (container create: 45 a run), and not with the containers' 5.
     #[test]
     fn create_under_5_ms_is_gated_with_many_samples_only() {
@@ -661,11 +708,12 @@ mod tests {
         assert_eq!(status(&few, "create ÷"), Status::NotGated);
         assert_eq!(status(&few, "create CPU ÷"), Status::NotGated);
         let many = judge(&with(&runs[1], 45, 1.0), &with(&runs[0], 45, 1.0));
-        assert_eq!(status(&many, "create ÷"), Status::Same);
         assert_eq!(status(&many, "create CPU ÷"), Status::Same);
         let slow = judge(&with(&runs[1], 45, 1.2), &with(&runs[0], 45, 1.0));
-        assert_eq!(status(&slow, "create ÷"), Status::Regressed, "{:?}", slow.regressed());
-        assert_eq!(status(&slow, "create CPU ÷"), Status::Regressed);
+        assert_eq!(status(&slow, "create CPU ÷"), Status::Regressed, "{:?}", slow.regressed());
+        // The wall ratio has its interval, and is reported only: the host's load moves it.
+        let wall = slow.figures.iter().find(|f| f.name.starts_with("create ÷")).unwrap();
+        assert!(wall.status == Status::NotGated && wall.note == LOAD && wall.lo > 1.05, "{}", wall.line());
     }
 
     #[test]
