@@ -194,8 +194,9 @@ const LOAD: &str =
     "the host's load moves wall time more than its reference's: reported, not gated (its CPU ratio is gated)";
 
 /// The timings of a target with their references: (name, samples, reference samples,
-/// why it is not gated). Gated are those whose reference does the same kind of work:
-/// the unpack beside the floor (decompress and extract the same layers, synced),
+/// why it is not gated). Judged with an interval are those whose reference does the
+/// same kind of work (of them, the unpack's and create's wall ratios are reported only,
+/// [`LOAD`]): the unpack beside the floor (decompress and extract the same layers, synced),
 /// container create beside `cp -a` (a full copy) or the write+fsync loop (a few small
 /// files made durable), and the storm of appends (each a copy-up of a small file,
 /// which overlayfs fsyncs) beside the write+fsync loop. The big copy-ups (data copies),
