@@ -9,8 +9,9 @@
 //!   the same run (`TargetResult::reference`), so that a host busier in one run than in
 //!   the other slows both and the ratio stays. From the stored samples only: a saved or
 //!   doctored run is judged exactly as a fresh one. The change of a figure is the ratio
-//!   of the median ratios, now over then, with a percentile bootstrap interval (fixed
-//!   seed per figure, `RESAMPLES` resamples, both sides resampled); each end of the
+//!   of the medians of its paired ratios (each sample over the reference measured beside
+//!   it), now over then, with a percentile bootstrap interval (fixed seed per figure,
+//!   `RESAMPLES` resamples, both sides' ratios resampled); each end of the
 //!   interval is a one-sided bound at `FALSE_ALARM / m` for `m` gated timings
 //!   (Bonferroni), so an unchanged run fails with at most `FALSE_ALARM` when the
 //!   reference cancels the host's drift. A timing regresses when its whole interval lies above

@@ -298,7 +298,8 @@ fn the_gate_exits_0_1_2_3_and_writes_a_summary_and_a_junit_file_a_junit_reader_r
     let rows = md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| result")).count();
     assert_eq!((tests as usize, cases.len(), rows), (cases.len(), rows, rows), "one case and one row per figure");
     assert_eq!((failures, errors), (0, 0), "{cases:?}");
-    let unpack = cases.iter().find(|c| c.0 == "overlay/ext4" && c.1 == "unpack ÷ floor").expect("the unpack case");
+    let unpack =
+        cases.iter().find(|c| c.0 == "overlay/ext4" && c.1 == "unpack CPU ÷ floor CPU").expect("the unpack case");
     assert_eq!(unpack.2, "passed", "{unpack:?}");
     assert!(cases.iter().any(|c| c.1 == "unpack.dev_write_bytes" && c.2 == "passed"), "{cases:?}");
     assert!(skipped > 0 && cases.iter().filter(|c| c.2 == "skipped").all(|c| !c.3.is_empty()), "skips say why");

@@ -32,8 +32,8 @@ pub(super) struct Plan {
     pub(super) sync: driver_core::Durability,
     /// Rounds of the per-`--sync`-mode unpacks (one with --quick: the tests' runs).
     pub(super) sync_rounds: usize,
-    /// Container creates timed (and removed) before the containers, each beside a
-    /// write+fsync loop, for a driver whose create is a few small files (not vfs).
+    /// Container creates timed (and removed) before the containers, each beside the
+    /// create-shaped reference, for a driver whose create is a few small files (not vfs).
     pub(super) extra_creates: usize,
 }
 
