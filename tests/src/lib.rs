@@ -8,6 +8,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 pub mod changes;
+pub mod junit;
 pub mod registry;
 
 pub use strata_scratch::privileged;
@@ -34,7 +35,7 @@ pub fn strata_bin() -> PathBuf {
         .get_or_init(|| {
             // target/<profile>/deps/<test>-<hash> → target/<profile>/strata. Under
             // `cargo test --workspace` the binary is built already, with these features
-            // (bench-harness/tests/binary.rs needs it), so this build compiles nothing.
+            // (cli/tests/binary.rs needs it), so this build compiles nothing.
             let exe = std::env::current_exe().expect("current_exe");
             let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
             let target_dir = profile_dir.parent().expect("target dir");
