@@ -1,5 +1,5 @@
 //! What `container commit` costs as the image grows, per driver (needs root):
-//! `cargo bench -p bench-harness --bench commit_cost`
+//! `cargo bench -p strata-cli --bench commit_cost`
 //!
 //! A container with 10 changed files is committed over a 500-file and a 50,000-file
 //! image, on overlay (ext4) and btrfs, each on its own scratch filesystem. The commit
@@ -7,7 +7,7 @@
 //! generations), so its cost follows the changes, not the image: the two times per
 //! driver should be about equal (design §8; the README shows a run).
 
-use bench_harness::workload::{flat_image, rewrite_ten};
+use strata_cli::workload::{flat_image, rewrite_ten};
 use criterion::{criterion_group, criterion_main, Criterion};
 use driver_btrfs::BtrfsDriver;
 use driver_core::Driver;

@@ -1,5 +1,5 @@
 //! How long `strata df` takes over a store of 100 images, per driver (needs root):
-//! `cargo bench -p bench-harness --bench df`
+//! `cargo bench -p strata-cli --bench df`
 //!
 //! 100 images of three layers each (a base shared by all, a layer shared by ten, one
 //! of the image's own, 300 files each) and ten containers, on overlay and vfs, each on
@@ -17,7 +17,7 @@
 //!
 //! docs/check.md ("How fast") gives a run.
 
-use bench_harness::workload::{flat_image, gzip};
+use strata_cli::workload::{flat_image, gzip};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use driver_core::Driver;
 use driver_overlay::OverlayDriver;

@@ -1,5 +1,5 @@
 //! How diff and container create scale with the image, per driver (needs root):
-//! `cargo bench -p bench-harness --bench diff_scaling`
+//! `cargo bench -p strata-cli --bench diff_scaling`
 //!
 //! * overlay: the diff of a container with 10 changed files, over a 500-file and a
 //!   50,000-file image — its cost should not grow with the image;
@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use bench_harness::workload::{flat_image, rewrite_ten};
+use strata_cli::workload::{flat_image, rewrite_ten};
 use criterion::{criterion_group, criterion_main, Criterion};
 use driver_btrfs::BtrfsDriver;
 use driver_core::Driver;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use bench_harness::workload::{generate, WorkloadSize};
+use strata_cli::workload::{generate, WorkloadSize};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use sha2::Digest;
 use strata_archive::apply::{apply_layer, ApplyOptions};
@@ -46,7 +46,7 @@ fn benches(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
-    let gz = bench_harness::workload::gzip(&base.tar);
+    let gz = strata_cli::workload::gzip(&base.tar);
     g.throughput(Throughput::Bytes(base.tar.len() as u64));
     g.bench_function("base layer gzip (zlib-rs), MB/s uncompressed", |b| {
         b.iter_batched(

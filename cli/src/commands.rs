@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
-use bench_harness::drivers;
+use strata_cli::drivers;
 use driver_core::{Driver, Durability};
 use strata_image::check;
 use strata_image::images::ImageStore;

@@ -36,7 +36,7 @@ pub fn unpack_by_mode(
             let root = scratch.join(format!("strata-sync-{mode}-{round}"));
             // What earlier work left dirty is not this unpack's cost.
             driver_core::sys::syncfs(scratch).map_err(|e| Error::new(e).with_path(scratch))?;
-            let driver = bench_harness::drivers::open(driver_name, &root)?;
+            let driver = strata_cli::drivers::open(driver_name, &root)?;
             driver.set_durability(mode);
             let images = ImageStore::open(&root.join(driver.name()))?.with_durability(mode);
             let (source, img) = open_source(&format!("{}:default", layout.display()), None)?;

@@ -356,7 +356,7 @@ mod tests {
     use super::*;
     use crate::model::Dist;
     use crate::model::{Skipped, SCHEMA};
-    use bench_harness::workload::Rng;
+    use strata_cli::workload::Rng;
     use std::collections::BTreeMap;
 
     /// A full default run recorded on the project's 2-core test machine (all five targets).

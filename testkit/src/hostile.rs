@@ -16,7 +16,7 @@ use strata_archive::tarbuild::{EntryMeta, TarBuilder};
 /// The xattr namespaces the corpus expects every driver to refuse: overlayfs's, the
 /// only driver of strata's set that reserves any. A driver crate's conformance test
 /// opens its driver with these (`Layered::reserving`), as the `strata` binary does
-/// with its driver set's (`bench_harness::drivers::reserved_xattrs`; the two are
+/// with its driver set's (`strata_cli::drivers::reserved_xattrs`; the two are
 /// checked equal by strata-tests' `cross_driver` test).
 pub fn reserved_xattrs() -> ReservedXattrs {
     ReservedXattrs::new(["trusted.overlay.", "user.overlay."])

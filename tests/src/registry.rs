@@ -253,11 +253,11 @@ pub struct TestImage {
 impl TestImage {
     /// `layers` generated layers (gzip) of `seed`, through `write_layout`.
     pub fn generate(seed: u64, layers: usize) -> TestImage {
-        TestImage::generate_sized(seed, layers, bench_harness::workload::WorkloadSize::small())
+        TestImage::generate_sized(seed, layers, strata_cli::workload::WorkloadSize::small())
     }
 
-    pub fn generate_sized(seed: u64, layers: usize, size: bench_harness::workload::WorkloadSize) -> TestImage {
-        use bench_harness::workload::{generate, gzip};
+    pub fn generate_sized(seed: u64, layers: usize, size: strata_cli::workload::WorkloadSize) -> TestImage {
+        use strata_cli::workload::{generate, gzip};
         let tars: Vec<Vec<u8>> = generate(seed, size).into_iter().take(layers).map(|l| gzip(&l.tar)).collect();
         TestImage::from_layer_blobs(&tars)
     }

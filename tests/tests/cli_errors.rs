@@ -39,7 +39,7 @@ fn check_each_error(driver: &str) {
         (vec!["layer", "rm", "nope"], 4, "layer nope: no such layer"),
         (vec!["layer", "rm", "base"], 6, "layer base: layer has child layers (ctr)"),
         (vec!["layer", "create", "c2", "--parent", "nope"], 4, "parent layer nope does not exist"),
-        // Refused before anything is opened: usage errors (bench-harness/src/error.rs's Usage).
+        // Refused before anything is opened: usage errors (cli/src/error.rs's Usage).
         (vec!["layer", "which", "ctr", "../x"], 2, "path \"../x\": give it from the root, without .."),
         (vec!["layer", "explain", "ctr", "/"], 2, "path \"/\": give a path below /"),
         (vec!["container", "run", "ctr", "--user", "x", "--", "true"], 2, "--user x: UID[:GID] must be numbers"),

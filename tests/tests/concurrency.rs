@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use bench_harness::workload::{generate, gzip, WorkloadSize};
+use strata_cli::workload::{generate, gzip, WorkloadSize};
 use serde_json::Value;
 use strata_scratch::{FsKind, ScratchFs};
 use strata_testkit::conformance::mounts_under;

@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bench_harness::workload::{generate, gzip, WorkloadSize};
+use strata_cli::workload::{generate, gzip, WorkloadSize};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use strata_scratch::{FsKind, ScratchFs};

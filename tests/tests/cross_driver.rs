@@ -16,7 +16,7 @@ use strata_testkit::tree::{CompareOptions, Tree};
 /// The drivers as the `strata` binary opens them: each refusing the xattr namespaces
 /// any driver of the set reserves.
 fn drivers(ext4: &Path, btrfs: &Path) -> Vec<Box<dyn Driver>> {
-    let set = bench_harness::drivers::reserved_xattrs();
+    let set = strata_cli::drivers::reserved_xattrs();
     vec![
         Box::new(VfsDriver::new(&ext4.join("vfs")).unwrap().reserving(&set)),
         Box::new(OverlayDriver::new(&ext4.join("overlay")).unwrap().reserving(&set)),
@@ -28,11 +28,11 @@ fn drivers(ext4: &Path, btrfs: &Path) -> Vec<Box<dyn Driver>> {
 /// refused are the driver set's: a driver that reserves a new namespace is added to both.
 #[test]
 fn the_corpus_reserves_what_the_driver_set_reserves() {
-    assert_eq!(bench_harness::drivers::reserved_xattrs(), strata_testkit::hostile::reserved_xattrs());
+    assert_eq!(strata_cli::drivers::reserved_xattrs(), strata_testkit::hostile::reserved_xattrs());
     let tmp = tempfile::tempdir().unwrap();
     let vfs = VfsDriver::new(&tmp.path().join("vfs")).unwrap();
     assert!(!vfs.reserved().contains("trusted.overlay.opaque"), "vfs alone reserves nothing");
-    let vfs = vfs.reserving(&bench_harness::drivers::reserved_xattrs());
+    let vfs = vfs.reserving(&strata_cli::drivers::reserved_xattrs());
     assert!(vfs.reserved().contains("trusted.overlay.opaque") && vfs.reserved().contains("user.overlay.x"));
 }
 

@@ -40,7 +40,7 @@ fn rig() -> Rig {
     let mut drivers: Vec<(&'static str, Box<dyn Driver>)> = Vec::new();
     let mut fss = Vec::new();
     // As the `strata` binary opens them: refusing every driver's reserved xattrs.
-    let set = bench_harness::drivers::reserved_xattrs();
+    let set = strata_cli::drivers::reserved_xattrs();
     if on("vfs") {
         drivers.push(("vfs", Box::new(VfsDriver::new(&tmp.path().join("vfs")).unwrap().reserving(&set))));
     }

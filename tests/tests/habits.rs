@@ -12,9 +12,9 @@ fn listings_truncate_ids_show_human_sizes_and_users() {
     }
     let s = Strata::new("vfs");
     let work = tempfile::tempdir().unwrap();
-    let size = bench_harness::workload::WorkloadSize::small();
+    let size = strata_cli::workload::WorkloadSize::small();
     let tars: Vec<Vec<u8>> =
-        bench_harness::workload::generate(51, size).iter().map(|l| bench_harness::workload::gzip(&l.tar)).collect();
+        strata_cli::workload::generate(51, size).iter().map(|l| strata_cli::workload::gzip(&l.tar)).collect();
     strata_image::image::write_layout(work.path(), "img", &tars).unwrap();
     // -q: the result on stdout, nothing on stderr; --debug: what happens underneath.
     let o = s.run(&["image", "unpack", "-q", work.path().to_str().unwrap(), "--name", "app"]);

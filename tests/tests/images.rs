@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bench_harness::workload::{generate, gzip, WorkloadSize};
+use strata_cli::workload::{generate, gzip, WorkloadSize};
 use strata_tests::registry::DockerRegistry;
 use strata_tests::{privileged, Strata};
 

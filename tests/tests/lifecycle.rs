@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use bench_harness::workload::{generate, gzip, WorkloadSize};
+use strata_cli::workload::{generate, gzip, WorkloadSize};
 use serde_json::Value;
 use strata_tests::registry::{Server, TestImage};
 use strata_tests::{Running, Strata};

@@ -85,7 +85,7 @@ struct World {
 }
 
 fn world() -> World {
-    use bench_harness::workload::{generate, gzip, WorkloadSize};
+    use strata_cli::workload::{generate, gzip, WorkloadSize};
     let layout = tempfile::tempdir().expect("tempdir");
     let size = WorkloadSize { base_dirs: 8, base_files: 60, app_files: 40 };
     let blobs = |seed| generate(seed, size).into_iter().map(|l| gzip(&l.tar)).collect::<Vec<_>>();

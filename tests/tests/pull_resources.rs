@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::sync::Arc;
 
-use bench_harness::workload::gzip;
+use strata_cli::workload::gzip;
 use strata_archive::tarbuild::TarBuilder;
 use strata_tests::registry::{Reply, Request, Server, TestImage};
 use strata_tests::{privileged, strata_bin, Strata};

@@ -90,7 +90,7 @@ fn b64(s: &str) -> String {
 }
 
 fn layout(dir: &Path) -> PathBuf {
-    use bench_harness::workload::{generate, gzip, WorkloadSize};
+    use strata_cli::workload::{generate, gzip, WorkloadSize};
     let blobs: Vec<Vec<u8>> = generate(21, WorkloadSize::small()).into_iter().take(2).map(|l| gzip(&l.tar)).collect();
     strata_image::image::write_layout(dir, "v1", &blobs).unwrap();
     dir.to_path_buf()

@@ -19,7 +19,7 @@ fn every_transport_spelling_gives_the_same_image() {
     if !privileged("transport tests") || !strata_tests::installed(&["skopeo", "docker-registry"], "transport tests") {
         return;
     }
-    use bench_harness::workload::{generate, gzip, WorkloadSize};
+    use strata_cli::workload::{generate, gzip, WorkloadSize};
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("img");
     let blobs: Vec<Vec<u8>> = generate(41, WorkloadSize::small()).into_iter().take(2).map(|l| gzip(&l.tar)).collect();

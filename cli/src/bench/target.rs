@@ -154,7 +154,7 @@ fn cp_a(from: &Path, to: &Path) -> Result<(), Error> {
 }
 
 fn open_driver(which: DriverKind, root: &Path) -> Result<Box<dyn Driver>, Error> {
-    bench_harness::drivers::open(which.name(), root)
+    strata_cli::drivers::open(which.name(), root)
 }
 
 /// Bytes of disk the filesystem holds beyond `base`, after a sync (so btrfs has

@@ -278,7 +278,7 @@ fn seed(name: &str) -> u64 {
 /// runs (docs/ci.md) the median paired ratio moved less from run to run than the ratio of
 /// the medians.
 fn interval(was: &Side, now: &Side, name: &str, confidence: f64) -> (f64, f64) {
-    let mut rng = bench_harness::workload::Rng::new(seed(name));
+    let mut rng = strata_cli::workload::Rng::new(seed(name));
     let mut buf = Vec::new();
     let mut draw = |from: &[f64]| {
         buf.clear();
@@ -669,7 +669,7 @@ mod tests {
     /// the figure where it was: each sample is judged against its own reference.
     #[test]
     fn a_sample_and_its_reference_slowed_together_do_not_move_the_paired_figure() {
-        let mut rng = bench_harness::workload::Rng::new(7);
+        let mut rng = strata_cli::workload::Rng::new(7);
         let reference: Vec<f64> = (0..15).map(|_| 2.0 + rng.below(100) as f64 / 500.0).collect();
         let samples: Vec<f64> = reference.iter().map(|r| r * (1.2 + rng.below(100) as f64 / 500.0)).collect();
         let was = Side { samples: samples.clone(), reference: reference.clone() };
@@ -695,7 +695,7 @@ mod tests {
         let with = |run: &Run, n: usize, f: f64| {
             let mut run = run.clone();
             let r = &mut run.results[0];
-            let mut rng = bench_harness::workload::Rng::new(n as u64);
+            let mut rng = strata_cli::workload::Rng::new(n as u64);
             let reference: Vec<f64> = (0..n).map(|_| 4e-3 + rng.below(1000) as f64 * 2e-6).collect();
             let samples: Vec<f64> = reference.iter().map(|x| f * (x / 2.0 + rng.below(1000) as f64 * 4e-7)).collect();
             r.create = Dist::of(samples.clone());

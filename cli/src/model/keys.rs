@@ -184,7 +184,7 @@ mod tests {
 
     #[test]
     fn every_copyup_operation_reads_back_as_itself_under_its_old_name() {
-        let mut rng = bench_harness::workload::Rng::new(7);
+        let mut rng = strata_cli::workload::Rng::new(7);
         let mut ops: Vec<CopyupOp> = CopyupOp::METADATA.to_vec();
         for _ in 0..200 {
             let unit = [1u64 << 10, 1 << 20, 1 << 30][rng.below(3) as usize];

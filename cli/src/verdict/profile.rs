@@ -1,5 +1,5 @@
 //! Workload profiles: how often each measured operation happens in a day and what
-//! stays on disk (the shipped ones in bench-harness/profiles/, or a FILE.toml).
+//! stays on disk (the shipped ones in cli/profiles/, or a FILE.toml).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -66,7 +66,7 @@ impl Profile {
         SHIPPED.iter().map(|(n, t)| Profile::parse(t, n).expect("shipped profiles parse")).collect()
     }
 
-    /// A shipped profile by name, or a TOML file (see bench-harness/profiles/).
+    /// A shipped profile by name, or a TOML file (see cli/profiles/).
     pub fn load(spec: &str) -> Result<Profile, String> {
         if let Some((n, t)) = SHIPPED.iter().find(|(n, _)| *n == spec) {
             return Profile::parse(t, n);

@@ -19,7 +19,7 @@ pub(crate) fn ctrl_c_of_a_pull(driver: &str, base: &Path) {
     let held = TestImage::generate(24, 2);
     let held_registry = Server::start(Arc::new(move |r| held.answer(REPO, r)));
     // Three layers that take a while to apply, so that signals land in each.
-    let size = bench_harness::workload::WorkloadSize { base_dirs: 40, base_files: 800, app_files: 1500 };
+    let size = strata_cli::workload::WorkloadSize { base_dirs: 40, base_files: 800, app_files: 1500 };
     let img = TestImage::generate_sized(25, 3, size);
     let registry = Server::start(Arc::new(move |r| {
         // Slow enough answers that the download takes a while too.
