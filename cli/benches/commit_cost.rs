@@ -7,11 +7,11 @@
 //! generations), so its cost follows the changes, not the image: the two times per
 //! driver should be about equal (design §8; the README shows a run).
 
-use strata_cli::workload::{flat_image, rewrite_ten};
 use criterion::{criterion_group, criterion_main, Criterion};
 use driver_btrfs::BtrfsDriver;
 use driver_core::Driver;
 use driver_overlay::OverlayDriver;
+use strata_cli::workload::{flat_image, rewrite_ten};
 use strata_image::commit::{commit, CommitOptions, LayerCompression};
 use strata_image::images::ImageStore;
 use strata_scratch::{FsKind, ScratchFs};

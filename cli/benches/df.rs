@@ -17,12 +17,12 @@
 //!
 //! docs/check.md ("How fast") gives a run.
 
-use strata_cli::workload::{flat_image, gzip};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use driver_core::Driver;
 use driver_overlay::OverlayDriver;
 use driver_vfs::VfsDriver;
 use strata_archive::tarbuild::TarBuilder;
+use strata_cli::workload::{flat_image, gzip};
 use strata_image::images::ImageStore;
 use strata_scratch::{FsKind, ScratchFs};
 

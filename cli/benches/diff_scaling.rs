@@ -8,12 +8,12 @@
 
 use std::path::Path;
 
-use strata_cli::workload::{flat_image, rewrite_ten};
 use criterion::{criterion_group, criterion_main, Criterion};
 use driver_btrfs::BtrfsDriver;
 use driver_core::Driver;
 use driver_overlay::OverlayDriver;
 use strata_archive::tarbuild::TarBuilder;
+use strata_cli::workload::{flat_image, rewrite_ten};
 use strata_scratch::{FsKind, ScratchFs};
 
 /// Applies an image of `files` files and a container over it with 10 changed files.

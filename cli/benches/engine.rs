@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
-use strata_cli::workload::{generate, WorkloadSize};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use sha2::Digest;
 use strata_archive::apply::{apply_layer, ApplyOptions};
 use strata_archive::diff::naive_diff;
+use strata_cli::workload::{generate, WorkloadSize};
 
 fn scratch_parent() -> &'static Path {
     // tmpfs: measure the engine, not the disk.

@@ -6,8 +6,8 @@ use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
-use strata_cli::drivers;
 use driver_core::{Driver, Durability};
+use strata_cli::drivers;
 use strata_image::check;
 use strata_image::images::ImageStore;
 use strata_image::registry;

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use strata_cli::workload::{generate, gzip, WorkloadSize};
 use serde_json::Value;
+use strata_cli::workload::{generate, gzip, WorkloadSize};
 use strata_scratch::{FsKind, ScratchFs};
 use strata_testkit::conformance::mounts_under;
 use strata_testkit::tree::{CompareOptions, Kind, Tree};

@@ -11,9 +11,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use strata_cli::workload::{generate, gzip, WorkloadSize};
 use nix::sys::signal::Signal;
 use serde_json::Value;
+use strata_cli::workload::{generate, gzip, WorkloadSize};
 use strata_scratch::{FsKind, ScratchFs};
 use strata_testkit::conformance::mounts_under;
 use strata_testkit::tree::{CompareOptions, Tree};

@@ -7,8 +7,8 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
-use strata_cli::workload::{generate, gzip, WorkloadSize};
 use serde_json::Value;
+use strata_cli::workload::{generate, gzip, WorkloadSize};
 use strata_scratch::{FsKind, ScratchFs};
 use strata_tests::{privileged, Strata};
 

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use strata_cli::workload::{generate, gzip, WorkloadSize};
 use serde_json::Value;
+use strata_cli::workload::{generate, gzip, WorkloadSize};
 use strata_tests::registry::{Server, TestImage};
 use strata_tests::{Running, Strata};
 

@@ -6,8 +6,8 @@
 use std::process::Command;
 use std::sync::Arc;
 
-use strata_cli::workload::gzip;
 use strata_archive::tarbuild::TarBuilder;
+use strata_cli::workload::gzip;
 use strata_tests::registry::{Reply, Request, Server, TestImage};
 use strata_tests::{privileged, strata_bin, Strata};
 

@@ -5,9 +5,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use strata_cli::workload::{generate, gzip, Rng, WorkloadSize};
 use driver_core::Error;
 use strata_archive::tarbuild::{EntryMeta, TarBuilder};
+use strata_cli::workload::{generate, gzip, Rng, WorkloadSize};
 use strata_image::image::{open_source, write_layout, BlobSource};
 use strata_image::registry::{AuthOptions, Limits};
 
