@@ -12,7 +12,7 @@
 mod cost;
 mod profile;
 
-pub use profile::Profile;
+pub use profile::{Profile, ProfileError};
 
 use crate::model::{
     per_day, secs, size, size_name, CopyupOp, Cost, DriverKind, Run, TargetCost, TargetResult, Verdict,
@@ -356,8 +356,8 @@ mod tests {
     use super::*;
     use crate::model::Dist;
     use crate::model::{Skipped, SCHEMA};
-    use strata_cli::workload::Rng;
     use std::collections::BTreeMap;
+    use strata_cli::workload::Rng;
 
     /// A full default run recorded on the project's 2-core test machine (all five targets).
     const RECORDED: &str = include_str!("../../tests/fixtures/bench/run-full.json");
