@@ -32,15 +32,16 @@ use std::time::Instant;
 use driver_core::Error;
 use strata_image::image::write_layout;
 
-pub use args::BenchArgs;
+pub use args::{BenchArgs, OptionsError};
 use host::{cannot_run, check_scratch, host, release_on_signal};
 use layout::{bench_layout, blob_bytes, default_blobs, image_blobs};
 pub use target::CREATE_LIKE;
 use target::{run_target, Plan};
 use terminal::{print_missing, print_peers, print_table, print_verdicts};
 
+use crate::failure::Failure;
 use crate::gate::BenchError;
-use crate::model::{err, Run, Skipped, TargetResult, Workload, DEFAULT_IMAGE, SCHEMA};
+use crate::model::{Run, Skipped, TargetResult, Workload, DEFAULT_IMAGE, SCHEMA};
 use crate::peers::PeerImage;
 
 /// Runs every target on one image; adds peers when asked.
@@ -163,11 +164,8 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         crate::gate::run(&run, &args.baseline, &opts)?;
     }
     if !run.results.iter().any(TargetResult::ok) {
-        return Err(BenchError::Unmeasured(err(format!(
-            "no target ran ({} not run, {} failed); see the lines above",
-            run.skipped.len(),
-            run.results.len()
-        ))));
+        let (skipped, failed) = (run.skipped.len(), run.results.len());
+        return Err(BenchError::Unmeasured(Failure::NoTargetRan { skipped, failed }.into()));
     }
     Ok(())
 }
@@ -205,9 +203,9 @@ fn write_openmetrics(path: &Path, runs: &[&Run]) -> Result<(), Error> {
 /// Runs the bench: every image on every target, then the peers.
 fn measure(args: &BenchArgs) -> Result<Run, BenchError> {
     if !nix::unistd::geteuid().is_root() {
-        return Err(BenchError::Unmeasured(err("strata bench makes loop-mounted scratch filesystems and needs root")));
+        return Err(BenchError::Unmeasured(Failure::NeedsRoot.into()));
     }
-    release_on_signal().map_err(|e| err(format!("installing the SIGINT/SIGTERM handler: {e}")))?;
+    release_on_signal().map_err(Failure::step("installing the SIGINT/SIGTERM handler"))?;
     for &p in &args.peers {
         if let Some(why) = crate::peers::unavailable(p) {
             eprintln!("strata bench: peer {} will not run: {why}", p.name());

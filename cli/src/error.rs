@@ -12,6 +12,7 @@ use strata_run::container::RunError;
 use strata_run::replay::ReplayError;
 use strata_run::trace::TraceError;
 
+use crate::bench::OptionsError;
 use crate::gate::BenchError;
 
 /// Any other failure: a layer operation, the disk, the store's records, `check`, a
@@ -71,8 +72,8 @@ pub enum Error {
 #[derive(Debug, thiserror::Error)]
 pub enum Usage {
     /// An option check that runs before anything is opened (the bench's).
-    #[error("{0}")]
-    Options(String),
+    #[error(transparent)]
+    Options(OptionsError),
     /// `image unpack docker://REF --name/--platform`.
     #[error(
         "{src}: --name and --platform are for local images; a registry image is recorded under its reference, \

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use driver_core::Error;
 
-use crate::model::{err, Dist, Run, TargetResult, Workload};
+use crate::failure::Failure;
+use crate::model::{Dist, Run, TargetResult, Workload};
 use crate::report::{cell, chart_or_note, copyup_chart, escape, figure_docs, missing, utc, Unit, STYLE};
 use crate::verdict::Profile;
 
@@ -79,13 +80,7 @@ impl Fleet {
         for (p, r) in paths.iter().zip(&runs).skip(1) {
             let d = workload_differences(&runs[0].workload, &r.workload);
             if !d.is_empty() {
-                return Err(err(format!(
-                    "{}: another workload than {} ({}); hosts compare only on the same workload: run the bench \
-                     with the same options on each",
-                    p.display(),
-                    paths[0].display(),
-                    d.join("; ")
-                )));
+                return Err(Failure::OtherWorkload { path: p.clone(), first: paths[0].clone(), differences: d }.into());
             }
         }
         let names = names(&runs.iter().collect::<Vec<_>>());
@@ -405,5 +400,23 @@ mod tests {
         let b = Workload { containers: 3, quick: true, ..Default::default() };
         assert_eq!(workload_differences(&a, &a), Vec::<String>::new());
         assert_eq!(workload_differences(&a, &b), ["containers 2 vs 3"]);
+    }
+
+    /// Runs of two workloads are refused, naming both files and how they differ.
+    #[test]
+    fn runs_of_other_workloads_are_refused_by_variant() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = include_str!("../../tests/fixtures/bench/gate-1.json");
+        let mut other: Run = serde_json::from_str(text).unwrap();
+        other.workload.containers += 1;
+        let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
+        std::fs::write(&a, text).unwrap();
+        std::fs::write(&b, serde_json::to_string(&other).unwrap()).unwrap();
+        let e = Fleet::load(&[a.clone(), b.clone()], &[]).err().expect("two workloads");
+        assert!(
+            matches!(Failure::of(&e), Some(Failure::OtherWorkload { path, first, differences })
+                if path == &b && first == &a && differences.len() == 1 && differences[0].starts_with("containers ")),
+            "{e:?}"
+        );
     }
 }

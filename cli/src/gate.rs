@@ -33,7 +33,8 @@ pub use compare::{Options, THRESHOLD_PCT, TOLERANCE_PCT};
 pub use error::BenchError;
 use output::{failed_outputs, junit, markdown, write};
 
-use crate::model::{err, Run};
+use crate::failure::Failure;
+use crate::model::Run;
 
 /// `--baseline`: loads the baselines, compares, prints every figure, writes the
 /// Markdown and JUnit files, and fails (exit 1) on a regression.
@@ -63,7 +64,7 @@ pub fn run(current: &Run, baseline_paths: &[PathBuf], opts: &Options) -> Result<
     }
     let regressed = c.regressed();
     if !c.lost.is_empty() {
-        return Err(BenchError::Unmeasured(err(format!("{}: {}", c.summary(), c.lost.join("; ")))));
+        return Err(BenchError::Unmeasured(Failure::Lost { summary: c.summary(), lost: c.lost.clone() }.into()));
     }
     if !regressed.is_empty() {
         return Err(BenchError::Regressed(regressed.iter().map(|f| f.line()).collect()));
@@ -75,6 +76,8 @@ pub fn run(current: &Run, baseline_paths: &[PathBuf], opts: &Options) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::failure::Incomparable;
+    use crate::model::TargetResult;
 
     /// Each way the gate fails is its own variant, with the exit code docs/ci.md gives it.
     #[test]
@@ -101,15 +104,67 @@ mod tests {
         let mut other = now.clone();
         other.host.hostname = "elsewhere".into();
         let e = run(&other, std::slice::from_ref(&base), &opts).unwrap_err();
-        assert!(matches!(&e, BenchError::Inputs(_)) && e.to_string().contains("another host"), "{e}");
+        let host = |e: &BenchError| match e.failure() {
+            Some(Failure::Incomparable { why: Incomparable::OtherHost { then, now }, .. }) => {
+                Some((then.clone(), now.clone()))
+            }
+            _ => None,
+        };
+        let (then, this) = host(&e).unwrap_or_else(|| panic!("another host: {e:?}"));
+        assert!(this.starts_with("elsewhere ") && !then.starts_with("elsewhere "), "{then} / {this}");
+        assert!(matches!(&e, BenchError::Inputs(_)));
         assert_eq!(e.exit_code(), 2);
+        // The printed line names the file and both hosts.
+        assert!(e.to_string().starts_with(&format!("baseline {} is from another host (", base.display())), "{e}");
+
+        let mut workload = now.clone();
+        workload.workload.containers += 1;
+        let e = run(&workload, std::slice::from_ref(&base), &opts).unwrap_err();
+        assert!(
+            matches!(e.failure(), Some(Failure::Incomparable { why: Incomparable::OtherWorkload { .. }, .. })),
+            "{e:?}"
+        );
+        assert_eq!(e.exit_code(), 2);
+
+        // A baseline that holds no successful result, and one from before exact figures.
+        let doctored = |name: &str, doctor: fn(&mut TargetResult)| {
+            let mut b: Run = serde_json::from_str(include_str!("../../tests/fixtures/bench/gate-1.json")).unwrap();
+            b.results.iter_mut().for_each(doctor);
+            let path = dir.path().join(name);
+            std::fs::write(&path, serde_json::to_string(&b).unwrap()).unwrap();
+            run(&now, &[path], &opts).unwrap_err()
+        };
+        let e = doctored("failed.json", |r| r.error = Some("mkfs failed".into()));
+        assert!(matches!(e.failure(), Some(Failure::Incomparable { why: Incomparable::NoResults, .. })), "{e:?}");
+        assert_eq!(e.exit_code(), 2);
+        let e = doctored("old.json", |r| {
+            r.counts.clear();
+            r.reference.clear();
+        });
+        assert!(matches!(e.failure(), Some(Failure::Incomparable { why: Incomparable::NoExactFigures, .. })), "{e:?}");
+        assert_eq!(e.exit_code(), 2);
+
+        // A baseline that is not there: the io error itself, its errno kept.
         let e = run(&now, &[dir.path().join("missing.json")], &opts).unwrap_err();
-        assert!(matches!(&e, BenchError::Inputs(_)), "{e}");
+        assert!(matches!(&e, BenchError::Inputs(inner) if inner.raw_os_error() == Some(libc::ENOENT)), "{e:?}");
+
+        // A target that ran in the baseline and failed now is lost: could not measure.
+        let mut lost = now.clone();
+        let mut failed = lost.results[0].clone();
+        failed.error = Some("mkfs failed".into());
+        lost.results.push(failed);
+        let e = run(&lost, std::slice::from_ref(&base), &opts).unwrap_err();
+        assert!(
+            matches!(e.failure(), Some(Failure::Lost { lost, .. }) if lost.len() == 1 && lost[0].ends_with("mkfs failed")),
+            "{e:?}"
+        );
+        assert_eq!(e.exit_code(), 3);
 
         let mut none = now.clone();
         none.results.iter_mut().for_each(|r| r.error = Some("mkfs failed".into()));
         let e = run(&none, std::slice::from_ref(&base), &opts).unwrap_err();
-        assert!(matches!(&e, BenchError::Unmeasured(_)) && e.to_string().contains("measured nothing"), "{e}");
+        assert!(matches!(e.failure(), Some(Failure::NothingToCompare)), "{e:?}");
+        assert!(matches!(&e, BenchError::Unmeasured(_)));
         assert_eq!(e.exit_code(), 3);
     }
 }

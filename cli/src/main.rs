@@ -14,6 +14,7 @@ mod commands;
 mod commit;
 mod error;
 mod explain;
+mod failure;
 mod fleet;
 mod gate;
 mod lifecycle;

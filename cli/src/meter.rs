@@ -22,7 +22,8 @@ use std::time::Instant;
 
 use driver_core::Error;
 
-use crate::model::{err, DiskUse};
+use crate::failure::Failure;
+use crate::model::DiskUse;
 
 /// The counters at one moment.
 #[derive(Clone, Copy, Debug, Default)]
@@ -138,7 +139,7 @@ const LOOP_FILES: usize = 8;
 /// wall and CPU seconds it took. Removed (and synced) outside the timing.
 pub fn fsync_loop(scratch: &Path, tag: &str) -> Result<(f64, f64), Error> {
     let dir = scratch.join(format!("ref-fsync-{tag}"));
-    let io = |e: std::io::Error| err(format!("the write+fsync reference in {}: {e}", dir.display()));
+    let io = Failure::step(format!("the write+fsync reference in {}", dir.display()));
     let block = [0x5au8; 4096];
     let (res, secs, cpu) = timed(nix::sys::resource::UsageWho::RUSAGE_SELF, || -> std::io::Result<()> {
         fs::create_dir(&dir)?;
@@ -150,8 +151,8 @@ pub fn fsync_loop(scratch: &Path, tag: &str) -> Result<(f64, f64), Error> {
         }
         fs::File::open(&dir)?.sync_all()
     });
-    res.map_err(io)?;
-    fs::remove_dir_all(&dir).map_err(io)?;
+    res.map_err(&io)?;
+    fs::remove_dir_all(&dir).map_err(&io)?;
     nix::unistd::sync();
     Ok((secs, cpu))
 }
@@ -165,7 +166,7 @@ pub fn fsync_loop(scratch: &Path, tag: &str) -> Result<(f64, f64), Error> {
 /// device three times as often as a create's.
 pub fn create_like(scratch: &Path, tag: &str) -> Result<(f64, f64), Error> {
     let dir = scratch.join(format!("ref-create-{tag}"));
-    let io = |e: std::io::Error| err(format!("the create reference in {}: {e}", dir.display()));
+    let io = Failure::step(format!("the create reference in {}", dir.display()));
     let block = [0x5au8; 512];
     let (res, secs, cpu) = timed(nix::sys::resource::UsageWho::RUSAGE_SELF, || -> std::io::Result<()> {
         fs::create_dir(&dir)?;
@@ -180,8 +181,8 @@ pub fn create_like(scratch: &Path, tag: &str) -> Result<(f64, f64), Error> {
         let d = fs::File::open(&dir)?;
         nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)).map_err(std::io::Error::from)
     });
-    res.map_err(io)?;
-    fs::remove_dir_all(&dir).map_err(io)?;
+    res.map_err(&io)?;
+    fs::remove_dir_all(&dir).map_err(&io)?;
     nix::unistd::sync();
     Ok((secs, cpu))
 }
@@ -215,5 +216,25 @@ impl Write for CountingSink {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reference that cannot run on its scratch dir says which and keeps the errno.
+    #[test]
+    fn a_reference_that_fails_keeps_its_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        for e in [fsync_loop(&gone, "t").unwrap_err(), create_like(&gone, "t").unwrap_err()] {
+            assert!(
+                matches!(Failure::of(&e), Some(Failure::Step { what, source }) if what.contains(&gone.display().to_string())
+                    && source.raw_os_error() == Some(libc::ENOENT)),
+                "{e:?}"
+            );
+            assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        }
     }
 }

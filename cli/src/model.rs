@@ -8,8 +8,10 @@ mod keys;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use driver_core::{Cause, Error};
+use driver_core::Error;
 use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::failure::Failure;
 
 pub use keys::{size_name, CopyupOp, DiskPhase, DriverKind, FileSize, STORM_APPENDS};
 
@@ -353,22 +355,16 @@ fn measured<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Dist>, D::Error> {
     Ok(Option::<Dist>::deserialize(d)?.filter(|d| d.n() > 0))
 }
 
-pub fn err(msg: impl Into<String>) -> Error {
-    Error::new(Cause::Other(msg.into()))
-}
-
 impl Run {
     pub fn load(path: &Path) -> Result<Run, Error> {
         let data = std::fs::read(path).map_err(|e| Error::new(e).with_path(path))?;
-        let run: Run = serde_json::from_slice(&data).map_err(|e| {
-            err(format!("{}: not a strata bench run of schema {SCHEMA} (see docs/json.md): {e}", path.display()))
+        let run: Run = serde_json::from_slice(&data).map_err(|source| Failure::NotARun {
+            path: path.to_path_buf(),
+            schema: SCHEMA,
+            source,
         })?;
         if run.schema != SCHEMA {
-            return Err(err(format!(
-                "{}: schema {} (this strata reads {SCHEMA}; re-run the bench)",
-                path.display(),
-                run.schema
-            )));
+            return Err(Failure::OtherSchema { path: path.to_path_buf(), found: run.schema, reads: SCHEMA }.into());
         }
         Ok(run)
     }
@@ -559,9 +555,33 @@ mod tests {
             assert!(text.contains(from), "{from}");
             let path = dir.path().join("run.json");
             std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
-            let e = Run::load(&path).unwrap_err().to_string();
-            assert!(e.contains(says) && e.contains("not a strata bench run"), "{e}");
+            let e = Run::load(&path).unwrap_err();
+            assert!(
+                matches!(Failure::of(&e), Some(Failure::NotARun { source, schema: SCHEMA, .. })
+                    if source.to_string().contains(says)),
+                "{e:?}"
+            );
+            // The printed line names the file and says what it is not.
+            assert!(e.to_string().starts_with(&format!("{}: not a strata bench run", path.display())), "{e}");
         }
+    }
+
+    #[test]
+    fn a_run_of_another_schema_is_refused_with_both_schemas() {
+        let text = include_str!("../../tests/fixtures/bench/gate-1.json");
+        let from = format!("\"schema\": {SCHEMA}");
+        assert!(text.contains(&from), "{from}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.json");
+        std::fs::write(&path, text.replacen(&from, "\"schema\": 2", 1)).unwrap();
+        let e = Run::load(&path).unwrap_err();
+        assert!(
+            matches!(Failure::of(&e), Some(Failure::OtherSchema { found: 2, reads: SCHEMA, path: p }) if p == &path),
+            "{e:?}"
+        );
+        // Not there at all: the io error, with its errno.
+        let e = Run::load(&dir.path().join("none.json")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e:?}");
     }
 
     #[test]

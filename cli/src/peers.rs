@@ -18,12 +18,14 @@
 
 use std::fs::{self, File};
 use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::args::Peer;
-use crate::model::{err, DiskUse, Dist, PeerResult};
+use crate::failure::Failure;
+use crate::model::{DiskUse, Dist, PeerResult};
 use driver_core::Error;
 use strata_image::image::blob_path;
 use strata_scratch::{FsKind, ScratchFs};
@@ -47,12 +49,16 @@ impl PeerImage {
         b.follow_symlinks(false);
         b.append_dir_all(".", layout).map_err(io)?;
         b.into_inner().map_err(io)?;
-        let index = read_json(&layout.join("index.json"))?;
-        let manifest_digest = index["manifests"][0]["digest"].as_str().ok_or_else(|| err("index without manifest"))?;
-        let manifest = read_json(&layout.join(blob_path(manifest_digest).map_err(io)?))?;
+        let index_path = layout.join("index.json");
+        let index = read_json(&index_path)?;
+        let manifest_digest = index["manifests"][0]["digest"]
+            .as_str()
+            .ok_or(Failure::Layout { path: index_path, what: "an index without a manifest" })?;
+        let manifest_path = layout.join(blob_path(manifest_digest).map_err(io)?);
+        let manifest = read_json(&manifest_path)?;
         let layers = manifest["layers"]
             .as_array()
-            .ok_or_else(|| err("manifest without layers"))?
+            .ok_or(Failure::Layout { path: manifest_path, what: "a manifest without layers" })?
             .iter()
             .map(|l| Ok(layout.join(blob_path(l["digest"].as_str().unwrap_or_default()).map_err(io)?)))
             .collect::<Result<Vec<_>, Error>>()?;
@@ -62,7 +68,7 @@ impl PeerImage {
 
 fn read_json(path: &Path) -> Result<serde_json::Value, Error> {
     let data = fs::read(path).map_err(|e| Error::new(e).with_path(path))?;
-    serde_json::from_slice(&data).map_err(|e| err(format!("{}: {e}", path.display())))
+    serde_json::from_slice(&data).map_err(|source| Failure::Json { path: path.to_path_buf(), source }.into())
 }
 
 /// The peer's storage matching a strata driver: (containerd snapshotter, podman driver).
@@ -90,7 +96,7 @@ pub fn unavailable(peer: Peer) -> Option<String> {
 }
 
 fn run_checked(cmd: &mut Command, what: &str) -> Result<(), Error> {
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| err(format!("{what}: {e}")))?;
+    let out = cmd.stdin(Stdio::null()).output().map_err(Failure::tool(what))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         // podman tries each archive format in turn and says why each failed: keep all.
@@ -99,7 +105,7 @@ fn run_checked(cmd: &mut Command, what: &str) -> Result<(), Error> {
         if said.len() > 600 {
             said = format!("...{}", &said[said.len() - 600..]);
         }
-        return Err(err(format!("{what} failed ({}): {said}", out.status)));
+        return Err(Failure::ToolFailed { what: what.into(), status: out.status, said }.into());
     }
     Ok(())
 }
@@ -137,9 +143,10 @@ impl Containerd {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .map_err(|e| err(format!("starting containerd: {e}")))?;
+            .map_err(Failure::tool("starting containerd"))?;
         let mut d = Containerd { child, socket, _state: state };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        const ANSWER_WITHIN: u64 = 20;
+        let deadline = Instant::now() + Duration::from_secs(ANSWER_WITHIN);
         loop {
             let ok = Command::new("ctr")
                 .arg("-a")
@@ -154,10 +161,12 @@ impl Containerd {
                 return Ok(d);
             }
             if let Ok(Some(status)) = d.child.try_wait() {
-                return Err(err(format!("containerd exited at start ({status})")));
+                return Err(
+                    Failure::ToolFailed { what: "containerd (at start)".into(), status, said: String::new() }.into()
+                );
             }
             if Instant::now() > deadline {
-                return Err(err("containerd did not answer on its socket within 20 s"));
+                return Err(Failure::NoAnswer { secs: ANSWER_WITHIN }.into());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -212,21 +221,30 @@ pub fn floor(layers: &[PathBuf], into: &Path) -> Result<(), Error> {
             .arg(blob)
             .stdout(Stdio::piped())
             .spawn()
-            .map_err(|e| err(format!("floor: {:?}: {e}", decompress.get_program())))?;
+            .map_err(Failure::tool(format!("floor: {}", decompress.get_program().to_string_lossy())))?;
         let stdout = source.stdout.take().expect("piped");
         let sink = Command::new("tar")
             .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "-x", "-f", "-", "-C"])
             .arg(&dir)
             .stdin(stdout)
             .spawn()
-            .map_err(|e| err(format!("floor: tar: {e}")))?;
-        running.push((source, sink));
+            .map_err(Failure::tool("floor: tar"))?;
+        running.push((decompress.get_program().to_string_lossy().into_owned(), source, sink));
     }
-    for (mut source, mut sink) in running {
-        let a = source.wait().map_err(|e| err(format!("floor: {e}")))?;
-        let b = sink.wait().map_err(|e| err(format!("floor: {e}")))?;
-        if !a.success() || !b.success() {
-            return Err(err(format!("floor: decompress {a}, tar {b}")));
+    for (decompressor, mut source, mut sink) in running {
+        let what = format!("floor: {decompressor}");
+        let a = source.wait().map_err(Failure::tool(&what))?;
+        let b = sink.wait().map_err(Failure::tool("floor: tar"))?;
+        // A decompressor that failed on its own explains tar's failure (a short stream);
+        // one killed by SIGPIPE was cut off by a tar that failed first.
+        let cut_off = a.signal() == Some(libc::SIGPIPE);
+        let failed = match (a.success(), b.success()) {
+            (false, _) if !cut_off || b.success() => Some((what, a)),
+            (_, false) => Some(("floor: tar".to_string(), b)),
+            _ => None,
+        };
+        if let Some((what, status)) = failed {
+            return Err(Failure::ToolFailed { what, status, said: String::new() }.into());
         }
     }
     Ok(())
@@ -234,7 +252,7 @@ pub fn floor(layers: &[PathBuf], into: &Path) -> Result<(), Error> {
 
 /// One unpack by `tool` on a fresh filesystem of `kind`: (seconds, disk bytes).
 fn once(tool: &str, strata_driver: &str, kind: FsKind, image: &PeerImage) -> Result<(f64, u64), Error> {
-    let scratch = ScratchFs::new(kind, 12 << 30).map_err(|e| err(format!("scratch {}: {e}", kind.name())))?;
+    let scratch = ScratchFs::new(kind, 12 << 30).map_err(|source| Failure::Scratch { fs: kind.name(), source })?;
     let base = used(scratch.path());
     let root = scratch.path().join(tool);
     fs::create_dir_all(&root).map_err(|e| Error::new(e).with_path(&root))?;
@@ -270,7 +288,7 @@ fn once(tool: &str, strata_driver: &str, kind: FsKind, image: &PeerImage) -> Res
             "podman load",
         )?,
         "floor" => floor(&image.layers, &root)?,
-        other => return Err(err(format!("unknown tool {other}"))),
+        other => return Err(Failure::UnknownTool(other.into()).into()),
     }
     driver_core::sys::syncfs(scratch.path()).map_err(|e| Error::new(e).with_path(scratch.path()))?;
     let secs = start.elapsed().as_secs_f64();
@@ -337,4 +355,61 @@ pub fn compare(
             r
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tool that cannot start keeps its io error; one that fails keeps its exit status
+    /// and what it said.
+    #[test]
+    fn a_tool_that_fails_is_named_with_its_status_and_stderr() {
+        let e = run_checked(&mut Command::new("/nonexistent/strata-tool"), "strata-tool").unwrap_err();
+        assert!(
+            matches!(Failure::of(&e), Some(Failure::Tool { what, source }) if what == "strata-tool"
+                && source.raw_os_error() == Some(libc::ENOENT)),
+            "{e:?}"
+        );
+        let e = run_checked(Command::new("sh").args(["-c", "echo one >&2; echo >&2; echo two >&2; exit 3"]), "sh")
+            .unwrap_err();
+        assert!(
+            matches!(Failure::of(&e), Some(Failure::ToolFailed { status, said, .. })
+                if status.code() == Some(3) && said == "one | two"),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "sh failed (exit status: 3): one | two");
+    }
+
+    /// The floor's tar refusing a layer that is not a tar is the floor's failure, named.
+    #[test]
+    fn the_floor_names_the_step_that_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("blob");
+        fs::write(&blob, vec![b'x'; 4096]).unwrap();
+        let e = floor(&[blob], &dir.path().join("out")).unwrap_err();
+        assert!(
+            matches!(Failure::of(&e), Some(Failure::ToolFailed { what, status, .. }) if what == "floor: tar"
+                && !status.success()),
+            "{e:?}"
+        );
+    }
+
+    /// A layout whose documents do not parse, or lack what the peers need, is named.
+    #[test]
+    fn a_layout_without_its_documents_is_refused_by_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("layout");
+        fs::create_dir(&layout).unwrap();
+        let archive = dir.path().join("image.tar");
+        fs::write(layout.join("index.json"), "{\"manifests\": [").unwrap();
+        let e = PeerImage::from_layout(&layout, &archive).err().expect("a broken index");
+        assert!(
+            matches!(Failure::of(&e), Some(Failure::Json { path, source }) if path.ends_with("index.json") && source.is_eof()),
+            "{e:?}"
+        );
+        fs::write(layout.join("index.json"), "{\"manifests\": []}").unwrap();
+        let e = PeerImage::from_layout(&layout, &archive).err().expect("an index without manifests");
+        assert!(matches!(Failure::of(&e), Some(Failure::Layout { path, .. }) if path.ends_with("index.json")), "{e:?}");
+    }
 }

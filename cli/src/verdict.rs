@@ -12,7 +12,7 @@
 mod cost;
 mod profile;
 
-pub use profile::Profile;
+pub use profile::{Profile, ProfileError};
 
 use crate::model::{
     per_day, secs, size, size_name, CopyupOp, Cost, DriverKind, Run, TargetCost, TargetResult, Verdict,

@@ -20,7 +20,7 @@ pub mod show;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use strata_run::trace::Trace;
+use strata_run::trace::{Trace, TraceError};
 
 use crate::model::{secs, Cost, Dist, TargetResult};
 
@@ -68,19 +68,44 @@ impl Spec {
     }
 }
 
+/// `--replay`, `--run` and `--label` that cannot be used (a usage error: exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadsError {
+    /// Options that do not fit together: the sentence says what to type instead
+    /// (nothing failed under it, so there is no source to keep).
+    #[error("{0}")]
+    Refused(String),
+    /// `--replay FILE`: a trace that cannot be read (its line, or its errno, kept).
+    #[error("--replay {}: {source}", path.display())]
+    Trace { path: PathBuf, source: TraceError },
+}
+
+impl From<String> for WorkloadsError {
+    fn from(sentence: String) -> Self {
+        WorkloadsError::Refused(sentence)
+    }
+}
+
+impl From<&str> for WorkloadsError {
+    fn from(sentence: &str) -> Self {
+        WorkloadsError::Refused(sentence.into())
+    }
+}
+
 impl WorkloadArgs {
     /// Reads the traces and names the workloads; the message is a usage error.
-    pub fn check(&mut self) -> Result<(), String> {
+    pub fn check(&mut self) -> Result<(), WorkloadsError> {
         if self.label.len() > self.run.len() {
             return Err(format!(
                 "--label names the --run commands, in order: {} label(s) for {} command(s)",
                 self.label.len(),
                 self.run.len()
-            ));
+            )
+            .into());
         }
         let mut specs = Vec::new();
         for path in &self.replay {
-            let trace = Trace::read(path).map_err(|e| format!("--replay {}: {e}", path.display()))?;
+            let trace = Trace::read(path).map_err(|source| WorkloadsError::Trace { path: path.clone(), source })?;
             let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let name = name.strip_suffix(".trace").map(str::to_string).unwrap_or(name);
             specs.push(Spec { name, source: Source::Trace(path.clone(), Box::new(trace)) });
@@ -94,7 +119,7 @@ impl WorkloadArgs {
         }
         for (i, s) in specs.iter().enumerate() {
             if specs[..i].iter().any(|o| o.name == s.name) {
-                return Err(format!("two workloads are named {:?}: name them apart with --label", s.name));
+                return Err(format!("two workloads are named {:?}: name them apart with --label", s.name).into());
             }
         }
         self.specs = specs;
@@ -206,19 +231,27 @@ mod tests {
         assert_eq!(names, ["pip-install", "noop", "run-2"]);
         let mut two_labels =
             WorkloadArgs { run: vec!["true".into()], label: vec!["a".into(), "b".into()], ..Default::default() };
-        assert!(two_labels.check().unwrap_err().contains("2 label(s) for 1 command(s)"));
+        assert!(two_labels.check().unwrap_err().to_string().contains("2 label(s) for 1 command(s)"));
         let mut same = WorkloadArgs {
             replay: vec![trace.clone()],
             run: vec!["true".into()],
             label: vec!["pip-install".into()],
             ..Default::default()
         };
-        assert!(same.check().unwrap_err().contains("two workloads are named \"pip-install\""));
+        assert!(same.check().unwrap_err().to_string().contains("two workloads are named \"pip-install\""));
+        // A trace that cannot be opened keeps its errno; one that does not parse, its line.
         let mut missing = WorkloadArgs { replay: vec![dir.path().join("nope.trace")], ..Default::default() };
-        assert!(missing.check().unwrap_err().starts_with("--replay "));
+        let e = missing.check().unwrap_err();
+        assert!(
+            matches!(&e, WorkloadsError::Trace { source: TraceError::Open { source, .. }, .. }
+                if source.raw_os_error() == Some(libc::ENOENT)),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("--replay "), "{e}");
         std::fs::write(&trace, "not a trace\n").unwrap();
         let mut bad = WorkloadArgs { replay: vec![trace], ..Default::default() };
-        assert!(bad.check().unwrap_err().contains("trace line 1"));
+        let e = bad.check().unwrap_err();
+        assert!(matches!(&e, WorkloadsError::Trace { source: TraceError::Line { line: 1, .. }, .. }), "{e}");
     }
 
     #[test]

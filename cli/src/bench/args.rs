@@ -6,7 +6,8 @@ use strata_scratch::FsKind;
 
 use crate::args::{BenchDriver, Filesystem, Peer};
 use crate::model::DriverKind;
-use crate::verdict::Profile;
+use crate::verdict::{Profile, ProfileError};
+use crate::workloads::WorkloadsError;
 
 /// `strata bench`'s options (flattened into the CLI's `bench` subcommand).
 #[derive(clap::Args, Debug)]
@@ -112,10 +113,31 @@ fn targets(drivers: &[DriverKind], fs: &[FsKind]) -> Vec<Target> {
     out
 }
 
+/// Bench options refused before anything runs (a usage error: exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    /// An option, or two together, that the bench refuses: the sentence says what to
+    /// type instead (nothing failed under it, so there is no source to keep).
+    #[error("{0}")]
+    Refused(String),
+    /// `--replay`, `--run`, `--label`.
+    #[error(transparent)]
+    Workloads(#[from] WorkloadsError),
+    /// `--profile`.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+}
+
+impl From<&str> for OptionsError {
+    fn from(sentence: &str) -> Self {
+        OptionsError::Refused(sentence.into())
+    }
+}
+
 impl BenchArgs {
     /// Checks the options before anything runs and loads the profiles; the message is
     /// a usage error (exit 2).
-    pub fn check_usage(&mut self, driver_given: bool) -> Result<(), String> {
+    pub fn check_usage(&mut self, driver_given: bool) -> Result<(), OptionsError> {
         (self.profiles, self.targets) = check_usage(
             &self.drivers,
             &self.fs,
@@ -149,7 +171,7 @@ fn check_usage(
     profiles: &[String],
     driver_given: bool,
     measuring: bool,
-) -> Result<(Vec<Profile>, Vec<Target>), String> {
+) -> Result<(Vec<Profile>, Vec<Target>), OptionsError> {
     if driver_given {
         return Err("bench ignores --driver: it compares drivers; choose them with --drivers overlay,vfs,btrfs".into());
     }

@@ -6,7 +6,8 @@ use std::path::Path;
 use driver_core::Error;
 use strata_scratch::FsKind;
 
-use crate::model::{err, size, DriverKind, Host};
+use crate::failure::Failure;
+use crate::model::{DriverKind, Host};
 
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
@@ -71,21 +72,11 @@ pub(super) fn check_scratch(needed: u64) -> Result<(), Error> {
     let dir = strata_scratch::scratch_parent();
     let fs = fs_of(&dir);
     if fs == "tmpfs" {
-        return Err(err(format!(
-            "scratch dir {} is on tmpfs: the bench would measure RAM, not a disk; set TMPDIR (or \
-             STRATA_SCRATCH_DIR) to a directory on a disk",
-            dir.display()
-        )));
+        return Err(Failure::ScratchOnTmpfs { dir }.into());
     }
     let free = nix::sys::statvfs::statvfs(&dir).map(|s| s.blocks_available() * s.fragment_size()).unwrap_or(0);
     if free < needed {
-        return Err(err(format!(
-            "scratch dir {} ({fs}) has {} free; the bench needs about {} (set TMPDIR or STRATA_SCRATCH_DIR to a \
-             bigger disk, or use --containers/--quick)",
-            dir.display(),
-            size(free as f64),
-            size(needed as f64)
-        )));
+        return Err(Failure::ScratchTooSmall { dir, fs, free, needed }.into());
     }
     Ok(())
 }

@@ -12,7 +12,8 @@ use strata_image::image::{open_source, write_layout, BlobSource};
 use strata_image::registry::{AuthOptions, Limits};
 
 use super::args::BenchArgs;
-use crate::model::{err, size_name, STORM_APPENDS};
+use crate::failure::Failure;
+use crate::model::{size_name, STORM_APPENDS};
 
 /// What the copy-up layer holds: the first-write files' sizes (ascending), the size of
 /// the file chmod and chown change, and the files of the directory that is renamed.
@@ -99,7 +100,7 @@ pub(super) fn image_blobs(spec: &str, args: &BenchArgs, dir: &Path) -> Result<Ve
             let path = dir.join(format!("layer-{i}"));
             fs::File::create(&path)
                 .and_then(|mut out| std::io::copy(&mut source.open(&l.locator)?, &mut out))
-                .map_err(|e| err(format!("{spec}: layer blob {}: {e}", l.locator)))?;
+                .map_err(Failure::step(format!("{spec}: layer blob {}", l.locator)))?;
             Ok(path)
         })
         .collect()

@@ -14,8 +14,9 @@ use strata_image::images::{unpack, ImageStore};
 use strata_scratch::{FsKind, ScratchFs};
 
 use super::layout::{write_target, CopyupShape};
+use crate::failure::Failure;
 use crate::meter::{self, CountingSink, Meter};
-use crate::model::{err, CopyupOp, DiskPhase, DiskUse, Dist, DriverKind, LayerTime, TargetResult, STORM_APPENDS};
+use crate::model::{CopyupOp, DiskPhase, DiskUse, Dist, DriverKind, LayerTime, TargetResult, STORM_APPENDS};
 
 /// What a bench of one image needs: the layout with the copy-up layer, what it holds.
 pub(super) struct Plan {
@@ -141,14 +142,11 @@ fn cp_a(from: &Path, to: &Path) -> Result<(), Error> {
         .arg(from)
         .arg(to)
         .output()
-        .map_err(|e| err(format!("cp -a (the reference for container create): {e}")))?;
+        .map_err(Failure::tool("cp -a (the reference for container create)"))?;
     if !out.status.success() {
-        return Err(err(format!(
-            "cp -a {} {}: {}",
-            from.display(),
-            to.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        let what = format!("cp -a {} {}", from.display(), to.display());
+        let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(Failure::ToolFailed { what, status: out.status, said }.into());
     }
     driver_core::sys::syncfs(to).map_err(|e| Error::new(e).with_path(to))
 }
@@ -185,7 +183,7 @@ fn unpack_once(
             })
         })
     });
-    let top = top?.ok_or_else(|| err("the image has no layers"))?;
+    let top = top?.ok_or(Failure::NoLayers)?;
     Ok((top, secs, layers.into_inner().expect("layers")))
 }
 
@@ -237,7 +235,7 @@ pub(super) fn run_target(
     containers: usize,
     progress: &dyn Fn(&str),
 ) -> Result<TargetResult, Error> {
-    let scratch = ScratchFs::new(kind, plan.fs_size).map_err(|e| err(format!("scratch {}: {e}", kind.name())))?;
+    let scratch = ScratchFs::new(kind, plan.fs_size).map_err(|source| Failure::Scratch { fs: kind.name(), source })?;
     let root = scratch.path().join("strata");
     let driver = open_driver(which, &root)?;
     let mut r = TargetResult { driver: which, fs: kind.name().into(), ..Default::default() };
@@ -320,7 +318,7 @@ pub(super) fn run_target(
             r.mounted = overlay_mounted(&v);
         }
         let b = v.join("bench");
-        let io = |e: std::io::Error| err(format!("copy-up in c{i}: {e}"));
+        let io = Failure::step(format!("copy-up in c{i}"));
         let mut add = |k: CopyupOp, s: f64| samples.entry(k).or_default().push(s);
         for &bytes in &plan.shape.sizes {
             // The disk each first write adds: a statfs delta around it, synced both sides.
@@ -328,7 +326,7 @@ pub(super) fn run_target(
             let c0 = meter.snap();
             let before = grown(scratch.path(), &base);
             let (res, s) = time(|| append_one_byte(&v.join(write_target(bytes))));
-            res.map_err(io)?;
+            res.map_err(&io)?;
             add(op, s);
             let after = grown(scratch.path(), &base);
             meter::add(&mut r.counts, &format!("copyup.{op}"), &c0, &meter.snap());
@@ -337,7 +335,7 @@ pub(super) fn run_target(
         for op in CopyupOp::METADATA {
             let c0 = meter.snap();
             let (res, s) = time(|| metadata_op(op, &b));
-            if let Some(how) = res.map_err(io)? {
+            if let Some(how) = res.map_err(&io)? {
                 r.rename_by = how.to_string();
             }
             add(op, s);
@@ -411,4 +409,21 @@ pub(super) fn run_target(
     drop(driver);
     drop(scratch);
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `cp -a` refusing is named with its status and what it said.
+    #[test]
+    fn a_failed_cp_is_named_with_what_cp_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = cp_a(&dir.path().join("none"), &dir.path().join("to")).unwrap_err();
+        assert!(
+            matches!(Failure::of(&e), Some(Failure::ToolFailed { what, status, said })
+                if what.starts_with("cp -a ") && !status.success() && said.contains("No such file")),
+            "{e:?}"
+        );
+    }
 }

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use driver_core::Error;
 
 use super::error::BenchError;
-use crate::model::{err, CopyupOp, Dist, Run, TargetResult, DEFAULT_IMAGE};
+use crate::failure::{Failure, Incomparable};
+use crate::model::{CopyupOp, Dist, Run, TargetResult, DEFAULT_IMAGE};
 
 /// The share of unchanged runs the timing test may fail (when the references cancel the
 /// host's drift): 5%, shared among the run's gated timings.
@@ -296,30 +297,22 @@ fn interval(was: &Side, now: &Side, name: &str, confidence: f64) -> (f64, f64) {
 /// Refuses baselines that cannot be compared with `current` (exit 2).
 fn check_inputs(current: &Run, baselines: &[(Run, PathBuf)]) -> Result<(), Error> {
     for (baseline, path) in baselines {
-        let b = path.display();
+        let incomparable = |why| Error::from(Failure::Incomparable { path: path.clone(), why });
         if !baseline.results.iter().any(TargetResult::ok) {
-            return Err(err(format!("baseline {b} holds no results to compare with")));
+            return Err(incomparable(Incomparable::NoResults));
         }
         let (h0, h1) = (&baseline.host, &current.host);
         if (h0.hostname.as_str(), h0.machine.as_str(), h0.cpus) != (h1.hostname.as_str(), h1.machine.as_str(), h1.cpus)
         {
-            return Err(err(format!(
-                "baseline {b} is from another host ({} {} with {} cpus; this is {} {} with {} cpus): figures from \
-                 two hosts are not a regression check",
-                h0.hostname, h0.machine, h0.cpus, h1.hostname, h1.machine, h1.cpus
-            )));
+            let host = |h: &crate::model::Host| format!("{} {} with {} cpus", h.hostname, h.machine, h.cpus);
+            return Err(incomparable(Incomparable::OtherHost { then: host(h0), now: host(h1) }));
         }
         if baseline.workload != current.workload {
-            return Err(err(format!(
-                "baseline {b} ran another workload ({:?}; this run: {:?})",
-                baseline.workload, current.workload
-            )));
+            let (then, now) = (format!("{:?}", baseline.workload), format!("{:?}", current.workload));
+            return Err(incomparable(Incomparable::OtherWorkload { then, now }));
         }
         if baseline.results.iter().filter(|r| r.ok()).all(|r| r.counts.is_empty() && r.reference.is_empty()) {
-            return Err(err(format!(
-                "baseline {b} was recorded before the bench kept exact figures and references (docs/ci.md): \
-                 record a new baseline"
-            )));
+            return Err(incomparable(Incomparable::NoExactFigures));
         }
     }
     Ok(())
@@ -329,7 +322,7 @@ fn check_inputs(current: &Run, baselines: &[(Run, PathBuf)]) -> Result<(), Error
 /// inputs (exit 2), or a run that measured nothing (exit 3).
 pub fn compare(current: &Run, baselines: &[(Run, PathBuf)], opts: &Options) -> Result<Comparison, BenchError> {
     if !current.results.iter().any(TargetResult::ok) {
-        return Err(BenchError::Unmeasured(err("this run measured nothing to compare with the baseline")));
+        return Err(BenchError::Unmeasured(Failure::NothingToCompare.into()));
     }
     check_inputs(current, baselines).map_err(BenchError::Inputs)?;
     let mut out = Comparison {

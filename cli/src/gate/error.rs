@@ -2,6 +2,9 @@
 
 use driver_core::Error;
 
+#[cfg(test)]
+use crate::failure::Failure;
+
 /// A failed bench, by kind: the command exits 1, 2 or 3 for it ([`BenchError::exit_code`]).
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -25,6 +28,15 @@ impl BenchError {
             BenchError::Regressed(_) => 1,
             BenchError::Inputs(_) => 2,
             BenchError::Unmeasured(_) => 3,
+        }
+    }
+
+    /// The bench's own failure under this one, if it is one (not a driver's, say).
+    #[cfg(test)]
+    pub fn failure(&self) -> Option<&Failure> {
+        match self {
+            BenchError::Inputs(e) | BenchError::Unmeasured(e) => Failure::of(e),
+            BenchError::Regressed(_) => None,
         }
     }
 }

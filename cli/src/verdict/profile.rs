@@ -57,8 +57,8 @@ const SHIPPED: [(&str, &str); 4] = [
 ];
 
 impl Profile {
-    fn parse(text: &str, origin: &str) -> Result<Profile, String> {
-        toml::from_str(text).map_err(|e| format!("profile {origin}: {}", e.message()))
+    fn parse(text: &str, origin: &str) -> Result<Profile, ProfileError> {
+        toml::from_str(text).map_err(|source| ProfileError::Parse { origin: origin.into(), source })
     }
 
     /// The shipped profiles, in order.
@@ -67,17 +67,31 @@ impl Profile {
     }
 
     /// A shipped profile by name, or a TOML file (see cli/profiles/).
-    pub fn load(spec: &str) -> Result<Profile, String> {
+    pub fn load(spec: &str) -> Result<Profile, ProfileError> {
         if let Some((n, t)) = SHIPPED.iter().find(|(n, _)| *n == spec) {
             return Profile::parse(t, n);
         }
         if spec.ends_with(".toml") || Path::new(spec).exists() {
-            let text = std::fs::read_to_string(spec).map_err(|e| format!("profile {spec}: {e}"))?;
+            let text =
+                std::fs::read_to_string(spec).map_err(|source| ProfileError::Read { spec: spec.into(), source })?;
             return Profile::parse(&text, spec);
         }
-        let names: Vec<&str> = SHIPPED.iter().map(|(n, _)| *n).collect();
-        Err(format!("unknown profile {spec:?}: the shipped ones are {}, or give a FILE.toml", names.join(", ")))
+        Err(ProfileError::Unknown { spec: spec.into(), shipped: SHIPPED.iter().map(|(n, _)| *n).collect() })
     }
+}
+
+/// A `--profile` that cannot be used (a usage error: exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// The TOML does not parse, or has a field no profile has (toml's message names it).
+    #[error("profile {origin}: {}", source.message())]
+    Parse { origin: String, source: toml::de::Error },
+    /// The file cannot be read (its errno kept).
+    #[error("profile {spec}: {source}")]
+    Read { spec: String, source: std::io::Error },
+    /// Neither a shipped profile's name nor a file.
+    #[error("unknown profile {spec:?}: the shipped ones are {}, or give a FILE.toml", shipped.join(", "))]
+    Unknown { spec: String, shipped: Vec<&'static str> },
 }
 
 #[cfg(test)]
@@ -96,13 +110,29 @@ mod tests {
         .unwrap();
         assert_eq!(Profile::load(f.to_str().unwrap()).unwrap().per_day.container_creates, 5.0);
         std::fs::write(&f, "name = \"mine\"\nabout = \"x\"\n[per_day]\ncontainer_create = 5\n[held]\n").unwrap();
-        assert!(Profile::load(f.to_str().unwrap()).unwrap_err().contains("container_create"));
-        assert!(Profile::load("nope").unwrap_err().contains("ci-runner, dense-host, build-host, big-files"));
+        let e = Profile::load(f.to_str().unwrap()).unwrap_err();
+        assert!(
+            matches!(&e, ProfileError::Parse { source, .. } if source.message().contains("container_create")),
+            "{e}"
+        );
+        let e = Profile::load("nope").unwrap_err();
+        assert!(
+            matches!(&e, ProfileError::Unknown { shipped, .. } if shipped == &["ci-runner", "dense-host", "build-host", "big-files"]),
+            "{e}"
+        );
+        // A file that cannot be read keeps its errno (a directory named like a profile).
+        let d = dir.path().join("dir.toml");
+        std::fs::create_dir(&d).unwrap();
+        let e = Profile::load(d.to_str().unwrap()).unwrap_err();
+        assert!(matches!(&e, ProfileError::Read { source, .. } if source.raw_os_error() == Some(libc::EISDIR)), "{e}");
         // First-write sizes are read into bytes as the profile loads; a size not in KiB,
         // MiB or GiB is refused there, named.
         std::fs::write(&f, "name = \"mine\"\nabout = \"x\"\n[per_day.first_writes]\n\"4KB\" = 5\n[held]\n").unwrap();
         let e = Profile::load(f.to_str().unwrap()).unwrap_err();
-        assert!(e.contains("\"4KB\" is not like 4KiB"), "{e}");
+        assert!(
+            matches!(&e, ProfileError::Parse { source, .. } if source.message().contains("\"4KB\" is not like 4KiB")),
+            "{e}"
+        );
         let big = Profile::load("big-files").unwrap();
         assert!(big.per_day.first_writes.contains_key(&FileSize(512 << 20)), "{:?}", big.per_day.first_writes);
     }

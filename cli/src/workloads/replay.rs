@@ -10,7 +10,8 @@ use driver_core::{Driver, Error};
 use strata_run::trace::Trace;
 
 use super::{Source, Spec};
-use crate::model::{err, ClassFigures, CopyupFigures, DiskUse, Dist, WorkloadResult};
+use crate::failure::Failure;
+use crate::model::{ClassFigures, CopyupFigures, DiskUse, Dist, WorkloadResult};
 
 /// The `Env` of the image config of `spec` (any source `image unpack` reads; none for a
 /// registry, which would be pulled a second time): what `--run` gives the command, as
@@ -78,7 +79,7 @@ fn record(t: &Target, k: usize, cmd: &str) -> Result<(Trace, f64), Error> {
     let id = format!("wr{k}");
     t.driver.create(&id, Some(t.top), true)?;
     let view = t.driver.mount(&id)?;
-    let dir = tempfile::tempdir().map_err(|e| err(format!("a temp dir for the trace of {cmd:?}: {e}")))?;
+    let dir = tempfile::tempdir().map_err(Failure::step(format!("a temp dir for the trace of {cmd:?}")))?;
     let path = dir.path().join("run.trace");
     let file = fs::File::create(&path).map_err(|e| Error::new(e).with_path(&path))?;
     let command = vec!["/bin/sh".to_string(), "-c".to_string(), cmd.to_string()];
@@ -101,12 +102,12 @@ fn record(t: &Target, k: usize, cmd: &str) -> Result<(Trace, f64), Error> {
     let status = strata_run::container::run(spec);
     let seconds = start.elapsed().as_secs_f64();
     let unmounted = t.driver.unmount(&id);
-    let status = status.map_err(|e| err(format!("--run {cmd:?} in container {id}: {e}")))?;
+    let status = status.map_err(|source| Failure::Run { cmd: cmd.into(), container: id.clone(), source })?;
     unmounted?;
     if status != 0 {
-        return Err(err(format!("--run {cmd:?} in container {id} exited with status {status}")));
+        return Err(Failure::RunExited { cmd: cmd.into(), container: id, status }.into());
     }
-    let trace = Trace::read(&path).map_err(|e| err(format!("the trace of --run {cmd:?}: {e}")))?;
+    let trace = Trace::read(&path).map_err(|source| Failure::RecordedTrace { cmd: cmd.into(), source })?;
     t.driver.remove(&id)?;
     Ok((trace, seconds))
 }
@@ -136,7 +137,8 @@ fn measure_one(t: &Target, k: usize, spec: &Spec, w: &mut WorkloadResult) -> Res
         let view = t.driver.mount(&id)?;
         let stats = strata_run::replay::replay(&view, trace);
         t.driver.unmount(&id)?;
-        let stats = stats.map_err(|e| err(format!("workload {} in container {id}: {e}", spec.name)))?;
+        let stats =
+            stats.map_err(|source| Failure::Replay { workload: spec.name.clone(), container: id.clone(), source })?;
         layer.push(grown(t.fs, t.base).saturating_sub(before) as f64);
         wall.push(stats.nanos as f64 / 1e9);
         for (class, c) in &stats.classes {
