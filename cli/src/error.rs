@@ -149,7 +149,9 @@ impl Error {
             Error::Image(e) => e.raw_os_error(),
             Error::Registry(e) => e.raw_os_error(),
             Error::Replay { source, .. } => source.cause.raw_os_error(),
-            Error::Trace { source: TraceError::Io(e) | TraceError::Open { source: e, .. }, .. } => e.raw_os_error(),
+            Error::Trace { source: TraceError::Io(e) | TraceError::Open { source: e, .. }, .. } => {
+                driver_core::error::os_error(e)
+            }
             _ => None,
         }
     }

@@ -91,16 +91,24 @@ pub fn io_context(what: impl Into<String>, e: io::Error) -> io::Error {
 /// The errno of `e`, or of an io error it carries ([`io_context`], a typed error of a
 /// crate above whose source is one).
 pub fn os_error(e: &io::Error) -> Option<i32> {
-    e.raw_os_error().or_else(|| {
-        let mut next = e.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static));
-        while let Some(cur) = next {
-            if let Some(io) = cur.downcast_ref::<io::Error>() {
-                return os_error(io);
-            }
-            next = cur.source();
+    e.raw_os_error().or_else(|| e.get_ref().and_then(|inner| os_error_under(inner)))
+}
+
+/// The errno of the first io error or layer error on `e`'s chain of sources: the one
+/// walk every crate's `raw_os_error` goes through, so an errno under added words
+/// ([`io_context`]) or under another crate's error is found the same way everywhere.
+pub fn os_error_under(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut next = Some(e);
+    while let Some(cur) = next {
+        if let Some(io) = cur.downcast_ref::<io::Error>() {
+            return os_error(io);
         }
-        None
-    })
+        if let Some(layer) = cur.downcast_ref::<Error>() {
+            return layer.raw_os_error();
+        }
+        next = cur.source();
+    }
+    None
 }
 
 /// An error that names the layer, the path and the cause.
@@ -145,19 +153,7 @@ impl Error {
             | Cause::Link { source: e, .. }
             | Cause::Opaque { source: e, .. }
             | Cause::Mount { source: e, .. } => os_error(e),
-            Cause::Carried(e) => {
-                let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
-                while let Some(e) = next {
-                    if let Some(io) = e.downcast_ref::<io::Error>() {
-                        return os_error(io);
-                    }
-                    if let Some(layer) = e.downcast_ref::<Error>() {
-                        return layer.raw_os_error();
-                    }
-                    next = e.source();
-                }
-                None
-            }
+            Cause::Carried(e) => os_error_under(e.as_ref()),
             _ => None,
         }
     }

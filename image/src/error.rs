@@ -170,7 +170,7 @@ impl Error {
     /// The raw OS error under this one (ENOSPC, EACCES, ...), if any.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self.root() {
-            Error::Io { source, .. } | Error::Read { source, .. } => source.raw_os_error(),
+            Error::Io { source, .. } | Error::Read { source, .. } => driver_core::error::os_error(source),
             Error::Layer(e) => e.raw_os_error(),
             _ => None,
         }
@@ -224,6 +224,17 @@ impl From<Error> for driver_core::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An errno under added words (driver-core's io_context) is found through an image
+    /// error too, the same walk as a layer error's: ENOSPC stays exit 7.
+    #[test]
+    fn an_errno_under_added_words_is_found() {
+        let enospc = || driver_core::error::io_context("set xattr", io::Error::from_raw_os_error(libc::ENOSPC));
+        let io = Error::Io { path: "x".into(), source: enospc() };
+        assert_eq!(io.raw_os_error(), Some(libc::ENOSPC));
+        let read = Error::Read { what: "blob".into(), source: enospc() };
+        assert_eq!(read.raw_os_error(), Some(libc::ENOSPC));
+    }
 
     /// Through the drivers' error and back, an image error is itself, and its errno is
     /// still found (the old io::Error bridge hid it: `raw_os_error` was None).

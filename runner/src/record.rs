@@ -200,10 +200,6 @@ struct Recorder {
     maps: HashMap<i32, Vec<Map>>,
 }
 
-fn errno(e: nix::Error) -> io::Error {
-    io::Error::from_raw_os_error(e as i32)
-}
-
 /// The container path of an absolute path, as a trace names it; `None` for the root
 /// itself and for the pseudo filesystems (/proc, /dev, /sys), which are not the view's.
 fn rel(abs: &Path) -> Option<String> {
@@ -245,7 +241,7 @@ impl Recorder {
 
     fn run(&mut self, child: Pid) -> io::Result<i32> {
         // The child stops itself before exec.
-        match waitpid(child, Some(WaitPidFlag::__WALL)).map_err(errno)? {
+        match waitpid(child, Some(WaitPidFlag::__WALL)).map_err(driver_core::sys::errno)? {
             WaitStatus::Stopped(_, _) => {}
             other => return Err(io::Error::other(format!("the command did not start: {other:?}"))),
         }
@@ -259,17 +255,17 @@ impl Recorder {
                 | ptrace::Options::PTRACE_O_TRACESECCOMP
                 | ptrace::Options::PTRACE_O_EXITKILL,
         )
-        .map_err(errno)?;
+        .map_err(driver_core::sys::errno)?;
         self.procs.insert(child.as_raw(), Proc { tgid: child.as_raw(), mem: None, in_call: false });
         self.start = Instant::now();
-        ptrace::cont(child, None).map_err(errno)?;
+        ptrace::cont(child, None).map_err(driver_core::sys::errno)?;
         let mut status = None;
         loop {
             let ws = match waitpid(None, Some(WaitPidFlag::__WALL)) {
                 Ok(ws) => ws,
                 Err(nix::errno::Errno::ECHILD) => break,
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(errno(e)),
+                Err(e) => return Err(driver_core::sys::errno(e)),
             };
             match ws {
                 WaitStatus::Exited(pid, code) => {

@@ -173,8 +173,8 @@ impl Error {
     /// The OS error behind it (ENOSPC, EACCES, ...), if it is one.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            Error::File { source, .. } | Error::Read { source, .. } => source.raw_os_error(),
-            Error::GaveUp { cause: Some(source), .. } => source.raw_os_error(),
+            Error::File { source, .. } | Error::Read { source, .. } => driver_core::error::os_error(source),
+            Error::GaveUp { cause: Some(source), .. } => driver_core::error::os_error(source),
             Error::Store(e) => e.raw_os_error(),
             Error::Image(e) => e.raw_os_error(),
             _ => None,

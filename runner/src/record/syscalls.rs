@@ -9,8 +9,9 @@ use base64::Engine;
 use nix::sys::ptrace;
 use nix::unistd::Pid;
 
-use super::{errno, join_clean, names, rel, Map, Recorder};
+use super::{join_clean, names, rel, Map, Recorder};
 use crate::trace::{Mode, NodeKind, Op};
+use driver_core::sys::errno;
 
 #[cfg(target_arch = "x86_64")]
 impl Recorder {
