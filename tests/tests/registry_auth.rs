@@ -58,9 +58,8 @@ fn run_with(s: &Strata, env: &Env, args: &[&str]) -> Output {
     c.args(args);
     c.env_remove("REGISTRY_AUTH_FILE").env_remove("DOCKER_CONFIG").env_remove("XDG_RUNTIME_DIR");
     c.env("HOME", env.home.as_deref().unwrap_or(empty.path()));
-    if let Some(d) = &env.xdg_runtime_dir {
-        c.env("XDG_RUNTIME_DIR", d);
-    }
+    // Never none: without it the host's /run/containers/UID/auth.json would be read.
+    c.env("XDG_RUNTIME_DIR", env.xdg_runtime_dir.as_deref().unwrap_or(empty.path()));
     if let Some(f) = &env.registry_auth_file {
         c.env("REGISTRY_AUTH_FILE", f);
     }
@@ -570,7 +569,7 @@ fn bench_takes_an_image_from_a_registry_with_credentials() {
         c.arg("--root").arg(work.path().join("root"));
         c.args(["bench", "--quick", "--drivers", "vfs", "--fs", "ext4", "--containers", "1", "--insecure"]);
         c.args(["--image", &reference]).args(extra);
-        c.env_remove("REGISTRY_AUTH_FILE").env_remove("XDG_RUNTIME_DIR").env("HOME", work.path());
+        c.env_remove("REGISTRY_AUTH_FILE").env("XDG_RUNTIME_DIR", work.path()).env("HOME", work.path());
         c.stdin(std::process::Stdio::null()).output().unwrap()
     };
     // An image the bench cannot pull is an input error: exit 2 (docs/ci.md).

@@ -1,9 +1,10 @@
 //! Credentials for a registry, found where skopeo, podman and docker keep them.
 //!
 //! In order: `--creds USER[:PASS]`; the containers auth file (`--authfile`, else
-//! `REGISTRY_AUTH_FILE`, else `${XDG_RUNTIME_DIR}/containers/auth.json`, else
-//! `~/.config/containers/auth.json`); then Docker's `config.json` (`$DOCKER_CONFIG` or
-//! `~/.docker`). Both files are read with the `docker_credential` crate, which also
+//! `REGISTRY_AUTH_FILE`, else `${XDG_RUNTIME_DIR}/containers/auth.json` or, with no
+//! `XDG_RUNTIME_DIR` (root in a shell without a login session), `/run/containers/UID/auth.json`
+//! where skopeo and podman then write it, else `${XDG_CONFIG_HOME:-~/.config}/containers/auth.json`);
+//! then Docker's `config.json` (`$DOCKER_CONFIG` or `~/.docker`). Both files are read with the `docker_credential` crate, which also
 //! runs the `docker-credential-*` helper a file names (`credHelpers`, `credsStore`).
 //! A credential is only ever sent to the registry it was found for (see `Client`).
 
@@ -56,28 +57,37 @@ impl AuthOptions {
             return lookup(file, key, true);
         }
         let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-        let home = env("HOME");
-        let mut files = Vec::new();
-        if let Some(f) = env("REGISTRY_AUTH_FILE") {
-            files.push(f);
-        } else {
-            if let Some(d) = env("XDG_RUNTIME_DIR") {
-                files.push(d.join("containers/auth.json"));
-            }
-            if let Some(h) = &home {
-                files.push(h.join(".config/containers/auth.json"));
-            }
-        }
-        if let Some(d) = env("DOCKER_CONFIG").or_else(|| home.map(|h| h.join(".docker"))) {
-            files.push(d.join("config.json"));
-        }
-        for f in files {
+        for f in auth_files(env, nix::unistd::geteuid().as_raw()) {
             if let Some(c) = lookup(&f, key, false)? {
                 return Ok(Some(c));
             }
         }
         Ok(None)
     }
+}
+
+/// The files searched for a credential, in order, as containers/image (skopeo, podman)
+/// and Docker look for them; `env` reads a non-empty environment variable.
+fn auth_files(env: impl Fn(&str) -> Option<PathBuf>, uid: u32) -> Vec<PathBuf> {
+    let home = env("HOME");
+    let mut files = Vec::new();
+    if let Some(f) = env("REGISTRY_AUTH_FILE") {
+        files.push(f);
+    } else {
+        // Without XDG_RUNTIME_DIR `skopeo login` writes /run/containers/UID/auth.json
+        // (containers/image, pkg/docker/config); missing it made a root login unseen.
+        files.push(match env("XDG_RUNTIME_DIR") {
+            Some(d) => d.join("containers/auth.json"),
+            None => PathBuf::from(format!("/run/containers/{uid}/auth.json")),
+        });
+        if let Some(c) = env("XDG_CONFIG_HOME").or_else(|| home.as_ref().map(|h| h.join(".config"))) {
+            files.push(c.join("containers/auth.json"));
+        }
+    }
+    if let Some(d) = env("DOCKER_CONFIG").or_else(|| home.map(|h| h.join(".docker"))) {
+        files.push(d.join("config.json"));
+    }
+    files
 }
 
 /// `USER:PASS`, or `USER` alone: the password is then asked for on the terminal, as
@@ -191,6 +201,28 @@ mod tests {
         let opts = AuthOptions { creds: Some("u:p:q".into()), authfile: Some(f) };
         assert_eq!(pw(opts.credential_for("127.0.0.1:5000").unwrap()), Some(("u".into(), "p:q".into())));
         assert!(format!("{:?}", opts.credential_for("x").unwrap()).contains(".."));
+    }
+
+    /// Where skopeo and podman write a login is where it is read: with no
+    /// XDG_RUNTIME_DIR (root without a login session), /run/containers/UID/auth.json.
+    #[test]
+    fn auth_files_are_where_skopeo_login_writes_them() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| PathBuf::from(v))
+        };
+        let p = |s: &[&str]| s.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(
+            auth_files(vars(&[("HOME", "/root")]), 0),
+            p(&["/run/containers/0/auth.json", "/root/.config/containers/auth.json", "/root/.docker/config.json"])
+        );
+        assert_eq!(
+            auth_files(vars(&[("HOME", "/h"), ("XDG_RUNTIME_DIR", "/run/user/7"), ("XDG_CONFIG_HOME", "/c")]), 7),
+            p(&["/run/user/7/containers/auth.json", "/c/containers/auth.json", "/h/.docker/config.json"])
+        );
+        assert_eq!(
+            auth_files(vars(&[("REGISTRY_AUTH_FILE", "/a.json"), ("DOCKER_CONFIG", "/d")]), 0),
+            p(&["/a.json", "/d/config.json"])
+        );
     }
 
     #[test]
