@@ -157,7 +157,7 @@ pub fn text(runs: &[&Run]) -> String {
         "strata_bench_peer_unpack_seconds",
         Some("seconds"),
         "Unpack of the image alone, end to end from an oci-archive and synced, by another tool (containerd, \
-         podman), the unpigz|tar floor, or strata itself beside them.",
+         podman), the floor (igzip|tar, else unpigz|tar or gzip|tar), or strata itself beside them.",
     );
     let mut pick = Family::new(
         "strata_bench_verdict_pick",

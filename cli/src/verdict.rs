@@ -417,6 +417,26 @@ mod tests {
         run
     }
 
+    /// A run that measured first writes only up to some size (--quick stops at 16 MiB;
+    /// here the recording's writes over 1 MiB are dropped): a profile's 512 MiB write is
+    /// then a line drawn on, and its part says so; measured, it does not.
+    #[test]
+    fn a_first_write_past_the_largest_measured_size_is_called_extrapolated() {
+        let full = on(recorded(), "ext4");
+        let mut quick = full.clone();
+        for r in &mut quick.results {
+            r.copyup.retain(|op, _| op.write_bytes().is_none_or(|b| b <= 1 << 20));
+        }
+        let big_files = Profile::load("big-files").unwrap();
+        let said = |run: &Run| {
+            let r = run.results.iter().find(|r| r.ok()).expect("a target ran");
+            cost::parts(r, &big_files).into_iter().map(|p| p.what).collect::<Vec<_>>().join("\n")
+        };
+        let (full, quick) = (said(&full), said(&quick));
+        assert!(quick.contains("first write to a 512MiB lower file (extrapolated from 1MiB)"), "{quick}");
+        assert!(full.contains("first write to a 512MiB lower file") && !full.contains("extrapolated"), "{full}");
+    }
+
     #[test]
     fn the_pick_survives_noise_on_every_root_filesystem() {
         let mut rng = Rng::new(13);

@@ -180,7 +180,7 @@ fn target_name(r: &TargetResult) -> String {
 
 /// Why a timing is reported and not gated: its reference does not do its kind of work,
 /// so a host busy in another way moves one and not the other.
-const UNLIKE: &str = "its reference does not share its bottleneck: reported, not gated";
+const UNLIKE: &str = "its reference does not share its bottleneck";
 
 /// Why the unpack's and create's wall ratios are reported and not gated: the host's
 /// load moves them, not only the figure's. strata's unpack runs on several threads and
@@ -191,8 +191,7 @@ const UNLIKE: &str = "its reference does not share its bottleneck: reported, not
 /// +65%, the interval's lower end above +5%); the create's went 1.12, 0.95, 0.93, 1.22
 /// (+32%, lower end +5.3%, against the third). Their CPU ratios, gated, moved 1.49 to
 /// 1.57 and 1.68 to 1.81.
-const LOAD: &str =
-    "the host's load moves wall time more than its reference's: reported, not gated (its CPU ratio is gated)";
+const LOAD: &str = "the host's load moves wall time more than its reference's; its CPU ratio is gated";
 
 /// The timings of a target with their references: (name, samples, reference samples,
 /// why it is not gated). Judged with an interval are those whose reference does the
@@ -428,7 +427,7 @@ pub fn compare(current: &Run, baselines: &[(Run, PathBuf)], opts: &Options) -> R
                 (Some(_), _) => {}
                 (None, _) => {
                     fig.status = Status::NotGated;
-                    fig.note = "varies with the page cache and the flusher's timing: reported, not gated".into();
+                    fig.note = "varies with the page cache and the flusher's timing".into();
                 }
             }
             fig.change = if fig.was == 0.0 && fig.now == 0.0 { 1.0 } else { fig.now / fig.was };

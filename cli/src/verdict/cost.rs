@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::profile::Profile;
-use crate::model::{CopyupOp, Cost, DiskPhase, Dist, TargetResult, STORM_APPENDS};
+use crate::model::{CopyupOp, Cost, DiskPhase, Dist, FileSize, TargetResult, STORM_APPENDS};
 
 /// One line of a target's daily cost: an operation, how often, and what one costs.
 pub(super) struct Part {
@@ -67,8 +67,17 @@ pub(super) fn parts(r: &TargetResult, p: &Profile) -> Vec<Part> {
         points.push((1 << 10, Cost { p50: c.p50 / n, lo: c.lo / n, hi: c.hi / n }));
         points.sort_by_key(|p| p.0);
     }
+    // A size past the largest measured one (a --quick run stops at 16 MiB) is a
+    // line drawn on, and the verdict says so rather than pass it off as measured.
+    let largest = points.last().map(|p| p.0);
     for (size, n) in &d.first_writes {
-        v.push(Part { what: format!("first write to a {size} lower file"), count: *n, each: at_size(&points, size.0) });
+        let what = match largest {
+            Some(max) if size.0 > max => {
+                format!("first write to a {size} lower file (extrapolated from {})", FileSize(max))
+            }
+            _ => format!("first write to a {size} lower file"),
+        };
+        v.push(Part { what, count: *n, each: at_size(&points, size.0) });
     }
     for (what, count, each) in crate::workloads::parts(r, &p.workloads) {
         v.push(Part { what, count, each });
