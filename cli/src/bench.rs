@@ -35,7 +35,6 @@ use strata_image::image::write_layout;
 pub use args::{BenchArgs, OptionsError};
 use host::{cannot_run, check_scratch, host, release_on_signal};
 use layout::{bench_layout, blob_bytes, default_blobs, image_blobs};
-pub use target::CREATE_LIKE;
 use target::{run_target, Plan};
 use terminal::{print_missing, print_peers, print_table, print_verdicts};
 

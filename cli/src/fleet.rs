@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use crate::failure::{Failure, Result};
 use crate::model::{Dist, Run, TargetResult, Workload};
-use crate::report::{cell, chart_or_note, copyup_chart, escape, figure_docs, missing, utc, Unit, STYLE};
+use crate::page::{cell, chart_or_note, escape, utc, Unit, STYLE};
+use crate::report::{copyup_chart, figure_docs, missing};
 use crate::verdict::Profile;
 
 /// One host's run, as read from its file.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::failure::{Failure, Result};
 
-pub use keys::{size_name, CopyupOp, DiskPhase, DriverKind, FileSize, STORM_APPENDS};
+pub use keys::{size_name, CopyupOp, DiskPhase, DriverKind, FileSize, CREATE_LIKE, STORM_APPENDS};
 
 pub const SCHEMA: u32 = 3;
 

@@ -23,12 +23,29 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::args::Peer;
+use clap::ValueEnum;
+
 use crate::failure::{Failure, Result};
 use crate::model::{DiskUse, Dist, PeerResult};
 use driver_core::Error;
 use strata_image::image::blob_path;
 use strata_scratch::{FsKind, ScratchFs};
+
+/// A tool the bench unpacks the same image with, beside strata (`bench --peers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Peer {
+    Containerd,
+    Podman,
+}
+
+impl Peer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Peer::Containerd => "containerd",
+            Peer::Podman => "podman",
+        }
+    }
+}
 
 fn used(path: &Path) -> DiskUse {
     DiskUse::of(path)

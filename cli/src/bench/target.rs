@@ -16,7 +16,9 @@ use strata_scratch::{FsKind, ScratchFs};
 use super::layout::{write_target, CopyupShape};
 use crate::failure::{Failure, Result};
 use crate::meter::{self, CountingSink, Meter};
-use crate::model::{CopyupOp, DiskPhase, DiskUse, Dist, DriverKind, LayerTime, TargetResult, STORM_APPENDS};
+use crate::model::{
+    CopyupOp, DiskPhase, DiskUse, Dist, DriverKind, LayerTime, TargetResult, CREATE_LIKE, STORM_APPENDS,
+};
 
 /// What a bench of one image needs: the layout with the copy-up layer, what it holds.
 pub(super) struct Plan {
@@ -186,11 +188,6 @@ fn unpack_once(
     let top = top?.ok_or(Failure::NoLayers)?;
     Ok((top, secs, layers.into_inner().expect("layers")))
 }
-
-/// The key of the create-shaped reference (meter::create_like) in `results[].reference`
-/// and, with ` reference`, in `results[].cpu`: a new key, so that a baseline whose
-/// creates stood beside the write+fsync loop (key `create`) is not compared with it.
-pub const CREATE_LIKE: &str = "create-like";
 
 /// `n` container creates over `top`, each timed beside the create-shaped reference (which goes
 /// first every other time, as the floor does beside the unpacks) and removed outside

@@ -203,7 +203,7 @@ const LOAD: &str =
 fn timings(r: &TargetResult) -> Vec<(String, &Dist, Option<&Dist>, Option<&'static str>)> {
     // The create's reference: `cp -a` for a full copy, else the create-shaped syscalls
     // (runs before them: the write+fsync loop, under the key `create`).
-    let like = crate::bench::CREATE_LIKE;
+    let like = crate::model::CREATE_LIKE;
     let (copy, key) = match (&r.create_cp_a, r.reference.contains_key(like)) {
         (Some(_), _) => ("cp -a", "create"),
         (None, true) => ("mkdir+2 fsync+syncfs", like),
