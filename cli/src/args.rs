@@ -9,7 +9,6 @@ use driver_core::Durability;
 use strata_image::commit::LayerCompression;
 use strata_image::registry;
 use strata_image::save::SaveFormat;
-use strata_scratch::FsKind;
 
 #[derive(Parser)]
 #[command(name = "strata", version, about = "Container-image storage drivers (overlay, vfs, btrfs), side by side")]
@@ -52,71 +51,6 @@ impl DriverArg {
             DriverArg::Auto => "auto",
         }
     }
-}
-
-/// A driver the bench compares (`bench --drivers`): a real one, never `auto`; the
-/// bench's results name it by the same type.
-pub use crate::model::DriverKind as BenchDriver;
-
-/// A backing filesystem for overlay and vfs in the bench (`bench --fs`); btrfs always
-/// runs on btrfs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Filesystem {
-    Ext4,
-    Xfs,
-}
-
-impl Filesystem {
-    pub fn kind(self) -> FsKind {
-        match self {
-            Filesystem::Ext4 => FsKind::Ext4,
-            Filesystem::Xfs => FsKind::Xfs,
-        }
-    }
-}
-
-/// A tool the bench unpacks the same image with, beside strata (`bench --peers`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Peer {
-    Containerd,
-    Podman,
-}
-
-impl Peer {
-    pub fn name(self) -> &'static str {
-        match self {
-            Peer::Containerd => "containerd",
-            Peer::Podman => "podman",
-        }
-    }
-}
-
-/// The spellings of a value enum, for an error message: `a, b, c`.
-fn spellings<T: ValueEnum>() -> String {
-    let names: Vec<String> =
-        T::value_variants().iter().filter_map(|v| v.to_possible_value()).map(|v| v.get_name().to_string()).collect();
-    names.join(", ")
-}
-
-/// `bench --drivers`' parser: the bench's own message for an unknown driver.
-pub fn bench_driver(s: &str) -> Result<BenchDriver, String> {
-    BenchDriver::from_str(s, false)
-        .map_err(|_| format!("unknown driver {s:?}: the drivers are {}", spellings::<BenchDriver>()))
-}
-
-/// `bench --fs`' parser.
-pub fn filesystem(s: &str) -> Result<Filesystem, String> {
-    Filesystem::from_str(s, false).map_err(|_| {
-        format!(
-            "unknown filesystem {s:?}: overlay and vfs run on {} (btrfs always on btrfs)",
-            spellings::<Filesystem>()
-        )
-    })
-}
-
-/// `bench --peers`' parser.
-pub fn peer(s: &str) -> Result<Peer, String> {
-    Peer::from_str(s, false).map_err(|_| format!("unknown peer {s:?}: the peers are {}", spellings::<Peer>()))
 }
 
 /// `--log-level`, in increasing detail (its index is the [`LEVEL`]).
@@ -488,21 +422,6 @@ mod tests {
         for f in SaveFormatArg::value_variants() {
             assert_eq!(name(f.to_possible_value().unwrap()), SaveFormat::from(*f).name());
         }
-        for d in BenchDriver::value_variants() {
-            assert_eq!(name(d.to_possible_value().unwrap()), d.name());
-            assert_eq!(bench_driver(d.name()), Ok(*d));
-        }
-        for p in Peer::value_variants() {
-            assert_eq!(name(p.to_possible_value().unwrap()), p.name());
-            assert_eq!(peer(p.name()), Ok(*p));
-        }
-        for f in Filesystem::value_variants() {
-            assert_eq!(name(f.to_possible_value().unwrap()), f.kind().name());
-            assert_eq!(filesystem(f.kind().name()), Ok(*f));
-        }
-        assert_eq!(bench_driver("auto"), Err("unknown driver \"auto\": the drivers are overlay, vfs, btrfs".into()));
-        assert!(filesystem("btrfs").unwrap_err().contains("run on ext4, xfs"));
-        assert!(peer("docker").unwrap_err().starts_with("unknown peer \"docker\""));
         let levels: Vec<(String, u8)> =
             LogLevel::value_variants().iter().map(|l| (name(l.to_possible_value().unwrap()), *l as u8)).collect();
         assert_eq!(levels, [("error".to_string(), 0), ("info".to_string(), 1), ("debug".to_string(), 2)]);

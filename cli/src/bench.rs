@@ -35,17 +35,16 @@ use strata_image::image::write_layout;
 pub use args::{BenchArgs, OptionsError};
 use host::{cannot_run, check_scratch, host, release_on_signal};
 use layout::{bench_layout, blob_bytes, default_blobs, image_blobs};
-pub use target::CREATE_LIKE;
 use target::{run_target, Plan};
 use terminal::{print_missing, print_peers, print_table, print_verdicts};
 
-use crate::failure::Failure;
+use crate::failure::{Failure, Result};
 use crate::gate::BenchError;
 use crate::model::{Run, Skipped, TargetResult, Workload, DEFAULT_IMAGE, SCHEMA};
 use crate::peers::PeerImage;
 
 /// Runs every target on one image; adds peers when asked.
-fn bench_image(args: &BenchArgs, label: &str, blobs: &[PathBuf], work: &Path, run: &mut Run) -> Result<(), Error> {
+fn bench_image(args: &BenchArgs, label: &str, blobs: &[PathBuf], work: &Path, run: &mut Run) -> Result<()> {
     let layout = work.join("bench-image");
     let shape = bench_layout(&layout, blobs, args.quick)?;
     run.workload.big_file_bytes = shape.big_file_bytes;
@@ -165,7 +164,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     }
     if !run.results.iter().any(TargetResult::ok) {
         let (skipped, failed) = (run.skipped.len(), run.results.len());
-        return Err(BenchError::Unmeasured(Failure::NoTargetRan { skipped, failed }.into()));
+        return Err(BenchError::Unmeasured(Failure::NoTargetRan { skipped, failed }));
     }
     Ok(())
 }
@@ -190,11 +189,11 @@ fn compare_hosts(args: &BenchArgs) -> Result<(), BenchError> {
 /// (the temp name does not end in `.prom`, so the collector skips it).
 /// Writes one of the bench's outputs whole or not at all: a bench killed while writing
 /// its `--json` must not leave half a baseline for the next run to compare against.
-fn write_output(path: &Path, data: &[u8]) -> Result<(), Error> {
-    driver_core::json::write_atomic_with(path, |w| w.write_all(data).map_err(|e| Error::new(e).with_path(path)))
+fn write_output(path: &Path, data: &[u8]) -> Result<()> {
+    Ok(driver_core::json::write_atomic_with(path, |w| w.write_all(data).map_err(|e| Error::new(e).with_path(path)))?)
 }
 
-fn write_openmetrics(path: &Path, runs: &[&Run]) -> Result<(), Error> {
+fn write_openmetrics(path: &Path, runs: &[&Run]) -> Result<()> {
     write_output(path, crate::openmetrics::text(runs).as_bytes())?;
     eprintln!("strata bench: wrote {}", path.display());
     Ok(())
@@ -203,7 +202,7 @@ fn write_openmetrics(path: &Path, runs: &[&Run]) -> Result<(), Error> {
 /// Runs the bench: every image on every target, then the peers.
 fn measure(args: &BenchArgs) -> Result<Run, BenchError> {
     if !nix::unistd::geteuid().is_root() {
-        return Err(BenchError::Unmeasured(Failure::NeedsRoot.into()));
+        return Err(BenchError::Unmeasured(Failure::NeedsRoot));
     }
     release_on_signal().map_err(Failure::step("installing the SIGINT/SIGTERM handler"))?;
     for &p in &args.peers {

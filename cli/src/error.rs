@@ -148,6 +148,7 @@ impl Error {
             Error::Layer(e) => e.raw_os_error(),
             Error::Image(e) => e.raw_os_error(),
             Error::Registry(e) => e.raw_os_error(),
+            Error::Bench(e) => e.raw_os_error(),
             Error::Replay { source, .. } => source.cause.raw_os_error(),
             Error::Trace { source: TraceError::Io(e) | TraceError::Open { source: e, .. }, .. } => {
                 driver_core::error::os_error(e)
@@ -299,10 +300,30 @@ mod tests {
 
     #[test]
     fn the_bench_keeps_its_own_codes() {
+        use crate::failure::Failure;
         assert_eq!(Error::from(BenchError::Regressed(vec!["x".into()])).exit_code(), 1);
-        let inputs = BenchError::Inputs(driver_core::Error::layer("l", Cause::NotFound));
+        let inputs = BenchError::Inputs(driver_core::Error::layer("l", Cause::NotFound).into());
         assert_eq!(Error::from(inputs).exit_code(), 2);
-        // Its own codes, even for a full disk.
-        assert_eq!(Error::from(BenchError::Unmeasured(driver_core::Error::new(enospc()))).exit_code(), 3);
+        // Its own codes, even for a full disk; the errno is kept under them.
+        let full = Failure::step("copy-up in c0")(enospc());
+        let e = Error::from(BenchError::Unmeasured(full));
+        assert_eq!((e.exit_code(), e.raw_os_error()), (3, Some(libc::ENOSPC)));
+        assert!(matches!(&e, Error::Bench(BenchError::Unmeasured(Failure::Step { .. }))), "{e:?}");
+        assert!(e.to_string().starts_with("copy-up in c0: No space left on device"), "{e}");
+    }
+
+    /// A driver's error inside the bench stays the driver's, with its cause and errno,
+    /// under the bench's variant (not carried as a string or a box to downcast).
+    #[test]
+    fn a_drivers_error_in_the_bench_keeps_its_cause() {
+        use crate::failure::Failure;
+        let e = Error::from(BenchError::from(driver_core::Error::layer("l", Cause::Mounted(1))));
+        assert!(
+            matches!(&e, Error::Bench(BenchError::Unmeasured(Failure::Layer(l))) if matches!(l.cause, Cause::Mounted(1))),
+            "{e:?}"
+        );
+        assert_eq!(e.exit_code(), 3);
+        let full = Error::from(BenchError::from(driver_core::Error::layer("l", enospc())));
+        assert_eq!((full.exit_code(), full.raw_os_error()), (3, Some(libc::ENOSPC)));
     }
 }

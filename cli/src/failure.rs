@@ -1,5 +1,6 @@
-//! The bench's own failures, each a variant that tests match on; carried through the
-//! drivers' error (which the bench's functions return) and printed as themselves. Whether
+//! The bench's error: its own failures, each a variant that tests match on, and the
+//! errors of the crates below it (a driver's, strata-image's, the registry's) kept as
+//! those crates returned them. The bench's functions return it ([`Result`]). Whether
 //! one is an input (exit 2) or a measurement (exit 3) is decided where it is returned,
 //! as `BenchError::Inputs` or `BenchError::Unmeasured` (docs/ci.md).
 
@@ -7,15 +8,26 @@ use std::io;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 
-use driver_core::{Cause, Error};
+use strata_image::registry;
 use strata_run::container::RunError;
 use strata_run::replay::ReplayError;
 use strata_run::trace::TraceError;
 
-/// The bench's own failures (not a driver's, the image crate's or a trace's, which keep
-/// their types).
+pub type Result<T, E = Failure> = std::result::Result<T, E>;
+
+/// Why a step of the bench failed: its own failures, or a lower crate's error as that
+/// crate returned it.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
+    /// A driver's error: a layer operation, or an io error at a path.
+    #[error(transparent)]
+    Layer(driver_core::Error),
+    /// strata-image's: an image that cannot be read, unpacked or written.
+    #[error(transparent)]
+    Image(#[from] strata_image::Error),
+    /// A pull of `--image docker://REF`.
+    #[error(transparent)]
+    Registry(registry::Error),
     /// `--from`/`--baseline`: a file that does not parse as a run of this schema.
     /// `schema` is the one this strata reads.
     #[error("{}: not a strata bench run of schema {schema} (see docs/json.md): {source}", path.display())]
@@ -118,33 +130,52 @@ pub enum Incomparable {
 }
 
 impl Failure {
-    /// The failure `e` carries, if it carries one.
-    #[cfg(test)]
-    pub fn of(e: &Error) -> Option<&Failure> {
-        match &e.cause {
-            Cause::Carried(c) => c.downcast_ref(),
-            _ => None,
-        }
-    }
-
     /// A step's io error, kept (see [`Failure::Step`]).
-    pub fn step(what: impl Into<String>) -> impl Fn(io::Error) -> Error {
+    pub fn step(what: impl Into<String>) -> impl Fn(io::Error) -> Failure {
         let what = what.into();
-        move |source| Failure::Step { what: what.clone(), source }.into()
+        move |source| Failure::Step { what: what.clone(), source }
     }
 
     /// A tool that could not start or be waited for (see [`Failure::Tool`]).
-    pub fn tool(what: impl Into<String>) -> impl Fn(io::Error) -> Error {
+    pub fn tool(what: impl Into<String>) -> impl Fn(io::Error) -> Failure {
         let what = what.into();
-        move |source| Failure::Tool { what: what.clone(), source }.into()
+        move |source| Failure::Tool { what: what.clone(), source }
+    }
+
+    /// The OS error under this one (ENOSPC, EACCES, ...), if any.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Failure::Layer(e) => e.raw_os_error(),
+            Failure::Image(e) => e.raw_os_error(),
+            Failure::Registry(e) => e.raw_os_error(),
+            own => driver_core::error::os_error_under(own),
+        }
     }
 }
 
-/// Carried through the drivers' error, which the bench's functions return, printed as
-/// itself and taken back out by [`Failure::of`].
-impl From<Failure> for Error {
-    fn from(f: Failure) -> Error {
-        Error::new(Cause::Carried(Box::new(f)))
+/// A driver's error, or strata-image's or the registry's that a function returning the
+/// drivers' error carried ([`driver_core::Cause::Carried`]), as itself.
+impl From<driver_core::Error> for Failure {
+    fn from(e: driver_core::Error) -> Failure {
+        let e = match e.carried::<strata_image::Error>() {
+            Ok(image) => return Failure::Image(image),
+            Err(e) => e,
+        };
+        match e.carried::<registry::Error>() {
+            Ok(r) => Failure::from(r),
+            Err(e) => Failure::Layer(e),
+        }
+    }
+}
+
+/// A registry error that is the store's or the image crate's is that.
+impl From<registry::Error> for Failure {
+    fn from(e: registry::Error) -> Failure {
+        match e {
+            registry::Error::Store(e) => Failure::from(e),
+            registry::Error::Image(e) => Failure::Image(e),
+            e => Failure::Registry(e),
+        }
     }
 }
 
@@ -152,17 +183,25 @@ impl From<Failure> for Error {
 mod tests {
     use super::*;
 
-    /// Carried through the drivers' error, a failure prints as itself, keeps its io
-    /// error's errno and comes back out typed.
+    /// A step's failure prints as itself and keeps its io error's errno; a driver's
+    /// error keeps its cause, and an image error a driver's error carried comes out as
+    /// itself.
     #[test]
-    fn a_failure_is_carried_whole() {
+    fn a_failure_keeps_its_errno_and_lower_errors_their_type() {
+        use driver_core::Cause;
         let e = Failure::step("copy-up in c0")(io::Error::from_raw_os_error(libc::ENOSPC));
         assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
         assert!(e.to_string().starts_with("copy-up in c0: No space left on device"), "{e}");
-        assert!(matches!(Failure::of(&e), Some(Failure::Step { what, .. }) if what == "copy-up in c0"));
-        let e = Error::from(Failure::NoTargetRan { skipped: 1, failed: 2 });
+        assert!(matches!(&e, Failure::Step { what, .. } if what == "copy-up in c0"));
+        let e = Failure::NoTargetRan { skipped: 1, failed: 2 };
         assert_eq!(e.to_string(), "no target ran (1 not run, 2 failed); see the lines above");
-        assert!(Failure::of(&Error::new(Cause::NotFound)).is_none());
+        let e = Failure::from(driver_core::Error::layer("l", Cause::Mounted(2)));
+        assert!(matches!(&e, Failure::Layer(l) if matches!(l.cause, Cause::Mounted(2))), "{e:?}");
+        let full = Failure::from(driver_core::Error::layer("l", io::Error::from_raw_os_error(libc::ENOSPC)));
+        assert_eq!(full.raw_os_error(), Some(libc::ENOSPC));
+        let carried = Cause::Carried(Box::new(strata_image::Error::NotFound { name: "a".into() }));
+        let e = Failure::from(driver_core::Error::new(carried));
+        assert!(matches!(e, Failure::Image(strata_image::Error::NotFound { .. })), "{e:?}");
     }
 
     /// A tool that said nothing on stderr is named with its status alone.

@@ -8,11 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
-use driver_core::Error;
-
-use crate::failure::Failure;
+use crate::failure::{Failure, Result};
 use crate::model::{Dist, Run, TargetResult, Workload};
-use crate::report::{cell, chart_or_note, copyup_chart, escape, figure_docs, missing, utc, Unit, STYLE};
+use crate::page::{cell, chart_or_note, escape, utc, Unit, STYLE};
+use crate::report::{copyup_chart, figure_docs, missing};
 use crate::verdict::Profile;
 
 /// One host's run, as read from its file.
@@ -70,7 +69,7 @@ pub fn names(runs: &[&Run]) -> Vec<String> {
 
 impl Fleet {
     /// Reads the runs, recomputes each one's verdicts, and checks they are of one workload.
-    pub fn load(paths: &[PathBuf], profiles: &[Profile]) -> Result<Fleet, Error> {
+    pub fn load(paths: &[PathBuf], profiles: &[Profile]) -> Result<Fleet> {
         let mut runs = Vec::new();
         for p in paths {
             let mut run = Run::load(p)?;
@@ -80,7 +79,7 @@ impl Fleet {
         for (p, r) in paths.iter().zip(&runs).skip(1) {
             let d = workload_differences(&runs[0].workload, &r.workload);
             if !d.is_empty() {
-                return Err(Failure::OtherWorkload { path: p.clone(), first: paths[0].clone(), differences: d }.into());
+                return Err(Failure::OtherWorkload { path: p.clone(), first: paths[0].clone(), differences: d });
             }
         }
         let names = names(&runs.iter().collect::<Vec<_>>());
@@ -414,7 +413,7 @@ mod tests {
         std::fs::write(&b, serde_json::to_string(&other).unwrap()).unwrap();
         let e = Fleet::load(&[a.clone(), b.clone()], &[]).err().expect("two workloads");
         assert!(
-            matches!(Failure::of(&e), Some(Failure::OtherWorkload { path, first, differences })
+            matches!(&e, Failure::OtherWorkload { path, first, differences }
                 if path == &b && first == &a && differences.len() == 1 && differences[0].starts_with("containers ")),
             "{e:?}"
         );

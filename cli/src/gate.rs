@@ -64,7 +64,7 @@ pub fn run(current: &Run, baseline_paths: &[PathBuf], opts: &Options) -> Result<
     }
     let regressed = c.regressed();
     if !c.lost.is_empty() {
-        return Err(BenchError::Unmeasured(Failure::Lost { summary: c.summary(), lost: c.lost.clone() }.into()));
+        return Err(BenchError::Unmeasured(Failure::Lost { summary: c.summary(), lost: c.lost.clone() }));
     }
     if !regressed.is_empty() {
         return Err(BenchError::Regressed(regressed.iter().map(|f| f.line()).collect()));

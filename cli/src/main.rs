@@ -22,6 +22,7 @@ mod meter;
 mod model;
 mod openmetrics;
 mod output;
+mod page;
 mod peers;
 mod plan;
 mod probe;

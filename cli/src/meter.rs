@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use driver_core::Error;
 
-use crate::failure::Failure;
+use crate::failure::{Failure, Result};
 use crate::model::DiskUse;
 
 /// The counters at one moment.
@@ -137,7 +137,7 @@ const LOOP_FILES: usize = 8;
 /// The small-file reference: `LOOP_FILES` files of 4 KiB written and fsynced one by
 /// one in a fresh directory on the scratch filesystem, then the directory fsynced: the
 /// wall and CPU seconds it took. Removed (and synced) outside the timing.
-pub fn fsync_loop(scratch: &Path, tag: &str) -> Result<(f64, f64), Error> {
+pub fn fsync_loop(scratch: &Path, tag: &str) -> Result<(f64, f64)> {
     let dir = scratch.join(format!("ref-fsync-{tag}"));
     let io = Failure::step(format!("the write+fsync reference in {}", dir.display()));
     let block = [0x5au8; 4096];
@@ -164,7 +164,7 @@ pub fn fsync_loop(scratch: &Path, tag: &str) -> Result<(f64, f64), Error> {
 /// create's ratio moved by 30% between two runs on a host whose disk other jobs used
 /// (the loop 24 then 33 ms, the creates 10.4 then 9.7 ms): its nine flushes wait on the
 /// device three times as often as a create's.
-pub fn create_like(scratch: &Path, tag: &str) -> Result<(f64, f64), Error> {
+pub fn create_like(scratch: &Path, tag: &str) -> Result<(f64, f64)> {
     let dir = scratch.join(format!("ref-create-{tag}"));
     let io = Failure::step(format!("the create reference in {}", dir.display()));
     let block = [0x5au8; 512];
@@ -191,14 +191,15 @@ pub fn create_like(scratch: &Path, tag: &str) -> Result<(f64, f64), Error> {
 /// decompressor and extracted by `tar -x` at once, as `bench --peers` runs it) into a
 /// fresh directory on the scratch filesystem, then a syncfs: the wall seconds it took
 /// and the CPU seconds of its processes. Removed (and synced) outside the timing.
-pub fn floor(layers: &[PathBuf], scratch: &Path, tag: &str) -> Result<(f64, f64), Error> {
+pub fn floor(layers: &[PathBuf], scratch: &Path, tag: &str) -> Result<(f64, f64)> {
     let dir = scratch.join(format!("ref-floor-{tag}"));
     fs::create_dir(&dir).map_err(|e| Error::new(e).with_path(&dir))?;
-    let (res, secs, cpu) = timed(nix::sys::resource::UsageWho::RUSAGE_CHILDREN, || -> Result<(), Error> {
+    let (res, secs, cpu) = timed(nix::sys::resource::UsageWho::RUSAGE_CHILDREN, || -> Result<()> {
         crate::peers::floor(layers, &dir)?;
         let d = fs::File::open(&dir).map_err(|e| Error::new(e).with_path(&dir))?;
         nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d))
-            .map_err(|e| Error::new(std::io::Error::from(e)).with_path(&dir))
+            .map_err(|e| Error::new(std::io::Error::from(e)).with_path(&dir))?;
+        Ok(())
     });
     res?;
     fs::remove_dir_all(&dir).map_err(|e| Error::new(e).with_path(&dir))?;
@@ -230,7 +231,7 @@ mod tests {
         let gone = dir.path().join("gone");
         for e in [fsync_loop(&gone, "t").unwrap_err(), create_like(&gone, "t").unwrap_err()] {
             assert!(
-                matches!(Failure::of(&e), Some(Failure::Step { what, source }) if what.contains(&gone.display().to_string())
+                matches!(&e, Failure::Step { what, source } if what.contains(&gone.display().to_string())
                     && source.raw_os_error() == Some(libc::ENOENT)),
                 "{e:?}"
             );

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use driver_core::Error;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::failure::Failure;
+use crate::failure::{Failure, Result};
 
-pub use keys::{size_name, CopyupOp, DiskPhase, DriverKind, FileSize, STORM_APPENDS};
+pub use keys::{size_name, CopyupOp, DiskPhase, DriverKind, FileSize, CREATE_LIKE, STORM_APPENDS};
 
 pub const SCHEMA: u32 = 3;
 
@@ -356,7 +356,7 @@ fn measured<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Dist>, D::Error> {
 }
 
 impl Run {
-    pub fn load(path: &Path) -> Result<Run, Error> {
+    pub fn load(path: &Path) -> Result<Run> {
         let data = std::fs::read(path).map_err(|e| Error::new(e).with_path(path))?;
         let run: Run = serde_json::from_slice(&data).map_err(|source| Failure::NotARun {
             path: path.to_path_buf(),
@@ -364,7 +364,7 @@ impl Run {
             source,
         })?;
         if run.schema != SCHEMA {
-            return Err(Failure::OtherSchema { path: path.to_path_buf(), found: run.schema, reads: SCHEMA }.into());
+            return Err(Failure::OtherSchema { path: path.to_path_buf(), found: run.schema, reads: SCHEMA });
         }
         Ok(run)
     }
@@ -557,7 +557,7 @@ mod tests {
             std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
             let e = Run::load(&path).unwrap_err();
             assert!(
-                matches!(Failure::of(&e), Some(Failure::NotARun { source, schema: SCHEMA, .. })
+                matches!(&e, Failure::NotARun { source, schema: SCHEMA, .. }
                     if source.to_string().contains(says)),
                 "{e:?}"
             );
@@ -575,10 +575,7 @@ mod tests {
         let path = dir.path().join("run.json");
         std::fs::write(&path, text.replacen(&from, "\"schema\": 2", 1)).unwrap();
         let e = Run::load(&path).unwrap_err();
-        assert!(
-            matches!(Failure::of(&e), Some(Failure::OtherSchema { found: 2, reads: SCHEMA, path: p }) if p == &path),
-            "{e:?}"
-        );
+        assert!(matches!(&e, Failure::OtherSchema { found: 2, reads: SCHEMA, path: p } if p == &path), "{e:?}");
         // Not there at all: the io error, with its errno.
         let e = Run::load(&dir.path().join("none.json")).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e:?}");

@@ -23,12 +23,29 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::args::Peer;
-use crate::failure::Failure;
+use clap::ValueEnum;
+
+use crate::failure::{Failure, Result};
 use crate::model::{DiskUse, Dist, PeerResult};
 use driver_core::Error;
 use strata_image::image::blob_path;
 use strata_scratch::{FsKind, ScratchFs};
+
+/// A tool the bench unpacks the same image with, beside strata (`bench --peers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Peer {
+    Containerd,
+    Podman,
+}
+
+impl Peer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Peer::Containerd => "containerd",
+            Peer::Podman => "podman",
+        }
+    }
+}
 
 fn used(path: &Path) -> DiskUse {
     DiskUse::of(path)
@@ -43,7 +60,7 @@ pub struct PeerImage {
 impl PeerImage {
     /// Makes the oci-archive of `layout` (written by `write_layout`, so every blob is
     /// under `blobs/sha256/`), and finds its layer blobs through its manifest.
-    pub fn from_layout(layout: &Path, archive: &Path) -> Result<PeerImage, Error> {
+    pub fn from_layout(layout: &Path, archive: &Path) -> Result<PeerImage> {
         let io = |e: std::io::Error| Error::new(e).with_path(archive);
         let mut b = tar::Builder::new(File::create(archive).map_err(io)?);
         b.follow_symlinks(false);
@@ -61,14 +78,14 @@ impl PeerImage {
             .ok_or(Failure::Layout { path: manifest_path, what: "a manifest without layers" })?
             .iter()
             .map(|l| Ok(layout.join(blob_path(l["digest"].as_str().unwrap_or_default()).map_err(io)?)))
-            .collect::<Result<Vec<_>, Error>>()?;
+            .collect::<Result<Vec<_>>>()?;
         Ok(PeerImage { archive: archive.to_path_buf(), layers })
     }
 }
 
-fn read_json(path: &Path) -> Result<serde_json::Value, Error> {
+fn read_json(path: &Path) -> Result<serde_json::Value> {
     let data = fs::read(path).map_err(|e| Error::new(e).with_path(path))?;
-    serde_json::from_slice(&data).map_err(|source| Failure::Json { path: path.to_path_buf(), source }.into())
+    serde_json::from_slice(&data).map_err(|source| Failure::Json { path: path.to_path_buf(), source })
 }
 
 /// The peer's storage matching a strata driver: (containerd snapshotter, podman driver).
@@ -95,7 +112,7 @@ pub fn unavailable(peer: Peer) -> Option<String> {
     }
 }
 
-fn run_checked(cmd: &mut Command, what: &str) -> Result<(), Error> {
+fn run_checked(cmd: &mut Command, what: &str) -> Result<()> {
     let out = cmd.stdin(Stdio::null()).output().map_err(Failure::tool(what))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -105,7 +122,7 @@ fn run_checked(cmd: &mut Command, what: &str) -> Result<(), Error> {
         if said.len() > 600 {
             said = format!("...{}", &said[said.len() - 600..]);
         }
-        return Err(Failure::ToolFailed { what: what.into(), status: out.status, said }.into());
+        return Err(Failure::ToolFailed { what: what.into(), status: out.status, said });
     }
     Ok(())
 }
@@ -118,7 +135,7 @@ struct Containerd {
 }
 
 impl Containerd {
-    fn start(root: &Path) -> Result<Containerd, Error> {
+    fn start(root: &Path) -> Result<Containerd> {
         let state = tempfile::Builder::new().prefix("strata-containerd-").tempdir().map_err(Error::new)?;
         let socket = state.path().join("containerd.sock");
         let config = state.path().join("config.toml");
@@ -161,12 +178,10 @@ impl Containerd {
                 return Ok(d);
             }
             if let Ok(Some(status)) = d.child.try_wait() {
-                return Err(
-                    Failure::ToolFailed { what: "containerd (at start)".into(), status, said: String::new() }.into()
-                );
+                return Err(Failure::ToolFailed { what: "containerd (at start)".into(), status, said: String::new() });
             }
             if Instant::now() > deadline {
-                return Err(Failure::NoAnswer { secs: ANSWER_WITHIN }.into());
+                return Err(Failure::NoAnswer { secs: ANSWER_WITHIN });
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -201,7 +216,7 @@ pub fn floor_gunzip() -> &'static str {
 }
 
 /// Decompresses and extracts every layer at once, each into its own directory.
-pub fn floor(layers: &[PathBuf], into: &Path) -> Result<(), Error> {
+pub fn floor(layers: &[PathBuf], into: &Path) -> Result<()> {
     let gunzip = floor_gunzip();
     let mut running = Vec::new();
     for (i, blob) in layers.iter().enumerate() {
@@ -244,14 +259,14 @@ pub fn floor(layers: &[PathBuf], into: &Path) -> Result<(), Error> {
             _ => None,
         };
         if let Some((what, status)) = failed {
-            return Err(Failure::ToolFailed { what, status, said: String::new() }.into());
+            return Err(Failure::ToolFailed { what, status, said: String::new() });
         }
     }
     Ok(())
 }
 
 /// One unpack by `tool` on a fresh filesystem of `kind`: (seconds, disk bytes).
-fn once(tool: &str, strata_driver: &str, kind: FsKind, image: &PeerImage) -> Result<(f64, u64), Error> {
+fn once(tool: &str, strata_driver: &str, kind: FsKind, image: &PeerImage) -> Result<(f64, u64)> {
     let scratch = ScratchFs::new(kind, 12 << 30).map_err(|source| Failure::Scratch { fs: kind.name(), source })?;
     let base = used(scratch.path());
     let root = scratch.path().join(tool);
@@ -288,7 +303,7 @@ fn once(tool: &str, strata_driver: &str, kind: FsKind, image: &PeerImage) -> Res
             "podman load",
         )?,
         "floor" => floor(&image.layers, &root)?,
-        other => return Err(Failure::UnknownTool(other.into()).into()),
+        other => return Err(Failure::UnknownTool(other.into())),
     }
     driver_core::sys::syncfs(scratch.path()).map_err(|e| Error::new(e).with_path(scratch.path()))?;
     let secs = start.elapsed().as_secs_f64();
@@ -367,14 +382,14 @@ mod tests {
     fn a_tool_that_fails_is_named_with_its_status_and_stderr() {
         let e = run_checked(&mut Command::new("/nonexistent/strata-tool"), "strata-tool").unwrap_err();
         assert!(
-            matches!(Failure::of(&e), Some(Failure::Tool { what, source }) if what == "strata-tool"
+            matches!(&e, Failure::Tool { what, source } if what == "strata-tool"
                 && source.raw_os_error() == Some(libc::ENOENT)),
             "{e:?}"
         );
         let e = run_checked(Command::new("sh").args(["-c", "echo one >&2; echo >&2; echo two >&2; exit 3"]), "sh")
             .unwrap_err();
         assert!(
-            matches!(Failure::of(&e), Some(Failure::ToolFailed { status, said, .. })
+            matches!(&e, Failure::ToolFailed { status, said, .. }
                 if status.code() == Some(3) && said == "one | two"),
             "{e:?}"
         );
@@ -389,7 +404,7 @@ mod tests {
         fs::write(&blob, vec![b'x'; 4096]).unwrap();
         let e = floor(&[blob], &dir.path().join("out")).unwrap_err();
         assert!(
-            matches!(Failure::of(&e), Some(Failure::ToolFailed { what, status, .. }) if what == "floor: tar"
+            matches!(&e, Failure::ToolFailed { what, status, .. } if what == "floor: tar"
                 && !status.success()),
             "{e:?}"
         );
@@ -405,11 +420,11 @@ mod tests {
         fs::write(layout.join("index.json"), "{\"manifests\": [").unwrap();
         let e = PeerImage::from_layout(&layout, &archive).err().expect("a broken index");
         assert!(
-            matches!(Failure::of(&e), Some(Failure::Json { path, source }) if path.ends_with("index.json") && source.is_eof()),
+            matches!(&e, Failure::Json { path, source } if path.ends_with("index.json") && source.is_eof()),
             "{e:?}"
         );
         fs::write(layout.join("index.json"), "{\"manifests\": []}").unwrap();
         let e = PeerImage::from_layout(&layout, &archive).err().expect("an index without manifests");
-        assert!(matches!(Failure::of(&e), Some(Failure::Layout { path, .. }) if path.ends_with("index.json")), "{e:?}");
+        assert!(matches!(&e, Failure::Layout { path, .. } if path.ends_with("index.json")), "{e:?}");
     }
 }

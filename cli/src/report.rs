@@ -5,15 +5,12 @@
 //! differ on it; and charts drawn as small multiples (one panel per target, shared
 //! axes, whiskers for the interval) so that no line hides another.
 
-pub mod page;
-
 use plotters::prelude::*;
-
-pub(crate) use page::{cell, chart_or_note, escape, utc, Unit, STYLE};
 
 use crate::model::{
     secs, size, size_name, CopyupOp, Dist, PeerResult, Run, TargetResult, Verdict, Workload, STORM_APPENDS,
 };
+use crate::page::{cell, chart_or_note, escape, utc, Unit, STYLE};
 
 const PALETTE: [RGBColor; 8] = [
     RGBColor(31, 119, 180),

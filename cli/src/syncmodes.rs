@@ -13,6 +13,7 @@ use driver_core::{Driver, Durability, Error};
 use strata_image::image::open_source;
 use strata_image::images::{unpack, ImageStore};
 
+use crate::failure::Result;
 use crate::model::{Dist, TargetResult};
 
 /// Seconds per `--sync` mode name.
@@ -27,7 +28,7 @@ pub fn unpack_by_mode(
     layout: &Path,
     rounds: usize,
     progress: &dyn Fn(&str),
-) -> Result<(ByMode, ByMode), Error> {
+) -> Result<(ByMode, ByMode)> {
     let mut returned: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut on_disk: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for round in 0..rounds.max(1) {
@@ -53,9 +54,10 @@ pub fn unpack_by_mode(
 }
 
 /// Removes the image and the driver root, so that the next mode gets the same free disk.
-fn remove(driver: &dyn Driver, images: &ImageStore, root: &Path) -> Result<(), Error> {
+fn remove(driver: &dyn Driver, images: &ImageStore, root: &Path) -> Result<()> {
     images.remove(driver, "bench")?;
-    std::fs::remove_dir_all(root).map_err(|e| Error::new(e).with_path(root))
+    std::fs::remove_dir_all(root).map_err(|e| Error::new(e).with_path(root))?;
+    Ok(())
 }
 
 /// One line per target: each mode's median unpack time and its ratio to `none`'s.

@@ -4,19 +4,70 @@ use std::path::PathBuf;
 
 use strata_scratch::FsKind;
 
-use crate::args::{BenchDriver, Filesystem, Peer};
+use clap::ValueEnum;
+
 use crate::model::DriverKind;
+use crate::peers::Peer;
 use crate::verdict::{Profile, ProfileError};
 use crate::workloads::WorkloadsError;
+
+/// A driver the bench compares (`bench --drivers`): a real one, never `auto`; the
+/// bench's results name it by the same type.
+pub use crate::model::DriverKind as BenchDriver;
+
+/// A backing filesystem for overlay and vfs in the bench (`bench --fs`); btrfs always
+/// runs on btrfs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Filesystem {
+    Ext4,
+    Xfs,
+}
+
+impl Filesystem {
+    pub fn kind(self) -> FsKind {
+        match self {
+            Filesystem::Ext4 => FsKind::Ext4,
+            Filesystem::Xfs => FsKind::Xfs,
+        }
+    }
+}
+
+/// The spellings of a value enum, for an error message: `a, b, c`.
+fn spellings<T: ValueEnum>() -> String {
+    let names: Vec<String> =
+        T::value_variants().iter().filter_map(|v| v.to_possible_value()).map(|v| v.get_name().to_string()).collect();
+    names.join(", ")
+}
+
+/// `bench --drivers`' parser: the bench's own message for an unknown driver.
+pub fn bench_driver(s: &str) -> Result<BenchDriver, String> {
+    BenchDriver::from_str(s, false)
+        .map_err(|_| format!("unknown driver {s:?}: the drivers are {}", spellings::<BenchDriver>()))
+}
+
+/// `bench --fs`' parser.
+pub fn filesystem(s: &str) -> Result<Filesystem, String> {
+    Filesystem::from_str(s, false).map_err(|_| {
+        format!(
+            "unknown filesystem {s:?}: overlay and vfs run on {} (btrfs always on btrfs)",
+            spellings::<Filesystem>()
+        )
+    })
+}
+
+/// `bench --peers`' parser.
+pub fn peer(s: &str) -> Result<Peer, String> {
+    Peer::from_str(s, false).map_err(|_| format!("unknown peer {s:?}: the peers are {}", spellings::<Peer>()))
+}
 
 /// `strata bench`'s options (flattened into the CLI's `bench` subcommand).
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Drivers to compare.
-    #[arg(long, value_delimiter = ',', default_value = "overlay,vfs,btrfs", value_parser = crate::args::bench_driver)]
+    #[arg(long, value_delimiter = ',', default_value = "overlay,vfs,btrfs", value_parser = bench_driver)]
     pub drivers: Vec<BenchDriver>,
     /// Backing filesystems for overlay and vfs (btrfs always runs on btrfs).
-    #[arg(long, value_delimiter = ',', default_value = "ext4,xfs", value_parser = crate::args::filesystem)]
+    #[arg(long, value_delimiter = ',', default_value = "ext4,xfs", value_parser = filesystem)]
     pub fs: Vec<Filesystem>,
     /// A real image instead of the embedded default workload, in any form `image
     /// unpack` reads, docker://REF too (repeatable; each is benched in turn).
@@ -64,7 +115,7 @@ pub struct BenchArgs {
     pub sync: driver_core::Durability,
     /// Also unpack the same image with these tools (containerd, podman), beside
     /// strata and the floor (the fastest gzip decompressor piped into `tar -x`).
-    #[arg(long, value_delimiter = ',', value_parser = crate::args::peer)]
+    #[arg(long, value_delimiter = ',', value_parser = peer)]
     pub peers: Vec<Peer>,
     /// Write a self-contained HTML report with charts here.
     #[arg(long)]
@@ -192,4 +243,31 @@ fn check_usage(
         profiles.iter().map(|p| Profile::load(p)).collect::<Result<_, _>>()?
     };
     Ok((profiles, targets(&drivers, &fs)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written names and parsers agree with what clap accepts, so an argument
+    /// means what its spelling says everywhere it is printed.
+    #[test]
+    fn value_enums_spell_what_they_mean() {
+        let name = |v: clap::builder::PossibleValue| v.get_name().to_string();
+        for d in BenchDriver::value_variants() {
+            assert_eq!(name(d.to_possible_value().unwrap()), d.name());
+            assert_eq!(bench_driver(d.name()), Ok(*d));
+        }
+        for p in Peer::value_variants() {
+            assert_eq!(name(p.to_possible_value().unwrap()), p.name());
+            assert_eq!(peer(p.name()), Ok(*p));
+        }
+        for f in Filesystem::value_variants() {
+            assert_eq!(name(f.to_possible_value().unwrap()), f.kind().name());
+            assert_eq!(filesystem(f.kind().name()), Ok(*f));
+        }
+        assert_eq!(bench_driver("auto"), Err("unknown driver \"auto\": the drivers are overlay, vfs, btrfs".into()));
+        assert!(filesystem("btrfs").unwrap_err().contains("run on ext4, xfs"));
+        assert!(peer("docker").unwrap_err().starts_with("unknown peer \"docker\""));
+    }
 }

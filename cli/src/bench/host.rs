@@ -3,10 +3,9 @@
 
 use std::path::Path;
 
-use driver_core::Error;
 use strata_scratch::FsKind;
 
-use crate::failure::Failure;
+use crate::failure::{Failure, Result};
 use crate::model::{DriverKind, Host};
 
 fn on_path(program: &str) -> bool {
@@ -65,18 +64,18 @@ pub(super) fn host(root: &Path) -> Host {
 
 /// Before a bench: scratch left by a killed bench is removed; a tmpfs scratch dir (the
 /// bench would measure RAM) and too little free space are refused.
-pub(super) fn check_scratch(needed: u64) -> Result<(), Error> {
+pub(super) fn check_scratch(needed: u64) -> Result<()> {
     for line in strata_scratch::remove_stale() {
         eprintln!("strata bench: {line}");
     }
     let dir = strata_scratch::scratch_parent();
     let fs = fs_of(&dir);
     if fs == "tmpfs" {
-        return Err(Failure::ScratchOnTmpfs { dir }.into());
+        return Err(Failure::ScratchOnTmpfs { dir });
     }
     let free = nix::sys::statvfs::statvfs(&dir).map(|s| s.blocks_available() * s.fragment_size()).unwrap_or(0);
     if free < needed {
-        return Err(Failure::ScratchTooSmall { dir, fs, free, needed }.into());
+        return Err(Failure::ScratchTooSmall { dir, fs, free, needed });
     }
     Ok(())
 }

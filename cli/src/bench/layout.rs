@@ -12,7 +12,7 @@ use strata_image::image::{open_source, write_layout, BlobSource};
 use strata_image::registry::{AuthOptions, Limits};
 
 use super::args::BenchArgs;
-use crate::failure::Failure;
+use crate::failure::{Failure, Result};
 use crate::model::{size_name, STORM_APPENDS};
 
 /// What the copy-up layer holds: the first-write files' sizes (ascending), the size of
@@ -62,12 +62,12 @@ pub(super) fn write_target(bytes: u64) -> String {
 
 /// The layer blobs (compressed as they come) of the embedded default workload, as
 /// files in `dir`.
-pub(super) fn default_blobs(quick: bool, dir: &Path) -> Result<Vec<PathBuf>, Error> {
+pub(super) fn default_blobs(quick: bool, dir: &Path) -> Result<Vec<PathBuf>> {
     let size = if quick { WorkloadSize::small() } else { WorkloadSize::default_image() };
     generate(1, size).iter().enumerate().map(|(i, l)| blob_file(dir, &format!("layer-{i}"), &gzip(&l.tar))).collect()
 }
 
-fn blob_file(dir: &Path, name: &str, data: &[u8]) -> Result<PathBuf, Error> {
+fn blob_file(dir: &Path, name: &str, data: &[u8]) -> Result<PathBuf> {
     let path = dir.join(name);
     fs::write(&path, data).map_err(|e| Error::new(e).with_path(&path))?;
     Ok(path)
@@ -77,7 +77,7 @@ fn blob_file(dir: &Path, name: &str, data: &[u8]) -> Result<PathBuf, Error> {
 /// docker://REF is pulled, every blob, into a folder that goes afterwards), streamed
 /// into files in `dir`: an image of gigabytes is never held in memory. They are
 /// verified when each tool unpacks them.
-pub(super) fn image_blobs(spec: &str, args: &BenchArgs, dir: &Path) -> Result<Vec<PathBuf>, Error> {
+pub(super) fn image_blobs(spec: &str, args: &BenchArgs, dir: &Path) -> Result<Vec<PathBuf>> {
     let pulled;
     let cache = strata_scratch::work_dir("strata-bench-pull-").map_err(Error::new)?;
     let (source, image): (Box<dyn BlobSource>, _) = if spec.starts_with("docker://") {
@@ -108,7 +108,7 @@ pub(super) fn image_blobs(spec: &str, args: &BenchArgs, dir: &Path) -> Result<Ve
 
 /// Writes the bench's image as an OCI layout tagged `default`: the image's layers plus
 /// the copy-up layer on top. Returns what the copy-up layer holds.
-pub(super) fn bench_layout(dir: &Path, blobs: &[PathBuf], quick: bool) -> Result<CopyupShape, Error> {
+pub(super) fn bench_layout(dir: &Path, blobs: &[PathBuf], quick: bool) -> Result<CopyupShape> {
     let (copyup, shape) = copyup_layer(quick);
     let mut all = blobs.to_vec();
     let parent = dir.parent().unwrap_or(dir);

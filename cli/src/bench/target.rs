@@ -14,9 +14,11 @@ use strata_image::images::{unpack, ImageStore};
 use strata_scratch::{FsKind, ScratchFs};
 
 use super::layout::{write_target, CopyupShape};
-use crate::failure::Failure;
+use crate::failure::{Failure, Result};
 use crate::meter::{self, CountingSink, Meter};
-use crate::model::{CopyupOp, DiskPhase, DiskUse, Dist, DriverKind, LayerTime, TargetResult, STORM_APPENDS};
+use crate::model::{
+    CopyupOp, DiskPhase, DiskUse, Dist, DriverKind, LayerTime, TargetResult, CREATE_LIKE, STORM_APPENDS,
+};
 
 /// What a bench of one image needs: the layout with the copy-up layer, what it holds.
 pub(super) struct Plan {
@@ -135,7 +137,7 @@ fn overlay_mounted(view: &Path) -> Vec<(String, String)> {
 
 /// `cp -a FROM TO` (GNU cp: reflinks where the filesystem has them, as vfs does), then a
 /// syncfs, as a layer commit syncs: the reference for a full-copy container create.
-fn cp_a(from: &Path, to: &Path) -> Result<(), Error> {
+fn cp_a(from: &Path, to: &Path) -> Result<()> {
     let out = std::process::Command::new("cp")
         .arg("-a")
         .arg("--")
@@ -146,13 +148,13 @@ fn cp_a(from: &Path, to: &Path) -> Result<(), Error> {
     if !out.status.success() {
         let what = format!("cp -a {} {}", from.display(), to.display());
         let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        return Err(Failure::ToolFailed { what, status: out.status, said }.into());
+        return Err(Failure::ToolFailed { what, status: out.status, said });
     }
-    driver_core::sys::syncfs(to).map_err(|e| Error::new(e).with_path(to))
+    Ok(driver_core::sys::syncfs(to).map_err(|e| Error::new(e).with_path(to))?)
 }
 
-fn open_driver(which: DriverKind, root: &Path) -> Result<Box<dyn Driver>, Error> {
-    strata_cli::drivers::open(which.name(), root)
+fn open_driver(which: DriverKind, root: &Path) -> Result<Box<dyn Driver>> {
+    Ok(strata_cli::drivers::open(which.name(), root)?)
 }
 
 /// Bytes of disk the filesystem holds beyond `base`, after a sync (so btrfs has
@@ -169,7 +171,7 @@ fn unpack_once(
     root: &Path,
     image: &Path,
     sync: driver_core::Durability,
-) -> Result<(String, f64, Vec<LayerTime>), Error> {
+) -> Result<(String, f64, Vec<LayerTime>)> {
     let (source, img) = open_source(&format!("{}:default", image.display()), None)?;
     driver.set_durability(sync);
     let images = ImageStore::open(&root.join(driver.name()))?.with_durability(sync);
@@ -187,11 +189,6 @@ fn unpack_once(
     Ok((top, secs, layers.into_inner().expect("layers")))
 }
 
-/// The key of the create-shaped reference (meter::create_like) in `results[].reference`
-/// and, with ` reference`, in `results[].cpu`: a new key, so that a baseline whose
-/// creates stood beside the write+fsync loop (key `create`) is not compared with it.
-pub const CREATE_LIKE: &str = "create-like";
-
 /// `n` container creates over `top`, each timed beside the create-shaped reference (which goes
 /// first every other time, as the floor does beside the unpacks) and removed outside
 /// the timing, after one untimed create: the first create of a run is the slow one
@@ -205,7 +202,7 @@ fn extra_creates(
     create: &mut Vec<f64>,
     refs: &mut BTreeMap<String, Vec<f64>>,
     cpu: &mut BTreeMap<String, Vec<f64>>,
-) -> Result<(), Error> {
+) -> Result<()> {
     for i in 0..=n {
         let id = format!("gate-create-{i}");
         let before = if i % 2 == 1 { Some(meter::create_like(scratch, "create")?) } else { None };
@@ -234,7 +231,7 @@ pub(super) fn run_target(
     plan: &Plan,
     containers: usize,
     progress: &dyn Fn(&str),
-) -> Result<TargetResult, Error> {
+) -> Result<TargetResult> {
     let scratch = ScratchFs::new(kind, plan.fs_size).map_err(|source| Failure::Scratch { fs: kind.name(), source })?;
     let root = scratch.path().join("strata");
     let driver = open_driver(which, &root)?;
@@ -421,7 +418,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = cp_a(&dir.path().join("none"), &dir.path().join("to")).unwrap_err();
         assert!(
-            matches!(Failure::of(&e), Some(Failure::ToolFailed { what, status, said })
+            matches!(&e, Failure::ToolFailed { what, status, said }
                 if what.starts_with("cp -a ") && !status.success() && said.contains("No such file")),
             "{e:?}"
         );

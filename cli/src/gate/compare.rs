@@ -4,10 +4,8 @@
 
 use std::path::PathBuf;
 
-use driver_core::Error;
-
 use super::error::BenchError;
-use crate::failure::{Failure, Incomparable};
+use crate::failure::{Failure, Incomparable, Result};
 use crate::model::{CopyupOp, Dist, Run, TargetResult, DEFAULT_IMAGE};
 
 /// The share of unchanged runs the timing test may fail (when the references cancel the
@@ -204,7 +202,7 @@ const LOAD: &str = "the host's load moves wall time more than its reference's; i
 fn timings(r: &TargetResult) -> Vec<(String, &Dist, Option<&Dist>, Option<&'static str>)> {
     // The create's reference: `cp -a` for a full copy, else the create-shaped syscalls
     // (runs before them: the write+fsync loop, under the key `create`).
-    let like = crate::bench::CREATE_LIKE;
+    let like = crate::model::CREATE_LIKE;
     let (copy, key) = match (&r.create_cp_a, r.reference.contains_key(like)) {
         (Some(_), _) => ("cp -a", "create"),
         (None, true) => ("mkdir+2 fsync+syncfs", like),
@@ -294,9 +292,9 @@ fn interval(was: &Side, now: &Side, name: &str, confidence: f64) -> (f64, f64) {
 }
 
 /// Refuses baselines that cannot be compared with `current` (exit 2).
-fn check_inputs(current: &Run, baselines: &[(Run, PathBuf)]) -> Result<(), Error> {
+fn check_inputs(current: &Run, baselines: &[(Run, PathBuf)]) -> Result<()> {
     for (baseline, path) in baselines {
-        let incomparable = |why| Error::from(Failure::Incomparable { path: path.clone(), why });
+        let incomparable = |why| Failure::Incomparable { path: path.clone(), why };
         if !baseline.results.iter().any(TargetResult::ok) {
             return Err(incomparable(Incomparable::NoResults));
         }
@@ -321,7 +319,7 @@ fn check_inputs(current: &Run, baselines: &[(Run, PathBuf)]) -> Result<(), Error
 /// inputs (exit 2), or a run that measured nothing (exit 3).
 pub fn compare(current: &Run, baselines: &[(Run, PathBuf)], opts: &Options) -> Result<Comparison, BenchError> {
     if !current.results.iter().any(TargetResult::ok) {
-        return Err(BenchError::Unmeasured(Failure::NothingToCompare.into()));
+        return Err(BenchError::Unmeasured(Failure::NothingToCompare));
     }
     check_inputs(current, baselines).map_err(BenchError::Inputs)?;
     let mut out = Comparison {

@@ -9,6 +9,7 @@ use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
 use super::compare::{Comparison, Options, Status, FALSE_ALARM};
 use super::error::BenchError;
+use crate::failure::Result;
 
 /// The Markdown summary for a CI job's page.
 pub fn markdown(c: &Comparison) -> String {
@@ -95,7 +96,7 @@ pub fn junit(c: &Comparison) -> String {
 }
 
 /// A gate that could not compare: the Markdown and JUnit say why, as one error.
-pub(super) fn failed_outputs(opts: &Options, failure: &BenchError) -> Result<(), Error> {
+pub(super) fn failed_outputs(opts: &Options, failure: &BenchError) -> Result<()> {
     let code = failure.exit_code();
     let msg = failure.to_string();
     let word = if matches!(failure, BenchError::Inputs(_)) { "could not compare" } else { "could not measure" };
@@ -114,7 +115,7 @@ pub(super) fn failed_outputs(opts: &Options, failure: &BenchError) -> Result<(),
     Ok(())
 }
 
-pub(super) fn write(path: &Path, text: &str) -> Result<(), Error> {
+pub(super) fn write(path: &Path, text: &str) -> Result<()> {
     driver_core::json::write_atomic_with(path, |w| {
         w.write_all(text.as_bytes()).map_err(|e| Error::new(e).with_path(path))
     })?;

@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 /// How many small lower files the storm appends to, one byte each.
 pub const STORM_APPENDS: usize = 500;
 
+/// The key of the create-shaped reference (meter::create_like) in `results[].reference`
+/// and, with ` reference`, in `results[].cpu`: a new key, so that a baseline whose
+/// creates stood beside the write+fsync loop (key `create`) is not compared with it.
+pub const CREATE_LIKE: &str = "create-like";
+
 /// One copy-up operation the bench times in each container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]

@@ -10,7 +10,7 @@ use driver_core::{Driver, Error};
 use strata_run::trace::Trace;
 
 use super::{Source, Spec};
-use crate::failure::Failure;
+use crate::failure::{Failure, Result};
 use crate::model::{ClassFigures, CopyupFigures, DiskUse, Dist, WorkloadResult};
 
 /// The `Env` of the image config of `spec` (any source `image unpack` reads; none for a
@@ -75,7 +75,7 @@ pub fn measure(t: &Target, specs: &[Spec], progress: &dyn Fn(&str)) -> Vec<Workl
 }
 
 /// Runs `cmd` for real in a new container `wr<k>`, recorded: the trace and the seconds.
-fn record(t: &Target, k: usize, cmd: &str) -> Result<(Trace, f64), Error> {
+fn record(t: &Target, k: usize, cmd: &str) -> Result<(Trace, f64)> {
     let id = format!("wr{k}");
     t.driver.create(&id, Some(t.top), true)?;
     let view = t.driver.mount(&id)?;
@@ -105,7 +105,7 @@ fn record(t: &Target, k: usize, cmd: &str) -> Result<(Trace, f64), Error> {
     let status = status.map_err(|source| Failure::Run { cmd: cmd.into(), container: id.clone(), source })?;
     unmounted?;
     if status != 0 {
-        return Err(Failure::RunExited { cmd: cmd.into(), container: id, status }.into());
+        return Err(Failure::RunExited { cmd: cmd.into(), container: id, status });
     }
     let trace = Trace::read(&path).map_err(|source| Failure::RecordedTrace { cmd: cmd.into(), source })?;
     t.driver.remove(&id)?;
@@ -115,7 +115,7 @@ fn record(t: &Target, k: usize, cmd: &str) -> Result<(Trace, f64), Error> {
 /// A copy-up bucket: (operation class, node kind, size bucket).
 type Bucket = (String, String, String);
 
-fn measure_one(t: &Target, k: usize, spec: &Spec, w: &mut WorkloadResult) -> Result<(), Error> {
+fn measure_one(t: &Target, k: usize, spec: &Spec, w: &mut WorkloadResult) -> Result<()> {
     let recorded;
     let trace: &Trace = match &spec.source {
         Source::Trace(_, trace) => trace,

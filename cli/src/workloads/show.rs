@@ -230,12 +230,9 @@ pub fn html(results: &[&TargetResult]) -> String {
         let ok = |w: &WorkloadResult, f: &dyn Fn(&WorkloadResult) -> String| if w.ok() { f(w) } else { "-".into() };
         type Row<'a> = (&'a str, Box<dyn Fn(&WorkloadResult) -> String>);
         let figures: Vec<Row> = vec![
-            ("replay (s)", Box::new(|w| crate::report::page::cell(&w.wall, crate::report::page::Unit::Seconds))),
+            ("replay (s)", Box::new(|w| crate::page::cell(&w.wall, crate::page::Unit::Seconds))),
             ("real run, recorded (s)", Box::new(|w| w.run_seconds.map(secs).unwrap_or_else(|| "-".into()))),
-            (
-                "copy-ups (s)",
-                Box::new(|w| crate::report::page::cell(&w.copyup_seconds(), crate::report::page::Unit::Seconds)),
-            ),
+            ("copy-ups (s)", Box::new(|w| crate::page::cell(&w.copyup_seconds(), crate::page::Unit::Seconds))),
             (
                 "files copied up",
                 Box::new(|w| {
@@ -243,11 +240,8 @@ pub fn html(results: &[&TargetResult]) -> String {
                     format!("{n} ({})", size(b as f64))
                 }),
             ),
-            (
-                "layer disk (bytes)",
-                Box::new(|w| crate::report::page::cell(&w.layer_bytes, crate::report::page::Unit::Bytes)),
-            ),
-            ("diff (s)", Box::new(|w| crate::report::page::cell(&w.diff, crate::report::page::Unit::Seconds))),
+            ("layer disk (bytes)", Box::new(|w| crate::page::cell(&w.layer_bytes, crate::page::Unit::Bytes))),
+            ("diff (s)", Box::new(|w| crate::page::cell(&w.diff, crate::page::Unit::Seconds))),
             ("diff size", Box::new(|w| size(w.diff_bytes as f64))),
             ("syscalls replayed", Box::new(|w| w.syscalls().to_string())),
         ];
@@ -278,14 +272,14 @@ pub fn html(results: &[&TargetResult]) -> String {
                     "<td>{}</td>",
                     w.classes
                         .get(k)
-                        .map(|c| crate::report::page::cell(&c.seconds, crate::report::page::Unit::Seconds))
+                        .map(|c| crate::page::cell(&c.seconds, crate::page::Unit::Seconds))
                         .unwrap_or_default()
                 );
             }
             h += "</tr>\n";
         }
         h += "</table>\n";
-        h += &crate::report::page::chart_or_note(chart(name, &rows), "No workload figures to chart.");
+        h += &crate::page::chart_or_note(chart(name, &rows), "No workload figures to chart.");
     }
     h
 }

@@ -123,7 +123,7 @@ fn identical_runs_never_fail_and_a_20_percent_slowdown_of_unpack_or_create_is_ca
 fn runs_with_the_gates_creates_catch_a_20_percent_slowdown_through_create() {
     let runs: Vec<Run> = WITH_CREATES.iter().map(|t| serde_json::from_str(t).expect("parses")).collect();
     for r in &runs {
-        assert_eq!((r.results[0].create.n(), r.results[0].reference[crate::bench::CREATE_LIKE].n()), (45, 45));
+        assert_eq!((r.results[0].create.n(), r.results[0].reference[crate::model::CREATE_LIKE].n()), (45, 45));
     }
     let caught = sensitivity(&runs, "gate-5..8");
     assert!(caught[&(true, 120)] >= 11, "{caught:?}");
