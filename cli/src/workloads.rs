@@ -231,14 +231,20 @@ mod tests {
         assert_eq!(names, ["pip-install", "noop", "run-2"]);
         let mut two_labels =
             WorkloadArgs { run: vec!["true".into()], label: vec!["a".into(), "b".into()], ..Default::default() };
-        assert!(two_labels.check().unwrap_err().to_string().contains("2 label(s) for 1 command(s)"));
+        // Options that do not fit: Refused, whose sentence is all there is to tell them apart.
+        let e = two_labels.check().unwrap_err();
+        assert!(matches!(&e, WorkloadsError::Refused(s) if s.contains("2 label(s) for 1 command(s)")), "{e}");
         let mut same = WorkloadArgs {
             replay: vec![trace.clone()],
             run: vec!["true".into()],
             label: vec!["pip-install".into()],
             ..Default::default()
         };
-        assert!(same.check().unwrap_err().to_string().contains("two workloads are named \"pip-install\""));
+        let e = same.check().unwrap_err();
+        assert!(
+            matches!(&e, WorkloadsError::Refused(s) if s.contains("two workloads are named \"pip-install\"")),
+            "{e}"
+        );
         // A trace that cannot be opened keeps its errno; one that does not parse, its line.
         let mut missing = WorkloadArgs { replay: vec![dir.path().join("nope.trace")], ..Default::default() };
         let e = missing.check().unwrap_err();

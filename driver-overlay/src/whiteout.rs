@@ -121,6 +121,7 @@ mod decisions {
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
+    use driver_core::error::Cause;
     use driver_core::syscall::{Call, Recording};
     use nix::sys::stat::SFlag;
     use strata_archive::apply::{apply_layer, ApplyOptions};
@@ -197,8 +198,14 @@ mod decisions {
             let opts = ApplyOptions::new("t").with_whiteouts(Arc::new(format));
             let err = apply_layer(tmp.path(), &tar[..], &opts).expect_err(what);
             assert!(rec.calls().is_empty(), "no call through {what}: {:?}", rec.calls());
-            let msg = err.to_string();
-            assert!(msg.contains("symbolic link") || msg.contains("not a directory"), "{what}: {msg}");
+            // A link on the way is refused (Cause::Refused, whose reason is words: there is
+            // no variant of its own); a file on the way makes the tar invalid.
+            let link = what == "a symlink";
+            match &err.cause {
+                Cause::Refused(why) if link => assert!(why.contains("symbolic link"), "{what}: {err}"),
+                Cause::BadTar(_) if !link => {}
+                _ => panic!("{what}: {err}"),
+            }
         }
     }
 }

@@ -58,8 +58,9 @@ fn check_each_error(driver: &str) {
         .args(["--driver", driver, "layer", "apply", "x", g])
         .output()
         .unwrap();
-    assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // EACCES/EPERM have no code of their own: 1 (docs/cli.md).
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("Permission denied") || errors[0].contains("Operation not permitted"), "{stderr}");
@@ -116,7 +117,8 @@ open(os.path.join(d, "noise.bin"), "wb").write(bytes([0x1b, 0x5b, 0x32, 0x4a, 0x
         let before = s.state();
         for (file, want) in cases {
             let path = work.path().join(file);
-            let e = s.fails(&["layer", "apply", "x", "--parent", "base", path.to_str().unwrap()]);
+            // Not a layer: exit 5 (Cause::BadTar); the line itself is what this test is about.
+            let e = s.fails_with(5, &["layer", "apply", "x", "--parent", "base", path.to_str().unwrap()]);
             assert!(e.contains(want), "{driver} {file}: {e:?} should say {want:?}");
             assert!(e.contains("strata reads layers as tar, tar+gzip or tar+zstd"), "{driver} {file}: {e}");
             assert!(e.starts_with("error: layer x: "), "{driver} {file}: {e}");
@@ -169,8 +171,9 @@ fn a_root_keeps_the_driver_it_was_made_with() {
 
     // An explicit driver that differs: one error line naming both, nothing made.
     let refused = strata(false, &["--driver", "overlay", "layer", "ls"]);
-    assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
+    // Cause::Refused: exit 1; the line (naming both drivers) is what is tested.
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("holds a vfs store") && errors[0].contains("--driver overlay"), "{stderr}");

@@ -117,6 +117,8 @@ fn concurrency(driver: &str, base: &Path) {
             break;
         }
         let e = String::from_utf8_lossy(&o.stderr);
+        // Busy: exit 6; 6 also means children or a container, so the line says which.
+        assert_eq!(o.status.code(), Some(6), "{driver}: rm failed for another reason than a mount: {e}");
         assert!(e.contains("mounted"), "{driver}: rm failed for another reason than a mount: {e}");
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -147,7 +147,8 @@ fn crash_safety(driver: &str, base: &Path) {
             assert_consistent(&s, &reference, &what);
             let o = s.run(&["image", "rm", "img"]);
             let stderr = String::from_utf8_lossy(&o.stderr);
-            assert!(o.status.success() || stderr.contains("no such image"), "{what}: re-run: {stderr}");
+            // Done, or not found (exit 4): the killed run had removed it.
+            assert!(matches!(o.status.code(), Some(0 | 4)), "{what}: re-run: {stderr}");
             assert!(listed(&s).is_empty(), "{what}: the image's layers are gone after the re-run");
         } else {
             s.ok(&["image", "rm", "img"]);
@@ -163,7 +164,11 @@ fn crash_safety(driver: &str, base: &Path) {
         assert_consistent(&s, &reference, &what);
         let o = s.run(&apply);
         let stderr = String::from_utf8_lossy(&o.stderr);
-        assert!(o.status.success() || stderr.contains("already exists"), "{what}: re-run: {stderr}");
+        // Cause::Exists has no exit code of its own (1): the line says which failure.
+        assert!(
+            o.status.success() || (o.status.code() == Some(1) && stderr.contains("already exists")),
+            "{what}: re-run: {stderr}"
+        );
         assert_eq!(listed(&s), ["extra"], "{what}");
         assert_consistent(&s, &reference, &format!("{what}, re-run"));
 
@@ -173,7 +178,7 @@ fn crash_safety(driver: &str, base: &Path) {
         assert_consistent(&s, &reference, &what);
         let o = s.run(&["layer", "rm", "extra"]);
         let stderr = String::from_utf8_lossy(&o.stderr);
-        assert!(o.status.success() || stderr.contains("no such layer"), "{what}: re-run: {stderr}");
+        assert!(matches!(o.status.code(), Some(0 | 4)), "{what}: re-run: {stderr}");
         assert!(listed(&s).is_empty(), "{what}");
         let layers_dir = s.root.join(driver).join("layers");
         let left: Vec<_> =
@@ -282,7 +287,6 @@ fn ctrl_c_of_an_unpack(driver: &str, base: &Path) {
             assert!(changed.is_empty(), "{what}: killed, and the store on disk changed:\n{}", changed.join("\n"));
             continue;
         }
-        assert_eq!(run.status.code(), Some(130), "{what}: exit status ({:?}); stderr: {}", run.status, run.stderr);
         run.assert_interrupted(&what);
         assert!(changed.is_empty(), "{what}: the store on disk changed:\n{}", changed.join("\n"));
         assert_eq!(images(&s).len(), 1, "{what}");

@@ -65,7 +65,7 @@ fn lifecycle(driver: &str, base: &Path) {
     assert_eq!(ls.len(), 1, "{driver}: {ls:?}");
     assert_eq!((ls[0]["name"].as_str(), ls[0]["images"][0].as_str()), (Some("c1"), Some(refb.as_str())));
     assert!(s.ok(&["container", "ls"]).contains(&refb), "{driver}");
-    let err = s.fails(&["container", "rm", &top_b]);
+    let err = s.fails_with(1, &["container", "rm", &top_b]);
     assert!(err.contains("not a container"), "{driver}: {err}");
 
     // Garbage: image a's blobs after `image rm a`, a layer applied by hand that nothing

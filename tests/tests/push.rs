@@ -104,10 +104,13 @@ fn push_then_pull_back_with_skopeo_and_strata() {
     };
 
     // Without credentials, or wrong ones: one clear line.
-    let e = s.fails(&["image", "push", "--insecure", "base", &format!("{host}/strata/base:v1")]);
+    // A registry that refused: exit 1 (docs/cli.md); the line says which refusal.
+    let e = s.fails_with(1, &["image", "push", "--insecure", "base", &format!("{host}/strata/base:v1")]);
     assert!(e.contains(&format!("{host} needs credentials")), "{e}");
-    let e =
-        s.fails(&["image", "push", "--insecure", "--creds", "alice:wrong", "base", &format!("{host}/strata/base:v1")]);
+    let e = s.fails_with(
+        1,
+        &["image", "push", "--insecure", "--creds", "alice:wrong", "base", &format!("{host}/strata/base:v1")],
+    );
     assert!(e.contains("were refused"), "{e}");
 
     // The unpacked image, monolithic uploads: one POST and one PUT per blob.

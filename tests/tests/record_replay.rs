@@ -313,7 +313,8 @@ fn container_run_exits_as_the_command_and_leaves_nothing_mounted(driver: &str, b
             args.extend(["--record", t.to_str().unwrap()]);
         }
         args.extend(["--", "/no/such/command"]);
-        let err = s.fails(&args);
+        // A command that could not start: exit 1; the line names it.
+        let err = s.fails_with(1, &args);
         assert!(err.contains("/no/such/command"), "{how}: {err}");
         assert_nothing_mounted(&s, &format!("{how}: missing command"));
 

@@ -199,11 +199,12 @@ fn images_stored_before_content_was_kept_say_so() {
             fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
         }
     }
-    let e = s.fails(&["image", "save", "base", "-o", &tmp.path().join("x.tar").display().to_string()]);
+    // The image's blobs are gone (Error::NoContent): exit 1, and the line says what to do.
+    let e = s.fails_with(1, &["image", "save", "base", "-o", &tmp.path().join("x.tar").display().to_string()]);
     assert!(e.contains("unpack or pull it again"), "{e}");
     assert!(!tmp.path().join("x.tar").exists());
     s.ok(&["container", "create", "c", "--image", "base"]);
-    let e = s.fails(&["container", "commit", "c", "--image", "new"]);
+    let e = s.fails_with(1, &["container", "commit", "c", "--image", "new"]);
     assert!(e.contains("unpack or pull it again"), "{e}");
     // Unpacking it again keeps its content.
     s.ok(&["image", "unpack", &format!("{}:base", layout.dir.display()), "--name", "base"]);

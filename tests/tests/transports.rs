@@ -60,18 +60,20 @@ fn every_transport_spelling_gives_the_same_image() {
 
     // A transport that is not what the path holds.
     let s = Strata::new("vfs");
-    let e = s.fails(&["image", "unpack", &format!("oci-archive:{d}")]);
+    // The wrong transport: exit 5 (Error::WrongTransport); the line says what the path is.
+    let e = s.fails_with(5, &["image", "unpack", &format!("oci-archive:{d}")]);
     assert!(e.contains("it is an OCI image layout (oci:), not what oci-archive: names"), "{e}");
-    let e = s.fails(&["image", "unpack", &format!("docker-archive:{o}")]);
+    let e = s.fails_with(5, &["image", "unpack", &format!("docker-archive:{o}")]);
     assert!(e.contains("it is an oci-archive (oci-archive:), not what docker-archive: names"), "{e}");
-    let e = s.fails(&["image", "unpack", &format!("oci:{k}")]);
+    let e = s.fails_with(5, &["image", "unpack", &format!("oci:{k}")]);
     assert!(e.contains("it is a docker-archive (docker-archive:)"), "{e}");
 
     // --platform: the image's own is taken, another is an error naming what there is.
     let host = strata_image::image::host_arch();
     let other = if host == "arm64" { "amd64" } else { "arm64" };
     for spelling in [format!("{d}:v1"), format!("oci-archive:{o}"), format!("docker-archive:{k}")] {
-        let e = s.fails(&["image", "unpack", "--platform", &format!("linux/{other}"), &spelling]);
+        // No such platform: exit 4; the line names what the image is for.
+        let e = s.fails_with(4, &["image", "unpack", "--platform", &format!("linux/{other}"), &spelling]);
         assert!(
             e.contains(&format!("--platform linux/{other} matches nothing: the image is for linux/{host} only")),
             "{spelling}: {e}"
@@ -115,6 +117,6 @@ fn platform_is_picked_from_an_index_or_named_as_missing() {
     let s = Strata::new("vfs");
     let src = format!("{}:v1", dir.display());
     s.ok(&["image", "unpack", &src, "--name", "native"]);
-    let e = s.fails(&["image", "unpack", "--platform", "linux/riscv64", &src]);
+    let e = s.fails_with(4, &["image", "unpack", "--platform", "linux/riscv64", &src]);
     assert!(e.contains(&format!("no manifest for linux/riscv64; the image is for linux/s390x, linux/{host}")), "{e}");
 }
