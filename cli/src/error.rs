@@ -220,8 +220,8 @@ mod tests {
         std::io::Error::from_raw_os_error(libc::ENOSPC)
     }
 
-    /// An image error that went through a function returning the drivers' error (`check`,
-    /// `prune`, the commands in commit.rs) comes back out as itself, with its code.
+    /// An image error that went through a function returning the drivers' error (the
+    /// bench's) comes back out as itself, with its code.
     #[test]
     fn image_errors_come_back_typed_through_the_drivers_error() {
         let through = |e: ImageError| Error::from(driver_core::Error::from(e));

@@ -219,8 +219,8 @@ impl<T> IoContext<T> for std::result::Result<T, io::Error> {
     }
 }
 
-/// For callers whose functions still return the drivers' error (`check`, `df`, `prune`,
-/// the bench): an io error stays one, with its path and errno, a driver's error stays
+/// For the one caller whose functions still return the drivers' error, the bench (it
+/// goes when the bench has its own error): an io error stays one, with its path and errno, a driver's error stays
 /// itself, and any other is carried whole ([`driver_core::Cause::Carried`]): printed as it
 /// is, and taken back out typed (`driver_core::Error::carried::<strata_image::Error>()`)
 /// by the `strata` binary to choose its exit code.
