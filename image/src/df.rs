@@ -177,17 +177,13 @@ pub fn df(driver: &dyn Driver, images: &ImageStore) -> Result<Df> {
 mod tests {
     use super::*;
     use crate::error::Error;
-    use crate::testdriver::StoreOnly;
+    use crate::testdriver::with_record;
 
     /// An image record torn by a power cut (`--sync none`) stops `df` with the store's
     /// own error naming the record file and the field, not a string in a driver's error.
     #[test]
     fn a_torn_image_record_is_named_with_its_field() {
-        let dir = tempfile::tempdir().unwrap();
-        let driver = StoreOnly::open(dir.path());
-        let images = ImageStore::open(dir.path()).unwrap();
-        let torn = images.dir().join("0123.json");
-        std::fs::write(&torn, br#"{"name": "a", "layers": 5}"#).unwrap();
+        let (_dir, driver, images, torn) = with_record(br#"{"name": "a", "layers": 5}"#);
         match df(&driver, &images) {
             Err(Error::Record { file, field, .. }) => assert_eq!((&file, field.as_str()), (&torn, "layers")),
             other => panic!("{other:?}"),

@@ -9,7 +9,20 @@ use driver_core::driver::{ChainProgress, Change, Driver, LayerInfo, LayerTar, St
 use driver_core::store::Store;
 use driver_core::{Cause, Error, Result};
 
+use crate::images::ImageStore;
+
 pub(crate) struct StoreOnly(Store);
+
+/// A temporary driver folder with an empty layer store, its images, and the path of an
+/// image record holding `json` (torn, as a power cut under `--sync none` leaves one).
+pub(crate) fn with_record(json: &[u8]) -> (tempfile::TempDir, StoreOnly, ImageStore, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = StoreOnly::open(dir.path());
+    let images = ImageStore::open(dir.path()).unwrap();
+    let record = images.dir().join("0123.json");
+    std::fs::write(&record, json).unwrap();
+    (dir, driver, images, record)
+}
 
 impl StoreOnly {
     /// The store in driver folder `dir` (as `ImageStore::open(dir)` keeps its images).

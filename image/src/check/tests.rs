@@ -1,16 +1,12 @@
 use super::*;
-use crate::testdriver::StoreOnly;
+use crate::testdriver::with_record;
 
 /// A torn image record is a problem of the check (not its failure), its line made
 /// from the typed error: the field that does not parse, where serde's words alone
 /// named none. An empty one says so.
 #[test]
 fn a_torn_image_record_is_a_problem_naming_its_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let driver = StoreOnly::open(dir.path());
-    let images = ImageStore::open(dir.path()).unwrap();
-    let torn = images.dir().join("0123.json");
-    fs::write(&torn, br#"{"name": "a", "layers": 5}"#).unwrap();
+    let (_dir, driver, images, torn) = with_record(br#"{"name": "a", "layers": 5}"#);
     let empty = images.dir().join("4567.json");
     fs::write(&empty, b"").unwrap();
     let report = check(&driver, &images).unwrap();
