@@ -3,12 +3,13 @@
 
 use std::path::Path;
 
-use driver_core::{Driver, Error};
+use driver_core::Driver;
 use strata_image::commit::{CommitOptions, LayerCompression};
 use strata_image::images::ImageStore;
 use strata_image::save::SaveFormat;
 use strata_image::Error as ImageError;
 
+use crate::error::Error;
 use crate::output;
 
 pub fn commit(

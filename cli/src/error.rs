@@ -41,7 +41,7 @@ pub enum Error {
     Layer(driver_core::Error),
     /// strata-image's: no such image, an image that is not what it says, its io errors.
     #[error(transparent)]
-    Image(#[from] strata_image::Error),
+    Image(strata_image::Error),
     /// A pull or push.
     #[error(transparent)]
     Registry(registry::Error),
@@ -100,8 +100,7 @@ pub enum Usage {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A driver's error, or the image crate's or the registry's carried through one (by a
-/// function that returns the drivers' error: `check`, `df`, `prune`, the commands
-/// below), taken back out as itself.
+/// function that returns the drivers' error: the bench's), taken back out as itself.
 impl From<driver_core::Error> for Error {
     fn from(e: driver_core::Error) -> Error {
         let e = match e.carried::<strata_image::Error>() {
@@ -115,12 +114,23 @@ impl From<driver_core::Error> for Error {
     }
 }
 
+/// An image error that is a driver's (a layer operation under `check`, `df`, `prune`,
+/// an unpack) is that, as the registry's below.
+impl From<strata_image::Error> for Error {
+    fn from(e: strata_image::Error) -> Error {
+        match e {
+            strata_image::Error::Layer(e) => Error::from(e),
+            e => Error::Image(e),
+        }
+    }
+}
+
 /// A registry error that is the store's or the image crate's is that.
 impl From<registry::Error> for Error {
     fn from(e: registry::Error) -> Error {
         match e {
             registry::Error::Store(e) => Error::from(e),
-            registry::Error::Image(e) => Error::Image(e),
+            registry::Error::Image(e) => Error::from(e),
             e => Error::Registry(e),
         }
     }
@@ -181,7 +191,8 @@ fn image_code(e: &strata_image::Error) -> u8 {
         | NotALayer { .. } => INVALID_IMAGE,
         Unpacking { .. } | InUse { .. } | KeptChanging { .. } | CommitRaced { .. } => BUSY,
         Layer(e) => layer_code(e),
-        NoContent { .. } | Io { .. } | Read { .. } | Context { .. } => FAILED,
+        // A damaged store record is the store's failure, not the image's (docs/cli.md).
+        NoContent { .. } | Record { .. } | Io { .. } | Read { .. } | Context { .. } => FAILED,
         WastesTooMuch { .. } | BelowMinEfficiency { .. } => FAILED,
     }
 }
@@ -210,8 +221,8 @@ mod tests {
         std::io::Error::from_raw_os_error(libc::ENOSPC)
     }
 
-    /// An image error that went through a function returning the drivers' error (`check`,
-    /// `prune`, the commands in commit.rs) comes back out as itself, with its code.
+    /// An image error that went through a function returning the drivers' error (the
+    /// bench's) comes back out as itself, with its code.
     #[test]
     fn image_errors_come_back_typed_through_the_drivers_error() {
         let through = |e: ImageError| Error::from(driver_core::Error::from(e));
@@ -230,6 +241,22 @@ mod tests {
         // A driver's error under the image crate's keeps the driver's code.
         let layer = ImageError::Layer(driver_core::Error::layer("l", Cause::Mounted(1)));
         assert!(matches!(through(layer), Error::Layer(ref e) if matches!(e.cause, Cause::Mounted(1))));
+    }
+
+    /// What `check`, `df` and `prune` return is the image crate's error: a driver's
+    /// error inside it is the driver's (its code, its errno), and a torn image record is
+    /// the store's failure (1), not an image that is not what it says (5).
+    #[test]
+    fn the_store_commands_image_errors_exit_by_variant() {
+        let e = Error::from(ImageError::Layer(driver_core::Error::layer("l", Cause::Mounted(1))));
+        assert!(matches!(e, Error::Layer(ref l) if matches!(l.cause, Cause::Mounted(1))), "{e:?}");
+        assert_eq!(e.exit_code(), BUSY);
+        let full = Error::from(ImageError::Layer(driver_core::Error::layer("l", Cause::Io(enospc()))));
+        assert_eq!((full.exit_code(), full.raw_os_error()), (NO_SPACE, Some(libc::ENOSPC)));
+        let torn = serde_json::from_slice::<u8>(b"").unwrap_err();
+        let e = Error::from(ImageError::Record { file: "/s/images/a.json".into(), field: ".".into(), source: torn });
+        assert!(matches!(e, Error::Image(ImageError::Record { .. })), "{e:?}");
+        assert_eq!(e.exit_code(), FAILED);
     }
 
     #[test]

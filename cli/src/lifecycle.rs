@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use driver_core::{Cause, Driver, Error, LayerInfo};
+use driver_core::{Cause, Driver, Error as LayerError, LayerInfo};
 use serde::Serialize;
 use strata_image::images::{ImageRecord, ImageStore};
 
+use crate::error::Error;
 use crate::output;
 
 /// A container: a writable layer, with the image it was made on (if one's top is its
@@ -51,12 +52,13 @@ pub fn containers(driver: &dyn Driver, images: &ImageStore) -> Result<Vec<Contai
 pub fn remove_container(driver: &dyn Driver, name: &str) -> Result<(), Error> {
     let info = driver.get(name)?;
     if !info.writable {
-        return Err(Error::layer(
+        return Err(LayerError::layer(
             name,
             Cause::Refused("is not a container (a committed layer); `image rm` or `layer rm` removes layers".into()),
-        ));
+        )
+        .into());
     }
-    driver.remove(name)
+    Ok(driver.remove(name)?)
 }
 
 /// Who uses each layer: `image NAME` for every image listing it, `container NAME` for

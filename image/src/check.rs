@@ -28,11 +28,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::content::ContentStore;
+use crate::error::{Error, IoContext, Result};
 use crate::image::chain_ids;
 use crate::images::{ImageRecord, ImageStore};
 use crate::media::REF_NAME;
 use driver_core::driver::Driver;
-use driver_core::error::{Cause, Error, Result};
+use driver_core::error::{Cause, Error as LayerError};
 use driver_core::store::{LayerMeta, Store};
 
 /// What a problem is about.
@@ -124,9 +125,8 @@ pub fn leftovers(driver_dir: &Path) -> Vec<Problem> {
 }
 
 fn store_of(driver: &dyn Driver) -> Result<&Store> {
-    driver.layer_store().ok_or_else(|| {
-        Error::new(Cause::Unsupported(format!("the {} driver keeps no layer store to check", driver.name())))
-    })
+    let why = || format!("the {} driver keeps no layer store to check", driver.name());
+    driver.layer_store().ok_or_else(|| LayerError::new(Cause::Unsupported(why())).into())
 }
 
 /// Checks the whole store of `driver` (see the module doc). Leftover staging is
@@ -193,7 +193,7 @@ fn check_layers(driver: &dyn Driver, store: &Store, report: &mut Report) -> Resu
 
 fn verify_content(driver: &dyn Driver, id: &str, rec: &driver_core::record::Record, report: &mut Report) -> Result<()> {
     let Some(tree) = driver.own_tree(id) else { return Ok(()) };
-    let lines = driver_core::record::verify(&tree, rec).map_err(|e| Error::at(id, &tree, e))?;
+    let lines = driver_core::record::verify(&tree, rec).map_err(|e| LayerError::at(id, &tree, e))?;
     let more = lines.len().saturating_sub(MAX_LINES_PER_LAYER);
     for line in lines.into_iter().take(MAX_LINES_PER_LAYER) {
         report.push(Kind::Layer, id, line);
@@ -208,15 +208,19 @@ fn verify_content(driver: &dyn Driver, id: &str, rec: &driver_core::record::Reco
 fn image_records(images: &ImageStore) -> Result<Vec<(PathBuf, std::result::Result<ImageRecord, String>)>> {
     let dir = images.dir();
     let mut out = Vec::new();
-    for e in fs::read_dir(dir).map_err(|e| Error::new(e).with_path(dir))? {
-        let p = e.map_err(|e| Error::new(e).with_path(dir))?.path();
+    for e in fs::read_dir(dir).at_path(dir)? {
+        let p = e.at_path(dir)?.path();
         let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
         if hidden || !p.is_file() || p.extension().is_none_or(|x| x != "json") {
             continue;
         }
         let parsed = match fs::read(&p) {
             Ok(d) if d.is_empty() => Err("record empty".to_string()),
-            Ok(d) => serde_json::from_slice::<ImageRecord>(&d).map_err(|e| format!("record unreadable: {e}")),
+            // The line made from the typed error: the field and the cause (the path is the subject).
+            Ok(d) => Error::parse_record::<ImageRecord>(&p, &d).map_err(|e| match e {
+                Error::Record { field, source, .. } => format!("record unreadable: {field}: {source}"),
+                e => format!("record unreadable: {e}"),
+            }),
             Err(e) => Err(format!("record unreadable: {e}")),
         };
         out.push((p, parsed));
@@ -583,7 +587,7 @@ fn remove_lost(
         let why = why_of(id).unwrap_or_else(|| "a layer under it was lost".into());
         let mut removed = driver.remove(id);
         let mut released = String::new();
-        if let Err(Error { cause: Cause::Mounted(n), .. }) = &removed {
+        if let Err(LayerError { cause: Cause::Mounted(n), .. }) = &removed {
             // A count of views a power cut (or a killed process) left in the record: a
             // lost read-only layer goes all the same, its views with it (the driver
             // unmounts what is still mounted as it removes it).
@@ -690,3 +694,6 @@ fn rebuild_image_records(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,9 +21,10 @@ use std::collections::BTreeMap;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::error::Result;
 use crate::images::ImageStore;
 use driver_core::driver::{Driver, Usage};
-use driver_core::error::{Cause, Error, Result};
+use driver_core::error::{Cause, Error as LayerError};
 use driver_core::lifecycle::noted_usage;
 use driver_core::store::{LayerMeta, Store};
 
@@ -79,9 +80,9 @@ fn kept(store: &Store, meta: &LayerMeta) -> Option<Usage> {
 
 /// A layer's bytes and inodes from a walk of its own tree; for a container not mounted,
 /// the count is kept for the next call.
-fn walk(driver: &dyn Driver, store: &Store, meta: &LayerMeta) -> Result<Usage> {
-    let tree = driver.own_tree(&meta.id).ok_or_else(|| Error::layer(&meta.id, Cause::NotFound))?;
-    let u = driver_core::sys::disk_usage(&tree).map_err(|e| Error::at(&meta.id, &tree, e))?;
+fn walk(driver: &dyn Driver, store: &Store, meta: &LayerMeta) -> driver_core::Result<Usage> {
+    let tree = driver.own_tree(&meta.id).ok_or_else(|| LayerError::layer(&meta.id, Cause::NotFound))?;
+    let u = driver_core::sys::disk_usage(&tree).map_err(|e| LayerError::at(&meta.id, &tree, e))?;
     if meta.writable {
         // A cache: a store `df` may not write to (another user's, read-only) is still
         // counted, by the walk.
@@ -92,9 +93,9 @@ fn walk(driver: &dyn Driver, store: &Store, meta: &LayerMeta) -> Result<Usage> {
 
 /// Counts the store of `driver`.
 pub fn df(driver: &dyn Driver, images: &ImageStore) -> Result<Df> {
-    let store = driver
-        .layer_store()
-        .ok_or_else(|| Error::new(Cause::Unsupported(format!("the {} driver keeps no layer store", driver.name()))))?;
+    let store = driver.layer_store().ok_or_else(|| {
+        LayerError::new(Cause::Unsupported(format!("the {} driver keeps no layer store", driver.name())))
+    })?;
     let metas: BTreeMap<String, LayerMeta> =
         store.list_raw()?.into_iter().filter_map(|(id, m)| m.ok().map(|m| (id, m))).collect();
     let mut usage: BTreeMap<&str, Usage> = BTreeMap::new();
@@ -106,7 +107,7 @@ pub fn df(driver: &dyn Driver, images: &ImageStore) -> Result<Df> {
         }
     }
     // Each walk is a tree of its own (on vfs a container's is a whole copy of its image).
-    let walked: Vec<(&str, Result<Usage>)> =
+    let walked: Vec<(&str, driver_core::Result<Usage>)> =
         to_walk.into_par_iter().map(|(id, m)| (id, walk(driver, store, m))).collect();
     for (id, u) in walked {
         usage.insert(id, u?);
@@ -170,4 +171,24 @@ pub fn df(driver: &dyn Driver, images: &ImageStore) -> Result<Df> {
     }
     out.total = Counts { bytes: out.layers.bytes + out.blobs.bytes, inodes: out.layers.inodes + out.blobs.inodes };
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::testdriver::with_record;
+
+    /// An image record torn by a power cut (`--sync none`) stops `df` with the store's
+    /// own error naming the record file and the field, not a string in a driver's error.
+    #[test]
+    fn a_torn_image_record_is_named_with_its_field() {
+        let (_dir, driver, images, torn) = with_record(br#"{"name": "a", "layers": 5}"#);
+        match df(&driver, &images) {
+            Err(Error::Record { file, field, .. }) => assert_eq!((&file, field.as_str()), (&torn, "layers")),
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_file(&torn).unwrap();
+        assert_eq!(df(&driver, &images).unwrap(), Df::default());
+    }
 }

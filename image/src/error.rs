@@ -76,6 +76,11 @@ pub enum Error {
     /// for the document itself) and serde's words with line and column.
     #[error("{file}: {field}: {source}")]
     Parse { file: String, field: String, source: serde_json::Error },
+    /// A record of the store's own (`images/<hash>.json`) that does not parse: damaged
+    /// (a power cut under `--sync none`), not an image that is not what it says; `check`
+    /// names it, `check --repair` rebuilds it.
+    #[error("image record {}: {field}: {source}", file.display())]
+    Record { file: PathBuf, field: String, source: serde_json::Error },
 
     /// An image source that is neither a layout nor an archive strata reads.
     #[error("{0}")]
@@ -187,12 +192,20 @@ impl Error {
 
     /// A JSON document `file` that does not parse into `T`, naming the field.
     pub fn parse_json<T: serde::de::DeserializeOwned>(file: impl Into<String>, json: &[u8]) -> Result<T> {
-        let de = &mut serde_json::Deserializer::from_slice(json);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let field = e.path().to_string();
-            Error::Parse { file: file.into(), field, source: e.into_inner() }
-        })
+        deserialize(json).map_err(|(field, source)| Error::Parse { file: file.into(), field, source })
     }
+
+    /// An image record at `file` that does not parse into `T`, naming the field.
+    pub fn parse_record<T: serde::de::DeserializeOwned>(file: &Path, json: &[u8]) -> Result<T> {
+        deserialize(json).map_err(|(field, source)| Error::Record { file: file.to_path_buf(), field, source })
+    }
+}
+
+/// `json` as a `T`, or the field (`rootfs.diff_ids[0]`; `.` for the document itself)
+/// where it does not parse and serde's error.
+fn deserialize<T: serde::de::DeserializeOwned>(json: &[u8]) -> std::result::Result<T, (String, serde_json::Error)> {
+    let de = &mut serde_json::Deserializer::from_slice(json);
+    serde_path_to_error::deserialize(de).map_err(|e| (e.path().to_string(), e.into_inner()))
 }
 
 /// Names the path of an io error, keeping the error (`.at_path(p)?`).
@@ -206,8 +219,8 @@ impl<T> IoContext<T> for std::result::Result<T, io::Error> {
     }
 }
 
-/// For callers whose functions still return the drivers' error (`check`, `df`, `prune`,
-/// the bench): an io error stays one, with its path and errno, a driver's error stays
+/// For the one caller whose functions still return the drivers' error, the bench (it
+/// goes when the bench has its own error): an io error stays one, with its path and errno, a driver's error stays
 /// itself, and any other is carried whole ([`driver_core::Cause::Carried`]): printed as it
 /// is, and taken back out typed (`driver_core::Error::carried::<strata_image::Error>()`)
 /// by the `strata` binary to choose its exit code.

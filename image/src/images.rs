@@ -114,6 +114,16 @@ fn legacy_file_name(name: &str) -> String {
     format!("{}.json", name.replace('%', "%25").replace('/', "%2F"))
 }
 
+/// The image record at `p`, `None` when there is none; one that does not parse (torn
+/// by a power cut under `--sync none`) is [`Error::Record`], naming the field.
+fn read_record(p: &Path) -> Result<Option<ImageRecord>> {
+    match fs::read(p) {
+        Ok(data) => Error::parse_record(p, &data).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(p, e)),
+    }
+}
+
 /// Rewrites a pending record in place (not by rename: its lock is on this inode). A
 /// torn write reads as corrupt, which a collector treats as a record to drop.
 fn overwrite(p: &Path, rec: &PendingRecord) -> Result<()> {
@@ -322,13 +332,13 @@ impl ImageStore {
             // Skip another writer's temp file (`.tmp-…`), which may be half-written.
             let hidden = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
             if !hidden && p.extension().is_some_and(|x| x == "json") {
-                match read_json::<ImageRecord>(&p) {
+                match read_record(&p) {
                     Ok(Some(rec)) => out.push(rec),
                     Ok(None) => {}
                     // A record a power cut left empty or torn: `check` names it and
                     // `check --repair` rebuilds it; until then the others still list.
-                    Err(e) if skip_damaged && matches!(e.cause, driver_core::Cause::Corrupt(_)) => {}
-                    Err(e) => return Err(e.into()),
+                    Err(Error::Record { .. }) if skip_damaged => {}
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -365,7 +375,7 @@ impl ImageStore {
     fn get_any(&self, name: &str) -> Result<ImageRecord> {
         let p = self.record_path(name);
         let not_found = || Error::NotFound { name: name.to_string() };
-        let rec: ImageRecord = read_json(&p)?.ok_or_else(not_found)?;
+        let rec: ImageRecord = read_record(&p)?.ok_or_else(not_found)?;
         if rec.name != name {
             return Err(not_found());
         }
@@ -411,7 +421,7 @@ impl ImageStore {
         // Only the record this removal marked: an unpack of the same name may have
         // written a new one meanwhile.
         let p = self.record_path(name);
-        if read_json::<ImageRecord>(&p)?.is_some_and(|r| r.removing) {
+        if read_record(&p)?.is_some_and(|r| r.removing) {
             fs::remove_file(&p).at_path(&p)?;
             self.remove_content(&rec)?;
         }
@@ -533,7 +543,7 @@ impl ImageStore {
             return Ok(None);
         }
         let path = self.dir.join(file_name(&p.rec.name));
-        let old = read_json::<ImageRecord>(&path)?.filter(|r| r.complete && !r.removing);
+        let old = read_record(&path)?.filter(|r| r.complete && !r.removing);
         let rec = ImageRecord {
             name: p.rec.name.clone(),
             layers: image.chain_ids.clone(),

@@ -25,6 +25,8 @@ pub mod resolve;
 pub mod save;
 pub mod source;
 pub mod stream;
+#[cfg(test)]
+mod testdriver;
 pub mod verify;
 
 pub use digest::Digest;

@@ -22,10 +22,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use driver_core::{Cause, Driver, Error, LayerInfo};
+use driver_core::{Cause, Driver, LayerInfo};
 use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
+use crate::error::{Error, IoContext, Result};
 use crate::images::{ImageRecord, ImageStore};
 use crate::media::MAX_MANIFEST;
 
@@ -35,15 +36,10 @@ pub struct CacheLock(#[allow(dead_code)] Flock<File>);
 
 impl CacheLock {
     fn take(cache: &Path, arg: FlockArg) -> Result<CacheLock, Error> {
-        fs::create_dir_all(cache).map_err(|e| Error::new(e).with_path(cache))?;
+        fs::create_dir_all(cache).at_path(cache)?;
         let p = cache.join(".lock");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(|e| Error::new(e).with_path(&p))?;
-        Flock::lock(f, arg).map(CacheLock).map_err(|(_, e)| Error::from(e).with_path(&p))
+        let f = OpenOptions::new().create(true).truncate(false).write(true).open(&p).at_path(&p)?;
+        Flock::lock(f, arg).map(CacheLock).map_err(|(_, e)| Error::io(&p, e.into()))
     }
 
     /// Held by a pull from its start until its blobs are in the cache (or gone).
@@ -236,7 +232,7 @@ pub fn prune(driver: &dyn Driver, images: &ImageStore, driver_dir: &Path, dry_ru
             Err(e) if matches!(e.cause, Cause::InUse(_) | Cause::HasChildren(_) | Cause::Mounted(_)) => {
                 pruned.skipped.push(format!("layer {id}: {e}"));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
     prune_content(images, dry_run, &mut pruned)?;
@@ -253,7 +249,7 @@ pub fn prune(driver: &dyn Driver, images: &ImageStore, driver_dir: &Path, dry_ru
             }
             if !dry_run {
                 let p = cache.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
-                fs::remove_file(&p).map_err(|e| Error::new(e).with_path(&p))?;
+                fs::remove_file(&p).at_path(&p)?;
             }
             pruned.blobs.push((d, size));
         }
@@ -421,15 +417,19 @@ mod tests {
 
     /// A driver that keeps its layers in memory and refuses removals as a real one does:
     /// while mounted, while a child sits on it, and for the layers in `busy` (taken into
-    /// use by another process since the prune listed them).
+    /// use by another process since the prune listed them); the removal of a layer in
+    /// `full` fails with ENOSPC (a store record rewritten on a full disk).
     #[derive(Default)]
     struct Memory {
         layers: Mutex<BTreeMap<String, LayerInfo>>,
         busy: BTreeSet<String>,
+        full: BTreeSet<String>,
     }
 
+    use driver_core::Error as LayerError;
+
     fn unsupported<T>() -> driver_core::Result<T> {
-        Err(Error::new(Cause::Unsupported("not in this test".into())))
+        Err(LayerError::new(Cause::Unsupported("not in this test".into())))
     }
 
     impl Driver for Memory {
@@ -462,15 +462,18 @@ mod tests {
         }
         fn remove(&self, id: &str) -> driver_core::Result<()> {
             let mut layers = self.layers.lock().unwrap();
-            let l = layers.get(id).ok_or_else(|| Error::layer(id, Cause::NotFound))?;
+            let l = layers.get(id).ok_or_else(|| LayerError::layer(id, Cause::NotFound))?;
             if l.mounts > 0 {
-                return Err(Error::layer(id, Cause::Mounted(l.mounts)));
+                return Err(LayerError::layer(id, Cause::Mounted(l.mounts)));
             }
             if let Some(c) = layers.values().find(|c| c.parent.as_deref() == Some(id)) {
-                return Err(Error::layer(id, Cause::HasChildren(c.id.clone())));
+                return Err(LayerError::layer(id, Cause::HasChildren(c.id.clone())));
             }
             if self.busy.contains(id) {
-                return Err(Error::layer(id, Cause::InUse("an unpack".into())));
+                return Err(LayerError::layer(id, Cause::InUse("an unpack".into())));
+            }
+            if self.full.contains(id) {
+                return Err(LayerError::layer(id, Cause::Io(std::io::Error::from_raw_os_error(libc::ENOSPC))));
             }
             layers.remove(id);
             Ok(())
@@ -479,7 +482,7 @@ mod tests {
             Ok(Usage { bytes: 100 * id.len() as u64, inodes: 1 })
         }
         fn get(&self, id: &str) -> driver_core::Result<LayerInfo> {
-            self.layers.lock().unwrap().get(id).cloned().ok_or_else(|| Error::layer(id, Cause::NotFound))
+            self.layers.lock().unwrap().get(id).cloned().ok_or_else(|| LayerError::layer(id, Cause::NotFound))
         }
         fn list(&self) -> driver_core::Result<Vec<LayerInfo>> {
             Ok(self.layers.lock().unwrap().values().cloned().collect())
@@ -517,6 +520,7 @@ mod tests {
                 .collect(),
             ),
             busy: ["raced".to_string()].into(),
+            ..Default::default()
         };
         // A pull cache beside the driver's folder, with one blob nothing reaches.
         let stray = cache_blob(&root.path().join("blobs"), b"a stray blob");
@@ -554,5 +558,58 @@ mod tests {
         // Nothing is left to prune.
         let again = prune(&driver, &images, &dir, false).unwrap();
         assert!(again.layers.is_empty() && again.blobs.is_empty(), "{:?} {:?}", again.layers, again.blobs);
+    }
+
+    fn memory(layers: &[LayerInfo]) -> Memory {
+        Memory { layers: Mutex::new(layers.iter().map(|l| (l.id.clone(), l.clone())).collect()), ..Default::default() }
+    }
+
+    /// An image record torn by a power cut stops a prune (it may list any layer) with
+    /// the store's own error naming the record and the field; nothing is removed.
+    #[test]
+    fn a_torn_image_record_stops_a_prune_naming_it() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("memory");
+        let images = ImageStore::open(&dir).unwrap();
+        let torn = images.dir().join("0123.json");
+        fs::write(&torn, br#"{"name": "a", "layers": ["g0"], "complete": "yes"}"#).unwrap();
+        let driver = memory(&[layer("g0", None, false, 0)]);
+        match prune(&driver, &images, &dir, false) {
+            Err(Error::Record { file, field, .. }) => assert_eq!((file, field.as_str()), (torn, "complete")),
+            Err(e) => panic!("{e:?}"),
+            Ok(p) => panic!("pruned {:?}", p.layers),
+        }
+        assert_eq!(driver.list().unwrap().len(), 1);
+    }
+
+    /// A full disk while a layer is removed stops the prune as the driver's error, with
+    /// its errno (the `strata` binary's exit 7).
+    #[test]
+    fn a_full_disk_during_a_prune_keeps_its_errno() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("memory");
+        let images = ImageStore::open(&dir).unwrap();
+        let driver = Memory { full: ["g0".to_string()].into(), ..memory(&[layer("g0", None, false, 0)]) };
+        let e = prune(&driver, &images, &dir, false).err().expect("the removal failed");
+        assert!(matches!(&e, Error::Layer(l) if l.layer.as_deref() == Some("g0")), "{e:?}");
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+    }
+
+    /// The pull cache's lock that cannot be taken is an io error at its path, errno kept
+    /// (here ENOTDIR: the cache's place is a file).
+    #[test]
+    fn a_cache_lock_that_cannot_be_taken_names_its_path() {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("blobs");
+        fs::write(&file, b"not a directory").unwrap();
+        let cache = file.join("cache");
+        match CacheLock::shared(&cache) {
+            Err(e @ Error::Io { .. }) => {
+                assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR));
+                assert!(matches!(e, Error::Io { ref path, .. } if *path == cache), "{e:?}");
+            }
+            Err(e) => panic!("{e:?}"),
+            Ok(_) => panic!("locked a cache under a file"),
+        }
     }
 }
