@@ -22,11 +22,14 @@ pub fn open(name: &str, root: &Path) -> Result<Box<dyn Driver>, Error> {
     }
     let chosen = match (recorded(root)?, name) {
         (Some(held), "auto") => held,
-        (Some(held), asked) if held != asked => return Err(Error::new(Cause::Refused(format!(
-            "{} holds {} {held} store; --driver {asked} cannot use it (use --driver {held} or auto, or another --root)",
-            root.display(),
-            article(&held)
-        )))),
+        (Some(held), asked) if held != asked => {
+            let why = format!(
+                "{} holds {} {held} store; --driver {asked} cannot use it (use --driver {held} or auto, or another --root)",
+                root.display(),
+                article(&held)
+            );
+            return Err(Error::new(Cause::Refused(why)));
+        }
         (Some(held), _) => held,
         (None, "auto") => {
             let (chosen, why) = choose(root);

@@ -227,9 +227,7 @@ fn image_errors_say_what_failed_and_exit_by_kind() {
     }
     let s = Strata::new("vfs");
     let work = tempfile::tempdir().unwrap();
-    let layout = work.path().join("img");
-    let tar = TarBuilder::new().dir("etc").file("etc/a", b"a").build();
-    strata_image::image::write_layout(&layout, "v1", &[tar]).unwrap();
+    let layout = one_layer_layout(work.path());
     let not_layout = work.path().join("plain");
     std::fs::create_dir(&not_layout).unwrap();
     let src = layout.to_str().unwrap();
@@ -286,9 +284,7 @@ fn a_full_stdout_is_exit_7_for_every_listing() {
     }
     let s = Strata::new("vfs");
     let work = tempfile::tempdir().unwrap();
-    let layout = work.path().join("img");
-    let tar = TarBuilder::new().dir("etc").file("etc/a", b"a").build();
-    strata_image::image::write_layout(&layout, "v1", &[tar]).unwrap();
+    let layout = one_layer_layout(work.path());
     s.ok(&["image", "unpack", layout.to_str().unwrap(), "--name", "img"]);
     s.ok(&["container", "create", "c1", "--image", "img"]);
     let top = s.ok(&["image", "ls", "--json"]);
@@ -350,6 +346,14 @@ fn a_reader_that_leaves_a_diff_early_ends_it_quietly() {
     assert_eq!(out.status.code(), Some(141), "{stderr}");
     assert!(stderr.is_empty(), "said something on a closed pipe: {stderr}");
     assert_eq!(s.state(), before);
+}
+
+/// An OCI layout `DIR/img` of one small layer, tagged v1.
+fn one_layer_layout(dir: &std::path::Path) -> std::path::PathBuf {
+    let layout = dir.join("img");
+    let tar = TarBuilder::new().dir("etc").file("etc/a", b"a").build();
+    strata_image::image::write_layout(&layout, "v1", &[tar]).unwrap();
+    layout
 }
 
 fn read_json(p: &std::path::Path) -> serde_json::Value {
