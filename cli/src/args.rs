@@ -13,7 +13,8 @@ use strata_image::save::SaveFormat;
 #[derive(Parser)]
 #[command(name = "strata", version, about = "Container-image storage drivers (overlay, vfs, btrfs), side by side")]
 pub struct Cli {
-    /// Where the drivers keep their data; each driver uses its own subfolder.
+    /// Where the driver keeps its data (in a subfolder named after it). A root keeps the
+    /// driver it was first used with: `auto` uses that one, another --driver is refused.
     #[arg(long, global = true, default_value = "/var/lib/strata")]
     pub root: PathBuf,
     /// Which driver: overlay, vfs, btrfs, or auto (overlay, else btrfs on btrfs, else vfs).

@@ -18,7 +18,7 @@ use crate::error::{Error, Usage};
 use crate::output::bytes as human_bytes;
 use crate::plan::{Format, Pull};
 use crate::{bench, commit, explain, lifecycle, output, probe, progress, runcmd};
-use crate::{debug, info, level};
+use crate::{debug, info, level, outln};
 
 /// The driver `--driver` names (or `auto` picks) under `--root`, and its folder.
 fn open(driver: DriverArg, root: &Path) -> Result<(Box<dyn Driver>, PathBuf), Error> {
@@ -71,8 +71,8 @@ pub fn container(driver: DriverArg, root: &Path, mode: Durability, cmd: Containe
 pub fn probe(root: &Path, format: Format) -> Result<(), Error> {
     let p = probe::probe(root);
     match format {
-        Format::Json => output::json(&p),
-        Format::Text => probe::print(&p),
+        Format::Json => output::json(&p)?,
+        Format::Text => probe::print(&p)?,
     }
     Ok(())
 }
@@ -90,16 +90,24 @@ pub fn df(driver: DriverArg, root: &Path, format: Format) -> Result<(), Error> {
     if format == Format::Json {
         let mut v = serde_json::to_value(&d).expect("json");
         v["version"] = 1.into();
-        output::json(&v);
+        output::json(&v)?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<10} {:<32} {:>6} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
-        "TYPE", "NAME", "LAYERS", "TOTAL", "SHARED", "UNIQUE", "INODES", "SHARED", "UNIQUE"
-    );
+        "TYPE",
+        "NAME",
+        "LAYERS",
+        "TOTAL",
+        "SHARED",
+        "UNIQUE",
+        "INODES",
+        "SHARED",
+        "UNIQUE"
+    )?;
     let rows = d.images.iter().map(|u| ("image", u)).chain(d.containers.iter().map(|u| ("container", u)));
     for (kind, u) in rows {
-        println!(
+        outln!(
             "{kind:<10} {:<32} {:>6} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
             u.name,
             u.layers,
@@ -109,16 +117,16 @@ pub fn df(driver: DriverArg, root: &Path, format: Format) -> Result<(), Error> {
             u.total.inodes,
             u.shared.inodes,
             u.unique.inodes
-        );
+        )?;
     }
-    println!(
+    outln!(
         "store: layers {} ({} inodes), blobs {} ({}), total {}",
         human_bytes(d.layers.bytes),
         d.layers.inodes,
         human_bytes(d.blobs.bytes),
         d.blobs.inodes,
         human_bytes(d.total.bytes)
-    );
+    )?;
     Ok(())
 }
 
@@ -147,17 +155,17 @@ pub fn check(driver: DriverArg, root: &Path, repair: bool, format: Format) -> Re
             "repairs": repairs,
             "remaining": after.as_ref().map(|a| &a.problems),
         });
-        output::json(&out);
+        output::json(&out)?;
     } else {
         for p in &found.problems {
-            println!("{p}");
+            outln!("{p}")?;
         }
         for r in &repairs {
-            println!("repaired {}: {}", r.subject, r.action);
+            outln!("repaired {}: {}", r.subject, r.action)?;
         }
         if let Some(a) = &after {
             for p in &a.problems {
-                println!("still: {p}");
+                outln!("still: {p}")?;
             }
         }
     }
@@ -182,14 +190,14 @@ fn container_cmd(driver: &dyn Driver, images: &ImageStore, cmd: ContainerCmd) ->
         ContainerCmd::Create { name, image } => {
             let rec = images.get(&image)?;
             driver.create(&name, rec.top(), true)?;
-            println!("{name}");
+            outln!("{name}")?;
         }
         ContainerCmd::Ls { json } => {
             let list = lifecycle::containers(driver, images)?;
             if json {
-                output::json(&list);
+                output::json(&list)?;
             } else {
-                println!("{:<24} {:<24} {:>10} MOUNTED", "NAME", "IMAGE", "SIZE");
+                outln!("{:<24} {:<24} {:>10} MOUNTED", "NAME", "IMAGE", "SIZE")?;
                 for c in list {
                     let image = if c.images.is_empty() {
                         c.parent.as_deref().map(|p| format!("(layer {})", output::short_id(p))).unwrap_or("-".into())
@@ -197,7 +205,7 @@ fn container_cmd(driver: &dyn Driver, images: &ImageStore, cmd: ContainerCmd) ->
                         c.images.join(",")
                     };
                     let mounted = if c.mounted { "yes" } else { "no" };
-                    println!("{:<24} {:<24} {:>10} {mounted}", c.name, image, human_bytes(c.size));
+                    outln!("{:<24} {:<24} {:>10} {mounted}", c.name, image, human_bytes(c.size))?;
                 }
             }
         }
@@ -253,7 +261,7 @@ fn image_cmd(driver: &dyn Driver, dir: &Path, images: &ImageStore, cmd: ImageCmd
                 }
             };
             let pushed = registry::push(images, &name, &reference, &auth.options(), &opts, &report)?;
-            println!("{}", pushed.digest);
+            outln!("{}", pushed.digest)?;
             Ok(())
         }
         ImageCmd::Ls { json, no_trunc } => Ok(lifecycle::list_images(driver, images, json, no_trunc)?),
@@ -266,10 +274,10 @@ fn image_cmd(driver: &dyn Driver, dir: &Path, images: &ImageStore, cmd: ImageCmd
             let p = strata_image::prune::prune(driver, images, dir, dry_run)?;
             let verb = if dry_run { "would remove" } else { "removed" };
             for (id, size) in &p.layers {
-                println!("{verb} layer {id} ({})", human_bytes(*size));
+                outln!("{verb} layer {id} ({})", human_bytes(*size))?;
             }
             for (d, size) in &p.blobs {
-                println!("{verb} blob {d} ({})", human_bytes(*size));
+                outln!("{verb} blob {d} ({})", human_bytes(*size))?;
             }
             for s in &p.skipped {
                 info!("kept (in use meanwhile): {s}");
@@ -343,7 +351,7 @@ fn unpack_and_report(
     } else {
         strata_image::images::unpack(driver, images, source, img, name, &|ev| info!("{}", line(ev)))?
     };
-    println!("{}", top.unwrap_or_default());
+    outln!("{}", top.unwrap_or_default())?;
     Ok(())
 }
 
@@ -357,11 +365,11 @@ fn layer_cmd(driver: &dyn Driver, images: &ImageStore, cmd: LayerCmd) -> Result<
                 let mut f = File::open(&file).map_err(|e| driver_core::Error::new(e).with_path(&file).in_layer(&id))?;
                 driver.apply_diff(&id, parent.as_deref(), &mut f as &mut dyn Read)?
             };
-            println!("{size}");
+            outln!("{size}")?;
             Ok(())
         }
         LayerCmd::Mount { id } => {
-            println!("{}", driver.mount(&id)?.display());
+            outln!("{}", driver.mount(&id)?.display())?;
             Ok(())
         }
         LayerCmd::Unmount { id } => Ok(driver.unmount(&id)?),
@@ -372,10 +380,16 @@ fn layer_cmd(driver: &dyn Driver, images: &ImageStore, cmd: LayerCmd) -> Result<
                 if stdout.is_terminal() {
                     return Err(Usage::TarToTerminal.into());
                 }
-                let mut lock = io::BufWriter::with_capacity(1 << 20, stdout.lock());
-                driver.diff(&id, &mut lock)?;
-                lock.flush().map_err(driver_core::Error::new)?;
-                Ok(())
+                let mut lock = io::BufWriter::with_capacity(1 << 20, output::Watched::new(stdout.lock()));
+                let written = driver
+                    .diff(&id, &mut lock)
+                    .map(|_| ())
+                    .and_then(|()| lock.flush().map_err(driver_core::Error::new));
+                match written {
+                    // The reader went away (`| head -c 100`): exit 141, nothing to say.
+                    Err(_) if lock.get_ref().closed() => Err(Error::Stdout(io::Error::from_raw_os_error(libc::EPIPE))),
+                    written => Ok(written?),
+                }
             }
         },
         LayerCmd::Changes { id } => {
@@ -385,7 +399,7 @@ fn layer_cmd(driver: &dyn Driver, images: &ImageStore, cmd: LayerCmd) -> Result<
                     driver_core::ChangeKind::Modified => 'C',
                     driver_core::ChangeKind::Deleted => 'D',
                 };
-                println!("{k} /{}", c.path.display());
+                outln!("{k} /{}", c.path.display())?;
             }
             Ok(())
         }
@@ -393,18 +407,18 @@ fn layer_cmd(driver: &dyn Driver, images: &ImageStore, cmd: LayerCmd) -> Result<
         LayerCmd::Which { id, path, json } => {
             let w = explain::which(driver, &id, &path)?;
             if json {
-                output::json(&w);
+                output::json(&w)?;
             } else {
-                explain::print_which(&w);
+                explain::print_which(&w)?;
             }
             Ok(())
         }
         LayerCmd::Explain { id, path, json } => {
             let e = explain::explain(driver, &id, &path)?;
             if json {
-                output::json(&e);
+                output::json(&e)?;
             } else {
-                explain::print_explain(&e);
+                explain::print_explain(&e)?;
             }
             Ok(())
         }

@@ -10,7 +10,7 @@ use strata_image::save::SaveFormat;
 use strata_image::Error as ImageError;
 
 use crate::error::Error;
-use crate::output;
+use crate::{outln, output};
 
 pub fn commit(
     driver: &dyn Driver,
@@ -29,7 +29,7 @@ pub fn commit(
         output::bytes(c.blob_size),
         c.manifest_digest
     );
-    println!("{}", c.chain_id);
+    outln!("{}", c.chain_id)?;
     Ok(())
 }
 
@@ -50,20 +50,26 @@ pub fn history(images: &ImageStore, name: &str, json: bool) -> Result<(), Error>
     let mut rows = strata_image::inspect::history(images, name)?;
     rows.reverse();
     if json {
-        output::json(&rows);
+        output::json(&rows)?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<19} {:>10} {:>10} {:>6} {:>7} {:>7} {:>10}  CREATED BY / COMMENT",
-        "LAYER", "COMPRESSED", "UNPACKED", "ADDED", "CHANGED", "DELETED", "HIDES"
-    );
+        "LAYER",
+        "COMPRESSED",
+        "UNPACKED",
+        "ADDED",
+        "CHANGED",
+        "DELETED",
+        "HIDES"
+    )?;
     for r in rows {
         let made = match (r.created_by.as_str(), r.comment.as_str()) {
             (by, "") => by.to_string(),
             ("", c) => c.to_string(),
             (by, c) => format!("{by} / {c}"),
         };
-        println!(
+        outln!(
             "{:<19} {:>10} {:>10} {:>6} {:>7} {:>7} {:>10}  {made}",
             output::short_id(&r.chain_id),
             output::bytes(r.compressed),
@@ -72,7 +78,7 @@ pub fn history(images: &ImageStore, name: &str, json: bool) -> Result<(), Error>
             r.changed,
             r.deleted,
             output::bytes(r.hidden)
-        );
+        )?;
     }
     Ok(())
 }
@@ -97,24 +103,24 @@ pub fn inspect(
             "config_digest": img.config_digest,
             "config": document(format!("config {}", img.config_digest), &img.config_bytes)?,
         });
-        output::json(&out);
+        output::json(&out)?;
         return Ok(());
     }
     let e = strata_image::inspect::efficiency(images, name)?;
     if json {
-        output::json(&e);
+        output::json(&e)?;
     } else {
-        println!("efficiency: {:.4}", e.efficiency);
-        println!(
+        outln!("efficiency: {:.4}", e.efficiency)?;
+        outln!(
             "wasted: {} ({} bytes) of {} in all layers",
             output::bytes(e.wasted_bytes),
             e.wasted_bytes,
             output::bytes(e.total_bytes)
-        );
+        )?;
         if !e.top_wasted.is_empty() {
-            println!("{:>6} {:>12}  PATH", "COUNT", "WASTED");
+            outln!("{:>6} {:>12}  PATH", "COUNT", "WASTED")?;
             for w in &e.top_wasted {
-                println!("{:>6} {:>12}  {}", w.count, output::bytes(w.bytes), w.path);
+                outln!("{:>6} {:>12}  {}", w.count, output::bytes(w.bytes), w.path)?;
             }
         }
     }

@@ -23,10 +23,12 @@ pub fn open(name: &str, root: &Path) -> Result<Box<dyn Driver>, Error> {
     let chosen = match (recorded(root)?, name) {
         (Some(held), "auto") => held,
         (Some(held), asked) if held != asked => {
-            return Err(Error::new(Cause::Refused(format!(
-            "{} holds a {held} store; --driver {asked} cannot use it (use --driver {held} or auto, or another --root)",
-            root.display()
-        ))))
+            let why = format!(
+                "{} holds {} {held} store; --driver {asked} cannot use it (use --driver {held} or auto, or another --root)",
+                root.display(),
+                article(&held)
+            );
+            return Err(Error::new(Cause::Refused(why)));
         }
         (Some(held), _) => held,
         (None, "auto") => {
@@ -37,6 +39,15 @@ pub fn open(name: &str, root: &Path) -> Result<Box<dyn Driver>, Error> {
         (None, asked) => record(root, asked)?,
     };
     open_named(&chosen, root)
+}
+
+/// `an overlay`, `a vfs`, `a btrfs`: the article for a driver's name.
+fn article(driver: &str) -> &'static str {
+    if driver.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 /// The folder driver `name` (or, for `auto`, the driver `root` was made with) keeps
@@ -68,8 +79,8 @@ fn open_named(name: &str, root: &Path) -> Result<Box<dyn Driver>, Error> {
 }
 
 /// The driver `root` holds: its record, or for a root made before records were kept,
-/// its one driver folder (a root with several driver folders records nothing, and
-/// every driver in it stays usable by name).
+/// its one driver folder (none for a root with several: the command's driver is then
+/// recorded, see [`open`]).
 fn recorded(root: &Path) -> Result<Option<String>, Error> {
     let path = root.join(RECORD);
     match std::fs::read_to_string(&path) {

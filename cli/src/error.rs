@@ -1,8 +1,8 @@
 //! Why a `strata` command failed: one variant per crate below it, each kept as that
 //! crate returned it (youki's `error.rs` composing its modules' errors), and the exit
 //! code of each ([`Error::exit_code`], the table in docs/cli.md). The bench keeps its
-//! own codes (docs/ci.md); a Ctrl-C that rolled back is 130, a closed stdout 141 (both
-//! decided in `main`); `container run` exits as its command did.
+//! own codes (docs/ci.md); a Ctrl-C that rolled back is 130 (decided in `main`), a
+//! closed stdout 141; `container run` exits as its command did.
 
 use std::path::PathBuf;
 
@@ -32,6 +32,9 @@ pub const INVALID_IMAGE: u8 = 5;
 pub const BUSY: u8 = 6;
 /// The disk is full (ENOSPC), whatever the step.
 pub const NO_SPACE: u8 = 7;
+/// The reader of stdout went away (EPIPE: `strata image ls | head -1`), as a shell
+/// reports a command killed by SIGPIPE (128 + 13); no error line is printed.
+pub const CLOSED_STDOUT: u8 = 141;
 
 /// A failed `strata` command.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,13 @@ pub enum Error {
     /// `container replay`: an operation of the trace failed (its errno kept).
     #[error("layer {container}: {source}")]
     Replay { container: String, source: ReplayError },
+    /// Writing the command's output (a listing, a tar) to stdout failed: a full disk
+    /// (`> /dev/full`), a reader that went away (EPIPE).
+    #[error("writing to stdout: {0}")]
+    Stdout(#[source] std::io::Error),
+    /// `container rm|commit|run` of a name no container has.
+    #[error("container {0}: no such container")]
+    NoSuchContainer(String),
     /// `check` found problems (and `--repair`, if given, left some).
     #[error(
         "the {driver} store has {problems} problem(s){}",
@@ -141,15 +151,25 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Bench(b) => b.exit_code(),
+            _ if self.is_closed_stdout() => CLOSED_STDOUT,
             _ if self.raw_os_error() == Some(libc::ENOSPC) => NO_SPACE,
             Error::Layer(e) => layer_code(e),
             Error::Image(e) => image_code(e),
             Error::Usage(_) => USAGE,
+            Error::NoSuchContainer(_) => NOT_FOUND,
+            // The registry has no such tag, digest or repository (as a local layout
+            // without the tag).
+            Error::Registry(registry::Error::Status(s)) if s.manifest_not_found() => NOT_FOUND,
             // A registry that refused or broke off, a command that could not start, a
             // replay or a check that failed: none has a code of its own.
             Error::Registry(_) | Error::Run { .. } | Error::Trace { .. } | Error::Replay { .. } => FAILED,
-            Error::Unhealthy { .. } => FAILED,
+            Error::Unhealthy { .. } | Error::Stdout(_) => FAILED,
         }
+    }
+
+    /// Whether stdout's reader went away: exit 141, and nothing to say.
+    pub fn is_closed_stdout(&self) -> bool {
+        matches!(self, Error::Stdout(e) if e.raw_os_error() == Some(libc::EPIPE))
     }
 
     /// The OS error under this one (ENOSPC, EACCES, ...), if any.
@@ -160,6 +180,7 @@ impl Error {
             Error::Registry(e) => e.raw_os_error(),
             Error::Bench(e) => e.raw_os_error(),
             Error::Replay { source, .. } => source.cause.raw_os_error(),
+            Error::Stdout(e) => e.raw_os_error(),
             Error::Trace { source: TraceError::Io(e) | TraceError::Open { source: e, .. }, .. } => {
                 driver_core::error::os_error(e)
             }
@@ -201,7 +222,8 @@ fn layer_code(e: &driver_core::Error) -> u8 {
     match &e.cause {
         Cause::InvalidId(_) => USAGE,
         Cause::NotFound | Cause::ParentNotFound(_) => NOT_FOUND,
-        Cause::BadTar(_) => INVALID_IMAGE,
+        // A layer tar that is not one, or not the one its image names.
+        Cause::BadTar(_) | Cause::DiffIdMismatch { .. } => INVALID_IMAGE,
         Cause::Mounted(_) | Cause::HasChildren(_) | Cause::InUse(_) => BUSY,
         // An image error under a driver's, under the image crate's (a prune inside).
         Cause::Carried(c) => match c.downcast_ref::<strata_image::Error>() {
@@ -266,6 +288,8 @@ mod tests {
         assert_eq!(code(Cause::ParentNotFound("p".into())), NOT_FOUND);
         assert_eq!(code(Cause::InvalidId("a/b".into())), USAGE);
         assert_eq!(code(Cause::BadTar("short".into())), INVALID_IMAGE);
+        // The layer is not the one the image names: the image is not what it says.
+        assert_eq!(code(Cause::DiffIdMismatch { got: "sha256:1".into(), want: "sha256:2".into() }), INVALID_IMAGE);
         assert_eq!(code(Cause::HasChildren("c".into())), BUSY);
         assert_eq!(code(Cause::Io(enospc())), NO_SPACE);
         assert_eq!(code(Cause::Exists), FAILED);
@@ -323,6 +347,27 @@ mod tests {
         let e = Error::Unhealthy { driver: "vfs".into(), problems: 2, repaired: false };
         assert_eq!(e.exit_code(), FAILED);
         assert_eq!(e.to_string(), "the vfs store has 2 problem(s) (strata check --repair heals what it can)");
+    }
+
+    /// A write to stdout that failed: a full disk is 7 as anywhere, a reader that went
+    /// away 141 with nothing to say; a missing container is not found, in its words.
+    #[test]
+    fn stdout_failures_and_missing_containers() {
+        let full = Error::Stdout(enospc());
+        assert_eq!((full.exit_code(), full.is_closed_stdout()), (NO_SPACE, false));
+        assert_eq!(full.to_string(), "writing to stdout: No space left on device (os error 28)");
+        let closed = Error::Stdout(std::io::Error::from_raw_os_error(libc::EPIPE));
+        assert_eq!((closed.exit_code(), closed.is_closed_stdout()), (CLOSED_STDOUT, true));
+        let other = Error::Stdout(std::io::Error::from_raw_os_error(libc::EIO));
+        assert_eq!((other.exit_code(), other.is_closed_stdout()), (FAILED, false));
+        // An EPIPE that is not stdout's (a registry's socket) is no closed stdout.
+        let r = Error::from(registry::Error::Read {
+            what: "blob".into(),
+            source: std::io::Error::from_raw_os_error(libc::EPIPE),
+        });
+        assert_eq!((r.exit_code(), r.is_closed_stdout()), (FAILED, false));
+        let e = Error::NoSuchContainer("c".into());
+        assert_eq!((e.exit_code(), e.to_string().as_str()), (NOT_FOUND, "container c: no such container"));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use driver_core::{ChangeKind, Driver, Error, LayerDir, LayerDirKind, LayerInfo};
 use serde::Serialize;
 
 use crate::error::Usage;
+use crate::outln;
 use crate::output::short_id;
 
 /// What one layer's own folder holds at a path, walked name by name without following
@@ -381,10 +382,10 @@ pub fn which(driver: &dyn Driver, id: &str, path: &str) -> crate::error::Result<
     Ok(out)
 }
 
-pub fn print_which(w: &Which) {
+pub fn print_which(w: &Which) -> Result<(), crate::error::Error> {
     if !w.links.is_empty() {
         let via: Vec<String> = w.links.iter().map(|l| format!("{} -> {}", l.at, l.target)).collect();
-        println!("{} in {}: looked up as {} (through {})", w.path, w.layer, w.looked_up, via.join(", "));
+        outln!("{} in {}: looked up as {} (through {})", w.path, w.layer, w.looked_up, via.join(", "))?;
     }
     match (&w.provided_by, w.copied_up) {
         (Some(p), Some(true)) => {
@@ -393,17 +394,17 @@ pub fn print_which(w: &Which) {
                 ("btrfs", _) => "changed in the container's snapshot (btrfs wrote only the changed extents)".into(),
                 _ => "changed in the container's full copy".into(),
             };
-            println!(
+            outln!(
                 "{} in {}: from the container layer {}, {how}; a lower layer has it too",
                 w.path,
                 w.layer,
                 short_id(p)
-            )
+            )?
         }
         (Some(p), Some(false)) => {
-            println!("{} in {}: from the container layer {} (new there)", w.path, w.layer, short_id(p))
+            outln!("{} in {}: from the container layer {} (new there)", w.path, w.layer, short_id(p))?
         }
-        (Some(p), None) => println!("{} in {}: from layer {}", w.path, w.layer, short_id(p)),
+        (Some(p), None) => outln!("{} in {}: from layer {}", w.path, w.layer, short_id(p))?,
         (None, _) => {
             let why = w.layers.iter().find(|l| l.shown).map(|l| {
                 format!(
@@ -413,10 +414,10 @@ pub fn print_which(w: &Which) {
                     l.at.as_deref().unwrap_or("")
                 )
             });
-            println!("{} in {}: not in the view, {}", w.path, w.layer, why.unwrap_or_else(|| "no layer has it".into()))
+            outln!("{} in {}: not in the view, {}", w.path, w.layer, why.unwrap_or_else(|| "no layer has it".into()))?
         }
     }
-    println!("{:<20} {:<10} {:<9} WHAT", "LAYER", "KIND", "SHOWN");
+    outln!("{:<20} {:<10} {:<9} WHAT", "LAYER", "KIND", "SHOWN")?;
     for l in &w.layers {
         let what = match l.holds {
             "version" => format!("{} {}", l.kind.unwrap_or(""), l.how.map(|h| format!("({h})")).unwrap_or_default()),
@@ -425,8 +426,9 @@ pub fn print_which(w: &Which) {
         };
         let kind = if l.writable { "container" } else { "image" };
         let shown = if l.shown { "yes" } else { "" };
-        println!("{:<20} {kind:<10} {shown:<9} {}", short_id(&l.id), what.trim_end());
+        outln!("{:<20} {kind:<10} {shown:<9} {}", short_id(&l.id), what.trim_end())?;
     }
+    Ok(())
 }
 
 /// `layer explain --json` (docs/json.md).
@@ -579,15 +581,16 @@ pub fn explain(driver: &dyn Driver, id: &str, path: &str) -> crate::error::Resul
     Ok(out)
 }
 
-pub fn print_explain(e: &Explain) {
-    println!("layer {} ({}, {}): {}", short_id(&e.layer), e.driver, e.layer_kind, e.layer_dir.display());
+pub fn print_explain(e: &Explain) -> Result<(), crate::error::Error> {
+    outln!("layer {} ({}, {}): {}", short_id(&e.layer), e.driver, e.layer_kind, e.layer_dir.display())?;
     let path =
         if e.looked_up == e.path { e.path.clone() } else { format!("{} (looked up as {})", e.path, e.looked_up) };
     match &e.disk_path {
-        Some(d) => println!("{path}: {} at {}, {} bytes on disk", e.stored, d.display(), e.bytes.unwrap_or(0)),
-        None => println!("{path}: {}", e.stored),
+        Some(d) => outln!("{path}: {} at {}, {} bytes on disk", e.stored, d.display(), e.bytes.unwrap_or(0))?,
+        None => outln!("{path}: {}", e.stored)?,
     }
-    println!("{}", e.meaning);
+    outln!("{}", e.meaning)?;
+    Ok(())
 }
 
 #[cfg(test)]

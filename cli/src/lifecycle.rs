@@ -8,7 +8,7 @@ use serde::Serialize;
 use strata_image::images::{ImageRecord, ImageStore};
 
 use crate::error::Error;
-use crate::output;
+use crate::{outln, output};
 
 /// A container: a writable layer, with the image it was made on (if one's top is its
 /// parent).
@@ -50,7 +50,7 @@ pub fn containers(driver: &dyn Driver, images: &ImageStore) -> Result<Vec<Contai
 /// Removes container `name` (a writable layer): refused for an image's layer, while
 /// mounted, or while another layer sits on it.
 pub fn remove_container(driver: &dyn Driver, name: &str) -> Result<(), Error> {
-    let info = driver.get(name)?;
+    let info = container_layer(driver, name)?;
     if !info.writable {
         return Err(LayerError::layer(
             name,
@@ -59,6 +59,15 @@ pub fn remove_container(driver: &dyn Driver, name: &str) -> Result<(), Error> {
         .into());
     }
     Ok(driver.remove(name)?)
+}
+
+/// The layer of container `name`: one that does not exist is no such container (exit
+/// 4), in a container command's words.
+pub fn container_layer(driver: &dyn Driver, name: &str) -> Result<LayerInfo, Error> {
+    match driver.get(name) {
+        Err(e) if matches!(e.cause, Cause::NotFound) => Err(Error::NoSuchContainer(name.to_string())),
+        got => Ok(got?),
+    }
 }
 
 /// Who uses each layer: `image NAME` for every image listing it, `container NAME` for
@@ -99,20 +108,20 @@ pub fn list_layers(driver: &dyn Driver, images: &ImageStore, json: bool, no_trun
                     "writable": l.writable, "diff_id": l.diff_id, "used_by": users.get(&l.id).unwrap_or(&none)})
             })
             .collect();
-        output::json(&arr);
+        output::json(&arr)?;
         return Ok(());
     }
     let w = if no_trunc { layers.iter().map(|l| l.id.len()).max().unwrap_or(2).max(19) } else { 19 };
-    println!("{:<w$}  {:<w$}  {:>10}  {:<7}  USED BY", "ID", "PARENT", "SIZE", "MOUNTED");
+    outln!("{:<w$}  {:<w$}  {:>10}  {:<7}  USED BY", "ID", "PARENT", "SIZE", "MOUNTED")?;
     for l in &layers {
         let mounted = if l.mounts > 0 { format!("yes ({})", l.mounts) } else { "no".into() };
         let used = users.get(&l.id).map(|u| u.join(", ")).unwrap_or_else(|| "-".into());
-        println!(
+        outln!(
             "{:<w$}  {:<w$}  {:>10}  {mounted:<7}  {used}",
             output::id(&l.id, no_trunc),
             l.parent.as_deref().map_or("-", |p| output::id(p, no_trunc)),
             output::bytes(l.size),
-        );
+        )?;
     }
     Ok(())
 }
@@ -139,21 +148,21 @@ pub fn list_images(driver: &dyn Driver, images: &ImageStore, json: bool, no_trun
                     "size": size_of(r), "containers": containers_of(r)})
             })
             .collect();
-        output::json(&arr);
+        output::json(&arr)?;
         return Ok(());
     }
     let w = list.iter().map(|r| r.name.len()).max().unwrap_or(4).clamp(4, 60);
-    println!("{:<w$}  {:>6}  {:>10}  {:<19}  CONTAINERS", "NAME", "LAYERS", "SIZE", "TOP");
+    outln!("{:<w$}  {:>6}  {:>10}  {:<19}  CONTAINERS", "NAME", "LAYERS", "SIZE", "TOP")?;
     for r in &list {
         let c = containers_of(r);
-        println!(
+        outln!(
             "{:<w$}  {:>6}  {:>10}  {:<19}  {}",
             r.name,
             r.layers.len(),
             output::bytes(size_of(r)),
             r.top().map_or("-", |t| output::id(t, no_trunc)),
             if c.is_empty() { "-".to_string() } else { c.join(", ") }
-        );
+        )?;
     }
     Ok(())
 }

@@ -79,7 +79,7 @@ fn main() -> ExitCode {
         Ok(outcome) => outcome,
         // As a shell reports a command ended by SIGPIPE (128 + 13); the unwind has already
         // released what the command held (mounts, staging, the store lock).
-        Err(payload) if is_closed_stdout(payload.as_ref()) => return ExitCode::from(141),
+        Err(payload) if is_closed_stdout(payload.as_ref()) => return ExitCode::from(error::CLOSED_STDOUT),
         Err(payload) => std::panic::resume_unwind(payload),
     };
     match outcome {
@@ -90,6 +90,10 @@ fn main() -> ExitCode {
 
 /// The one `error: ...` line on stderr, and the exit code, of a command that failed.
 fn failed(e: &Error) -> ExitCode {
+    // `strata image ls | head -1`: the reader has what it wanted; nothing to say.
+    if e.is_closed_stdout() {
+        return ExitCode::from(error::CLOSED_STDOUT);
+    }
     eprintln!("error: {}", printable(&e.to_string()));
     // As a shell reports a command stopped by Ctrl-C, after it rolled back.
     if driver_core::interrupt::requested() {
@@ -100,10 +104,12 @@ fn failed(e: &Error) -> ExitCode {
 }
 
 /// `strata image ls | head -1`: the reader goes away, and Rust, which ignores SIGPIPE,
-/// makes `println!` panic on EPIPE. That panic is the way out (it unwinds through the
-/// guards that unmount and discard staging, where a default SIGPIPE would kill the process
-/// with mounts held), but its message and backtrace are noise: the hook says nothing for
-/// it and `main` exits as a pipe-killed command would.
+/// returns EPIPE from the write. The commands print through [`output`], which makes it
+/// the command's error (`Error::Stdout`, exit 141 without a line); what still prints
+/// with `println!` (the bench's tables) panics on it. That panic is a way out too (it
+/// unwinds through the guards that unmount and discard staging, where a default SIGPIPE
+/// would kill the process with mounts held), but its message and backtrace are noise:
+/// the hook says nothing for it and `main` exits as a pipe-killed command would.
 fn quiet_when_stdout_closes() {
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

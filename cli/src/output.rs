@@ -3,8 +3,29 @@
 //! digits (the 12 docker shows), any other ID whole, and sizes in binary units
 //! (`4.0 KiB`, `189.7 MiB`), as `ls -lh` and `du -h` count them. JSON output always
 //! carries the full ID and the exact byte count, pretty-printed.
+//!
+//! Everything a command prints on stdout goes through [`outln!`] or [`json`]: a write
+//! that fails is the command's error ([`Error::Stdout`]), so a full disk exits 7 and a
+//! closed pipe 141 (docs/cli.md), where `println!` would panic.
+
+use std::io::{self, Write};
 
 use serde::Serialize;
+
+use crate::error::Error;
+
+/// `println!` that returns the write's failure as [`Error::Stdout`] (use with `?`).
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::output::line(format_args!("")) };
+    ($($t:tt)*) => { $crate::output::line(format_args!($($t)*)) };
+}
+
+/// One line on stdout. Stdout is line-buffered, so the line is written (and any error
+/// seen) before this returns.
+pub fn line(args: std::fmt::Arguments) -> Result<(), Error> {
+    writeln!(io::stdout().lock(), "{args}").map_err(Error::Stdout)
+}
 
 /// Hex digits of a digest shown when IDs are shortened.
 pub const SHORT_HEX: usize = 12;
@@ -56,8 +77,45 @@ pub fn size(b: f64) -> String {
 }
 
 /// Prints `value` as pretty JSON on stdout (the schemas of docs/json.md).
-pub fn json<T: Serialize + ?Sized>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).expect("json"));
+pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<(), Error> {
+    line(format_args!("{}", serde_json::to_string_pretty(value).expect("json")))
+}
+
+/// A writer over stdout for a command's bulk output (`layer diff`'s tar) that
+/// remembers the errno of a write that failed, so that the failure, reported by the
+/// code that wrote (naming its layer and path), can be told to be stdout's.
+pub struct Watched<W> {
+    inner: W,
+    pub failed: Option<i32>,
+}
+
+impl<W> Watched<W> {
+    pub fn new(inner: W) -> Self {
+        Watched { inner, failed: None }
+    }
+
+    /// Whether a write failed because the reader went away (EPIPE).
+    pub fn closed(&self) -> bool {
+        self.failed == Some(libc::EPIPE)
+    }
+}
+
+impl<W: Write> Write for Watched<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let r = self.inner.write(buf);
+        if let Err(e) = &r {
+            self.failed = self.failed.or(e.raw_os_error());
+        }
+        r
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let r = self.inner.flush();
+        if let Err(e) = &r {
+            self.failed = self.failed.or(e.raw_os_error());
+        }
+        r
+    }
 }
 
 #[cfg(test)]

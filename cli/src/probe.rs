@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::outln;
+
 #[derive(Debug, Serialize)]
 pub struct Probe {
     pub kernel: String,
@@ -195,15 +197,15 @@ fn yes(b: bool) -> &'static str {
     }
 }
 
-pub fn print(p: &Probe) {
-    println!("kernel           {}", p.kernel);
-    println!("root             {} ({})", p.root.display(), p.root_fs);
-    println!("  d_type         {}", yes(p.d_type));
-    println!("  reflink        {}", yes(p.reflink));
-    println!("running as root  {}", yes(p.running_as_root));
+pub fn print(p: &Probe) -> Result<(), crate::error::Error> {
+    outln!("kernel           {}", p.kernel)?;
+    outln!("root             {} ({})", p.root.display(), p.root_fs)?;
+    outln!("  d_type         {}", yes(p.d_type))?;
+    outln!("  reflink        {}", yes(p.reflink))?;
+    outln!("running as root  {}", yes(p.running_as_root))?;
     let o = &p.overlay;
     if o.mounts {
-        println!(
+        outln!(
             "overlay          mounts; metacopy {}, redirect_dir {}, index {}, volatile {}, userxattr {}, lowerdir+ {}",
             yes(o.metacopy),
             yes(o.redirect_dir),
@@ -211,24 +213,25 @@ pub fn print(p: &Probe) {
             yes(o.volatile),
             yes(o.userxattr),
             yes(o.lowerdir_plus)
-        );
-        println!("  copy-up        {}", o.copy_up);
+        )?;
+        outln!("  copy-up        {}", o.copy_up)?;
     } else {
-        println!("overlay          does not mount: {}", o.error.as_deref().unwrap_or("unknown reason"));
+        outln!("overlay          does not mount: {}", o.error.as_deref().unwrap_or("unknown reason"))?;
     }
-    println!(
+    outln!(
         "btrfs            kernel {}, mkfs.btrfs {}, root on btrfs {}",
         yes(p.btrfs.kernel),
         yes(p.btrfs.mkfs),
         yes(p.btrfs.root_on_btrfs)
-    );
-    println!("loop devices     {}", yes(p.loop_devices));
-    println!();
+    )?;
+    outln!("loop devices     {}", yes(p.loop_devices))?;
+    outln!()?;
     for d in &p.drivers {
         if d.can_run {
-            println!("{:<8} can run: {}", d.driver, d.why);
+            outln!("{:<8} can run: {}", d.driver, d.why)?;
         } else {
-            println!("{:<8} cannot run: {}; to fix: {}", d.driver, d.why, d.fix.as_deref().unwrap_or("-"));
+            outln!("{:<8} cannot run: {}; to fix: {}", d.driver, d.why, d.fix.as_deref().unwrap_or("-"))?;
         }
     }
+    Ok(())
 }

@@ -8,6 +8,7 @@ use strata_image::images::ImageStore;
 use strata_run::trace::{Header, Trace, VERSION};
 
 use crate::error::{Error, Usage};
+use crate::outln;
 use crate::output::{self, bytes as human_bytes};
 
 /// What a container runs with, from the image it was made on.
@@ -23,7 +24,7 @@ struct ImageOf {
 
 /// The image container `name` was made on, and that image's `Env` and `WorkingDir`.
 fn image_of(driver: &dyn Driver, images: &ImageStore, name: &str) -> Result<ImageOf, Error> {
-    let info = driver.get(name)?;
+    let info = crate::lifecycle::container_layer(driver, name)?;
     if !info.writable {
         let refused = Cause::Refused("is not a container (a committed layer)".into());
         return Err(driver_core::Error::layer(name, refused).into());
@@ -100,21 +101,21 @@ pub fn replay_container(driver: &dyn Driver, name: &str, trace: &Path, json: boo
     let stats = strata_run::replay::replay(&view, &t)
         .map_err(|source| Error::Replay { container: name.to_string(), source })?;
     if json {
-        output::json(&stats);
+        output::json(&stats)?;
         return Ok(());
     }
-    println!("{:<16} {:>8} {:>10} {:>9} {:>10}", "OPERATION", "COUNT", "BYTES", "SYSCALLS", "TIME");
+    outln!("{:<16} {:>8} {:>10} {:>9} {:>10}", "OPERATION", "COUNT", "BYTES", "SYSCALLS", "TIME")?;
     for (class, c) in &stats.classes {
-        println!(
+        outln!(
             "{class:<16} {:>8} {:>10} {:>9} {:>8.2}ms",
             c.count,
             human_bytes(c.bytes),
             c.syscalls,
             c.nanos as f64 / 1e6
-        );
+        )?;
     }
     let up_bytes: u64 = stats.copy_ups.iter().map(|c| c.size).sum();
-    println!(
+    outln!(
         "replayed {} operations ({} written, {} syscalls) in {:.2}ms; first changes to nodes from the image \
          (copy-ups on overlay): {}, {} of them, {:.2}ms",
         stats.ops,
@@ -124,6 +125,6 @@ pub fn replay_container(driver: &dyn Driver, name: &str, trace: &Path, json: boo
         stats.copy_ups.len(),
         human_bytes(up_bytes),
         stats.copy_up_nanos() as f64 / 1e6
-    );
+    )?;
     Ok(())
 }

@@ -29,7 +29,8 @@ impl Platform {
         Platform { os: "linux".into(), architecture: host_arch().into(), variant: None }
     }
 
-    /// `os/arch[/variant]`, or `arch` alone (linux).
+    /// `os/arch[/variant]`, or `arch` alone (linux), in any case: as containerd's
+    /// `platforms.Parse`, `Linux/AMD64` is `linux/amd64` (OCI's names are lowercase).
     pub fn parse(s: &str) -> Result<Platform> {
         let word = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         let parts: Vec<&str> = s.split('/').collect();
@@ -42,7 +43,11 @@ impl Platform {
         if !word(os) || !word(architecture) || variant.as_deref().is_some_and(|v| !word(v)) {
             return Err(Error::InvalidPlatform(s.escape_debug().to_string()));
         }
-        Ok(Platform { os: os.into(), architecture: architecture.into(), variant })
+        Ok(Platform {
+            os: os.to_ascii_lowercase(),
+            architecture: architecture.to_ascii_lowercase(),
+            variant: variant.map(|v| v.to_ascii_lowercase()),
+        })
     }
 
     /// The platform an image config is for.
@@ -89,4 +94,33 @@ pub fn pick_platform(entries: &[Option<Platform>], want: &Platform) -> Result<us
     }
     let present: Vec<String> = entries.iter().flatten().map(Platform::to_string).collect();
     Err(Error::NoPlatform { want: want.to_string(), present })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms_parse_in_any_case_as_containerd_does() {
+        let p = |os: &str, arch: &str, variant: Option<&str>| Platform {
+            os: os.into(),
+            architecture: arch.into(),
+            variant: variant.map(str::to_string),
+        };
+        let cases = [
+            ("linux/amd64", p("linux", "amd64", None)),
+            ("Linux/AMD64", p("linux", "amd64", None)),
+            ("LINUX/arm64/V8", p("linux", "arm64", Some("v8"))),
+            ("ARM64", p("linux", "arm64", None)),
+            ("Windows/Amd64", p("windows", "amd64", None)),
+        ];
+        for (s, want) in cases {
+            assert_eq!(Platform::parse(s).unwrap(), want, "{s}");
+        }
+        // What an index says (lowercase) is accepted for any spelling of it.
+        assert!(Platform::parse("Linux/AMD64").unwrap().accepts(&p("linux", "amd64", None)));
+        for bad in ["", "linux/", "/amd64", "linux/amd64/v8/x", "linux/am d64", "Linux/AMD64\n"] {
+            assert!(matches!(Platform::parse(bad), Err(Error::InvalidPlatform(_))), "{bad:?}");
+        }
+    }
 }

@@ -43,6 +43,9 @@ fn check_each_error(driver: &str) {
         (vec!["layer", "which", "ctr", "../x"], 2, "path \"../x\": give it from the root, without .."),
         (vec!["layer", "explain", "ctr", "/"], 2, "path \"/\": give a path below /"),
         (vec!["container", "run", "ctr", "--user", "x", "--", "true"], 2, "--user x: UID[:GID] must be numbers"),
+        // A container command names a container, in its words.
+        (vec!["container", "rm", "nope"], 4, "container nope: no such container"),
+        (vec!["container", "run", "nope", "--", "true"], 4, "container nope: no such container"),
     ];
     for (args, code, want) in cases {
         let e = s.fails_with(code, &args);
@@ -178,6 +181,12 @@ fn a_root_keeps_the_driver_it_was_made_with() {
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("holds a vfs store") && errors[0].contains("--driver overlay"), "{stderr}");
     assert!(!root.join("overlay").exists(), "a refused driver must not make its folder");
+    // ... with the article its name takes.
+    std::fs::write(root.join("driver"), "overlay\n").unwrap();
+    let refused = strata(false, &["--driver", "vfs", "layer", "ls"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains(" holds an overlay store; --driver vfs cannot use it"), "{stderr}");
+    std::fs::write(root.join("driver"), "vfs\n").unwrap();
     // The named driver that matches works.
     assert!(strata(false, &["--driver", "vfs", "layer", "ls"]).status.success());
 
@@ -221,9 +230,7 @@ fn image_errors_say_what_failed_and_exit_by_kind() {
     }
     let s = Strata::new("vfs");
     let work = tempfile::tempdir().unwrap();
-    let layout = work.path().join("img");
-    let tar = TarBuilder::new().dir("etc").file("etc/a", b"a").build();
-    strata_image::image::write_layout(&layout, "v1", &[tar]).unwrap();
+    let layout = one_layer_layout(work.path());
     let not_layout = work.path().join("plain");
     std::fs::create_dir(&not_layout).unwrap();
     let src = layout.to_str().unwrap();
@@ -262,6 +269,94 @@ fn image_errors_say_what_failed_and_exit_by_kind() {
     assert!(e.contains("rootfs.diff_ids[0]") && e.contains("line 1 column"), "{e}");
     assert!(!e.contains("serde failed"), "{e}");
     assert_eq!(s.state(), before);
+    // A layer that is not the one the config names (its diff_id): the image is not what
+    // it says (5).
+    config["rootfs"]["diff_ids"][0] = format!("sha256:{}", "0".repeat(64)).into();
+    rewrite_image(&layout, &config);
+    let e = s.fails_with(5, &["image", "unpack", src]);
+    assert!(e.contains("(tampered or corrupt)"), "{e}");
+    assert_eq!(s.state(), before);
+}
+
+/// `strata ... > /dev/full`: every command that prints fails with one error line that
+/// says the disk is full, exit 7 (docs/cli.md), not a panic, and changes nothing.
+#[test]
+fn a_full_stdout_is_exit_7_for_every_listing() {
+    if !privileged("the CLI error tests") {
+        return;
+    }
+    let s = Strata::new("vfs");
+    let work = tempfile::tempdir().unwrap();
+    let layout = one_layer_layout(work.path());
+    s.ok(&["image", "unpack", layout.to_str().unwrap(), "--name", "img"]);
+    s.ok(&["container", "create", "c1", "--image", "img"]);
+    let top = s.ok(&["image", "ls", "--json"]);
+    let top: serde_json::Value = serde_json::from_str(&top).unwrap();
+    let top = top[0]["top"].as_str().unwrap().to_string();
+    let before = s.state();
+    let listings: [&[&str]; 13] = [
+        &["layer", "ls"],
+        &["layer", "ls", "--json"],
+        &["image", "ls"],
+        &["image", "ls", "--json"],
+        &["container", "ls"],
+        &["container", "ls", "--json"],
+        &["df"],
+        &["df", "--json"],
+        &["probe"],
+        &["probe", "--json"],
+        &["image", "history", "img"],
+        &["layer", "changes", &top],
+        &["layer", "diff", &top],
+    ];
+    for args in listings {
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let out = s.command(args).stdout(full).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(7), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
+        // (driver-core says it in lower case.)
+        assert!(errors[0].to_lowercase().contains("no space left on device"), "{args:?}: {stderr}");
+        assert_eq!(s.state(), before, "{args:?} changed the store");
+    }
+}
+
+/// `strata layer diff L | head -c 100`: the reader goes away in the middle of the tar;
+/// the command ends as a pipe-killed one (141), saying nothing, the store unchanged.
+#[test]
+fn a_reader_that_leaves_a_diff_early_ends_it_quietly() {
+    use std::io::Read;
+    let s = Strata::new("vfs");
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("big.tar");
+    // More than the pipe and the command's 1 MiB buffer hold: the command is still
+    // writing when the reader leaves.
+    std::fs::write(&tar, TarBuilder::new().file("big", &strata_tests::seeded_bytes(7, 4 << 20)).build()).unwrap();
+    s.ok(&["layer", "apply", "l", tar.to_str().unwrap()]);
+    let before = s.state();
+    let mut child = s
+        .command(&["layer", "diff", "l"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 100];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(stderr.is_empty(), "said something on a closed pipe: {stderr}");
+    assert_eq!(s.state(), before);
+}
+
+/// An OCI layout `DIR/img` of one small layer, tagged v1.
+fn one_layer_layout(dir: &std::path::Path) -> std::path::PathBuf {
+    let layout = dir.join("img");
+    let tar = TarBuilder::new().dir("etc").file("etc/a", b"a").build();
+    strata_image::image::write_layout(&layout, "v1", &[tar]).unwrap();
+    layout
 }
 
 fn read_json(p: &std::path::Path) -> serde_json::Value {

@@ -1,4 +1,5 @@
-//! Registry errors a user can act on, each one `error:` line with exit code 1: an
+//! Registry errors a user can act on, each one `error:` line with exit code 1 (4 for a
+//! tag or repository the registry does not have): an
 //! http registry asked in https, a host that does not resolve, a port nobody listens
 //! on (these two at once, without retries), and the registry's error JSON as one line
 //! (`manifest unknown: host/repo:tag`); a 5xx and a reset are still tried again;
@@ -14,7 +15,11 @@ use strata_tests::{privileged, Strata};
 const REPO: &str = "strata/img";
 
 fn one_error(o: &Output) -> String {
-    assert_eq!(o.status.code(), Some(1), "exit code 1: {}", String::from_utf8_lossy(&o.stderr));
+    one_error_exiting(o, 1)
+}
+
+fn one_error_exiting(o: &Output, code: i32) -> String {
+    assert_eq!(o.status.code(), Some(code), "exit code {code}: {}", String::from_utf8_lossy(&o.stderr));
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
     assert_eq!(errors.len(), 1, "one error line expected: {stderr}");
@@ -93,10 +98,13 @@ fn the_registry_error_json_becomes_one_line() {
     }));
     let s = Strata::new("vfs");
     let before = s.state();
-    let e = one_error(&s.run(&["image", "pull", "--insecure", &format!("127.0.0.1:{}/{REPO}:2", server.port)]));
+    // A tag or repository the registry does not have is not found (exit 4), as a tag
+    // a local layout does not hold.
+    let pull = |tag: &str| s.run(&["image", "pull", "--insecure", &format!("127.0.0.1:{}/{REPO}:{tag}", server.port)]);
+    let e = one_error_exiting(&pull("2"), 4);
     assert_eq!(e, format!("error: manifest unknown: 127.0.0.1:{}/{REPO}:2", server.port));
     assert_eq!(manifest_requests(&server), 1, "a 404 is not asked again");
-    let e = one_error(&s.run(&["image", "pull", "--insecure", &format!("127.0.0.1:{}/{REPO}:3", server.port)]));
+    let e = one_error_exiting(&pull("3"), 4);
     assert_eq!(e, format!("error: name unknown: 127.0.0.1:{}/{REPO}:3", server.port), "the code, when no message");
     assert_eq!(s.state(), before);
 }

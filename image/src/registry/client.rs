@@ -200,7 +200,8 @@ impl Client {
                 Err(Failure::Status(code, body)) => {
                     let sep = if what.contains(':') { '@' } else { ':' };
                     let subject = format!("{}{sep}{what}", self.shown_repository());
-                    return Err(Status::new(code, &body, subject, false).into());
+                    let status = Status { manifest: kind == "manifests", ..Status::new(code, &body, subject, false) };
+                    return Err(status.into());
                 }
                 Err(Failure::Fatal(e)) => return Err(e),
             }

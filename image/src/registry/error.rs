@@ -222,6 +222,9 @@ pub struct Status {
     /// `subject: message` (a push) rather than `message: subject` (a pull, as skopeo
     /// says it: `manifest unknown: host/repo:tag`).
     pub(crate) subject_first: bool,
+    /// The answer to a request for a manifest (by tag or digest), not a blob's, a
+    /// token's or an upload's.
+    pub manifest: bool,
 }
 
 impl Status {
@@ -250,7 +253,15 @@ impl Status {
         } else {
             from_json.join("; ")
         };
-        Status { status, code, message: one_line(&text, 300), subject, subject_first }
+        Status { status, code, message: one_line(&text, 300), subject, subject_first, manifest: false }
+    }
+
+    /// The registry has no such manifest: the tag or digest (`MANIFEST_UNKNOWN`), the
+    /// repository (`NAME_UNKNOWN`), or a 404 without either code. A missing blob is
+    /// not this (the image the registry has is broken).
+    pub fn manifest_not_found(&self) -> bool {
+        self.manifest
+            && (self.status == 404 || matches!(self.code.as_deref(), Some("MANIFEST_UNKNOWN" | "NAME_UNKNOWN")))
     }
 }
 
@@ -340,6 +351,22 @@ mod tests {
         let s = Status::new(403, b"no\nerror: forged", "x".into(), false);
         assert_eq!((s.code, s.message.as_str()), (None, "403: no error: forged"));
         assert_eq!(Status::new(500, b"", "x".into(), false).message, "500");
+    }
+
+    /// The answers that mean "no such tag, digest or repository" for a manifest; a
+    /// blob's 404 or a denial is not one.
+    #[test]
+    fn a_manifest_the_registry_does_not_have_is_not_found() {
+        let manifest =
+            |status, body: &[u8]| Status { manifest: true, ..Status::new(status, body, "h/r:9".into(), false) };
+        assert!(manifest(404, br#"{"errors":[{"code":"MANIFEST_UNKNOWN"}]}"#).manifest_not_found());
+        assert!(manifest(404, br#"{"errors":[{"code":"NAME_UNKNOWN"}]}"#).manifest_not_found());
+        assert!(manifest(404, b"").manifest_not_found());
+        // Some registries answer a missing tag with 400 or 403 and the code.
+        assert!(manifest(400, br#"{"errors":[{"code":"MANIFEST_UNKNOWN"}]}"#).manifest_not_found());
+        assert!(!manifest(403, br#"{"errors":[{"code":"DENIED"}]}"#).manifest_not_found());
+        assert!(!manifest(400, b"bad").manifest_not_found());
+        assert!(!Status::new(404, br#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#, "b".into(), false).manifest_not_found());
     }
 
     #[test]
