@@ -63,7 +63,7 @@ impl PeerImage {
         let layers = manifest
             .layers()
             .iter()
-            .map(|l| Ok(layout.join(blob_path(&l.digest().to_string()).map_err(io)?)))
+            .map(|l| Ok(layout.join(blob_path(l.digest().as_ref()).map_err(io)?)))
             .collect::<Result<Vec<_>, Error>>()?;
         Ok(PeerImage { archive: archive.to_path_buf(), layers })
     }
