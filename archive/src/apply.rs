@@ -45,7 +45,7 @@ use std::sync::Arc;
 
 use driver_core::digest::Hashing;
 
-use driver_core::error::{Cause, Error, Result};
+use driver_core::error::{io_context, os_error, Cause, Error, Result};
 use driver_core::lifecycle::{Applied, LayerInput};
 use driver_core::sys;
 use driver_core::writeback::Flusher;
@@ -190,7 +190,10 @@ pub fn apply_layer(root: &Path, input: impl Read, opts: &ApplyOptions) -> Result
     } else {
         Box::new(
             crate::compress::decompress(input)
-                .map_err(|e| Error::layer(layer, Cause::BadTar(format!("cannot read the stream: {e}"))))?
+                .map_err(|e| match os_error(&e) {
+                    Some(_) => unreadable(layer, e),
+                    None => Error::layer(layer, Cause::BadTar(format!("cannot read the stream: {e}"))),
+                })?
                 .1,
         )
     };
@@ -286,7 +289,10 @@ fn pump(
                 Ok(n) => len += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let _ = full.send(Err(io::Error::new(e.kind(), e.to_string())));
+                    // The writer stops on this copy; what is reported is `e` itself,
+                    // returned here (and looked at before the writer's error).
+                    let copy = os_error(&e).map_or_else(|| io::Error::from(e.kind()), io::Error::from_raw_os_error);
+                    let _ = full.send(Err(copy));
                     return Err(e);
                 }
             }
@@ -331,12 +337,25 @@ impl Read for PipeReader {
     }
 }
 
+/// The layer's stream could not be read. An error with an errno (the disk under the
+/// blob, a content store that tees the blob and is full: EIO, ENOSPC) is the io error it
+/// is, kept whole so that its errno is found; one without (a decompressor's or the tar
+/// reader's InvalidData, a stream that ends early, a digest check's words) is an
+/// invalid layer tar, in its words: there is no errno or io source under it to keep.
 fn bad_stream(layer: &str, e: io::Error) -> Error {
+    if os_error(&e).is_some() {
+        return unreadable(layer, e);
+    }
     let what = match e.kind() {
         io::ErrorKind::UnexpectedEof => "the stream ends early (truncated)".to_string(),
         _ => e.to_string(),
     };
     Error::layer(layer, Cause::BadTar(what))
+}
+
+/// The io error that stopped the reading of layer `layer`'s stream, kept.
+fn unreadable(layer: &str, e: io::Error) -> Error {
+    Error::layer(layer, Cause::Io(io_context("cannot read the layer's stream", e)))
 }
 
 #[cfg(test)]
@@ -349,13 +368,18 @@ mod tests {
         data: &'a [u8],
         read: std::sync::Arc<std::sync::atomic::AtomicUsize>,
         fail_at: Option<usize>,
+        /// The errno it fails with (none: words only).
+        errno: Option<i32>,
     }
 
     impl Read for Source<'_> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             let at = self.read.load(std::sync::atomic::Ordering::Relaxed);
             if self.fail_at.is_some_and(|f| at >= f) {
-                return Err(io::Error::other("the disk under the blob failed"));
+                return Err(match self.errno {
+                    Some(n) => io::Error::from_raw_os_error(n),
+                    None => io::Error::other("the disk under the blob failed"),
+                });
             }
             let n = buf.len().min(self.data.len() - at);
             buf[..n].copy_from_slice(&self.data[at..at + n]);
@@ -382,7 +406,7 @@ mod tests {
         let tar = big_tar(Some(b"../escape"));
         let tmp = tempfile::tempdir().unwrap();
         let read = std::sync::Arc::default();
-        let src = Source { data: &tar, read: std::sync::Arc::clone(&read), fail_at: None };
+        let src = Source { data: &tar, read: std::sync::Arc::clone(&read), fail_at: None, errno: None };
         let err = apply_layer(tmp.path(), src, &ApplyOptions::new("l").uncompressed(true)).unwrap_err();
         assert!(err.to_string().contains(".."), "{err}");
         // The pump stops when the writer does: at most the buffers in flight are read.
@@ -396,14 +420,46 @@ mod tests {
         let tar = big_tar(None);
         for fail_at in [0, 1000, 5 << 20, tar.len() - 512] {
             let tmp = tempfile::tempdir().unwrap();
-            let src = Source { data: &tar, read: std::sync::Arc::default(), fail_at: Some(fail_at) };
+            let src = Source { data: &tar, read: std::sync::Arc::default(), fail_at: Some(fail_at), errno: None };
             let err = apply_layer(tmp.path(), src, &ApplyOptions::new("l").uncompressed(true)).unwrap_err();
             assert!(err.to_string().contains("the disk under the blob failed"), "at {fail_at}: {err}");
         }
         let tmp = tempfile::tempdir().unwrap();
-        let src = Source { data: &tar, read: std::sync::Arc::default(), fail_at: None };
+        let src = Source { data: &tar, read: std::sync::Arc::default(), fail_at: None, errno: None };
         let report = apply_layer(tmp.path(), src, &ApplyOptions::new("l").uncompressed(true)).unwrap();
         assert_eq!((report.tar_bytes, report.size), (tar.len() as u64, 80 * (256 << 10)));
         assert_eq!(std::fs::read(tmp.path().join("f79")).unwrap(), vec![79u8; 256 << 10]);
+    }
+
+    /// A stream that fails with an errno (the disk under the blob: EIO; a content store
+    /// teeing it that is full: ENOSPC) keeps it, wherever it fails: in the first bytes
+    /// (where the compression is detected) or later, plain, gzip or zstd.
+    #[test]
+    fn a_stream_that_fails_with_an_errno_keeps_it() {
+        let tar = big_tar(None);
+        let gz = {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            io::Write::write_all(&mut e, &tar).unwrap();
+            e.finish().unwrap()
+        };
+        let zst = zstd::encode_all(&tar[..], 1).unwrap();
+        for errno in [libc::ENOSPC, libc::EIO] {
+            for (kind, data, uncompressed) in
+                [("tar", &tar, true), ("tar", &tar, false), ("gzip", &gz, false), ("zstd", &zst, false)]
+            {
+                for fail_at in [0, data.len() / 2] {
+                    let tmp = tempfile::tempdir().unwrap();
+                    let src =
+                        Source { data, read: std::sync::Arc::default(), fail_at: Some(fail_at), errno: Some(errno) };
+                    let err =
+                        apply_layer(tmp.path(), src, &ApplyOptions::new("l").uncompressed(uncompressed)).unwrap_err();
+                    let at = format!("{kind} (taken as plain: {uncompressed}) failing at {fail_at}");
+                    assert_eq!(err.raw_os_error(), Some(errno), "{at}: {err}");
+                    assert!(matches!(err.cause, Cause::Io(_)), "{at}: {err:?}");
+                    let line = err.to_string();
+                    assert!(line.starts_with("layer l: cannot read the layer's stream: "), "{at}: {line}");
+                }
+            }
+        }
     }
 }

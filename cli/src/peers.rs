@@ -28,6 +28,7 @@ use clap::ValueEnum;
 use crate::failure::{Failure, Result};
 use crate::model::{DiskUse, Dist, PeerResult};
 use driver_core::Error;
+use oci_spec::image::{ImageIndex, ImageManifest};
 use strata_image::image::blob_path;
 use strata_scratch::{FsKind, ScratchFs};
 
@@ -67,23 +68,26 @@ impl PeerImage {
         b.append_dir_all(".", layout).map_err(io)?;
         b.into_inner().map_err(io)?;
         let index_path = layout.join("index.json");
-        let index = read_json(&index_path)?;
-        let manifest_digest = index["manifests"][0]["digest"]
-            .as_str()
-            .ok_or(Failure::Layout { path: index_path, what: "an index without a manifest" })?;
-        let manifest_path = layout.join(blob_path(manifest_digest).map_err(io)?);
-        let manifest = read_json(&manifest_path)?;
-        let layers = manifest["layers"]
-            .as_array()
-            .ok_or(Failure::Layout { path: manifest_path, what: "a manifest without layers" })?
+        let index: ImageIndex = read_json(&index_path)?;
+        let manifest_digest = index
+            .manifests()
+            .first()
+            .ok_or(Failure::Layout { path: index_path, what: "an index without a manifest" })?
+            .digest()
+            .to_string();
+        let manifest_path = layout.join(blob_path(&manifest_digest).map_err(io)?);
+        let manifest: ImageManifest = read_json(&manifest_path)?;
+        let layers = manifest
+            .layers()
             .iter()
-            .map(|l| Ok(layout.join(blob_path(l["digest"].as_str().unwrap_or_default()).map_err(io)?)))
+            .map(|l| Ok(layout.join(blob_path(l.digest().as_ref()).map_err(io)?)))
             .collect::<Result<Vec<_>>>()?;
         Ok(PeerImage { archive: archive.to_path_buf(), layers })
     }
 }
 
-fn read_json(path: &Path) -> Result<serde_json::Value> {
+/// An OCI document, typed (oci-spec).
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let data = fs::read(path).map_err(|e| Error::new(e).with_path(path))?;
     serde_json::from_slice(&data).map_err(|source| Failure::Json { path: path.to_path_buf(), source })
 }
@@ -423,8 +427,38 @@ mod tests {
             matches!(&e, Failure::Json { path, source } if path.ends_with("index.json") && source.is_eof()),
             "{e:?}"
         );
-        fs::write(layout.join("index.json"), "{\"manifests\": []}").unwrap();
+        fs::write(layout.join("index.json"), "{\"schemaVersion\": 2, \"manifests\": []}").unwrap();
         let e = PeerImage::from_layout(&layout, &archive).err().expect("an index without manifests");
         assert!(matches!(&e, Failure::Layout { path, .. } if path.ends_with("index.json")), "{e:?}");
+    }
+
+    /// The documents are read as what they are (oci-spec): a manifest whose layer has
+    /// no digest is refused by its file, where it became an empty blob name.
+    #[test]
+    fn the_layers_are_found_through_the_typed_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("layout");
+        let blobs = layout.join("blobs/sha256");
+        fs::create_dir_all(&blobs).unwrap();
+        let archive = dir.path().join("image.tar");
+        let (m, c, l) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        let index = format!(
+            r#"{{"schemaVersion": 2, "manifests": [{{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": "sha256:{m}", "size": 1}}]}}"#
+        );
+        fs::write(layout.join("index.json"), index).unwrap();
+        let manifest = |layer: &str| {
+            format!(
+                r#"{{"schemaVersion": 2, "config": {{"mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": "sha256:{c}", "size": 1}}, "layers": [{{"mediaType":
+                    "application/vnd.oci.image.layer.v1.tar+gzip", {layer} "size": 1}}]}}"#
+            )
+        };
+        fs::write(blobs.join(&m), manifest(&format!(r#""digest": "sha256:{l}","#))).unwrap();
+        let image = PeerImage::from_layout(&layout, &archive).unwrap();
+        assert_eq!(image.layers, [blobs.join(&l)]);
+        fs::write(blobs.join(&m), manifest("")).unwrap();
+        let e = PeerImage::from_layout(&layout, &archive).err().expect("a layer without a digest");
+        assert!(matches!(Failure::of(&e), Some(Failure::Json { path, .. }) if *path == blobs.join(&m)), "{e:?}");
     }
 }

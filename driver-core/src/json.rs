@@ -10,13 +10,26 @@ use serde::{Deserialize, Serialize};
 use crate::durability::Durability;
 use crate::error::{Cause, Error, Result};
 
+/// A record that does not parse: the field serde stopped at (`diff_id`, `a.b[0]`; `.`
+/// for the record itself) and serde's words, with line and column.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {source}")]
+pub struct ParseError {
+    pub field: String,
+    pub source: serde_json::Error,
+}
+
+/// Parses the JSON record `data`, naming the field it fails at.
+pub fn parse<T: for<'de> Deserialize<'de>>(data: &[u8]) -> std::result::Result<T, ParseError> {
+    let de = &mut serde_json::Deserializer::from_slice(data);
+    serde_path_to_error::deserialize(de).map_err(|e| ParseError { field: e.path().to_string(), source: e.into_inner() })
+}
+
 /// Reads the record at `p`; `None` if there is none. A record that does not parse is
-/// [`Cause::Corrupt`].
+/// [`Cause::Corrupt`], naming the file and the field (one line: the cause is a string).
 pub fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<Option<T>> {
     match fs::read(p) {
-        Ok(data) => serde_json::from_slice(&data)
-            .map(Some)
-            .map_err(|e| Error::new(Cause::Corrupt(format!("{}: {e}", p.display())))),
+        Ok(data) => parse(&data).map(Some).map_err(|e| Error::new(Cause::Corrupt(format!("{}: {e}", p.display())))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::new(e).with_path(p)),
     }
@@ -158,5 +171,46 @@ mod tests {
         drop(lock);
         let other = File::open(&p).unwrap();
         assert!(Flock::lock(other, FlockArg::LockExclusiveNonblock).is_ok(), "and went with its holder");
+    }
+
+    /// A record that does not parse names its file, the field and serde's cause (the
+    /// field was missing: `expected u32` alone does not say which of many).
+    #[test]
+    fn a_record_that_does_not_parse_names_its_file_and_field() {
+        #[derive(Debug, Deserialize)]
+        struct R {
+            #[allow(dead_code)]
+            a: Vec<u32>,
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("r.json");
+        fs::write(&p, r#"{"a": [1, "x"]}"#).unwrap();
+        let e = read_json::<R>(&p).unwrap_err();
+        let Cause::Corrupt(words) = &e.cause else { panic!("{e:?}") };
+        let want = format!("{}: a[1]: invalid type: string \"x\", expected u32 at line 1 column ", p.display());
+        assert!(words.starts_with(&want), "{words}");
+        let e = parse::<R>(b"{\"a\": [1,").unwrap_err();
+        assert_eq!(e.field, "a");
+        assert!(e.source.is_eof(), "{e}");
+    }
+
+    /// A layer's record and its content record that do not parse name the field (the
+    /// layer's record flattens the driver's facts beside the layer's, which hid it).
+    #[test]
+    fn a_layer_record_that_does_not_parse_names_the_field() {
+        use crate::store::{discard_tree, Store};
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(tmp.path(), std::sync::Arc::new(discard_tree)).unwrap();
+        let meta = s.record_file("a");
+        fs::write(&meta, r#"{"id": "a", "parent": null, "writable": false, "size": "big", "mounts": 0}"#).unwrap();
+        let e = s.get("a").unwrap_err();
+        let Cause::Corrupt(words) = &e.cause else { panic!("{e:?}") };
+        assert!(words.starts_with("size: invalid type: string \"big\", expected u64"), "{words}");
+        let line = e.to_string();
+        assert!(line.starts_with(&format!("layer a: {}: metadata store is corrupt: size: ", meta.display())), "{line}");
+        fs::write(s.files_path("a"), r#"{"version": 1, "usage": {"bytes": -1}}"#).unwrap();
+        let e = s.content_record("a").unwrap_err();
+        let Cause::Corrupt(words) = &e.cause else { panic!("{e:?}") };
+        assert!(words.starts_with("content record: usage.bytes: invalid value: integer `-1`"), "{words}");
     }
 }

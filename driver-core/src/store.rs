@@ -131,6 +131,16 @@ pub struct StoreLock {
     _lock: Flock<File>,
 }
 
+/// Parses a layer record. The driver's facts are `#[serde(flatten)]`ed beside the
+/// layer's, which hides the field from the path serde reports (`.`); the layer's part
+/// alone, parsed again, names it.
+fn parse_meta(data: &[u8]) -> std::result::Result<LayerMeta, crate::json::ParseError> {
+    crate::json::parse(data).map_err(|e| match crate::json::parse::<LayerInfo>(data) {
+        Err(inner) if e.field == "." && inner.field != "." => inner,
+        _ => e,
+    })
+}
+
 pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -205,7 +215,7 @@ impl Store {
     pub fn content_record(&self, id: &str) -> Result<Option<crate::record::Record>> {
         let path = self.files_path(id);
         match fs::read(&path) {
-            Ok(d) => serde_json::from_slice(&d)
+            Ok(d) => crate::json::parse(&d)
                 .map(Some)
                 .map_err(|e| Error::at(id, &path, Cause::Corrupt(format!("content record: {e}")))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -230,7 +240,7 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::layer(id, Cause::NotFound)),
             Err(e) => return Err(Error::at(id, &path, e)),
         };
-        serde_json::from_slice(&data).map_err(|e| Error::at(id, &path, Cause::Corrupt(e.to_string())))
+        parse_meta(&data).map_err(|e| Error::at(id, &path, Cause::Corrupt(e.to_string())))
     }
 
     /// Every layer whose metadata reads. A record that does not (empty or torn by a

@@ -232,6 +232,12 @@ fn names(bits: u64, table: &[(u64, &str)]) -> Vec<String> {
 }
 
 #[cfg(target_arch = "x86_64")]
+/// The traced command ended (or stopped oddly) before its first stop: how, as waitpid
+/// said it (its own report, with the errno, went to `container run` first).
+#[derive(Debug, thiserror::Error)]
+#[error("the command did not start: {0:?}")]
+pub struct NotStarted(pub WaitStatus);
+
 impl Recorder {
     fn new(out: File, header: Header) -> io::Result<Recorder> {
         let mut out = BufWriter::with_capacity(1 << 16, out);
@@ -243,7 +249,7 @@ impl Recorder {
         // The child stops itself before exec.
         match waitpid(child, Some(WaitPidFlag::__WALL)).map_err(driver_core::sys::errno)? {
             WaitStatus::Stopped(_, _) => {}
-            other => return Err(io::Error::other(format!("the command did not start: {other:?}"))),
+            other => return Err(io::Error::other(NotStarted(other))),
         }
         ptrace::setoptions(
             child,
