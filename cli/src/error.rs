@@ -174,13 +174,15 @@ fn image_code(e: &strata_image::Error) -> u8 {
         | TooDeep { .. }
         | Parse { .. }
         | NotAnImage(_)
+        | NotAnArchive { .. }
         | WrongTransport { .. }
         | SeveralImages { .. }
         | LayerCount { .. }
         | NotALayer { .. } => INVALID_IMAGE,
         Unpacking { .. } | InUse { .. } | KeptChanging { .. } | CommitRaced { .. } => BUSY,
         Layer(e) => layer_code(e),
-        NoContent { .. } | Io { .. } | Read { .. } | Context { .. } => FAILED,
+        // A damaged store is a failure (docs/cli.md), whichever record it is.
+        NoContent { .. } | DamagedRecord { .. } | Io { .. } | Read { .. } | Context { .. } => FAILED,
         WastesTooMuch { .. } | BelowMinEfficiency { .. } => FAILED,
     }
 }

@@ -117,7 +117,7 @@ pub fn df(driver: &dyn Driver, images: &ImageStore) -> Result<Df> {
     }
     // Who uses what: each image its record's layers, each container its chain.
     let mut users: Vec<(String, bool, Vec<&str>)> = Vec::new();
-    for rec in images.list()? {
+    for rec in images.list_readable()? {
         let layers: Vec<&str> =
             rec.layers.iter().filter_map(|l| metas.get_key_value(l.as_str()).map(|(k, _)| k.as_str())).collect();
         users.push((rec.name.clone(), false, layers));

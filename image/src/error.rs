@@ -80,6 +80,12 @@ pub enum Error {
     /// An image source that is neither a layout nor an archive strata reads.
     #[error("{0}")]
     NotAnImage(&'static str),
+    /// A file that is not a tar archive strata can read, so neither an oci-archive nor
+    /// a docker-archive. `why` is strata's own words (what its first bytes look like, which
+    /// check failed), never the file's bytes: a user who hands over `/etc/passwd` must not
+    /// see it printed back.
+    #[error("not an OCI layout, oci-archive or docker-archive ({why})")]
+    NotAnArchive { why: String },
     #[error("no such file or directory")]
     NoSuchSource,
     /// A source named with a transport (`oci-archive:`) that is something else.
@@ -108,6 +114,16 @@ pub enum Error {
     /// A layer operation of the driver, or the store's own records.
     #[error(transparent)]
     Layer(#[from] driver_core::Error),
+    /// An image record that does not parse (a power cut under `--sync none` leaves one
+    /// empty), met by a command that must read every record to be safe: one that removes
+    /// layers or blobs another image may use (`image rm`, `image prune`). Listings go
+    /// around it ([`crate::images::ImageStore::list_readable`]).
+    #[error(
+        "image record {}: {reason}; it may list layers and blobs in use, so nothing is removed: \
+         run `strata check --repair` (it rebuilds the record or removes the image)",
+        path.display()
+    )]
+    DamagedRecord { path: PathBuf, reason: String },
 
     /// What was being done (`image SRC`, `layer 2 (blob …)`, `saving image A to B`)
     /// around the cause.

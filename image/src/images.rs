@@ -114,6 +114,20 @@ fn legacy_file_name(name: &str) -> String {
     format!("{}.json", name.replace('%', "%25").replace('/', "%2F"))
 }
 
+/// The error for record `p`, which does not parse: empty (what a power cut under
+/// `--sync none` leaves, worded as `strata check` words it) or serde's cause.
+fn damaged(p: &Path) -> Error {
+    let reason = match fs::read(p) {
+        Ok(data) if data.is_empty() => "record empty".to_string(),
+        Ok(data) => match serde_json::from_slice::<ImageRecord>(&data) {
+            Err(e) => format!("does not parse: {e}"),
+            Ok(_) => "changed while it was read".to_string(),
+        },
+        Err(e) => e.to_string(),
+    };
+    Error::DamagedRecord { path: p.to_path_buf(), reason }
+}
+
 /// Rewrites a pending record in place (not by rename: its lock is on this inode). A
 /// torn write reads as corrupt, which a collector treats as a record to drop.
 fn overwrite(p: &Path, rec: &PendingRecord) -> Result<()> {
@@ -308,8 +322,8 @@ impl ImageStore {
         p
     }
 
-    /// Every image record; one that does not parse fails the whole call (a removal must
-    /// not miss an image that may list its layer).
+    /// Every image record; one that does not parse fails the whole call with
+    /// [`Error::DamagedRecord`] (a removal must not miss an image that may list its layer).
     fn all(&self) -> Result<Vec<ImageRecord>> {
         self.records(false)
     }
@@ -327,7 +341,11 @@ impl ImageStore {
                     Ok(None) => {}
                     // A record a power cut left empty or torn: `check` names it and
                     // `check --repair` rebuilds it; until then the others still list.
-                    Err(e) if skip_damaged && matches!(e.cause, driver_core::Cause::Corrupt(_)) => {}
+                    Err(e) if matches!(e.cause, driver_core::Cause::Corrupt(_)) => {
+                        if !skip_damaged {
+                            return Err(damaged(&p));
+                        }
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -337,7 +355,8 @@ impl ImageStore {
     }
 
     /// Complete images that are not being removed. A record that does not parse fails
-    /// the call: prune and removals read this, and must not take an image for gone.
+    /// the call ([`Error::DamagedRecord`]): prune and removals read this, and must not
+    /// take an image for gone. Listings use [`ImageStore::list_readable`].
     pub fn list(&self) -> Result<Vec<ImageRecord>> {
         Ok(Self::listed(self.all()?))
     }
@@ -365,7 +384,10 @@ impl ImageStore {
     fn get_any(&self, name: &str) -> Result<ImageRecord> {
         let p = self.record_path(name);
         let not_found = || Error::NotFound { name: name.to_string() };
-        let rec: ImageRecord = read_json(&p)?.ok_or_else(not_found)?;
+        let rec: ImageRecord = match read_json(&p) {
+            Err(e) if matches!(e.cause, driver_core::Cause::Corrupt(_)) => return Err(damaged(&p)),
+            read => read?.ok_or_else(not_found)?,
+        };
         if rec.name != name {
             return Err(not_found());
         }
@@ -385,6 +407,10 @@ impl ImageStore {
     /// container uses. Returns the layers removed.
     pub fn remove(&self, driver: &dyn Driver, name: &str) -> Result<Vec<String>> {
         let mut rec = self.get_any(name)?;
+        // Every record read before anything changes: one that does not read may list
+        // this image's layers or blobs, so the removal is refused, the store untouched
+        // (the driver would refuse the first layer, after the mark below).
+        let others = self.list()?;
         // A container on the image keeps it (as docker refuses with "image is being
         // used"): removing only the record would strand its layers.
         if let Some(top) = rec.top() {
@@ -394,7 +420,7 @@ impl ImageStore {
                 .filter(|l| l.writable && l.parent.as_deref() == Some(top))
                 .map(|l| l.id)
                 .collect();
-            let shared = self.list()?.iter().any(|r| r.name != rec.name && r.top() == Some(top));
+            let shared = others.iter().any(|r| r.name != rec.name && r.top() == Some(top));
             if !users.is_empty() && !shared {
                 return Err(Error::InUse { name: name.to_string(), containers: users });
             }
