@@ -136,16 +136,14 @@ impl TarArchive {
         let mut members = HashMap::new();
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let mut archive = tar::Archive::new(file);
-        let mut read = 0usize;
         // The tar reader's own errors quote the bytes of the header it refused: said in
         // strata's words instead, an errno kept.
         let unreadable = |read: usize, e: io::Error| match driver_core::error::os_error(&e) {
             Some(_) => Error::io(path, e),
             None => not_tar(format!("a tar header after its first {read} member(s) does not parse")),
         };
-        for entry in archive.entries_with_seek().map_err(|e| unreadable(read, e))? {
+        for (read, entry) in archive.entries_with_seek().map_err(|e| unreadable(0, e))?.enumerate() {
             let entry = entry.map_err(|e| unreadable(read, e))?;
-            read += 1;
             let name = String::from_utf8_lossy(&entry.path_bytes()).trim_start_matches("./").to_string();
             if entry.header().entry_type().is_file() {
                 // A header may claim more data than the archive holds.
@@ -344,7 +342,7 @@ mod tests {
                     x ^= x >> 7;
                     x ^= x << 17;
                     // Mostly printable with escapes: what would show on a terminal.
-                    if x % 5 == 0 {
+                    if x.is_multiple_of(5) {
                         0x1b
                     } else {
                         b'a' + (x % 26) as u8
