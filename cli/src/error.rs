@@ -206,6 +206,7 @@ fn image_code(e: &strata_image::Error) -> u8 {
         | TooDeep { .. }
         | Parse { .. }
         | NotAnImage(_)
+        | NotAnArchive { .. }
         | WrongTransport { .. }
         | SeveralImages { .. }
         | LayerCount { .. }

@@ -26,7 +26,7 @@ pub struct Container {
 }
 
 pub fn containers(driver: &dyn Driver, images: &ImageStore) -> Result<Vec<Container>, Error> {
-    let records = images.list()?;
+    let records = images.list_readable()?;
     let mut out = Vec::new();
     for l in driver.list()?.into_iter().filter(|l| l.writable) {
         let on: Vec<String> = records
@@ -98,7 +98,7 @@ pub fn list_layers(driver: &dyn Driver, images: &ImageStore, json: bool, no_trun
     for l in layers.iter_mut().filter(|l| l.writable) {
         l.size = driver.usage(&l.id)?.bytes;
     }
-    let users = used_by(&layers, &images.list()?);
+    let users = used_by(&layers, &images.list_readable()?);
     let none = Vec::new();
     if json {
         let arr: Vec<serde_json::Value> = layers

@@ -459,6 +459,6 @@ mod tests {
         assert_eq!(image.layers, [blobs.join(&l)]);
         fs::write(blobs.join(&m), manifest("")).unwrap();
         let e = PeerImage::from_layout(&layout, &archive).err().expect("a layer without a digest");
-        assert!(matches!(Failure::of(&e), Some(Failure::Json { path, .. }) if *path == blobs.join(&m)), "{e:?}");
+        assert!(matches!(&e, Failure::Json { path, .. } if *path == blobs.join(&m)), "{e:?}");
     }
 }

@@ -30,7 +30,7 @@ fn image_of(driver: &dyn Driver, images: &ImageStore, name: &str) -> Result<Imag
         return Err(driver_core::Error::layer(name, refused).into());
     }
     let Some(parent) = info.parent.clone() else { return Ok(ImageOf::default()) };
-    let rec = images.list()?.into_iter().find(|r| r.top() == Some(parent.as_str()));
+    let rec = images.list_readable()?.into_iter().find(|r| r.top() == Some(parent.as_str()));
     let Some(rec) = rec else { return Ok(ImageOf { layer: Some(parent), ..Default::default() }) };
     let config = images.content.load(&rec.name, rec.manifest.as_deref()).ok().and_then(|i| i.config.config().clone());
     let env = config.as_ref().and_then(|c| c.env().clone()).unwrap_or_default();

@@ -17,7 +17,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use crate::error::{Context, Result};
+use crate::error::{Cause, Context, Error, Result};
 use crate::json::read_json;
 
 /// The fields of an image record the store reads.
@@ -65,7 +65,15 @@ pub fn users_of(driver_dir: &Path, id: &str) -> Result<Vec<String>> {
         if hidden || p.extension().is_none_or(|x| x != "json") {
             continue;
         }
-        if let Some(rec) = read_json::<ImageHold>(&p)? {
+        // A record that does not read (a power cut under --sync none leaves one empty)
+        // may list this layer: the removal is refused, saying which record and what heals it.
+        let rec = read_json::<ImageHold>(&p).map_err(|e| match e.cause {
+            Cause::Corrupt(why) => Error::new(Cause::Corrupt(format!(
+                "image record {why}; it may list this layer, so it is not removed: run `strata check --repair`"
+            ))),
+            _ => e,
+        })?;
+        if let Some(rec) = rec {
             let live = !rec.removing && (rec.complete || crate::sys::pid_alive(rec.pid));
             if live && rec.layers.iter().any(|l| l == id) {
                 users.push(format!("image {}", rec.name));

@@ -71,7 +71,8 @@ pub fn base_image(driver: &dyn Driver, images: &ImageStore, container: &str) -> 
             Cause::Refused("is over no image (it has no parent layer); nothing to commit onto".into()),
         )
     })?;
-    let over: Vec<ImageRecord> = images.list()?.into_iter().filter(|r| r.top() == Some(parent.as_str())).collect();
+    let over: Vec<ImageRecord> =
+        images.list_readable()?.into_iter().filter(|r| r.top() == Some(parent.as_str())).collect();
     match over.iter().find(|r| r.manifest.is_some()).or(over.first()) {
         Some(r) => Ok((r.clone(), parent)),
         None => Err(LayerError::layer(

@@ -346,6 +346,44 @@ mod tests {
         assert_eq!(read_all(&mut store.read_blob(&good, n).unwrap()).unwrap(), data);
     }
 
+    /// A full disk under the blob being kept (its writer on /dev/full) comes out of the
+    /// stream's read as the disk's error: ENOSPC found under it, its kind StorageFull (not
+    /// InvalidData, which the tar engine would take for a bad tar) and the ingest file
+    /// named; and so again on a later read (the old code gave the words back without
+    /// the errno: `raw_os_error` None, exit 1 instead of 7).
+    #[test]
+    fn a_full_disk_while_keeping_is_the_disks_error_on_every_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(tmp.path()).unwrap();
+        let full = fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let tmp_file = tmp.path().join("content/ingest/1-full");
+        let writer = BlobWriter {
+            file: Some(Hashing::new(io::BufWriter::with_capacity(1 << 16, full))),
+            tmp: tmp_file.clone(),
+            store: store.clone(),
+            flusher: None,
+        };
+        let data = vec![7u8; 1 << 20];
+        let mut r = Keeping {
+            inner: &data[..],
+            writer: Some(writer),
+            expected: digest_of(&data),
+            size: None,
+            what: "blob x".into(),
+            failed: None,
+        };
+        let first = read_all(&mut r).expect_err("the disk is full");
+        let again = r.read(&mut [0u8; 8]).expect_err("given again");
+        for (which, e) in [("first", first), ("again", again)] {
+            assert_eq!(driver_core::error::os_error(&e), Some(libc::ENOSPC), "{which}: {e}");
+            assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{which}: {e}");
+            assert!(e.to_string().contains(&tmp_file.display().to_string()), "{which}: {e}");
+            let typed = Error::read("layer", e);
+            assert!(matches!(&typed, Error::Io { path, .. } if *path == tmp_file), "{which}: {typed:?}");
+            assert_eq!(typed.raw_os_error(), Some(libc::ENOSPC), "{which}");
+        }
+    }
+
     #[test]
     fn unsettled_blobs_go_when_discarded_or_with_the_last_clone_of_the_store() {
         let tmp = tempfile::tempdir().unwrap();

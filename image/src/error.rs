@@ -77,14 +77,28 @@ pub enum Error {
     #[error("{file}: {field}: {source}")]
     Parse { file: String, field: String, source: serde_json::Error },
     /// A record of the store's own (`images/<hash>.json`) that does not parse: damaged
-    /// (a power cut under `--sync none`), not an image that is not what it says; `check`
-    /// names it, `check --repair` rebuilds it.
-    #[error("image record {}: {field}: {source}", file.display())]
+    /// (a power cut under `--sync none` leaves one empty), not an image that is not what
+    /// it says. Listings go around it ([`crate::images::ImageStore::list_readable`]);
+    /// what must read every record to be safe (`image rm`, `image prune`: removing
+    /// layers or blobs another image may use) stops here; `check` names it and
+    /// `check --repair` rebuilds it.
+    #[error(
+        "image record {}: {}; it may list layers and blobs in use, so nothing is removed: \
+         run `strata check --repair` (it rebuilds the record or removes the image)",
+        file.display(),
+        record_damage(field, source)
+    )]
     Record { file: PathBuf, field: String, source: serde_json::Error },
 
     /// An image source that is neither a layout nor an archive strata reads.
     #[error("{0}")]
     NotAnImage(&'static str),
+    /// A file that is not a tar archive strata can read, so neither an oci-archive nor
+    /// a docker-archive. `why` is strata's own words (what its first bytes look like, which
+    /// check failed), never the file's bytes: a user who hands over `/etc/passwd` must not
+    /// see it printed back.
+    #[error("not an OCI layout, oci-archive or docker-archive ({why})")]
+    NotAnArchive { why: String },
     #[error("no such file or directory")]
     NoSuchSource,
     /// A source named with a transport (`oci-archive:`) that is something else.
@@ -113,7 +127,6 @@ pub enum Error {
     /// A layer operation of the driver, or the store's own records.
     #[error(transparent)]
     Layer(#[from] driver_core::Error),
-
     /// What was being done (`image SRC`, `layer 2 (blob …)`, `saving image A to B`)
     /// around the cause.
     #[error("{what}: {source}")]
@@ -198,6 +211,16 @@ impl Error {
     /// An image record at `file` that does not parse into `T`, naming the field.
     pub fn parse_record<T: serde::de::DeserializeOwned>(file: &Path, json: &[u8]) -> Result<T> {
         deserialize(json).map_err(|(field, source)| Error::Record { file: file.to_path_buf(), field, source })
+    }
+}
+
+/// What is wrong with a record that does not parse: `record empty` (what a power cut
+/// leaves, in `strata check`'s words), else the field and serde's cause.
+fn record_damage(field: &str, source: &serde_json::Error) -> String {
+    if source.is_eof() && source.line() == 1 && source.column() == 0 {
+        "record empty".to_string()
+    } else {
+        format!("{field}: {source}")
     }
 }
 

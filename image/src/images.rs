@@ -318,8 +318,8 @@ impl ImageStore {
         p
     }
 
-    /// Every image record; one that does not parse fails the whole call (a removal must
-    /// not miss an image that may list its layer).
+    /// Every image record; one that does not parse fails the whole call with
+    /// [`Error::Record`] (a removal must not miss an image that may list its layer).
     fn all(&self) -> Result<Vec<ImageRecord>> {
         self.records(false)
     }
@@ -347,7 +347,8 @@ impl ImageStore {
     }
 
     /// Complete images that are not being removed. A record that does not parse fails
-    /// the call: prune and removals read this, and must not take an image for gone.
+    /// the call ([`Error::Record`]): prune and removals read this, and must not
+    /// take an image for gone. Listings use [`ImageStore::list_readable`].
     pub fn list(&self) -> Result<Vec<ImageRecord>> {
         Ok(Self::listed(self.all()?))
     }
@@ -395,6 +396,10 @@ impl ImageStore {
     /// container uses. Returns the layers removed.
     pub fn remove(&self, driver: &dyn Driver, name: &str) -> Result<Vec<String>> {
         let mut rec = self.get_any(name)?;
+        // Every record read before anything changes: one that does not read may list
+        // this image's layers or blobs, so the removal is refused, the store untouched
+        // (the driver would refuse the first layer, after the mark below).
+        let others = self.list()?;
         // A container on the image keeps it (as docker refuses with "image is being
         // used"): removing only the record would strand its layers.
         if let Some(top) = rec.top() {
@@ -404,7 +409,7 @@ impl ImageStore {
                 .filter(|l| l.writable && l.parent.as_deref() == Some(top))
                 .map(|l| l.id)
                 .collect();
-            let shared = self.list()?.iter().any(|r| r.name != rec.name && r.top() == Some(top));
+            let shared = others.iter().any(|r| r.name != rec.name && r.top() == Some(top));
             if !users.is_empty() && !shared {
                 return Err(Error::InUse { name: name.to_string(), containers: users });
             }

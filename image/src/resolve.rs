@@ -157,7 +157,7 @@ fn open_path(full: &str, want: Option<&Platform>) -> Result<(Box<dyn BlobSource>
         let image = resolve_oci(&source, full, &index, tag.as_deref(), want)?;
         return Ok((Box::new(source), image, "oci"));
     }
-    let archive = TarArchive::index(&path).map_err(|e| Error::read("not a readable tar archive", e))?;
+    let archive = TarArchive::index(&path)?;
     if archive.members.contains_key("index.json") {
         let index = archive.read_small_member("index.json", MAX_MANIFEST).map_err(|e| Error::read("index.json", e))?;
         let image = resolve_oci(&archive, full, &index, tag.as_deref(), want)?;

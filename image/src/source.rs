@@ -120,28 +120,42 @@ pub(crate) struct TarArchive {
 }
 
 impl TarArchive {
-    pub(crate) fn index(path: &Path) -> io::Result<TarArchive> {
+    /// Indexes the archive at `path`. A file that is not a tar (`/etc/passwd`, a gzipped
+    /// archive, noise) is refused from its first block, saying what it looks like; a
+    /// tar whose later header does not parse is refused without the tar reader's words,
+    /// which quote the header's bytes. An io error (EACCES, EIO) keeps its errno.
+    pub(crate) fn index(path: &Path) -> Result<TarArchive> {
+        let not_tar = |why: String| Error::NotAnArchive { why };
+        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut head = Vec::with_capacity(512);
+        (&mut file).take(512).read_to_end(&mut head).map_err(|e| Error::io(path, e))?;
+        if let Some(why) = not_a_tar_head(&head) {
+            return Err(not_tar(why));
+        }
+        file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
         let mut members = HashMap::new();
-        let file = File::open(path)?;
-        let len = file.metadata()?.len();
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let mut archive = tar::Archive::new(file);
-        for entry in archive.entries_with_seek()? {
-            let entry = entry?;
+        // The tar reader's own errors quote the bytes of the header it refused: said in
+        // strata's words instead, an errno kept.
+        let unreadable = |read: usize, e: io::Error| match driver_core::error::os_error(&e) {
+            Some(_) => Error::io(path, e),
+            None => not_tar(format!("a tar header after its first {read} member(s) does not parse")),
+        };
+        for (read, entry) in archive.entries_with_seek().map_err(|e| unreadable(0, e))?.enumerate() {
+            let entry = entry.map_err(|e| unreadable(read, e))?;
             let name = String::from_utf8_lossy(&entry.path_bytes()).trim_start_matches("./").to_string();
             if entry.header().entry_type().is_file() {
                 // A header may claim more data than the archive holds.
                 if entry.raw_file_position().saturating_add(entry.size()) > len {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("member {name} claims {} bytes, past the end of the archive", entry.size()),
-                    ));
+                    let size = entry.size();
+                    return Err(not_tar(format!("member {name:?} claims {size} bytes, past the end of the file")));
                 }
                 members.insert(name, (entry.raw_file_position(), entry.size()));
                 if members.len() > MAX_ARCHIVE_MEMBERS {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("more than {MAX_ARCHIVE_MEMBERS} members; an image archive holds a few blobs"),
-                    ));
+                    return Err(not_tar(format!(
+                        "more than {MAX_ARCHIVE_MEMBERS} members; an image archive holds a few blobs"
+                    )));
                 }
             }
         }
@@ -170,7 +184,7 @@ impl TarArchive {
         let (off, size) = *self
             .members
             .get(name)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{name} is not in the archive")))?;
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{name:?} is not in the archive")))?;
         let mut f = File::open(&self.path)?;
         f.seek(SeekFrom::Start(off))?;
         Ok(Box::new(f.take(size)))
@@ -188,6 +202,37 @@ impl BlobSource for TarArchive {
 
     fn shared(&self) -> Option<Arc<dyn BlobSource>> {
         Some(Arc::new(self.clone()))
+    }
+}
+
+/// Why a file whose first (up to) 512 bytes are `head` is not a tar, or `None` when
+/// they are a tar header (or the zero block that ends an empty archive). The checksum
+/// is the tar crate's: the stored one read, the header's own computed by `set_cksum`.
+fn not_a_tar_head(head: &[u8]) -> Option<String> {
+    const COMPRESSED: &[(&[u8], &str)] = &[
+        (&[0x1f, 0x8b], "gzip"),
+        (&[0x28, 0xb5, 0x2f, 0xfd], "zstd"),
+        (&[0xfd, b'7', b'z', b'X', b'Z', 0x00], "xz"),
+        (b"BZh", "bzip2"),
+    ];
+    if head.is_empty() {
+        return Some("an empty file (0 bytes)".into());
+    }
+    if let Some((_, what)) = COMPRESSED.iter().find(|(magic, _)| head.starts_with(magic)) {
+        return Some(format!("it looks like a {what} stream: decompress it first, image archives are plain tar"));
+    }
+    let Ok(block) = <&[u8; 512]>::try_from(head) else {
+        return Some(format!("{} bytes, shorter than one tar header", head.len()));
+    };
+    if block.iter().all(|&b| b == 0) {
+        return None;
+    }
+    let header = tar::Header::from_byte_slice(block);
+    let mut computed = header.clone();
+    computed.set_cksum();
+    match (header.cksum(), computed.cksum()) {
+        (Ok(stored), Ok(sum)) if stored == sum => None,
+        _ => Some("no tar header: checksum mismatch".into()),
     }
 }
 
@@ -235,6 +280,85 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tar_of(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// Files handed over as image archives that are not tars: each is refused as
+    /// `NotAnArchive` saying what it is, and no byte of the file is in the words. The
+    /// old code gave the tar reader's error, which quoted the header
+    /// (`numeric field was not a number: login\nsy when getting cksum for root:x:0:0:…`).
+    #[test]
+    fn a_file_that_is_not_a_tar_is_refused_in_strata_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = b"root:x:0:0:root:/root:/bin/bash\nsys:x:3:3:sys:/dev:/usr/sbin/nologin\n".repeat(12);
+        let mut gz = vec![0x1f, 0x8b, 8, 0];
+        gz.extend_from_slice(&passwd);
+        // A tar whose second header was overwritten with text (a torn copy).
+        let mut torn = tar_of(&[("index.json", b"{}"), ("oci-layout", b"{}")]);
+        torn[1024..1024 + 64].copy_from_slice(&passwd[..64]);
+        let cases: [(&str, &[u8], &str); 5] = [
+            ("passwd", &passwd, "no tar header: checksum mismatch"),
+            ("empty", b"", "an empty file (0 bytes)"),
+            ("short", b"root:x:0:0", "10 bytes, shorter than one tar header"),
+            ("gzipped", &gz, "it looks like a gzip stream"),
+            ("torn", &torn, "a tar header after its first 1 member(s) does not parse"),
+        ];
+        for (name, bytes, want) in cases {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            let e = TarArchive::index(&p).err().unwrap_or_else(|| panic!("{name}: indexed"));
+            assert!(matches!(&e, Error::NotAnArchive { why } if why.contains(want)), "{name}: {e:?}");
+            let said = e.to_string();
+            assert!(!said.contains("root") && !said.contains("sys") && !said.contains('\n'), "{name}: {said}");
+        }
+        // A tar, and the zero block of an empty one, are read.
+        let p = dir.path().join("good");
+        std::fs::write(&p, tar_of(&[("index.json", b"{}")])).unwrap();
+        assert_eq!(TarArchive::index(&p).unwrap().members.len(), 1);
+        std::fs::write(&p, [0u8; 1024]).unwrap();
+        assert!(TarArchive::index(&p).unwrap().members.is_empty());
+    }
+
+    /// Generated noise (fixed seed) is never taken for a tar, and its bytes never reach
+    /// the error's words.
+    #[test]
+    fn noise_is_no_tar_and_its_bytes_are_not_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut x: u64 = 0x5eed_1234;
+        for i in 0..200 {
+            let len = 1 + (i * 37) % 2000;
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Mostly printable with escapes: what would show on a terminal.
+                    if x.is_multiple_of(5) {
+                        0x1b
+                    } else {
+                        b'a' + (x % 26) as u8
+                    }
+                })
+                .collect();
+            let p = dir.path().join("noise");
+            std::fs::write(&p, &data).unwrap();
+            let e = TarArchive::index(&p).err().unwrap_or_else(|| panic!("noise {i} indexed"));
+            assert!(matches!(e, Error::NotAnArchive { .. }), "{i}: {e:?}");
+            let said = e.to_string();
+            assert!(!said.chars().any(|c| c.is_control()), "{i}: {said:?}");
+            // No run of 6 of the file's bytes in the words.
+            assert!(!data.windows(6).any(|w| said.as_bytes().windows(6).any(|s| s == w)), "{i}: {said}");
+        }
+    }
 
     #[test]
     fn blob_paths_refuse_traversal() {

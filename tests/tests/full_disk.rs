@@ -143,3 +143,36 @@ fn overlay_small_zstd_layer_past_the_free_space_leaves_no_pending_record() {
         small_layer_past_the_free_space("overlay", FsKind::Ext4, 160 << 20);
     }
 }
+
+/// The content store's disk fills while an unpack keeps a layer's blob (the blob is
+/// written to `content/ingest` as the layer's stream is read, so the write error comes
+/// out of a read of the stream): one "No space left on device" line naming the ingest
+/// file, exit 7, and not an "invalid layer tar" (the old code: exit 5, `invalid layer
+/// tar: …/content/ingest/…: No space left on device`). A 1 MiB tmpfs over
+/// `content/ingest` fills with the blob only; the layers have room.
+///
+/// Needs the tar engine to keep an errno of its stream's reads (archive/src/apply.rs,
+/// branch no-string-errors, b684aa9): with this branch alone it still exits 5.
+#[test]
+fn a_full_disk_while_keeping_a_blob_exits_7() {
+    if !privileged("the full-disk tests") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let tar = strata_archive::tarbuild::TarBuilder::new().file("big", &strata_tests::seeded_bytes(5, 3 << 20)).build();
+    strata_image::image::write_layout(work.path(), "img", &[tar]).unwrap();
+    let s = Strata::new("vfs");
+    s.ok(&["layer", "ls"]); // the driver's folders exist before the mount
+    let ingest = s.root.join("vfs/content/ingest");
+    nix::mount::mount(Some("tmpfs"), &ingest, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=1m")).unwrap();
+    // Strata's drop detaches mounts under its root, also on a failed assertion.
+    let src = format!("{}:img", work.path().display());
+    let e = s.fails_with(7, &["image", "unpack", &src]);
+    assert!(e.contains("No space left on device"), "{e}");
+    assert!(e.contains("content/ingest/"), "the error names the blob's file: {e}");
+    assert!(!e.contains("invalid layer tar"), "{e}");
+    let images: Value = serde_json::from_str(&s.ok(&["image", "ls", "--json"])).unwrap();
+    assert!(images.as_array().unwrap().is_empty(), "no image recorded: {images}");
+    nix::mount::umount(&ingest).unwrap();
+    s.ok(&["image", "unpack", &src]);
+}

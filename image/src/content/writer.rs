@@ -136,23 +136,32 @@ pub struct Keeping<R> {
     pub(super) failed: Option<Failed>,
 }
 
-/// What a [`Keeping`] failed with, to give again: its errno when it has one, else its
-/// kind and words (an `io::Error` is not `Clone`).
+/// What a [`Keeping`] failed with, to give again: its errno when it has one (found
+/// under the typed error that names the ingest file, whose own `raw_os_error` is
+/// `None`) with that file named again, else its kind and words (an `io::Error` is not
+/// `Clone`).
 pub(super) struct Failed {
     kind: io::ErrorKind,
     errno: Option<i32>,
+    path: Option<PathBuf>,
     said: String,
 }
 
 impl Failed {
     fn of(e: &io::Error) -> Failed {
-        Failed { kind: e.kind(), errno: e.raw_os_error(), said: e.to_string() }
+        let typed = e.get_ref().and_then(|inner| inner.downcast_ref::<Error>());
+        let path = typed.and_then(|t| match t.root() {
+            Error::Io { path, .. } => Some(path.clone()),
+            _ => None,
+        });
+        Failed { kind: e.kind(), errno: driver_core::error::os_error(e), path, said: e.to_string() }
     }
 
     fn again(&self) -> io::Error {
-        match self.errno {
-            Some(errno) => io::Error::from_raw_os_error(errno),
-            None => io::Error::new(self.kind, self.said.clone()),
+        match (self.errno, &self.path) {
+            (Some(errno), Some(path)) => Error::io(path, io::Error::from_raw_os_error(errno)).into_io(),
+            (Some(errno), None) => io::Error::from_raw_os_error(errno),
+            (None, _) => io::Error::new(self.kind, self.said.clone()),
         }
     }
 }
