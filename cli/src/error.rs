@@ -109,18 +109,9 @@ pub enum Usage {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A driver's error, or the image crate's or the registry's carried through one (by a
-/// function that returns the drivers' error: the bench's), taken back out as itself.
 impl From<driver_core::Error> for Error {
     fn from(e: driver_core::Error) -> Error {
-        let e = match e.carried::<strata_image::Error>() {
-            Ok(image) => return Error::Image(image),
-            Err(e) => e,
-        };
-        match e.carried::<registry::Error>() {
-            Ok(r) => Error::from(r),
-            Err(e) => Error::Layer(e),
-        }
+        Error::Layer(e)
     }
 }
 
@@ -180,6 +171,7 @@ impl Error {
             Error::Registry(e) => e.raw_os_error(),
             Error::Bench(e) => e.raw_os_error(),
             Error::Replay { source, .. } => source.cause.raw_os_error(),
+            Error::Run { source, .. } => source.raw_os_error(),
             Error::Stdout(e) => e.raw_os_error(),
             Error::Trace { source: TraceError::Io(e) | TraceError::Open { source: e, .. }, .. } => {
                 driver_core::error::os_error(e)
@@ -226,11 +218,6 @@ fn layer_code(e: &driver_core::Error) -> u8 {
         // A layer tar that is not one, or not the one its image names.
         Cause::BadTar(_) | Cause::DiffIdMismatch { .. } => INVALID_IMAGE,
         Cause::Mounted(_) | Cause::HasChildren(_) | Cause::InUse(_) => BUSY,
-        // An image error under a driver's, under the image crate's (a prune inside).
-        Cause::Carried(c) => match c.downcast_ref::<strata_image::Error>() {
-            Some(image) => image_code(image),
-            None => FAILED,
-        },
         _ => FAILED,
     }
 }
@@ -244,11 +231,10 @@ mod tests {
         std::io::Error::from_raw_os_error(libc::ENOSPC)
     }
 
-    /// An image error that went through a function returning the drivers' error (the
-    /// bench's) comes back out as itself, with its code.
+    /// An image error is itself, with its code; one that is a driver's is the driver's.
     #[test]
-    fn image_errors_come_back_typed_through_the_drivers_error() {
-        let through = |e: ImageError| Error::from(driver_core::Error::from(e));
+    fn image_errors_exit_by_variant() {
+        let through = Error::from;
         assert!(matches!(
             through(ImageError::NotFound { name: "a".into() }),
             Error::Image(ImageError::NotFound { .. })
@@ -294,9 +280,6 @@ mod tests {
         assert_eq!(code(Cause::HasChildren("c".into())), BUSY);
         assert_eq!(code(Cause::Io(enospc())), NO_SPACE);
         assert_eq!(code(Cause::Exists), FAILED);
-        // An image error inside a driver's inside the image crate's (a prune in an rm).
-        let inner = driver_core::Error::from(ImageError::Unpacking { name: "a".into(), pid: 1 });
-        assert_eq!(Error::Image(ImageError::Layer(inner)).exit_code(), BUSY);
     }
 
     /// A pull's error that is the image crate's or the store's is that, not the
@@ -311,7 +294,7 @@ mod tests {
         let r = registry::Error::from(ImageError::Layer(driver_core::Error::layer("l", Cause::NotFound)));
         assert!(matches!(Error::from(r), Error::Layer(ref e) if e.is_not_found()));
         let r = registry::Error::ConnectionRefused { host: "h".into() };
-        let e = Error::from(driver_core::Error::from(r));
+        let e = Error::from(r);
         assert!(matches!(e, Error::Registry(registry::Error::ConnectionRefused { .. })), "{e:?}");
         assert_eq!(e.exit_code(), FAILED);
         let full = Error::from(registry::Error::File { path: "/s/blobs".into(), source: enospc() });
@@ -348,6 +331,15 @@ mod tests {
         let e = Error::Unhealthy { driver: "vfs".into(), problems: 2, repaired: false };
         assert_eq!(e.exit_code(), FAILED);
         assert_eq!(e.to_string(), "the vfs store has 2 problem(s) (strata check --repair heals what it can)");
+    }
+
+    /// A container's setup that fails with ENOSPC (mounting its /proc, binding /dev) is
+    /// a full disk like any other step's: exit 7, errno kept through strata-run's error.
+    #[test]
+    fn a_full_disk_while_setting_up_a_container_is_exit_7() {
+        let source = RunError::Sys { what: "binding /dev/null".into(), errno: nix::errno::Errno::ENOSPC };
+        let e = Error::Run { container: "c".into(), source };
+        assert_eq!((e.raw_os_error(), e.exit_code()), (Some(libc::ENOSPC), NO_SPACE));
     }
 
     /// A write to stdout that failed: a full disk is 7 as anywhere, a reader that went

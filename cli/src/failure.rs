@@ -153,18 +153,9 @@ impl Failure {
     }
 }
 
-/// A driver's error, or strata-image's or the registry's that a function returning the
-/// drivers' error carried ([`driver_core::Cause::Carried`]), as itself.
 impl From<driver_core::Error> for Failure {
     fn from(e: driver_core::Error) -> Failure {
-        let e = match e.carried::<strata_image::Error>() {
-            Ok(image) => return Failure::Image(image),
-            Err(e) => e,
-        };
-        match e.carried::<registry::Error>() {
-            Ok(r) => Failure::from(r),
-            Err(e) => Failure::Layer(e),
-        }
+        Failure::Layer(e)
     }
 }
 
@@ -184,8 +175,7 @@ mod tests {
     use super::*;
 
     /// A step's failure prints as itself and keeps its io error's errno; a driver's
-    /// error keeps its cause, and an image error a driver's error carried comes out as
-    /// itself.
+    /// error keeps its cause.
     #[test]
     fn a_failure_keeps_its_errno_and_lower_errors_their_type() {
         use driver_core::Cause;
@@ -199,9 +189,6 @@ mod tests {
         assert!(matches!(&e, Failure::Layer(l) if matches!(l.cause, Cause::Mounted(2))), "{e:?}");
         let full = Failure::from(driver_core::Error::layer("l", io::Error::from_raw_os_error(libc::ENOSPC)));
         assert_eq!(full.raw_os_error(), Some(libc::ENOSPC));
-        let carried = Cause::Carried(Box::new(strata_image::Error::NotFound { name: "a".into() }));
-        let e = Failure::from(driver_core::Error::new(carried));
-        assert!(matches!(e, Failure::Image(strata_image::Error::NotFound { .. })), "{e:?}");
     }
 
     /// A tool that said nothing on stderr is named with its status alone.

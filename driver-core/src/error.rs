@@ -66,11 +66,6 @@ pub enum Cause {
     /// the drivers); each use says why it has no variant of its own.
     #[error("{0}")]
     Other(String),
-    /// An error of a crate built on the drivers (strata-image's), kept as it is through
-    /// a function that returns this type (`check`, `df`, `prune`): printed unchanged, its
-    /// errno found through its sources, and taken back out typed by [`Error::carried`].
-    #[error(transparent)]
-    Carried(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// An io error with what was being done in front of it (`mount overlay on /x`, `cannot
@@ -153,15 +148,7 @@ impl Error {
             | Cause::Link { source: e, .. }
             | Cause::Opaque { source: e, .. }
             | Cause::Mount { source: e, .. } => os_error(e),
-            Cause::Carried(e) => os_error_under(e.as_ref()),
             _ => None,
-        }
-    }
-    /// The error of type `E` this one carries ([`Cause::Carried`]), or this error back.
-    pub fn carried<E: std::error::Error + 'static>(self) -> std::result::Result<E, Error> {
-        match self.cause {
-            Cause::Carried(e) if e.is::<E>() => Ok(*e.downcast::<E>().expect("checked above")),
-            cause => Err(Error { cause, ..self }),
         }
     }
     pub fn is_not_found(&self) -> bool {
@@ -196,7 +183,6 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.cause {
             Cause::Io(e) | Cause::Mount { source: e, .. } => Some(e),
-            Cause::Carried(e) => Some(e.as_ref()),
             _ => None,
         }
     }

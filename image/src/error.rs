@@ -242,21 +242,6 @@ impl<T> IoContext<T> for std::result::Result<T, io::Error> {
     }
 }
 
-/// For the one caller whose functions still return the drivers' error, the bench (it
-/// goes when the bench has its own error): an io error stays one, with its path and errno, a driver's error stays
-/// itself, and any other is carried whole ([`driver_core::Cause::Carried`]): printed as it
-/// is, and taken back out typed (`driver_core::Error::carried::<strata_image::Error>()`)
-/// by the `strata` binary to choose its exit code.
-impl From<Error> for driver_core::Error {
-    fn from(e: Error) -> driver_core::Error {
-        match e {
-            Error::Layer(e) => e,
-            Error::Io { path, source } => driver_core::Error::new(source).with_path(path),
-            e => driver_core::Error::new(driver_core::Cause::Carried(Box::new(e))),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,23 +255,5 @@ mod tests {
         assert_eq!(io.raw_os_error(), Some(libc::ENOSPC));
         let read = Error::Read { what: "blob".into(), source: enospc() };
         assert_eq!(read.raw_os_error(), Some(libc::ENOSPC));
-    }
-
-    /// Through the drivers' error and back, an image error is itself, and its errno is
-    /// still found (the old io::Error bridge hid it: `raw_os_error` was None).
-    #[test]
-    fn an_image_error_survives_the_drivers_error() {
-        let e = driver_core::Error::from(Error::NotFound { name: "a".into() }.context("removing"));
-        assert_eq!(e.to_string(), "removing: image a: no such image");
-        let back = e.carried::<Error>().expect("carried");
-        assert!(matches!(back.root(), Error::NotFound { name } if name == "a"));
-        let full = Error::read("blob sha256:ab", io::Error::from_raw_os_error(libc::ENOSPC)).context("saving image a");
-        let e = driver_core::Error::from(full);
-        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
-        // An io error at a path stays the drivers' own io error, path and errno kept.
-        let e = driver_core::Error::from(Error::io("/s/x", io::Error::from_raw_os_error(libc::EACCES)));
-        assert!(matches!(e.cause, driver_core::Cause::Io(ref io) if io.raw_os_error() == Some(libc::EACCES)));
-        assert_eq!(e.path.as_deref(), Some(Path::new("/s/x")));
-        assert!(e.carried::<Error>().is_err());
     }
 }

@@ -191,21 +191,6 @@ fn io_text(e: &io::Error) -> String {
     }
 }
 
-/// For callers that return the drivers' error (the bench): the registry's error as a
-/// `driver_core::Error` that carries it whole ([`driver_core::Cause::Carried`]). Errors of
-/// the store go back as they came; file errors keep their path and errno.
-impl From<Error> for driver_core::Error {
-    fn from(e: Error) -> driver_core::Error {
-        match e {
-            Error::Store(e) => e,
-            Error::Image(e) => e.into(),
-            Error::Interrupted => driver_core::interrupt::error(),
-            Error::File { path, source } => driver_core::Error::new(source).with_path(path),
-            e => driver_core::Error::new(driver_core::Cause::Carried(Box::new(e))),
-        }
-    }
-}
-
 /// An error status from the registry: the status, the registry's error code (from the
 /// distribution spec's `{"errors": [{"code": ...}]}` body) and what it says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -374,11 +359,5 @@ mod tests {
         let e = Error::File { path: "/store/blobs".into(), source: io::Error::from_raw_os_error(libc::ENOSPC) };
         assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
         assert_eq!(e.to_string(), "/store/blobs: no space left on device");
-        let bridged = driver_core::Error::from(e);
-        assert_eq!(bridged.raw_os_error(), Some(libc::ENOSPC), "through the bridge too");
-        assert_eq!(bridged.to_string(), "/store/blobs: no space left on device");
-        let e = Error::Status(Status::new(404, b"", "x".into(), false));
-        let bridged = driver_core::Error::from(e);
-        assert!(matches!(bridged.carried::<Error>(), Ok(Error::Status(Status { status: 404, .. }))));
     }
 }
