@@ -39,23 +39,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-
-/// What a layer is, as listed by the metadata store.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LayerInfo {
-    pub id: String,
-    pub parent: Option<String>,
-    /// `true` for a container layer that can still change.
-    pub writable: bool,
-    /// `sha256:` digest of the uncompressed tar that made the layer, when it was applied.
-    pub diff_id: Option<String>,
-    /// Bytes of file content the layer's tar carried (0 for a created layer).
-    pub size: u64,
-    /// Number of current users of the layer's mount.
-    pub mounts: u32,
-    /// Unix time (seconds) the layer was committed.
-    pub created: u64,
-}
+// Defined beside what makes them (the metadata store lists layers; a content record
+// counts a layer's disk use), named here with the contract.
+pub use crate::record::Usage;
+pub use crate::store::LayerInfo;
 
 /// How a path differs between a layer and its parent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -72,13 +59,6 @@ pub struct Change {
     /// Path relative to the layer root, without a leading `/`.
     pub path: PathBuf,
     pub kind: ChangeKind,
-}
-
-/// What one layer alone holds on disk.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    pub bytes: u64,
-    pub inodes: u64,
 }
 
 /// What a driver runs on and with.

@@ -36,7 +36,8 @@ use crate::driver::{ChainProgress, Change, Driver, LayerDir, LayerInfo, LayerTar
 use crate::durability::Durability;
 use crate::error::{Cause, Error, Result};
 use crate::reserved::ReservedXattrs;
-use crate::store::{LayerMeta, Staging, Store};
+use crate::store::{note_usage, LayerMeta, Staging, Store};
+pub use crate::store::{noted_usage, USAGE_KEY};
 
 /// What applying a layer tar gave.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -365,19 +366,6 @@ impl<F: LayerFs> Layered<F> {
 /// A layer of a chain staged and applied in parallel: its staging, what the apply
 /// gave, the diff_id it must have, the disk use its content record counted.
 type Staged = (Staging, Applied, Option<String>, Usage);
-
-/// The key of a layer's metadata under which its disk use, counted when its content
-/// was recorded, is kept (`strata df` reads it; a container's changes, so it has none).
-pub const USAGE_KEY: &str = "usage";
-
-fn note_usage(meta: &mut LayerMeta, usage: Usage) {
-    meta.extra.insert(USAGE_KEY.into(), serde_json::json!({"bytes": usage.bytes, "inodes": usage.inodes}));
-}
-
-/// The disk use noted in a layer's metadata when it was committed, if any.
-pub fn noted_usage(meta: &LayerMeta) -> Option<Usage> {
-    serde_json::from_value(meta.extra.get(USAGE_KEY)?.clone()).ok()
-}
 
 /// Refuses a layer whose tar was not the `expected` one (its staging is discarded).
 fn check_diff_id(staging: &Staging, applied: &Applied, expected: Option<&str>) -> Result<()> {

@@ -35,8 +35,14 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::driver::Usage;
 use crate::sys::{self, XattrTarget};
+
+/// What one layer alone holds on disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub bytes: u64,
+    pub inodes: u64,
+}
 
 /// The record's format version.
 pub const VERSION: u32 = 1;

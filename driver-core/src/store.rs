@@ -53,9 +53,40 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::driver::LayerInfo;
 use crate::durability::Durability;
 use crate::error::{Cause, Context, Error, Result};
+use crate::record::Usage;
+
+/// What a layer is, as listed by the metadata store.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerInfo {
+    pub id: String,
+    pub parent: Option<String>,
+    /// `true` for a container layer that can still change.
+    pub writable: bool,
+    /// `sha256:` digest of the uncompressed tar that made the layer, when it was applied.
+    pub diff_id: Option<String>,
+    /// Bytes of file content the layer's tar carried (0 for a created layer).
+    pub size: u64,
+    /// Number of current users of the layer's mount.
+    pub mounts: u32,
+    /// Unix time (seconds) the layer was committed.
+    pub created: u64,
+}
+
+/// The key of a layer's metadata under which its disk use, counted when its content
+/// was recorded, is kept (`strata df` reads it; a container's changes, so it has none).
+pub const USAGE_KEY: &str = "usage";
+
+/// Notes `usage` in layer metadata `meta` (under [`USAGE_KEY`]).
+pub(crate) fn note_usage(meta: &mut LayerMeta, usage: Usage) {
+    meta.extra.insert(USAGE_KEY.into(), serde_json::json!({"bytes": usage.bytes, "inodes": usage.inodes}));
+}
+
+/// The disk use noted in a layer's metadata when it was committed, if any.
+pub fn noted_usage(meta: &LayerMeta) -> Option<Usage> {
+    serde_json::from_value(meta.extra.get(USAGE_KEY)?.clone()).ok()
+}
 
 mod staging;
 mod usage;
@@ -299,7 +330,7 @@ impl Store {
             make_view(m, m.mounts == 0)?;
             m.mounts += 1;
             if m.writable {
-                m.extra.remove(crate::lifecycle::USAGE_KEY);
+                m.extra.remove(USAGE_KEY);
                 m.extra.insert(VIEWS_KEY.into(), (views(m) + 1).into());
             }
             Ok(())
