@@ -199,6 +199,8 @@ fn image_code(e: &strata_image::Error) -> u8 {
         | Parse { .. }
         | NotAnImage(_)
         | NotAnArchive { .. }
+        | NotRegular { .. }
+        | MissingMember { .. }
         | WrongTransport { .. }
         | SeveralImages { .. }
         | LayerCount { .. }

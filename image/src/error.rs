@@ -90,6 +90,16 @@ pub enum Error {
     )]
     Record { file: PathBuf, field: String, source: serde_json::Error },
 
+    /// A file of an image layout that is not a regular file: a symlink (which could
+    /// lead anywhere), a FIFO, a device or a directory (none has a digest to check, and
+    /// some never end). `is` says what it is.
+    #[error("{name} is {is}; a layout holds regular files")]
+    NotRegular { name: String, is: String },
+    /// A blob or member the image's index or manifest names that the layout or archive
+    /// (`of`) does not hold as a regular file (missing, or a symlink or hardlink in its
+    /// place in an archive).
+    #[error("{name:?} is not in the {of}")]
+    MissingMember { name: String, of: &'static str },
     /// An image source that is neither a layout nor an archive strata reads.
     #[error("{0}")]
     NotAnImage(&'static str),

@@ -55,10 +55,7 @@ impl LayoutDir {
         let fd = nix::fcntl::openat2(root.as_raw_fd(), rel, how).map_err(|e| {
             let e = driver_core::sys::errno(e);
             if e.raw_os_error() == Some(libc::ELOOP) {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{} is a symlink; a layout holds regular files", rel.display()),
-                )
+                Error::NotRegular { name: rel.display().to_string(), is: "a symlink".into() }.into_io()
             } else {
                 e
             }
@@ -67,10 +64,8 @@ impl LayoutDir {
         let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
         let ft = file.metadata()?.file_type();
         if !ft.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{} is not a regular file (a {}); a layout holds regular files", rel.display(), kind_of(&ft)),
-            ));
+            let is = format!("not a regular file (a {})", kind_of(&ft));
+            return Err(Error::NotRegular { name: rel.display().to_string(), is }.into_io());
         }
         // Reads of a regular file never block; clear the flag anyway so nothing relies on it.
         nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))
@@ -96,13 +91,25 @@ fn kind_of(ft: &std::fs::FileType) -> &'static str {
     }
 }
 
+impl LayoutDir {
+    /// Blob `locator`, which the image's documents name: one the layout lacks makes the
+    /// image not what it says ([`Error::MissingMember`]), not a file the user mistyped.
+    fn open_blob(&self, locator: &str) -> io::Result<File> {
+        let rel = blob_path(locator)?;
+        self.open_file(&rel).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::MissingMember { name: rel.display().to_string(), of: "layout" }.into_io(),
+            _ => e,
+        })
+    }
+}
+
 impl BlobSource for LayoutDir {
     fn open(&self, locator: &str) -> io::Result<Box<dyn Read + Send>> {
-        Ok(Box::new(self.open_file(&blob_path(locator)?)?))
+        Ok(Box::new(self.open_blob(locator)?))
     }
 
     fn stored_size(&self, locator: &str) -> io::Result<Option<u64>> {
-        Ok(Some(self.open_file(&blob_path(locator)?)?.metadata()?.len()))
+        Ok(Some(self.open_blob(locator)?.metadata()?.len()))
     }
 
     fn shared(&self) -> Option<Arc<dyn BlobSource>> {
@@ -170,10 +177,7 @@ impl TarArchive {
     pub(crate) fn read_small_member(&self, name: &str, max: u64) -> io::Result<Vec<u8>> {
         let size = self.members.get(name).map(|m| m.1).unwrap_or(0);
         if size > max {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{name} has {size} bytes, more than the {max} allowed"),
-            ));
+            return Err(Error::TooLarge { what: name.to_string(), size, max }.into_io());
         }
         let mut out = Vec::new();
         self.read_member(name)?.read_to_end(&mut out)?;
@@ -184,7 +188,7 @@ impl TarArchive {
         let (off, size) = *self
             .members
             .get(name)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{name:?} is not in the archive")))?;
+            .ok_or_else(|| Error::MissingMember { name: name.to_string(), of: "archive" }.into_io())?;
         let mut f = File::open(&self.path)?;
         f.seek(SeekFrom::Start(off))?;
         Ok(Box::new(f.take(size)))

@@ -21,8 +21,10 @@ use strata_image::image::{write_layout, REF_NAME};
 /// What `image unpack` must do with a hostile image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Expect {
-    /// Refuse it with one `error:` line, the store unchanged.
-    Refused,
+    /// Refuse it with one `error:` line and this exit code (docs/cli.md: [`INVALID`]
+    /// for an image that is not what it says, [`USAGE`] for a name that is not a
+    /// reference), the store unchanged.
+    Refused(i32),
     /// Unpack it.
     Unpacked,
     /// Either, but the same on every driver.
@@ -41,6 +43,11 @@ pub struct HostileImage {
 }
 
 pub use driver_core::digest::sha256 as digest;
+
+/// `strata`'s exit code for an image that is not what it says (docs/cli.md).
+pub const INVALID: i32 = 5;
+/// ... for what was typed that is not valid: a name that is not a reference.
+pub const USAGE: i32 = 2;
 
 /// An image layout being bent out of shape.
 pub struct Layout {
@@ -229,7 +236,7 @@ pub fn corpus(work: &Path, outside: &Path) -> Vec<HostileImage> {
         ("manifest-digest-uppercase", "sha256:ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789"),
         ("manifest-digest-other-algorithm", "sha512:00"),
     ] {
-        case(name, Refused, "digest", &|d| {
+        case(name, Refused(INVALID), "digest", &|d| {
             let l = layout(d);
             let mut index = l.index();
             index["manifests"][0]["digest"] = bad.into();
@@ -237,19 +244,19 @@ pub fn corpus(work: &Path, outside: &Path) -> Vec<HostileImage> {
             dirsrc(&l)
         });
     }
-    case("layer-digest-traversal", Refused, "digest", &|d| {
+    case("layer-digest-traversal", Refused(INVALID), "digest", &|d| {
         let l = layout(d);
         l.rewrite_manifest(|m| m["layers"][1]["digest"] = "sha256:../../../../../etc/shadow".into());
         dirsrc(&l)
     });
-    case("diff-id-not-a-digest", Refused, "digest", &|d| {
+    case("diff-id-not-a-digest", Refused(INVALID), "digest", &|d| {
         let l = layout(d);
         l.rewrite_config(|c| c["rootfs"]["diff_ids"][0] = "c-victim".into());
         dirsrc(&l)
     });
 
     // Blob files that are not regular files of the layout.
-    case("manifest-blob-symlink-outside", Refused, "symlink", &|d| {
+    case("manifest-blob-symlink-outside", Refused(INVALID), "symlink", &|d| {
         let l = layout(d);
         let m = fs::read(l.blob(&l.manifest_digest())).expect("manifest");
         // The right content, but outside the layout, reached through a link.
@@ -260,52 +267,52 @@ pub fn corpus(work: &Path, outside: &Path) -> Vec<HostileImage> {
         std::os::unix::fs::symlink(&planted, &p).expect("symlink");
         dirsrc(&l)
     });
-    case("blobs-dir-symlink", Refused, "symlink", &|d| {
+    case("blobs-dir-symlink", Refused(INVALID), "symlink", &|d| {
         let l = layout(d);
         let real = d.with_file_name(format!("{}-real-blobs", d.file_name().unwrap().to_string_lossy()));
         fs::rename(d.join("blobs"), &real).expect("move blobs");
         std::os::unix::fs::symlink(&real, d.join("blobs")).expect("symlink");
         dirsrc(&l)
     });
-    case("index-json-symlink-dev-zero", Refused, "index.json", &|d| {
+    case("index-json-symlink-dev-zero", Refused(INVALID), "index.json", &|d| {
         let l = layout(d);
         fs::remove_file(d.join("index.json")).expect("rm");
         std::os::unix::fs::symlink("/dev/zero", d.join("index.json")).expect("symlink");
         dirsrc(&l)
     });
-    case("index-json-char-device-zero", Refused, "not a regular file", &|d| {
+    case("index-json-char-device-zero", Refused(INVALID), "not a regular file", &|d| {
         let l = layout(d);
         mknod_zero(&d.join("index.json"));
         dirsrc(&l)
     });
-    case("index-json-fifo", Refused, "not a regular file", &|d| {
+    case("index-json-fifo", Refused(INVALID), "not a regular file", &|d| {
         let l = layout(d);
         mkfifo(&d.join("index.json"));
         dirsrc(&l)
     });
-    case("manifest-blob-fifo", Refused, "not a regular file", &|d| {
+    case("manifest-blob-fifo", Refused(INVALID), "not a regular file", &|d| {
         let l = layout(d);
         mkfifo(&l.blob(&l.manifest_digest()));
         dirsrc(&l)
     });
-    case("config-blob-fifo", Refused, "not a regular file", &|d| {
+    case("config-blob-fifo", Refused(INVALID), "not a regular file", &|d| {
         let l = layout(d);
         mkfifo(&l.blob(l.manifest()["config"]["digest"].as_str().unwrap()));
         dirsrc(&l)
     });
-    case("layer-blob-fifo", Refused, "not a regular file", &|d| {
+    case("layer-blob-fifo", Refused(INVALID), "not a regular file", &|d| {
         let l = layout(d);
         mkfifo(&l.blob(&l.layer_digest(1)));
         dirsrc(&l)
     });
-    case("layer-blob-dev-zero-1tib", Refused, "", &|d| {
+    case("layer-blob-dev-zero-1tib", Refused(INVALID), "", &|d| {
         let l = layout(d);
         let p = l.blob(&l.layer_digest(1));
         mknod_zero(&p);
         l.rewrite_manifest(|m| m["layers"][1]["size"] = (1u64 << 40).into());
         dirsrc(&l)
     });
-    case("layer-blob-directory", Refused, "not a regular file", &|d| {
+    case("layer-blob-directory", Refused(INVALID), "not a regular file", &|d| {
         let l = layout(d);
         let p = l.blob(&l.layer_digest(1));
         fs::remove_file(&p).expect("rm");
@@ -314,17 +321,17 @@ pub fn corpus(work: &Path, outside: &Path) -> Vec<HostileImage> {
     });
 
     // Sizes that lie.
-    case("layer-size-says-1tib", Refused, "descriptor says", &|d| {
+    case("layer-size-says-1tib", Refused(INVALID), "descriptor says", &|d| {
         let l = layout(d);
         l.rewrite_manifest(|m| m["layers"][1]["size"] = (1u64 << 40).into());
         dirsrc(&l)
     });
-    case("layer-size-says-less", Refused, "descriptor says", &|d| {
+    case("layer-size-says-less", Refused(INVALID), "descriptor says", &|d| {
         let l = layout(d);
         l.rewrite_manifest(|m| m["layers"][1]["size"] = 10.into());
         dirsrc(&l)
     });
-    case("manifest-size-lies", Refused, "", &|d| {
+    case("manifest-size-lies", Refused(INVALID), "", &|d| {
         let l = layout(d);
         let mut index = l.index();
         index["manifests"][0]["size"] = 7.into();
@@ -333,7 +340,7 @@ pub fn corpus(work: &Path, outside: &Path) -> Vec<HostileImage> {
     });
 
     // JSON bombs.
-    case("index-json-200mb", Refused, "index.json", &|d| {
+    case("index-json-200mb", Refused(INVALID), "index.json", &|d| {
         let l = layout(d);
         // Valid JSON up to a point, then 200 MB (sparse) of NULs: only the cap stops it.
         let f = fs::File::create(d.join("index.json")).expect("create");
@@ -341,7 +348,7 @@ pub fn corpus(work: &Path, outside: &Path) -> Vec<HostileImage> {
         f.set_len(200 << 20).expect("set_len");
         dirsrc(&l)
     });
-    case("index-json-deeply-nested", Refused, "index.json", &|d| {
+    case("index-json-deeply-nested", Refused(INVALID), "index.json", &|d| {
         let l = layout(d);
         let mut s = String::from(r#"{"schemaVersion":2,"manifests":[],"annotations":{"x":"#);
         s.push_str(&"[".repeat(100_000));
@@ -365,7 +372,7 @@ pub fn corpus(work: &Path, outside: &Path) -> Vec<HostileImage> {
         l.set_index(&index);
         dirsrc(&l)
     });
-    case("index-json-64mib-of-annotations", Refused, "index.json", &|d| {
+    case("index-json-64mib-of-annotations", Refused(INVALID), "index.json", &|d| {
         // Nine million tiny annotations: parsed, a map of them takes gigabytes.
         let l = layout(d);
         let mut s = String::from(r#"{"schemaVersion":2,"manifests":["#);
@@ -380,17 +387,17 @@ pub fn corpus(work: &Path, outside: &Path) -> Vec<HostileImage> {
         fs::write(d.join("index.json"), s).expect("write");
         dirsrc(&l)
     });
-    case("manifest-5mib", Refused, "", &|d| {
+    case("manifest-5mib", Refused(INVALID), "", &|d| {
         let l = layout(d);
         l.rewrite_manifest(|m| m["annotations"] = json!({"pad": "x".repeat(5 << 20)}));
         dirsrc(&l)
     });
-    case("config-20mib", Refused, "", &|d| {
+    case("config-20mib", Refused(INVALID), "", &|d| {
         let l = layout(d);
         l.rewrite_config(|c| c["config"]["Labels"] = json!({"pad": "x".repeat(20 << 20)}));
         dirsrc(&l)
     });
-    case("nested-index-chain", Refused, "", &|d| {
+    case("nested-index-chain", Refused(INVALID), "", &|d| {
         // An index pointing at an index … more levels than anyone nests (a cycle
         // cannot be written with digests; a long chain is what is left of one).
         let l = layout(d);
@@ -409,12 +416,12 @@ pub fn corpus(work: &Path, outside: &Path) -> Vec<HostileImage> {
         l.rewrite_manifest(|m| m["layers"][1]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+zstd".into());
         dirsrc(&l)
     });
-    case("layer-says-it-is-a-config", Refused, "not a layer", &|d| {
+    case("layer-says-it-is-a-config", Refused(INVALID), "not a layer", &|d| {
         let l = layout(d);
         l.rewrite_manifest(|m| m["layers"][1]["mediaType"] = "application/vnd.oci.image.config.v1+json".into());
         dirsrc(&l)
     });
-    case("manifest-says-it-is-an-index", Refused, "", &|d| {
+    case("manifest-says-it-is-an-index", Refused(INVALID), "", &|d| {
         let l = layout(d);
         let mut index = l.index();
         index["manifests"][0]["mediaType"] = "application/vnd.oci.image.index.v1+json".into();
@@ -430,14 +437,14 @@ pub fn corpus(work: &Path, outside: &Path) -> Vec<HostileImage> {
         l.replace_layer(1, &blob, &digest(&app), "application/vnd.oci.image.layer.v1.tar+gzip");
         dirsrc(&l)
     });
-    case("gzip-trailing-garbage", Refused, "", &|d| {
+    case("gzip-trailing-garbage", Refused(INVALID), "", &|d| {
         let l = layout(d);
         let mut blob = gzip(&app);
         blob.extend(b"trailing garbage after the gzip stream".repeat(4));
         l.replace_layer(1, &blob, &digest(&app), "application/vnd.oci.image.layer.v1.tar+gzip");
         dirsrc(&l)
     });
-    case("gzip-bomb-diff-id-wrong", Refused, "diff_id", &|d| {
+    case("gzip-bomb-diff-id-wrong", Refused(INVALID), "diff_id", &|d| {
         // 256 MiB of zeros in ~256 KiB: inflated and hashed as it streams, never held.
         let l = layout(d);
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
@@ -457,7 +464,7 @@ pub fn corpus(work: &Path, outside: &Path) -> Vec<HostileImage> {
         tar_of_dir(&l.dir, &out);
         out.display().to_string()
     });
-    case("oci-archive-manifest-member-is-symlink", Refused, "not in the archive", &|d| {
+    case("oci-archive-manifest-member-is-symlink", Refused(INVALID), "not in the archive", &|d| {
         let l = layout(d);
         let p = l.blob(&l.manifest_digest());
         fs::remove_file(&p).expect("rm");
@@ -466,7 +473,7 @@ pub fn corpus(work: &Path, outside: &Path) -> Vec<HostileImage> {
         tar_of_dir(&l.dir, &out);
         out.display().to_string()
     });
-    case("oci-archive-member-is-hardlink", Refused, "not in the archive", &|d| {
+    case("oci-archive-member-is-hardlink", Refused(INVALID), "not in the archive", &|d| {
         let l = layout(d);
         let m = l.manifest_digest();
         let out = d.with_extension("tar");
@@ -489,7 +496,7 @@ pub fn corpus(work: &Path, outside: &Path) -> Vec<HostileImage> {
         fs::write(&out, t.build()).expect("write");
         out.display().to_string()
     });
-    case("oci-archive-index-claims-past-end", Refused, "", &|d| {
+    case("oci-archive-index-claims-past-end", Refused(INVALID), "", &|d| {
         let l = layout(d);
         let out = d.with_extension("tar");
         tar_of_dir(&l.dir, &out);
@@ -504,12 +511,12 @@ pub fn corpus(work: &Path, outside: &Path) -> Vec<HostileImage> {
         docker_archive(&out, &["strata/ok:v1"], &[base.clone(), app.clone()], None);
         out.display().to_string()
     });
-    case("docker-archive-diff-id-is-a-layer-name", Refused, "digest", &|d| {
+    case("docker-archive-diff-id-is-a-layer-name", Refused(INVALID), "digest", &|d| {
         let out = d.with_extension("tar");
         docker_archive(&out, &["strata/evil:v1"], std::slice::from_ref(&base), Some(vec!["c-victim".into()]));
         out.display().to_string()
     });
-    case("docker-archive-manifest-json-5mib", Refused, "manifest.json", &|d| {
+    case("docker-archive-manifest-json-5mib", Refused(INVALID), "manifest.json", &|d| {
         let out = d.with_extension("tar");
         let pad = format!(r#"[{{"Config":"x.json","Layers":[],"Pad":"{}"}}]"#, "x".repeat(5 << 20));
         fs::write(&out, TarBuilder::new().file("manifest.json", pad.as_bytes()).build()).expect("write");
@@ -524,7 +531,7 @@ pub fn corpus(work: &Path, outside: &Path) -> Vec<HostileImage> {
         ("ref-name-empty", ""),
         ("ref-name-slash-dotdot", "a/../../b"),
     ] {
-        case(name, Refused, "invalid reference format", &|d| {
+        case(name, Refused(USAGE), "invalid reference format", &|d| {
             let l = layout(d);
             let mut index = l.index();
             index["manifests"][0]["annotations"][REF_NAME] = tag.into();
@@ -532,7 +539,7 @@ pub fn corpus(work: &Path, outside: &Path) -> Vec<HostileImage> {
             dirsrc(&l)
         });
     }
-    case("docker-repo-tag-traversal", Refused, "invalid reference format", &|d| {
+    case("docker-repo-tag-traversal", Refused(USAGE), "invalid reference format", &|d| {
         let out = d.with_extension("tar");
         docker_archive(&out, &["../../evil:1"], std::slice::from_ref(&base), None);
         out.display().to_string()
@@ -551,7 +558,7 @@ pub fn corpus(work: &Path, outside: &Path) -> Vec<HostileImage> {
             name,
             src,
             args: vec!["--name".into(), n.into()],
-            expect: Refused,
+            expect: Refused(USAGE),
             error_has: "invalid reference format",
         });
     }

@@ -131,7 +131,7 @@ fn bad_images_fail_clearly_and_leave_the_store_as_it_was(s: &Strata) {
 
     // Exit 1, not 5: the diff_id check fails in the driver (Cause::DiffIdMismatch), which
     // cli/src/error.rs maps to 1, as it does a missing config blob (an io error).
-    let e = bad("wrong-diff-id", &[1], &|d| {
+    let e = bad("wrong-diff-id", &[5], &|d| {
         rewrite_config(d, |c| c["rootfs"]["diff_ids"][1] = format!("sha256:{}", "0".repeat(64)).into())
     });
     assert!(e.contains("diff_id") && e.contains(&format!("not sha256:{}", "0".repeat(64))), "{driver}: {e}");
@@ -139,10 +139,10 @@ fn bad_images_fail_clearly_and_leave_the_store_as_it_was(s: &Strata) {
     let e = bad("missing-layer-blob", &[5], &|d| fs::remove_file(blob(d, &layer2)).unwrap());
     assert!(e.contains(&layer2), "{driver}: {e}");
 
-    let e = bad("missing-config-blob", &[1], &|d| {
-        fs::remove_file(blob(d, manifest(d)["config"]["digest"].as_str().unwrap())).unwrap()
-    });
-    assert!(e.contains("config") && e.contains("sha256:"), "{driver}: {e}");
+    // A blob the manifest names that the layout lacks, config or layer: 5 alike.
+    let config = manifest(&good)["config"]["digest"].as_str().unwrap().to_string();
+    let e = bad("missing-config-blob", &[5], &|d| fs::remove_file(blob(d, &config)).unwrap());
+    assert!(e.contains(&config) && e.contains("is not in the layout"), "{driver}: {e}");
 
     // A gzip stream whose blob digest is right but whose deflate data is corrupt.
     let e = bad("corrupt-gzip", &[5], &|d| {
@@ -156,7 +156,7 @@ fn bad_images_fail_clearly_and_leave_the_store_as_it_was(s: &Strata) {
     assert!(e.contains("layer sha256:") && e.contains("corrupt gzip stream"), "{driver}: {e}");
 
     // The same for zstd.
-    let e = bad("corrupt-zstd", &[1, 5], &|d| {
+    let e = bad("corrupt-zstd", &[5], &|d| {
         let mut z = zstd::encode_all(&plain2[..], 3).unwrap();
         let n = z.len();
         for b in &mut z[n / 2..n / 2 + 64] {
@@ -164,8 +164,8 @@ fn bad_images_fail_clearly_and_leave_the_store_as_it_was(s: &Strata) {
         }
         replace_layer_blob(d, 1, &z, "application/vnd.oci.image.layer.v1.tar+zstd");
     });
-    // (zstd frames carry no checksum by default: the diff_id check (exit 1) is what
-    // catches it, or the decoder (exit 5))
+    // (zstd frames carry no checksum by default: the diff_id check is what catches it,
+    // or the decoder; either way the image is not what it says, exit 5)
     assert!(e.contains("layer sha256:") && (e.contains("zstd") || e.contains("(diff_id)")), "{driver}: {e}");
 
     // Absurd sizes: a manifest claiming an exabyte-sized layer, and one claiming fewer
@@ -308,7 +308,8 @@ fn pull_from_a_local_registry() {
     assert!(d.is_empty(), "{}", d.join("\n"));
     // A reference that is not there is one clear error.
     // A registry that refused: exit 1 (docs/cli.md); the line itself is tested here.
-    let e = s.fails_with(1, &["image", "pull", "--insecure", &format!("127.0.0.1:{}/strata/nope:v1", reg.port)]);
+    // A tag the registry does not have is not found (4), as a tag a layout does not hold.
+    let e = s.fails_with(4, &["image", "pull", "--insecure", &format!("127.0.0.1:{}/strata/nope:v1", reg.port)]);
     let want = format!(": 127.0.0.1:{}/strata/nope:v1", reg.port);
     assert!(e.contains("unknown") && e.ends_with(&want) && !e.contains('{'), "the error JSON as one line: {e}");
 }
