@@ -105,8 +105,15 @@ pub struct ScratchFs {
     mounted: bool,
 }
 
-fn err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(format!("{what}: {e}"))
+/// An io or system-call error with what was being done in front, its errno kept (a
+/// full disk under the loop file is still ENOSPC to the bench's exit code).
+fn err(what: impl std::fmt::Display, e: impl Into<io::Error>) -> io::Error {
+    driver_core::error::io_context(what.to_string(), e.into())
+}
+
+/// A tool that ran and failed (`mkfs.xfs`), in its own words.
+fn tool_failed(what: impl std::fmt::Display, said: &str) -> io::Error {
+    io::Error::other(format!("{what}: {said}"))
 }
 
 /// Attaches `image` to a free loop device; returns the device path and an open handle.
@@ -142,7 +149,7 @@ impl ScratchFs {
         File::create(&image)?.set_len(size_bytes)?;
         let out = kind.mkfs(&image).output().map_err(|e| err(format!("mkfs.{} (is it installed?)", kind.name()), e))?;
         if !out.status.success() {
-            return Err(err(format!("mkfs.{}", kind.name()), String::from_utf8_lossy(&out.stderr).trim()));
+            return Err(tool_failed(format!("mkfs.{}", kind.name()), String::from_utf8_lossy(&out.stderr).trim()));
         }
         let mountpoint = dir.path().join("mnt");
         fs::create_dir(&mountpoint)?;
@@ -178,7 +185,7 @@ impl ScratchFs {
         File::create(image)?.set_len(size_bytes)?;
         let out = kind.mkfs(image).output().map_err(|e| err(format!("mkfs.{} (is it installed?)", kind.name()), e))?;
         if !out.status.success() {
-            return Err(err(format!("mkfs.{}", kind.name()), String::from_utf8_lossy(&out.stderr).trim()));
+            return Err(tool_failed(format!("mkfs.{}", kind.name()), String::from_utf8_lossy(&out.stderr).trim()));
         }
         Ok(())
     }
@@ -406,6 +413,17 @@ pub fn fs_type(path: &Path) -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A loop, mount or mkfs step's error keeps its errno under the words that say
+    /// which step (it was a string: ENOSPC under the loop file read as exit 1, not 7).
+    #[test]
+    fn a_steps_error_keeps_its_errno() {
+        let e = err("mount /dev/loop9 on /x (ext4)", nix::errno::Errno::ENOSPC);
+        assert_eq!(driver_core::error::os_error(&e), Some(nix::libc::ENOSPC));
+        assert_eq!(e.to_string(), "mount /dev/loop9 on /x (ext4): No space left on device (os error 28)");
+        let e = err("/dev/loop-control", io::Error::from_raw_os_error(nix::libc::EACCES));
+        assert_eq!(driver_core::error::os_error(&e), Some(nix::libc::EACCES));
+    }
 
     fn attached(device: &Path) -> bool {
         let name = device.file_name().unwrap().to_string_lossy().into_owned();
