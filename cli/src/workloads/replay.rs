@@ -22,9 +22,9 @@ pub fn image_env(spec: &str) -> Vec<String> {
     }
     let read = || -> Option<Vec<String>> {
         let (source, image) = strata_image::image::open_source(spec, None).ok()?;
-        let config: serde_json::Value = serde_json::from_reader(source.open(&image.config_locator).ok()?).ok()?;
-        let env = config.get("config")?.get("Env")?.as_array()?;
-        Some(env.iter().filter_map(|e| e.as_str().map(str::to_string)).collect())
+        let config: oci_spec::image::ImageConfiguration =
+            serde_json::from_reader(source.open(&image.config_locator).ok()?).ok()?;
+        config.config().as_ref()?.env().clone()
     };
     read().unwrap_or_default()
 }
@@ -187,6 +187,33 @@ fn measure_one(t: &Target, k: usize, spec: &Spec, w: &mut WorkloadResult) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--run` gets the image config's `Env`, read through oci-spec's config type.
+    #[test]
+    fn the_image_env_is_the_configs() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path();
+        std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+        let put = |data: &[u8]| {
+            let d = driver_core::digest::sha256(data);
+            std::fs::write(layout.join("blobs/sha256").join(&d[7..]), data).unwrap();
+            (d, data.len())
+        };
+        let config = br#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/bin:/bin","LANG=C.UTF-8"]},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let (cd, cn) = put(config);
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{cn}}},"layers":[]}}"#
+        );
+        let (md, mn) = put(manifest.as_bytes());
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{md}","size":{mn},"annotations":{{"org.opencontainers.image.ref.name":"v1"}}}}]}}"#
+        );
+        std::fs::write(layout.join("index.json"), index).unwrap();
+        std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        let spec = format!("{}:v1", layout.display());
+        assert_eq!(image_env(&spec), ["PATH=/usr/bin:/bin", "LANG=C.UTF-8"]);
+        assert!(image_env("docker://127.0.0.1:1/x:y").is_empty(), "a registry's is not pulled twice");
+    }
 
     #[test]
     fn sizes_fall_in_their_buckets() {
